@@ -1,0 +1,72 @@
+#include "csrc/core/thread_pool.h"
+
+#include <stdexcept>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define EDGELLAMA_CPU_RELAX() _mm_pause()
+#else
+#define EDGELLAMA_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace edgellama {
+
+namespace {
+constexpr int kSpinIterations = 20000;  // ~ tens of microseconds before sleeping
+}
+
+ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
+    if (n_threads < 1 || n_threads > 1024) {
+        throw std::invalid_argument("n_threads must be in [1, 1024], got " + std::to_string(n_threads));
+    }
+    workers_.reserve(n_threads - 1);
+    for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stopping_.store(true);
+        generation_.fetch_add(1);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+}
+
+void ThreadPool::run(const Job& job) {
+    if (n_threads_ == 1) {
+        job(0, 1);
+        return;
+    }
+    job_ = &job;
+    pending_.store(n_threads_ - 1, std::memory_order_relaxed);
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    job(0, n_threads_);
+    while (pending_.load(std::memory_order_acquire) != 0) EDGELLAMA_CPU_RELAX();
+    job_ = nullptr;
+}
+
+void ThreadPool::worker_loop(int thread_index) {
+    uint64_t seen = 0;
+    for (;;) {
+        int spins = 0;
+        while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
+            EDGELLAMA_CPU_RELAX();
+            ++spins;
+        }
+        if (generation_.load(std::memory_order_acquire) == seen) {
+            std::unique_lock<std::mutex> lock(mutex_);
+            wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        }
+        seen = generation_.load(std::memory_order_acquire);
+        if (stopping_.load()) return;
+        (*job_)(thread_index, n_threads_);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+}
+
+}  // namespace edgellama

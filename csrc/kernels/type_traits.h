@@ -1,0 +1,57 @@
+// The single registry of weight block formats: one TypeTraits entry per GGUF tensor type we run.
+//
+// Every kernel that touches a weight goes through this table: the forward step never switches
+// on a type itself. Weight rows are used in place, exactly as GGUF stores them (little-endian
+// block structs from quantize/block_formats.h). Activations are quantized once per matmul into
+// the format the weight type's dot product wants (act_format), then dotted row by row.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace edgellama {
+
+// GGUF / ggml tensor type ids (the numbers stored in the file).
+enum class TensorType : int32_t {
+    F32 = 0,
+    F16 = 1,
+    Q4_0 = 2,
+    Q4_1 = 3,
+    Q8_0 = 8,
+    Q4_K = 12,
+    Q5_K = 13,
+    Q6_K = 14,
+    BF16 = 30,
+};
+
+// In-memory activation formats (never written to a file).
+enum class ActFormat : int32_t {
+    F32 = 0,     // plain floats: the dot product of F32/F16/BF16 weights
+    Q8_32 = 1,   // BlockQ8Act32: 32 int8 with a float scale and the block sum (Q4_0, Q4_1, Q8_0)
+    Q8_256 = 2,  // BlockQ8Act256: 256 int8 with a float scale and 16 partial sums (K-quants)
+};
+
+struct TypeTraits {
+    const char* name;
+    int64_t block_size;    // elements per block
+    size_t block_bytes;    // bytes per block, as stored in GGUF
+    ActFormat act_format;  // activation format vec_dot expects
+    // dst[0..n) = weights of src; n is a multiple of block_size.
+    void (*dequantize_row)(const void* src, float* dst, int64_t n);
+    // sum_i w[i] * a[i] over n elements; weight_row in this type, act_row in act_format.
+    float (*vec_dot)(int64_t n, const void* weight_row, const void* act_row);
+};
+
+// nullptr when the type id is not one we support.
+const TypeTraits* find_type_traits(int32_t type_id);
+// Throws std::invalid_argument naming the type when unsupported.
+const TypeTraits& type_traits(int32_t type_id);
+
+// Bytes of one row of n elements (n a multiple of the block size).
+size_t weight_row_bytes(int32_t type_id, int64_t n);
+size_t act_row_bytes(ActFormat format, int64_t n);
+int64_t act_block_size(ActFormat format);
+// Converts n floats into the activation format (n a multiple of its block size).
+void quantize_act_row(ActFormat format, const float* src, void* dst, int64_t n);
+
+}  // namespace edgellama

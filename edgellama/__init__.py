@@ -1,0 +1,1 @@
+"""edgellama: run quantized Llama-family models from GGUF files on-device."""
