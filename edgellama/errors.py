@@ -1,0 +1,39 @@
+"""Exceptions raised by edgellama. Every load problem names the file, the tensor (when there is one)
+and what is wrong, so a user can tell a broken download from an unsupported model."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+
+class EdgellamaError(Exception):
+    """Base class of every error edgellama raises on purpose."""
+
+
+class ModelLoadError(EdgellamaError, ValueError):
+    """A model file could not be loaded. Attributes: path, tensor (or None), problem."""
+
+    def __init__(self, path, problem: str, tensor: Optional[str] = None):
+        self.path = str(path)
+        self.tensor = tensor
+        self.problem = problem
+        where = f"{self.path}" + (f", tensor '{tensor}'" if tensor else "")
+        super().__init__(f"{where}: {problem}")
+
+
+class InvalidGGUFError(ModelLoadError):
+    """The file is not a well-formed GGUF model: bad magic, truncated, a tensor's data outside the
+    file, a missing tensor, a shape that contradicts the hyper-parameters, an unknown type id."""
+
+
+class UnsupportedModelError(ModelLoadError):
+    """The file is valid GGUF but describes something edgellama does not run: an architecture other
+    than llama, or a tensor type outside F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K."""
+
+
+class ContextOverflowError(EdgellamaError, ValueError):
+    """More tokens were evaluated than the context window (n_ctx) holds."""
+
+
+class ModelFetchError(EdgellamaError, RuntimeError):
+    """The default model could not be fetched or failed its checksum."""
