@@ -1,0 +1,80 @@
+// Python glue for the llama model: converts Python config/tensor tables and numpy arrays, releases
+// the GIL around the forward step. No logic beyond argument conversion lives here.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+
+#include "bindings/bindings.h"
+#include "csrc/model/llama_loader.h"
+#include "csrc/model/llama_model.h"
+
+namespace py = pybind11;
+
+namespace edgellama::bindings {
+
+namespace {
+
+LlamaConfig config_from_dict(const py::dict& d) {
+    LlamaConfig c;
+    c.n_vocab = d["n_vocab"].cast<int64_t>();
+    c.n_embd = d["n_embd"].cast<int64_t>();
+    c.n_layer = d["n_layer"].cast<int64_t>();
+    c.n_head = d["n_head"].cast<int64_t>();
+    c.n_head_kv = d["n_head_kv"].cast<int64_t>();
+    c.head_dim = d["head_dim"].cast<int64_t>();
+    c.n_ff = d["n_ff"].cast<int64_t>();
+    c.rope_dim = d["rope_dim"].cast<int64_t>();
+    c.rope_base = d["rope_base"].cast<float>();
+    c.rms_eps = d["rms_eps"].cast<float>();
+    return c;
+}
+
+// tensors: {name: (address, type_id, rows, cols)}; addresses point into buffers Python keeps alive.
+TensorMap tensors_from_dict(const py::dict& d) {
+    TensorMap map;
+    for (auto item : d) {
+        auto t = item.second.cast<std::tuple<uintptr_t, int32_t, int64_t, int64_t>>();
+        map[item.first.cast<std::string>()] =
+            TensorRef{reinterpret_cast<const void*>(std::get<0>(t)), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
+    }
+    return map;
+}
+
+std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
+                                       int n_threads) {
+    LlamaConfig c = config_from_dict(config);
+    return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads);
+}
+
+py::array_t<float> forward(LlamaModel& model, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
+                           bool all_logits) {
+    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
+    const int64_t n = tokens.shape(0);
+    const int64_t n_vocab = model.config().n_vocab;
+    py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab}) : py::array_t<float>({n_vocab});
+    const int32_t* ids = tokens.data();
+    float* out = logits.mutable_data();
+    {
+        py::gil_scoped_release release;
+        model.forward(ids, n, out, all_logits);
+    }
+    return logits;
+}
+
+}  // namespace
+
+void bind_model(py::module_& m) {
+    py::class_<LlamaModel>(m, "LlamaModel")
+        .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"))
+        .def("forward", &forward, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("truncate", &LlamaModel::truncate, py::arg("n"))
+        .def("reset", &LlamaModel::reset)
+        .def_property_readonly("n_past", &LlamaModel::n_past)
+        .def_property_readonly("n_ctx", &LlamaModel::n_ctx)
+        .def_property_readonly("n_threads", &LlamaModel::n_threads)
+        .def_property_readonly_static("max_batch", [](py::object) { return LlamaModel::kMaxBatch; });
+}
+
+}  // namespace edgellama::bindings

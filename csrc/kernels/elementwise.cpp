@@ -1,0 +1,41 @@
+#include "csrc/kernels/elementwise.h"
+
+#include <cmath>
+
+namespace edgellama {
+
+void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps) {
+    double sum_sq = 0.0;  // double: a 4096-wide sum of squares loses bits in float
+    for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+    const float scale = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
+    for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
+}
+
+void rope_angles(int64_t pos, const double* inv_freq, int64_t n_pairs, float* cos_out, float* sin_out) {
+    for (int64_t i = 0; i < n_pairs; ++i) {
+        const double angle = static_cast<double>(pos) * inv_freq[i];
+        cos_out[i] = static_cast<float>(std::cos(angle));
+        sin_out[i] = static_cast<float>(std::sin(angle));
+    }
+}
+
+void rope_apply(float* x, int64_t n_heads, int64_t head_dim, const float* cos_v, const float* sin_v,
+                int64_t n_pairs) {
+    for (int64_t h = 0; h < n_heads; ++h) {
+        float* head = x + h * head_dim;
+        for (int64_t i = 0; i < n_pairs; ++i) {
+            const float a = head[2 * i], b = head[2 * i + 1];
+            head[2 * i] = a * cos_v[i] - b * sin_v[i];
+            head[2 * i + 1] = a * sin_v[i] + b * cos_v[i];
+        }
+    }
+}
+
+void swiglu(float* gate, const float* up, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+        const float g = gate[i];
+        gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+}
+
+}  // namespace edgellama

@@ -1,0 +1,63 @@
+#include "csrc/kernels/matmul.h"
+
+namespace edgellama {
+
+uint8_t* ActivationBuffer::reserve(ActFormat format, int64_t n_tokens, int64_t cols) {
+    const size_t needed = act_row_bytes(format, cols) * static_cast<size_t>(n_tokens);
+    if (bytes_.size() < needed) bytes_.resize(needed);
+    return bytes_.data();
+}
+
+namespace {
+
+// Quantizes each token's activation row into the weight type's dot-product format.
+const uint8_t* quantize_activations(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w,
+                                    const float* x, int64_t x_stride, int64_t n_tokens,
+                                    size_t& act_stride) {
+    const ActFormat format = w.traits->act_format;
+    act_stride = act_row_bytes(format, w.cols);
+    uint8_t* dst = act.reserve(format, n_tokens, w.cols);
+    auto quantize_range = [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) {
+            quantize_act_row(format, x + t * x_stride, dst + t * act_stride, w.cols);
+        }
+    };
+    if (n_tokens == 1) {
+        quantize_range(0, 1);  // a decode step: not worth waking the pool
+    } else {
+        pool.run([&](int ith, int nth) {
+            int64_t begin, end;
+            split_range(n_tokens, ith, nth, begin, end);
+            quantize_range(begin, end);
+        });
+    }
+    return dst;
+}
+
+}  // namespace
+
+void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const float* x,
+            int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+    const uint8_t* act_rows;
+    size_t act_stride;
+    if (w.traits->act_format == ActFormat::F32) {
+        act_rows = reinterpret_cast<const uint8_t*>(x);
+        act_stride = static_cast<size_t>(x_stride) * sizeof(float);
+    } else {
+        act_rows = quantize_activations(pool, act, w, x, x_stride, n_tokens, act_stride);
+    }
+    const auto vec_dot = w.traits->vec_dot;
+    pool.run([&](int ith, int nth) {
+        int64_t row_begin, row_end;
+        split_range(w.rows, ith, nth, row_begin, row_end);
+        // Row-outer order: each weight row is read from memory once and reused for every token.
+        for (int64_t r = row_begin; r < row_end; ++r) {
+            const uint8_t* w_row = w.row(r);
+            for (int64_t t = 0; t < n_tokens; ++t) {
+                y[t * y_stride + r] = vec_dot(w.cols, w_row, act_rows + t * act_stride);
+            }
+        }
+    });
+}
+
+}  // namespace edgellama

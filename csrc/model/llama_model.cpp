@@ -1,0 +1,197 @@
+#include "csrc/model/llama_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "csrc/kernels/attention.h"
+#include "csrc/kernels/elementwise.h"
+
+namespace edgellama {
+
+namespace {
+
+void check_matrix(const WeightMatrix& w, int64_t rows, int64_t cols, const std::string& what) {
+    if (w.data == nullptr || w.traits == nullptr || w.rows != rows || w.cols != cols) {
+        throw std::invalid_argument(what + ": expected " + std::to_string(rows) + " rows of " +
+                                    std::to_string(cols) + ", got " + std::to_string(w.rows) + " of " +
+                                    std::to_string(w.cols));
+    }
+}
+
+void add_in_place(float* x, const float* delta, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[i] += delta[i];
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads)
+    : config_(config),
+      weights_(std::move(weights)),
+      cache_(config.n_layer, n_ctx, config.n_head_kv * config.head_dim),
+      pool_(n_threads) {
+    validate_shapes();
+    const int64_t n_pairs = config_.rope_dim / 2;
+    inv_freq_.resize(n_pairs);
+    for (int64_t i = 0; i < n_pairs; ++i) {
+        double freq = std::pow(static_cast<double>(config_.rope_base),
+                               -2.0 * static_cast<double>(i) / static_cast<double>(config_.rope_dim));
+        if (weights_.rope_freqs) freq /= weights_.rope_freqs[i];
+        inv_freq_[i] = freq;
+    }
+    const int64_t batch = std::min(kMaxBatch, n_ctx);
+    const int64_t q_width = config_.n_head * config_.head_dim;
+    scratch_.x.resize(batch * config_.n_embd);
+    scratch_.x_norm.resize(batch * std::max(config_.n_embd, q_width));
+    scratch_.q.resize(batch * q_width);
+    scratch_.attn_out.resize(batch * q_width);
+    scratch_.ffn_gate.resize(batch * config_.n_ff);
+    scratch_.ffn_up.resize(batch * config_.n_ff);
+    scratch_.rope_cos.resize(batch * n_pairs);
+    scratch_.rope_sin.resize(batch * n_pairs);
+    scratch_.scores.resize(static_cast<size_t>(n_threads) * n_ctx);
+}
+
+void LlamaModel::validate_shapes() const {
+    const LlamaConfig& c = config_;
+    if (c.n_vocab <= 0 || c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 ||
+        c.head_dim <= 0 || c.n_ff <= 0) {
+        throw std::invalid_argument("model hyper-parameters must be positive");
+    }
+    if (c.n_head % c.n_head_kv != 0) {
+        throw std::invalid_argument("n_head must be a multiple of n_head_kv");
+    }
+    if (c.rope_dim <= 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
+        throw std::invalid_argument("rope dimension must be even and at most head_dim");
+    }
+    if (static_cast<int64_t>(weights_.layers.size()) != c.n_layer) {
+        throw std::invalid_argument("layer count does not match n_layer");
+    }
+    if (!weights_.output_norm) throw std::invalid_argument("output_norm missing");
+    const int64_t q_width = c.n_head * c.head_dim, kv_width = c.n_head_kv * c.head_dim;
+    check_matrix(weights_.token_embd, c.n_vocab, c.n_embd, "token_embd");
+    check_matrix(weights_.output, c.n_vocab, c.n_embd, "output");
+    for (size_t i = 0; i < weights_.layers.size(); ++i) {
+        const LayerWeights& l = weights_.layers[i];
+        const std::string p = "layer " + std::to_string(i) + " ";
+        if (!l.attn_norm || !l.ffn_norm) throw std::invalid_argument(p + "norm weights missing");
+        check_matrix(l.wq, q_width, c.n_embd, p + "attn_q");
+        check_matrix(l.wk, kv_width, c.n_embd, p + "attn_k");
+        check_matrix(l.wv, kv_width, c.n_embd, p + "attn_v");
+        check_matrix(l.wo, c.n_embd, q_width, p + "attn_output");
+        check_matrix(l.w_gate, c.n_ff, c.n_embd, p + "ffn_gate");
+        check_matrix(l.w_up, c.n_ff, c.n_embd, p + "ffn_up");
+        check_matrix(l.w_down, c.n_embd, c.n_ff, p + "ffn_down");
+    }
+}
+
+void LlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
+    if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
+    if (n_past() + n_tokens > n_ctx()) {
+        throw std::length_error("context overflow: " + std::to_string(n_past()) + " cached + " +
+                                std::to_string(n_tokens) + " new tokens exceed n_ctx " +
+                                std::to_string(n_ctx()));
+    }
+    for (int64_t i = 0; i < n_tokens; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= config_.n_vocab) {
+            throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
+                                    std::to_string(config_.n_vocab) + ")");
+        }
+    }
+    const int64_t batch = static_cast<int64_t>(scratch_.x.size()) / config_.n_embd;
+    for (int64_t start = 0; start < n_tokens; start += batch) {
+        const int64_t n = std::min(batch, n_tokens - start);
+        const bool last_chunk = start + n == n_tokens;
+        float* chunk_logits = all_logits ? logits + start * config_.n_vocab : logits;
+        if (all_logits || last_chunk) {
+            forward_batch(tokens + start, n, chunk_logits, all_logits);
+        } else {
+            forward_batch(tokens + start, n, nullptr, false);
+        }
+    }
+}
+
+void LlamaModel::forward_batch(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
+    const int64_t first_pos = cache_.n_past();
+    const int64_t n_pairs = config_.rope_dim / 2;
+    embed(tokens, n_tokens);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        rope_angles(first_pos + t, inv_freq_.data(), n_pairs, &scratch_.rope_cos[t * n_pairs],
+                    &scratch_.rope_sin[t * n_pairs]);
+    }
+    for (int64_t l = 0; l < config_.n_layer; ++l) {
+        attention_block(weights_.layers[l], l, n_tokens);
+        ffn_block(weights_.layers[l], n_tokens);
+    }
+    cache_.advance(n_tokens);
+    if (logits == nullptr) return;
+    if (all_logits) {
+        output_logits(0, n_tokens, logits);
+    } else {
+        output_logits(n_tokens - 1, 1, logits);
+    }
+}
+
+void LlamaModel::embed(const int32_t* tokens, int64_t n_tokens) {
+    const WeightMatrix& e = weights_.token_embd;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        e.traits->dequantize_row(e.row(tokens[t]), &scratch_.x[t * config_.n_embd], config_.n_embd);
+    }
+}
+
+void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens) {
+    const LlamaConfig& c = config_;
+    const int64_t q_width = c.n_head * c.head_dim, kv_width = c.n_head_kv * c.head_dim;
+    const int64_t n_pairs = c.rope_dim / 2;
+    const int64_t first_pos = cache_.n_past();
+    float* x = scratch_.x.data();
+    float* x_norm = scratch_.x_norm.data();
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        rms_norm(x + t * c.n_embd, layer.attn_norm, x_norm + t * c.n_embd, c.n_embd, c.rms_eps);
+    }
+    // K and V land directly in this layer's cache rows for the new positions.
+    float* keys = cache_.keys(layer_index);
+    float* values = cache_.values(layer_index);
+    float* new_keys = keys + first_pos * kv_width;
+    matmul(pool_, scratch_.act, layer.wq, x_norm, c.n_embd, n_tokens, scratch_.q.data(), q_width);
+    matmul(pool_, scratch_.act, layer.wk, x_norm, c.n_embd, n_tokens, new_keys, kv_width);
+    matmul(pool_, scratch_.act, layer.wv, x_norm, c.n_embd, n_tokens, values + first_pos * kv_width, kv_width);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const float* cos_v = &scratch_.rope_cos[t * n_pairs];
+        const float* sin_v = &scratch_.rope_sin[t * n_pairs];
+        rope_apply(&scratch_.q[t * q_width], c.n_head, c.head_dim, cos_v, sin_v, n_pairs);
+        rope_apply(new_keys + t * kv_width, c.n_head_kv, c.head_dim, cos_v, sin_v, n_pairs);
+    }
+    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), n_tokens,
+              first_pos, keys, values, scratch_.attn_out.data(), scratch_.scores.data(), cache_.n_ctx());
+    // x_norm is free again: it receives the projection before the residual add.
+    matmul(pool_, scratch_.act, layer.wo, scratch_.attn_out.data(), q_width, n_tokens, x_norm, c.n_embd);
+    add_in_place(x, x_norm, n_tokens * c.n_embd);
+}
+
+void LlamaModel::ffn_block(const LayerWeights& layer, int64_t n_tokens) {
+    const LlamaConfig& c = config_;
+    float* x = scratch_.x.data();
+    float* x_norm = scratch_.x_norm.data();
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        rms_norm(x + t * c.n_embd, layer.ffn_norm, x_norm + t * c.n_embd, c.n_embd, c.rms_eps);
+    }
+    matmul(pool_, scratch_.act, layer.w_gate, x_norm, c.n_embd, n_tokens, scratch_.ffn_gate.data(), c.n_ff);
+    matmul(pool_, scratch_.act, layer.w_up, x_norm, c.n_embd, n_tokens, scratch_.ffn_up.data(), c.n_ff);
+    swiglu(scratch_.ffn_gate.data(), scratch_.ffn_up.data(), n_tokens * c.n_ff);
+    matmul(pool_, scratch_.act, layer.w_down, scratch_.ffn_gate.data(), c.n_ff, n_tokens, x_norm, c.n_embd);
+    add_in_place(x, x_norm, n_tokens * c.n_embd);
+}
+
+void LlamaModel::output_logits(int64_t first_row, int64_t n_rows, float* logits) {
+    const LlamaConfig& c = config_;
+    float* x_norm = scratch_.x_norm.data();
+    for (int64_t r = 0; r < n_rows; ++r) {
+        rms_norm(&scratch_.x[(first_row + r) * c.n_embd], weights_.output_norm, x_norm + r * c.n_embd,
+                 c.n_embd, c.rms_eps);
+    }
+    matmul(pool_, scratch_.act, weights_.output, x_norm, c.n_embd, n_rows, logits, c.n_vocab);
+}
+
+}  // namespace edgellama

@@ -1,0 +1,61 @@
+// Hyper-parameters and weight views of one llama model. Weights are pointers into the memory-mapped
+// GGUF file (never copied); Python validated every shape, type and offset before building these.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "csrc/kernels/type_traits.h"
+
+namespace edgellama {
+
+struct LlamaConfig {
+    int64_t n_vocab = 0;
+    int64_t n_embd = 0;    // width of the residual stream
+    int64_t n_layer = 0;
+    int64_t n_head = 0;
+    int64_t n_head_kv = 0;  // grouped-query attention: n_head / n_head_kv query heads share one KV head
+    int64_t head_dim = 0;
+    int64_t n_ff = 0;       // SwiGLU hidden width
+    int64_t rope_dim = 0;   // leading dims of each head that RoPE rotates (== head_dim for llama)
+    float rope_base = 10000.0f;
+    float rms_eps = 1e-5f;
+};
+
+// A 2-D weight stored row by row: `rows` rows of `cols` elements in GGUF block format `type`.
+struct WeightMatrix {
+    const uint8_t* data = nullptr;
+    int32_t type = 0;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    const TypeTraits* traits = nullptr;
+    size_t row_bytes = 0;
+
+    const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+};
+
+struct LayerWeights {
+    const float* attn_norm = nullptr;  // [n_embd]
+    WeightMatrix wq;                   // [n_head*head_dim] x [n_embd]
+    WeightMatrix wk;                   // [n_head_kv*head_dim] x [n_embd]
+    WeightMatrix wv;                   // [n_head_kv*head_dim] x [n_embd]
+    WeightMatrix wo;                   // [n_embd] x [n_head*head_dim]
+    const float* ffn_norm = nullptr;   // [n_embd]
+    WeightMatrix w_gate;               // [n_ff] x [n_embd]
+    WeightMatrix w_up;                 // [n_ff] x [n_embd]
+    WeightMatrix w_down;               // [n_embd] x [n_ff]
+};
+
+struct LlamaWeights {
+    WeightMatrix token_embd;             // [n_vocab] x [n_embd]
+    const float* output_norm = nullptr;  // [n_embd]
+    WeightMatrix output;                 // [n_vocab] x [n_embd]; token_embd when the file ties them
+    const float* rope_freqs = nullptr;   // [rope_dim/2] frequency divisors (Llama 3.1 style), or null
+    std::vector<LayerWeights> layers;
+};
+
+// Fills traits and row_bytes; throws std::invalid_argument on an unsupported type or a row
+// length that is not a whole number of blocks.
+WeightMatrix make_weight_matrix(const void* data, int32_t type, int64_t rows, int64_t cols);
+
+}  // namespace edgellama

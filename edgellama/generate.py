@@ -1,0 +1,107 @@
+"""The generation loop: sample, stream-detokenize, stop on end-of-turn tokens or stop strings."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, List, Sequence, Tuple
+
+
+@dataclass
+class GenerationStats:
+    """Counts and timings of the last generation (seconds of wall time)."""
+
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose keys/values were already cached
+    prefill_seconds: float = 0.0
+    generated_tokens: int = 0
+    decode_seconds: float = 0.0
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        evaluated = self.prompt_tokens - self.reused_tokens
+        return evaluated / self.prefill_seconds if self.prefill_seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float:
+        return self.generated_tokens / self.decode_seconds if self.decode_seconds > 0 else 0.0
+
+
+class StopStringMatcher:
+    """Finds stop strings in streamed text, even when one spans several tokens.
+
+    feed(piece) returns (text safe to emit, stopped). Text that could still be the start of a stop
+    string is held back until it is decided; a matched stop string is never emitted."""
+
+    def __init__(self, stops: Sequence[str]):
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, piece: str) -> Tuple[str, bool]:
+        self.pending += piece
+        if not self.stops:
+            out, self.pending = self.pending, ""
+            return out, False
+        first = min((i for i in (self.pending.find(s) for s in self.stops) if i >= 0), default=-1)
+        if first >= 0:
+            out, self.pending = self.pending[:first], ""
+            return out, True
+        hold = self._longest_partial_suffix()
+        cut = len(self.pending) - hold
+        out, self.pending = self.pending[:cut], self.pending[cut:]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+    def _longest_partial_suffix(self) -> int:
+        """Length of the longest suffix of pending that is a proper prefix of some stop string."""
+        best = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), best, -1):
+                if self.pending.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def stream_text(llm, prompt_ids: List[int], max_tokens: int, sampler, stops: Sequence[str],
+                stats: GenerationStats) -> Iterator[str]:
+    """Yields text pieces of the continuation of prompt_ids (see Llama.generate); fills stats."""
+    from edgellama.tokenizer import StreamDecoder
+
+    decoder = StreamDecoder(llm.tokenizer)
+    matcher = StopStringMatcher(stops)
+    stop_ids = llm.tokenizer.stop_ids
+    stats.prompt_tokens = len(prompt_ids)
+    start = time.perf_counter()
+    logits, stats.reused_tokens = llm._prefill_reusing_cache(prompt_ids)
+    stats.prefill_seconds = time.perf_counter() - start
+    decode_start = time.perf_counter()
+    for _ in range(max_tokens):
+        token = sampler(logits)
+        if token in stop_ids:
+            break
+        stats.generated_tokens += 1
+        text, stopped = matcher.feed(decoder.push(token))
+        if text:
+            yield text
+        if stopped:
+            return
+        if llm.n_past >= llm.n_ctx:
+            break  # the context window is full: finish as if max_tokens were reached
+        logits = llm.eval([token])
+        stats.decode_seconds = time.perf_counter() - decode_start
+    tail = matcher.feed(decoder.flush())[0] + matcher.flush()
+    if tail:
+        yield tail

@@ -1,0 +1,156 @@
+"""The public model class: `Llama` loads a GGUF file, evaluates tokens in the C++ core and generates."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgellama.errors import ContextOverflowError
+from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
+from edgellama.sampling import Sampler, SamplingParams
+
+DEFAULT_N_CTX = 2048
+
+
+def default_thread_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+class Llama:
+    """A llama-architecture model from a GGUF file.
+
+    Args:
+        model_path: the .gguf file.
+        n_ctx: context window in tokens (KV cache size); default min(2048, the model's training context).
+        n_threads: CPU threads for the forward step; default all cores this process may use.
+
+    The KV cache persists between calls: `eval` appends to it, `reset`/`truncate` rewind it.
+    """
+
+    def __init__(self, model_path: Union[str, Path], n_ctx: Optional[int] = None,
+                 n_threads: Optional[int] = None):
+        from edgellama import _core
+
+        self.model: GGUFModel = load_gguf(model_path)
+        self.config: ModelConfig = self.model.config
+        n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else int(n_ctx)
+        n_threads = default_thread_count() if n_threads is None else int(n_threads)
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+        if not 1 <= n_threads <= 1024:
+            raise ValueError(f"n_threads must be in [1, 1024], got {n_threads}")
+        self._core = _core.LlamaModel(self.config.core_dict(), self.model.core_tensors(), n_ctx, n_threads)
+        self._lock = threading.Lock()  # the core releases the GIL: one forward at a time
+        self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
+        self._tokenizer = None
+        self.last_stats = None  # GenerationStats of the latest generate()
+
+    # --- sizes -----------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self._core.n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self.config.n_vocab
+
+    @property
+    def n_threads(self) -> int:
+        return self._core.n_threads
+
+    @property
+    def n_past(self) -> int:
+        """Tokens currently held in the KV cache."""
+        return self._core.n_past
+
+    # --- tokens ----------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from edgellama.tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer.from_metadata(self.model.tokenizer_metadata)
+        return self._tokenizer
+
+    def tokenize(self, text: str, add_bos: Optional[bool] = None, special: bool = False) -> List[int]:
+        """Token ids of text. special=True lets control-token strings in text become those tokens."""
+        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids))
+
+    # --- evaluation ------------------------------------------------------------------------
+    def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
+        """Appends ids to the KV cache and returns float32 logits: shape (n_vocab,) for the last
+        token, or (len(ids), n_vocab) with all_logits=True. Raises ContextOverflowError when the
+        cache cannot hold them (nothing is evaluated then) and ValueError for ids outside the vocab."""
+        tokens = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if tokens.size == 0:
+            raise ValueError("eval needs at least one token id")
+        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+            bad = int(tokens[(tokens < 0) | (tokens >= self.n_vocab)][0])
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.n_vocab})")
+        with self._lock:
+            if self.n_past + tokens.size > self.n_ctx:
+                raise ContextOverflowError(
+                    f"{tokens.size} new tokens + {self.n_past} cached exceed the context window "
+                    f"n_ctx={self.n_ctx}; use a larger n_ctx or a shorter prompt")
+            logits = self._core.forward(tokens.astype(np.int32), all_logits)
+            self._cached_tokens.extend(int(t) for t in tokens)
+        return logits
+
+    def reset(self) -> None:
+        """Empties the KV cache."""
+        with self._lock:
+            self._core.reset()
+            self._cached_tokens.clear()
+
+    def truncate(self, n: int) -> None:
+        """Keeps the first n cached tokens, forgetting the rest (0 <= n <= n_past)."""
+        with self._lock:
+            if not 0 <= n <= self.n_past:
+                raise ValueError(f"truncate({n}) outside [0, {self.n_past}]")
+            self._core.truncate(n)
+            del self._cached_tokens[n:]
+
+    def _prefill_reusing_cache(self, ids: List[int]):
+        """Evaluates ids as a fresh sequence, reusing the cached prefix they share with the last one.
+        Returns (logits of the last token, number of reused tokens)."""
+        from edgellama.generate import common_prefix_length
+
+        if len(ids) > self.n_ctx:
+            raise ContextOverflowError(f"prompt of {len(ids)} tokens exceeds the context window n_ctx={self.n_ctx}")
+        # At least the last token is evaluated again: its logits are what we need.
+        keep = min(common_prefix_length(self._cached_tokens, ids), len(ids) - 1)
+        self.truncate(keep)
+        return self.eval(ids[keep:]), keep
+
+    # --- generation ------------------------------------------------------------------------
+    def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.8,
+                 top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None,
+                 stop: Optional[Sequence[str]] = None, stream: bool = False,
+                 add_bos: Optional[bool] = None) -> Union[str, Iterator[str]]:
+        """Continues prompt (text, or token ids). Returns the text, or with stream=True an iterator of
+        text pieces. Stops at max_tokens, an end-of-turn token, a stop string (never included) or a
+        full context window. temperature <= 0 is greedy."""
+        from edgellama.generate import GenerationStats, stream_text
+
+        if isinstance(prompt, str):
+            ids = self.tokenize(prompt, add_bos=add_bos)
+        else:
+            ids = [int(t) for t in prompt]
+        if not ids:
+            raise ValueError("the prompt is empty: give text or at least one token id")
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        sampler = Sampler(SamplingParams(temperature, top_k, top_p), seed)
+        self.last_stats = GenerationStats()
+        pieces = stream_text(self, ids, max_tokens, sampler, list(stop or []), self.last_stats)
+        return pieces if stream else "".join(pieces)
