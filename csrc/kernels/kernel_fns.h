@@ -1,7 +1,7 @@
 // Per-type kernel entry points behind the TypeTraits table (internal to csrc/kernels).
 //
 // Each weight type has dequantize_row_<type> and a portable vec_dot_<type>_scalar. Where an
-// AVX2 version exists (quant_avx2.cpp) the table uses it; the scalar one stays compiled so tests
+// AVX2 version exists (quant_avx2.cpp, float_types.cpp) the table uses it; the scalar one stays compiled so tests
 // can check one against the other.
 #pragma once
 
@@ -19,9 +19,9 @@ void dequantize_row_q4_k(const void* src, float* dst, int64_t n);
 void dequantize_row_q5_k(const void* src, float* dst, int64_t n);
 void dequantize_row_q6_k(const void* src, float* dst, int64_t n);
 
-float vec_dot_f32(int64_t n, const void* w, const void* a);
-float vec_dot_f16(int64_t n, const void* w, const void* a);
-float vec_dot_bf16(int64_t n, const void* w, const void* a);
+float vec_dot_f32_scalar(int64_t n, const void* w, const void* a);
+float vec_dot_f16_scalar(int64_t n, const void* w, const void* a);
+float vec_dot_bf16_scalar(int64_t n, const void* w, const void* a);
 float vec_dot_q4_0_scalar(int64_t n, const void* w, const void* a);
 float vec_dot_q4_1_scalar(int64_t n, const void* w, const void* a);
 float vec_dot_q8_0_scalar(int64_t n, const void* w, const void* a);
@@ -31,6 +31,9 @@ float vec_dot_q6_k_scalar(int64_t n, const void* w, const void* a);
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define EDGELLAMA_HAVE_AVX2_DOTS 1
+float vec_dot_f32_avx2(int64_t n, const void* w, const void* a);
+float vec_dot_f16_avx2(int64_t n, const void* w, const void* a);
+float vec_dot_bf16_avx2(int64_t n, const void* w, const void* a);
 float vec_dot_q4_0_avx2(int64_t n, const void* w, const void* a);
 float vec_dot_q4_1_avx2(int64_t n, const void* w, const void* a);
 float vec_dot_q8_0_avx2(int64_t n, const void* w, const void* a);

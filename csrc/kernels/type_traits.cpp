@@ -14,12 +14,18 @@ using namespace kernels;
 
 // The fastest vec_dot compiled in for each quantized type.
 #if defined(EDGELLAMA_HAVE_AVX2_DOTS)
+constexpr auto kDotF32 = vec_dot_f32_avx2;
+constexpr auto kDotF16 = vec_dot_f16_avx2;
+constexpr auto kDotBF16 = vec_dot_bf16_avx2;
 constexpr auto kDotQ4_0 = vec_dot_q4_0_avx2;
 constexpr auto kDotQ4_1 = vec_dot_q4_1_avx2;
 constexpr auto kDotQ8_0 = vec_dot_q8_0_avx2;
 constexpr auto kDotQ4_K = vec_dot_q4_k_avx2;
 constexpr auto kDotQ6_K = vec_dot_q6_k_avx2;
 #else
+constexpr auto kDotF32 = vec_dot_f32_scalar;
+constexpr auto kDotF16 = vec_dot_f16_scalar;
+constexpr auto kDotBF16 = vec_dot_bf16_scalar;
 constexpr auto kDotQ4_0 = vec_dot_q4_0_scalar;
 constexpr auto kDotQ4_1 = vec_dot_q4_1_scalar;
 constexpr auto kDotQ8_0 = vec_dot_q8_0_scalar;
@@ -35,9 +41,9 @@ struct Entry {
 
 // clang-format off
 const Entry kEntries[] = {
-    {TensorType::F32,  {"F32",  1,      4,                 ActFormat::F32,    dequantize_row_f32,  vec_dot_f32},  vec_dot_f32},
-    {TensorType::F16,  {"F16",  1,      2,                 ActFormat::F32,    dequantize_row_f16,  vec_dot_f16},  vec_dot_f16},
-    {TensorType::BF16, {"BF16", 1,      2,                 ActFormat::F32,    dequantize_row_bf16, vec_dot_bf16}, vec_dot_bf16},
+    {TensorType::F32,  {"F32",  1,      4,                 ActFormat::F32,    dequantize_row_f32,  kDotF32},  vec_dot_f32_scalar},
+    {TensorType::F16,  {"F16",  1,      2,                 ActFormat::F32,    dequantize_row_f16,  kDotF16},  vec_dot_f16_scalar},
+    {TensorType::BF16, {"BF16", 1,      2,                 ActFormat::F32,    dequantize_row_bf16, kDotBF16}, vec_dot_bf16_scalar},
     {TensorType::Q4_0, {"Q4_0", kQK32,  sizeof(BlockQ4_0), ActFormat::Q8_32,  dequantize_row_q4_0, kDotQ4_0}, vec_dot_q4_0_scalar},
     {TensorType::Q4_1, {"Q4_1", kQK32,  sizeof(BlockQ4_1), ActFormat::Q8_32,  dequantize_row_q4_1, kDotQ4_1}, vec_dot_q4_1_scalar},
     {TensorType::Q8_0, {"Q8_0", kQK32,  sizeof(BlockQ8_0), ActFormat::Q8_32,  dequantize_row_q8_0, kDotQ8_0}, vec_dot_q8_0_scalar},
