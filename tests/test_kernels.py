@@ -57,10 +57,9 @@ def kquant_rows(rng, qtype, n=N):
 
     rows = [with_scales(sane(), sane()) for _ in range(4)]
     rows.append(np.zeros(nb * size, np.uint8))
+    # Every code and 6-bit scale/min at its maximum (Q6_K: codes 63, scales -1).
     saturated = with_scales(sane(), sane()).reshape(nb, size)
-    saturated[:, 4:] = 0xFF if qtype != T.Q6_K else saturated[:, 4:]
-    if qtype == T.Q6_K:
-        saturated[:, :208] = 0xFF  # all codes 63, scales -1
+    saturated[:, slice(0, 208) if qtype == T.Q6_K else slice(4, None)] = 0xFF
     rows.append(saturated.reshape(-1))
     rows.append(with_scales(np.full(nb, 6e-8), np.full(nb, 3e-7)))   # subnormal f16 scales
     rows.append(with_scales(-sane(), -sane()))                          # negative scales
@@ -204,7 +203,7 @@ def dot_with_quantized_act(qtype, w, x):
 @pytest.mark.parametrize("scalar", [False, True], ids=["fast", "scalar"])
 def test_vec_dot_matches_reference(qtype, scalar):
     rng = np.random.default_rng(2000 + int(qtype))
-    wrows = [r for r in weight_rows(rng, qtype)]
+    wrows = weight_rows(rng, qtype)
     if qtype in (T.F32, T.F16, T.BF16):
         wrows = wrows[:-1]  # the inf / full-range rows have no finite float32 dot
     xrows = act_rows(rng)
