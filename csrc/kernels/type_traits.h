@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace edgellama {
 
@@ -42,10 +43,18 @@ struct TypeTraits {
     float (*vec_dot)(int64_t n, const void* weight_row, const void* act_row);
 };
 
+using VecDotFn = float (*)(int64_t n, const void* weight_row, const void* act_row);
+
 // nullptr when the type id is not one we support.
 const TypeTraits* find_type_traits(int32_t type_id);
 // Throws std::invalid_argument naming the type when unsupported.
 const TypeTraits& type_traits(int32_t type_id);
+
+// Every supported type id, in table order.
+std::vector<int32_t> supported_type_ids();
+// The portable scalar vec_dot of a type (the table may hold a SIMD one); nullptr if unsupported.
+// For tests that check the SIMD kernels against the reference loops.
+VecDotFn scalar_vec_dot(int32_t type_id);
 
 // Bytes of one row of n elements (n a multiple of the block size).
 size_t weight_row_bytes(int32_t type_id, int64_t n);

@@ -1,0 +1,135 @@
+// Test and inspection access to the kernel registry. Glue only: sizes are validated here so a
+// bad call raises ValueError instead of reading past a buffer.
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "bindings/bindings.h"
+#include "csrc/kernels/float_convert.h"
+#include "csrc/kernels/type_traits.h"
+
+namespace py = pybind11;
+
+namespace edgellama::bindings {
+namespace {
+
+using Bytes = py::array_t<uint8_t, py::array::c_style>;
+using Floats = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+const TypeTraits& traits_or_raise(int32_t type_id) {
+    const TypeTraits* t = find_type_traits(type_id);
+    if (!t) throw py::value_error("unsupported tensor type id " + std::to_string(type_id));
+    return *t;
+}
+
+ActFormat act_format_or_raise(int32_t format) {
+    if (format < 0 || format > static_cast<int32_t>(ActFormat::Q8_256)) {
+        throw py::value_error("unknown activation format " + std::to_string(format));
+    }
+    return static_cast<ActFormat>(format);
+}
+
+// Weight bytes must be a uint8 array (no silent casts of other dtypes into bytes).
+Bytes as_bytes(const py::array& data) {
+    if (!data.dtype().is(py::dtype::of<uint8_t>())) throw py::value_error("weight data must be a uint8 array");
+    return Bytes::ensure(data);
+}
+
+void check_multiple(int64_t n, int64_t block, const char* what) {
+    if (n < 0 || n % block != 0) {
+        throw py::value_error(std::string(what) + " length " + std::to_string(n) + " is not a multiple of " +
+                              std::to_string(block));
+    }
+}
+
+void check_weight_bytes(int32_t type_id, const Bytes& w, int64_t n) {
+    const size_t want = weight_row_bytes(type_id, n);
+    if (static_cast<size_t>(w.size()) != want) {
+        throw py::value_error("weight row has " + std::to_string(w.size()) + " bytes, expected " +
+                              std::to_string(want) + " for " + std::to_string(n) + " elements");
+    }
+}
+
+py::array_t<float> dequantize_row_py(int32_t type_id, const py::array& data, int64_t n) {
+    const TypeTraits& t = traits_or_raise(type_id);
+    check_multiple(n, t.block_size, "row");
+    Bytes w = as_bytes(data);
+    check_weight_bytes(type_id, w, n);
+    py::array_t<float> out(n);
+    t.dequantize_row(w.data(), out.mutable_data(), n);
+    return out;
+}
+
+std::vector<uint8_t> quantize_act(ActFormat format, const Floats& x) {
+    const int64_t n = x.size();
+    check_multiple(n, act_block_size(format), "activation");
+    std::vector<uint8_t> buf(act_row_bytes(format, n));
+    quantize_act_row(format, x.data(), buf.data(), n);
+    return buf;
+}
+
+float vec_dot_py(int32_t type_id, const py::array& weight_row, const Floats& x, bool scalar) {
+    const TypeTraits& t = traits_or_raise(type_id);
+    const int64_t n = x.size();
+    check_multiple(n, t.block_size, "activation");
+    Bytes w = as_bytes(weight_row);
+    check_weight_bytes(type_id, w, n);
+    const std::vector<uint8_t> act = quantize_act(t.act_format, x);
+    const VecDotFn dot = scalar ? scalar_vec_dot(type_id) : t.vec_dot;
+    return dot(n, w.data(), act.data());
+}
+
+py::array_t<uint8_t> quantize_act_row_py(int32_t format, const Floats& x) {
+    const std::vector<uint8_t> buf = quantize_act(act_format_or_raise(format), x);
+    py::array_t<uint8_t> out(static_cast<py::ssize_t>(buf.size()));
+    std::copy(buf.begin(), buf.end(), out.mutable_data());
+    return out;
+}
+
+py::dict type_info_py(int32_t type_id) {
+    const TypeTraits& t = traits_or_raise(type_id);
+    py::dict d;
+    d["name"] = t.name;
+    d["block_size"] = t.block_size;
+    d["block_bytes"] = t.block_bytes;
+    d["act_format"] = static_cast<int>(t.act_format);
+    return d;
+}
+
+// The portable half conversions are not what -march=native builds run, so expose them for an
+// exhaustive check against numpy.
+py::array_t<float> half_to_float_portable(const py::array_t<uint16_t, py::array::c_style>& h) {
+    py::array_t<float> out(h.size());
+    for (py::ssize_t i = 0; i < h.size(); ++i) out.mutable_data()[i] = fp16_to_fp32_portable(h.data()[i]);
+    return out;
+}
+
+py::array_t<uint16_t> float_to_half_portable(const py::array_t<float, py::array::c_style>& f) {
+    py::array_t<uint16_t> out(f.size());
+    for (py::ssize_t i = 0; i < f.size(); ++i) out.mutable_data()[i] = fp32_to_fp16_portable(f.data()[i]);
+    return out;
+}
+
+}  // namespace
+
+void bind_kernels(py::module_& m) {
+    m.def("dequantize_row", &dequantize_row_py, py::arg("type_id"), py::arg("data"), py::arg("n"),
+          "Dequantize one weight row of n elements (raw GGUF bytes) to float32.");
+    m.def("vec_dot", &vec_dot_py, py::arg("type_id"), py::arg("weight_row"), py::arg("x"),
+          py::arg("scalar") = false,
+          "Quantize x into the type's activation format and return its dot product with the weight "
+          "row. scalar=True uses the portable loop instead of the SIMD kernel.");
+    m.def("quantize_act_row", &quantize_act_row_py, py::arg("format"), py::arg("x"),
+          "Raw bytes of x in an activation format (0 F32, 1 Q8_32, 2 Q8_256).");
+    m.def("type_info", &type_info_py, py::arg("type_id"),
+          "dict(name, block_size, block_bytes, act_format) of a supported type.");
+    m.def("supported_types", &supported_type_ids, "Supported GGUF tensor type ids.");
+    m.def("half_to_float_portable", &half_to_float_portable, py::arg("bits"),
+          "Portable (non-F16C) half -> float conversion of a uint16 array, for tests.");
+    m.def("float_to_half_portable", &float_to_half_portable, py::arg("x"),
+          "Portable (non-F16C) float -> half conversion of a float32 array, for tests.");
+}
+
+}  // namespace edgellama::bindings

@@ -1,0 +1,95 @@
+// Activation quantization: one pass per matmul turns the float input row into int8 blocks with
+// a float scale (d = max|x| / 127, q = round-to-nearest-even(x / d)) so every weight row can be
+// dotted in integers. Also the row-size helpers of the activation formats.
+#include "csrc/kernels/type_traits.h"
+#include "quantize/block_formats.h"
+
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace edgellama {
+namespace {
+
+// Quantizes len floats to int8 with a shared scale; returns the scale. An all-zero block gets
+// d = 0 and zero codes. The clamp only matters for subnormal maxima, where max / d can
+// round slightly above 127.
+inline float quantize_block_i8(const float* x, int8_t* q, int len) {
+    float amax = 0.0f;
+    for (int j = 0; j < len; ++j) amax = std::fmax(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    if (d == 0.0f) {
+        std::memset(q, 0, static_cast<size_t>(len));
+        return 0.0f;
+    }
+    for (int j = 0; j < len; ++j) {
+        const float r = std::nearbyint(x[j] / d);
+        q[j] = static_cast<int8_t>(std::fmin(127.0f, std::fmax(-127.0f, r)));
+    }
+    return d;
+}
+
+void quantize_q8_32(const float* src, BlockQ8Act32* dst, int64_t n) {
+    for (int64_t b = 0; b < n / kQK32; ++b) {
+        BlockQ8Act32& blk = dst[b];
+        blk.d = quantize_block_i8(src + b * kQK32, blk.qs, kQK32);
+        int32_t s = 0;
+        for (int j = 0; j < kQK32; ++j) s += blk.qs[j];
+        blk.sum = blk.d * static_cast<float>(s);
+    }
+}
+
+void quantize_q8_256(const float* src, BlockQ8Act256* dst, int64_t n) {
+    for (int64_t b = 0; b < n / kQK256; ++b) {
+        BlockQ8Act256& blk = dst[b];
+        blk.d = quantize_block_i8(src + b * kQK256, blk.qs, kQK256);
+        for (int i = 0; i < kQK256 / 16; ++i) {
+            int32_t s = 0;
+            for (int j = 0; j < 16; ++j) s += blk.qs[16 * i + j];
+            blk.bsums[i] = static_cast<int16_t>(s);
+        }
+    }
+}
+
+[[noreturn]] void bad_format(ActFormat format) {
+    throw std::invalid_argument("unknown activation format " + std::to_string(static_cast<int>(format)));
+}
+
+}  // namespace
+
+int64_t act_block_size(ActFormat format) {
+    switch (format) {
+        case ActFormat::F32: return 1;
+        case ActFormat::Q8_32: return kQK32;
+        case ActFormat::Q8_256: return kQK256;
+    }
+    bad_format(format);
+}
+
+size_t act_row_bytes(ActFormat format, int64_t n) {
+    const auto blocks = static_cast<size_t>(n / act_block_size(format));
+    switch (format) {
+        case ActFormat::F32: return blocks * sizeof(float);
+        case ActFormat::Q8_32: return blocks * sizeof(BlockQ8Act32);
+        case ActFormat::Q8_256: return blocks * sizeof(BlockQ8Act256);
+    }
+    bad_format(format);
+}
+
+void quantize_act_row(ActFormat format, const float* src, void* dst, int64_t n) {
+    switch (format) {
+        case ActFormat::F32:
+            std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+            return;
+        case ActFormat::Q8_32:
+            quantize_q8_32(src, static_cast<BlockQ8Act32*>(dst), n);
+            return;
+        case ActFormat::Q8_256:
+            quantize_q8_256(src, static_cast<BlockQ8Act256*>(dst), n);
+            return;
+    }
+    bad_format(format);
+}
+
+}  // namespace edgellama
