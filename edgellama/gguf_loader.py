@@ -95,6 +95,9 @@ def load_gguf(path) -> GGUFModel:
     except Exception as exc:  # the reader raises assorted errors on malformed headers
         raise InvalidGGUFError(path, f"malformed GGUF header or tensor table ({type(exc).__name__}: {exc})") from exc
     metadata, tokenizer_metadata = _read_metadata(path, reader)
+    # The reader keeps a numpy view per token string (~90 MB for a 50k vocabulary); the values
+    # are copied out above, so drop the views instead of holding them for the model's lifetime.
+    reader.fields.clear()
     arch = metadata.get("general.architecture")
     if arch is None:
         raise InvalidGGUFError(path, "metadata key 'general.architecture' is missing")
