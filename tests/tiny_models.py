@@ -425,3 +425,27 @@ def truncate_file(path, size: int) -> None:
 
 def small_gguf_bytes(path) -> bytes:
     return Path(path).read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------
+# The configurations the forward tests run (test_reference checks the tolerance on the same ones)
+
+K_SHAPE = dict(n_embd=256, n_head=4, n_head_kv=2, n_ff=512)      # K-quants need 256-multiple rows
+GQA3 = dict(n_embd=96, n_head=6, n_head_kv=2, head_dim=16, n_ff=192)  # SmolLM2's ratio
+
+FORWARD_CASES = {
+    **{wt: dict(weight_type=wt, **(K_SHAPE if wt in K_QUANT_TYPES else {})) for wt in WEIGHT_TYPES},
+    "gqa1-Q4_0": dict(weight_type="Q4_0", n_head=4, n_head_kv=4),
+    "gqa3-F32": dict(weight_type="F32", **GQA3),
+    "gqa3-Q4_1": dict(weight_type="Q4_1", **GQA3),
+    "gqa4-Q8_0": dict(weight_type="Q8_0", n_embd=128, n_head=8, n_head_kv=2, n_ff=256),
+    "gqa8-F16": dict(weight_type="F16", n_embd=128, n_head=8, n_head_kv=1, n_ff=256),
+    "gqa8-Q6_K": dict(weight_type="Q6_K", n_embd=256, n_head=8, n_head_kv=1, head_dim=32, n_ff=512),
+    "head_dim32-F32": dict(weight_type="F32", n_embd=64, n_head=4, n_head_kv=2, head_dim=32),
+    "head_dim32-Q4_1": dict(weight_type="Q4_1", n_embd=64, n_head=4, n_head_kv=2, head_dim=32),
+    "untied-F32": dict(weight_type="F32", tied_output=False),
+    "untied-Q4_K-Q6_K_output": dict(weight_type="Q4_K", output_type="Q6_K", tied_output=False, **K_SHAPE),
+    "rope_freqs-F32": dict(weight_type="F32", rope_freqs=True, tied_output=False),
+    "rope_freqs-Q4_1": dict(weight_type="Q4_1", rope_freqs=True),
+    "Q8_0_embd-Q4_1": dict(weight_type="Q4_1", embd_type="Q8_0", rope_base=100000.0, **GQA3),
+}
