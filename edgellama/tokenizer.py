@@ -495,14 +495,17 @@ class Tokenizer:
             if b is not None:
                 return bytes([b])
             return symbols_to_bytes(text)
-        if ttype in (TokenType.NORMAL, ):
+        if ttype == TokenType.NORMAL:
             return symbols_to_bytes(text)
-        # Control, user-defined, unknown and unused tokens are stored as plain text.
+        # Control, user-defined, unknown and unused tokens are stored as plain text, not in the
+        # byte<->unicode encoding.
         return text.encode("utf-8")
 
     def _check_id(self, token_id: int) -> None:
         if not 0 <= token_id < len(self._tokens):
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary (n_vocab={len(self._tokens)})")
+            raise TokenizerError(
+                f"token id {token_id} is outside the vocabulary (n_vocab={len(self._tokens)})"
+            )
 
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes token ``token_id`` stands for: the byte-decoded text of a normal token,
@@ -550,7 +553,8 @@ class StreamDecoder:
 
     def push(self, token_id: int) -> str:
         """Feed one token id; return the newly completed text (possibly empty)."""
-        return self._decoder.decode(self._tokenizer.piece_bytes(int(token_id), self._render_special))
+        data = self._tokenizer.piece_bytes(int(token_id), self._render_special)
+        return self._decoder.decode(data)
 
     def flush(self) -> str:
         """Return whatever is held back (an incomplete tail becomes U+FFFD) and reset."""

@@ -132,7 +132,8 @@ def other_pre(request, meta):
             pre_tokenizers.Split(hf.Regex(LLAMA3_REGEX), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
-    return Tokenizer.from_metadata({**meta, "tokenizer.ggml.pre": name}), build_reference(meta, pre, name)
+    ours = Tokenizer.from_metadata({**meta, "tokenizer.ggml.pre": name})
+    return ours, build_reference(meta, pre, name)
 
 
 # Arbitrary text without lone surrogates (they have no UTF-8 encoding).
