@@ -46,7 +46,15 @@ void ThreadPool::run(const Job& job) {
     }
     wake_.notify_all();
     job(0, n_threads_);
-    while (pending_.load(std::memory_order_acquire) != 0) EDGELLAMA_CPU_RELAX();
+    // Spin first (workers finish within microseconds of each other), then yield the core: on an
+    // oversubscribed machine a descheduled worker needs it more than this spinning caller does.
+    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+        if (spins < kSpinIterations) {
+            EDGELLAMA_CPU_RELAX();
+        } else {
+            std::this_thread::yield();
+        }
+    }
     job_ = nullptr;
 }
 
