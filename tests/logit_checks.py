@@ -5,7 +5,7 @@ Tolerance, per compared block of logits, with scale = max|reference logits|:
   F32 / F16 / BF16 weights (float activations, float32 arithmetic):
       max|Δ| ≤ FLOAT_REL · scale,  FLOAT_REL = 1e-4.
       Running the reference's own math in float32 moves the tiny models' logits by at most
-      ~3e-6·scale (measured over 16 configurations per type); 1e-4 leaves ~30x for a different
+      ~1e-6·scale (measured over the forward cases, 3 seeds each); 1e-4 leaves ~100x for a different
       summation order and exp/silu approximations, while a wrong RoPE, GQA mapping or ignored
       rope_freqs moves them by 1e-2..1 (test_reference checks both facts).
 
@@ -13,14 +13,17 @@ Tolerance, per compared block of logits, with scale = max|reference logits|:
   per block of 32 (256 for K-quants), scale max|a|/127, i.e. a relative error of up to 1/254 of
   the block's largest element per value. We do not guess what that does to the logits; we
   simulate exactly that rounding in the reference (act_quant=True) and measure it for the very
-  file and tokens under test:
-      sim_err = max|reference(act_quant) − reference|
-      max|Δ| ≤ INT8_MARGIN · sim_err + FLOAT_REL · scale,  INT8_MARGIN = 2.5.
-  Measured on the tiny models, sim_err is 0.9–3.0 % of scale (mean ~1.6 %). The margin is there
-  because a correct implementation need not make the same rounding decisions: float32 vs float64
-  inputs flip some ties, and an f16 block scale (as in a ggml Q8_0 block) is an independent draw
-  of the same size — measured at 0.6–1.4x sim_err. test_reference checks that such a legitimate
-  variant passes this bound and that the plausible bugs above fail it.
+  file and tokens under test, per position (row):
+      sim_err[row] = max|reference(act_quant) − reference|  over that row's logits
+      max|Δ[row]| ≤ INT8_MARGIN · max(sim_err[row], mean(sim_err)) + FLOAT_REL · scale[row]
+  with INT8_MARGIN = 2.5. The mean over the rows is a floor for rows whose own rounding happened
+  to cancel out. Measured on the quantized forward cases (14 files x 3 seeds x 12 positions), sim_err is
+  0.5–3.3 % of the row's scale (mean 1.3 %). The margin is there because a correct
+  implementation need not make the same rounding decisions: float32 vs float64 inputs flip some
+  ties, and an f16 block scale (as in a ggml Q8_0 block) is an independent draw of the same
+  size, whose error we measured at 0.39–1.68x the bound's sim term (99th percentile 1.45x) over
+  those 504 rows. test_reference checks that such a legitimate variant passes this bound and
+  that the plausible bugs above fail it.
 
 Argmax: where the reference's top two logits are more than 2·tol apart, the arg-maxima must
 agree (with a smaller gap, either of the near-tied tokens is acceptable).
@@ -43,7 +46,7 @@ def expected_logits(path, token_ids):
     sim = model.logits(token_ids, act_quant=True)
     scale = np.abs(ref).max(axis=1)
     sim_err = np.abs(sim - ref).max(axis=1)
-    return ref, INT8_MARGIN * sim_err + FLOAT_REL * scale
+    return ref, INT8_MARGIN * np.maximum(sim_err, sim_err.mean()) + FLOAT_REL * scale
 
 
 def logits_mismatch(got, ref, tol):
