@@ -19,6 +19,7 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
 from gguf.quants import dequantize
 
 from edgellama.errors import InvalidGGUFError, UnsupportedModelError
+from edgellama.gguf_header import scan_gguf_header
 
 T = GGMLQuantizationType
 
@@ -26,7 +27,6 @@ T = GGMLQuantizationType
 SUPPORTED_TYPES = frozenset({T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K, T.Q5_K, T.Q6_K})
 # Per-element vectors (norms, rope factors) the core reads as float32.
 FLOAT_TYPES = frozenset({T.F32, T.F16, T.BF16})
-GGUF_MAGIC = b"GGUF"
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def load_gguf(path) -> GGUFModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    _check_magic(path)
+    scan_gguf_header(path)
     try:
         reader = GGUFReader(path, "r")
     except Exception as exc:  # the reader raises assorted errors on malformed headers
@@ -110,13 +110,6 @@ def load_gguf(path) -> GGUFModel:
     file_type = metadata.get("general.file_type")
     return GGUFModel(path, config, tensors, metadata, tokenizer_metadata,
                      _file_type_name(file_type), reader)
-
-
-def _check_magic(path: Path) -> None:
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if head != GGUF_MAGIC:
-        raise InvalidGGUFError(path, f"not a GGUF file (magic {head!r}, expected {GGUF_MAGIC!r})")
 
 
 def _read_metadata(path: Path, reader: GGUFReader):

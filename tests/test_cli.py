@@ -1,14 +1,20 @@
 """The `edgellama` command line, run as a user would (a subprocess)."""
 
+import os
 import subprocess
 import sys
+import tempfile
 
-import pytest
 
-
-def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "edgellama.cli", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+def run_cli(*args):
+    # Run outside the source tree so the installed package (with its compiled core) is imported,
+    # keeping any PYTHONPATH of a developer build valid from there.
+    env = dict(os.environ)
+    if env.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep))
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "edgellama.cli", *args], capture_output=True, text=True,
+                              timeout=300, env=env, cwd=cwd)
 
 
 def test_run_prints_a_greedy_continuation(smollm2_path):

@@ -9,7 +9,6 @@ measurements are in tests/logit_checks.py; test_reference.py checks the bound bo
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -17,13 +16,8 @@ import pytest
 from logit_checks import assert_logits_close, expected_logits
 from tiny_models import FORWARD_CASES, write_tiny_llama
 
-try:
-    from edgellama import Llama
-    from edgellama.errors import ContextOverflowError
-except ImportError as exc:  # the C++ forward is not built yet
-    if os.environ.get("EDGELLAMA_REQUIRE_CORE"):
-        raise
-    pytest.skip(f"edgellama.Llama is not available ({exc})", allow_module_level=True)
+from edgellama import Llama
+from edgellama.errors import ContextOverflowError
 
 N_THREADS = 2
 PROMPT = [5, 17, 200, 3, 99, 42, 7]              # prefill

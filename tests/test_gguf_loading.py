@@ -15,12 +15,7 @@ import pytest
 from edgellama.errors import InvalidGGUFError, ModelLoadError, UnsupportedModelError
 from tiny_models import DROP, GGUFLayout, patch_bytes, truncate_file, write_tiny_llama
 
-try:
-    from edgellama import Llama
-except ImportError as exc:  # the C++ loader is not built yet
-    if os.environ.get("EDGELLAMA_REQUIRE_CORE"):
-        raise
-    pytest.skip(f"edgellama.Llama is not available ({exc})", allow_module_level=True)
+from edgellama import Llama
 
 
 def load(path):
