@@ -50,6 +50,7 @@ class Llama:
         self._lock = threading.Lock()  # the core releases the GIL: one forward at a time
         self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
         self._tokenizer = None
+        self._chat_template = None
         self.last_stats = None  # GenerationStats of the latest generate()
 
     # --- sizes -----------------------------------------------------------------------------
@@ -85,6 +86,19 @@ class Llama:
 
     def detokenize(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids))
+
+    @property
+    def chat_template(self):
+        if self._chat_template is None:
+            from edgellama.chat import ChatTemplate
+
+            self._chat_template = ChatTemplate.from_tokenizer_metadata(self.model.tokenizer_metadata, self.tokenizer)
+        return self._chat_template
+
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+        """The prompt text for a conversation ([{"role": ..., "content": ...}, ...]), rendered with the
+        model's chat template. Tokenize it with special=True: the template's control tokens are real."""
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
     # --- evaluation ------------------------------------------------------------------------
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:

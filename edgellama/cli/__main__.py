@@ -1,0 +1,5 @@
+import sys
+
+from edgellama.cli import main
+
+sys.exit(main())
