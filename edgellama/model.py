@@ -23,6 +23,20 @@ def default_thread_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int):
+    """The forward-step engine: an object with forward(tokens, all_logits), truncate, reset and the
+    n_past / n_ctx / n_threads properties (the interface of _core.LlamaModel)."""
+    if device == "cpu":
+        from edgellama import _core
+
+        return _core.LlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads)
+    if device == "cuda":
+        from edgellama.cuda import create_cuda_model
+
+        return create_cuda_model(model, n_ctx, n_threads)
+    raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
+
+
 class Llama:
     """A llama-architecture model from a GGUF file.
 
@@ -30,14 +44,13 @@ class Llama:
         model_path: the .gguf file.
         n_ctx: context window in tokens (KV cache size); default min(2048, the model's training context).
         n_threads: CPU threads for the forward step; default all cores this process may use.
+        device: "cpu", or "cuda" for the GPU backend (edgellama.cuda; needs the _cuda module and a GPU).
 
     The KV cache persists between calls: `eval` appends to it, `reset`/`truncate` rewind it.
     """
 
     def __init__(self, model_path: Union[str, Path], n_ctx: Optional[int] = None,
-                 n_threads: Optional[int] = None):
-        from edgellama import _core
-
+                 n_threads: Optional[int] = None, device: str = "cpu"):
         self.model: GGUFModel = load_gguf(model_path)
         self.config: ModelConfig = self.model.config
         n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else int(n_ctx)
@@ -46,7 +59,8 @@ class Llama:
             raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
         if not 1 <= n_threads <= 1024:
             raise ValueError(f"n_threads must be in [1, 1024], got {n_threads}")
-        self._core = _core.LlamaModel(self.config.core_dict(), self.model.core_tensors(), n_ctx, n_threads)
+        self.device = device
+        self._core = _create_backend(device, self.model, n_ctx, n_threads)
         self._lock = threading.Lock()  # the core releases the GIL: one forward at a time
         self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
         self._tokenizer = None
