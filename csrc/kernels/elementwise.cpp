@@ -6,6 +6,7 @@ namespace edgellama {
 
 void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps) {
     double sum_sq = 0.0;  // double: a 4096-wide sum of squares loses bits in float
+#pragma omp simd reduction(+ : sum_sq)
     for (int64_t i = 0; i < n; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
     const float scale = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(n) + eps));
     for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];

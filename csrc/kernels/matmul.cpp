@@ -1,5 +1,7 @@
 #include "csrc/kernels/matmul.h"
 
+#include <algorithm>
+
 namespace edgellama {
 
 uint8_t* ActivationBuffer::reserve(ActFormat format, int64_t n_tokens, int64_t cols) {
@@ -34,6 +36,31 @@ const uint8_t* quantize_activations(ThreadPool& pool, ActivationBuffer& act, con
     return dst;
 }
 
+// Rows [row_begin, row_end) one at a time: every weight row is read once and reused for all tokens.
+void rows_by_vec_dot(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const uint8_t* act_rows,
+                     size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+    const auto vec_dot = w.traits->vec_dot;
+    for (int64_t r = row_begin; r < row_end; ++r) {
+        const uint8_t* w_row = w.row(r);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            y[t * y_stride + r] = vec_dot(w.cols, w_row, act_rows + t * act_stride);
+        }
+    }
+}
+
+// Tiles of kTileRows rows starting at row_begin; a tile's rows stay in L1 while all tokens pass.
+void rows_by_tiles(const WeightMatrix& w, int64_t row_begin, int64_t n_tiles, const uint8_t* act_rows,
+                   size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+        const int64_t r = row_begin + tile * kTileRows;
+        for (int64_t t = 0; t < n_tokens; t += kTileTokens) {
+            const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, n_tokens - t));
+            w.tile_dot(w.cols, w.row(r), w.row_bytes, act_rows + t * act_stride, act_stride, n_tok,
+                       y + t * y_stride + r, y_stride);
+        }
+    }
+}
+
 }  // namespace
 
 void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const float* x,
@@ -46,16 +73,20 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
     } else {
         act_rows = quantize_activations(pool, act, w, x, x_stride, n_tokens, act_stride);
     }
-    const auto vec_dot = w.traits->vec_dot;
     pool.run([&](int ith, int nth) {
-        int64_t row_begin, row_end;
-        split_range(w.rows, ith, nth, row_begin, row_end);
-        // Row-outer order: each weight row is read from memory once and reused for every token.
-        for (int64_t r = row_begin; r < row_end; ++r) {
-            const uint8_t* w_row = w.row(r);
-            for (int64_t t = 0; t < n_tokens; ++t) {
-                y[t * y_stride + r] = vec_dot(w.cols, w_row, act_rows + t * act_stride);
-            }
+        if (w.tile_dot == nullptr) {
+            int64_t row_begin, row_end;
+            split_range(w.rows, ith, nth, row_begin, row_end);
+            rows_by_vec_dot(w, row_begin, row_end, act_rows, act_stride, n_tokens, y, y_stride);
+            return;
+        }
+        // Threads split whole tiles; the last thread also takes the rows left over.
+        int64_t tile_begin, tile_end;
+        split_range(w.rows / kTileRows, ith, nth, tile_begin, tile_end);
+        rows_by_tiles(w, tile_begin * kTileRows, tile_end - tile_begin, act_rows, act_stride, n_tokens, y, y_stride);
+        if (ith == nth - 1) {
+            const int64_t tail = w.rows / kTileRows * kTileRows;
+            rows_by_vec_dot(w, tail, w.rows, act_rows, act_stride, n_tokens, y, y_stride);
         }
     });
 }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "csrc/kernels/tile_dot.h"
 #include "csrc/kernels/type_traits.h"
 
 namespace edgellama {
@@ -30,6 +31,7 @@ struct WeightMatrix {
     int64_t cols = 0;
     const TypeTraits* traits = nullptr;
     size_t row_bytes = 0;
+    TileDotFn tile_dot = nullptr;  // register-tiled kernel for this type, when the build has one
 
     const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
