@@ -48,15 +48,28 @@ void rows_by_vec_dot(const WeightMatrix& w, int64_t row_begin, int64_t row_end, 
     }
 }
 
-// Tiles of kTileRows rows starting at row_begin; a tile's rows stay in L1 while all tokens pass.
+// Cache blocking for a prefill: a chunk of tokens whose activations fit in L1 meets a chunk of
+// rows whose weights fit in L2, so neither is streamed from memory once per tile.
+constexpr size_t kL1ActivationBytes = 24 * 1024;
+constexpr size_t kL2WeightBytes = 256 * 1024;
+
+// Tiles of kTileRows rows starting at row_begin, over all n_tokens tokens.
 void rows_by_tiles(const WeightMatrix& w, int64_t row_begin, int64_t n_tiles, const uint8_t* act_rows,
                    size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
-    for (int64_t tile = 0; tile < n_tiles; ++tile) {
-        const int64_t r = row_begin + tile * kTileRows;
-        for (int64_t t = 0; t < n_tokens; t += kTileTokens) {
-            const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, n_tokens - t));
-            w.tile_dot(w.cols, w.row(r), w.row_bytes, act_rows + t * act_stride, act_stride, n_tok,
-                       y + t * y_stride + r, y_stride);
+    const int64_t tok_chunk = std::max<int64_t>(kTileTokens, kL1ActivationBytes / act_stride / kTileTokens * kTileTokens);
+    const int64_t tile_chunk = std::max<int64_t>(1, kL2WeightBytes / (kTileRows * w.row_bytes));
+    for (int64_t tile0 = 0; tile0 < n_tiles; tile0 += tile_chunk) {
+        const int64_t tile1 = std::min(n_tiles, tile0 + tile_chunk);
+        for (int64_t tok0 = 0; tok0 < n_tokens; tok0 += tok_chunk) {
+            const int64_t tok1 = std::min(n_tokens, tok0 + tok_chunk);
+            for (int64_t tile = tile0; tile < tile1; ++tile) {
+                const int64_t r = row_begin + tile * kTileRows;
+                for (int64_t t = tok0; t < tok1; t += kTileTokens) {
+                    const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, tok1 - t));
+                    w.tile_dot(w.cols, w.row(r), w.row_bytes, act_rows + t * act_stride, act_stride, n_tok,
+                               y + t * y_stride + r, y_stride);
+                }
+            }
         }
     }
 }

@@ -20,7 +20,12 @@ constexpr int kTileTokens = 4;
 using TileDotFn = void (*)(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
                            int n_tok, float* out, int64_t out_stride);
 
-// nullptr when the type has no tiled kernel on this build (matmul then uses vec_dot row by row).
+// The widest tiled kernel this build has for the type; nullptr when none (matmul then uses
+// vec_dot row by row).
 TileDotFn find_tile_dot(int32_t type_id);
+
+// Per-ISA tables (nullptr where the build lacks the instruction set).
+TileDotFn find_tile_dot_avx512(int32_t type_id);
+TileDotFn find_tile_dot_avx2(int32_t type_id);
 
 }  // namespace edgellama

@@ -128,7 +128,7 @@ void tile_dot_dispatch(int64_t n, const uint8_t* w, size_t w_stride, const uint8
 
 }  // namespace
 
-TileDotFn find_tile_dot(int32_t type_id) {
+TileDotFn find_tile_dot_avx2(int32_t type_id) {
     switch (static_cast<TensorType>(type_id)) {
         case TensorType::Q4_0: return tile_dot_dispatch<Q4_0Codes>;
         case TensorType::Q4_1: return tile_dot_dispatch<Q4_1Codes>;
@@ -142,7 +142,7 @@ TileDotFn find_tile_dot(int32_t type_id) {
 #else  // no AVX2: every type goes through vec_dot
 
 namespace edgellama {
-TileDotFn find_tile_dot(int32_t) { return nullptr; }
+TileDotFn find_tile_dot_avx2(int32_t) { return nullptr; }
 }  // namespace edgellama
 
 #endif
