@@ -5,10 +5,13 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <cstring>
+#include <vector>
 #include <memory>
 #include <string>
 #include <tuple>
 
+#include "csrc/cuda/host_decode.h"
 #include "csrc/cuda/llama_cuda_model.h"
 #include "csrc/model/llama_loader.h"
 
@@ -19,6 +22,10 @@ namespace edgellama::bindings {
 namespace {
 
 using cuda::CudaLlamaModel;
+
+struct alignas(16) uint4_words {
+    uint32_t w[4];
+};
 
 // Same conversion as bindings/model.cpp: config_dict() keys, {name: (address, type, rows, cols)}.
 LlamaConfig config_from_dict(const py::dict& d) {
@@ -69,6 +76,15 @@ py::array_t<float> forward(CudaLlamaModel& model,
     return logits;
 }
 
+// Copies the row into a 16-byte aligned buffer, as device rows are, before decoding.
+py::array_t<float> decode_row_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& row, int64_t n) {
+    std::vector<uint4_words> aligned((row.size() + 15) / 16);
+    std::memcpy(aligned.data(), row.data(), static_cast<size_t>(row.size()));
+    py::array_t<float> out(n);
+    cuda::decode_row_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), n, out.mutable_data());
+    return out;
+}
+
 py::tuple device_count() {
     std::string why;
     const int n = cuda::device_count(&why);
@@ -93,6 +109,8 @@ PYBIND11_MODULE(_cuda, m) {
 
     m.def("device_count", &b::device_count,
           "(number of visible CUDA devices, reason when 0) — never raises");
+    m.def("decode_row_host", &b::decode_row_host, py::arg("type_id"), py::arg("data"), py::arg("n"),
+          "Decode one GGUF row with the GPU's block decoders, executed on the CPU (for tests).");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
