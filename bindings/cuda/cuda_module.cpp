@@ -111,6 +111,9 @@ PYBIND11_MODULE(_cuda, m) {
           "(number of visible CUDA devices, reason when 0) — never raises");
     m.def("decode_row_host", &b::decode_row_host, py::arg("type_id"), py::arg("data"), py::arg("n"),
           "Decode one GGUF row with the GPU's block decoders, executed on the CPU (for tests).");
+    m.def("measure_copy_bandwidth", &edgellama::cuda::measure_copy_bandwidth, py::arg("bytes") = size_t(1) << 30,
+          py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
+          "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),

@@ -48,3 +48,25 @@ void DeviceBuffer::release() {
 }
 
 }  // namespace edgellama::cuda
+
+namespace edgellama::cuda {
+
+double measure_copy_bandwidth(size_t bytes, int repeats) {
+    DeviceBuffer a(bytes, "bandwidth probe source"), b(bytes, "bandwidth probe destination");
+    check(cudaMemset(a.get(), 1, bytes), "cudaMemset");
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    check(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "warm-up copy");
+    check(cudaEventRecord(start), "cudaEventRecord");
+    for (int i = 0; i < repeats; ++i) check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "copy");
+    check(cudaEventRecord(stop), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return 2.0 * static_cast<double>(bytes) * repeats / (static_cast<double>(ms) * 1e-3);  // read + write
+}
+
+}  // namespace edgellama::cuda

@@ -20,6 +20,9 @@ int device_count(std::string* why = nullptr);
 // "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or throws CudaError.
 std::string device_description(int device);
 
+// Device-to-device copy bandwidth in bytes/s (bytes read + written), for roofline reports.
+double measure_copy_bandwidth(size_t bytes, int repeats);
+
 class CudaLlamaModel {
 public:
     // host_weights point at host memory (the mapped file); they are copied to `device` here and not
