@@ -6,7 +6,7 @@
 #   scripts/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
 #
 # Offline machines: Python packages the project needs and the machine lacks (gguf, for one) can
-# sit as wheels in .whl/ (see docs/cuda.md); they are installed into /tmp/edgellama-site first.
+# sit as wheels in .whl/ (README, "CUDA"); they are installed into /tmp/edgellama-site first.
 # The build uses the already installed scikit-build-core, pybind11, cmake and ninja
 # (--no-build-isolation, --no-deps: nothing is fetched). Results land in $OUT (or ./gpu_check_out).
 set -euo pipefail
