@@ -37,3 +37,17 @@ class ContextOverflowError(EdgellamaError, ValueError):
 
 class ModelFetchError(EdgellamaError, RuntimeError):
     """The default model could not be fetched or failed its checksum."""
+
+
+class DeviceError(EdgellamaError, RuntimeError):
+    """The GPU backend failed: a CUDA runtime error while uploading or running the model."""
+
+
+class DeviceUnavailableError(DeviceError):
+    """device="cuda" was asked for, but edgellama was built without its CUDA module (edgellama._cuda)
+    or no CUDA GPU is visible. The message says which, and how to fix it."""
+
+
+class DeviceOutOfMemoryError(DeviceError, MemoryError):
+    """The model (weights, KV cache or scratch) does not fit in GPU memory; the message names the
+    buffer that did not fit, its size and the free memory."""

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Incremental developer build: compiles edgellama._core into build/dev and copies it next to the
-# Python sources (unstripped, with symbols for perf), so `PYTHONPATH=. pytest` runs against the working tree without a reinstall.
+# Incremental developer build: compiles edgellama._core (and edgellama._cuda where nvcc is found)
+# into build/dev, unstripped with symbols for perf, and copies them next to the Python sources, so
+# `PYTHONPATH=. pytest` runs against the working tree without a reinstall. Extra arguments go to
+# cmake (e.g. -DEDGELLAMA_CUDA=off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" >/dev/null
+  -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" "$@" >/dev/null
 cmake --build build/dev
 cp build/dev/_core*.so edgellama/
+if compgen -G "build/dev/_cuda*.so" >/dev/null; then cp build/dev/_cuda*.so edgellama/; else rm -f edgellama/_cuda*.so; fi

@@ -96,6 +96,7 @@ class ReferenceModel:
     gqa_modulo = False         # query head h reads kv head h % n_head_kv instead of h // group
     use_rope_freqs = True      # False: ignore rope_freqs.weight
     act_scale_dtype = np.float32   # storage of the int8 block scale in act_quant (np.float16: as ggml's Q8_0)
+    kv_fp16 = False            # round keys and values to fp16 after RoPE (the CUDA KV cache)
 
     def __init__(self, path):
         self.path = str(path)
@@ -191,6 +192,8 @@ class ReferenceModel:
             k = self.matmul(h, layer["attn_k"], act_quant).reshape(n, hp.n_head_kv, hp.head_dim)
             v = self.matmul(h, layer["attn_v"], act_quant).reshape(n, hp.n_head_kv, hp.head_dim)
             q, k = self.rope(q, pos), self.rope(k, pos)
+            if self.kv_fp16:  # the CUDA backend keeps its KV cache in fp16
+                k, v = k.astype(np.float16).astype(x.dtype), v.astype(np.float16).astype(x.dtype)
             if self.gqa_modulo:
                 k, v = np.tile(k, (1, group, 1)), np.tile(v, (1, group, 1))
             else:
@@ -220,7 +223,7 @@ class _Float32View(ReferenceModel):
         self.rope_freqs = base.rope_freqs
         self.layers = [{k: (cast(v) if isinstance(v, Matrix) else v.astype(dtype)) for k, v in layer.items()}
                        for layer in base.layers]
-        for flag in ("rope_neox", "gqa_modulo", "use_rope_freqs", "act_scale_dtype"):
+        for flag in ("rope_neox", "gqa_modulo", "use_rope_freqs", "act_scale_dtype", "kv_fp16"):
             setattr(self, flag, getattr(base, flag))
 
     def logits(self, token_ids, act_quant=False, dtype=None):

@@ -1,0 +1,201 @@
+"""Prefill and decode speed of the CUDA backend on synthetic Llama shapes, against the HBM roofline.
+
+    python3 benchmarks/bench_cuda.py [--shapes llama-3.2-1b llama-3-8b] [--quants Q4_0 Q4_K_M Q8_0]
+                                     [--prefill 512] [--decode 64] [--context 128] [--json out.json]
+
+Weights are random GGUF block bytes with sane f16 scales, made on the host once per tensor shape
+and uploaded to a separate device buffer per layer (so every layer's bytes really stream from
+HBM); no file is written. Decode reads, per token, every layer matrix, the output matrix and the
+KV cache so far: roofline fraction = (those bytes × tokens/s) ÷ the HBM bandwidth (the card's
+nominal figure where we know it, else the measured device-to-device copy bandwidth, both printed).
+
+Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
+layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+F32, Q4_0, Q8_0, Q4_K, Q6_K = 0, 2, 8, 12, 14
+BLOCKS = {Q4_0: (32, 18), Q8_0: (32, 34), Q4_K: (256, 144), Q6_K: (256, 210)}
+
+SHAPES = {
+    "llama-3.2-1b": dict(n_vocab=128256, n_embd=2048, n_layer=16, n_head=32, n_head_kv=8, head_dim=64,
+                         n_ff=8192, rope_base=500000.0),
+    "llama-3-8b": dict(n_vocab=128256, n_embd=4096, n_layer=32, n_head=32, n_head_kv=8, head_dim=128,
+                       n_ff=14336, rope_base=500000.0),
+}
+
+# Nominal HBM bandwidth (bytes/s) by a fragment of the device name, most specific first.
+NOMINAL_BANDWIDTH = [
+    ("H200", 4.8e12), ("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12), ("H100", 3.35e12),
+    ("A100-SXM4-80GB", 2.039e12), ("A100 80GB PCIe", 1.935e12), ("A100", 1.555e12),
+    ("L40S", 0.864e12), ("RTX 4090", 1.008e12), ("RTX 3090", 0.936e12), ("A10", 0.6e12),
+]
+
+
+def nominal_bandwidth(name: str):
+    for fragment, bw in NOMINAL_BANDWIDTH:
+        if fragment in name:
+            return bw
+    return None
+
+
+def _f16_bytes(value: float) -> np.ndarray:
+    return np.frombuffer(np.float16(value).tobytes(), np.uint8)
+
+
+def random_blocks(qtype: int, rows: int, cols: int, rng: np.random.Generator) -> np.ndarray:
+    """rows x cols weights of qtype as random block bytes whose values have std ~ 1/sqrt(cols)."""
+    block, nbytes = BLOCKS[qtype]
+    n = rows * cols // block
+    b = np.frombuffer(rng.bytes(n * nbytes), np.uint8).copy().reshape(n, nbytes)
+    unit = 1.0 / np.sqrt(cols)
+    if qtype == Q4_0:
+        b[:, 0:2] = _f16_bytes(unit / 4.6)
+    elif qtype == Q8_0:
+        b[:, 0:2] = _f16_bytes(unit / 74.0)
+    elif qtype == Q4_K:
+        d = unit / (4.6 * 36.0)
+        b[:, 0:2] = _f16_bytes(d)
+        b[:, 2:4] = _f16_bytes(d * 7.5)  # centres d*sc*q - dmin*mn on average
+    elif qtype == Q6_K:
+        b[:, 208:210] = _f16_bytes(unit / (74.0 * 18.5))
+    return b.reshape(-1)
+
+
+class SyntheticModel:
+    """Config and {name: (host address, type, rows, cols)} for a shape and a quantization mix."""
+
+    def __init__(self, shape: str, quant: str, seed: int = 0):
+        hp = SHAPES[shape]
+        self.config = dict(hp, rope_dim=hp["head_dim"], rms_eps=1e-5)
+        rng = np.random.default_rng(seed)
+        self._arrays = {}  # (type, rows, cols) -> host bytes, shared by the layers
+        self.tensors = {}
+        self.bytes_per_token = 0
+        e, f, L = hp["n_embd"], hp["n_ff"], hp["n_layer"]
+        q_w, kv_w = hp["n_head"] * hp["head_dim"], hp["n_head_kv"] * hp["head_dim"]
+        base = {"Q4_0": Q4_0, "Q8_0": Q8_0, "Q4_K_M": Q4_K}[quant]
+
+        def matrix(name, qtype, rows, cols, per_token=True):
+            key = (qtype, rows, cols)
+            if key not in self._arrays:
+                self._arrays[key] = random_blocks(qtype, rows, cols, rng)
+            arr = self._arrays[key]
+            self.tensors[name] = (arr.ctypes.data, qtype, rows, cols)
+            if per_token:
+                self.bytes_per_token += arr.nbytes
+
+        def vector(name, n):
+            arr = self._arrays.setdefault(("ones", n), np.ones(n, np.float32))
+            self.tensors[name] = (arr.ctypes.data, F32, 1, n)
+            self.bytes_per_token += arr.nbytes
+
+        matrix("token_embd.weight", base, hp["n_vocab"], e, per_token=False)
+        matrix("output.weight", Q6_K if quant == "Q4_K_M" else base, hp["n_vocab"], e)
+        vector("output_norm.weight", e)
+        for i in range(L):
+            p = f"blk.{i}."
+            heavy = Q6_K if (quant == "Q4_K_M" and i % 2 == 0) else base
+            vector(p + "attn_norm.weight", e)
+            vector(p + "ffn_norm.weight", e)
+            matrix(p + "attn_q.weight", base, q_w, e)
+            matrix(p + "attn_k.weight", base, kv_w, e)
+            matrix(p + "attn_v.weight", heavy, kv_w, e)
+            matrix(p + "attn_output.weight", base, e, q_w)
+            matrix(p + "ffn_gate.weight", base, f, e)
+            matrix(p + "ffn_up.weight", base, f, e)
+            matrix(p + "ffn_down.weight", heavy, e, f)
+        self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
+
+
+def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
+    t0 = time.perf_counter()
+    syn = SyntheticModel(shape, quant)
+    n_ctx = max(args.prefill, args.context + args.decode + 8) + 8
+    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, n_ctx, 1)
+    setup_s = time.perf_counter() - t0
+    rng = np.random.default_rng(1)
+    vocab = syn.config["n_vocab"]
+
+    # prefill: best of 2 after a short warm-up
+    prompt = rng.integers(0, vocab, args.prefill).astype(np.int32)
+    model.forward(prompt[:16], False)
+    best = float("inf")
+    for _ in range(2):
+        model.reset()
+        t = time.perf_counter()
+        model.forward(prompt, False)
+        best = min(best, time.perf_counter() - t)
+    prefill_tps = args.prefill / best
+
+    # decode: args.context tokens of context, then args.decode single-token steps
+    model.reset()
+    model.forward(prompt[:args.context], False)
+    for tok in rng.integers(0, vocab, 4):
+        model.forward(np.array([tok], np.int32), False)
+    steps = rng.integers(0, vocab, args.decode).astype(np.int32)
+    t = time.perf_counter()
+    for tok in steps:
+        model.forward(np.array([tok], np.int32), False)
+    decode_s = time.perf_counter() - t
+    decode_tps = args.decode / decode_s
+    mean_pos = args.context + 4 + args.decode / 2
+    bytes_per_token = syn.bytes_per_token + syn.kv_bytes_per_position * mean_pos
+    achieved = bytes_per_token * decode_tps
+    row = dict(shape=shape, quant=quant, weights_gb=syn.bytes_per_token / 1e9, setup_s=setup_s,
+               prefill_tokens=args.prefill, prefill_tok_s=prefill_tps, decode_tok_s=decode_tps,
+               decode_ms=1e3 / decode_tps, decode_gb_s=achieved / 1e9,
+               roofline_fraction=achieved / bandwidth, bandwidth_gb_s=bandwidth / 1e9,
+               bandwidth_source=bandwidth_source)
+    del model
+    return row
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--quants", nargs="+", default=["Q4_0", "Q4_K_M", "Q8_0"], choices=["Q4_0", "Q4_K_M", "Q8_0"])
+    ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
+    ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
+    ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args(argv)
+
+    from edgellama import _cuda
+
+    count, why = _cuda.device_count()
+    if count == 0:
+        raise SystemExit(f"no CUDA GPU: {why}")
+    name = _cuda.device_description(0)
+    measured = _cuda.measure_copy_bandwidth()
+    nominal = nominal_bandwidth(name)
+    bandwidth, source = (nominal, "nominal") if nominal else (measured, "measured copy")
+    print(f"device: {name}")
+    print(f"HBM bandwidth: measured device-to-device copy {measured / 1e9:.0f} GB/s (read+write); "
+          f"nominal {nominal / 1e9:.0f} GB/s" if nominal else "nominal unknown")
+    print(f"roofline uses the {source} figure, {bandwidth / 1e9:.0f} GB/s")
+    header = (f"{'shape':<14}{'quant':<8}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
+              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}")
+    print(header)
+    rows = []
+    for shape in args.shapes:
+        for quant in args.quants:
+            r = bench_one(_cuda, shape, quant, args, bandwidth, source)
+            rows.append(r)
+            print(f"{shape:<14}{quant:<8}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}{r['decode_tok_s']:>14.1f}"
+                  f"{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}{100 * r['roofline_fraction']:>9.1f}%", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(device=name, measured_copy_bandwidth=measured, nominal_bandwidth=nominal, rows=rows), fh,
+                      indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+// The edgellama._cuda extension module: Python glue for the GPU engine (csrc/cuda/). Argument
+// conversion and exception mapping only. Kept out of bindings/*.cpp so the CPU module never sees it.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "csrc/cuda/host_decode.h"
+#include "csrc/cuda/llama_cuda_model.h"
+#include "csrc/model/llama_loader.h"
+
+namespace py = pybind11;
+
+namespace edgellama::bindings {
+
+namespace {
+
+using cuda::CudaLlamaModel;
+
+struct alignas(16) uint4_words {
+    uint32_t w[4];
+};
+
+// Same conversion as bindings/model.cpp: config_dict() keys, {name: (address, type, rows, cols)}.
+LlamaConfig config_from_dict(const py::dict& d) {
+    LlamaConfig c;
+    c.n_vocab = d["n_vocab"].cast<int64_t>();
+    c.n_embd = d["n_embd"].cast<int64_t>();
+    c.n_layer = d["n_layer"].cast<int64_t>();
+    c.n_head = d["n_head"].cast<int64_t>();
+    c.n_head_kv = d["n_head_kv"].cast<int64_t>();
+    c.head_dim = d["head_dim"].cast<int64_t>();
+    c.n_ff = d["n_ff"].cast<int64_t>();
+    c.rope_dim = d["rope_dim"].cast<int64_t>();
+    c.rope_base = d["rope_base"].cast<float>();
+    c.rms_eps = d["rms_eps"].cast<float>();
+    return c;
+}
+
+TensorMap tensors_from_dict(const py::dict& d) {
+    TensorMap map;
+    for (auto item : d) {
+        auto t = item.second.cast<std::tuple<uintptr_t, int32_t, int64_t, int64_t>>();
+        map[item.first.cast<std::string>()] =
+            TensorRef{reinterpret_cast<const void*>(std::get<0>(t)), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
+    }
+    return map;
+}
+
+std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
+                                           int n_threads, int device) {
+    LlamaConfig c = config_from_dict(config);
+    LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
+    py::gil_scoped_release release;  // the upload copies gigabytes
+    return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device);
+}
+
+py::array_t<float> forward(CudaLlamaModel& model,
+                           py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
+    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
+    const int64_t n = tokens.shape(0);
+    const int64_t n_vocab = model.config().n_vocab;
+    py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab}) : py::array_t<float>({n_vocab});
+    const int32_t* ids = tokens.data();
+    float* out = logits.mutable_data();
+    {
+        py::gil_scoped_release release;
+        model.forward(ids, n, out, all_logits);
+    }
+    return logits;
+}
+
+// Copies the row into a 16-byte aligned buffer, as device rows are, before decoding.
+py::array_t<float> decode_row_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& row, int64_t n) {
+    std::vector<uint4_words> aligned((row.size() + 15) / 16);
+    std::memcpy(aligned.data(), row.data(), static_cast<size_t>(row.size()));
+    py::array_t<float> out(n);
+    cuda::decode_row_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), n, out.mutable_data());
+    return out;
+}
+
+py::tuple device_count() {
+    std::string why;
+    const int n = cuda::device_count(&why);
+    return py::make_tuple(n, why);
+}
+
+}  // namespace
+
+}  // namespace edgellama::bindings
+
+PYBIND11_MODULE(_cuda, m) {
+    using edgellama::bindings::CudaLlamaModel;
+    namespace b = edgellama::bindings;
+    m.doc() = "edgellama CUDA engine: the llama forward step on an NVIDIA GPU";
+
+    // Exceptions derive from edgellama.errors so callers catch one hierarchy. Translators run
+    // newest first: the OOM subclass is registered after its base.
+    py::module_ errors = py::module_::import("edgellama.errors");
+    py::register_exception<edgellama::cuda::CudaError>(m, "CudaError", errors.attr("DeviceError"));
+    py::register_exception<edgellama::cuda::OutOfMemoryError>(m, "OutOfMemoryError",
+                                                               errors.attr("DeviceOutOfMemoryError"));
+
+    m.def("device_count", &b::device_count,
+          "(number of visible CUDA devices, reason when 0) — never raises");
+    m.def("decode_row_host", &b::decode_row_host, py::arg("type_id"), py::arg("data"), py::arg("n"),
+          "Decode one GGUF row with the GPU's block decoders, executed on the CPU (for tests).");
+    m.def("measure_copy_bandwidth", &edgellama::cuda::measure_copy_bandwidth, py::arg("bytes") = size_t(1) << 30,
+          py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
+          "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
+    m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
+    py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
+        .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
+             py::arg("device") = 0)
+        .def("forward", &b::forward, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
+        .def("reset", &CudaLlamaModel::reset)
+        .def_property_readonly("n_past", &CudaLlamaModel::n_past)
+        .def_property_readonly("n_ctx", &CudaLlamaModel::n_ctx)
+        .def_property_readonly("n_threads", &CudaLlamaModel::n_threads)
+        .def_property_readonly("weight_bytes", &CudaLlamaModel::weight_bytes)
+        .def_property_readonly("device_name", &CudaLlamaModel::device_name)
+        .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });
+}

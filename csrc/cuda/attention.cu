@@ -1,0 +1,168 @@
+// Fused causal grouped-query attention over the fp16 KV cache (split over positions).
+//
+// Pass 1: a thread block per (query head, token, split of the positions); its warps take
+// positions in turn, each keeping an online softmax (running max, running sum, weighted value
+// sum — lane i holds dims i, i+32, ...), and the block merges its warps into one partial
+// (max, sum, unnormalised output). Pass 2 merges the splits of each (head, token) and divides.
+// Splitting the positions gives a decode step enough blocks to fill the GPU on long contexts.
+#include <algorithm>
+#include <cmath>
+
+#include "csrc/cuda/common.cuh"
+#include "csrc/cuda/ops.h"
+
+namespace edgellama::cuda {
+
+namespace {
+
+constexpr int kAttnWarps = 4;
+constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
+constexpr int64_t kMinChunk = 64;  // positions below which a split is not worth its block
+constexpr int64_t kMaxSplitRows = 32;  // n_tokens * n_split stays below max(n_tokens, this)
+
+struct AttnArgs {
+    const float* q;
+    const __half* k_cache;
+    const __half* v_cache;
+    float* partials;
+    int64_t n_head, head_dim, q_width, kv_width, group, first_pos, chunk, n_split;
+    float scale;
+};
+
+__global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(AttnArgs a) {
+    const int64_t h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    const int64_t n_pos = a.first_pos + t + 1;
+    const int64_t begin = sp * a.chunk, end = std::min(n_pos, begin + a.chunk);
+    const int64_t kv_off = (h / a.group) * a.head_dim;
+    const float* qh = a.q + t * a.q_width + h * a.head_dim;
+
+    float qreg[kDimsPerLane], acc[kDimsPerLane];
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) {
+        const int64_t d = lane + kWarp * i;
+        qreg[i] = d < a.head_dim ? qh[d] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int64_t pos = begin + warp; pos < end; pos += kAttnWarps) {
+        const __half* kr = a.k_cache + pos * a.kv_width + kv_off;
+        const __half* vr = a.v_cache + pos * a.kv_width + kv_off;
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) {
+            const int64_t d = lane + kWarp * i;
+            if (d < a.head_dim) s = fmaf(qreg[i], __half2float(kr[d]), s);
+        }
+        s = warp_sum(s) * a.scale;
+        const float m_new = fmaxf(m, s);
+        const float corr = expf(m - m_new);
+        const float p = expf(s - m_new);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) {
+            const int64_t d = lane + kWarp * i;
+            if (d < a.head_dim) acc[i] = acc[i] * corr + p * __half2float(vr[d]);
+        }
+        m = m_new;
+    }
+
+    __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
+    __shared__ float sm_acc[kAttnWarps][kMaxHeadDim];
+    if (lane == 0) {
+        sm_m[warp] = m;
+        sm_l[warp] = l;
+    }
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) {
+        const int64_t d = lane + kWarp * i;
+        if (d < a.head_dim) sm_acc[warp][d] = acc[i];
+    }
+    __syncthreads();
+    float mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) mx = fmaxf(mx, sm_m[w]);
+    float* out = a.partials + ((t * a.n_head + h) * a.n_split + sp) * (a.head_dim + 2);
+    if (mx == -INFINITY) {  // no position of this split is visible to this token
+        for (int64_t d = threadIdx.x; d < a.head_dim + 2; d += blockDim.x) out[d] = d == 0 ? -INFINITY : 0.0f;
+        return;
+    }
+    float weight[kAttnWarps];
+    float total = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kAttnWarps; ++w) {
+        weight[w] = expf(sm_m[w] - mx);  // 0 for a warp that saw no position (max -inf)
+        total += sm_l[w] * weight[w];
+    }
+    if (threadIdx.x == 0) {
+        out[0] = mx;
+        out[1] = total;
+    }
+    for (int64_t d = threadIdx.x; d < a.head_dim; d += blockDim.x) {
+        float v = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kAttnWarps; ++w) v += sm_acc[w][d] * weight[w];
+        out[2 + d] = v;
+    }
+}
+
+__global__ void attention_combine_kernel(const float* __restrict__ partials, int64_t n_head, int64_t head_dim,
+                                         int64_t n_split, int64_t q_width, float* __restrict__ out) {
+    const int64_t h = blockIdx.x, t = blockIdx.y;
+    const float* part = partials + (t * n_head + h) * n_split * (head_dim + 2);
+    float mx = -INFINITY;
+    for (int64_t s = 0; s < n_split; ++s) mx = fmaxf(mx, part[s * (head_dim + 2)]);
+    float total = 0.0f;
+    for (int64_t s = 0; s < n_split; ++s) {
+        const float* ps = part + s * (head_dim + 2);
+        total += ps[1] * expf(ps[0] - mx);
+    }
+    const float inv = 1.0f / total;
+    for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float v = 0.0f;
+        for (int64_t s = 0; s < n_split; ++s) {
+            const float* ps = part + s * (head_dim + 2);
+            v += ps[2 + d] * expf(ps[0] - mx);
+        }
+        out[t * q_width + h * head_dim + d] = v * inv;
+    }
+}
+
+int64_t split_count(int64_t max_pos, int64_t n_tokens) {
+    const int64_t by_length = std::max<int64_t>(1, (max_pos + kMinChunk - 1) / kMinChunk);
+    return std::min(by_length, std::max<int64_t>(1, kMaxSplitRows / n_tokens));
+}
+
+}  // namespace
+
+size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens) {
+    return static_cast<size_t>(dims.n_head * (dims.head_dim + 2) * std::max(n_tokens, kMaxSplitRows));
+}
+
+void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+               const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream) {
+    if (n_tokens <= 0) return;
+    const int64_t max_pos = first_pos + n_tokens;
+    AttnArgs a;
+    a.q = q;
+    a.k_cache = k_cache;
+    a.v_cache = v_cache;
+    a.partials = partials;
+    a.n_head = dims.n_head;
+    a.head_dim = dims.head_dim;
+    a.q_width = dims.n_head * dims.head_dim;
+    a.kv_width = dims.n_head_kv * dims.head_dim;
+    a.group = dims.n_head / dims.n_head_kv;
+    a.first_pos = first_pos;
+    a.n_split = split_count(max_pos, n_tokens);
+    a.chunk = (max_pos + a.n_split - 1) / a.n_split;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(dims.head_dim));
+    const dim3 grid(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.n_split));
+    attention_partial_kernel<<<grid, kAttnWarps * kWarp, 0, stream>>>(a);
+    check_launch("attention_partial_kernel");
+    attention_combine_kernel<<<dim3(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens)), 128, 0,
+                               stream>>>(partials, dims.n_head, dims.head_dim, a.n_split, a.q_width, out);
+    check_launch("attention_combine_kernel");
+}
+
+}  // namespace edgellama::cuda

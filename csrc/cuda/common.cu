@@ -1,0 +1,72 @@
+// Error translation and device allocations of the CUDA engine.
+#include "csrc/cuda/common.cuh"
+
+#include <cstdio>
+
+namespace edgellama::cuda {
+
+void check(cudaError_t status, const char* what) {
+    if (status == cudaSuccess) return;
+    const std::string msg = std::string(what) + ": " + cudaGetErrorName(status) + " (" + cudaGetErrorString(status) + ")";
+    if (status == cudaErrorMemoryAllocation) throw OutOfMemoryError(msg);
+    throw CudaError(msg);
+}
+
+void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+
+namespace {
+
+std::string mib(size_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+    return buf;
+}
+
+}  // namespace
+
+void DeviceBuffer::allocate(size_t bytes, const std::string& what) {
+    release();
+    if (bytes == 0) return;
+    void* p = nullptr;
+    const cudaError_t status = cudaMalloc(&p, bytes);
+    if (status == cudaErrorMemoryAllocation) {
+        cudaGetLastError();  // clear the sticky-free error so later calls are not blamed for it
+        size_t free_bytes = 0, total_bytes = 0;
+        cudaMemGetInfo(&free_bytes, &total_bytes);
+        throw OutOfMemoryError("out of GPU memory allocating " + what + " (" + mib(bytes) + "); " +
+                               mib(free_bytes) + " free of " + mib(total_bytes));
+    }
+    check(status, ("cudaMalloc for " + what).c_str());
+    ptr_ = p;
+    bytes_ = bytes;
+}
+
+void DeviceBuffer::release() {
+    if (ptr_ != nullptr) cudaFree(ptr_);  // never throws from destructors
+    ptr_ = nullptr;
+    bytes_ = 0;
+}
+
+}  // namespace edgellama::cuda
+
+namespace edgellama::cuda {
+
+double measure_copy_bandwidth(size_t bytes, int repeats) {
+    DeviceBuffer a(bytes, "bandwidth probe source"), b(bytes, "bandwidth probe destination");
+    check(cudaMemset(a.get(), 1, bytes), "cudaMemset");
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    check(cudaMemcpy(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "warm-up copy");
+    check(cudaEventRecord(start), "cudaEventRecord");
+    for (int i = 0; i < repeats; ++i) check(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice), "copy");
+    check(cudaEventRecord(stop), "cudaEventRecord");
+    check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return 2.0 * static_cast<double>(bytes) * repeats / (static_cast<double>(ms) * 1e-3);  // read + write
+}
+
+}  // namespace edgellama::cuda

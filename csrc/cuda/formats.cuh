@@ -1,0 +1,275 @@
+// Device-side readers of the GGUF block formats (quantize/block_formats.h), one struct per type.
+//
+// A row is cut into "pieces": the unit one thread decodes at a time (a block for the 32-element
+// formats, a 64-element chunk of a K-quant super-block, 32 elements of a Q6_K half, 1 or 2
+// floats). Fmt::visit(row, p, f) decodes piece p of a row in registers and calls f(i, w) for
+// every element i of the piece (compile-time after unrolling) with its value w, computed exactly
+// as the CPU dequantizers in csrc/kernels/ define it (separate roundings where they use them).
+// GEMV and embedding kernels are written once on top of visit().
+//
+// Alignment: cudaMalloc returns 256-byte aligned rows' bases and each matrix is its own
+// allocation, so a block starts at row_base + k * block_bytes: 16-byte aligned for Q4_K (144)
+// and Q5_K (176), 4-byte aligned for Q4_1 (20), only 2-byte aligned for Q4_0 (18), Q8_0 (34)
+// and Q6_K (210). Loads are as wide as that allows.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "quantize/block_formats.h"
+
+namespace edgellama::cuda {
+
+// Everything below is __host__ __device__: the same decoders also run on the CPU (host_decode.cu)
+// so a machine without a GPU checks them against the CPU dequantizers (tests/test_cuda.py).
+#define EDGELLAMA_HD __host__ __device__ __forceinline__
+
+template <class T>
+EDGELLAMA_HD T load_ro(const T* p) {  // through the read-only data cache on the device
+#if defined(__CUDA_ARCH__)
+    return __ldg(p);
+#else
+    return *p;
+#endif
+}
+
+// Products and sums rounded separately, never fused into an FMA (the formats define two roundings;
+// the host build of these files uses -ffp-contract=off for the same reason).
+EDGELLAMA_HD float mul_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+EDGELLAMA_HD float add_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+EDGELLAMA_HD float sub_rn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+
+EDGELLAMA_HD float half_bits_to_float(uint16_t bits) { return __half2float(__ushort_as_half(bits)); }
+EDGELLAMA_HD float bf16_bits_to_float(uint16_t bits) {
+    const uint32_t u = static_cast<uint32_t>(bits) << 16;
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+// Byte k (0..3) of a little-endian word.
+EDGELLAMA_HD int byte_of(uint32_t w, int k) { return static_cast<int>((w >> (8 * k)) & 0xffu); }
+
+struct FmtF32 {
+    static constexpr int kPiece = 1;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        f(0, load_ro(reinterpret_cast<const float*>(row) + p));
+    }
+};
+
+struct FmtF16 {
+    static constexpr int kPiece = 2;  // rows of an even length (checked when uploading)
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const uint32_t w = load_ro(reinterpret_cast<const uint32_t*>(row) + p);
+        f(0, half_bits_to_float(static_cast<uint16_t>(w & 0xffffu)));
+        f(1, half_bits_to_float(static_cast<uint16_t>(w >> 16)));
+    }
+};
+
+struct FmtBF16 {
+    static constexpr int kPiece = 2;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const uint32_t w = load_ro(reinterpret_cast<const uint32_t*>(row) + p);
+        f(0, bf16_bits_to_float(static_cast<uint16_t>(w & 0xffffu)));
+        f(1, bf16_bits_to_float(static_cast<uint16_t>(w >> 16)));
+    }
+};
+
+// value = d * (q - 8); byte j: element j (low nibble), element j + 16 (high nibble).
+struct FmtQ4_0 {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + p;
+        const float d = half_bits_to_float(load_ro(&b->d));
+        const auto* q16 = reinterpret_cast<const uint16_t*>(b->qs);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const uint32_t v = load_ro(q16 + j);
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                const int byte = static_cast<int>((v >> (8 * k)) & 0xffu);
+                f(2 * j + k, d * static_cast<float>((byte & 15) - 8));
+                f(2 * j + k + 16, d * static_cast<float>((byte >> 4) - 8));
+            }
+        }
+    }
+};
+
+// value = d * q + m (rounded twice, as the format defines it).
+struct FmtQ4_1 {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const BlockQ4_1*>(row) + p;
+        const uint32_t dm = load_ro(reinterpret_cast<const uint32_t*>(b));
+        const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xffffu));
+        const float m = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+        const auto* q32 = reinterpret_cast<const uint32_t*>(b->qs);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t v = load_ro(q32 + j);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int byte = byte_of(v, k);
+                f(4 * j + k, add_rn(mul_rn(d, static_cast<float>(byte & 15)), m));
+                f(4 * j + k + 16, add_rn(mul_rn(d, static_cast<float>(byte >> 4)), m));
+            }
+        }
+    }
+};
+
+// value = d * qs[i].
+struct FmtQ8_0 {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + p;
+        const float d = half_bits_to_float(load_ro(&b->d));
+        const auto* q16 = reinterpret_cast<const uint16_t*>(b->qs);
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const uint32_t v = load_ro(q16 + j);
+            f(2 * j, d * static_cast<float>(static_cast<int8_t>(v & 0xffu)));
+            f(2 * j + 1, d * static_cast<float>(static_cast<int8_t>(v >> 8)));
+        }
+    }
+};
+
+// The 6-bit scale and min of K-quant sub-block j (0..7) from the 12 packed scale bytes, given
+// as three little-endian words (bytes 0-3, 4-7, 8-11) so nothing is indexed in local memory.
+EDGELLAMA_HD void k_scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j, int& sc, int& mn) {
+    if (j < 4) {
+        sc = byte_of(s0, j) & 63;
+        mn = byte_of(s1, j) & 63;
+    } else {
+        const int k = j - 4;
+        sc = (byte_of(s2, k) & 0x0f) | ((byte_of(s0, k) >> 6) << 4);
+        mn = (byte_of(s2, k) >> 4) | ((byte_of(s1, k) >> 6) << 4);
+    }
+}
+
+// Shared by Q4_K and Q5_K: piece p is chunk c = p % 4 of super-block p / 4, i.e. elements
+// 64c .. 64c+63, sub-block 2c from the low nibbles of qs[32c ..] and 2c+1 from the high ones;
+// value = (d * sc) * q - (dmin * mn), rounded twice. HighBits adds Q5_K's fifth bit.
+template <class Block, bool kHighBit>
+struct FmtKQuant {
+    static constexpr int kPiece = 64;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const Block*>(row) + p / 4;
+        const int c = static_cast<int>(p % 4);
+        const uint32_t dd = load_ro(reinterpret_cast<const uint32_t*>(b));
+        const float d = half_bits_to_float(static_cast<uint16_t>(dd & 0xffffu));
+        const float dmin = half_bits_to_float(static_cast<uint16_t>(dd >> 16));
+        const auto* sw = reinterpret_cast<const uint32_t*>(b->scales);
+        const uint32_t s0 = load_ro(sw), s1 = load_ro(sw + 1), s2 = load_ro(sw + 2);
+        int sc0, mn0, sc1, mn1;
+        k_scale_min(s0, s1, s2, 2 * c, sc0, mn0);
+        k_scale_min(s0, s1, s2, 2 * c + 1, sc1, mn1);
+        const float dl0 = d * static_cast<float>(sc0), ml0 = dmin * static_cast<float>(mn0);
+        const float dl1 = d * static_cast<float>(sc1), ml1 = dmin * static_cast<float>(mn1);
+        const uint4* qs = reinterpret_cast<const uint4*>(b->qs + 32 * c);
+        const uint4 qa = load_ro(qs), qb = load_ro(qs + 1);
+        const uint32_t q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        uint32_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if constexpr (kHighBit) {
+            const uint4* qh = reinterpret_cast<const uint4*>(b->qh);
+            const uint4 ha = load_ro(qh), hb = load_ro(qh + 1);
+            h[0] = ha.x; h[1] = ha.y; h[2] = ha.z; h[3] = ha.w;
+            h[4] = hb.x; h[5] = hb.y; h[6] = hb.z; h[7] = hb.w;
+        }
+#pragma unroll
+        for (int l = 0; l < 32; ++l) {
+            const int byte = byte_of(q[l / 4], l % 4);
+            int lo = byte & 15, hi = byte >> 4;
+            if constexpr (kHighBit) {
+                const int hbits = byte_of(h[l / 4], l % 4);
+                lo |= ((hbits >> (2 * c)) & 1) << 4;
+                hi |= ((hbits >> (2 * c + 1)) & 1) << 4;
+            }
+            f(l, sub_rn(mul_rn(dl0, static_cast<float>(lo)), ml0));
+            f(l + 32, sub_rn(mul_rn(dl1, static_cast<float>(hi)), ml1));
+        }
+    }
+};
+
+using FmtQ4_K = FmtKQuant<BlockQ4_K, false>;
+using FmtQ5_K = FmtKQuant<BlockQ5_K, true>;
+
+// Q6_K: piece p is part s = p % 4 of half h = (p / 4) % 2 of super-block p / 8: elements
+// 128h + 32s + l, l = 0..31 (layout at BlockQ6_K). value = (d * scale) * (q - 32).
+struct FmtQ6_K {
+    static constexpr int kPiece = 32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + p / 8;
+        const int h = static_cast<int>((p / 4) % 2), s = static_cast<int>(p % 4);
+        const float d = half_bits_to_float(load_ro(&b->d));
+        const auto* ql = reinterpret_cast<const uint16_t*>(b->ql + 64 * h + (s & 1) * 32);
+        const auto* qh = reinterpret_cast<const uint16_t*>(b->qh + 32 * h);
+        const int scale_base = 8 * h + 2 * s;
+        const float dl0 = d * static_cast<float>(b->scales[scale_base]);
+        const float dl1 = d * static_cast<float>(b->scales[scale_base + 1]);
+        const int low_shift = s < 2 ? 0 : 4;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const uint32_t lv = load_ro(ql + j), hv = load_ro(qh + j);
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                const int l = 2 * j + k;
+                const int lo = static_cast<int>((lv >> (8 * k)) & 0xffu) >> low_shift & 15;
+                const int hi = (static_cast<int>((hv >> (8 * k)) & 0xffu) >> (2 * s)) & 3;
+                const float q = static_cast<float>((lo | (hi << 4)) - 32);
+                f(l, (l < 16 ? dl0 : dl1) * q);
+            }
+        }
+    }
+};
+
+// Calls fn(Fmt{}) for the format of a GGUF type id; returns false for a type we do not run.
+template <class Fn>
+bool dispatch_format(int32_t type, Fn&& fn) {
+    switch (type) {
+        case 0: fn(FmtF32{}); return true;
+        case 1: fn(FmtF16{}); return true;
+        case 2: fn(FmtQ4_0{}); return true;
+        case 3: fn(FmtQ4_1{}); return true;
+        case 8: fn(FmtQ8_0{}); return true;
+        case 12: fn(FmtQ4_K{}); return true;
+        case 13: fn(FmtQ5_K{}); return true;
+        case 14: fn(FmtQ6_K{}); return true;
+        case 30: fn(FmtBF16{}); return true;
+        default: return false;
+    }
+}
+
+}  // namespace edgellama::cuda

@@ -1,0 +1,318 @@
+// The llama forward step on the GPU: the same sequence of operations as LlamaModel::forward
+// (csrc/model/llama_model.cpp), each one a kernel family from ops.h, on one stream.
+#include "csrc/cuda/llama_cuda_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "csrc/cuda/common.cuh"
+#include "csrc/cuda/ops.h"
+
+namespace edgellama::cuda {
+
+int device_count(std::string* why) {
+    int n = 0;
+    const cudaError_t status = cudaGetDeviceCount(&n);
+    if (status != cudaSuccess) {
+        if (why) *why = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+        cudaGetLastError();
+        return 0;
+    }
+    if (n == 0 && why) *why = "the CUDA driver reports no devices";
+    return n;
+}
+
+std::string device_description(int device) {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    char buf[320];
+    std::snprintf(buf, sizeof buf, "%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+                  static_cast<double>(prop.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
+    return buf;
+}
+
+namespace {
+
+struct DeviceLayer {
+    const float* attn_norm = nullptr;
+    const float* ffn_norm = nullptr;
+    DeviceMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+void check_matrix(const WeightMatrix& w, int64_t rows, int64_t cols, const std::string& what) {
+    if (w.data == nullptr || w.rows != rows || w.cols != cols) {
+        throw std::invalid_argument(what + ": expected " + std::to_string(rows) + " rows of " + std::to_string(cols) +
+                                    ", got " + std::to_string(w.rows) + " of " + std::to_string(w.cols));
+    }
+}
+
+}  // namespace
+
+struct CudaLlamaModel::Impl {
+    LlamaConfig config;
+    int64_t n_ctx = 0;
+    int n_threads = 1;
+    int device = 0;
+    int64_t n_past = 0;
+    int64_t batch = 0;
+    size_t weight_bytes = 0;
+    cudaStream_t stream = nullptr;
+
+    std::vector<DeviceBuffer> owned;  // every uploaded weight and norm
+    DeviceMatrix token_embd, output;
+    const float* output_norm = nullptr;
+    std::vector<DeviceLayer> layers;
+
+    DeviceBuffer inv_freq;          // [rope_dim/2] double
+    DeviceBuffer k_cache, v_cache;  // [n_layer][n_ctx][kv_width] fp16
+    DeviceBuffer ids, x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
+    static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
+
+    ~Impl() {
+        if (stream) cudaStreamDestroy(stream);
+    }
+
+    int64_t q_width() const { return config.n_head * config.head_dim; }
+    int64_t kv_width() const { return config.n_head_kv * config.head_dim; }
+
+    DeviceMatrix upload_matrix(const WeightMatrix& w, const std::string& name) {
+        const int piece = piece_elements(w.type);
+        if (piece == 0) {
+            throw std::invalid_argument("tensor '" + name + "': type " + std::to_string(w.type) +
+                                        " is not supported by the CUDA backend");
+        }
+        if (w.cols % piece != 0) {
+            throw std::invalid_argument("tensor '" + name + "': rows of " + std::to_string(w.cols) +
+                                        " elements; the CUDA backend needs a multiple of " + std::to_string(piece));
+        }
+        const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
+        owned.emplace_back(bytes, "weight '" + name + "'");
+        check(cudaMemcpy(owned.back().get(), w.data, bytes, cudaMemcpyHostToDevice), ("upload of " + name).c_str());
+        weight_bytes += bytes;
+        DeviceMatrix d;
+        d.data = owned.back().as<uint8_t>();
+        d.type = w.type;
+        d.rows = w.rows;
+        d.cols = w.cols;
+        d.row_bytes = w.row_bytes;
+        return d;
+    }
+
+    const float* upload_vector(const float* v, int64_t n, const std::string& name) {
+        owned.emplace_back(static_cast<size_t>(n) * sizeof(float), "weight '" + name + "'");
+        check(cudaMemcpy(owned.back().get(), v, n * sizeof(float), cudaMemcpyHostToDevice), ("upload of " + name).c_str());
+        weight_bytes += static_cast<size_t>(n) * sizeof(float);
+        return owned.back().as<float>();
+    }
+
+    void validate(const LlamaWeights& w) const {
+        const LlamaConfig& c = config;
+        if (c.n_vocab <= 0 || c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 ||
+            c.head_dim <= 0 || c.n_ff <= 0) {
+            throw std::invalid_argument("model hyper-parameters must be positive");
+        }
+        if (c.n_head % c.n_head_kv != 0) throw std::invalid_argument("n_head must be a multiple of n_head_kv");
+        if (c.rope_dim <= 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
+            throw std::invalid_argument("rope dimension must be even and at most head_dim");
+        }
+        if (c.head_dim > kMaxHeadDim || c.head_dim % 2 != 0) {
+            throw std::invalid_argument("the CUDA backend needs an even head_dim of at most " +
+                                        std::to_string(kMaxHeadDim) + ", got " + std::to_string(c.head_dim));
+        }
+        if (static_cast<int64_t>(w.layers.size()) != c.n_layer) {
+            throw std::invalid_argument("layer count does not match n_layer");
+        }
+        if (!w.output_norm) throw std::invalid_argument("output_norm missing");
+        check_matrix(w.token_embd, c.n_vocab, c.n_embd, "token_embd");
+        check_matrix(w.output, c.n_vocab, c.n_embd, "output");
+        for (size_t i = 0; i < w.layers.size(); ++i) {
+            const LayerWeights& l = w.layers[i];
+            const std::string p = "layer " + std::to_string(i) + " ";
+            if (!l.attn_norm || !l.ffn_norm) throw std::invalid_argument(p + "norm weights missing");
+            check_matrix(l.wq, q_width(), c.n_embd, p + "attn_q");
+            check_matrix(l.wk, kv_width(), c.n_embd, p + "attn_k");
+            check_matrix(l.wv, kv_width(), c.n_embd, p + "attn_v");
+            check_matrix(l.wo, c.n_embd, q_width(), p + "attn_output");
+            check_matrix(l.w_gate, c.n_ff, c.n_embd, p + "ffn_gate");
+            check_matrix(l.w_up, c.n_ff, c.n_embd, p + "ffn_up");
+            check_matrix(l.w_down, c.n_embd, c.n_ff, p + "ffn_down");
+        }
+    }
+
+    void upload(const LlamaWeights& w) {
+        const LlamaConfig& c = config;
+        token_embd = upload_matrix(w.token_embd, "token_embd.weight");
+        output = w.output.data == w.token_embd.data ? token_embd : upload_matrix(w.output, "output.weight");
+        output_norm = upload_vector(w.output_norm, c.n_embd, "output_norm.weight");
+        for (int64_t i = 0; i < c.n_layer; ++i) {
+            const LayerWeights& hl = w.layers[i];
+            const std::string p = "blk." + std::to_string(i) + ".";
+            DeviceLayer l;
+            l.attn_norm = upload_vector(hl.attn_norm, c.n_embd, p + "attn_norm.weight");
+            l.ffn_norm = upload_vector(hl.ffn_norm, c.n_embd, p + "ffn_norm.weight");
+            l.wq = upload_matrix(hl.wq, p + "attn_q.weight");
+            l.wk = upload_matrix(hl.wk, p + "attn_k.weight");
+            l.wv = upload_matrix(hl.wv, p + "attn_v.weight");
+            l.wo = upload_matrix(hl.wo, p + "attn_output.weight");
+            l.w_gate = upload_matrix(hl.w_gate, p + "ffn_gate.weight");
+            l.w_up = upload_matrix(hl.w_up, p + "ffn_up.weight");
+            l.w_down = upload_matrix(hl.w_down, p + "ffn_down.weight");
+            layers.push_back(l);
+        }
+        // RoPE frequencies exactly as the CPU engine computes them, in double.
+        const int64_t n_pairs = c.rope_dim / 2;
+        std::vector<double> freq(n_pairs);
+        for (int64_t i = 0; i < n_pairs; ++i) {
+            freq[i] = std::pow(static_cast<double>(c.rope_base),
+                               -2.0 * static_cast<double>(i) / static_cast<double>(c.rope_dim));
+            if (w.rope_freqs) freq[i] /= w.rope_freqs[i];
+        }
+        inv_freq.allocate(n_pairs * sizeof(double), "RoPE frequencies");
+        check(cudaMemcpy(inv_freq.get(), freq.data(), n_pairs * sizeof(double), cudaMemcpyHostToDevice),
+              "upload of RoPE frequencies");
+    }
+
+    void allocate_state() {
+        const LlamaConfig& c = config;
+        const size_t cache_elems = static_cast<size_t>(c.n_layer) * n_ctx * kv_width();
+        k_cache.allocate(cache_elems * sizeof(__half), "KV cache keys (n_ctx=" + std::to_string(n_ctx) + ")");
+        v_cache.allocate(cache_elems * sizeof(__half), "KV cache values (n_ctx=" + std::to_string(n_ctx) + ")");
+        batch = std::min(kMaxBatch, n_ctx);
+        const auto f = [&](DeviceBuffer& b, int64_t n, const char* what) {
+            b.allocate(static_cast<size_t>(n) * sizeof(float), std::string("scratch ") + what);
+        };
+        ids.allocate(static_cast<size_t>(batch) * sizeof(int32_t), "scratch token ids");
+        f(x, batch * c.n_embd, "x");
+        f(x_norm, batch * c.n_embd, "x_norm");
+        f(q, batch * q_width(), "q");
+        f(k_new, batch * kv_width(), "k");
+        f(v_new, batch * kv_width(), "v");
+        f(attn_out, batch * q_width(), "attn_out");
+        f(gate, batch * c.n_ff, "ffn_gate");
+        f(up, batch * c.n_ff, "ffn_up");
+        const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
+        f(partials, static_cast<int64_t>(attention_scratch_floats(dims, batch)), "attention partials");
+        f(logits, kLogitRows * c.n_vocab, "logits");
+    }
+
+    // y (+)= W x for n tokens: the GEMV kernel for one token, the tiled one for more.
+    void matmul(const DeviceMatrix& w, const float* in, int64_t n, float* out, bool accumulate) {
+        if (n == 1) {
+            gemv(w, in, out, accumulate, stream);
+        } else {
+            gemm(w, in, w.cols, n, out, w.rows, accumulate, stream);
+        }
+    }
+
+    void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {
+        const LlamaConfig& c = config;
+        const int64_t first_pos = n_past;
+        const int64_t n_pairs = c.rope_dim / 2;
+        const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
+        const size_t layer_cache = static_cast<size_t>(n_ctx) * kv_width();
+        check(cudaMemcpyAsync(ids.get(), tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream), "upload of token ids");
+        dequantize_rows(token_embd, ids.as<int32_t>(), n, x.as<float>(), stream);
+        for (int64_t li = 0; li < c.n_layer; ++li) {
+            const DeviceLayer& l = layers[li];
+            __half* kc = k_cache.as<__half>() + li * layer_cache;
+            __half* vc = v_cache.as<__half>() + li * layer_cache;
+            rms_norm(x.as<float>(), l.attn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
+            matmul(l.wq, x_norm.as<float>(), n, q.as<float>(), false);
+            matmul(l.wk, x_norm.as<float>(), n, k_new.as<float>(), false);
+            matmul(l.wv, x_norm.as<float>(), n, v_new.as<float>(), false);
+            rope_q(q.as<float>(), n, c.n_head, c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, stream);
+            rope_store_kv(k_new.as<float>(), v_new.as<float>(), n, c.n_head_kv, c.head_dim, n_pairs,
+                          inv_freq.as<double>(), first_pos, kc, vc, stream);
+            attention(dims, q.as<float>(), n, first_pos, kc, vc, partials.as<float>(), attn_out.as<float>(), stream);
+            matmul(l.wo, attn_out.as<float>(), n, x.as<float>(), true);  // residual add fused
+            rms_norm(x.as<float>(), l.ffn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
+            matmul(l.w_gate, x_norm.as<float>(), n, gate.as<float>(), false);
+            matmul(l.w_up, x_norm.as<float>(), n, up.as<float>(), false);
+            swiglu(gate.as<float>(), up.as<float>(), n * c.n_ff, stream);
+            matmul(l.w_down, gate.as<float>(), n, x.as<float>(), true);
+        }
+        if (host_logits != nullptr) {
+            const int64_t first_row = all_logits ? 0 : n - 1;
+            const int64_t n_rows = all_logits ? n : 1;
+            for (int64_t r = 0; r < n_rows; r += kLogitRows) {
+                const int64_t rows = std::min(kLogitRows, n_rows - r);
+                rms_norm(x.as<float>() + (first_row + r) * c.n_embd, output_norm, x_norm.as<float>(), rows, c.n_embd,
+                         c.rms_eps, stream);
+                matmul(output, x_norm.as<float>(), rows, logits.as<float>(), false);
+                check(cudaMemcpyAsync(host_logits + r * c.n_vocab, logits.get(), rows * c.n_vocab * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream),
+                      "download of logits");
+            }
+        }
+        check(cudaStreamSynchronize(stream), "forward step");
+        n_past += n;  // only once every kernel of the batch has finished
+    }
+};
+
+CudaLlamaModel::CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx,
+                               int n_threads, int device)
+    : impl_(std::make_unique<Impl>()) {
+    if (n_ctx < 1) throw std::invalid_argument("n_ctx must be at least 1");
+    Impl& m = *impl_;
+    m.config = config;
+    m.n_ctx = n_ctx;
+    m.n_threads = n_threads;
+    m.device = device;
+    m.validate(host_weights);
+    check(cudaSetDevice(device), "cudaSetDevice");
+    check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    m.upload(host_weights);
+    m.allocate_state();
+}
+
+CudaLlamaModel::~CudaLlamaModel() {
+    if (impl_) cudaSetDevice(impl_->device);
+}
+
+void CudaLlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
+    Impl& m = *impl_;
+    const LlamaConfig& c = m.config;
+    if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
+    if (m.n_past + n_tokens > m.n_ctx) {
+        throw std::length_error("context overflow: " + std::to_string(m.n_past) + " cached + " +
+                                std::to_string(n_tokens) + " new tokens exceed n_ctx " + std::to_string(m.n_ctx));
+    }
+    for (int64_t i = 0; i < n_tokens; ++i) {
+        if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
+            throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
+                                    std::to_string(c.n_vocab) + ")");
+        }
+    }
+    check(cudaSetDevice(m.device), "cudaSetDevice");
+    for (int64_t start = 0; start < n_tokens; start += m.batch) {
+        const int64_t n = std::min(m.batch, n_tokens - start);
+        const bool last_chunk = start + n == n_tokens;
+        if (all_logits) {
+            m.forward_batch(tokens + start, n, logits + start * c.n_vocab, true);
+        } else {
+            m.forward_batch(tokens + start, n, last_chunk ? logits : nullptr, false);
+        }
+    }
+}
+
+int64_t CudaLlamaModel::n_past() const { return impl_->n_past; }
+int64_t CudaLlamaModel::n_ctx() const { return impl_->n_ctx; }
+int CudaLlamaModel::n_threads() const { return impl_->n_threads; }
+const LlamaConfig& CudaLlamaModel::config() const { return impl_->config; }
+size_t CudaLlamaModel::weight_bytes() const { return impl_->weight_bytes; }
+std::string CudaLlamaModel::device_name() const { return device_description(impl_->device); }
+
+void CudaLlamaModel::truncate(int64_t n) {
+    if (n < 0 || n > impl_->n_past) {
+        throw std::out_of_range("truncate(" + std::to_string(n) + ") outside [0, " + std::to_string(impl_->n_past) + "]");
+    }
+    impl_->n_past = n;  // rows past n are simply overwritten later
+}
+
+void CudaLlamaModel::reset() { impl_->n_past = 0; }
+
+}  // namespace edgellama::cuda

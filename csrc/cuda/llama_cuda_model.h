@@ -1,0 +1,57 @@
+// The llama forward step on an NVIDIA GPU, with the interface of LlamaModel (csrc/model/llama_model.h).
+//
+// Weights are uploaded once in their GGUF block formats; the KV cache is fp16 on the device; a
+// forward call uploads the token ids and downloads only the logits. This header has no CUDA
+// types, so the pybind11 glue compiles without nvcc.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "csrc/cuda/cuda_errors.h"
+#include "csrc/model/llama_weights.h"
+
+namespace edgellama::cuda {
+
+// Number of visible CUDA devices; 0 (with the reason in *why, when given) when there is none or
+// the driver is missing.
+int device_count(std::string* why = nullptr);
+// "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)" or throws CudaError.
+std::string device_description(int device);
+
+// Device-to-device copy bandwidth in bytes/s (bytes read + written), for roofline reports.
+double measure_copy_bandwidth(size_t bytes, int repeats);
+
+class CudaLlamaModel {
+public:
+    // host_weights point at host memory (the mapped file); they are copied to `device` here and not
+    // used afterwards. Throws std::invalid_argument for bad shapes or a type the GPU does not run,
+    // OutOfMemoryError naming the buffer that did not fit, CudaError for other CUDA failures.
+    CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx, int n_threads,
+                   int device = 0);
+    ~CudaLlamaModel();
+    CudaLlamaModel(const CudaLlamaModel&) = delete;
+    CudaLlamaModel& operator=(const CudaLlamaModel&) = delete;
+
+    // As LlamaModel::forward: logits [n_vocab] for the last token or [n_tokens][n_vocab].
+    void forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits);
+
+    int64_t n_past() const;
+    int64_t n_ctx() const;
+    int n_threads() const;
+    const LlamaConfig& config() const;
+    void truncate(int64_t n);
+    void reset();
+    // Bytes of weights uploaded to the device (what a decode step reads, plus the embedding).
+    size_t weight_bytes() const;
+    std::string device_name() const;
+
+    static constexpr int64_t kMaxBatch = 256;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace edgellama::cuda

@@ -1,0 +1,65 @@
+// The CUDA engine's operations, one family per .cu file. All take device pointers and enqueue
+// on `stream`; errors in enqueuing throw CudaError.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace edgellama::cuda {
+
+// A weight matrix on the device, in its GGUF block format: `rows` rows of `cols` elements.
+struct DeviceMatrix {
+    const uint8_t* data = nullptr;
+    int32_t type = 0;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    size_t row_bytes = 0;
+};
+
+// Elements each thread decodes at once for a type (see formats.cuh); 0 for an unsupported type.
+int piece_elements(int32_t type);
+
+// quant_gemv.cu — decode: y[r] (+)= sum_c W[r][c] * x[c] for one token.
+void gemv(const DeviceMatrix& w, const float* x, float* y, bool accumulate, cudaStream_t stream);
+// embedding lookup: out[t][:] = dequantized row ids[t] of w, t < n.
+void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
+
+// gemm.cu — prefill: y[t][r] (+)= sum_c W[r][c] * x[t][c] for n tokens (x rows ldx apart,
+// y rows ldy apart). Each weight row is read once per tile of kGemmTile tokens.
+constexpr int kGemmTile = 8;
+void gemm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy, bool accumulate,
+          cudaStream_t stream);
+
+// elementwise.cu
+// out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, rows of n, t < n_rows.
+void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
+              cudaStream_t stream);
+// Rotates adjacent pairs (2i, 2i+1), i < n_pairs, of every head of n_tokens rows of q in place,
+// token t at position first_pos + t, angle = position * inv_freq[i] (double, as the CPU does).
+void rope_q(float* q, int64_t n_tokens, int64_t n_head, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
+            int64_t first_pos, cudaStream_t stream);
+// RoPE on the new keys, then both keys and values rounded to fp16 into the caches' rows
+// first_pos .. first_pos + n_tokens - 1 (kv_width = n_head_kv * head_dim elements a row).
+void rope_store_kv(const float* k, const float* v, int64_t n_tokens, int64_t n_head_kv, int64_t head_dim,
+                   int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache, __half* v_cache,
+                   cudaStream_t stream);
+// gate = silu(gate) * up over n elements.
+void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
+
+// attention.cu — causal grouped-query attention of n_tokens queries (positions first_pos + t)
+// over the fp16 cache rows 0 .. first_pos + t. Query head h reads KV head h / (n_head / n_head_kv).
+struct AttentionDims {
+    int64_t n_head = 0;
+    int64_t n_head_kv = 0;
+    int64_t head_dim = 0;  // at most kMaxHeadDim
+};
+constexpr int kMaxHeadDim = 256;
+// Floats of the scratch `partials` that attention() needs for n_tokens queries.
+size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens);
+void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+               const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream);
+
+}  // namespace edgellama::cuda

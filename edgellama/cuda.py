@@ -1,0 +1,65 @@
+"""The GPU backend: `Llama(path, device="cuda")` runs the whole forward step on an NVIDIA GPU.
+
+The engine lives in the optional extension module `edgellama._cuda` (built when nvcc is found at
+install time; see README, "CUDA"). Weights are uploaded once in their GGUF block formats, the KV
+cache is fp16 on the device, and only the logits come back. The object `create_cuda_model` returns
+has the interface of `_core.LlamaModel`: forward(tokens, all_logits), truncate(n), reset(),
+n_past, n_ctx, n_threads.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Tuple
+
+from edgellama.errors import DeviceUnavailableError, UnsupportedModelError
+
+
+def _cuda_module():
+    """edgellama._cuda, or DeviceUnavailableError saying why it cannot be used."""
+    try:
+        _cuda = importlib.import_module("edgellama._cuda")
+    except ImportError as exc:
+        raise DeviceUnavailableError(
+            "device='cuda' needs edgellama's CUDA module (edgellama._cuda), which this installation "
+            f"does not have ({exc}). Reinstall where nvcc is on PATH (pip install . builds it "
+            "automatically; -C cmake.define.EDGELLAMA_CUDA=on makes its absence an error), "
+            "or use device='cpu'.") from exc
+    return _cuda
+
+
+def cuda_status() -> Tuple[bool, str]:
+    """(True, description of GPU 0) when device='cuda' can run, else (False, the reason)."""
+    try:
+        _cuda = _cuda_module()
+    except DeviceUnavailableError as exc:
+        return False, str(exc)
+    count, why = _cuda.device_count()
+    if count == 0:
+        return False, f"no CUDA GPU is visible ({why})"
+    return True, _cuda.device_description(0)
+
+
+def is_available() -> bool:
+    return cuda_status()[0]
+
+
+def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
+    """The GPU engine for a validated GGUFModel (edgellama.gguf_loader).
+
+    Raises DeviceUnavailableError without the CUDA module or a visible GPU,
+    DeviceOutOfMemoryError (naming the buffer) when the model or its KV cache does not fit,
+    UnsupportedModelError for a shape the GPU kernels do not handle (head_dim > 256), and
+    DeviceError for any other CUDA failure.
+    """
+    _cuda = _cuda_module()
+    count, why = _cuda.device_count()
+    if count == 0:
+        raise DeviceUnavailableError(f"device='cuda' needs an NVIDIA GPU, but none is visible ({why}); "
+                                     "use device='cpu'")
+    if not 0 <= device < count:
+        raise DeviceUnavailableError(f"CUDA device {device} does not exist ({count} visible)")
+    try:
+        return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device)
+    except ValueError as exc:  # std::invalid_argument from the shape checks
+        raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
