@@ -1,0 +1,131 @@
+"""Speed measurements of a model: prefill and decode tokens/s, load time, peak RSS, and decode as a
+fraction of the memory-bandwidth roofline measured in the same run.
+
+Each thread count runs in a fresh child process so that its load time and peak RSS are its own.
+Prefill evaluates n_prompt token ids in one call; decode then evaluates n_gen single tokens fed
+from a fixed random sequence (sampling excluded, as in the side-by-side comparison). Figures are
+medians over `reps` repetitions, with min and max alongside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import List, Optional
+
+
+@dataclass
+class BenchResult:
+    model: str
+    threads: int
+    n_prompt: int
+    n_gen: int
+    load_s: float
+    prefill_tok_s: float
+    prefill_min_max: List[float]
+    decode_tok_s: float
+    decode_min_max: List[float]
+    peak_rss_mib: float
+    file_mib: float
+    kv_cache_mib: float
+    bytes_per_token: int          # weight bytes one decode step reads
+    bandwidth_gb_s: float         # measured read bandwidth with the same thread count
+    roofline_fraction: float      # decode_tok_s / (bandwidth / bytes_per_token)
+
+
+def weight_bytes_per_token(model) -> int:
+    """Bytes of weights a decode step reads: every matrix and norm, the output projection (the
+    embedding matrix when tied), and one embedding row."""
+    total = 0
+    for name, t in model.tensors.items():
+        if name == "token_embd.weight":
+            continue
+        total += t.data.nbytes
+    embd = model.tensors["token_embd.weight"]
+    total += embd.data.nbytes // embd.rows
+    if "output.weight" not in model.tensors:
+        total += embd.data.nbytes
+    return total
+
+
+def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> BenchResult:
+    """Runs in the current process; see run_bench for the per-process driver."""
+    import numpy as np
+
+    from edgellama import _core
+    from edgellama.model import Llama
+
+    start = time.perf_counter()
+    llm = Llama(model_path, n_ctx=n_prompt + n_gen, n_threads=threads)
+    load_s = time.perf_counter() - start
+    rng = np.random.default_rng(seed)
+    prompt = rng.integers(0, llm.n_vocab, size=n_prompt).tolist()
+    decode_ids = rng.integers(0, llm.n_vocab, size=n_gen).tolist()
+    llm.eval(prompt[: min(8, n_prompt)])  # warm up: page in the weights, spin up the threads
+    prefill, decode = [], []
+    for _ in range(reps):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt)
+        t1 = time.perf_counter()
+        for token in decode_ids:
+            llm.eval([token])
+        t2 = time.perf_counter()
+        prefill.append(n_prompt / (t1 - t0))
+        decode.append(n_gen / (t2 - t1))
+    c = llm.config
+    kv_bytes = 2 * c.n_layer * llm.n_ctx * c.n_head_kv * c.head_dim * 4
+    bytes_per_token = weight_bytes_per_token(llm.model)
+    peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the probe's buffer
+    bandwidth = _core.measure_read_bandwidth(threads, 512 << 20, 5)
+    decode_median = statistics.median(decode)
+    return BenchResult(
+        model=os.path.basename(model_path), threads=threads, n_prompt=n_prompt, n_gen=n_gen, load_s=load_s,
+        prefill_tok_s=statistics.median(prefill), prefill_min_max=[min(prefill), max(prefill)],
+        decode_tok_s=decode_median, decode_min_max=[min(decode), max(decode)],
+        peak_rss_mib=peak_rss_mib,
+        file_mib=os.path.getsize(model_path) / 2**20, kv_cache_mib=kv_bytes / 2**20,
+        bytes_per_token=bytes_per_token, bandwidth_gb_s=bandwidth,
+        roofline_fraction=decode_median * bytes_per_token / (bandwidth * 1e9),
+    )
+
+
+def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, reps: int) -> List[BenchResult]:
+    """One child process per thread count (fresh RSS and load time)."""
+    results = []
+    for t in threads:
+        cmd = [sys.executable, "-m", "edgellama.bench", model_path, str(t), str(n_prompt), str(n_gen), str(reps)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"benchmark with {t} threads failed: {out.stderr.strip()[-800:]}")
+        results.append(BenchResult(**json.loads(out.stdout.strip().splitlines()[-1])))
+    return results
+
+
+def format_table(results: List[BenchResult]) -> str:
+    head = (f"{'model':<34} {'thr':>3} {'load s':>6} {'pp tok/s':>16} {'tg tok/s':>16} "
+            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'file+KV':>8}")
+    lines = [head]
+    for r in results:
+        pp = f"{r.prefill_tok_s:.1f} ({r.prefill_min_max[0]:.0f}-{r.prefill_min_max[1]:.0f})"
+        tg = f"{r.decode_tok_s:.1f} ({r.decode_min_max[0]:.0f}-{r.decode_min_max[1]:.0f})"
+        lines.append(f"{r.model[:34]:<34} {r.threads:>3} {r.load_s:>6.2f} {pp:>16} {tg:>16} "
+                     f"{r.roofline_fraction:>8.0%} {r.bandwidth_gb_s:>6.1f} {r.peak_rss_mib:>8.0f} "
+                     f"{r.file_mib + r.kv_cache_mib:>8.0f}")
+    return "\n".join(lines)
+
+
+def _child(argv: Optional[List[str]] = None) -> None:
+    model, threads, n_prompt, n_gen, reps = (argv or sys.argv[1:])[:5]
+    result = measure(model, int(threads), int(n_prompt), int(n_gen), int(reps))
+    print(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    _child()
