@@ -170,7 +170,7 @@ def test_byte_map():
     assert BYTE_TO_CHAR[173] == "\u0143"  # soft hyphen is the 68th (last) remapped byte
 
 
-@pytest.mark.parametrize("model", ["llama", "bert", "t5", None])
+@pytest.mark.parametrize("model", ["bert", "t5", "rwkv", None])
 def test_unknown_model_raises(meta, model):
     bad = {**meta, "tokenizer.ggml.model": model}
     with pytest.raises(TokenizerError, match="tokenizer.ggml.model"):
