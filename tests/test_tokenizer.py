@@ -35,8 +35,8 @@ def read_tokenizer_metadata(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def meta(smollm2_path):
-    return read_tokenizer_metadata(smollm2_path)
+def meta(smollm2_tokenizer_meta):
+    return smollm2_tokenizer_meta
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +351,27 @@ def test_stream_decoder_hypothesis_arbitrary_ids(tok, ids):
     # Arbitrary ids may form invalid UTF-8; the concatenation still equals decode().
     for render in (False, True):
         assert "".join(stream(tok, ids, render_special=render)) == tok.decode(ids, render_special=render)
+
+
+# -- the C++ merge loop against the Python one -------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["smollm", "gpt2", "llama-bpe"])
+def backends(request, meta):
+    m = {**meta, "tokenizer.ggml.pre": request.param}
+    core, python = Tokenizer.from_metadata(m), Tokenizer.from_metadata(m, backend="python")
+    assert (core.backend, python.backend) == ("core", "python")
+    return core, python
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=ANY_TEXT)
+def test_core_matches_python_hypothesis(backends, text):
+    core, python = backends
+    assert core.encode(text, special=True) == python.encode(text, special=True)
+
+
+def test_core_matches_python_corpus(backends):
+    core, python = backends
+    for text in CORPUS + ["".join(CORPUS) * 10]:
+        assert core.encode(text) == python.encode(text)
