@@ -89,7 +89,7 @@ SUPPORTED_MODELS = ("gpt2", "llama")
 SPM_SPACE = "\u2581"
 
 # Control-token texts that end a generation turn in common chat formats.
-_STOP_TEXTS = frozenset({"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"})
+_STOP_TEXTS = frozenset({"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,7 +452,8 @@ class Tokenizer:
     @property
     def stop_ids(self) -> FrozenSet[int]:
         """Token ids that end generation: eos, eot (if present), and control tokens whose text
-        is one of ``<|im_end|>``, ``<|eot_id|>``, ``<|end_of_text|>``, ``</s>``, ``<|endoftext|>``."""
+        is one of ``<|im_end|>``, ``<|eot_id|>``, ``<|eom_id|>``, ``<|end_of_text|>``, ``</s>``,
+        ``<|endoftext|>`` (so generation ends at every chat family's end of turn)."""
         return self._stop_ids
 
     def token_id(self, text: str) -> Optional[int]:

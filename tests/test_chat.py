@@ -201,6 +201,7 @@ def test_llama3_vocabulary_gets_llama3(llama3_tokenizer_dir):
     assert t.family == "llama3" and t.source == BUILTIN_TEMPLATES["llama3"]
     assert t.stop_tokens == ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
     assert t.stop_ids(tok) == frozenset({128009, 128008, 128001})
+    assert t.stop_ids(tok) <= tok.stop_ids  # generation stops at each of them
     # Rendered with the real tokenizer in transformers, identically.
     ref = transformers.PreTrainedTokenizerFast(tokenizer_file=str(llama3_tokenizer_dir / "tokenizer.json"),
                                                bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
@@ -234,3 +235,12 @@ def test_spm_vocabulary_gets_llama2(tmp_path):
     assert t.render(NO_SYSTEM[:1]) == "<s>[INST] What is 2+2? [/INST]"
     ids = t.encode(tok, NO_SYSTEM[:1])
     assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1
+
+
+def test_llama_apply_chat_template(smollm2_path, smollm2_meta):
+    from edgellama import Llama
+
+    llm = Llama(smollm2_path, n_ctx=64, n_threads=1)
+    expected = hf_render(smollm2_meta["tokenizer.chat_template"], NO_SYSTEM, "<|im_start|>", "<|im_end|>")
+    assert llm.apply_chat_template(NO_SYSTEM) == expected
+    assert llm.chat_template.stop_ids(llm.tokenizer) <= llm.tokenizer.stop_ids
