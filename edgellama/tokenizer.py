@@ -1,4 +1,13 @@
-"""Byte-level BPE tokenizer for gpt2-style GGUF vocabularies, and a streaming detokenizer.
+"""Tokenizers for GGUF vocabularies, and a streaming detokenizer.
+
+Two families, chosen by ``tokenizer.ggml.model``:
+
+* ``gpt2``: byte-level BPE (Llama 3, SmolLM2), described step by step below;
+* ``llama``: SentencePiece-style BPE (Llama 2, TinyLlama): spaces become ``▁`` (U+2581), a ``▁``
+  is prefixed to the text when ``tokenizer.ggml.add_space_prefix`` says so (the default), the
+  UTF-8 characters are the initial symbols and adjacent symbols merge when their concatenation is
+  a token, highest ``tokenizer.ggml.scores`` first (leftmost on ties); a character without a token
+  becomes its bytes as ``<0xNN>`` tokens (byte fallback), or the unknown token.
 
 The loader hands us the GGUF tokenizer metadata as a plain dict (keys exactly as stored in the
 file: ``tokenizer.ggml.tokens``, ``tokenizer.ggml.merges``, ...). Encoding runs in four steps:
@@ -11,8 +20,10 @@ file: ``tokenizer.ggml.tokens``, ``tokenizer.ggml.merges``, ...). Encoding runs 
 3. each pre-token's UTF-8 bytes are mapped to printable characters (the gpt2 byte<->unicode map);
 4. merges are applied by rank within the pre-token, and the resulting symbols are looked up.
 
-This is pure Python (plus the ``regex`` package for ``\\p{L}``/``\\p{N}``); a C++ merge loop can
-replace step 4 later without changing the API.
+Pre-tokenization is Python (the ``regex`` package for ``\\p{L}``/``\\p{N}``); the merge loops run in
+the C++ core (``csrc/tokenizer``, ``_core.ByteLevelBpe`` / ``_core.SentencePieceBpe``). A pure
+Python implementation of the same loops remains (``backend="python"``) for builds without the
+core and as a cross-check in the tests; both give identical ids.
 """
 
 from __future__ import annotations
@@ -72,10 +83,13 @@ PRE_TOKENIZERS: Mapping[str, Tuple[str, ...]] = {
     "smollm": (_SINGLE_DIGIT_PATTERN, _GPT2_PATTERN),
 }
 
-SUPPORTED_MODELS = ("gpt2",)
+SUPPORTED_MODELS = ("gpt2", "llama")
+
+#: SentencePiece's visible space.
+SPM_SPACE = "\u2581"
 
 # Control-token texts that end a generation turn in common chat formats.
-_STOP_TEXTS = frozenset({"<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"})
+_STOP_TEXTS = frozenset({"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,19 +179,23 @@ def _opt_int(meta: Mapping[str, object], key: str) -> Optional[int]:
 
 
 class Tokenizer:
-    """A byte-level BPE tokenizer built from GGUF tokenizer metadata.
+    """A tokenizer built from GGUF tokenizer metadata (byte-level BPE or SentencePiece-style BPE).
 
     Build it with :meth:`from_metadata`. Token ids are list indices into
-    ``tokenizer.ggml.tokens``.
+    ``tokenizer.ggml.tokens``. ``backend``: ``"auto"`` (the C++ core when it is built, else
+    Python), ``"core"`` or ``"python"``.
     """
 
     def __init__(
         self,
         tokens: Sequence[str],
         token_types: Sequence[int],
-        merges: Sequence[str],
-        pre: str,
+        merges: Optional[Sequence[str]],
+        pre: Optional[str],
         *,
+        model: str = "gpt2",
+        scores: Optional[Sequence[float]] = None,
+        add_space_prefix: bool = True,
         bos_id: Optional[int] = None,
         eos_id: Optional[int] = None,
         eot_id: Optional[int] = None,
@@ -186,20 +204,40 @@ class Tokenizer:
         add_bos: bool = False,
         add_eos: bool = False,
         cache_size: int = 1 << 16,
+        backend: str = "auto",
     ) -> None:
-        if pre not in PRE_TOKENIZERS:
+        if model not in SUPPORTED_MODELS:
             raise TokenizerError(
-                f"unsupported tokenizer.ggml.pre {pre!r}; edgellama supports "
-                f"{', '.join(sorted(PRE_TOKENIZERS))}"
+                f"unsupported tokenizer.ggml.model {model!r}; edgellama handles "
+                f"{', '.join(repr(m) for m in SUPPORTED_MODELS)}"
             )
+        self._model = model
+        if model == "gpt2":
+            if pre not in PRE_TOKENIZERS:
+                raise TokenizerError(
+                    f"unsupported tokenizer.ggml.pre {pre!r}; edgellama supports "
+                    f"{', '.join(sorted(PRE_TOKENIZERS))}"
+                )
+            if merges is None:
+                raise TokenizerError("tokenizer.ggml.merges is required for a gpt2 (byte-level BPE) vocabulary")
+        else:
+            if scores is None:
+                raise TokenizerError("tokenizer.ggml.scores is required for a llama (SentencePiece) vocabulary")
+            if len(scores) != len(tokens):
+                raise TokenizerError(
+                    f"tokenizer.ggml.scores has {len(scores)} entries but tokenizer.ggml.tokens has {len(tokens)}"
+                )
         if len(token_types) != len(tokens):
             raise TokenizerError(
                 f"tokenizer.ggml.token_type has {len(token_types)} entries but "
                 f"tokenizer.ggml.tokens has {len(tokens)}"
             )
+        if backend not in ("auto", "core", "python"):
+            raise ValueError(f"backend must be 'auto', 'core' or 'python', got {backend!r}")
         self._tokens: List[str] = list(tokens)
         self._types: List[int] = [int(t) for t in token_types]
-        self._pre = pre
+        self._pre = pre if model == "gpt2" else None
+        self._add_space_prefix = bool(add_space_prefix) and model == "llama"
         n = len(self._tokens)
         for key, value in (("bos", bos_id), ("eos", eos_id), ("eot", eot_id), ("padding", pad_id),
                            ("unknown", unk_id)):
@@ -219,16 +257,6 @@ class Tokenizer:
         self._vocab: Dict[str, int] = {}
         for i, text in enumerate(self._tokens):
             self._vocab.setdefault(text, i)
-
-        # (left, right) -> rank; lower rank merges first.
-        self._ranks: Dict[Tuple[str, str], int] = {}
-        for rank, line in enumerate(merges):
-            parts = line.split(" ")
-            if len(parts) != 2 or not parts[0] or not parts[1]:
-                raise TokenizerError(f"tokenizer.ggml.merges[{rank}] is not 'left right': {line!r}")
-            self._ranks.setdefault((parts[0], parts[1]), rank)
-
-        self._patterns = [regex.compile(p) for p in PRE_TOKENIZERS[pre]]
 
         # Special tokens matched as single tokens when encode(special=True).
         special = {
@@ -261,32 +289,75 @@ class Tokenizer:
         self._byte_fallback_id: Optional[int] = (
             unk_id if unk_id is not None and self._types[unk_id] == TokenType.UNKNOWN else None
         )
-        #: Bytes that have no token of their own (encode drops them, see _bpe_uncached).
-        self.missing_bytes: FrozenSet[int] = frozenset(
-            b for b in range(256) if BYTE_TO_CHAR[b] not in self._vocab
-        )
+        core = None
+        if backend != "python":
+            try:
+                from edgellama import _core as core  # type: ignore[no-redef]
+            except ImportError:
+                if backend == "core":
+                    raise TokenizerError("backend='core' but edgellama._core is not built") from None
+                core = None
 
-        self._bpe_cached = functools.lru_cache(maxsize=cache_size)(self._bpe_uncached)
+        if model == "gpt2":
+            # (left, right) -> rank; lower rank merges first.
+            self._ranks: Dict[Tuple[str, str], int] = {}
+            for rank, line in enumerate(merges):  # type: ignore[arg-type]
+                parts = line.split(" ")
+                if len(parts) != 2 or not parts[0] or not parts[1]:
+                    raise TokenizerError(f"tokenizer.ggml.merges[{rank}] is not 'left right': {line!r}")
+                self._ranks.setdefault((parts[0], parts[1]), rank)
+            self._patterns = [regex.compile(p) for p in PRE_TOKENIZERS[pre]]  # type: ignore[index]
+            #: Bytes that have no token of their own (encode drops them, see _bpe_uncached).
+            self.missing_bytes: FrozenSet[int] = frozenset(
+                b for b in range(256) if BYTE_TO_CHAR[b] not in self._vocab
+            )
+            self._bpe_cached = functools.lru_cache(maxsize=cache_size)(self._bpe_uncached)
+            self._core_bpe = None
+            if core is not None:
+                fallback = -1 if self._byte_fallback_id is None else self._byte_fallback_id
+                self._core_bpe = core.ByteLevelBpe(self._tokens, list(BYTE_TO_CHAR), list(merges), fallback)  # type: ignore[arg-type]
+        else:
+            self._scores: List[float] = [float(x) for x in scores]  # type: ignore[union-attr]
+            self._patterns = []
+            self._byte_ids: Dict[int, int] = {}
+            for i, text in enumerate(self._tokens):
+                if self._types[i] == TokenType.BYTE:
+                    b = _parse_byte_token(text)
+                    if b is not None:
+                        self._byte_ids.setdefault(b, i)
+            #: Bytes without a <0xNN> token (a character that needs one becomes the unknown token).
+            self.missing_bytes = frozenset(b for b in range(256) if b not in self._byte_ids)
+            self._spm_pieces: Dict[str, int] = {}
+            for i, text in enumerate(self._tokens):
+                if self._types[i] in (TokenType.NORMAL, TokenType.USER_DEFINED):
+                    self._spm_pieces.setdefault(text, i)
+            self._core_spm = None
+            if core is not None:
+                self._core_spm = core.SentencePieceBpe(
+                    self._tokens, self._scores, self._types, -1 if unk_id is None else unk_id
+                )
+        self._backend = "core" if core is not None else "python"
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, object]) -> "Tokenizer":
+    def from_metadata(cls, meta: Mapping[str, object], backend: str = "auto") -> "Tokenizer":
         """Build a tokenizer from GGUF tokenizer metadata (keys exactly as in the file).
 
-        Raises :class:`TokenizerError` for an unknown ``tokenizer.ggml.model`` or
-        ``tokenizer.ggml.pre``, or missing / inconsistent arrays. There is no silent fallback.
+        Raises :class:`TokenizerError` for an unknown ``tokenizer.ggml.model`` or (for gpt2
+        vocabularies) ``tokenizer.ggml.pre``, or missing / inconsistent arrays. There is no
+        silent fallback.
         """
         model = meta.get("tokenizer.ggml.model")
         if model is None:
             raise TokenizerError("GGUF metadata has no tokenizer.ggml.model")
         if model not in SUPPORTED_MODELS:
             raise TokenizerError(
-                f"unsupported tokenizer.ggml.model {model!r}; edgellama's BPE tokenizer handles "
+                f"unsupported tokenizer.ggml.model {model!r}; edgellama handles "
                 f"{', '.join(repr(m) for m in SUPPORTED_MODELS)}"
             )
         pre = meta.get("tokenizer.ggml.pre")
-        if pre is None:
+        if pre is None and model == "gpt2":
             raise TokenizerError(
                 "GGUF metadata has no tokenizer.ggml.pre; the pre-tokenizer cannot be guessed "
                 f"(supported: {', '.join(sorted(PRE_TOKENIZERS))})"
@@ -298,13 +369,19 @@ class Tokenizer:
         if token_types is None:
             token_types = [TokenType.NORMAL] * len(tokens)  # type: ignore[arg-type]
         merges = meta.get("tokenizer.ggml.merges")
-        if merges is None:
+        if merges is None and model == "gpt2":
             raise TokenizerError("GGUF metadata has no tokenizer.ggml.merges (required for gpt2 BPE)")
+        scores = meta.get("tokenizer.ggml.scores")
+        if scores is None and model == "llama":
+            raise TokenizerError("GGUF metadata has no tokenizer.ggml.scores (required for llama SentencePiece)")
         return cls(
             tokens,  # type: ignore[arg-type]
             token_types,  # type: ignore[arg-type]
             merges,  # type: ignore[arg-type]
-            str(pre),
+            None if pre is None else str(pre),
+            model=str(model),
+            scores=scores,  # type: ignore[arg-type]
+            add_space_prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)),
             bos_id=_opt_int(meta, "tokenizer.ggml.bos_token_id"),
             eos_id=_opt_int(meta, "tokenizer.ggml.eos_token_id"),
             eot_id=_opt_int(meta, "tokenizer.ggml.eot_token_id"),
@@ -312,9 +389,30 @@ class Tokenizer:
             unk_id=_opt_int(meta, "tokenizer.ggml.unknown_token_id"),
             add_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
             add_eos=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+            backend=backend,
         )
 
     # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """``tokenizer.ggml.model``: ``"gpt2"`` or ``"llama"``."""
+        return self._model
+
+    @property
+    def backend(self) -> str:
+        """Where the merge loop runs: ``"core"`` (C++) or ``"python"``."""
+        return self._backend
+
+    @property
+    def add_space_prefix(self) -> bool:
+        """SentencePiece vocabularies: whether a ``▁`` is prefixed to the text (False for gpt2)."""
+        return self._add_space_prefix
+
+    @property
+    def add_bos(self) -> bool:
+        """Whether encode adds the BOS token by default (``tokenizer.ggml.add_bos_token``)."""
+        return self._add_bos
 
     @property
     def n_vocab(self) -> int:
@@ -347,15 +445,20 @@ class Tokenizer:
         return self._unk_id
 
     @property
-    def pre(self) -> str:
-        """The pre-tokenizer name (``tokenizer.ggml.pre``)."""
+    def pre(self) -> Optional[str]:
+        """The pre-tokenizer name (``tokenizer.ggml.pre``); None for llama vocabularies."""
         return self._pre
 
     @property
     def stop_ids(self) -> FrozenSet[int]:
         """Token ids that end generation: eos, eot (if present), and control tokens whose text
-        is one of ``<|im_end|>``, ``<|eot_id|>``, ``<|end_of_text|>``, ``</s>``, ``<|endoftext|>``."""
+        is one of ``<|im_end|>``, ``<|eot_id|>``, ``<|eom_id|>``, ``<|end_of_text|>``, ``</s>``,
+        ``<|endoftext|>`` (so generation ends at every chat family's end of turn)."""
         return self._stop_ids
+
+    def token_id(self, text: str) -> Optional[int]:
+        """The id of the token stored as ``text`` (first occurrence), or None."""
+        return self._vocab.get(text)
 
     def token_text(self, token_id: int) -> str:
         """The token's string as stored in the GGUF vocabulary."""
@@ -388,9 +491,14 @@ class Tokenizer:
         token strings found in the text (e.g. ``<|im_start|>``) into their single tokens;
         ``special=False`` tokenizes them as plain text, so untrusted input cannot inject them.
 
-        A byte with no token in the vocabulary (see :attr:`missing_bytes`; SmolLM2 lacks e.g.
-        0x04 and the lead bytes of planes 4-11) is encoded as the unknown token if the file has
-        one of type UNKNOWN, and otherwise dropped, as the reference BPE implementations do.
+        gpt2 vocabularies: a byte with no token in the vocabulary (see :attr:`missing_bytes`;
+        SmolLM2 lacks e.g. 0x04 and the lead bytes of planes 4-11) is encoded as the unknown
+        token if the file has one of type UNKNOWN, and otherwise dropped, as the reference BPE
+        implementations do.
+
+        llama vocabularies: the ``▁`` space prefix goes before the text only (with
+        ``special=True``, before the first piece of text when the text does not start with a
+        special token).
         """
         if add_bos is None:
             add_bos = self._add_bos
@@ -405,13 +513,13 @@ class Tokenizer:
             pos = 0
             for m in self._special_re.finditer(text):
                 if m.start() > pos:
-                    self._encode_plain(text[pos:m.start()], ids)
+                    self._encode_plain(text[pos:m.start()], ids, pos == 0)
                 ids.append(self._special[m.group()])
                 pos = m.end()
             if pos < len(text):
-                self._encode_plain(text[pos:], ids)
+                self._encode_plain(text[pos:], ids, pos == 0)
         else:
-            self._encode_plain(text, ids)
+            self._encode_plain(text, ids, True)
         if add_eos:
             if self._eos_id is None:
                 raise TokenizerError("add_eos requested but the vocabulary has no eos_token_id")
@@ -419,8 +527,15 @@ class Tokenizer:
         return ids
 
     def pre_tokenize(self, text: str) -> List[str]:
-        """Split text into pre-tokens with this vocabulary's regex sequence."""
-        pieces = [text] if text else []
+        """Split text into pre-tokens with this vocabulary's regex sequence (gpt2 vocabularies;
+        a llama vocabulary has no pre-tokenization and returns the text as one piece)."""
+        if not text:
+            return []
+        if len(self._patterns) == 1:
+            # Every pattern ends in an alternative that matches any run of whitespace, and its
+            # other alternatives cover letters, digits and the rest: the matches tile the text.
+            return self._patterns[0].findall(text)
+        pieces = [text]
         for pattern in self._patterns:
             next_pieces: List[str] = []
             for piece in pieces:
@@ -428,9 +543,52 @@ class Tokenizer:
             pieces = next_pieces
         return pieces
 
-    def _encode_plain(self, text: str, out: List[int]) -> None:
-        for piece in self.pre_tokenize(text):
-            out.extend(self._bpe_cached(piece))
+    def _encode_plain(self, text: str, out: List[int], at_start: bool) -> None:
+        if self._model == "llama":
+            escaped = text.replace(" ", SPM_SPACE)
+            if self._add_space_prefix and at_start and text:
+                escaped = SPM_SPACE + escaped
+            if self._core_spm is not None:
+                out.extend(self._core_spm.encode(escaped))
+            else:
+                self._spm_python(escaped, out)
+            return
+        pieces = self.pre_tokenize(text)
+        if self._core_bpe is not None:
+            out.extend(self._core_bpe.encode_pieces(pieces))
+        else:
+            for piece in pieces:
+                out.extend(self._bpe_cached(piece))
+
+    def _spm_python(self, escaped: str, out: List[int]) -> None:
+        """SentencePiece-style merges in Python: the highest-scoring adjacent pair whose
+        concatenation is a token merges first (leftmost on ties)."""
+        pieces = self._spm_pieces
+        scores = self._scores
+        symbols = list(escaped)
+        while len(symbols) > 1:
+            best_score = None
+            best_at = -1
+            for i in range(len(symbols) - 1):
+                tid = pieces.get(symbols[i] + symbols[i + 1])
+                if tid is None or symbols[i] not in pieces or symbols[i + 1] not in pieces:
+                    continue
+                if best_score is None or scores[tid] > best_score:
+                    best_score = scores[tid]
+                    best_at = i
+            if best_at < 0:
+                break
+            symbols[best_at:best_at + 2] = [symbols[best_at] + symbols[best_at + 1]]
+        for sym in symbols:
+            tid = pieces.get(sym)
+            if tid is not None:
+                out.append(tid)
+                continue
+            data = sym.encode("utf-8")
+            if all(b in self._byte_ids for b in data):
+                out.extend(self._byte_ids[b] for b in data)
+            elif self._unk_id is not None:
+                out.append(self._unk_id)
 
     def _bpe_uncached(self, piece: str) -> Tuple[int, ...]:
         """Apply merges by rank to one pre-token and return its token ids."""
@@ -448,12 +606,14 @@ class Tokenizer:
                 symbols.append(None)
         ranks = self._ranks
         while len(symbols) > 1:
-            # The lowest-ranked adjacent pair present.
+            # The lowest-ranked adjacent pair present whose result is a token.
             best_rank = None
             best_pair = None
             for pair in zip(symbols, symbols[1:]):
-                rank = ranks.get(pair)
+                rank = ranks.get(pair)  # type: ignore[arg-type]
                 if rank is not None and (best_rank is None or rank < best_rank):
+                    if pair[0] + pair[1] not in vocab:  # type: ignore[operator]
+                        continue  # a merge into nothing (malformed file) is ignored
                     best_rank = rank
                     best_pair = pair
             if best_pair is None:
@@ -472,18 +632,7 @@ class Tokenizer:
                     new_symbols.append(symbols[i])
                     i += 1
             symbols = new_symbols
-        ids: List[int] = []
-        for sym in symbols:
-            if sym is None:
-                ids.append(self._byte_fallback_id)  # type: ignore[arg-type]
-                continue
-            tid = vocab.get(sym)
-            if tid is not None:
-                ids.append(tid)
-            else:
-                # A merge whose result is not in the vocabulary (malformed file): its parts.
-                ids.extend(vocab[ch] for ch in sym)
-        return tuple(ids)
+        return tuple(self._byte_fallback_id if sym is None else vocab[sym] for sym in symbols)  # type: ignore[misc]
 
     # -- decoding -----------------------------------------------------------------------------
 
@@ -494,8 +643,10 @@ class Tokenizer:
             b = _parse_byte_token(text)
             if b is not None:
                 return bytes([b])
-            return symbols_to_bytes(text)
+            return symbols_to_bytes(text) if self._model == "gpt2" else text.encode("utf-8")
         if ttype == TokenType.NORMAL:
+            if self._model == "llama":
+                return text.replace(SPM_SPACE, " ").encode("utf-8")
             return symbols_to_bytes(text)
         # Control, user-defined, unknown and unused tokens are stored as plain text, not in the
         # byte<->unicode encoding.
@@ -524,16 +675,32 @@ class Tokenizer:
             return b""
         return self._bytes[token_id]
 
+    def strips_leading_space(self, token_id: int) -> bool:
+        """Whether this token, as the first piece of decoded text, loses its leading space: the
+        ``▁`` that ``add_space_prefix`` put before the text (normal tokens of llama vocabularies)."""
+        return (self._add_space_prefix and self._types[token_id] == TokenType.NORMAL
+                and self._tokens[token_id].startswith(SPM_SPACE))
+
     def decode(self, ids: Iterable[int], render_special: bool = False) -> str:
         """Turn token ids back into text (UTF-8, invalid sequences replaced by U+FFFD).
 
         Control, unknown and unused tokens are skipped unless ``render_special=True``, in which
-        case their stored text appears."""
-        return b"".join(self.piece_bytes(int(i), render_special) for i in ids).decode(
-            "utf-8", errors="replace"
-        )
+        case their stored text appears. For llama vocabularies with ``add_space_prefix``, the
+        first piece of text loses the space that encoding prefixed."""
+        parts: List[bytes] = []
+        first = True
+        for i in ids:
+            data = self.piece_bytes(int(i), render_special)
+            if first and data:
+                first = False
+                if self.strips_leading_space(int(i)):
+                    data = data[1:]
+            parts.append(data)
+        return b"".join(parts).decode("utf-8", errors="replace")
 
     def __repr__(self) -> str:
+        if self._model == "llama":
+            return f"Tokenizer(model='llama', n_vocab={self.n_vocab})"
         return f"Tokenizer(pre={self._pre!r}, n_vocab={self.n_vocab}, merges={len(self._ranks)})"
 
 
@@ -550,18 +717,25 @@ class StreamDecoder:
         self._tokenizer = tokenizer
         self._render_special = render_special
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._first = True
 
     def push(self, token_id: int) -> str:
         """Feed one token id; return the newly completed text (possibly empty)."""
-        data = self._tokenizer.piece_bytes(int(token_id), self._render_special)
+        token_id = int(token_id)
+        data = self._tokenizer.piece_bytes(token_id, self._render_special)
+        if self._first and data:
+            self._first = False
+            if self._tokenizer.strips_leading_space(token_id):
+                data = data[1:]
         return self._decoder.decode(data)
 
     def flush(self) -> str:
         """Return whatever is held back (an incomplete tail becomes U+FFFD) and reset."""
         text = self._decoder.decode(b"", final=True)
-        self._decoder.reset()
+        self.reset()
         return text
 
     def reset(self) -> None:
-        """Drop held-back bytes without emitting them."""
+        """Drop held-back bytes without emitting them; the next token starts a new text."""
         self._decoder.reset()
+        self._first = True

@@ -15,6 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 from tokenizers import AddedToken, decoders, models, pre_tokenizers  # noqa: E402
 
 from edgellama.errors import EdgellamaError  # noqa: E402
+from tokenizer_corpus import ANY_TEXT, CORPUS  # noqa: E402
 from edgellama.tokenizer import (  # noqa: E402
     BYTE_TO_CHAR,
     PRE_TOKENIZERS,
@@ -24,33 +25,6 @@ from edgellama.tokenizer import (  # noqa: E402
     TokenType,
 )
 
-CORPUS = [
-    "",
-    "Hello world!",
-    "The quick brown fox jumps over the lazy dog. It's what they'll say; we'd've known.",
-    "I'M SHOUTING, DON'T YOU'LL SEE",
-    "def add(a, b):\n\treturn a + b   \n\n\nclass Foo:\n    def bar(self):  \n        pass\n",
-    "if (x) {\r\n\t\tfoo();\r\n}\r\n",
-    "    leading spaces and trailing   ",
-    "3.14159265358979 and 1234567890123 and 00042, also 1,000,000 and -7e-10",
-    "\n\n\n \t \t\n   \n",
-    "   ",
-    "\t",
-    "a\n\nb\r\n\r\nc",
-    "日本語のテキストと中文字符，还有한국어 문장.",
-    "مرحبا بالعالم، كيف حالك؟",
-    "नमस्ते दुनिया, आप कैसे हैं?",
-    "emoji 😀🎉 and family 👨‍👩‍👧‍👦 and flags 🇫🇷🇯🇵 and skin 👍🏽",
-    "combining: e\u0301 a\u0308 n\u0303 and precomposed é ä ñ; Zalgo: Z\u0336\u0351a\u0334l\u0335g\u0337o",
-    "<|im_start|>user\nhi<|im_end|>",
-    "<|im_start |> <| im_end|> <|im_start|<|im_end|>> <|endoftext||> <im_start>",
-    "Mixed: naïve café résumé Ελληνικά Кириллица ١٢٣ ४५६ ½ Ⅻ",
-    "tabs\tin\tthe\tmiddle\t\t\tand \u00a0nbsp\u2003em\u3000ideographic",
-    "quotes 'single' \"double\" `back` ’curly’ 's 't 're 've 'm 'll 'd",
-    "url: https://example.com/path?q=1&x=2#frag, email a.b@c.io",
-    "\u200b\u200c\u200d\ufeff zero-width and BOM",
-    "null \x00 byte and \x1c\x1d\x1e\x1f separators and \x85 NEL and \u2028\u2029",
-]
 
 
 def read_tokenizer_metadata(path) -> dict:
@@ -61,8 +35,8 @@ def read_tokenizer_metadata(path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def meta(smollm2_path):
-    return read_tokenizer_metadata(smollm2_path)
+def meta(smollm2_tokenizer_meta):
+    return smollm2_tokenizer_meta
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +110,6 @@ def other_pre(request, meta):
     return ours, build_reference(meta, pre, name)
 
 
-# Arbitrary text without lone surrogates (they have no UTF-8 encoding).
-TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
-# Text biased toward the interesting classes: whitespace, digits, apostrophes, specials.
-PIECES = st.lists(st.sampled_from([
-    " ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u3000", "'s", "'LL", "'", "1", "234", "٣", "½",
-    "a", "Ab", "é", "e\u0301", "日本", "😀", "👨‍👩‍👧", "!", "?!", ".", "<|im_start|>", "<|im_end|>",
-    "<|endoftext|>", "<|", "|>", "ſ", "K",
-]), max_size=30).map("".join)
-ANY_TEXT = st.one_of(TEXT, PIECES)
 
 
 # -- metadata / construction ------------------------------------------------------------------
@@ -170,7 +135,7 @@ def test_byte_map():
     assert BYTE_TO_CHAR[173] == "\u0143"  # soft hyphen is the 68th (last) remapped byte
 
 
-@pytest.mark.parametrize("model", ["llama", "bert", "t5", None])
+@pytest.mark.parametrize("model", ["bert", "t5", "rwkv", None])
 def test_unknown_model_raises(meta, model):
     bad = {**meta, "tokenizer.ggml.model": model}
     with pytest.raises(TokenizerError, match="tokenizer.ggml.model"):
@@ -386,3 +351,27 @@ def test_stream_decoder_hypothesis_arbitrary_ids(tok, ids):
     # Arbitrary ids may form invalid UTF-8; the concatenation still equals decode().
     for render in (False, True):
         assert "".join(stream(tok, ids, render_special=render)) == tok.decode(ids, render_special=render)
+
+
+# -- the C++ merge loop against the Python one -------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["smollm", "gpt2", "llama-bpe"])
+def backends(request, meta):
+    m = {**meta, "tokenizer.ggml.pre": request.param}
+    core, python = Tokenizer.from_metadata(m), Tokenizer.from_metadata(m, backend="python")
+    assert (core.backend, python.backend) == ("core", "python")
+    return core, python
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=ANY_TEXT)
+def test_core_matches_python_hypothesis(backends, text):
+    core, python = backends
+    assert core.encode(text, special=True) == python.encode(text, special=True)
+
+
+def test_core_matches_python_corpus(backends):
+    core, python = backends
+    for text in CORPUS + ["".join(CORPUS) * 10]:
+        assert core.encode(text) == python.encode(text)
