@@ -6,4 +6,5 @@
 namespace edgellama::bindings {
 void bind_kernels(pybind11::module_& m);
 void bind_model(pybind11::module_& m);
+void bind_quantize(pybind11::module_& m);
 }  // namespace edgellama::bindings
