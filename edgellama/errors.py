@@ -37,3 +37,13 @@ class ContextOverflowError(EdgellamaError, ValueError):
 
 class ModelFetchError(EdgellamaError, RuntimeError):
     """The default model could not be fetched or failed its checksum."""
+
+
+class InvalidCheckpointError(ModelLoadError):
+    """A Hugging Face checkpoint folder is malformed: a corrupt safetensors header, a tensor whose
+    bytes lie outside its file, an index naming a missing file, an unreadable config.json."""
+
+
+class QuantizeError(EdgellamaError, ValueError):
+    """A quantize/export request that cannot be carried out: an unknown type, OUT == IN, a
+    tensor that cannot take the requested type."""
