@@ -14,6 +14,7 @@ folder and renamed over OUT only when complete: an interrupted or failed run lea
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import sys
 import tempfile
@@ -69,6 +70,9 @@ class SourceTensor:
     shape: Tuple[int, ...]
     read: Callable[[int, int], np.ndarray]
     source_type: str
+    # Called once the tensor is written: lets a memory-mapped source drop the pages it touched,
+    # so the process's resident size does not grow to the size of the input.
+    release: Optional[Callable[[], None]] = None
 
     @property
     def cols(self) -> int:
@@ -136,6 +140,17 @@ def _array_sub_type(key: str, values: list) -> VT:
     raise QuantizeError(f"cannot write metadata array {key} of {type(values[0]).__name__}")
 
 
+def drop_mapped_pages(array: np.ndarray) -> None:
+    """Tells the kernel this process no longer needs the pages of a np.memmap (they stay in the
+    page cache; touching them again faults them back in)."""
+    mm = getattr(array, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
 def _rows_reader(array: np.ndarray, convert: Callable[[np.ndarray], np.ndarray],
                  row_index: Optional[np.ndarray] = None) -> Callable[[int, int], np.ndarray]:
     """read(a, b) over a (rows, cols) stored array; row_index maps output rows to stored rows."""
@@ -181,7 +196,8 @@ def gguf_source(path: Path, log: Log = _stderr_log) -> ModelSource:
         def convert(part, qtype=qtype):
             return gguf.quants.dequantize(np.ascontiguousarray(part), qtype)
 
-        tensors.append(SourceTensor(t.name, shape, _rows_reader(raw, convert), qtype.name))
+        tensors.append(SourceTensor(t.name, shape, _rows_reader(raw, convert), qtype.name,
+                                    release=lambda: drop_mapped_pages(reader.data)))
     source = ModelSource(f"GGUF {path}", metadata, tensors, n_layer)
     source._reader = reader  # keeps the mapping alive
     if quantized:
@@ -315,7 +331,8 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
             heads = n_head if short == "attn_q.weight" else n_head_kv
             row_index = rope_row_permutation(st.shape[0], heads)
         tensors.append(SourceTensor(gguf_name, st.shape, _rows_reader(array, lambda p, d=st.dtype: to_float32(p, d),
-                                                                       row_index), st.dtype))
+                                                                       row_index), st.dtype,
+                                    release=lambda a=array: drop_mapped_pages(a)))
     if scaling is not None:
         factors = llama3_rope_factors(head_dim, theta, scaling)
         tensors.append(SourceTensor("rope_freqs.weight", factors.shape, lambda a, b, f=factors: f.reshape(1, -1), "F32"))
@@ -499,6 +516,8 @@ def write_gguf(source: ModelSource, out, type_name: str, threads: Optional[int] 
                 data, chunk_sse = _core.quantize_rows(int(QT[ttype]), rows, threads)
                 sse += chunk_sse
                 fout.write(memoryview(data).cast("B"))
+            if t.release is not None:
+                t.release()
             done_elements += t.n_elements
             rmse = float(np.sqrt(sse / t.n_elements))
             report.tensors.append(TensorReport(t.name, ttype, t.shape, t.rows * _row_bytes(ttype, t.cols), rmse, note))

@@ -24,9 +24,18 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=cmd_quantize)
 
 
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds like Ctrl-C does, so the temporary output is removed on `kill` too.
+    raise SystemExit(128 + signum)
+
+
 def cmd_quantize(args) -> int:
+    import signal
+
     from edgellama.errors import QuantizeError
     from edgellama.quantize import quantize, write_gguf
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
     if args.synthetic:
         if len(args.paths) != 1:
