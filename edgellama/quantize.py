@@ -70,8 +70,8 @@ class SourceTensor:
     shape: Tuple[int, ...]
     read: Callable[[int, int], np.ndarray]
     source_type: str
-    # Called once the tensor is written: lets a memory-mapped source drop the pages it touched,
-    # so the process's resident size does not grow to the size of the input.
+    # Called after each chunk is written: lets a memory-mapped source drop the pages it touched,
+    # so the process's resident size stays near one chunk, not the largest tensor or the input.
     release: Optional[Callable[[], None]] = None
 
     @property
@@ -516,8 +516,8 @@ def write_gguf(source: ModelSource, out, type_name: str, threads: Optional[int] 
                 data, chunk_sse = _core.quantize_rows(int(QT[ttype]), rows, threads)
                 sse += chunk_sse
                 fout.write(memoryview(data).cast("B"))
-            if t.release is not None:
-                t.release()
+                if t.release is not None:
+                    t.release()
             done_elements += t.n_elements
             rmse = float(np.sqrt(sse / t.n_elements))
             report.tensors.append(TensorReport(t.name, ttype, t.shape, t.rows * _row_bytes(ttype, t.cols), rmse, note))
