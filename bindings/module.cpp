@@ -7,4 +7,5 @@ PYBIND11_MODULE(_core, m) {
     edgellama::bindings::bind_model(m);
     edgellama::bindings::bind_bench(m);
     edgellama::bindings::bind_tokenizer(m);
+    edgellama::bindings::bind_quantize(m);
 }

@@ -51,3 +51,13 @@ class DeviceUnavailableError(DeviceError):
 class DeviceOutOfMemoryError(DeviceError, MemoryError):
     """The model (weights, KV cache or scratch) does not fit in GPU memory; the message names the
     buffer that did not fit, its size and the free memory."""
+
+
+class InvalidCheckpointError(ModelLoadError):
+    """A Hugging Face checkpoint folder is malformed: a corrupt safetensors header, a tensor whose
+    bytes lie outside its file, an index naming a missing file, an unreadable config.json."""
+
+
+class QuantizeError(EdgellamaError, ValueError):
+    """A quantize/export request that cannot be carried out: an unknown type, OUT == IN, a
+    tensor that cannot take the requested type."""

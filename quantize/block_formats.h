@@ -28,6 +28,25 @@ struct BlockQ4_1 {
 };
 static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes in GGUF");
 
+// Q5_0: 32 weights, value = d * (q - 16), q a 5-bit code. qs as Q4_0 holds the low four bits;
+// bit j of qh (a little-endian uint32) is bit 4 of element j. Export-only: the runtime has no
+// kernel for it yet.
+struct BlockQ5_0 {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[kQK32 / 2];
+};
+static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block is 22 bytes in GGUF");
+
+// Q5_1: 32 weights, value = d * q + m; bits as Q5_0. Export-only, like Q5_0.
+struct BlockQ5_1 {
+    uint16_t d;
+    uint16_t m;
+    uint8_t qh[4];
+    uint8_t qs[kQK32 / 2];
+};
+static_assert(sizeof(BlockQ5_1) == 24, "Q5_1 block is 24 bytes in GGUF");
+
 // Q8_0: 32 weights, value = d * qs[i].
 struct BlockQ8_0 {
     uint16_t d;
