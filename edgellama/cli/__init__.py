@@ -7,11 +7,11 @@ import argparse
 import sys
 from typing import List, Optional
 
-from edgellama.cli import run
+from edgellama.cli import chat, list_models, pull, run
 from edgellama.cli.common import log
 from edgellama.errors import EdgellamaError
 
-SUBCOMMANDS = [run]
+SUBCOMMANDS = [run, chat, pull, list_models]
 
 
 def build_parser() -> argparse.ArgumentParser:
