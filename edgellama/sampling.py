@@ -17,8 +17,8 @@ The chain, in order (each step is skipped when it is disabled):
 9. a draw from what is left, renormalised, with the sampler's seeded generator.
 
 Steps 6-8 see the distribution renormalised over the tokens the previous steps kept. Everything
-works on a candidate subset as soon as one step narrows it, so that the full vocabulary (128k
-entries for Llama 3) is touched only by a few O(n) passes and never sorted.
+works on a candidate subset as soon as one step narrows it, and the full vocabulary (128k
+entries for Llama 3) is touched only by O(n) passes (masks, a histogram) and never sorted.
 """
 
 from __future__ import annotations
@@ -121,28 +121,39 @@ class Sampler:
             cand = top_k_indices(x, p.top_k)
         else:
             cand = None
-        z = (x if cand is None else x[cand]).astype(np.float64) / p.temperature
+        # float32 throughout: the large passes are memory-bound, and sampling needs no more precision.
+        z = (x if cand is None else x[cand]) * np.float32(1.0 / p.temperature)
         zmax = z.max()
         if not np.isfinite(zmax):
             raise ValueError("every token is banned (all logits are -inf) or a logit is +inf/NaN")
         if p.min_p > 0.0:
             # p_i >= min_p * p_max  <=>  z_i >= z_max + log(min_p): an O(n) mask, no softmax needed.
-            keep = np.flatnonzero(z >= zmax + np.log(p.min_p))
+            keep = np.flatnonzero(z >= zmax + np.float32(np.log(p.min_p)))
+            cand = keep if cand is None else cand[keep]
+            z = z[keep]
+        elif self._bias_ids is not None:
+            keep = np.flatnonzero(z > -np.inf)  # banned tokens leave the candidates
             cand = keep if cand is None else cand[keep]
             z = z[keep]
         probs = np.exp(z - zmax)
-        probs /= probs.sum()
+        total = probs.sum(dtype=np.float64)
+        probs *= np.float32(1.0 / total)
         if p.typical_p < 1.0 and probs.shape[0] > 1:
-            logp = np.log(np.maximum(probs, 1e-300))
-            entropy = -np.sum(probs * logp, where=probs > 0)
-            keep = smallest_set_reaching(np.abs(-logp - entropy), probs, p.typical_p)
+            logp = z - np.float32(zmax + np.log(total))
+            # (no -inf here: banned tokens were dropped; not np.dot, whose BLAS threads cost more)
+            entropy = -float(np.sum(probs * logp, dtype=np.float64))
+            keep = smallest_set_reaching(np.abs(logp + np.float32(entropy)), probs, p.typical_p)
             cand = keep if cand is None else cand[keep]
+            z = z[keep]
             probs = probs[keep] / probs[keep].sum()
         if p.top_p < 1.0 and probs.shape[0] > 1:
-            keep = smallest_set_reaching(-probs, probs, p.top_p)
+            # Tokens below (1 - top_p) / m each sum to less than 1 - top_p all together, so the
+            # nucleus lies among the others: an O(n) mask shrinks the set before any ordering.
+            sub = np.flatnonzero(probs >= (1.0 - p.top_p) / probs.shape[0])
+            keep = sub[smallest_set_reaching(-z[sub], probs[sub], p.top_p)]
             cand = keep if cand is None else cand[keep]
             probs = probs[keep] / probs[keep].sum()
-        cdf = np.cumsum(probs)
+        cdf = np.cumsum(probs, dtype=np.float64)
         i = min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), probs.shape[0] - 1)
         return int(i if cand is None else cand[i])
 
@@ -170,26 +181,29 @@ def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
 
 def smallest_set_reaching(key: np.ndarray, probs: np.ndarray, mass: float) -> np.ndarray:
     """Indices of the shortest prefix of the tokens ordered by ascending key whose probability sum
-    reaches mass (at least one token). Ties in key keep index order.
+    reaches mass (at least one token); ties in key are taken in index order. The indices come in
+    no particular order.
 
-    Sorting the whole vocabulary costs milliseconds; the prefix is usually short, so the smallest
-    keys are partitioned out in growing batches and only a batch is sorted."""
+    Sorting a 128k vocabulary costs milliseconds, so large inputs are bucketed instead: a weighted
+    histogram of the keys finds the bucket where the cumulative probability crosses mass; every
+    token of the earlier buckets is in, and only the crossing bucket (a few tokens) is sorted."""
     n = key.shape[0]
-    batch = 64
-    while True:
-        if batch >= n:
-            order = np.argsort(key, kind="stable")
-        else:
-            head = np.argpartition(key, batch - 1)[:batch]
-            head = head[np.lexsort((head, key[head]))]
-            order = head
-        cum = np.cumsum(probs[order])
-        hit = int(np.searchsorted(cum, mass * (1.0 - 1e-12)))
-        if hit < order.shape[0]:
-            return order[:hit + 1]
-        if batch >= n:
-            return order
-        batch *= 8
+    target = mass * (1.0 - 1e-12)  # reaching mass exactly must not need one more token
+    lo, hi = float(key.min()), float(key.max())
+    if n <= 2048 or not hi > lo:
+        order = np.argsort(key, kind="stable")
+        hit = int(np.searchsorted(np.cumsum(probs[order], dtype=np.float64), target))
+        return order[:min(hit, n - 1) + 1]
+    n_bins = 2048
+    bins = ((key - lo) * np.float32(n_bins / (hi - lo))).astype(np.int32)
+    np.minimum(bins, n_bins - 1, out=bins)
+    cum = np.cumsum(np.bincount(bins, weights=probs, minlength=n_bins))  # float64 sums
+    crossing = min(int(np.searchsorted(cum, target)), n_bins - 1)
+    before = float(cum[crossing - 1]) if crossing > 0 else 0.0
+    edge = np.flatnonzero(bins == crossing)
+    edge = edge[np.lexsort((edge, key[edge]))]
+    hit = int(np.searchsorted(before + np.cumsum(probs[edge], dtype=np.float64), target))
+    return np.concatenate([np.flatnonzero(bins < crossing), edge[:min(hit, edge.shape[0] - 1) + 1]])
 
 
 def log_softmax_at(logits: np.ndarray, token: int) -> float:
