@@ -128,9 +128,9 @@ def test_chat_scripted_through_a_pipe(smollm2_path, tmp_path):
 
 def test_long_history_drops_the_oldest_turns_but_keeps_the_system_prompt(smollm2_path, tmp_path):
     saved = tmp_path / "c.json"
-    questions = [f"Tell me a fact about the number {i}." for i in range(6)]
+    questions = [f"Tell me a fact about the number {i}." for i in range(5)]
     script = "\n".join(questions) + f"\n/save {saved}\n"
-    result = run_cli("chat", "-m", str(smollm2_path), "-t", "2", "-c", "160", "-n", "16", "--temp", "0",
+    result = run_cli("chat", "-m", str(smollm2_path), "-t", "2", "-c", "128", "-n", "10", "--temp", "0",
                      "-s", "You are terse.", stdin=script)
     assert result.returncode == 0, result.stderr
     assert "dropped the" in result.stderr and "kept the system prompt" in result.stderr
