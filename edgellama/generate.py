@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 
 @dataclass
@@ -75,33 +75,67 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def stream_text(llm, prompt_ids: List[int], max_tokens: int, sampler, stops: Sequence[str],
-                stats: GenerationStats) -> Iterator[str]:
-    """Yields text pieces of the continuation of prompt_ids (see Llama.generate); fills stats."""
+@dataclass
+class TokenRecord:
+    """One step of generation. text is what this token releases to the output (possibly "" while
+    a multi-byte character or a possible stop string is held back, or more than one token's worth
+    when held text is released). finish_reason is None until the last record: "stop" (an
+    end-of-turn token or a stop string) or "length" (max_tokens or a full context window)."""
+
+    token: int
+    text: str
+    logprob: float
+    finish_reason: Optional[str] = None
+
+
+def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, stops: Sequence[str],
+                stats: GenerationStats) -> Iterator[TokenRecord]:
+    """The generation loop: yields one TokenRecord per sampled token; fills stats as it goes.
+
+    The prompt is prefilled reusing the cached prefix it shares with the previous sequence. A
+    sampled end-of-turn token is yielded (with the held-back tail as its text) but not counted in
+    stats.generated_tokens and not evaluated. max_tokens=None runs until the context is full."""
     from edgellama.tokenizer import StreamDecoder
 
     decoder = StreamDecoder(llm.tokenizer)
     matcher = StopStringMatcher(stops)
     stop_ids = llm.tokenizer.stop_ids
+    history = list(prompt_ids)  # the penalty window looks at the prompt and the answer
     stats.prompt_tokens = len(prompt_ids)
     start = time.perf_counter()
     logits, stats.reused_tokens = llm._prefill_reusing_cache(prompt_ids)
     stats.prefill_seconds = time.perf_counter() - start
     decode_start = time.perf_counter()
-    for _ in range(max_tokens):
-        token = sampler(logits)
+    limit = max_tokens if max_tokens is not None else max(0, llm.n_ctx - len(prompt_ids) + 1)
+    if limit <= 0:
+        return
+    while True:
+        token, logprob = sampler.sample(logits, history)
         if token in stop_ids:
-            break
-        stats.generated_tokens += 1
-        text, stopped = matcher.feed(decoder.push(token))
-        if text:
-            yield text
-        if stopped:
+            stats.decode_seconds = time.perf_counter() - decode_start
+            yield TokenRecord(token, matcher.feed(decoder.flush())[0] + matcher.flush(), logprob, "stop")
             return
-        if llm.n_past >= llm.n_ctx:
-            break  # the context window is full: finish as if max_tokens were reached
+        stats.generated_tokens += 1
+        history.append(token)
+        text, stopped = matcher.feed(decoder.push(token))
+        if stopped:
+            stats.decode_seconds = time.perf_counter() - decode_start
+            yield TokenRecord(token, text, logprob, "stop")
+            return
+        if stats.generated_tokens >= limit or llm.n_past >= llm.n_ctx:
+            # max_tokens, or the context window is full: release what was held back.
+            text += matcher.feed(decoder.flush())[0] + matcher.flush()
+            stats.decode_seconds = time.perf_counter() - decode_start
+            yield TokenRecord(token, text, logprob, "length")
+            return
+        yield TokenRecord(token, text, logprob)
         logits = llm.eval([token])
         stats.decode_seconds = time.perf_counter() - decode_start
-    tail = matcher.feed(decoder.flush())[0] + matcher.flush()
-    if tail:
-        yield tail
+
+
+def stream_text(llm, prompt_ids: List[int], max_tokens: int, sampler, stops: Sequence[str],
+                stats: GenerationStats) -> Iterator[str]:
+    """Yields text pieces of the continuation of prompt_ids (see Llama.generate); fills stats."""
+    for record in iter_tokens(llm, prompt_ids, max_tokens, sampler, stops, stats):
+        if record.text:
+            yield record.text

@@ -59,7 +59,24 @@ def scan_gguf_header(path: Path) -> None:
             _scan(_Cursor(path, buf))
 
 
-def _scan(c: _Cursor) -> None:
+def read_gguf_summary(path: Path, keys=("general.architecture", "general.file_type", "general.name")) -> dict:
+    """The values of the given scalar or string metadata keys (absent keys are left out) and
+    "tensor_types": {type name: tensor count}, read with the same bounded scan (no tokenizer
+    arrays are decoded, so this is fast even for 128k-token vocabularies)."""
+    out: dict = {}
+    with open(path, "rb") as f:
+        if f.seek(0, 2) == 0:
+            raise InvalidGGUFError(path, "the file is empty")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            _scan(_Cursor(path, buf), wanted=frozenset(keys), out=out)
+    return out
+
+
+_SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
+                   12: "<d"}
+
+
+def _scan(c: _Cursor, wanted=frozenset(), out=None) -> None:
     if bytes(c.buf[c.take(4, "magic"):4]) != b"GGUF":
         c.fail("not a GGUF file (bad magic)")
     version = c.u32("version")
@@ -81,10 +98,20 @@ def _scan(c: _Cursor) -> None:
             alignment = struct.unpack_from("<I", c.buf, c.pos)[0]
             if alignment == 0 or alignment & (alignment - 1):
                 c.fail(f"general.alignment {alignment} is not a power of two")
+        if key in wanted and (value_type in _SCALAR_FORMATS or value_type == _STRING):
+            if value_type == _STRING:
+                out[key] = c.string(f"value of metadata '{key}'").decode("utf-8", "replace")
+                continue
+            out[key] = struct.unpack_from(_SCALAR_FORMATS[value_type], c.buf, c.pos)[0]
         _skip_value(c, value_type, key)
     tensors = [_tensor_info(c) for _ in range(n_tensors)]
+    if out is not None:
+        types: dict = {}
+        for _, _, _, type_name in tensors:
+            types[type_name] = types.get(type_name, 0) + 1
+        out["tensor_types"] = types
     data_start = -(-c.pos // alignment) * alignment
-    for name, n_bytes, offset in tensors:
+    for name, n_bytes, offset, _ in tensors:
         end = data_start + offset + n_bytes
         if end > c.size:
             c.fail(f"tensor data [{data_start + offset}, {end}) lies past the end of the file ({c.size} bytes): "
@@ -137,4 +164,4 @@ def _tensor_info(c: _Cursor):
     n_bytes = n_elements // block_size * block_bytes
     if n_bytes > c.size:
         c.fail(f"shape {dims} of type {qtype.name} needs {n_bytes} bytes, more than the whole file", name)
-    return name, n_bytes, offset
+    return name, n_bytes, offset, qtype.name

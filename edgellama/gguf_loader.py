@@ -244,3 +244,19 @@ def _file_type_name(file_type) -> Optional[str]:
         return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
     except (ImportError, ValueError):
         return str(file_type)
+
+
+def read_gguf_summary(path) -> Dict[str, Any]:
+    """What `edgellama list` shows about a GGUF file, without loading it: {"architecture",
+    "quant" (the file type, else the most common tensor type), "name", "size_bytes"}. Any
+    architecture is reported (the file need not be one edgellama runs). Raises InvalidGGUFError
+    for a malformed file."""
+    from edgellama.gguf_header import read_gguf_summary as scan
+
+    path = Path(path)
+    meta = scan(path)
+    quant = _file_type_name(meta.get("general.file_type"))
+    if quant is None and meta["tensor_types"]:
+        quant = max(meta["tensor_types"].items(), key=lambda kv: kv[1])[0]
+    return {"architecture": meta.get("general.architecture"), "quant": quant, "name": meta.get("general.name"),
+            "size_bytes": os.path.getsize(path)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -79,6 +79,12 @@ class Llama:
     @property
     def n_threads(self) -> int:
         return self._core.n_threads
+
+    @property
+    def model_name(self) -> str:
+        """The file name without .gguf (the "model" field of completion responses)."""
+        name = self.model.path.name
+        return name[:-5] if name.lower().endswith(".gguf") else name
 
     @property
     def n_past(self) -> int:
@@ -155,6 +161,10 @@ class Llama:
 
         if len(ids) > self.n_ctx:
             raise ContextOverflowError(f"prompt of {len(ids)} tokens exceeds the context window n_ctx={self.n_ctx}")
+        if len(self._cached_tokens) != self.n_past:
+            # An interrupted eval (Ctrl-C between the core's step and our bookkeeping) can leave the
+            # record of cached tokens out of step with the cache: trust neither, start afresh.
+            self.reset()
         # At least the last token is evaluated again: its logits are what we need.
         keep = min(common_prefix_length(self._cached_tokens, ids), len(ids) - 1)
         self.truncate(keep)
@@ -182,3 +192,66 @@ class Llama:
         self.last_stats = GenerationStats()
         pieces = stream_text(self, ids, max_tokens, sampler, list(stop or []), self.last_stats)
         return pieces if stream else "".join(pieces)
+
+    # --- OpenAI-style API --------------------------------------------------------------------
+    def _prompt_ids(self, prompt: Union[str, Sequence[int]], add_bos: Optional[bool] = None) -> List[int]:
+        if isinstance(prompt, str):
+            return self.tokenize(prompt, add_bos=add_bos)
+        return [int(t) for t in prompt]
+
+    def stream_tokens(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
+                      temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                      typical_p: float = 1.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+                      presence_penalty: float = 0.0, penalty_last_n: int = 64,
+                      logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
+                      stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None):
+        """Iterator of per-token records (edgellama.generate.TokenRecord): .token (id), .text (the
+        text this token releases; stop strings and their partial prefixes are held back and never
+        released), .logprob (log-probability under the model's raw distribution) and
+        .finish_reason (None until the last record: "stop" or "length"). A record for a sampled
+        end-of-turn token comes last, with finish_reason "stop". max_tokens=None: until the
+        context is full. Sampling knobs as in create_completion."""
+        from edgellama.api import make_sampler, run_records
+
+        sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
+                               presence_penalty, penalty_last_n, logit_bias, seed)
+        return run_records(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop)
+
+    def create_completion(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 16,
+                          temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                          typical_p: float = 1.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+                          presence_penalty: float = 0.0, penalty_last_n: int = 64,
+                          logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
+                          stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
+                          add_bos: Optional[bool] = None):
+        """Continues prompt. Returns an OpenAI "text_completion" dict
+        ({id, object, created, model, choices: [{index, text, logprobs, finish_reason}], usage}),
+        or with stream=True an iterator of such dicts, one per text piece, the last with
+        finish_reason and usage. temperature <= 0 is greedy; seed makes sampling reproducible;
+        stop: a string or list of strings that end the text (never included)."""
+        from edgellama.api import completion, make_sampler
+
+        sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
+                               presence_penalty, penalty_last_n, logit_bias, seed)
+        return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False)
+
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
+                               temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95,
+                               min_p: float = 0.05, typical_p: float = 1.0, repeat_penalty: float = 1.0,
+                               frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                               penalty_last_n: int = 64, logit_bias: Optional[Mapping[int, float]] = None,
+                               seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
+                               stream: bool = False):
+        """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
+
+        Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
+        message: {role, content}, logprobs, finish_reason}], usage}); with stream=True an iterator
+        of "chat.completion.chunk" dicts: the first delta is {"role": "assistant"}, then
+        {"content": piece}, and the last chunk has finish_reason and usage. The prompt is the
+        model's chat template; the KV cache of the previous turn is reused, so a follow-up turn
+        prefills only the new messages. max_tokens=None: until the context is full."""
+        from edgellama.api import chat_prompt_ids, completion, make_sampler
+
+        sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
+                               presence_penalty, penalty_last_n, logit_bias, seed)
+        return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True)

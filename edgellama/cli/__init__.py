@@ -7,11 +7,11 @@ import argparse
 import sys
 from typing import List, Optional
 
-from edgellama.cli import bench, quantize, run
+from edgellama.cli import bench, chat, list_models, pull, quantize, run
 from edgellama.cli.common import log
 from edgellama.errors import EdgellamaError
 
-SUBCOMMANDS = [run, bench, quantize]
+SUBCOMMANDS = [run, chat, pull, list_models, bench, quantize]
 
 
 def build_parser() -> argparse.ArgumentParser:

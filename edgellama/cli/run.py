@@ -11,7 +11,8 @@ from edgellama.cli.common import log, non_negative_int, positive_int
 def add_parser(sub) -> None:
     run = sub.add_parser("run", help="continue a prompt and print the text")
     run.add_argument("-p", "--prompt", required=True, help="the text to continue")
-    run.add_argument("-m", "--model", help="GGUF file (default: SmolLM2-135M-Instruct, fetched on first use)")
+    run.add_argument("-m", "--model", help="GGUF file or a model name in the cache (default: SmolLM2-135M-Instruct, "
+                                           "fetched on first use)")
     run.add_argument("-n", "--max-tokens", type=non_negative_int, default=64, help="tokens to generate (default 64)")
     run.add_argument("-t", "--threads", type=positive_int, default=None, help="CPU threads (default: all)")
     run.add_argument("-c", "--ctx", type=positive_int, default=None, help="context window in tokens")
@@ -25,9 +26,9 @@ def add_parser(sub) -> None:
 
 def cmd_run(args) -> int:
     from edgellama.model import Llama
-    from edgellama.models import ensure_default_model
+    from edgellama.models import resolve_model
 
-    model_path = args.model or ensure_default_model(log=log)
+    model_path = resolve_model(args.model, log=log)
     start = time.perf_counter()
     llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads)
     load_seconds = time.perf_counter() - start

@@ -1,0 +1,171 @@
+"""create_chat_completion / create_completion / stream_tokens on the real SmolLM2 model: OpenAI
+response schemas, finish reasons, seeds, stop strings across token boundaries, and KV-cache prefix
+reuse across chat turns."""
+
+import jsonschema
+import numpy as np
+import pytest
+
+from edgellama import Llama
+
+USAGE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    "properties": {k: {"type": "integer", "minimum": 0} for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+}
+FINISH = {"enum": ["stop", "length"]}
+COMMON = {
+    "id": {"type": "string", "minLength": 1},
+    "created": {"type": "integer"},
+    "model": {"type": "string", "minLength": 1},
+}
+CHAT_COMPLETION = {
+    "type": "object", "additionalProperties": False,
+    "required": ["id", "object", "created", "model", "choices", "usage"],
+    "properties": dict(COMMON, object={"const": "chat.completion"}, usage=USAGE, choices={
+        "type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["index", "message", "finish_reason", "logprobs"],
+            "properties": {
+                "index": {"type": "integer"},
+                "message": {"type": "object", "additionalProperties": False, "required": ["role", "content"],
+                            "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}},
+                "logprobs": {"type": ["object", "null"]},
+                "finish_reason": FINISH}}}),
+}
+CHAT_CHUNK = {
+    "type": "object", "additionalProperties": False,
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": dict(COMMON, object={"const": "chat.completion.chunk"}, usage=USAGE, choices={
+        "type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["index", "delta", "finish_reason"],
+            "properties": {
+                "index": {"type": "integer"},
+                "delta": {"type": "object", "additionalProperties": False,
+                          "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}},
+                "logprobs": {"type": ["object", "null"]},
+                "finish_reason": {"anyOf": [FINISH, {"type": "null"}]}}}}),
+}
+TEXT_COMPLETION = {
+    "type": "object", "additionalProperties": False,
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": dict(COMMON, object={"const": "text_completion"}, usage=USAGE, choices={
+        "type": "array", "minItems": 1, "items": {
+            "type": "object", "additionalProperties": False,
+            "required": ["index", "text", "finish_reason", "logprobs"],
+            "properties": {"index": {"type": "integer"}, "text": {"type": "string"},
+                           "logprobs": {"type": ["object", "null"]},
+                           "finish_reason": {"anyOf": [FINISH, {"type": "null"}]}}}}),
+}
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def llm(smollm2_path):
+    return Llama(smollm2_path, n_ctx=512, n_threads=2)
+
+
+def test_chat_completion_matches_the_openai_schema(llm):
+    response = llm.create_chat_completion(QUESTION, max_tokens=6, temperature=0)
+    jsonschema.validate(response, CHAT_COMPLETION)
+    assert response["id"].startswith("chatcmpl-")
+    choice = response["choices"][0]
+    assert choice["finish_reason"] == "length"
+    usage = response["usage"]
+    assert usage["completion_tokens"] == 6
+    assert usage["prompt_tokens"] == len(llm.tokenize(llm.apply_chat_template(QUESTION), special=True))
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert choice["message"]["content"] == llm.detokenize(
+        [r.token for r in llm.stream_tokens(llm.tokenize(llm.apply_chat_template(QUESTION), special=True),
+                                            max_tokens=6, temperature=0)])
+
+
+def test_streamed_chat_chunks_match_the_schema_and_the_whole_answer(llm):
+    whole = llm.create_chat_completion(QUESTION, max_tokens=8, temperature=0)
+    chunks = list(llm.create_chat_completion(QUESTION, max_tokens=8, temperature=0, stream=True))
+    for chunk in chunks:
+        jsonschema.validate(chunk, CHAT_CHUNK)
+    assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-")
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert chunks[-1]["usage"] == whole["usage"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == whole["choices"][0]["message"]["content"]
+    assert len(chunks) > 3
+
+
+def test_end_of_turn_token_finishes_with_stop(llm):
+    eot = next(iter(llm.tokenizer.stop_ids))
+    response = llm.create_chat_completion(QUESTION, max_tokens=20, logit_bias={eot: 100.0})
+    assert response["choices"][0]["finish_reason"] == "stop"
+    assert response["choices"][0]["message"]["content"] == ""
+    assert response["usage"]["completion_tokens"] == 0
+    chunks = list(llm.create_chat_completion(QUESTION, max_tokens=20, logit_bias={eot: 100.0}, stream=True))
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_text_completion_schema_streamed_and_not(llm):
+    response = llm.create_completion("The capital of France is", max_tokens=8, temperature=0)
+    jsonschema.validate(response, TEXT_COMPLETION)
+    assert "Paris" in response["choices"][0]["text"]
+    chunks = list(llm.create_completion("The capital of France is", max_tokens=8, temperature=0, stream=True))
+    for chunk in chunks:
+        jsonschema.validate(chunk, TEXT_COMPLETION)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == response["choices"][0]["text"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length" and chunks[-1]["usage"] == response["usage"]
+
+
+def test_same_seed_same_answer(llm):
+    kw = dict(max_tokens=12, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0)
+    a = llm.create_chat_completion(QUESTION, seed=11, **kw)["choices"][0]["message"]["content"]
+    b = llm.create_chat_completion(QUESTION, seed=11, **kw)["choices"][0]["message"]["content"]
+    c = llm.create_chat_completion(QUESTION, seed=12, **kw)["choices"][0]["message"]["content"]
+    assert a == b and a != c
+
+
+def test_token_records_carry_ids_pieces_and_logprobs(llm):
+    ids = llm.tokenize("The capital of France is")
+    records = list(llm.stream_tokens(ids, max_tokens=5, temperature=0))
+    assert len(records) == 5
+    assert [r.finish_reason for r in records] == [None] * 4 + ["length"]
+    assert "".join(r.text for r in records) == llm.detokenize([r.token for r in records])
+    llm.reset()
+    logits = llm.eval(ids)
+    first = records[0]
+    assert first.token == int(np.argmax(logits))
+    shifted = logits.astype(np.float64) - logits.max()
+    assert first.logprob == pytest.approx(shifted[first.token] - np.log(np.exp(shifted).sum()), abs=1e-4)
+    assert all(r.logprob <= 0 for r in records)
+
+
+def test_stop_string_spanning_two_tokens_is_never_emitted(llm):
+    ids = llm.tokenize("The capital of France is")
+    free = list(llm.stream_tokens(ids, max_tokens=12, temperature=0))
+    pieces = [r.text for r in free]
+    # A stop string made of the end of one piece and the start of the next.
+    k = next(i for i in range(1, len(pieces) - 1) if len(pieces[i]) >= 2 and len(pieces[i + 1]) >= 2)
+    stop = pieces[k][-2:] + pieces[k + 1][:2]
+    full = "".join(pieces)
+    records = list(llm.stream_tokens(ids, max_tokens=12, temperature=0, stop=[stop]))
+    text = "".join(r.text for r in records)
+    assert text == full[:full.index(stop)]
+    assert records[-1].finish_reason == "stop"
+    assert all(stop not in r.text for r in records)
+
+
+def test_follow_up_turn_prefills_only_the_new_messages(llm):
+    llm.reset()
+    turn1 = llm.create_chat_completion(QUESTION, max_tokens=10, temperature=0)
+    cold = llm.last_stats
+    assert cold.reused_tokens == 0
+    history = QUESTION + [turn1["choices"][0]["message"], {"role": "user", "content": "And of Italy?"}]
+    llm.create_chat_completion(history, max_tokens=4, temperature=0)
+    warm = llm.last_stats
+    # Everything of turn 1 (its prompt and the answer it generated, except the last sampled token
+    # that was never evaluated) stays cached; only that token, the end-of-turn tags and the new
+    # message (about 16 tokens) are prefilled.
+    assert warm.reused_tokens == cold.prompt_tokens + cold.generated_tokens - 1
+    assert warm.prompt_tokens - warm.reused_tokens < 20
