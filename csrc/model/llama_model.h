@@ -39,7 +39,7 @@ private:
     struct Scratch {
         std::vector<float> x, x_norm, q, attn_out, ffn_gate, ffn_up;  // [kMaxBatch][width]
         std::vector<float> rope_cos, rope_sin;                        // [kMaxBatch][rope_dim/2]
-        std::vector<float> scores;                                    // [n_threads][n_ctx]
+        std::vector<float> scores;                                    // [n_threads][group][n_ctx]
         ActivationBuffer act;
     };
 
