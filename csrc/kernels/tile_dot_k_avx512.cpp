@@ -39,9 +39,9 @@ struct alignas(64) Index64 {
 
 // Byte / word permutation indices, built once at compile time.
 struct Indices {
-    // Q4_K / Q5_K: int16 lane i of the scale register for chunk c of row r takes byte
-    // 16r + (i < 16 ? 2c : 2c + 1) of the unpacked scale/min register (odd bytes zeroed by the mask).
-    Index64 kq_scale[kTileRows][4];
+    // Q4_K / Q5_K, in-lane byte shuffle of one row's 16 scale/min bytes (broadcast to all lanes):
+    // int16 lane i of the scale register for chunk c is scale 2c (i < 16) or 2c + 1, zero-extended.
+    Index64 kq_scale[4];
     // Q4_K / Q5_K: int16 lane 8r + j = min j of row r (bytes 16r + 8 + j).
     Index64 kq_mins;
     // Q6_K: int16 lane i of scale register k takes int16 lane 4k + i / 8 of the sign-extended scales.
@@ -50,9 +50,10 @@ struct Indices {
 
 constexpr Indices make_indices() {
     Indices x{};
-    for (int r = 0; r < kTileRows; ++r) {
-        for (int c = 0; c < 4; ++c) {
-            for (int i = 0; i < 32; ++i) x.kq_scale[r][c].b[2 * i] = static_cast<uint8_t>(16 * r + (i < 16 ? 2 * c : 2 * c + 1));
+    for (int c = 0; c < 4; ++c) {
+        for (int i = 0; i < 32; ++i) {
+            x.kq_scale[c].b[2 * i] = static_cast<uint8_t>(i < 16 ? 2 * c : 2 * c + 1);
+            x.kq_scale[c].b[2 * i + 1] = 0x80;  // zero
         }
     }
     for (int i = 0; i < 32; ++i) x.kq_mins.b[2 * i] = static_cast<uint8_t>(16 * (i / 8) + 8 + i % 8);
@@ -75,20 +76,26 @@ inline __m512i load64(const void* p) { return _mm512_loadu_si512(p); }
 // Both 32-byte halves of a zmm loaded from the same 32 bytes.
 inline __m512i broadcast32(const void* p) { return _mm512_broadcast_i64x4(load32(p)); }
 
-// The 4-bit codes of 64 elements from 32 bytes: [low nibbles (sub-block 2c), high nibbles (2c + 1)],
-// still with garbage above bit 3.
+// The 4-bit codes of 64 elements from 32 bytes: [low nibbles (sub-block 2c), high nibbles (2c + 1)].
 inline __m512i nibbles_lo_hi(const uint8_t* qs) {
     const __m512i z = broadcast32(qs);
-    return _mm512_mask_srli_epi16(z, 0xFFFF0000u, z, 4);
+#if defined(__GFNI__)
+    // One bit-matrix multiply per byte, with a different matrix per 64-bit lane: the low half keeps
+    // bits 0..3, the high half moves bits 4..7 down (result bit i = parity(matrix byte 7 - i & x)).
+    const __m512i pick = _mm512_setr_epi64(0x0102040800000000LL, 0x0102040800000000LL, 0x0102040800000000LL,
+                                           0x0102040800000000LL, 0x1020408000000000LL, 0x1020408000000000LL,
+                                           0x1020408000000000LL, 0x1020408000000000LL);
+    return _mm512_gf2p8affine_epi64_epi8(z, pick, 0);
+#else
+    return _mm512_and_si512(_mm512_mask_srli_epi16(z, 0xFFFF0000u, z, 4), _mm512_set1_epi8(0x0f));
+#endif
 }
 
 struct Q4K {
     using Block = BlockQ4_K;
     struct Extra {};
     static Extra extra(const Block&) { return {}; }
-    static __m512i codes(const Block& blk, int c, const Extra&) {
-        return _mm512_and_si512(nibbles_lo_hi(blk.qs + 32 * c), _mm512_set1_epi8(0x0f));
-    }
+    static __m512i codes(const Block& blk, int c, const Extra&) { return nibbles_lo_hi(blk.qs + 32 * c); }
 };
 
 // Q5_K: bit j of qh[l] is bit 4 of element l of sub-block j. qh is broadcast to both halves; the
@@ -111,9 +118,8 @@ struct Q5K {
                                                        static_cast<short>(2 * c - 3));
             high = _mm512_srlv_epi16(e.qh, cnt);
         }
-        high = _mm512_and_si512(high, _mm512_set1_epi8(0x10));
-        // (nibbles & 0x0f) | high
-        return _mm512_ternarylogic_epi32(nibbles_lo_hi(blk.qs + 32 * c), _mm512_set1_epi8(0x0f), high, 0xEA);
+        // nibbles | (high & 0x10)
+        return _mm512_ternarylogic_epi32(nibbles_lo_hi(blk.qs + 32 * c), high, _mm512_set1_epi8(0x10), 0xF8);
     }
 };
 
@@ -176,7 +182,6 @@ void tile_dot_scaled_mins(int64_t n, const uint8_t* w, size_t w_stride, const ui
     }
     const __m512i by_row4 = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
     const __m512i by_row_d = _mm512_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    alignas(64) float scale_rt[16];
     const int64_t n_blocks = n / kQK256;
     for (int64_t b = 0; b < n_blocks; ++b) {
         const uint8_t* block_bytes[kTileRows];
@@ -185,16 +190,18 @@ void tile_dot_scaled_mins(int64_t n, const uint8_t* w, size_t w_stride, const ui
         const __m512i sm = unpack_scales_mins4(head);
         const __m256 d_dmin = row_d_dmin(head);
         const __m512 dmin16 = _mm512_permutexvar_ps(by_row4, _mm512_zextps256_ps512(d_dmin));
-        const __m128 d_row = _mm512_castps512_ps128(_mm512_permutexvar_ps(by_row_d, _mm512_zextps256_ps512(d_dmin)));
-        row_token_scales<T>(d_row, acts, b, scale_rt);
+        alignas(16) float d_row[kTileRows];
+        _mm_store_ps(d_row, _mm512_castps512_ps128(_mm512_permutexvar_ps(by_row_d, _mm512_zextps256_ps512(d_dmin))));
 
+#pragma GCC unroll 4
         for (int r = 0; r < kTileRows; ++r) {
             const Block& blk = rows[r][b];
             const typename F::Extra extra = F::extra(blk);
+            const __m512i row_sm = _mm512_shuffle_i32x4(sm, sm, 0x55 * r);  // row r's lane everywhere
             __m512i codes[4], scales[4];
             for (int c = 0; c < 4; ++c) {
                 codes[c] = F::codes(blk, c, extra);
-                scales[c] = _mm512_maskz_permutexvar_epi8(kEvenBytes, load_idx(kIdx.kq_scale[r][c]), sm);
+                scales[c] = _mm512_shuffle_epi8(row_sm, load_idx(kIdx.kq_scale[c]));
             }
             for (int t = 0; t < T; ++t) {
                 const int8_t* aq = acts[t][b].qs;
@@ -202,7 +209,8 @@ void tile_dot_scaled_mins(int64_t n, const uint8_t* w, size_t w_stride, const ui
                 for (int c = 1; c < 4; ++c) {
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[c], load64(aq + 64 * c)), scales[c]);
                 }
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(scale_rt[4 * t + r]), acc[r][t]);
+                const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(acts[t][b].d));
+                acc[r][t] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(d_row[r]), acc[r][t]);
             }
         }
 
@@ -252,6 +260,7 @@ void tile_dot_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* 
         d_bits = _mm_insert_epi16(d_bits, rows[3][b].d, 3);
         row_token_scales<T>(_mm_cvtph_ps(d_bits), acts, b, scale_rt);
 
+#pragma GCC unroll 4
         for (int r = 0; r < kTileRows; ++r) {
             const BlockQ6_K& blk = rows[r][b];
             const __m256i sc16 = _mm256_cvtepi8_epi16(load16(blk.scales));
