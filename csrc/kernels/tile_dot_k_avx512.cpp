@@ -145,18 +145,6 @@ inline __m512i unpack_scales_mins4(__m512i head) {
     return _mm512_ternarylogic_epi32(a, _mm512_srlv_epi32(q, q_shift), q_mask, 0xF8);  // a | (b & c)
 }
 
-// lanes 4t + r = d_row[r] · d_act[t] (zero for t >= T), stored for broadcast loads.
-template <int T>
-inline void row_token_scales(__m128 d_row, const BlockQ8Act256* const* acts, int64_t b, float* dst) {
-    const __m512i by_row = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
-    const __m512i by_tok = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    const __m128 d_act = _mm_setr_ps(acts[0][b].d, T > 1 ? acts[T > 1 ? 1 : 0][b].d : 0.0f,
-                                     T > 2 ? acts[T > 2 ? 2 : 0][b].d : 0.0f, T > 3 ? acts[T > 3 ? 3 : 0][b].d : 0.0f);
-    const __m512 prod = _mm512_mul_ps(_mm512_permutexvar_ps(by_row, _mm512_zextps128_ps512(d_row)),
-                                      _mm512_permutexvar_ps(by_tok, _mm512_zextps128_ps512(d_act)));
-    _mm512_store_ps(dst, prod);
-}
-
 inline __m512i head4(const uint8_t* const* rows, size_t offset) {
     __m512i h = _mm512_zextsi128_si512(load16(rows[0] + offset));
     h = _mm512_inserti32x4(h, load16(rows[1] + offset), 1);
@@ -246,11 +234,20 @@ void tile_dot_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* 
     for (int t = 0; t < T; ++t) {
         for (int r = 0; r < kTileRows; ++r) acc[r][t] = _mm512_setzero_ps();
     }
-    const __m512i m0f = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
-    // Top two bits of group s (qh >> 2s) onto bits 4, 5: groups 0 | 1 shift left 4 | 2, groups 2 | 3 right 0 | 2.
+    const __m512i m0f = _mm512_set1_epi8(0x0f);
+#if defined(__GFNI__)
+    // Top two bits of group s (qh bits 2s, 2s + 1) onto bits 4, 5. Result bit i of a byte =
+    // parity(matrix byte 7 - i & x), so bits 4, 5 come from matrix bytes 3, 2; one matrix per 64-bit lane.
+    const __m512i pick01 = _mm512_setr_epi64(0x01020000, 0x01020000, 0x01020000, 0x01020000,  // bits 0, 1
+                                             0x04080000, 0x04080000, 0x04080000, 0x04080000);  // bits 2, 3
+    const __m512i pick23 = _mm512_setr_epi64(0x10200000, 0x10200000, 0x10200000, 0x10200000,  // bits 4, 5
+                                             0x40800000, 0x40800000, 0x40800000, 0x40800000);  // bits 6, 7
+#else
+    // Groups 0 | 1 shift left 4 | 2, groups 2 | 3 right 0 | 2, then keep bits 4, 5.
+    const __m512i m30 = _mm512_set1_epi8(0x30);
     const __m512i left_01 = _mm512_mask_set1_epi16(_mm512_set1_epi16(4), 0xFFFF0000u, 2);
     const __m512i right_23 = _mm512_mask_set1_epi16(_mm512_setzero_si512(), 0xFFFF0000u, 2);
-    alignas(64) float scale_rt[16];
+#endif
     const int64_t n_blocks = n / kQK256;
     for (int64_t b = 0; b < n_blocks; ++b) {
         __m128i d_bits = _mm_setzero_si128();
@@ -258,7 +255,8 @@ void tile_dot_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* 
         d_bits = _mm_insert_epi16(d_bits, rows[1][b].d, 1);
         d_bits = _mm_insert_epi16(d_bits, rows[2][b].d, 2);
         d_bits = _mm_insert_epi16(d_bits, rows[3][b].d, 3);
-        row_token_scales<T>(_mm_cvtph_ps(d_bits), acts, b, scale_rt);
+        alignas(16) float d_row[kTileRows];
+        _mm_store_ps(d_row, _mm_cvtph_ps(d_bits));
 
 #pragma GCC unroll 4
         for (int r = 0; r < kTileRows; ++r) {
@@ -274,8 +272,13 @@ void tile_dot_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* 
             for (int h = 0; h < 2; ++h) {
                 const __m512i ql = load64(blk.ql + 64 * h);
                 const __m512i qh = broadcast32(blk.qh + 32 * h);
+#if defined(__GFNI__)
+                const __m512i hi01 = _mm512_gf2p8affine_epi64_epi8(qh, pick01, 0);
+                const __m512i hi23 = _mm512_gf2p8affine_epi64_epi8(qh, pick23, 0);
+#else
                 const __m512i hi01 = _mm512_and_si512(_mm512_sllv_epi16(qh, left_01), m30);
                 const __m512i hi23 = _mm512_and_si512(_mm512_srlv_epi16(qh, right_23), m30);
+#endif
                 codes[2 * h] = _mm512_ternarylogic_epi32(ql, m0f, hi01, 0xEA);  // (ql & 0x0f) | hi
                 codes[2 * h + 1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m0f, hi23, 0xEA);
             }
@@ -286,7 +289,8 @@ void tile_dot_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* 
                     isum = _mm512_dpwssd_epi32(isum, _mm512_maddubs_epi16(codes[k], load64(a.qs + 64 * k)), scales[k]);
                 }
                 isum = _mm512_dpwssd_epi32(isum, offset, _mm512_zextsi256_si512(load32(a.bsums)));
-                acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(scale_rt[4 * t + r]), acc[r][t]);
+                const __m512 scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(a.d));
+                acc[r][t] = _mm512_fmadd_ps(scaled, _mm512_set1_ps(d_row[r]), acc[r][t]);
             }
         }
     }
