@@ -4,7 +4,9 @@
 // order (64 codes each, one register per 64 activation bytes) plus four int16 scale registers.
 // Per (row, token) and 64 elements the work is two instructions: u8 × s8 pair sums (maddubs,
 // exact: at most 2 · 63 · 127) and an int16 × int16 dot with the sub-block scales accumulated in
-// int32 (vpdpwssd). Once per super-block the int32 lanes are converted and FMA'd with d_w · d_a.
+// int32 (vpdpwssd). Once per super-block the int32 lanes are converted, multiplied by d_a and FMA'd
+// with d_w. Where the build has GFNI, nibbles and Q6_K's high bit pairs are extracted with one
+// bit-matrix multiply (vgf2p8affineqb) per register instead of shift + mask.
 //
 // Q4_K / Q5_K mins: dmin · Σ_j mn_j · (activation sum of sub-block j) is computed for the four rows
 // at once per token, in one int16 madd over [row][sub-block] lanes. Q6_K's −32 offset is the integer
