@@ -340,3 +340,134 @@ def test_bad_activation_format_raises():
         core.quantize_act_row(ACT_Q8_32, np.zeros(31, np.float32))
     with pytest.raises(ValueError):
         core.quantize_act_row(ACT_Q8_256, np.zeros(128, np.float32))
+
+
+# ---------------------------------------------------------------- tiled dots (4 rows x n_tok tokens)
+
+TILED = [T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
+TILE_ROWS, TILE_TOKENS = 4, 4
+
+
+def tile_or_skip(qtype, rows, x):
+    try:
+        return core.tile_dot(int(qtype), rows, x)
+    except ValueError as e:
+        if "no tiled kernel" in str(e):
+            pytest.skip(f"this build has no tiled kernel for {qtype.name}")
+        raise
+
+
+def f16_field(raw, block_bytes, offset):
+    """The f16 field at `offset` of every block, as float64."""
+    return raw.reshape(-1, block_bytes)[:, offset:offset + 2].copy().view(np.float16).reshape(-1).astype(np.float64)
+
+
+def term_magnitudes(qtype, raw, n):
+    """Per element, |scaled-code part| + |offset part| of the weight as the kernels split it
+    (Q4_0: d*q and -8d; Q4_1: d*q and m; K-quants with mins: d*sc*q and dmin*mn; Q6_K: d*sc*q and
+    32*d*sc). Integer sums are exact, so float32 rounding error is relative to these."""
+    bs, size = GGML_QUANT_SIZES[qtype]
+    w = reference_dequant(qtype, raw).astype(np.float64)
+    if qtype == T.Q8_0:
+        return np.abs(w)
+    if qtype in (T.Q4_0, T.Q4_1):
+        m = -8 * f16_field(raw, size, 0) if qtype == T.Q4_0 else f16_field(raw, size, 2)
+        m = np.repeat(m, bs)
+        return np.abs(w - m) + np.abs(m)
+    if qtype == T.Q6_K:
+        blocks = raw.reshape(-1, size)
+        sc = blocks[:, 192:208].view(np.int8).astype(np.float64)
+        ds = np.repeat((f16_field(raw, size, 208)[:, None] * sc).reshape(-1), 16)
+        return np.abs(w + 32 * ds) + np.abs(32 * ds)
+    blocks = raw.reshape(-1, size)
+    no_min, no_scale = blocks.copy(), blocks.copy()
+    no_min[:, 2:4] = 0   # dmin = 0: d * sc * q
+    no_scale[:, 0:2] = 0  # d = 0: -dmin * mn
+    return (np.abs(reference_dequant(qtype, no_min.reshape(-1))).astype(np.float64)
+            + np.abs(reference_dequant(qtype, no_scale.reshape(-1))).astype(np.float64))
+
+
+def tile_lengths(qtype):
+    # 256 * k including odd k; the 32-element family also gets an odd number of blocks.
+    return [256, 512, 768, 1280] + ([96] if qtype in BLOCK32 else [])
+
+
+@pytest.mark.parametrize("qtype", TILED, ids=lambda t: t.name)
+def test_tile_dot_matches_scalar_vec_dot(qtype):
+    # Tolerance: tile and scalar loop form the same exact integer sums and differ only in float32
+    # rounding: per-block scale products, per-lane running sums (one rounding per block) and the
+    # final reductions. So |tile - scalar| <= 2 * (n / 32 + 16) * 2^-24 * M, where
+    # M = sum_i (|code part_i| + |offset part_i|) * |x_q,i| (term_magnitudes) bounds every partial sum.
+    rng = np.random.default_rng(4000 + int(qtype))
+    checked = 0
+    for n in tile_lengths(qtype):
+        wrows = weight_rows(rng, qtype, n)
+        xrows = act_rows(rng, n)
+        rtol = 2 * (n / 32 + 16) * 2.0**-24
+        for start in range(0, len(wrows), TILE_ROWS):
+            group = [wrows[(start + i) % len(wrows)] for i in range(TILE_ROWS)]
+            rows = np.stack(group)
+            for n_tok in range(1, TILE_TOKENS + 1):
+                x = np.stack([xrows[(start + n_tok + t) % len(xrows)] for t in range(n_tok)])
+                got = tile_or_skip(qtype, rows, x)
+                assert got.shape == (n_tok, TILE_ROWS) and got.dtype == np.float32
+                for t in range(n_tok):
+                    _, xq = dot_with_quantized_act(qtype, np.zeros(n, np.float32), x[t])
+                    for r in range(TILE_ROWS):
+                        want = core.vec_dot(int(qtype), group[r], x[t], scalar=True)
+                        mag = float(np.dot(term_magnitudes(qtype, group[r], n), np.abs(xq)))
+                        assert abs(float(got[t, r]) - want) <= rtol * mag + 1e-30, (n, n_tok, t, r, got[t, r], want)
+                        checked += 1
+    assert checked >= 200
+
+
+@pytest.mark.parametrize("qtype", TILED, ids=lambda t: t.name)
+def test_tile_dot_token_count_is_bit_identical(qtype):
+    # A prefill tile of 4 tokens and one-token decode calls must give the same bits per (row, token).
+    rng = np.random.default_rng(5000 + int(qtype))
+    for n in tile_lengths(qtype):
+        wrows = weight_rows(rng, qtype, n)
+        rows = np.stack(wrows[:TILE_ROWS])
+        x = np.stack(act_rows(rng, n)[:TILE_TOKENS])
+        full = tile_or_skip(qtype, rows, x)
+        for n_tok in range(1, TILE_TOKENS):
+            for t0 in range(0, TILE_TOKENS - n_tok + 1):
+                part = core.tile_dot(int(qtype), rows, x[t0:t0 + n_tok])
+                np.testing.assert_array_equal(part.view(np.uint32), full[t0:t0 + n_tok].view(np.uint32))
+
+
+def test_tile_dot_element_order():
+    # One-hot activations pick single weights out of every row: catches misplaced codes or scales.
+    rng = np.random.default_rng(6)
+    for qtype in KQUANTS:
+        rows = np.stack(kquant_rows(rng, qtype, 512)[:TILE_ROWS])
+        w = np.stack([reference_dequant(qtype, r) for r in rows])
+        for j in list(rng.choice(512, 40, replace=False)) + [0, 31, 32, 255, 256, 511]:
+            x = np.zeros((1, 512), np.float32)
+            x[0, j] = 1.0
+            got = tile_or_skip(qtype, rows, x)[0]
+            np.testing.assert_allclose(got, w[:, j], rtol=1e-5, atol=1e-7)
+
+
+def test_tile_dot_validation():
+    n = 256
+    rows = np.zeros((TILE_ROWS, GGML_QUANT_SIZES[T.Q4_K][1]), np.uint8)
+    x = np.ones((2, n), np.float32)
+    tile_or_skip(T.Q4_K, rows, x)
+    for qtype in (T.F32, T.F16):  # float weights have no tiled kernel
+        with pytest.raises(ValueError, match="no tiled kernel"):
+            core.tile_dot(int(qtype), np.zeros((TILE_ROWS, n * 4), np.uint8), x)
+    with pytest.raises(ValueError):
+        core.tile_dot(99, rows, x)
+    with pytest.raises(ValueError):
+        core.tile_dot(int(T.Q4_K), rows[:3], x)                       # not 4 rows
+    with pytest.raises(ValueError):
+        core.tile_dot(int(T.Q4_K), rows[:, :-1], x)                   # row bytes disagree with n
+    with pytest.raises(ValueError):
+        core.tile_dot(int(T.Q4_K), rows.view(np.int8), x)             # bytes must be uint8
+    with pytest.raises(ValueError):
+        core.tile_dot(int(T.Q4_K), rows, np.ones((5, n), np.float32))  # too many tokens
+    with pytest.raises(ValueError):
+        core.tile_dot(int(T.Q4_K), rows, np.ones((0, n), np.float32))
+    with pytest.raises(ValueError):
+        core.tile_dot(int(T.Q4_K), rows, np.ones((1, 128), np.float32))  # not whole super-blocks

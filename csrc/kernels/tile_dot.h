@@ -25,7 +25,8 @@ using TileDotFn = void (*)(int64_t n, const uint8_t* w, size_t w_stride, const u
 TileDotFn find_tile_dot(int32_t type_id);
 
 // Per-ISA tables (nullptr where the build lacks the instruction set).
-TileDotFn find_tile_dot_avx512(int32_t type_id);
+TileDotFn find_tile_dot_avx512(int32_t type_id);    // Q4_0, Q4_1, Q8_0
+TileDotFn find_tile_dot_k_avx512(int32_t type_id);  // Q4_K, Q5_K, Q6_K
 TileDotFn find_tile_dot_avx2(int32_t type_id);
 
 }  // namespace edgellama
