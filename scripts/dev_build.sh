@@ -8,5 +8,11 @@ cd "$(dirname "$0")/.."
 cmake -S . -B build/dev -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -Dpybind11_DIR="$(python3 -m pybind11 --cmakedir)" "$@" >/dev/null
 cmake --build build/dev
-cp build/dev/_core*.so edgellama/
-if compgen -G "build/dev/_cuda*.so" >/dev/null; then cp build/dev/_cuda*.so edgellama/; else rm -f edgellama/_cuda*.so; fi
+# Install by rename, never by overwriting in place: a running process keeps its mapped copy.
+install_module() { cp "$1" "edgellama/.$(basename "$1").tmp" && mv -f "edgellama/.$(basename "$1").tmp" "edgellama/$(basename "$1")"; }
+for module in build/dev/_core*.so; do install_module "$module"; done
+if compgen -G "build/dev/_cuda*.so" >/dev/null; then
+  for module in build/dev/_cuda*.so; do install_module "$module"; done
+else
+  rm -f edgellama/_cuda*.so
+fi

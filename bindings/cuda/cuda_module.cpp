@@ -13,6 +13,7 @@
 
 #include "csrc/cuda/host_decode.h"
 #include "csrc/cuda/llama_cuda_model.h"
+#include "bindings/model_args.h"
 #include "csrc/model/llama_loader.h"
 
 namespace py = pybind11;
@@ -26,32 +27,6 @@ using cuda::CudaLlamaModel;
 struct alignas(16) uint4_words {
     uint32_t w[4];
 };
-
-// Same conversion as bindings/model.cpp: config_dict() keys, {name: (address, type, rows, cols)}.
-LlamaConfig config_from_dict(const py::dict& d) {
-    LlamaConfig c;
-    c.n_vocab = d["n_vocab"].cast<int64_t>();
-    c.n_embd = d["n_embd"].cast<int64_t>();
-    c.n_layer = d["n_layer"].cast<int64_t>();
-    c.n_head = d["n_head"].cast<int64_t>();
-    c.n_head_kv = d["n_head_kv"].cast<int64_t>();
-    c.head_dim = d["head_dim"].cast<int64_t>();
-    c.n_ff = d["n_ff"].cast<int64_t>();
-    c.rope_dim = d["rope_dim"].cast<int64_t>();
-    c.rope_base = d["rope_base"].cast<float>();
-    c.rms_eps = d["rms_eps"].cast<float>();
-    return c;
-}
-
-TensorMap tensors_from_dict(const py::dict& d) {
-    TensorMap map;
-    for (auto item : d) {
-        auto t = item.second.cast<std::tuple<uintptr_t, int32_t, int64_t, int64_t>>();
-        map[item.first.cast<std::string>()] =
-            TensorRef{reinterpret_cast<const void*>(std::get<0>(t)), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
-    }
-    return map;
-}
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
                                            int n_threads, int device) {
