@@ -78,7 +78,8 @@ _SINGLE_DIGIT_PATTERN = r"\p{N}"
 
 #: ``tokenizer.ggml.pre`` name -> regexes applied in sequence.
 PRE_TOKENIZERS: Mapping[str, Tuple[str, ...]] = {
-    "gpt2": (_GPT2_PATTERN,),
+    "gpt-2": (_GPT2_PATTERN,),  # the name GGUF files use for the plain GPT-2 pattern
+    "gpt2": (_GPT2_PATTERN,),   # also accepted: files written by earlier edgellama versions
     "llama-bpe": (_LLAMA3_PATTERN,),
     "smollm": (_SINGLE_DIGIT_PATTERN, _GPT2_PATTERN),
 }

@@ -74,7 +74,7 @@ def test_writer_head_dim_and_tokenizer(tmp_path):
     assert len(tokens) == 300 and tokens[:256] == byte_level_symbols()
     assert tokens[ord("A")] == "A" and tokens[ord(" ")] == "Ġ"
     assert f("tokenizer.ggml.merges") == [f"{a} {b}" for a, b in TINY_MERGES]
-    assert f("tokenizer.ggml.model") == "gpt2" and f("tokenizer.ggml.pre") == "gpt2"
+    assert f("tokenizer.ggml.model") == "gpt2" and f("tokenizer.ggml.pre") == "gpt-2"
     assert f("tokenizer.ggml.bos_token_id") == 1 and f("tokenizer.ggml.eos_token_id") == 2
 
 

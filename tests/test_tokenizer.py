@@ -161,7 +161,8 @@ def test_error_hierarchy():
 
 
 def test_supported_pre_names():
-    assert set(PRE_TOKENIZERS) == {"gpt2", "llama-bpe", "smollm"}
+    assert set(PRE_TOKENIZERS) == {"gpt-2", "gpt2", "llama-bpe", "smollm"}
+    assert PRE_TOKENIZERS["gpt-2"] == PRE_TOKENIZERS["gpt2"]
 
 
 # -- encode against the reference ---------------------------------------------------------------
@@ -375,3 +376,18 @@ def test_core_matches_python_corpus(backends):
     core, python = backends
     for text in CORPUS + ["".join(CORPUS) * 10]:
         assert core.encode(text) == python.encode(text)
+
+
+def test_pre_tokenizer_names_are_the_ones_gguf_files_use():
+    """Files we write must name their pre-tokenizer as other GGUF runtimes expect ("gpt-2", not
+    "gpt2", for the plain GPT-2 pattern), or they refuse to load them."""
+    from edgellama.synthetic import synthetic_source
+    from edgellama.tokenizer_convert import detect_pre_tokenizer
+
+    synthetic = {e.key: e.value for e in synthetic_source("smollm2-135m").metadata}
+    assert synthetic["tokenizer.ggml.pre"] == "gpt-2"
+
+    plain = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    assert detect_pre_tokenizer(plain) == "gpt-2"
+    digits = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, plain]}
+    assert detect_pre_tokenizer(digits) == "smollm"

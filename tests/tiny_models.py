@@ -242,7 +242,7 @@ def write_tiny_llama(path, *, weight_type: str = "F32", embd_type: Optional[str]
         f"{arch}.vocab_size": n_vocab,
         "general.name": "edgellama tiny test model",
         "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "gpt2",
+        "tokenizer.ggml.pre": "gpt-2",
         "tokenizer.ggml.tokens": (tokens, GGUFValueType.ARRAY),
         "tokenizer.ggml.token_type": (token_types, GGUFValueType.ARRAY),
         "tokenizer.ggml.merges": (merges, GGUFValueType.ARRAY),
