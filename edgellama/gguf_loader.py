@@ -1,7 +1,8 @@
 """GGUF model loading and validation.
 
-The file is read with `gguf.GGUFReader`, which memory-maps it: tensor data is never copied, the
-C++ core receives addresses inside the mapping. Because those addresses are trusted by C++, every
+The header is parsed by edgellama.gguf_header (bounded, fast: GGUFReader builds a numpy view per
+vocabulary entry, seconds and ~90 MB for a 128k vocabulary) and the file is memory-mapped once,
+read-only: tensor data is never copied, the C++ core receives addresses inside the mapping. Because those addresses are trusted by C++, every
 property the core relies on is checked here first: the architecture, the hyper-parameters, each
 required tensor's presence, type and shape, and that its bytes lie inside the file. A violation
 raises `InvalidGGUFError` or `UnsupportedModelError` naming the file, the tensor and the problem.
@@ -15,11 +16,11 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from edgellama.errors import InvalidGGUFError, UnsupportedModelError
-from edgellama.gguf_header import scan_gguf_header
+from edgellama.gguf_header import TensorInfo, read_gguf_header
 
 T = GGMLQuantizationType
 
@@ -77,7 +78,7 @@ class GGUFModel:
     metadata: Dict[str, Any]  # every key except the tokenizer's large arrays
     tokenizer_metadata: Dict[str, Any]
     file_type: Optional[str]
-    reader: GGUFReader  # owns the memory map: keep it alive as long as the tensors are used
+    mapping: np.memmap  # the read-only map of the whole file: alive as long as the tensors are used
 
     def core_tensors(self) -> Dict[str, tuple]:
         """{name: (address, type id, rows, cols)} for the C++ core."""
@@ -89,66 +90,30 @@ def load_gguf(path) -> GGUFModel:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    scan_gguf_header(path)
-    try:
-        reader = GGUFReader(path, "r")
-    except Exception as exc:  # the reader raises assorted errors on malformed headers
-        raise InvalidGGUFError(path, f"malformed GGUF header or tensor table ({type(exc).__name__}: {exc})") from exc
-    metadata, tokenizer_metadata = _read_metadata(path, reader)
-    # The reader keeps a numpy view per token string (~90 MB for a 50k vocabulary); the values
-    # are copied out above, so drop the views instead of holding them for the model's lifetime.
-    reader.fields.clear()
+    header = read_gguf_header(path)
+    metadata = {k: v for k, v in header.metadata.items() if not k.startswith("tokenizer.")}
+    tokenizer_metadata = {k: v for k, v in header.metadata.items() if k.startswith("tokenizer.")}
+    # Small tokenizer scalars are useful metadata too (the CLI shows them).
+    metadata.update({k: v for k, v in tokenizer_metadata.items() if not isinstance(v, list)})
     arch = metadata.get("general.architecture")
     if arch is None:
         raise InvalidGGUFError(path, "metadata key 'general.architecture' is missing")
     if arch != "llama":
         raise UnsupportedModelError(path, f"architecture '{arch}' is not supported (edgellama runs 'llama')")
-    file_size = os.path.getsize(path)
-    tensors = {t.name: _tensor_view(path, t, file_size) for t in reader.tensors}
+    mapping = np.memmap(path, dtype=np.uint8, mode="r")  # read-only: the core never writes weights
+    tensors = {t.name: _tensor_view(t, mapping) for t in header.tensors}
     config = _read_config(path, metadata, tensors)
     _validate_tensors(path, config, tensors)
-    file_type = metadata.get("general.file_type")
     return GGUFModel(path, config, tensors, metadata, tokenizer_metadata,
-                     _file_type_name(file_type), reader)
+                     _file_type_name(metadata.get("general.file_type")), mapping)
 
 
-def _read_metadata(path: Path, reader: GGUFReader):
-    metadata, tokenizer = {}, {}
-    for key, field in reader.fields.items():
-        try:
-            value = field.contents()
-        except Exception as exc:
-            raise InvalidGGUFError(path, f"metadata key '{key}' cannot be decoded: {exc}") from exc
-        (tokenizer if key.startswith("tokenizer.") else metadata)[key] = value
-    # Small tokenizer scalars are useful metadata too (the CLI shows them).
-    for key, value in tokenizer.items():
-        if not isinstance(value, list):
-            metadata[key] = value
-    return metadata, tokenizer
-
-
-def _tensor_view(path: Path, t, file_size: int) -> TensorView:
-    try:
-        qtype = GGMLQuantizationType(int(t.tensor_type))
-    except ValueError:
-        raise InvalidGGUFError(path, f"unknown tensor type id {int(t.tensor_type)}", t.name) from None
-    dims = tuple(int(d) for d in t.shape)
-    if any(d <= 0 for d in dims):
-        raise InvalidGGUFError(path, f"non-positive dimension in shape {dims}", t.name)
-    block_size, block_bytes = GGML_QUANT_SIZES[qtype]
-    if dims[0] % block_size:
-        raise InvalidGGUFError(path, f"row length {dims[0]} is not a multiple of the {qtype.name} block "
-                                     f"size {block_size}", t.name)
-    n_elements = int(np.prod(dims))
-    expected_bytes = n_elements // block_size * block_bytes
-    end = int(t.data_offset) + expected_bytes
-    if int(t.data_offset) < 0 or end > file_size:
-        raise InvalidGGUFError(path, f"tensor data [{t.data_offset}, {end}) lies past the end of the file "
-                                     f"({file_size} bytes): the file is truncated or corrupt", t.name)
-    if t.data.nbytes != expected_bytes:
-        raise InvalidGGUFError(path, f"tensor data holds {t.data.nbytes} bytes, its shape {dims} and type "
-                                     f"{qtype.name} need {expected_bytes}", t.name)
-    return TensorView(t.name, qtype, dims, t.data)
+def _tensor_view(t: TensorInfo, mapping: np.memmap) -> TensorView:
+    """A zero-copy view of the tensor's bytes: rows of ne0 elements (F32 as float32, others raw)."""
+    n_rows = int(np.prod(t.dims[1:])) if len(t.dims) > 1 else 1
+    raw = mapping[t.offset:t.offset + t.n_bytes].reshape(n_rows, t.n_bytes // n_rows)
+    data = raw.view(np.float32) if t.type == T.F32 else raw
+    return TensorView(t.name, t.type, t.dims, data)
 
 
 def _required_int(path, metadata, key) -> int:

@@ -220,3 +220,23 @@ def test_errors_are_value_errors_not_crashes(tmp_path):
         except ModelLoadError:
             continue
         llm.eval([1, 2])
+
+
+def test_header_parser_agrees_with_gguf_reader(smollm2_path):
+    """Our bounded parser decodes the same metadata values and tensor table as the gguf package."""
+    import gguf
+
+    from edgellama.gguf_header import read_gguf_header
+
+    ours = read_gguf_header(smollm2_path)
+    reader = gguf.GGUFReader(str(smollm2_path))
+    theirs = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert ours.metadata.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if isinstance(value, float):
+            assert ours.metadata[key] == pytest.approx(value, rel=1e-7), key
+        else:
+            assert ours.metadata[key] == value, key
+    assert [(t.name, t.dims, t.type, t.offset, t.n_bytes) for t in ours.tensors] == [
+        (t.name, tuple(int(d) for d in t.shape), t.tensor_type, int(t.data_offset), int(t.n_bytes))
+        for t in reader.tensors]
