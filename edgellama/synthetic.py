@@ -106,7 +106,7 @@ def synthetic_source(name: str, seed: int = 0) -> ModelSource:
         "llama.rope.freq_base": c["rope_base"],
         "llama.vocab_size": c["n_vocab"],
         "tokenizer.ggml.model": "gpt2",
-        "tokenizer.ggml.pre": "gpt2",
+        "tokenizer.ggml.pre": "gpt-2",
         "tokenizer.ggml.tokens": (tokens, VT.ARRAY),
         "tokenizer.ggml.token_type": (types, VT.ARRAY),
         "tokenizer.ggml.merges": (merges, VT.ARRAY),

@@ -77,7 +77,10 @@ _LLAMA3_PATTERN = (
 _SINGLE_DIGIT_PATTERN = r"\p{N}"
 
 #: ``tokenizer.ggml.pre`` name -> regexes applied in sequence.
+#: GGUF files name the plain byte-level pre-tokenizer "gpt-2" (the name edgellama writes, and the
+#: only one other runtimes accept); "gpt2" is read too, for files written by earlier versions.
 PRE_TOKENIZERS: Mapping[str, Tuple[str, ...]] = {
+    "gpt-2": (_GPT2_PATTERN,),
     "gpt2": (_GPT2_PATTERN,),
     "llama-bpe": (_LLAMA3_PATTERN,),
     "smollm": (_SINGLE_DIGIT_PATTERN, _GPT2_PATTERN),

@@ -86,7 +86,7 @@ def detect_pre_tokenizer(pre: Optional[Mapping[str, Any]]) -> str:
                 and bool(step.get("use_regex", True)) == use_regex)
 
     if kinds == ["ByteLevel"] and byte_level(steps[0], True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and byte_level(steps[1], True):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and byte_level(steps[1], False):

@@ -31,7 +31,7 @@ from edgellama import Llama
 from edgellama.errors import InvalidCheckpointError, QuantizeError, UnsupportedModelError
 from edgellama.gguf_loader import load_gguf
 from edgellama.quantize import ModelSource, SourceTensor, quantize, write_gguf, tensor_type
-from edgellama.synthetic import MODELS, synthetic_source
+from edgellama.synthetic import MODELS, byte_level_vocab, synthetic_source
 
 
 IDS = [1, 17, 250, 3, 99, 42, 7, 311, 64, 5, 200, 18]
@@ -387,3 +387,22 @@ def test_signal_mid_run_leaves_no_output(tmp_path, sig, code):
     if sig == signal.SIGINT:
         assert "interrupted" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_written_pre_tokenizer_names_are_the_gguf_ones():
+    """Other runtimes know the plain byte-level pre-tokenizer only as "gpt-2" (they refuse to load
+    "gpt2"): the exporter and the synthetic writer must write that name; both names read alike."""
+    from edgellama.tokenizer import Tokenizer
+    from edgellama.tokenizer_convert import detect_pre_tokenizer
+
+    gguf_names = {"default", "gpt-2", "llama-bpe", "llama3", "smollm"}
+    assert detect_pre_tokenizer({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}) == "gpt-2"
+    meta = {m.key: m.value for m in synthetic_source("smollm2-135m").metadata}
+    assert meta["tokenizer.ggml.pre"] in gguf_names
+    tokens, types, merges = byte_level_vocab(300)
+    base = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.merges": merges}
+    new = Tokenizer.from_metadata({**base, "tokenizer.ggml.pre": "gpt-2"})
+    old = Tokenizer.from_metadata({**base, "tokenizer.ggml.pre": "gpt2"})
+    text = "Hello world, it's 2026!\n\n  x"
+    assert new.encode(text) == old.encode(text)

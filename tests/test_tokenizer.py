@@ -161,7 +161,7 @@ def test_error_hierarchy():
 
 
 def test_supported_pre_names():
-    assert set(PRE_TOKENIZERS) == {"gpt2", "llama-bpe", "smollm"}
+    assert set(PRE_TOKENIZERS) == {"gpt-2", "gpt2", "llama-bpe", "smollm"}
 
 
 # -- encode against the reference ---------------------------------------------------------------
