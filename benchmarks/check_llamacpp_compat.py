@@ -18,9 +18,8 @@ It checks, on small models:
      the same type are compared one to one (mean and median of RMSE ours/theirs). Also the
      quantize time and peak RSS of both tools on --threads threads, each run in a fresh process.
 
-Known gap (found by this script): edgellama writes Q5_0/Q5_1 but does not run them yet, so those
-files, and llama.cpp's Q4_K_M/Q5_K_M files of models whose rows are not multiples of 256 (llama.cpp
-falls back to Q5_0/Q5_1 there; SmolLM2's 576-wide rows), do not load here and show as "NO".
+llama.cpp's Q4_K_M/Q5_K_M mixes of models whose rows are not multiples of 256 (SmolLM2's 576) use
+Q5_0/Q5_1 for those tensors; edgellama runs them (on scalar kernels) since this script found the gap.
 
 Both runtimes quantize activations differently in their dot products (and accumulate in a
 different order), so their logits differ slightly even on the same file; the tables show by how much.
