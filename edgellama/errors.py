@@ -28,7 +28,7 @@ class InvalidGGUFError(ModelLoadError):
 
 class UnsupportedModelError(ModelLoadError):
     """The file is valid GGUF but describes something edgellama does not run: an architecture other
-    than llama, or a tensor type outside F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K."""
+    than llama, or a tensor type outside F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K."""
 
 
 class ContextOverflowError(EdgellamaError, ValueError):

@@ -25,7 +25,7 @@ from edgellama.gguf_header import TensorInfo, read_gguf_header
 T = GGMLQuantizationType
 
 # Weight types the C++ core has kernels for.
-SUPPORTED_TYPES = frozenset({T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q4_K, T.Q5_K, T.Q6_K})
+SUPPORTED_TYPES = frozenset({T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K})
 # Per-element vectors (norms, rope factors) the core reads as float32.
 FLOAT_TYPES = frozenset({T.F32, T.F16, T.BF16})
 

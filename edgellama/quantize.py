@@ -32,8 +32,8 @@ from edgellama.errors import InvalidCheckpointError, QuantizeError, UnsupportedM
 # Output types the command accepts: single types and the two mixes.
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M")
 MIXES = {"Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K"}
-# Types the runtime cannot run yet (the file is still a valid GGUF for other runtimes).
-EXPORT_ONLY = frozenset({"Q5_0", "Q5_1"})
+# Types the runtime cannot run yet (the file is still a valid GGUF for other runtimes): none now.
+EXPORT_ONLY: frozenset = frozenset()
 # K-quant -> the 32-element type used for tensors whose rows are not a multiple of 256. Chosen
 # among the types the runtime runs, at or above the K-quant's precision.
 K_FALLBACK = {"Q4_K": "Q4_1", "Q5_K": "Q8_0", "Q6_K": "Q8_0"}

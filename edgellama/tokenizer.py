@@ -77,6 +77,8 @@ _LLAMA3_PATTERN = (
 _SINGLE_DIGIT_PATTERN = r"\p{N}"
 
 #: ``tokenizer.ggml.pre`` name -> regexes applied in sequence.
+#: GGUF files name the plain byte-level pre-tokenizer "gpt-2" (the name edgellama writes, and the
+#: only one other runtimes accept); "gpt2" is read too, for files written by earlier versions.
 PRE_TOKENIZERS: Mapping[str, Tuple[str, ...]] = {
     "gpt-2": (_GPT2_PATTERN,),  # the name GGUF files use for the plain GPT-2 pattern
     "gpt2": (_GPT2_PATTERN,),   # also accepted: files written by earlier edgellama versions

@@ -29,8 +29,7 @@ struct BlockQ4_1 {
 static_assert(sizeof(BlockQ4_1) == 20, "Q4_1 block is 20 bytes in GGUF");
 
 // Q5_0: 32 weights, value = d * (q - 16), q a 5-bit code. qs as Q4_0 holds the low four bits;
-// bit j of qh (a little-endian uint32) is bit 4 of element j. Export-only: the runtime has no
-// kernel for it yet.
+// bit j of qh (a little-endian uint32) is bit 4 of element j.
 struct BlockQ5_0 {
     uint16_t d;
     uint8_t qh[4];
@@ -38,7 +37,7 @@ struct BlockQ5_0 {
 };
 static_assert(sizeof(BlockQ5_0) == 22, "Q5_0 block is 22 bytes in GGUF");
 
-// Q5_1: 32 weights, value = d * q + m; bits as Q5_0. Export-only, like Q5_0.
+// Q5_1: 32 weights, value = d * q + m; bits as Q5_0.
 struct BlockQ5_1 {
     uint16_t d;
     uint16_t m;

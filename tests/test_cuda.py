@@ -62,8 +62,12 @@ def gpu_tolerance(path, seq):
 
 # ---------------------------------------------------------------- without a GPU
 
+# the types the GPU kernels run: Q5_0/Q5_1 are CPU-only (edgellama.cuda.CPU_ONLY_TYPES)
+GPU_TYPES = [t for t in ALL_TYPES if t.name not in ("Q5_0", "Q5_1")]
+
+
 @needs_module
-@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", GPU_TYPES, ids=lambda t: t.name)
 def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
     rng = np.random.default_rng(2000 + int(qtype))
     for i, row in enumerate(weight_rows(rng, qtype)):
@@ -99,6 +103,25 @@ def test_cuda_device_without_the_module_is_a_clear_error(tmp_path, monkeypatch):
     path = write_tiny_llama(tmp_path / "tiny.gguf")
     with pytest.raises(DeviceUnavailableError, match="edgellama._cuda"):
         Llama(str(path), n_ctx=64, device="cuda")
+
+
+def test_cpu_only_types_are_refused_by_the_cuda_backend(tmp_path, monkeypatch):
+    """Q5_0/Q5_1 run on the CPU only: device='cuda' names the tensor at load, before any upload."""
+    import edgellama.cuda as cuda_backend
+    from edgellama.errors import UnsupportedModelError
+    from edgellama.quantize import quantize
+
+    class FakeModule:
+        @staticmethod
+        def device_count():
+            return 1, ""
+
+    monkeypatch.setattr(cuda_backend, "_cuda_module", lambda: FakeModule)
+    src = write_tiny_llama(tmp_path / "f32.gguf", weight_type="F32")
+    out = tmp_path / "q5_0.gguf"
+    quantize(src, out, "Q5_0", log=lambda _m: None)
+    with pytest.raises(UnsupportedModelError, match="Q5_0 runs on the CPU only"):
+        Llama(str(out), n_ctx=64, device="cuda")
 
 
 def test_unknown_device_is_rejected(tmp_path):

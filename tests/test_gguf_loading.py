@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import gguf
 import numpy as np
 import pytest
 
@@ -151,9 +152,12 @@ def test_unknown_tensor_type_id(tmp_path):
 
 
 def test_unsupported_but_valid_type(tmp_path):
-    """Q5_0 is a valid GGUF type that edgellama does not run."""
-    path = write(tmp_path, weight_type="Q4_0", overrides={"blk.0.attn_q.weight": {"type": "Q5_0"}})
-    expect(UnsupportedModelError, path, tensor="blk.0.attn_q.weight")
+    """IQ4_NL is a valid GGUF type that edgellama does not run. Its blocks have Q4_0's size
+    (32 weights in 18 bytes), so relabelling a Q4_0 tensor gives a well-formed file."""
+    path = write(tmp_path, weight_type="Q4_0")
+    record = GGUFLayout.parse(open(path, "rb").read()).tensors["blk.0.attn_q.weight"]
+    patch_bytes(path, record.type_field, "I", int(gguf.GGMLQuantizationType.IQ4_NL))
+    expect(UnsupportedModelError, path, tensor="blk.0.attn_q.weight", mentions=("IQ4_NL",))
 
 
 def test_tensor_data_offset_past_the_end(tmp_path):

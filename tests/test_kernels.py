@@ -9,12 +9,12 @@ from gguf import quants
 
 from edgellama import _core as core
 
-ALL_TYPES = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
-BLOCK32 = [T.Q4_0, T.Q4_1, T.Q8_0]
+ALL_TYPES = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
+BLOCK32 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
 KQUANTS = [T.Q4_K, T.Q5_K, T.Q6_K]
 ACT_F32, ACT_Q8_32, ACT_Q8_256 = 0, 1, 2
 ACT_OF = {T.F32: ACT_F32, T.F16: ACT_F32, T.BF16: ACT_F32,
-          T.Q4_0: ACT_Q8_32, T.Q4_1: ACT_Q8_32, T.Q8_0: ACT_Q8_32,
+          T.Q4_0: ACT_Q8_32, T.Q4_1: ACT_Q8_32, T.Q5_0: ACT_Q8_32, T.Q5_1: ACT_Q8_32, T.Q8_0: ACT_Q8_32,
           T.Q4_K: ACT_Q8_256, T.Q5_K: ACT_Q8_256, T.Q6_K: ACT_Q8_256}
 N = 512  # elements per test row: 2 K-quant super-blocks, 16 blocks of 32
 
@@ -323,7 +323,7 @@ def test_wrong_sizes_raise(qtype):
             core.dequantize_row(int(qtype), good, n - 1)
 
 
-@pytest.mark.parametrize("type_id", [6, 99, -1, 7, 10])
+@pytest.mark.parametrize("type_id", [99, -1, 10, 20])
 def test_unsupported_type_raises(type_id):
     with pytest.raises(ValueError, match=str(type_id)):
         core.dequantize_row(type_id, np.zeros(22, np.uint8), 32)

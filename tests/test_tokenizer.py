@@ -377,17 +377,3 @@ def test_core_matches_python_corpus(backends):
     for text in CORPUS + ["".join(CORPUS) * 10]:
         assert core.encode(text) == python.encode(text)
 
-
-def test_pre_tokenizer_names_are_the_ones_gguf_files_use():
-    """Files we write must name their pre-tokenizer as other GGUF runtimes expect ("gpt-2", not
-    "gpt2", for the plain GPT-2 pattern), or they refuse to load them."""
-    from edgellama.synthetic import synthetic_source
-    from edgellama.tokenizer_convert import detect_pre_tokenizer
-
-    synthetic = {e.key: e.value for e in synthetic_source("smollm2-135m").metadata}
-    assert synthetic["tokenizer.ggml.pre"] == "gpt-2"
-
-    plain = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
-    assert detect_pre_tokenizer(plain) == "gpt-2"
-    digits = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, plain]}
-    assert detect_pre_tokenizer(digits) == "smollm"

@@ -46,6 +46,8 @@ const Entry kEntries[] = {
     {TensorType::BF16, {"BF16", 1,      2,                 ActFormat::F32,    dequantize_row_bf16, kDotBF16}, vec_dot_bf16_scalar},
     {TensorType::Q4_0, {"Q4_0", kQK32,  sizeof(BlockQ4_0), ActFormat::Q8_32,  dequantize_row_q4_0, kDotQ4_0}, vec_dot_q4_0_scalar},
     {TensorType::Q4_1, {"Q4_1", kQK32,  sizeof(BlockQ4_1), ActFormat::Q8_32,  dequantize_row_q4_1, kDotQ4_1}, vec_dot_q4_1_scalar},
+    {TensorType::Q5_0, {"Q5_0", kQK32,  sizeof(BlockQ5_0), ActFormat::Q8_32,  dequantize_row_q5_0, vec_dot_q5_0_scalar}, vec_dot_q5_0_scalar},
+    {TensorType::Q5_1, {"Q5_1", kQK32,  sizeof(BlockQ5_1), ActFormat::Q8_32,  dequantize_row_q5_1, vec_dot_q5_1_scalar}, vec_dot_q5_1_scalar},
     {TensorType::Q8_0, {"Q8_0", kQK32,  sizeof(BlockQ8_0), ActFormat::Q8_32,  dequantize_row_q8_0, kDotQ8_0}, vec_dot_q8_0_scalar},
     {TensorType::Q4_K, {"Q4_K", kQK256, sizeof(BlockQ4_K), ActFormat::Q8_256, dequantize_row_q4_k, kDotQ4_K}, vec_dot_q4_k_scalar},
     {TensorType::Q5_K, {"Q5_K", kQK256, sizeof(BlockQ5_K), ActFormat::Q8_256, dequantize_row_q5_k, vec_dot_q5_k_scalar}, vec_dot_q5_k_scalar},
