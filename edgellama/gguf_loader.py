@@ -109,9 +109,12 @@ def load_gguf(path) -> GGUFModel:
 
 
 def _tensor_view(t: TensorInfo, mapping: np.memmap) -> TensorView:
-    """A zero-copy view of the tensor's bytes: rows of ne0 elements (F32 as float32, others raw)."""
-    n_rows = int(np.prod(t.dims[1:])) if len(t.dims) > 1 else 1
-    raw = mapping[t.offset:t.offset + t.n_bytes].reshape(n_rows, t.n_bytes // n_rows)
+    """A zero-copy view of the tensor's bytes: 1-D for a vector, else rows of ne0 elements (F32 as
+    float32, other types as raw bytes)."""
+    raw = mapping[t.offset:t.offset + t.n_bytes]
+    if len(t.dims) > 1:
+        n_rows = int(np.prod(t.dims[1:]))
+        raw = raw.reshape(n_rows, t.n_bytes // n_rows)
     data = raw.view(np.float32) if t.type == T.F32 else raw
     return TensorView(t.name, t.type, t.dims, data)
 
