@@ -45,6 +45,7 @@ class TensorInfo:
 class GGUFHeader:
     version: int
     metadata: Dict[str, Any] = field(default_factory=dict)  # decoded values (all, or the keys asked for)
+    value_types: Dict[str, tuple] = field(default_factory=dict)  # key -> (GGUF value type, item type or None)
     tensors: List[TensorInfo] = field(default_factory=list)
     file_size: int = 0
 
@@ -122,13 +123,14 @@ def _parse(c: _Cursor, keys: Optional[FrozenSet[str]]) -> GGUFHeader:
         key = c.string("metadata key")
         value_type = c.u32(f"type of metadata '{key}'")
         decode = keys is None or key in keys or key == "general.alignment"
-        value = _read_value(c, value_type, key, decode)
+        value, item_type = _read_value(c, value_type, key, decode)
         if key == "general.alignment":
             if value_type != 4 or value == 0 or value & (value - 1):
                 c.fail(f"general.alignment {value!r} is not a power of two stored as uint32")
             alignment = value
         if decode and (keys is None or key in keys):
             header.metadata[key] = value
+            header.value_types[key] = (value_type, item_type)
     infos = [_tensor_info(c) for _ in range(n_tensors)]
     data_start = -(-c.pos // alignment) * alignment
     for name, dims, qtype, offset, n_bytes in infos:
@@ -143,14 +145,15 @@ def _parse(c: _Cursor, keys: Optional[FrozenSet[str]]) -> GGUFHeader:
 
 
 def _read_value(c: _Cursor, value_type: int, key: str, decode: bool):
+    """(value or None when not decoded, the item type of an array or None)."""
     what = f"value of metadata '{key}'"
     if value_type in _SCALAR_FORMATS:
         start = c.take(_SCALAR_SIZES[value_type], what)
-        return struct.unpack_from(_SCALAR_FORMATS[value_type], c.buf, start)[0] if decode else None
+        return (struct.unpack_from(_SCALAR_FORMATS[value_type], c.buf, start)[0] if decode else None), None
     if value_type == _STRING:
         n = c.u64(f"length of {what}")
         start = c.take(n, what)
-        return bytes(c.buf[start:start + n]).decode("utf-8", "replace") if decode else None
+        return (bytes(c.buf[start:start + n]).decode("utf-8", "replace") if decode else None), None
     if value_type != _ARRAY:
         c.fail(f"metadata '{key}' has unknown value type {value_type}")
     item_type = c.u32(f"item type of metadata '{key}'")
@@ -158,8 +161,8 @@ def _read_value(c: _Cursor, value_type: int, key: str, decode: bool):
     if item_type in _SCALAR_SIZES:
         start = c.take(count * _SCALAR_SIZES[item_type], f"items of metadata '{key}'")
         if not decode:
-            return None
-        return np.frombuffer(c.buf, dtype=_SCALAR_DTYPES[item_type], count=count, offset=start).tolist()
+            return None, item_type
+        return np.frombuffer(c.buf, dtype=_SCALAR_DTYPES[item_type], count=count, offset=start).tolist(), item_type
     if item_type != _STRING:
         c.fail(f"metadata '{key}' is an array of unsupported item type {item_type}")
     if count * 8 > c.size - c.pos:
@@ -170,7 +173,7 @@ def _read_value(c: _Cursor, value_type: int, key: str, decode: bool):
         start = c.take(n, f"string in metadata '{key}'")
         if decode:
             items.append(bytes(c.buf[start:start + n]).decode("utf-8", "replace"))
-    return items
+    return items, item_type
 
 
 def _tensor_info(c: _Cursor):

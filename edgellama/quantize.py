@@ -28,6 +28,7 @@ import gguf
 from gguf import GGMLQuantizationType as QT, GGUFValueType as VT
 
 from edgellama.errors import InvalidCheckpointError, QuantizeError, UnsupportedModelError
+from edgellama.gguf_header import read_gguf_header
 
 # Output types the command accepts: single types and the two mixes.
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M")
@@ -164,42 +165,37 @@ def _rows_reader(array: np.ndarray, convert: Callable[[np.ndarray], np.ndarray],
 
 
 def gguf_source(path: Path, log: Log = _stderr_log) -> ModelSource:
-    reader = gguf.GGUFReader(path, "r")
-    arch_field = reader.fields.get("general.architecture")
-    arch = arch_field.contents() if arch_field is not None else None
+    header = read_gguf_header(path)  # bounded and fast, also for 128k-token vocabularies
+    arch = header.metadata.get("general.architecture")
     if arch != "llama":
         raise UnsupportedModelError(path, f"architecture {arch!r} is not supported (edgellama exports 'llama')")
     skip = {"general.architecture", "general.file_type", "general.quantization_version", "general.alignment"}
     metadata: List[MetaEntry] = []
-    for key, f in reader.fields.items():
-        if key in skip or key.startswith("GGUF."):
+    for key, value in header.metadata.items():
+        if key in skip:
             continue
-        vtype = VT(f.types[0])
-        sub = VT(f.types[-1]) if vtype == VT.ARRAY and len(f.types) > 1 else None
-        if vtype == VT.ARRAY and len(f.types) > 2:
-            log(f"note: dropping nested-array metadata key {key}")
-            continue
-        metadata.append(MetaEntry(key, f.contents(), vtype, sub))
-    n_layer = int(reader.fields["llama.block_count"].contents()) if "llama.block_count" in reader.fields else 0
+        vtype, item_type = header.value_types[key]
+        metadata.append(MetaEntry(key, value, VT(vtype), VT(item_type) if item_type is not None else None))
+    n_layer = int(header.metadata.get("llama.block_count", 0))
+    mapping = np.memmap(path, dtype=np.uint8, mode="r")
     tensors = []
     quantized = set()
-    for t in reader.tensors:
-        qtype = QT(int(t.tensor_type))
-        dims = tuple(int(d) for d in t.shape)  # GGUF order, ne0 first
+    for t in header.tensors:
+        qtype = QT(int(t.type))
+        dims = tuple(int(d) for d in t.dims)  # GGUF order, ne0 first
         shape = tuple(reversed(dims))
-        cols = dims[0]
         rows = int(np.prod(dims[1:])) if len(dims) > 1 else 1
         if qtype not in (QT.F32, QT.F16, QT.BF16):
             quantized.add(qtype.name)
-        raw = t.data.view(np.uint8).reshape(rows, -1)
+        raw = mapping[t.offset:t.offset + t.n_bytes].reshape(rows, -1)
 
         def convert(part, qtype=qtype):
             return gguf.quants.dequantize(np.ascontiguousarray(part), qtype)
 
         tensors.append(SourceTensor(t.name, shape, _rows_reader(raw, convert), qtype.name,
-                                    release=lambda: drop_mapped_pages(reader.data)))
+                                    release=lambda: drop_mapped_pages(mapping)))
     source = ModelSource(f"GGUF {path}", metadata, tensors, n_layer)
-    source._reader = reader  # keeps the mapping alive
+    source._reader = mapping  # keeps the mapping alive
     if quantized:
         source.quantized_from = "/".join(sorted(quantized))
     return source
