@@ -95,6 +95,12 @@ struct Q8_0Pair {
 
 inline float hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
 
+// Software prefetch distance along each weight row. Decode streams every weight once per token and
+// the hardware prefetcher alone leaves this loop waiting on memory (measured on SmolLM2-135M Q4_1,
+// 1 thread: 1.5 KiB ahead 81 tok/s, 3 KiB 94, 6 KiB 100, 12 KiB no better). Tile rows are
+// contiguous in the matrix, so reaching past a row's end prefetches the next tiles' rows.
+constexpr int kPrefetchBytes = 6144;
+
 template <class F, int T>
 struct TileState {
     __m512 acc[kTileRows][T];
@@ -108,6 +114,8 @@ template <class F, int T, bool kSingle>
 inline void tile_step(TileState<F, T>& s, const typename F::Block* const* rows, const BlockQ8Act32* const* acts,
                       int64_t b0, int64_t b1) {
     const __m512 halves = tile_halves(rows, b0, b1);
+    for (int r = 0; r < kTileRows; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(&rows[r][b0]) + kPrefetchBytes, _MM_HINT_T0);
     __m512i codes[kTileRows], neg_code_sums[kTileRows];
     for (int r = 0; r < kTileRows; ++r) {
         codes[r] = F::codes(rows[r][b0], rows[r][b1]);
