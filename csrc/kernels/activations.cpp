@@ -10,6 +10,10 @@
 #include <stdexcept>
 #include <string>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace edgellama {
 namespace {
 
@@ -27,8 +31,20 @@ inline float quantize_block_i8(const float* x, int8_t* q, int len) {
         std::memset(q, 0, static_cast<size_t>(len));
         return 0.0f;
     }
-#pragma omp simd
-    for (int j = 0; j < len; ++j) {
+    int j = 0;
+#if defined(__AVX512F__)
+    // The compiler leaves the clamped rounding below scalar (a branchy loop, ~5% of a decode). The
+    // same operations 16 at a time: IEEE division, round in the current mode like nearbyint, clamp,
+    // then an exact conversion of the integral value; the codes are bitwise those of the loop.
+    const __m512 dv = _mm512_set1_ps(d), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    for (; j + 16 <= len; j += 16) {
+        const __m512 r = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + j), dv),
+                                              _MM_FROUND_CUR_DIRECTION | _MM_FROUND_NO_EXC);
+        const __m512i codes = _mm512_cvttps_epi32(_mm512_min_ps(hi, _mm512_max_ps(lo, r)));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm512_cvtepi32_epi8(codes));
+    }
+#endif
+    for (; j < len; ++j) {
         const float r = std::nearbyint(x[j] / d);
         q[j] = static_cast<int8_t>(std::min(127.0f, std::max(-127.0f, r)));
     }
