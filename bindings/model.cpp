@@ -23,27 +23,12 @@ std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& t
     return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads);
 }
 
-py::array_t<float> forward(LlamaModel& model, py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens,
-                           bool all_logits) {
-    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
-    const int64_t n = tokens.shape(0);
-    const int64_t n_vocab = model.config().n_vocab;
-    py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab}) : py::array_t<float>({n_vocab});
-    const int32_t* ids = tokens.data();
-    float* out = logits.mutable_data();
-    {
-        py::gil_scoped_release release;
-        model.forward(ids, n, out, all_logits);
-    }
-    return logits;
-}
-
 }  // namespace
 
 void bind_model(py::module_& m) {
     py::class_<LlamaModel>(m, "LlamaModel")
         .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"))
-        .def("forward", &forward, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &LlamaModel::truncate, py::arg("n"))
         .def("reset", &LlamaModel::reset)
         .def_property_readonly("n_past", &LlamaModel::n_past)

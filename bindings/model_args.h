@@ -3,10 +3,12 @@
 // module (_cuda), header-only so each module compiles it on its own.
 #pragma once
 
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 
@@ -38,6 +40,26 @@ inline TensorMap tensors_from_dict(const pybind11::dict& d) {
             TensorRef{reinterpret_cast<const void*>(std::get<0>(t)), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
     }
     return map;
+}
+
+// Runs engine.forward (the CPU LlamaModel or the GPU engine: same signature) on a 1-D token array
+// with the GIL released; returns logits [n_vocab], or [n_tokens][n_vocab] when all_logits.
+template <class Engine>
+pybind11::array_t<float> forward_to_numpy(
+    Engine& engine, pybind11::array_t<int32_t, pybind11::array::c_style | pybind11::array::forcecast> tokens,
+    bool all_logits) {
+    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
+    const int64_t n = tokens.shape(0);
+    const int64_t n_vocab = engine.config().n_vocab;
+    pybind11::array_t<float> logits =
+        all_logits ? pybind11::array_t<float>({n, n_vocab}) : pybind11::array_t<float>({n_vocab});
+    const int32_t* ids = tokens.data();
+    float* out = logits.mutable_data();
+    {
+        pybind11::gil_scoped_release release;
+        engine.forward(ids, n, out, all_logits);
+    }
+    return logits;
 }
 
 }  // namespace edgellama::bindings

@@ -36,21 +36,6 @@ std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dic
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device);
 }
 
-py::array_t<float> forward(CudaLlamaModel& model,
-                           py::array_t<int32_t, py::array::c_style | py::array::forcecast> tokens, bool all_logits) {
-    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
-    const int64_t n = tokens.shape(0);
-    const int64_t n_vocab = model.config().n_vocab;
-    py::array_t<float> logits = all_logits ? py::array_t<float>({n, n_vocab}) : py::array_t<float>({n_vocab});
-    const int32_t* ids = tokens.data();
-    float* out = logits.mutable_data();
-    {
-        py::gil_scoped_release release;
-        model.forward(ids, n, out, all_logits);
-    }
-    return logits;
-}
-
 // Copies the row into a 16-byte aligned buffer, as device rows are, before decoding.
 py::array_t<float> decode_row_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& row, int64_t n) {
     std::vector<uint4_words> aligned((row.size() + 15) / 16);
@@ -93,7 +78,7 @@ PYBIND11_MODULE(_cuda, m) {
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("device") = 0)
-        .def("forward", &b::forward, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
         .def_property_readonly("n_past", &CudaLlamaModel::n_past)

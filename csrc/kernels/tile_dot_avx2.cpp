@@ -10,36 +10,19 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
+#include "csrc/kernels/simd_avx2.h"
+
 #include "csrc/kernels/float_convert.h"
 #include "quantize/block_formats.h"
 
 namespace edgellama {
 namespace {
 
-inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+using simd::dot_u8s8;
+using simd::hsum_ps;
+using simd::load32;
 
-// 8 int32 partial sums of u[i] * s[i] (u unsigned bytes, s signed bytes).
-inline __m256i dot_u8s8(__m256i u, __m256i s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
-}
-
-inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// 32 nibbles of a block in element order: low nibbles (elements 0..15), then high (16..31).
-inline __m256i unpack_nibbles(const uint8_t* qs) {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-    const __m128i mask = _mm_set1_epi8(0x0f);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), _mm_and_si128(packed, mask));
-}
+inline __m256i unpack_nibbles(const uint8_t* qs) { return simd::unpack_nibbles32(qs); }
 
 // Per-format access to one weight block: unsigned or signed codes, scale, min.
 struct Q4_0Codes {

@@ -1,0 +1,51 @@
+// Small AVX2 building blocks shared by the vec_dot kernels (quant_avx2.cpp) and the tiled dots
+// (tile_dot_avx2.cpp). Include only under `#if defined(__AVX2__)`.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace edgellama::simd {
+
+inline float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+inline int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// 8 int32 partial sums of u[i] * s[i] (u unsigned bytes, s signed bytes): one VNNI instruction
+// where the CPU has it.
+inline __m256i dot_u8s8(__m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
+// 8 int32 partial sums of x[i] * y[i] for signed bytes: x's sign moves onto y (x is never -128
+// for our weights; even so |x| = 128 read as unsigned stays correct).
+inline __m256i dot_s8s8(__m256i x, __m256i y) {
+    return dot_u8s8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+}
+
+// The 32 4-bit codes of a 32-element block in element order: low nibbles (elements 0..15), then
+// high nibbles (16..31).
+inline __m256i unpack_nibbles32(const uint8_t* qs) {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), mask), _mm_and_si128(packed, mask));
+}
+
+inline __m256i load32(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+}  // namespace edgellama::simd
