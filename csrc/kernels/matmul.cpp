@@ -10,6 +10,13 @@ uint8_t* ActivationBuffer::reserve(ActFormat format, int64_t n_tokens, int64_t c
     return bytes_.data();
 }
 
+uint8_t* ActivationBuffer::reserve_packed(int64_t n_tokens, size_t row_bytes) {
+    const size_t needed = row_bytes * static_cast<size_t>(n_tokens) + 64;
+    if (packed_.size() < needed) packed_.resize(needed);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(packed_.data());
+    return packed_.data() + ((64 - base % 64) % 64);
+}
+
 namespace {
 
 // Quantizes each token's activation row into the weight type's dot-product format.
@@ -54,8 +61,8 @@ constexpr size_t kL1ActivationBytes = 24 * 1024;
 constexpr size_t kL2WeightBytes = 256 * 1024;
 
 // Tiles of kTileRows rows starting at row_begin, over all n_tokens tokens.
-void rows_by_tiles(const WeightMatrix& w, int64_t row_begin, int64_t n_tiles, const uint8_t* act_rows,
-                   size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+void rows_by_tiles(const WeightMatrix& w, TileDotFn tile_dot, int64_t row_begin, int64_t n_tiles,
+                   const uint8_t* act_rows, size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
     const int64_t tok_chunk = std::max<int64_t>(kTileTokens, kL1ActivationBytes / act_stride / kTileTokens * kTileTokens);
     const int64_t tile_chunk = std::max<int64_t>(1, kL2WeightBytes / (kTileRows * w.row_bytes));
     for (int64_t tile0 = 0; tile0 < n_tiles; tile0 += tile_chunk) {
@@ -66,7 +73,7 @@ void rows_by_tiles(const WeightMatrix& w, int64_t row_begin, int64_t n_tiles, co
                 const int64_t r = row_begin + tile * kTileRows;
                 for (int64_t t = tok0; t < tok1; t += kTileTokens) {
                     const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, tok1 - t));
-                    w.tile_dot(w.cols, w.row(r), w.row_bytes, act_rows + t * act_stride, act_stride, n_tok,
+                    tile_dot(w.cols, w.row(r), w.row_bytes, act_rows + t * act_stride, act_stride, n_tok,
                                y + t * y_stride + r, y_stride);
                 }
             }
@@ -86,6 +93,30 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
     } else {
         act_rows = quantize_activations(pool, act, w, x, x_stride, n_tokens, act_stride);
     }
+    // The tiles' activations: prepacked once here for all tiles when the kernel has that form.
+    TileDotFn tile_dot = w.tile_dot;
+    const uint8_t* tile_act = act_rows;
+    size_t tile_act_stride = act_stride;
+    if (w.tile_packed.dot != nullptr && w.traits->act_format != ActFormat::F32) {
+        tile_dot = w.tile_packed.dot;
+        tile_act_stride = tile_packed_row_bytes(w.cols);
+        uint8_t* packed = act.reserve_packed(n_tokens, tile_act_stride);
+        tile_act = packed;
+        auto pack_range = [&](int64_t begin, int64_t end) {
+            for (int64_t t = begin; t < end; ++t) {
+                w.tile_packed.pack(w.cols, act_rows + t * act_stride, packed + t * tile_act_stride);
+            }
+        };
+        if (n_tokens == 1) {
+            pack_range(0, 1);
+        } else {
+            pool.run([&](int ith, int nth) {
+                int64_t begin, end;
+                split_range(n_tokens, ith, nth, begin, end);
+                pack_range(begin, end);
+            });
+        }
+    }
     pool.run([&](int ith, int nth) {
         if (w.tile_dot == nullptr) {
             int64_t row_begin, row_end;
@@ -96,7 +127,8 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
         // Threads split whole tiles; the last thread also takes the rows left over.
         int64_t tile_begin, tile_end;
         split_range(w.rows / kTileRows, ith, nth, tile_begin, tile_end);
-        rows_by_tiles(w, tile_begin * kTileRows, tile_end - tile_begin, act_rows, act_stride, n_tokens, y, y_stride);
+        rows_by_tiles(w, tile_dot, tile_begin * kTileRows, tile_end - tile_begin, tile_act, tile_act_stride, n_tokens,
+                      y, y_stride);
         if (ith == nth - 1) {
             const int64_t tail = w.rows / kTileRows * kTileRows;
             rows_by_vec_dot(w, tail, w.rows, act_rows, act_stride, n_tokens, y, y_stride);
