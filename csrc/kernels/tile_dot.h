@@ -39,6 +39,12 @@ TileDotFn find_tile_dot_avx2(int32_t type_id);
 struct TilePacked {
     void (*pack)(int64_t n, const uint8_t* act_row, uint8_t* packed) = nullptr;
     TileDotFn dot = nullptr;
+    // Optional, for many tokens per tile: pack_weights turns kTileRows rows (w_stride bytes apart)
+    // into weight_pair_bytes per block pair (64-byte aligned dst); dot_packed_weights takes such a
+    // tile as w (w_stride unused) with packed activations and computes exactly what `dot` does.
+    void (*pack_weights)(int64_t n, const uint8_t* w, size_t w_stride, uint8_t* packed) = nullptr;
+    TileDotFn dot_packed_weights = nullptr;
+    size_t weight_pair_bytes = 0;
 };
 inline size_t tile_packed_row_bytes(int64_t n) { return static_cast<size_t>((n / 32 + 1) / 2) * (64 + 64 + 32); }
 TilePacked find_tile_packed(int32_t type_id);
