@@ -14,9 +14,12 @@ class ActivationBuffer {
 public:
     // Makes room for n_tokens rows of `cols` values in `format` (grows, never shrinks).
     uint8_t* reserve(ActFormat format, int64_t n_tokens, int64_t cols);
+    // Room for n_tokens rows of `row_bytes` prepacked bytes, 64-byte aligned.
+    uint8_t* reserve_packed(int64_t n_tokens, size_t row_bytes);
 
 private:
     std::vector<uint8_t> bytes_;
+    std::vector<uint8_t> packed_;
 };
 
 // x: [n_tokens] rows of w.cols floats, row stride x_stride.

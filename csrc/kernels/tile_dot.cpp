@@ -8,4 +8,6 @@ TileDotFn find_tile_dot(int32_t type_id) {
     return find_tile_dot_avx2(type_id);
 }
 
+TilePacked find_tile_packed(int32_t type_id) { return find_tile_packed_avx512(type_id); }
+
 }  // namespace edgellama

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <vector>
 
 #include "csrc/kernels/float_convert.h"
 #include "csrc/kernels/type_traits.h"
@@ -110,9 +111,47 @@ struct TileState {
 // One step over blocks b0 and b1 of every tile row. kSingle: b1 == b0 is the odd last block; its
 // second half is zeroed (codes, activation scale and sum), so it adds exactly nothing. The
 // arithmetic per (row, token) does not depend on T.
+// A token's packed activations (see TilePacked in tile_dot.h).
+struct PackedAct {
+    const uint8_t* codes;  // 64 bytes per pair
+    const float* scales;   // 16 per pair
+    const float* sums;     // 8 per pair
+};
+
+inline PackedAct packed_act(const uint8_t* row, int64_t n) {
+    const int64_t n_pairs = (n / kQK32 + 1) / 2;
+    return {row, reinterpret_cast<const float*>(row + n_pairs * 64),
+            reinterpret_cast<const float*>(row + n_pairs * 128)};
+}
+
+template <bool kSigned>
+void pack_act_row(int64_t n, const uint8_t* act_row, uint8_t* packed) {
+    const auto* blocks = reinterpret_cast<const BlockQ8Act32*>(act_row);
+    const int64_t n_blocks = n / kQK32;
+    const int64_t n_pairs = (n_blocks + 1) / 2;
+    uint8_t* codes = packed;
+    float* scales = reinterpret_cast<float*>(packed + n_pairs * 64);
+    float* sums = reinterpret_cast<float*>(packed + n_pairs * 128);
+    for (int64_t p = 0; p < n_pairs; ++p) {
+        const BlockQ8Act32& a0 = blocks[2 * p];
+        const bool single = 2 * p + 1 >= n_blocks;
+        const BlockQ8Act32& a1 = single ? a0 : blocks[2 * p + 1];
+        __m512i a_codes = load_two(a0.qs, a1.qs);
+        if constexpr (kSigned) a_codes = _mm512_xor_si512(a_codes, _mm512_set1_epi8(static_cast<char>(0x80)));
+        _mm512_storeu_si512(codes + p * 64, a_codes);
+        const float d1 = single ? 0.0f : a1.d, sum1 = single ? 0.0f : a1.sum;
+        _mm512_storeu_ps(scales + p * 16, _mm512_insertf32x8(_mm512_set1_ps(a0.d), _mm256_set1_ps(d1), 1));
+        _mm256_storeu_ps(sums + p * 8, _mm256_insertf128_ps(_mm256_set1_ps(a0.sum), _mm_set1_ps(sum1), 1));
+    }
+}
+
+// One step over blocks b0 and b1 (pair p) of every tile row. kSingle: b1 == b0 is the odd last
+// block; its second half is zeroed (weight codes here, activation scale and sum in the packing),
+// so it adds exactly nothing. The arithmetic per (row, token) does not depend on T.
 template <class F, int T, bool kSingle>
-inline void tile_step(TileState<F, T>& s, const typename F::Block* const* rows, const BlockQ8Act32* const* acts,
+inline void tile_step(TileState<F, T>& s, const typename F::Block* const* rows, const PackedAct* acts,
                       int64_t b0, int64_t b1) {
+    const int64_t p = b0 / 2;
     const __m512 halves = tile_halves(rows, b0, b1);
     for (int r = 0; r < kTileRows; ++r)
         _mm_prefetch(reinterpret_cast<const char*>(&rows[r][b0]) + kPrefetchBytes, _MM_HINT_T0);
@@ -129,12 +168,8 @@ inline void tile_step(TileState<F, T>& s, const typename F::Block* const* rows, 
     }
     const __m256 mins = F::mins(halves);
     for (int t = 0; t < T; ++t) {
-        const BlockQ8Act32& a0 = acts[t][b0];
-        const BlockQ8Act32& a1 = acts[t][b1];
-        __m512i a_codes = load_two(a0.qs, a1.qs);
-        if constexpr (F::kSigned) a_codes = _mm512_xor_si512(a_codes, _mm512_set1_epi8(static_cast<char>(0x80)));
-        const float d1 = kSingle ? 0.0f : a1.d, sum1 = kSingle ? 0.0f : a1.sum;
-        const __m512 a_scale = _mm512_insertf32x8(_mm512_set1_ps(a0.d), _mm256_set1_ps(d1), 1);
+        const __m512i a_codes = _mm512_loadu_si512(acts[t].codes + p * 64);
+        const __m512 a_scale = _mm512_loadu_ps(acts[t].scales + p * 16);
         for (int r = 0; r < kTileRows; ++r) {
             __m512i isum;
             if constexpr (F::kSigned) {
@@ -146,8 +181,7 @@ inline void tile_step(TileState<F, T>& s, const typename F::Block* const* rows, 
             s.acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, s.acc[r][t]);
         }
         if constexpr (F::kHasMin) {
-            const __m256 sums = _mm256_insertf128_ps(_mm256_set1_ps(a0.sum), _mm_set1_ps(sum1), 1);
-            s.min_acc[t] = _mm256_fmadd_ps(mins, sums, s.min_acc[t]);
+            s.min_acc[t] = _mm256_fmadd_ps(mins, _mm256_loadu_ps(acts[t].sums + p * 8), s.min_acc[t]);
         }
     }
 }
@@ -158,8 +192,8 @@ void tile_dot_pairs(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t*
     using Block = typename F::Block;
     const Block* rows[kTileRows];
     for (int r = 0; r < kTileRows; ++r) rows[r] = reinterpret_cast<const Block*>(w + r * w_stride);
-    const BlockQ8Act32* acts[T];
-    for (int t = 0; t < T; ++t) acts[t] = reinterpret_cast<const BlockQ8Act32*>(act + t * act_stride);
+    PackedAct acts[T];
+    for (int t = 0; t < T; ++t) acts[t] = packed_act(act + t * act_stride, n);
 
     TileState<F, T> s;
     for (int t = 0; t < T; ++t) {
@@ -178,14 +212,130 @@ void tile_dot_pairs(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t*
 }
 
 template <class F>
-void tile_dot_dispatch(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
-                       int n_tok, float* out, int64_t out_stride) {
+void tile_dot_packed(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
+                     int n_tok, float* out, int64_t out_stride) {
     switch (n_tok) {
         case 1: return tile_dot_pairs<F, 1>(n, w, w_stride, act, act_stride, out, out_stride);
         case 2: return tile_dot_pairs<F, 2>(n, w, w_stride, act, act_stride, out, out_stride);
         case 3: return tile_dot_pairs<F, 3>(n, w, w_stride, act, act_stride, out, out_stride);
         default: return tile_dot_pairs<F, 4>(n, w, w_stride, act, act_stride, out, out_stride);
     }
+}
+
+// Prepacked weights: one 4-row tile's per-pair vectors, exactly the values tile_step builds, so a
+// prefill that reuses a tile for many tokens builds them once. Per pair: codes[kTileRows] (second
+// half zeroed for the odd last block), row scales[kTileRows], mins, and for signed codes the
+// -128·Σw start values.
+template <class F>
+struct PackedWeightPair {
+    __m512i codes[kTileRows];
+    __m512 row_scales[kTileRows];
+    __m512i neg_code_sums[F::kSigned ? kTileRows : 1];
+    __m256 mins;
+    __m256 pad;
+};
+
+template <class F, bool kSingle>
+inline void pack_weight_pair(const typename F::Block* const* rows, int64_t b0, int64_t b1, PackedWeightPair<F>& dst) {
+    const __m512 halves = tile_halves(rows, b0, b1);
+    for (int r = 0; r < kTileRows; ++r) {
+        __m512i codes = F::codes(rows[r][b0], rows[r][b1]);
+        if constexpr (kSingle) codes = _mm512_zextsi256_si512(_mm512_castsi512_si256(codes));
+        _mm512_store_si512(&dst.codes[r], codes);
+        if constexpr (F::kSigned) {
+            _mm512_store_si512(&dst.neg_code_sums[r],
+                               _mm512_sub_epi32(_mm512_setzero_si512(),
+                                                _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                                                    _mm512_set1_epi8(static_cast<char>(0x80)), codes)));
+        }
+        _mm512_store_ps(&dst.row_scales[r], row_scale(halves, r));
+    }
+    _mm256_store_ps(reinterpret_cast<float*>(&dst.mins), F::mins(halves));
+}
+
+template <class F>
+void pack_weight_tile(int64_t n, const uint8_t* w, size_t w_stride, uint8_t* packed) {
+    using Block = typename F::Block;
+    const Block* rows[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) rows[r] = reinterpret_cast<const Block*>(w + r * w_stride);
+    auto* dst = reinterpret_cast<PackedWeightPair<F>*>(packed);
+    const int64_t n_blocks = n / kQK32;
+    for (int64_t b = 0; b + 1 < n_blocks; b += 2) pack_weight_pair<F, false>(rows, b, b + 1, dst[b / 2]);
+    if (n_blocks % 2 != 0) pack_weight_pair<F, true>(rows, n_blocks - 1, n_blocks - 1, dst[n_blocks / 2]);
+}
+
+template <class F, int T>
+void tile_dot_pw(int64_t n, const uint8_t* w, const uint8_t* act, size_t act_stride, float* out, int64_t out_stride) {
+    const auto* pw = reinterpret_cast<const PackedWeightPair<F>*>(w);
+    PackedAct acts[T];
+    for (int t = 0; t < T; ++t) acts[t] = packed_act(act + t * act_stride, n);
+    TileState<F, T> s;
+    for (int t = 0; t < T; ++t) {
+        s.min_acc[t] = _mm256_setzero_ps();
+        for (int r = 0; r < kTileRows; ++r) s.acc[r][t] = _mm512_setzero_ps();
+    }
+    const int64_t n_pairs = (n / kQK32 + 1) / 2;
+    for (int64_t p = 0; p < n_pairs; ++p) {
+        const PackedWeightPair<F>& q = pw[p];
+        __m512i codes[kTileRows];
+        for (int r = 0; r < kTileRows; ++r) codes[r] = _mm512_load_si512(&q.codes[r]);
+        for (int t = 0; t < T; ++t) {
+            const __m512i a_codes = _mm512_loadu_si512(acts[t].codes + p * 64);
+            const __m512 a_scale = _mm512_loadu_ps(acts[t].scales + p * 16);
+            for (int r = 0; r < kTileRows; ++r) {
+                __m512i isum;
+                if constexpr (F::kSigned) {
+                    isum = _mm512_dpbusd_epi32(_mm512_load_si512(&q.neg_code_sums[r]), a_codes, codes[r]);
+                } else {
+                    isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), codes[r], a_codes);
+                }
+                const __m512 scale = _mm512_mul_ps(_mm512_load_ps(reinterpret_cast<const float*>(&q.row_scales[r])), a_scale);
+                s.acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, s.acc[r][t]);
+            }
+            if constexpr (F::kHasMin) {
+                s.min_acc[t] = _mm256_fmadd_ps(_mm256_load_ps(reinterpret_cast<const float*>(&q.mins)),
+                                               _mm256_loadu_ps(acts[t].sums + p * 8), s.min_acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        alignas(16) float mins[kTileRows];
+        _mm_store_ps(mins, _mm_add_ps(_mm256_castps256_ps128(s.min_acc[t]), _mm256_extractf128_ps(s.min_acc[t], 1)));
+        for (int r = 0; r < kTileRows; ++r) out[t * out_stride + r] = hsum512(s.acc[r][t]) + mins[r];
+    }
+}
+
+template <class F>
+void tile_dot_pw_dispatch(int64_t n, const uint8_t* w, size_t, const uint8_t* act, size_t act_stride, int n_tok,
+                          float* out, int64_t out_stride) {
+    switch (n_tok) {
+        case 1: return tile_dot_pw<F, 1>(n, w, act, act_stride, out, out_stride);
+        case 2: return tile_dot_pw<F, 2>(n, w, act, act_stride, out, out_stride);
+        case 3: return tile_dot_pw<F, 3>(n, w, act, act_stride, out, out_stride);
+        default: return tile_dot_pw<F, 4>(n, w, act, act_stride, out, out_stride);
+    }
+}
+
+template <class F>
+TilePacked packed_fns() {
+    TilePacked p;
+    p.pack = pack_act_row<F::kSigned>;
+    p.dot = tile_dot_packed<F>;
+    p.pack_weights = pack_weight_tile<F>;
+    p.dot_packed_weights = tile_dot_pw_dispatch<F>;
+    p.weight_pair_bytes = sizeof(PackedWeightPair<F>);
+    return p;
+}
+
+// Unpacked activations (BlockQ8Act32 rows): packs this call's tokens, then runs the packed kernel.
+template <class F>
+void tile_dot_dispatch(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
+                       int n_tok, float* out, int64_t out_stride) {
+    thread_local std::vector<uint8_t> packed;
+    const size_t row_bytes = tile_packed_row_bytes(n);
+    if (packed.size() < row_bytes * n_tok) packed.resize(row_bytes * n_tok);
+    for (int t = 0; t < n_tok; ++t) pack_act_row<F::kSigned>(n, act + t * act_stride, packed.data() + t * row_bytes);
+    tile_dot_packed<F>(n, w, w_stride, packed.data(), row_bytes, n_tok, out, out_stride);
 }
 
 }  // namespace
@@ -199,12 +349,22 @@ TileDotFn find_tile_dot_avx512(int32_t type_id) {
     }
 }
 
+TilePacked find_tile_packed_avx512(int32_t type_id) {
+    switch (static_cast<TensorType>(type_id)) {
+        case TensorType::Q4_0: return packed_fns<Q4_0Pair>();
+        case TensorType::Q4_1: return packed_fns<Q4_1Pair>();
+        case TensorType::Q8_0: return packed_fns<Q8_0Pair>();
+        default: return {};
+    }
+}
+
 }  // namespace edgellama
 
 #else
 
 namespace edgellama {
 TileDotFn find_tile_dot_avx512(int32_t) { return nullptr; }
+TilePacked find_tile_packed_avx512(int32_t) { return {}; }
 }  // namespace edgellama
 
 #endif

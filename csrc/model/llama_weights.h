@@ -32,6 +32,7 @@ struct WeightMatrix {
     const TypeTraits* traits = nullptr;
     size_t row_bytes = 0;
     TileDotFn tile_dot = nullptr;  // register-tiled kernel for this type, when the build has one
+    TilePacked tile_packed;        // the same kernel on activations prepacked once per matmul, when available
 
     const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
