@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace edgellama {
 
@@ -19,6 +20,19 @@ constexpr int kTileTokens = 4;
 // type's activation format, act_stride bytes apart; n elements per row.
 using TileDotFn = void (*)(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
                            int n_tok, float* out, int64_t out_stride);
+
+// Calls kernel(std::integral_constant<int, T>{}) with T = n_tok as a compile-time constant, so each
+// token count runs its own fully unrolled instantiation.
+template <class Kernel>
+inline void with_token_count(int n_tok, Kernel&& kernel) {
+    static_assert(kTileTokens == 4, "with_token_count spells out the token counts 1..4");
+    switch (n_tok) {
+        case 1: return kernel(std::integral_constant<int, 1>{});
+        case 2: return kernel(std::integral_constant<int, 2>{});
+        case 3: return kernel(std::integral_constant<int, 3>{});
+        default: return kernel(std::integral_constant<int, 4>{});
+    }
+}
 
 // The widest tiled kernel this build has for the type; nullptr when none (matmul then uses
 // vec_dot row by row).

@@ -101,12 +101,9 @@ void tile_dot_32(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* ac
 template <class F>
 void tile_dot_dispatch(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
                        int n_tok, float* out, int64_t out_stride) {
-    switch (n_tok) {
-        case 1: return tile_dot_32<F, 1>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 2: return tile_dot_32<F, 2>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 3: return tile_dot_32<F, 3>(n, w, w_stride, act, act_stride, out, out_stride);
-        default: return tile_dot_32<F, 4>(n, w, w_stride, act, act_stride, out, out_stride);
-    }
+    with_token_count(n_tok, [&](auto t) {
+        tile_dot_32<F, decltype(t)::value>(n, w, w_stride, act, act_stride, out, out_stride);
+    });
 }
 
 }  // namespace

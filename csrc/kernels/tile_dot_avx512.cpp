@@ -214,12 +214,9 @@ void tile_dot_pairs(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t*
 template <class F>
 void tile_dot_packed(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
                      int n_tok, float* out, int64_t out_stride) {
-    switch (n_tok) {
-        case 1: return tile_dot_pairs<F, 1>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 2: return tile_dot_pairs<F, 2>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 3: return tile_dot_pairs<F, 3>(n, w, w_stride, act, act_stride, out, out_stride);
-        default: return tile_dot_pairs<F, 4>(n, w, w_stride, act, act_stride, out, out_stride);
-    }
+    with_token_count(n_tok, [&](auto t) {
+        tile_dot_pairs<F, decltype(t)::value>(n, w, w_stride, act, act_stride, out, out_stride);
+    });
 }
 
 // Prepacked weights: one 4-row tile's per-pair vectors, exactly the values tile_step builds, so a
@@ -308,12 +305,9 @@ void tile_dot_pw(int64_t n, const uint8_t* w, const uint8_t* act, size_t act_str
 template <class F>
 void tile_dot_pw_dispatch(int64_t n, const uint8_t* w, size_t, const uint8_t* act, size_t act_stride, int n_tok,
                           float* out, int64_t out_stride) {
-    switch (n_tok) {
-        case 1: return tile_dot_pw<F, 1>(n, w, act, act_stride, out, out_stride);
-        case 2: return tile_dot_pw<F, 2>(n, w, act, act_stride, out, out_stride);
-        case 3: return tile_dot_pw<F, 3>(n, w, act, act_stride, out, out_stride);
-        default: return tile_dot_pw<F, 4>(n, w, act, act_stride, out, out_stride);
-    }
+    with_token_count(n_tok, [&](auto t) {
+        tile_dot_pw<F, decltype(t)::value>(n, w, act, act_stride, out, out_stride);
+    });
 }
 
 template <class F>

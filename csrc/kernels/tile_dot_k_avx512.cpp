@@ -319,22 +319,16 @@ void tile_dot_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* 
 template <class F>
 void dispatch_scaled_mins(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride,
                           int n_tok, float* out, int64_t out_stride) {
-    switch (n_tok) {
-        case 1: return tile_dot_scaled_mins<F, 1>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 2: return tile_dot_scaled_mins<F, 2>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 3: return tile_dot_scaled_mins<F, 3>(n, w, w_stride, act, act_stride, out, out_stride);
-        default: return tile_dot_scaled_mins<F, 4>(n, w, w_stride, act, act_stride, out, out_stride);
-    }
+    with_token_count(n_tok, [&](auto t) {
+        tile_dot_scaled_mins<F, decltype(t)::value>(n, w, w_stride, act, act_stride, out, out_stride);
+    });
 }
 
 void dispatch_q6_k(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t* act, size_t act_stride, int n_tok,
                    float* out, int64_t out_stride) {
-    switch (n_tok) {
-        case 1: return tile_dot_q6_k<1>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 2: return tile_dot_q6_k<2>(n, w, w_stride, act, act_stride, out, out_stride);
-        case 3: return tile_dot_q6_k<3>(n, w, w_stride, act, act_stride, out, out_stride);
-        default: return tile_dot_q6_k<4>(n, w, w_stride, act, act_stride, out, out_stride);
-    }
+    with_token_count(n_tok, [&](auto t) {
+        tile_dot_q6_k<decltype(t)::value>(n, w, w_stride, act, act_stride, out, out_stride);
+    });
 }
 
 }  // namespace
