@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 from tokenizers import AddedToken, decoders, models, pre_tokenizers  # noqa: E402
 
 from edgellama.errors import EdgellamaError  # noqa: E402
-from tokenizer_corpus import ANY_TEXT, CORPUS  # noqa: E402
+from tokenizer_corpus import ANY_TEXT, CORPUS, stream  # noqa: E402
 from edgellama.tokenizer import (  # noqa: E402
     BYTE_TO_CHAR,
     PRE_TOKENIZERS,
@@ -297,13 +297,6 @@ def test_decode_invalid_utf8_replaced(tok):
 
 
 # -- streaming decode ----------------------------------------------------------------------------
-
-
-def stream(tok, ids, **kw):
-    dec = StreamDecoder(tok, **kw)
-    pieces = [dec.push(i) for i in ids]
-    pieces.append(dec.flush())
-    return pieces
 
 
 @pytest.mark.parametrize("text", CORPUS)

@@ -9,9 +9,9 @@ hf = pytest.importorskip("tokenizers")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edgellama.tokenizer import StreamDecoder, Tokenizer, TokenizerError  # noqa: E402
+from edgellama.tokenizer import Tokenizer, TokenizerError  # noqa: E402
 from edgellama.tokenizer_convert import tokenizer_metadata_from_hf  # noqa: E402
-from tokenizer_corpus import ANY_TEXT, CORPUS  # noqa: E402
+from tokenizer_corpus import ANY_TEXT, CORPUS, stream  # noqa: E402
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -132,13 +132,6 @@ def test_decode_matches_reference(tok, ref, text):
     ids = tok.encode(text, add_bos=False, special=True)
     assert tok.decode(ids) == ref.hf.decode(ids, skip_special_tokens=True)
     assert tok.decode(ids, render_special=True) == ref.hf.decode(ids, skip_special_tokens=False) == text
-
-
-def stream(tok, ids, **kw):
-    dec = StreamDecoder(tok, **kw)
-    pieces = [dec.push(i) for i in ids]
-    pieces.append(dec.flush())
-    return pieces
 
 
 @pytest.mark.parametrize("text", CORPUS)

@@ -16,9 +16,9 @@ spm = pytest.importorskip("sentencepiece")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from edgellama.tokenizer import StreamDecoder, Tokenizer, TokenizerError, TokenType  # noqa: E402
+from edgellama.tokenizer import Tokenizer, TokenizerError, TokenType  # noqa: E402
 from edgellama.tokenizer_convert import tokenizer_metadata_from_hf  # noqa: E402
-from tokenizer_corpus import ANY_TEXT, CORPUS  # noqa: E402
+from tokenizer_corpus import ANY_TEXT, CORPUS, stream  # noqa: E402
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -188,13 +188,6 @@ def expected_text(text):
     """What decoding gives back: SentencePiece writes spaces as U+2581, so a literal U+2581 in the
     text comes back as a space (sentencepiece itself behaves so)."""
     return text.replace("\u2581", " ")
-
-
-def stream(tok, ids, **kw):
-    dec = StreamDecoder(tok, **kw)
-    pieces = [dec.push(i) for i in ids]
-    pieces.append(dec.flush())
-    return pieces
 
 
 @pytest.mark.parametrize("text", CORPUS)

@@ -49,3 +49,13 @@ PIECES = st.lists(st.sampled_from([
     "▁", "the", " the", "ing", "مرحبا", "नमस्ते",
 ]), max_size=30).map("".join)
 ANY_TEXT = st.one_of(TEXT, PIECES)
+
+
+def stream(tok, ids, **kw):
+    """The pieces a StreamDecoder emits for ids, the final flush included."""
+    from edgellama.tokenizer import StreamDecoder
+
+    dec = StreamDecoder(tok, **kw)
+    pieces = [dec.push(i) for i in ids]
+    pieces.append(dec.flush())
+    return pieces

@@ -106,6 +106,13 @@ template <class F, int T>
 struct TileState {
     __m512 acc[kTileRows][T];
     __m256 min_acc[T];  // lane r: the min term of row r from even blocks; lane 4 + r: from odd blocks
+
+    TileState() {
+        for (int t = 0; t < T; ++t) {
+            min_acc[t] = _mm256_setzero_ps();
+            for (int r = 0; r < kTileRows; ++r) acc[r][t] = _mm512_setzero_ps();
+        }
+    }
 };
 
 // One step over blocks b0 and b1 of every tile row. kSingle: b1 == b0 is the odd last block; its
@@ -196,10 +203,6 @@ void tile_dot_pairs(int64_t n, const uint8_t* w, size_t w_stride, const uint8_t*
     for (int t = 0; t < T; ++t) acts[t] = packed_act(act + t * act_stride, n);
 
     TileState<F, T> s;
-    for (int t = 0; t < T; ++t) {
-        s.min_acc[t] = _mm256_setzero_ps();
-        for (int r = 0; r < kTileRows; ++r) s.acc[r][t] = _mm512_setzero_ps();
-    }
     const int64_t n_blocks = n / kQK32;
     // The odd last block (if any) runs outside the loop, so the loop body has no branch.
     for (int64_t b = 0; b + 1 < n_blocks; b += 2) tile_step<F, T, false>(s, rows, acts, b, b + 1);
@@ -267,10 +270,6 @@ void tile_dot_pw(int64_t n, const uint8_t* w, const uint8_t* act, size_t act_str
     PackedAct acts[T];
     for (int t = 0; t < T; ++t) acts[t] = packed_act(act + t * act_stride, n);
     TileState<F, T> s;
-    for (int t = 0; t < T; ++t) {
-        s.min_acc[t] = _mm256_setzero_ps();
-        for (int r = 0; r < kTileRows; ++r) s.acc[r][t] = _mm512_setzero_ps();
-    }
     const int64_t n_pairs = (n / kQK32 + 1) / 2;
     for (int64_t p = 0; p < n_pairs; ++p) {
         const PackedWeightPair<F>& q = pw[p];
