@@ -8,8 +8,10 @@
 
 #include "bindings/bindings.h"
 #include "csrc/kernels/float_convert.h"
+#include "csrc/kernels/matmul.h"
 #include "csrc/kernels/tile_dot.h"
 #include "csrc/kernels/type_traits.h"
+#include "csrc/model/weight_repack.h"
 
 namespace py = pybind11;
 
@@ -113,6 +115,38 @@ py::array_t<float> tile_dot_py(int32_t type_id, const py::array& weight_rows, co
     return out;
 }
 
+// y[t, r] = dot(weight row r, x[t]) through the model's matmul: the rows as stored (row_groups
+// false) or repacked into row groups first, as the model does at load (row_groups true).
+py::array_t<float> matmul_py(int32_t type_id, const py::array& weight_rows, const py::array& x, bool row_groups,
+                             int n_threads) {
+    const TypeTraits& t = traits_or_raise(type_id);
+    if (!weight_rows.dtype().is(py::dtype::of<uint8_t>()) || weight_rows.ndim() != 2 || weight_rows.shape(0) < 1) {
+        throw py::value_error("weight rows must be a uint8 array of shape (rows, row_bytes)");
+    }
+    Floats xs = Floats::ensure(x);
+    if (!xs || xs.ndim() != 2 || xs.shape(0) < 1) throw py::value_error("x must have shape (n_tok, n), n_tok >= 1");
+    if (n_threads < 1 || n_threads > 64) throw py::value_error("n_threads must be in 1..64");
+    const int64_t n = xs.shape(1), n_tok = xs.shape(0), rows = weight_rows.shape(0);
+    check_multiple(n, t.block_size, "activation");
+    auto w = py::array_t<uint8_t, py::array::c_style>::ensure(weight_rows);
+    if (static_cast<size_t>(w.shape(1)) != weight_row_bytes(type_id, n)) {
+        throw py::value_error("weight rows have " + std::to_string(w.shape(1)) + " bytes, expected " +
+                              std::to_string(weight_row_bytes(type_id, n)) + " for " + std::to_string(n) +
+                              " elements");
+    }
+    WeightMatrix matrix = make_weight_matrix(w.data(), type_id, rows, n);
+    ThreadPool pool(n_threads);
+    AlignedBytes groups;
+    if (row_groups) {
+        groups = repack_matrix(pool, matrix, /*release_file_pages=*/false);
+        if (!groups) throw py::value_error(std::string("no row-group kernel for ") + t.name + " in this build");
+    }
+    ActivationBuffer act;
+    py::array_t<float> out({static_cast<py::ssize_t>(n_tok), static_cast<py::ssize_t>(rows)});
+    matmul(pool, act, matrix, xs.data(), n, n_tok, out.mutable_data(), rows);
+    return out;
+}
+
 py::array_t<uint8_t> quantize_act_row_py(int32_t format, const Floats& x) {
     const std::vector<uint8_t> buf = quantize_act(act_format_or_raise(format), x);
     py::array_t<uint8_t> out(static_cast<py::ssize_t>(buf.size()));
@@ -157,6 +191,11 @@ void bind_kernels(py::module_& m) {
           "Tiled dot products of 4 weight rows (uint8, shape (4, row_bytes)) with the rows of x "
           "(float32, shape (n_tok, n), 1 <= n_tok <= 4), quantized as matmul does: float32 (n_tok, 4). "
           "ValueError if the build has no tiled kernel for the type.");
+    m.def("matmul", &matmul_py, py::arg("type_id"), py::arg("weight_rows"), py::arg("x"), py::arg("row_groups"),
+          py::arg("n_threads") = 1,
+          "y[t, r] = dot(weight row r, x[t]) through the model's matmul, optionally on row groups.");
+    m.def("has_row_group_kernel", [](int32_t type_id) { return find_row_group_kernel(type_id) != nullptr; },
+          py::arg("type_id"), "Whether this build repacks the type into row groups at load.");
     m.def("quantize_act_row", &quantize_act_row_py, py::arg("format"), py::arg("x"),
           "Raw bytes of x in an activation format (0 F32, 1 Q8_32, 2 Q8_256).");
     m.def("type_info", &type_info_py, py::arg("type_id"),

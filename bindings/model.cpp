@@ -18,16 +18,18 @@ namespace edgellama::bindings {
 namespace {
 
 std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
-                                       int n_threads) {
+                                       int n_threads, bool weights_file_mapped) {
     LlamaConfig c = config_from_dict(config);
-    return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads);
+    return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads,
+                                        weights_file_mapped);
 }
 
 }  // namespace
 
 void bind_model(py::module_& m) {
     py::class_<LlamaModel>(m, "LlamaModel")
-        .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"))
+        .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
+             py::arg("weights_file_mapped") = false)
         .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &LlamaModel::truncate, py::arg("n"))
         .def("reset", &LlamaModel::reset)

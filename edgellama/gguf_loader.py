@@ -84,6 +84,14 @@ class GGUFModel:
         """{name: (address, type id, rows, cols)} for the C++ core."""
         return {name: (t.data.ctypes.data, int(t.type), t.rows, t.cols) for name, t in self.tensors.items()}
 
+    def matrices_in_mapping(self) -> bool:
+        """True when every weight matrix still lies inside the read-only file mapping (the core may
+        then drop the pages of the matrices it repacks: they can always be read again)."""
+        start = self.mapping.ctypes.data
+        end = start + self.mapping.nbytes
+        return all(start <= t.data.ctypes.data and t.data.ctypes.data + t.data.nbytes <= end
+                   for t in self.tensors.values() if t.rows > 1)
+
 
 def load_gguf(path) -> GGUFModel:
     """Opens and validates a llama GGUF file. Raises InvalidGGUFError / UnsupportedModelError."""

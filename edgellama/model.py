@@ -29,7 +29,8 @@ def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int):
     if device == "cpu":
         from edgellama import _core
 
-        return _core.LlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads)
+        return _core.LlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads,
+                                weights_file_mapped=model.matrices_in_mapping())
     if device == "cuda":
         from edgellama.cuda import create_cuda_model
 

@@ -471,3 +471,85 @@ def test_tile_dot_validation():
         core.tile_dot(int(T.Q4_K), rows, np.ones((0, n), np.float32))
     with pytest.raises(ValueError):
         core.tile_dot(int(T.Q4_K), rows, np.ones((1, 128), np.float32))  # not whole super-blocks
+
+
+# ---------------------------------------------------------------- row groups (weights repacked at load)
+
+ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q8_0]
+
+
+def row_groups_or_skip(qtype):
+    if not core.has_row_group_kernel(int(qtype)):
+        pytest.skip(f"this build has no row-group kernel for {qtype.name} (AVX-512 VNNI only)")
+
+
+def row_group_matrix(rng, qtype, n, n_rows):
+    """n_rows raw rows cycling through the awkward generators, so every group mixes them."""
+    base = weight_rows(rng, qtype, n)
+    return np.stack([base[(r * 5) % len(base)] for r in range(n_rows)])
+
+
+@pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
+def test_row_group_matmul_matches_scalar_vec_dot(qtype):
+    # Same bound as the tiles: exact integer block sums, float32 rounding of each block's scale
+    # product and of one running sum per (row, token). 37 rows leave a partial last group; 11 tokens
+    # a partial last token batch.
+    row_groups_or_skip(qtype)
+    rng = np.random.default_rng(7000 + int(qtype))
+    for n in (96, 512, 1280):
+        rows = row_group_matrix(rng, qtype, n, 37)
+        x = np.stack(act_rows(rng, n) * 2)[:11]
+        got = core.matmul(int(qtype), rows, x, row_groups=True)
+        assert got.shape == (11, 37) and got.dtype == np.float32
+        rtol = 2 * (n / 32 + 16) * 2.0**-24
+        for t in range(x.shape[0]):
+            _, xq = dot_with_quantized_act(qtype, np.zeros(n, np.float32), x[t])
+            for r in range(rows.shape[0]):
+                want = core.vec_dot(int(qtype), rows[r], x[t], scalar=True)
+                mag = float(np.dot(term_magnitudes(qtype, rows[r], n), np.abs(xq)))
+                assert abs(float(got[t, r]) - want) <= rtol * mag + 1e-30, (n, t, r, got[t, r], want)
+
+
+@pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
+def test_row_group_matmul_is_bit_identical_across_batches_and_threads(qtype):
+    # Decode (one token), prefill (many) and any thread count give each (row, token) the same bits.
+    row_groups_or_skip(qtype)
+    rng = np.random.default_rng(7100 + int(qtype))
+    n = 768
+    rows = row_group_matrix(rng, qtype, n, 50)
+    x = np.stack(act_rows(rng, n) * 3)[:13]
+    full = core.matmul(int(qtype), rows, x, row_groups=True)
+    np.testing.assert_array_equal(core.matmul(int(qtype), rows, x, row_groups=True, n_threads=3).view(np.uint32),
+                                  full.view(np.uint32))
+    for t in range(x.shape[0]):
+        one = core.matmul(int(qtype), rows, x[t:t + 1], row_groups=True)
+        np.testing.assert_array_equal(one.view(np.uint32), full[t:t + 1].view(np.uint32))
+
+
+@pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
+def test_row_group_element_order_and_source_untouched(qtype):
+    # One-hot activations pick single weights out of every row: a misplaced code, scale or lane fails.
+    row_groups_or_skip(qtype)
+    rng = np.random.default_rng(7200 + int(qtype))
+    n = 256
+    rows = row_group_matrix(rng, qtype, n, 20)
+    before = rows.copy()
+    w = np.stack([reference_dequant(qtype, r) for r in rows])
+    cols = list(rng.choice(n, 24, replace=False)) + [0, 3, 4, 15, 16, 31, 32, 255]
+    x = np.zeros((len(cols), n), np.float32)
+    x[np.arange(len(cols)), cols] = 1.0
+    got = core.matmul(int(qtype), rows, x, row_groups=True)
+    np.testing.assert_allclose(got, w[:, cols].T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(rows, before)
+
+
+def test_row_group_matmul_validation():
+    with pytest.raises(ValueError, match="uint8"):
+        core.matmul(int(T.Q4_0), np.zeros((4, 18), np.int8), np.ones((1, 32), np.float32), row_groups=True)
+    with pytest.raises(ValueError, match="bytes"):
+        core.matmul(int(T.Q4_0), np.zeros((4, 17), np.uint8), np.ones((1, 32), np.float32), row_groups=True)
+    with pytest.raises(ValueError, match="multiple"):
+        core.matmul(int(T.Q4_0), np.zeros((4, 18), np.uint8), np.ones((1, 33), np.float32), row_groups=True)
+    if not core.has_row_group_kernel(int(T.Q4_K)):
+        with pytest.raises(ValueError, match="no row-group kernel"):
+            core.matmul(int(T.Q4_K), np.zeros((4, 144), np.uint8), np.ones((1, 256), np.float32), row_groups=True)

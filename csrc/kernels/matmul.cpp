@@ -119,6 +119,38 @@ void rows_by_packed_tiles(const WeightMatrix& w, int64_t row_begin, int64_t n_ti
     }
 }
 
+// Row groups (weights repacked at load): each thread takes whole groups and runs every token
+// through each of them, kGroupTokens at a time, while the group stays in its L1/L2.
+void matmul_row_groups(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const uint8_t* act_rows,
+                       size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+    const RowGroupKernel& k = *w.group_kernel;
+    const size_t packed_stride = k.act_bytes(w.cols);
+    uint8_t* packed = act.reserve_packed(n_tokens, packed_stride);
+    auto pack_range = [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) k.pack_act(w.cols, act_rows + t * act_stride, packed + t * packed_stride);
+    };
+    if (n_tokens == 1) {
+        pack_range(0, 1);
+    } else {
+        pool.run([&](int ith, int nth) {
+            int64_t begin, end;
+            split_range(n_tokens, ith, nth, begin, end);
+            pack_range(begin, end);
+        });
+    }
+    const int64_t n_groups = (w.rows + kGroupRows - 1) / kGroupRows;
+    pool.run([&](int ith, int nth) {
+        int64_t begin, end;
+        split_range(n_groups, ith, nth, begin, end);
+        for (int64_t g = begin; g < end; ++g) {
+            const int64_t row = g * kGroupRows;
+            const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
+            k.dot(w.cols, w.groups + g * w.group_bytes, packed, packed_stride, static_cast<int>(n_tokens), y + row,
+                  y_stride, n_rows);
+        }
+    });
+}
+
 }  // namespace
 
 void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const float* x,
@@ -130,6 +162,10 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
         act_stride = static_cast<size_t>(x_stride) * sizeof(float);
     } else {
         act_rows = quantize_activations(pool, act, w, x, x_stride, n_tokens, act_stride);
+    }
+    if (w.groups != nullptr) {
+        matmul_row_groups(pool, act, w, act_rows, act_stride, n_tokens, y, y_stride);
+        return;
     }
     // The tiles' activations: prepacked once here for all tiles when the kernel has that form.
     TileDotFn tile_dot = w.tile_dot;

@@ -26,12 +26,15 @@ void add_in_place(float* x, const float* delta, int64_t n) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads)
+LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
+                       bool weights_file_mapped)
     : config_(config),
       weights_(std::move(weights)),
       cache_(config.n_layer, n_ctx, config.n_head_kv * config.head_dim),
       pool_(n_threads) {
     validate_shapes();
+    repacked_ = repack_row_groups(pool_, weights_, weights_file_mapped);
+    scratch_.embd_row.resize(weights_.token_embd.row_bytes);
     const int64_t n_pairs = config_.rope_dim / 2;
     inv_freq_.resize(n_pairs);
     for (int64_t i = 0; i < n_pairs; ++i) {
@@ -136,7 +139,13 @@ void LlamaModel::forward_batch(const int32_t* tokens, int64_t n_tokens, float* l
 void LlamaModel::embed(const int32_t* tokens, int64_t n_tokens) {
     const WeightMatrix& e = weights_.token_embd;
     for (int64_t t = 0; t < n_tokens; ++t) {
-        e.traits->dequantize_row(e.row(tokens[t]), &scratch_.x[t * config_.n_embd], config_.n_embd);
+        const uint8_t* row = e.row(tokens[t]);
+        if (e.groups != nullptr) {
+            e.group_kernel->unpack_row(e.cols, e.groups + (tokens[t] / kGroupRows) * e.group_bytes,
+                                       tokens[t] % kGroupRows, scratch_.embd_row.data());
+            row = scratch_.embd_row.data();
+        }
+        e.traits->dequantize_row(row, &scratch_.x[t * config_.n_embd], config_.n_embd);
     }
 }
 

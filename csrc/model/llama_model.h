@@ -10,13 +10,17 @@
 #include "csrc/kernels/matmul.h"
 #include "csrc/model/kv_cache.h"
 #include "csrc/model/llama_weights.h"
+#include "csrc/model/weight_repack.h"
 
 namespace edgellama {
 
 class LlamaModel {
 public:
     // Throws std::invalid_argument when the config and the weight shapes disagree.
-    LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads);
+    // weights_file_mapped: the weights point into a read-only file mapping, so the pages of the
+    // matrices repacked at load can be dropped (see weight_repack.h).
+    LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
+               bool weights_file_mapped = false);
 
     // Evaluates tokens at positions n_past() .. n_past()+n_tokens-1 and appends them to the cache.
     // logits: [n_vocab] for the last token, or [n_tokens][n_vocab] when all_logits.
@@ -41,6 +45,7 @@ private:
         std::vector<float> rope_cos, rope_sin;                        // [kMaxBatch][rope_dim/2]
         std::vector<float> scores;                                    // [n_threads][group][n_ctx]
         ActivationBuffer act;
+        std::vector<uint8_t> embd_row;  // one token_embd row, when it is read back from row groups
     };
 
     void validate_shapes() const;
@@ -52,6 +57,7 @@ private:
 
     LlamaConfig config_;
     LlamaWeights weights_;
+    std::vector<AlignedBytes> repacked_;  // row-group copies of the weights that have a row-group kernel
     std::vector<double> inv_freq_;  // [rope_dim/2] RoPE frequencies, frequency factors applied
     KVCache cache_;
     ThreadPool pool_;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "csrc/kernels/row_groups.h"
 #include "csrc/kernels/tile_dot.h"
 #include "csrc/kernels/type_traits.h"
 
@@ -33,6 +34,11 @@ struct WeightMatrix {
     size_t row_bytes = 0;
     TileDotFn tile_dot = nullptr;  // register-tiled kernel for this type, when the build has one
     TilePacked tile_packed;        // the same kernel on activations prepacked once per matmul, when available
+    // Set when the model repacked this matrix into row groups at load (csrc/model/weight_repack.h):
+    // matmul then uses only `groups`, ceil(rows / kGroupRows) groups of group_bytes each.
+    const RowGroupKernel* group_kernel = nullptr;
+    const uint8_t* groups = nullptr;
+    size_t group_bytes = 0;
 
     const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };

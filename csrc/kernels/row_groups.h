@@ -1,0 +1,49 @@
+// Row groups: weights of the 32-element block family (Q4_0, Q4_1, Q8_0) repacked once, at load,
+// into groups of kGroupRows rows whose 4-byte code groups are interleaved row by row.
+//
+// In a group, one 512-bit register holds the same 4 codes of a block for all 16 rows (one row per
+// 32-bit lane). A byte-dot instruction against one activation's 4 codes broadcast to every lane
+// then advances 16 rows at once, and after a block's 8 such steps each lane holds that row's exact
+// integer block sum. The float work (convert, scale, accumulate) is then one instruction per block
+// for all 16 rows, where a row-at-a-time kernel spends it per row and per 16 elements; the weights
+// stay in registers for up to kGroupTokens tokens. Decode and prefill run this same kernel, so a
+// batched prefill and token-by-token decode round every (row, token) identically.
+//
+// Every (row, token) is computed in this order, whatever the token count or thread:
+//   acc = 0; for each block b: isum = Σ q·a (+ the block's integer offset term, exact);
+//   acc = fma(float(isum), float(d_w[b] · d_a[b]), acc);  Q4_1 then acc = fma(m[b], s_a[b], acc)
+// with s_a the activation block's d·Σa.
+//
+// Same bytes as the GGUF rows (16 × the type's block bytes per block of a group), so the repacked
+// copy replaces the mapped pages instead of adding to them.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace edgellama {
+
+constexpr int kGroupRows = 16;
+constexpr int kGroupTokens = 8;
+
+struct RowGroupKernel {
+    // Bytes of one group of n-element rows (n a multiple of 32).
+    size_t (*group_bytes)(int64_t n);
+    // Repacks n_rows (<= kGroupRows; missing rows become zero rows) GGUF rows, row_stride bytes
+    // apart, into one group at dst.
+    void (*pack_group)(int64_t n, const uint8_t* rows, size_t row_stride, int n_rows, uint8_t* dst);
+    // The inverse for one row: writes row r of a group back as its GGUF row bytes (the embedding
+    // lookup of a tied output matrix reads its rows from the group copy).
+    void (*unpack_row)(int64_t n, const uint8_t* group, int r, uint8_t* row);
+    // Bytes of one token's packed activations; pack_act turns a row of BlockQ8Act32 blocks into them.
+    size_t (*act_bytes)(int64_t n);
+    void (*pack_act)(int64_t n, const uint8_t* act_row, uint8_t* dst);
+    // out[t * out_stride + r] = dot(row r of the group, token t) for r < n_rows, t < n_tok (any n_tok >= 1).
+    void (*dot)(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
+                int64_t out_stride, int n_rows);
+};
+
+// nullptr when the type has no row-group kernel in this build (non-AVX-512 builds, other types).
+const RowGroupKernel* find_row_group_kernel(int32_t type_id);
+
+}  // namespace edgellama
