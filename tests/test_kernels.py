@@ -475,12 +475,20 @@ def test_tile_dot_validation():
 
 # ---------------------------------------------------------------- row groups (weights repacked at load)
 
-ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q8_0]
+ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 
 
 def row_groups_or_skip(qtype):
     if not core.has_row_group_kernel(int(qtype)):
         pytest.skip(f"this build has no row-group kernel for {qtype.name} (AVX-512 VNNI only)")
+
+
+def test_row_group_kernels_cover_the_tiled_types():
+    # On a CPU with AVX-512 VNNI every type with a tiled kernel is repacked into row groups.
+    if not core.has_row_group_kernel(int(T.Q4_0)):
+        pytest.skip("this build has no row-group kernels (AVX-512 VNNI only)")
+    assert all(core.has_row_group_kernel(int(q)) for q in ROW_GROUP_TYPES)
+    assert not any(core.has_row_group_kernel(int(q)) for q in (T.F32, T.F16, T.BF16, T.Q5_0, T.Q5_1))
 
 
 def row_group_matrix(rng, qtype, n, n_rows):
@@ -496,7 +504,7 @@ def test_row_group_matmul_matches_scalar_vec_dot(qtype):
     # a partial last token batch.
     row_groups_or_skip(qtype)
     rng = np.random.default_rng(7000 + int(qtype))
-    for n in (96, 512, 1280):
+    for n in [n for n in (96, 512, 1280) if n % GGML_QUANT_SIZES[qtype][0] == 0]:
         rows = row_group_matrix(rng, qtype, n, 37)
         x = np.stack(act_rows(rng, n) * 2)[:11]
         got = core.matmul(int(qtype), rows, x, row_groups=True)
@@ -550,6 +558,6 @@ def test_row_group_matmul_validation():
         core.matmul(int(T.Q4_0), np.zeros((4, 17), np.uint8), np.ones((1, 32), np.float32), row_groups=True)
     with pytest.raises(ValueError, match="multiple"):
         core.matmul(int(T.Q4_0), np.zeros((4, 18), np.uint8), np.ones((1, 33), np.float32), row_groups=True)
-    if not core.has_row_group_kernel(int(T.Q4_K)):
+    if not core.has_row_group_kernel(int(T.Q5_0)):
         with pytest.raises(ValueError, match="no row-group kernel"):
-            core.matmul(int(T.Q4_K), np.zeros((4, 144), np.uint8), np.ones((1, 256), np.float32), row_groups=True)
+            core.matmul(int(T.Q5_0), np.zeros((4, 22), np.uint8), np.ones((1, 32), np.float32), row_groups=True)

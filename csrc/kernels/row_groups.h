@@ -1,5 +1,5 @@
-// Row groups: weights of the 32-element block family (Q4_0, Q4_1, Q8_0) repacked once, at load,
-// into groups of kGroupRows rows whose 4-byte code groups are interleaved row by row.
+// Row groups: quantized weights (Q4_0, Q4_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K) repacked once,
+// at load, into groups of kGroupRows rows whose 4-byte code groups are interleaved row by row.
 //
 // In a group, one 512-bit register holds the same 4 codes of a block for all 16 rows (one row per
 // 32-bit lane). A byte-dot instruction against one activation's 4 codes broadcast to every lane
@@ -9,7 +9,8 @@
 // stay in registers for up to kGroupTokens tokens. Decode and prefill run this same kernel, so a
 // batched prefill and token-by-token decode round every (row, token) identically.
 //
-// Every (row, token) is computed in this order, whatever the token count or thread:
+// Every (row, token) is computed in a fixed order, whatever the token count or thread; for the
+// 32-element family (the K-quants: see row_groups_k_avx512.cpp):
 //   acc = 0; for each block b: isum = Σ q·a (+ the block's integer offset term, exact);
 //   acc = fma(float(isum), float(d_w[b] · d_a[b]), acc);  Q4_1 then acc = fma(m[b], s_a[b], acc)
 // with s_a the activation block's d·Σa.
@@ -45,5 +46,9 @@ struct RowGroupKernel {
 
 // nullptr when the type has no row-group kernel in this build (non-AVX-512 builds, other types).
 const RowGroupKernel* find_row_group_kernel(int32_t type_id);
+
+// Per family (nullptr where the build lacks the instruction set).
+const RowGroupKernel* find_row_group_kernel_32(int32_t type_id);  // Q4_0, Q4_1, Q8_0
+const RowGroupKernel* find_row_group_kernel_k(int32_t type_id);   // Q4_K, Q5_K, Q6_K
 
 }  // namespace edgellama

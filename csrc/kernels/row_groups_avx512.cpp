@@ -1,4 +1,4 @@
-// Row-group kernels (see row_groups.h) for Q4_0, Q4_1 and Q8_0 with AVX-512 VNNI.
+// Row-group kernels (see row_groups.h) for the 32-element family Q4_0, Q4_1 and Q8_0 with AVX-512 VNNI.
 //
 // Group layout for n-element rows (nb = n / 32 blocks):
 //   codes  nb × kCodeChunks × 64 bytes: chunk k of block b holds, in 32-bit lane r, bytes
@@ -30,8 +30,9 @@ inline uint32_t load_u32(const void* p) {
     return v;
 }
 
-// Decode streams each group once per token; run this far ahead of the codes being dotted.
-constexpr int kPrefetchBytes = 2048;
+// Decode streams each group once per token; run this far ahead of the codes being dotted (1B
+// Llama shape, 2 threads, decode tok/s: Q4_0 32.4 at 2 KiB, 33.5 at 4 KiB, 32.3 at 8 KiB).
+constexpr int kPrefetchBytes = 4096;
 
 struct Q4_0Format {
     using Block = BlockQ4_0;
@@ -232,7 +233,7 @@ const RowGroupKernel kKernel = {group_bytes<F>, pack_group<F>, unpack_row<F>, ac
 
 }  // namespace
 
-const RowGroupKernel* find_row_group_kernel(int32_t type_id) {
+const RowGroupKernel* find_row_group_kernel_32(int32_t type_id) {
     switch (static_cast<TensorType>(type_id)) {
         case TensorType::Q4_0: return &kKernel<Q4_0Format>;
         case TensorType::Q4_1: return &kKernel<Q4_1Format>;
@@ -246,7 +247,7 @@ const RowGroupKernel* find_row_group_kernel(int32_t type_id) {
 #else
 
 namespace edgellama {
-const RowGroupKernel* find_row_group_kernel(int32_t) { return nullptr; }
+const RowGroupKernel* find_row_group_kernel_32(int32_t) { return nullptr; }
 }  // namespace edgellama
 
 #endif
