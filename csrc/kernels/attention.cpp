@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
+
+#include "csrc/kernels/float_convert.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -20,6 +23,13 @@ float dot(const float* a, const float* b, int64_t n) {
     for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
     return sum;
 }
+
+// One cached row (head_dim halves) widened to float32.
+void widen_row(const uint16_t* half_row, float* row, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) row[i] = fp16_to_fp32(half_row[i]);
+}
+
+
 
 // Softmax of scores[0, n) in place; returns nothing, the weights sum to 1.
 void softmax(float* scores, int64_t n) {
@@ -56,7 +66,11 @@ constexpr int kFastHeadDim = 64, kFastChunks = kFastHeadDim / 16;
 
 // scores[t] = q·k_t * scale for t < n_pos; 16 positions share one reduction tree, and a partial
 // last block is padded with zero vectors (same arithmetic per position either way).
-void scores_64(const float* q, const float* keys, int64_t kv_stride, int64_t n_pos, float scale, float* scores) {
+inline __m512 load_halves(const uint16_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+
+void scores_64(const float* q, const uint16_t* keys, int64_t kv_stride, int64_t n_pos, float scale, float* scores) {
     __m512 qv[kFastChunks];
     for (int c = 0; c < kFastChunks; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
     for (int64_t t0 = 0; t0 < n_pos; t0 += 16) {
@@ -67,9 +81,9 @@ void scores_64(const float* q, const float* keys, int64_t kv_stride, int64_t n_p
                 v[i] = _mm512_setzero_ps();
                 continue;
             }
-            const float* k = keys + (t0 + i) * kv_stride;
-            __m512 acc = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k));
-            for (int c = 1; c < kFastChunks; ++c) acc = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(k + 16 * c), acc);
+            const uint16_t* k = keys + (t0 + i) * kv_stride;
+            __m512 acc = _mm512_mul_ps(qv[0], load_halves(k));
+            for (int c = 1; c < kFastChunks; ++c) acc = _mm512_fmadd_ps(qv[c], load_halves(k + 16 * c), acc);
             v[i] = acc;
         }
         const __m512 s = _mm512_mul_ps(hsum16(v), _mm512_set1_ps(scale));
@@ -79,15 +93,15 @@ void scores_64(const float* q, const float* keys, int64_t kv_stride, int64_t n_p
 
 // out_g = Σ_t p_g[t] · v_t for the group's heads, accumulators in registers, each V row read once.
 template <int G>
-void weighted_values_64(const float* scores, int64_t score_stride, const float* values, int64_t kv_stride,
+void weighted_values_64(const float* scores, int64_t score_stride, const uint16_t* values, int64_t kv_stride,
                         int64_t n_pos, float* out_group) {
     __m512 acc[G][kFastChunks];
     for (int g = 0; g < G; ++g)
         for (int c = 0; c < kFastChunks; ++c) acc[g][c] = _mm512_setzero_ps();
     for (int64_t t = 0; t < n_pos; ++t) {
-        const float* v = values + t * kv_stride;
+        const uint16_t* v = values + t * kv_stride;
         __m512 vv[kFastChunks];
-        for (int c = 0; c < kFastChunks; ++c) vv[c] = _mm512_loadu_ps(v + 16 * c);
+        for (int c = 0; c < kFastChunks; ++c) vv[c] = load_halves(v + 16 * c);
         for (int g = 0; g < G; ++g) {
             const __m512 p = _mm512_set1_ps(scores[g * score_stride + t]);
             for (int c = 0; c < kFastChunks; ++c) acc[g][c] = _mm512_fmadd_ps(p, vv[c], acc[g][c]);
@@ -98,7 +112,7 @@ void weighted_values_64(const float* scores, int64_t score_stride, const float* 
 }
 
 // The AVX-512 path for head_dim 64 and groups of up to 4 query heads; false when it does not apply.
-bool attend_group_64(const float* q_group, int64_t group, const float* keys, const float* values, int64_t kv_stride,
+bool attend_group_64(const float* q_group, int64_t group, const uint16_t* keys, const uint16_t* values, int64_t kv_stride,
                      int64_t n_pos, int64_t head_dim, float* scores, int64_t score_stride, float* out_group) {
     if (head_dim != kFastHeadDim || group < 1 || group > 4) return false;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -118,26 +132,26 @@ bool attend_group_64(const float* q_group, int64_t group, const float* keys, con
 
 // All query heads of one GQA group (one KV head) for one token, over positions [0, n_pos): each
 // key and value row is read once for the whole group, not once per query head.
-void attend_group(const float* q_group, int64_t group, const float* keys, const float* values,
+void attend_group(const float* q_group, int64_t group, const uint16_t* keys, const uint16_t* values,
                   int64_t kv_stride, int64_t n_pos, int64_t head_dim, float* scores, int64_t score_stride,
-                  float* out_group) {
+                  float* out_group, float* row) {
 #if defined(__AVX512F__)
     if (attend_group_64(q_group, group, keys, values, kv_stride, n_pos, head_dim, scores, score_stride, out_group))
         return;
 #endif
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     for (int64_t t = 0; t < n_pos; ++t) {
-        const float* k = keys + t * kv_stride;
-        for (int64_t g = 0; g < group; ++g) scores[g * score_stride + t] = dot(q_group + g * head_dim, k, head_dim) * scale;
+        widen_row(keys + t * kv_stride, row, head_dim);
+        for (int64_t g = 0; g < group; ++g) scores[g * score_stride + t] = dot(q_group + g * head_dim, row, head_dim) * scale;
     }
     for (int64_t g = 0; g < group; ++g) softmax(scores + g * score_stride, n_pos);
     std::memset(out_group, 0, sizeof(float) * group * head_dim);
     for (int64_t t = 0; t < n_pos; ++t) {
-        const float* v = values + t * kv_stride;
+        widen_row(values + t * kv_stride, row, head_dim);
         for (int64_t g = 0; g < group; ++g) {
             const float p = scores[g * score_stride + t];
             float* out = out_group + g * head_dim;
-            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * row[d];
         }
     }
 }
@@ -145,7 +159,7 @@ void attend_group(const float* q_group, int64_t group, const float* keys, const 
 }  // namespace
 
 void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, int64_t n_tokens,
-               int64_t first_pos, const float* keys, const float* values, float* out, float* scores,
+               int64_t first_pos, const uint16_t* keys, const uint16_t* values, float* out, float* scores,
                int64_t score_stride) {
     const int64_t q_width = shape.n_head * shape.head_dim;
     const int64_t kv_stride = shape.n_head_kv * shape.head_dim;
@@ -155,12 +169,14 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, in
         int64_t begin, end;
         split_range(n_items, ith, nth, begin, end);
         float* my_scores = scores + ith * group * score_stride;
+        thread_local std::vector<float> row;  // one K or V row widened (portable path); grows once
+        if (row.size() < static_cast<size_t>(shape.head_dim)) row.resize(static_cast<size_t>(shape.head_dim));
         for (int64_t item = begin; item < end; ++item) {
             const int64_t token = item / shape.n_head_kv, kv_head = item % shape.n_head_kv;
             const int64_t head0 = kv_head * group;  // query heads head0 .. head0+group-1 share this KV head
             attend_group(q + token * q_width + head0 * shape.head_dim, group, keys + kv_head * shape.head_dim,
                          values + kv_head * shape.head_dim, kv_stride, first_pos + token + 1, shape.head_dim,
-                         my_scores, score_stride, out + token * q_width + head0 * shape.head_dim);
+                         my_scores, score_stride, out + token * q_width + head0 * shape.head_dim, row.data());
         }
     });
 }

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "csrc/kernels/float_convert.h"
+
 namespace edgellama {
 
 void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps) {
@@ -37,6 +39,17 @@ void swiglu(float* gate, const float* up, int64_t n) {
         const float g = gate[i];
         gate[i] = g / (1.0f + std::exp(-g)) * up[i];
     }
+}
+
+void float_to_half_row(const float* src, uint16_t* dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    for (; i + 8 <= n; i += 8) {
+        const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+    }
+#endif
+    for (; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
 }
 
 }  // namespace edgellama

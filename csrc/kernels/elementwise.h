@@ -19,4 +19,7 @@ void rope_apply(float* x, int64_t n_heads, int64_t head_dim, const float* cos_v,
 // gate[i] = silu(gate[i]) * up[i]
 void swiglu(float* gate, const float* up, int64_t n);
 
+// dst[i] = src[i] as IEEE half, rounded to nearest even (the KV cache's storage).
+void float_to_half_row(const float* src, uint16_t* dst, int64_t n);
+
 }  // namespace edgellama

@@ -83,42 +83,6 @@ void rows_by_tiles(const WeightMatrix& w, TileDotFn tile_dot, int64_t row_begin,
     }
 }
 
-// Packing a tile's weights costs about one single-token pass over it; worth it from this many tokens.
-constexpr int64_t kPackWeightsMinTokens = 8;
-// Packed weights are several times the raw size; a chunk of them stays in L2.
-constexpr size_t kL2PackedWeightBytes = 768 * 1024;
-
-// As rows_by_tiles, on a chunk of tiles at a time prepacked into per-thread scratch.
-void rows_by_packed_tiles(const WeightMatrix& w, int64_t row_begin, int64_t n_tiles, const uint8_t* act_rows,
-                          size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
-    const TilePacked& tp = w.tile_packed;
-    const size_t tile_bytes = static_cast<size_t>((w.cols / 32 + 1) / 2) * tp.weight_pair_bytes;
-    const int64_t tok_chunk = std::max<int64_t>(kTileTokens, kL1ActivationBytes / act_stride / kTileTokens * kTileTokens);
-    const int64_t tile_chunk = std::max<int64_t>(1, static_cast<int64_t>(kL2PackedWeightBytes / tile_bytes));
-    thread_local std::vector<uint8_t> scratch;
-    const size_t needed = tile_bytes * static_cast<size_t>(std::min(tile_chunk, n_tiles)) + 64;
-    if (scratch.size() < needed) scratch.resize(needed);
-    uint8_t* packed = scratch.data() + ((64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64);
-    for (int64_t tile0 = 0; tile0 < n_tiles; tile0 += tile_chunk) {
-        const int64_t tile1 = std::min(n_tiles, tile0 + tile_chunk);
-        for (int64_t tile = tile0; tile < tile1; ++tile) {
-            tp.pack_weights(w.cols, w.row(row_begin + tile * kTileRows), w.row_bytes, packed + (tile - tile0) * tile_bytes);
-        }
-        for (int64_t tok0 = 0; tok0 < n_tokens; tok0 += tok_chunk) {
-            const int64_t tok1 = std::min(n_tokens, tok0 + tok_chunk);
-            for (int64_t tile = tile0; tile < tile1; ++tile) {
-                const int64_t r = row_begin + tile * kTileRows;
-                const uint8_t* pw = packed + (tile - tile0) * tile_bytes;
-                for (int64_t t = tok0; t < tok1; t += kTileTokens) {
-                    const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, tok1 - t));
-                    tp.dot_packed_weights(w.cols, pw, 0, act_rows + t * act_stride, act_stride, n_tok,
-                                          y + t * y_stride + r, y_stride);
-                }
-            }
-        }
-    }
-}
-
 // Row groups (weights repacked at load): each thread takes whole groups and runs every token
 // through each of them, kGroupTokens at a time, while the group stays in its L1/L2.
 void matmul_row_groups(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const uint8_t* act_rows,
@@ -167,30 +131,6 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
         matmul_row_groups(pool, act, w, act_rows, act_stride, n_tokens, y, y_stride);
         return;
     }
-    // The tiles' activations: prepacked once here for all tiles when the kernel has that form.
-    TileDotFn tile_dot = w.tile_dot;
-    const uint8_t* tile_act = act_rows;
-    size_t tile_act_stride = act_stride;
-    if (w.tile_packed.dot != nullptr && w.traits->act_format != ActFormat::F32) {
-        tile_dot = w.tile_packed.dot;
-        tile_act_stride = tile_packed_row_bytes(w.cols);
-        uint8_t* packed = act.reserve_packed(n_tokens, tile_act_stride);
-        tile_act = packed;
-        auto pack_range = [&](int64_t begin, int64_t end) {
-            for (int64_t t = begin; t < end; ++t) {
-                w.tile_packed.pack(w.cols, act_rows + t * act_stride, packed + t * tile_act_stride);
-            }
-        };
-        if (n_tokens == 1) {
-            pack_range(0, 1);
-        } else {
-            pool.run([&](int ith, int nth) {
-                int64_t begin, end;
-                split_range(n_tokens, ith, nth, begin, end);
-                pack_range(begin, end);
-            });
-        }
-    }
     pool.run([&](int ith, int nth) {
         if (w.tile_dot == nullptr) {
             int64_t row_begin, row_end;
@@ -201,12 +141,8 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
         // Threads split whole tiles; the last thread also takes the rows left over.
         int64_t tile_begin, tile_end;
         split_range(w.rows / kTileRows, ith, nth, tile_begin, tile_end);
-        if (tile_dot == w.tile_packed.dot && w.tile_packed.pack_weights != nullptr &&
-            n_tokens >= kPackWeightsMinTokens) {
-            rows_by_packed_tiles(w, tile_begin * kTileRows, tile_end - tile_begin, tile_act, tile_act_stride, n_tokens,
-                                 y, y_stride);
-        } else rows_by_tiles(w, tile_dot, tile_begin * kTileRows, tile_end - tile_begin, tile_act, tile_act_stride, n_tokens,
-                      y, y_stride);
+        rows_by_tiles(w, w.tile_dot, tile_begin * kTileRows, tile_end - tile_begin, act_rows, act_stride, n_tokens, y,
+                      y_stride);
         if (ith == nth - 1) {
             const int64_t tail = w.rows / kTileRows * kTileRows;
             rows_by_vec_dot(w, tail, w.rows, act_rows, act_stride, n_tokens, y, y_stride);

@@ -33,7 +33,6 @@ struct WeightMatrix {
     const TypeTraits* traits = nullptr;
     size_t row_bytes = 0;
     TileDotFn tile_dot = nullptr;  // register-tiled kernel for this type, when the build has one
-    TilePacked tile_packed;        // the same kernel on activations prepacked once per matmul, when available
     // Set when the model repacked this matrix into row groups at load (csrc/model/weight_repack.h):
     // matmul then uses only `groups`, ceil(rows / kGroupRows) groups of group_bytes each.
     const RowGroupKernel* group_kernel = nullptr;
