@@ -80,7 +80,7 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
         prefill.append(n_prompt / (t1 - t0))
         decode.append(n_gen / (t2 - t1))
     c = llm.config
-    kv_bytes = 2 * c.n_layer * llm.n_ctx * c.n_head_kv * c.head_dim * 4
+    kv_bytes = 2 * c.n_layer * llm.n_ctx * c.n_head_kv * c.head_dim * 2  # keys and values as halves
     bytes_per_token = weight_bytes_per_token(llm.model)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the probe's buffer
     bandwidth = _core.measure_read_bandwidth(threads, 512 << 20, 5)

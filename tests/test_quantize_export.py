@@ -74,8 +74,20 @@ def make_hf_model(folder: Path, tied=False, n_kv=2, rope_scaling=None, shard=Fal
 
 
 def hf_logits(model, ids):
+    """transformers' logits with keys and values rounded to fp16 as they enter the cache, as
+    edgellama's KV cache stores them (attention itself stays float32 on both sides)."""
+    from transformers import DynamicCache
+
+    class HalfKVCache(DynamicCache):
+        def update(self, key_states, value_states, *args, **kwargs):
+            return super().update(key_states.half().float(), value_states.half().float(), *args, **kwargs)
+
+    try:
+        cache = HalfKVCache(config=model.config)
+    except TypeError:  # transformers before the config argument
+        cache = HalfKVCache()
     with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0].numpy().astype(np.float64)
+        return model(torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0].numpy().astype(np.float64)
 
 
 def rel_error(ours, ref):

@@ -12,8 +12,8 @@ KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t kv_width)
     }
     const size_t n = static_cast<size_t>(n_layer) * n_ctx * kv_width;
     // new T[] without value-initialisation: large blocks come from fresh zero pages on demand.
-    keys_.reset(new float[n]);
-    values_.reset(new float[n]);
+    keys_.reset(new uint16_t[n]);
+    values_.reset(new uint16_t[n]);
 }
 
 void KVCache::truncate(int64_t n) {

@@ -49,6 +49,8 @@ LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t 
     scratch_.x_norm.resize(batch * std::max(config_.n_embd, q_width));
     scratch_.q.resize(batch * q_width);
     scratch_.attn_out.resize(batch * q_width);
+    scratch_.new_keys.resize(batch * config_.n_head_kv * config_.head_dim);
+    scratch_.new_values.resize(batch * config_.n_head_kv * config_.head_dim);
     scratch_.ffn_gate.resize(batch * config_.n_ff);
     scratch_.ffn_up.resize(batch * config_.n_ff);
     scratch_.rope_cos.resize(batch * n_pairs);
@@ -159,19 +161,22 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
     for (int64_t t = 0; t < n_tokens; ++t) {
         rms_norm(x + t * c.n_embd, layer.attn_norm, x_norm + t * c.n_embd, c.n_embd, c.rms_eps);
     }
-    // K and V land directly in this layer's cache rows for the new positions.
-    float* keys = cache_.keys(layer_index);
-    float* values = cache_.values(layer_index);
-    float* new_keys = keys + first_pos * kv_width;
+    float* new_keys = scratch_.new_keys.data();
+    float* new_values = scratch_.new_values.data();
     matmul(pool_, scratch_.act, layer.wq, x_norm, c.n_embd, n_tokens, scratch_.q.data(), q_width);
     matmul(pool_, scratch_.act, layer.wk, x_norm, c.n_embd, n_tokens, new_keys, kv_width);
-    matmul(pool_, scratch_.act, layer.wv, x_norm, c.n_embd, n_tokens, values + first_pos * kv_width, kv_width);
+    matmul(pool_, scratch_.act, layer.wv, x_norm, c.n_embd, n_tokens, new_values, kv_width);
+    // RoPE in float32, then the new keys and values go into this layer's cache rows as halves.
+    uint16_t* keys = cache_.keys(layer_index);
+    uint16_t* values = cache_.values(layer_index);
     for (int64_t t = 0; t < n_tokens; ++t) {
         const float* cos_v = &scratch_.rope_cos[t * n_pairs];
         const float* sin_v = &scratch_.rope_sin[t * n_pairs];
         rope_apply(&scratch_.q[t * q_width], c.n_head, c.head_dim, cos_v, sin_v, n_pairs);
         rope_apply(new_keys + t * kv_width, c.n_head_kv, c.head_dim, cos_v, sin_v, n_pairs);
     }
+    float_to_half_row(new_keys, keys + first_pos * kv_width, n_tokens * kv_width);
+    float_to_half_row(new_values, values + first_pos * kv_width, n_tokens * kv_width);
     attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), n_tokens,
               first_pos, keys, values, scratch_.attn_out.data(), scratch_.scores.data(), cache_.n_ctx());
     // x_norm is free again: it receives the projection before the residual add.

@@ -42,6 +42,7 @@ private:
     // Scratch for one batch: sized at construction, reused by every call.
     struct Scratch {
         std::vector<float> x, x_norm, q, attn_out, ffn_gate, ffn_up;  // [kMaxBatch][width]
+        std::vector<float> new_keys, new_values;  // [kMaxBatch][kv width], before they go to the cache as halves
         std::vector<float> rope_cos, rope_sin;                        // [kMaxBatch][rope_dim/2]
         std::vector<float> scores;                                    // [n_threads][group][n_ctx]
         ActivationBuffer act;
