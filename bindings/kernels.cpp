@@ -3,6 +3,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,7 +12,7 @@
 #include "csrc/kernels/matmul.h"
 #include "csrc/kernels/tile_dot.h"
 #include "csrc/kernels/type_traits.h"
-#include "csrc/model/weight_repack.h"
+#include "csrc/model/prepared_matmul.h"
 
 namespace py = pybind11;
 
@@ -115,36 +116,58 @@ py::array_t<float> tile_dot_py(int32_t type_id, const py::array& weight_rows, co
     return out;
 }
 
+// Checks a (rows, row_bytes) uint8 matrix of n-element rows of the type; returns the row count.
+int64_t check_weight_matrix(int32_t type_id, const py::array& weight_rows, int64_t n) {
+    if (!weight_rows.dtype().is(py::dtype::of<uint8_t>()) || weight_rows.ndim() != 2 || weight_rows.shape(0) < 1) {
+        throw py::value_error("weight rows must be a uint8 array of shape (rows, row_bytes)");
+    }
+    check_multiple(n, traits_or_raise(type_id).block_size, "activation");
+    if (static_cast<size_t>(weight_rows.shape(1)) != weight_row_bytes(type_id, n)) {
+        throw py::value_error("weight rows have " + std::to_string(weight_rows.shape(1)) + " bytes, expected " +
+                              std::to_string(weight_row_bytes(type_id, n)) + " for " + std::to_string(n) +
+                              " elements");
+    }
+    return weight_rows.shape(0);
+}
+
+// A PreparedMatmul that keeps its weight array alive.
+struct PyPreparedMatmul {
+    Bytes rows;
+    std::unique_ptr<PreparedMatmul> matmul;
+
+    PyPreparedMatmul(int32_t type_id, const py::array& weight_rows, int64_t n, bool row_groups, int n_threads) {
+        if (n_threads < 1 || n_threads > 64) throw py::value_error("n_threads must be in 1..64");
+        const int64_t n_rows = check_weight_matrix(type_id, weight_rows, n);
+        rows = Bytes::ensure(weight_rows);
+        try {
+            matmul = std::make_unique<PreparedMatmul>(type_id, rows.data(), n_rows, n, row_groups, n_threads);
+        } catch (const std::invalid_argument& e) {
+            throw py::value_error(e.what());
+        }
+    }
+
+    py::array_t<float> run(const py::array& x) {
+        Floats xs = Floats::ensure(x);
+        const WeightMatrix& w = matmul->weights();
+        if (!xs || xs.ndim() != 2 || xs.shape(0) < 1 || xs.shape(1) != w.cols) {
+            throw py::value_error("x must have shape (n_tok, " + std::to_string(w.cols) + "), n_tok >= 1");
+        }
+        py::array_t<float> out({static_cast<py::ssize_t>(xs.shape(0)), static_cast<py::ssize_t>(w.rows)});
+        float* y = out.mutable_data();
+        py::gil_scoped_release release;
+        matmul->run(xs.data(), xs.shape(0), y);
+        return out;
+    }
+};
+
 // y[t, r] = dot(weight row r, x[t]) through the model's matmul: the rows as stored (row_groups
 // false) or repacked into row groups first, as the model does at load (row_groups true).
 py::array_t<float> matmul_py(int32_t type_id, const py::array& weight_rows, const py::array& x, bool row_groups,
                              int n_threads) {
-    const TypeTraits& t = traits_or_raise(type_id);
-    if (!weight_rows.dtype().is(py::dtype::of<uint8_t>()) || weight_rows.ndim() != 2 || weight_rows.shape(0) < 1) {
-        throw py::value_error("weight rows must be a uint8 array of shape (rows, row_bytes)");
-    }
     Floats xs = Floats::ensure(x);
     if (!xs || xs.ndim() != 2 || xs.shape(0) < 1) throw py::value_error("x must have shape (n_tok, n), n_tok >= 1");
-    if (n_threads < 1 || n_threads > 64) throw py::value_error("n_threads must be in 1..64");
-    const int64_t n = xs.shape(1), n_tok = xs.shape(0), rows = weight_rows.shape(0);
-    check_multiple(n, t.block_size, "activation");
-    auto w = py::array_t<uint8_t, py::array::c_style>::ensure(weight_rows);
-    if (static_cast<size_t>(w.shape(1)) != weight_row_bytes(type_id, n)) {
-        throw py::value_error("weight rows have " + std::to_string(w.shape(1)) + " bytes, expected " +
-                              std::to_string(weight_row_bytes(type_id, n)) + " for " + std::to_string(n) +
-                              " elements");
-    }
-    WeightMatrix matrix = make_weight_matrix(w.data(), type_id, rows, n);
-    ThreadPool pool(n_threads);
-    AlignedBytes groups;
-    if (row_groups) {
-        groups = repack_matrix(pool, matrix, /*release_file_pages=*/false);
-        if (!groups) throw py::value_error(std::string("no row-group kernel for ") + t.name + " in this build");
-    }
-    ActivationBuffer act;
-    py::array_t<float> out({static_cast<py::ssize_t>(n_tok), static_cast<py::ssize_t>(rows)});
-    matmul(pool, act, matrix, xs.data(), n, n_tok, out.mutable_data(), rows);
-    return out;
+    PyPreparedMatmul prepared(type_id, weight_rows, xs.shape(1), row_groups, n_threads);
+    return prepared.run(xs);
 }
 
 py::array_t<uint8_t> quantize_act_row_py(int32_t format, const Floats& x) {
@@ -194,6 +217,11 @@ void bind_kernels(py::module_& m) {
     m.def("matmul", &matmul_py, py::arg("type_id"), py::arg("weight_rows"), py::arg("x"), py::arg("row_groups"),
           py::arg("n_threads") = 1,
           "y[t, r] = dot(weight row r, x[t]) through the model's matmul, optionally on row groups.");
+    py::class_<PyPreparedMatmul>(m, "PreparedMatmul", py::module_local(),
+                                 "A weight matrix prepared as the model prepares it; run(x) multiplies.")
+        .def(py::init<int32_t, const py::array&, int64_t, bool, int>(), py::arg("type_id"), py::arg("weight_rows"),
+             py::arg("n"), py::arg("row_groups"), py::arg("n_threads") = 1)
+        .def("run", &PyPreparedMatmul::run, py::arg("x"), "y[t, r] = dot(weight row r, x[t]).");
     m.def("has_row_group_kernel", [](int32_t type_id) { return find_row_group_kernel(type_id) != nullptr; },
           py::arg("type_id"), "Whether this build repacks the type into row groups at load.");
     m.def("quantize_act_row", &quantize_act_row_py, py::arg("format"), py::arg("x"),

@@ -27,7 +27,8 @@ std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& t
 }  // namespace
 
 void bind_model(py::module_& m) {
-    py::class_<LlamaModel>(m, "LlamaModel")
+    // module_local: each CPU level's module binds the same C++ types, and a process may load several.
+    py::class_<LlamaModel>(m, "LlamaModel", py::module_local())
         .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("weights_file_mapped") = false)
         .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)

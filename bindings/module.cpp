@@ -1,7 +1,12 @@
-// The edgellama._core extension module: one entry point, one call per area.
+// The core extension module, built once per instruction-set level as edgellama._core_<level>
+// (EDGELLAMA_MODULE_NAME); edgellama/_core.py imports the best one. One call per area.
 #include "bindings/bindings.h"
 
-PYBIND11_MODULE(_core, m) {
+#ifndef EDGELLAMA_MODULE_NAME
+#error "EDGELLAMA_MODULE_NAME must name the module (_core_<level>)"
+#endif
+
+PYBIND11_MODULE(EDGELLAMA_MODULE_NAME, m) {
     m.doc() = "edgellama C++ core: quantized kernels, the llama forward step and the tokenizer merge loops";
     edgellama::bindings::bind_kernels(m);
     edgellama::bindings::bind_model(m);

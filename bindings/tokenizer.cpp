@@ -49,7 +49,8 @@ std::string_view utf8_view(const py::str& text) {
 }  // namespace
 
 void bind_tokenizer(py::module_& m) {
-    py::class_<ByteLevelBpe>(m, "ByteLevelBpe",
+    // module_local: each CPU level's module binds the same C++ types, and a process may load several.
+    py::class_<ByteLevelBpe>(m, "ByteLevelBpe", py::module_local(),
                              "Byte-level BPE merges over a gpt2-style vocabulary (ranks from the merge list)")
         .def(py::init<const std::vector<std::string>&, const std::vector<std::string>&,
                       const std::vector<std::string>&, int32_t>(),
@@ -74,7 +75,7 @@ void bind_tokenizer(py::module_& m) {
              py::arg("symbols"), "Apply the merges to a sequence of symbol ids")
         .def_property_readonly("n_merges", &ByteLevelBpe::n_merges);
 
-    py::class_<SentencePieceBpe>(m, "SentencePieceBpe",
+    py::class_<SentencePieceBpe>(m, "SentencePieceBpe", py::module_local(),
                                  "SentencePiece-style BPE: merges by piece score, byte fallback")
         .def(py::init<const std::vector<std::string>&, const std::vector<float>&,
                       const std::vector<int32_t>&, int32_t>(),

@@ -37,6 +37,7 @@ class BenchResult:
     bytes_per_token: int          # weight bytes one decode step reads
     bandwidth_gb_s: float         # measured read bandwidth with the same thread count
     roofline_fraction: float      # decode_tok_s / (bandwidth / bytes_per_token)
+    cpu_level: str = ""           # the core's instruction-set level that ran (edgellama._core.LEVEL)
 
 
 def weight_bytes_per_token(model) -> int:
@@ -93,6 +94,7 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
         file_mib=os.path.getsize(model_path) / 2**20, kv_cache_mib=kv_bytes / 2**20,
         bytes_per_token=bytes_per_token, bandwidth_gb_s=bandwidth,
         roofline_fraction=decode_median * bytes_per_token / (bandwidth * 1e9),
+        cpu_level=_core.LEVEL,
     )
 
 
@@ -110,14 +112,14 @@ def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, re
 
 def format_table(results: List[BenchResult]) -> str:
     head = (f"{'model':<34} {'thr':>3} {'load s':>6} {'pp tok/s':>16} {'tg tok/s':>16} "
-            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'file+KV':>8}")
+            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'file+KV':>8}  cpu level")
     lines = [head]
     for r in results:
         pp = f"{r.prefill_tok_s:.1f} ({r.prefill_min_max[0]:.0f}-{r.prefill_min_max[1]:.0f})"
         tg = f"{r.decode_tok_s:.1f} ({r.decode_min_max[0]:.0f}-{r.decode_min_max[1]:.0f})"
         lines.append(f"{r.model[:34]:<34} {r.threads:>3} {r.load_s:>6.2f} {pp:>16} {tg:>16} "
                      f"{r.roofline_fraction:>8.0%} {r.bandwidth_gb_s:>6.1f} {r.peak_rss_mib:>8.0f} "
-                     f"{r.file_mib + r.kv_cache_mib:>8.0f}")
+                     f"{r.file_mib + r.kv_cache_mib:>8.0f}  {r.cpu_level}")
     return "\n".join(lines)
 
 
