@@ -25,12 +25,14 @@ from edgellama.gguf_loader import load_gguf
 
 LEVELS = _core.runnable_levels()
 BASELINES = {"x86_64", "generic", "native"}
-FORWARD_SUBSET = ["Q4_0", "Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "gqa3-Q4_1"]
+FORWARD_SUBSET = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "F16", "gqa3-Q4_1"]
 
 
 def run_python(code, **env):
+    # From the tests folder, so `edgellama` is the installed package (or PYTHONPATH's), never an
+    # unbuilt source tree in the working directory.
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+                          env={**os.environ, **env}, timeout=120, cwd=os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_levels_are_ordered_best_first_and_end_at_a_baseline():
@@ -60,7 +62,7 @@ def test_each_level_has_the_kernels_its_instructions_allow():
         core = _core.load_level(level)
         row_groups = {q for q in ALL_TYPES if core.has_row_group_kernel(int(q))}
         if level == "x86_64_v4":
-            assert row_groups == {T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}
+            assert row_groups == {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}
         elif level in ("x86_64", "x86_64_v3", "generic"):
             assert not row_groups
         if level == "x86_64_v3":
