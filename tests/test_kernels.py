@@ -477,7 +477,7 @@ def test_tile_dot_validation():
 
 # ---------------------------------------------------------------- row groups (weights repacked at load)
 
-ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
+ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 
 
 def row_groups_or_skip(qtype):
@@ -485,12 +485,12 @@ def row_groups_or_skip(qtype):
         pytest.skip(f"this build has no row-group kernel for {qtype.name} (AVX-512 VNNI only)")
 
 
-def test_row_group_kernels_cover_the_tiled_types():
-    # On a CPU with AVX-512 VNNI every type with a tiled kernel is repacked into row groups.
+def test_row_group_kernels_cover_the_quantized_types():
+    # On a CPU with AVX-512 VNNI every quantized type is repacked into row groups.
     if not core.has_row_group_kernel(int(T.Q4_0)):
         pytest.skip("this build has no row-group kernels (AVX-512 VNNI only)")
     assert all(core.has_row_group_kernel(int(q)) for q in ROW_GROUP_TYPES)
-    assert not any(core.has_row_group_kernel(int(q)) for q in (T.F32, T.F16, T.BF16, T.Q5_0, T.Q5_1))
+    assert not any(core.has_row_group_kernel(int(q)) for q in (T.F32, T.F16, T.BF16))
 
 
 def row_group_matrix(rng, qtype, n, n_rows):
@@ -560,6 +560,5 @@ def test_row_group_matmul_validation():
         core.matmul(int(T.Q4_0), np.zeros((4, 17), np.uint8), np.ones((1, 32), np.float32), row_groups=True)
     with pytest.raises(ValueError, match="multiple"):
         core.matmul(int(T.Q4_0), np.zeros((4, 18), np.uint8), np.ones((1, 33), np.float32), row_groups=True)
-    if not core.has_row_group_kernel(int(T.Q5_0)):
-        with pytest.raises(ValueError, match="no row-group kernel"):
-            core.matmul(int(T.Q5_0), np.zeros((4, 22), np.uint8), np.ones((1, 32), np.float32), row_groups=True)
+    with pytest.raises(ValueError, match="no row-group kernel"):  # float weights never have one
+        core.matmul(int(T.F16), np.zeros((4, 64), np.uint8), np.ones((1, 32), np.float32), row_groups=True)

@@ -27,7 +27,7 @@ from gguf import GGMLQuantizationType as QT, GGUFValueType
 
 QK_K = 256
 
-WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q5_K", "Q6_K")
+WEIGHT_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
 FLOAT_TYPES = ("F32", "F16", "BF16")
 BLOCK32_TYPES = ("Q8_0", "Q4_0", "Q4_1")
 K_QUANT_TYPES = ("Q4_K", "Q5_K", "Q6_K")

@@ -1,4 +1,4 @@
-// Row groups: quantized weights (Q4_0, Q4_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K) repacked once,
+// Row groups: quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K) repacked once,
 // at load, into groups of kGroupRows rows whose 4-byte code groups are interleaved row by row.
 //
 // In a group, one 512-bit register holds the same 4 codes of a block for all 16 rows (one row per
@@ -48,7 +48,7 @@ struct RowGroupKernel {
 const RowGroupKernel* find_row_group_kernel(int32_t type_id);
 
 // Per family (nullptr where the build lacks the instruction set).
-const RowGroupKernel* find_row_group_kernel_32(int32_t type_id);  // Q4_0, Q4_1, Q8_0
+const RowGroupKernel* find_row_group_kernel_32(int32_t type_id);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
 const RowGroupKernel* find_row_group_kernel_k(int32_t type_id);   // Q4_K, Q5_K, Q6_K
 
 }  // namespace edgellama

@@ -1,15 +1,16 @@
-// Row-group kernels (see row_groups.h) for the 32-element family Q4_0, Q4_1 and Q8_0 with AVX-512 VNNI.
+// Row-group kernels (see row_groups.h) for the 32-element family Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0
+// with AVX-512 VNNI.
 //
 // Group layout for n-element rows (nb = n / 32 blocks):
 //   codes  nb × kCodeChunks × 64 bytes: chunk k of block b holds, in 32-bit lane r, bytes
-//          4k .. 4k+3 of row r's qs (Q4: packed nibbles, 4 chunks; Q8_0: codes XOR 0x80, i.e.
-//          the unsigned code + 128, 8 chunks)
+//          4k .. 4k+3 of row r's qs (Q4/Q5: packed nibbles, 4 chunks, Q5 then a fifth chunk of
+//          rearranged qh bits; Q8_0: codes XOR 0x80, i.e. the unsigned code + 128, 8 chunks)
 //   d      nb × 16 f16: the rows' block scales
 //   m      nb × 16 f16 (Q4_1 only): the rows' block mins
 // Packed activations of one token: nb × 32 int8 codes, nb float scales d, nb int32 offset terms,
 // nb float sums (d·Σa). The offset term makes the integer block sum exact for formats whose codes
 // are shifted: Q4_0 dots unsigned q against a (q - 8 is the weight), so it starts from -8·Σa;
-// Q8_0 dots w + 128, so it starts from -128·Σa.
+// Q5_0 likewise from -16·Σa; Q8_0 dots w + 128, so it starts from -128·Σa.
 #include "csrc/kernels/row_groups.h"
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__) && \
@@ -56,6 +57,46 @@ struct Q4_1Format {
         b.m = m;
     }
 };
+
+// Q5_0 / Q5_1: Q4_0 / Q4_1 plus a fifth bit per weight. Chunk 4 holds each row's qh rearranged so
+// that bit g of byte i is the fifth bit of element 4g + i: one shift and mask then put element
+// group g's fifth bits at bit 4 of every byte (same bytes, another order).
+inline uint32_t spread_high_bits(uint32_t qh) {
+    uint32_t out = 0;
+    for (int g = 0; g < 8; ++g)
+        for (int i = 0; i < 4; ++i) out |= ((qh >> (4 * g + i)) & 1u) << (8 * i + g);
+    return out;
+}
+inline uint32_t gather_high_bits(uint32_t spread) {
+    uint32_t qh = 0;
+    for (int g = 0; g < 8; ++g)
+        for (int i = 0; i < 4; ++i) qh |= ((spread >> (8 * i + g)) & 1u) << (4 * g + i);
+    return qh;
+}
+
+template <class B, bool kMin>
+struct Q5Format {
+    using Block = B;
+    static constexpr int kCodeChunks = 5;
+    static constexpr bool kHasMin = kMin;
+    static constexpr int32_t kActOffset = kMin ? 0 : -16;
+    static uint32_t chunk(const Block& b, int k) { return k < 4 ? load_u32(b.qs + 4 * k) : spread_high_bits(load_u32(b.qh)); }
+    static uint16_t min(const Block& b) {
+        if constexpr (kMin) return b.m;
+        return 0;
+    }
+    static void set(Block& b, int k, uint32_t chunk, uint16_t m) {
+        if (k < 4) {
+            std::memcpy(b.qs + 4 * k, &chunk, 4);
+        } else {
+            const uint32_t qh = gather_high_bits(chunk);
+            std::memcpy(b.qh, &qh, 4);
+        }
+        if constexpr (kMin) b.m = m;
+    }
+};
+using Q5_0Format = Q5Format<BlockQ5_0, false>;
+using Q5_1Format = Q5Format<BlockQ5_1, true>;
 
 struct Q8_0Format {
     using Block = BlockQ8_0;
@@ -154,7 +195,20 @@ void pack_act(int64_t n, const uint8_t* act_row, uint8_t* dst) {
 // Block b's codes of all 16 rows as unsigned bytes: w[k] holds elements 4k .. 4k+3 of every row.
 template <class F>
 inline void load_codes(const uint8_t* p, __m512i* w) {
-    if constexpr (F::kCodeChunks == 4) {
+    if constexpr (F::kCodeChunks == 5) {
+        const __m512i low_nibbles = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+        const __m512i high = _mm512_loadu_si512(p + 256);
+        // Fifth bits of element group g to bit 4 of each byte, then OR'd onto the nibbles.
+        auto with_high = [&](__m512i nibbles, int g) {
+            const __m512i h = g <= 4 ? _mm512_slli_epi32(high, 4 - g) : _mm512_srli_epi32(high, g - 4);
+            return _mm512_ternarylogic_epi32(nibbles, h, bit4, 0xf8);  // nibbles | (h & bit4)
+        };
+        for (int k = 0; k < 4; ++k) {
+            const __m512i packed = _mm512_loadu_si512(p + 64 * k);
+            w[k] = with_high(_mm512_and_si512(packed, low_nibbles), k);
+            w[k + 4] = with_high(_mm512_and_si512(_mm512_srli_epi16(packed, 4), low_nibbles), k + 4);
+        }
+    } else if constexpr (F::kCodeChunks == 4) {
         const __m512i low_nibbles = _mm512_set1_epi8(0x0f);
         for (int k = 0; k < 4; ++k) {
             const __m512i packed = _mm512_loadu_si512(p + 64 * k);
@@ -237,6 +291,8 @@ const RowGroupKernel* find_row_group_kernel_32(int32_t type_id) {
     switch (static_cast<TensorType>(type_id)) {
         case TensorType::Q4_0: return &kKernel<Q4_0Format>;
         case TensorType::Q4_1: return &kKernel<Q4_1Format>;
+        case TensorType::Q5_0: return &kKernel<Q5_0Format>;
+        case TensorType::Q5_1: return &kKernel<Q5_1Format>;
         case TensorType::Q8_0: return &kKernel<Q8_0Format>;
         default: return nullptr;
     }
