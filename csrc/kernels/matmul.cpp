@@ -1,6 +1,7 @@
 #include "csrc/kernels/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -102,15 +103,21 @@ void matmul_row_groups(ThreadPool& pool, ActivationBuffer& act, const WeightMatr
             pack_range(begin, end);
         });
     }
+    // Threads claim chunks of groups as they go rather than a fixed half each: two threads
+    // streaming weights rarely get equal memory bandwidth, and a fixed split left the faster one
+    // waiting at the end of every matmul. Which thread computes a group never changes its bits.
     const int64_t n_groups = (w.rows + kGroupRows - 1) / kGroupRows;
-    pool.run([&](int ith, int nth) {
-        int64_t begin, end;
-        split_range(n_groups, ith, nth, begin, end);
-        for (int64_t g = begin; g < end; ++g) {
-            const int64_t row = g * kGroupRows;
-            const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
-            k.dot(w.cols, w.groups + g * w.group_bytes, packed, packed_stride, static_cast<int>(n_tokens), y + row,
-                  y_stride, n_rows);
+    const int64_t chunk = std::max<int64_t>(1, n_groups / (pool.size() * 8));
+    std::atomic<int64_t> next_group{0};
+    pool.run([&](int, int) {
+        for (int64_t begin; (begin = next_group.fetch_add(chunk, std::memory_order_relaxed)) < n_groups;) {
+            const int64_t end = std::min(n_groups, begin + chunk);
+            for (int64_t g = begin; g < end; ++g) {
+                const int64_t row = g * kGroupRows;
+                const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
+                k.dot(w.cols, w.groups + g * w.group_bytes, packed, packed_stride, static_cast<int>(n_tokens),
+                      y + row, y_stride, n_rows);
+            }
         }
     });
 }
