@@ -10,7 +10,6 @@
 #include "bindings/bindings.h"
 #include "csrc/kernels/float_convert.h"
 #include "csrc/kernels/matmul.h"
-#include "csrc/kernels/tile_dot.h"
 #include "csrc/kernels/type_traits.h"
 #include "csrc/model/prepared_matmul.h"
 
@@ -83,37 +82,6 @@ float vec_dot_py(int32_t type_id, const py::array& weight_row, const Floats& x, 
     const std::vector<uint8_t> act = quantize_act(t.act_format, x);
     const VecDotFn dot = scalar ? scalar_vec_dot(type_id) : t.vec_dot;
     return dot(n, w.data(), act.data());
-}
-
-// out[t, r] = tiled dot of weight row r (kTileRows rows of raw bytes) with activation row t, the
-// activations quantized as matmul quantizes them.
-py::array_t<float> tile_dot_py(int32_t type_id, const py::array& weight_rows, const py::array& x) {
-    const TypeTraits& t = traits_or_raise(type_id);
-    const TileDotFn tile = find_tile_dot(type_id);
-    if (tile == nullptr) throw py::value_error(std::string("no tiled kernel for ") + t.name + " in this build");
-    if (!weight_rows.dtype().is(py::dtype::of<uint8_t>())) throw py::value_error("weight rows must be a uint8 array");
-    if (weight_rows.ndim() != 2 || weight_rows.shape(0) != kTileRows) {
-        throw py::value_error("weight rows must have shape (" + std::to_string(kTileRows) + ", row_bytes)");
-    }
-    Floats xs = Floats::ensure(x);
-    if (!xs || xs.ndim() != 2 || xs.shape(0) < 1 || xs.shape(0) > kTileTokens) {
-        throw py::value_error("x must have shape (n_tok, n) with 1 <= n_tok <= " + std::to_string(kTileTokens));
-    }
-    const int64_t n = xs.shape(1);
-    const int n_tok = static_cast<int>(xs.shape(0));
-    check_multiple(n, t.block_size, "activation");
-    auto w = py::array_t<uint8_t, py::array::c_style>::ensure(weight_rows);
-    const size_t row_bytes = weight_row_bytes(type_id, n);
-    if (static_cast<size_t>(w.shape(1)) != row_bytes) {
-        throw py::value_error("weight rows have " + std::to_string(w.shape(1)) + " bytes, expected " +
-                              std::to_string(row_bytes) + " for " + std::to_string(n) + " elements");
-    }
-    const size_t act_stride = act_row_bytes(t.act_format, n);
-    std::vector<uint8_t> act(act_stride * static_cast<size_t>(n_tok));
-    for (int i = 0; i < n_tok; ++i) quantize_act_row(t.act_format, xs.data(i, 0), act.data() + i * act_stride, n);
-    py::array_t<float> out({static_cast<py::ssize_t>(n_tok), static_cast<py::ssize_t>(kTileRows)});
-    tile(n, w.data(), row_bytes, act.data(), act_stride, n_tok, out.mutable_data(), kTileRows);
-    return out;
 }
 
 // Checks a (rows, row_bytes) uint8 matrix of n-element rows of the type; returns the row count.
@@ -210,10 +178,6 @@ void bind_kernels(py::module_& m) {
           py::arg("scalar") = false,
           "Quantize x into the type's activation format and return its dot product with the weight "
           "row. scalar=True uses the portable loop instead of the SIMD kernel.");
-    m.def("tile_dot", &tile_dot_py, py::arg("type_id"), py::arg("weight_rows"), py::arg("x"),
-          "Tiled dot products of 4 weight rows (uint8, shape (4, row_bytes)) with the rows of x "
-          "(float32, shape (n_tok, n), 1 <= n_tok <= 4), quantized as matmul does: float32 (n_tok, 4). "
-          "ValueError if the build has no tiled kernel for the type.");
     m.def("matmul", &matmul_py, py::arg("type_id"), py::arg("weight_rows"), py::arg("x"), py::arg("row_groups"),
           py::arg("n_threads") = 1,
           "y[t, r] = dot(weight row r, x[t]) through the model's matmul, optionally on row groups.");

@@ -7,6 +7,7 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from gguf import quants
 
+from edgellama import _core
 from edgellama import _core as core
 
 ALL_TYPES = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
@@ -342,21 +343,7 @@ def test_bad_activation_format_raises():
         core.quantize_act_row(ACT_Q8_256, np.zeros(128, np.float32))
 
 
-# ---------------------------------------------------------------- tiled dots (4 rows x n_tok tokens)
-
-# The AVX2 tiles (the 32-element family); with AVX-512 VNNI the model uses row groups instead.
-TILED = [T.Q4_0, T.Q4_1, T.Q8_0]
-TILE_ROWS, TILE_TOKENS = 4, 4
-
-
-def tile_or_skip(qtype, rows, x):
-    try:
-        return core.tile_dot(int(qtype), rows, x)
-    except ValueError as e:
-        if "no tiled kernel" in str(e):
-            pytest.skip(f"this build has no tiled kernel for {qtype.name}")
-        raise
-
+# ---------------------------------------------------------------- helpers for the matmul bounds
 
 def f16_field(raw, block_bytes, offset):
     """The f16 field at `offset` of every block, as float64."""
@@ -388,107 +375,19 @@ def term_magnitudes(qtype, raw, n):
             + np.abs(reference_dequant(qtype, no_scale.reshape(-1))).astype(np.float64))
 
 
-def tile_lengths(qtype):
-    # 256 * k including odd k; the 32-element family also gets an odd number of blocks.
-    return [256, 512, 768, 1280] + ([96] if qtype in BLOCK32 else [])
-
-
-@pytest.mark.parametrize("qtype", TILED, ids=lambda t: t.name)
-def test_tile_dot_matches_scalar_vec_dot(qtype):
-    # Tolerance: tile and scalar loop form the same exact integer sums and differ only in float32
-    # rounding: per-block scale products, per-lane running sums (one rounding per block) and the
-    # final reductions. So |tile - scalar| <= 2 * (n / 32 + 16) * 2^-24 * M, where
-    # M = sum_i (|code part_i| + |offset part_i|) * |x_q,i| (term_magnitudes) bounds every partial sum.
-    rng = np.random.default_rng(4000 + int(qtype))
-    checked = 0
-    for n in tile_lengths(qtype):
-        wrows = weight_rows(rng, qtype, n)
-        xrows = act_rows(rng, n)
-        rtol = 2 * (n / 32 + 16) * 2.0**-24
-        for start in range(0, len(wrows), TILE_ROWS):
-            group = [wrows[(start + i) % len(wrows)] for i in range(TILE_ROWS)]
-            rows = np.stack(group)
-            for n_tok in range(1, TILE_TOKENS + 1):
-                x = np.stack([xrows[(start + n_tok + t) % len(xrows)] for t in range(n_tok)])
-                got = tile_or_skip(qtype, rows, x)
-                assert got.shape == (n_tok, TILE_ROWS) and got.dtype == np.float32
-                for t in range(n_tok):
-                    _, xq = dot_with_quantized_act(qtype, np.zeros(n, np.float32), x[t])
-                    for r in range(TILE_ROWS):
-                        want = core.vec_dot(int(qtype), group[r], x[t], scalar=True)
-                        mag = float(np.dot(term_magnitudes(qtype, group[r], n), np.abs(xq)))
-                        assert abs(float(got[t, r]) - want) <= rtol * mag + 1e-30, (n, n_tok, t, r, got[t, r], want)
-                        checked += 1
-    assert checked >= 200
-
-
-@pytest.mark.parametrize("qtype", TILED, ids=lambda t: t.name)
-def test_tile_dot_token_count_is_bit_identical(qtype):
-    # A prefill tile of 4 tokens and one-token decode calls must give the same bits per (row, token).
-    rng = np.random.default_rng(5000 + int(qtype))
-    for n in tile_lengths(qtype):
-        wrows = weight_rows(rng, qtype, n)
-        rows = np.stack(wrows[:TILE_ROWS])
-        x = np.stack(act_rows(rng, n)[:TILE_TOKENS])
-        full = tile_or_skip(qtype, rows, x)
-        for n_tok in range(1, TILE_TOKENS):
-            for t0 in range(0, TILE_TOKENS - n_tok + 1):
-                part = core.tile_dot(int(qtype), rows, x[t0:t0 + n_tok])
-                np.testing.assert_array_equal(part.view(np.uint32), full[t0:t0 + n_tok].view(np.uint32))
-
-
-def test_tile_dot_element_order():
-    # One-hot activations pick single weights out of every row: catches misplaced codes or scales.
-    rng = np.random.default_rng(6)
-    for qtype in TILED:
-        rows = np.stack(weight_rows(rng, qtype, 512)[:TILE_ROWS])
-        w = np.stack([reference_dequant(qtype, r) for r in rows])
-        for j in list(rng.choice(512, 40, replace=False)) + [0, 31, 32, 255, 256, 511]:
-            x = np.zeros((1, 512), np.float32)
-            x[0, j] = 1.0
-            got = tile_or_skip(qtype, rows, x)[0]
-            # d·q and the min term are rounded apart: a weight that is 0 can come out as an ulp of them
-            assert np.all(np.abs(got - w[:, j]) <= 1e-5 * np.abs(w[:, j]) + 1e-6 * np.abs(w).max(axis=1)), (qtype, j)
-
-
-def test_tile_dot_validation():
-    n = 256
-    rows = np.zeros((TILE_ROWS, GGML_QUANT_SIZES[T.Q4_0][1] * n // 32), np.uint8)
-    x = np.ones((2, n), np.float32)
-    tile_or_skip(T.Q4_0, rows, x)
-    for qtype in (T.F32, T.F16, T.Q4_K):  # float weights and K-quants have no tiled kernel
-        with pytest.raises(ValueError, match="no tiled kernel"):
-            core.tile_dot(int(qtype), np.zeros((TILE_ROWS, n * 4), np.uint8), x)
-    with pytest.raises(ValueError):
-        core.tile_dot(99, rows, x)
-    with pytest.raises(ValueError):
-        core.tile_dot(int(T.Q4_0), rows[:3], x)                       # not 4 rows
-    with pytest.raises(ValueError):
-        core.tile_dot(int(T.Q4_0), rows[:, :-1], x)                   # row bytes disagree with n
-    with pytest.raises(ValueError):
-        core.tile_dot(int(T.Q4_0), rows.view(np.int8), x)             # bytes must be uint8
-    with pytest.raises(ValueError):
-        core.tile_dot(int(T.Q4_0), rows, np.ones((5, n), np.float32))  # too many tokens
-    with pytest.raises(ValueError):
-        core.tile_dot(int(T.Q4_0), rows, np.ones((0, n), np.float32))
-    with pytest.raises(ValueError):
-        core.tile_dot(int(T.Q4_0), rows, np.ones((1, 48), np.float32))  # not whole blocks
-
-
 # ---------------------------------------------------------------- row groups (weights repacked at load)
 
 ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
-
-
-def row_groups_or_skip(qtype):
-    if not core.has_row_group_kernel(int(qtype)):
-        pytest.skip(f"this build has no row-group kernel for {qtype.name} (AVX-512 VNNI only)")
+# Every CPU level this machine runs that has row groups (AVX-512 VNNI, AVX2): each is tested.
+ROW_GROUP_LEVELS = [lv for lv in _core.runnable_levels() if _core.load_level(lv).has_row_group_kernel(int(T.Q4_0))]
+if not ROW_GROUP_LEVELS:
+    ROW_GROUP_LEVELS = [pytest.param(None, marks=pytest.mark.skip(reason="no CPU level with row groups runs here"))]
 
 
 def test_row_group_kernels_cover_the_quantized_types():
-    # On a CPU with AVX-512 VNNI every quantized type is repacked into row groups.
+    # With AVX2 or AVX-512 VNNI every quantized type is repacked into row groups.
     if not core.has_row_group_kernel(int(T.Q4_0)):
-        pytest.skip("this build has no row-group kernels (AVX-512 VNNI only)")
+        pytest.skip("this CPU level has no row-group kernels (they need AVX2)")
     assert all(core.has_row_group_kernel(int(q)) for q in ROW_GROUP_TYPES)
     assert not any(core.has_row_group_kernel(int(q)) for q in (T.F32, T.F16, T.BF16))
 
@@ -499,12 +398,13 @@ def row_group_matrix(rng, qtype, n, n_rows):
     return np.stack([base[(r * 5) % len(base)] for r in range(n_rows)])
 
 
+@pytest.mark.parametrize("level", ROW_GROUP_LEVELS)
 @pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
-def test_row_group_matmul_matches_scalar_vec_dot(qtype):
-    # Same bound as the tiles: exact integer block sums, float32 rounding of each block's scale
-    # product and of one running sum per (row, token). 37 rows leave a partial last group; 11 tokens
+def test_row_group_matmul_matches_scalar_vec_dot(qtype, level):
+    # Exact integer block sums; float32 rounding of each block's scale product and of one running
+    # sum per (row, token), against the scalar loop's own roundings: |Δ| <= 2 (n/32 + 16) 2^-24 M. 37 rows leave a partial last group; 11 tokens
     # a partial last token batch.
-    row_groups_or_skip(qtype)
+    core = _core.load_level(level)
     rng = np.random.default_rng(7000 + int(qtype))
     for n in [n for n in (96, 512, 1280) if n % GGML_QUANT_SIZES[qtype][0] == 0]:
         rows = row_group_matrix(rng, qtype, n, 37)
@@ -520,10 +420,11 @@ def test_row_group_matmul_matches_scalar_vec_dot(qtype):
                 assert abs(float(got[t, r]) - want) <= rtol * mag + 1e-30, (n, t, r, got[t, r], want)
 
 
+@pytest.mark.parametrize("level", ROW_GROUP_LEVELS)
 @pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
-def test_row_group_matmul_is_bit_identical_across_batches_and_threads(qtype):
+def test_row_group_matmul_is_bit_identical_across_batches_and_threads(qtype, level):
     # Decode (one token), prefill (many) and any thread count give each (row, token) the same bits.
-    row_groups_or_skip(qtype)
+    core = _core.load_level(level)
     rng = np.random.default_rng(7100 + int(qtype))
     n = 768
     rows = row_group_matrix(rng, qtype, n, 50)
@@ -536,10 +437,11 @@ def test_row_group_matmul_is_bit_identical_across_batches_and_threads(qtype):
         np.testing.assert_array_equal(one.view(np.uint32), full[t:t + 1].view(np.uint32))
 
 
+@pytest.mark.parametrize("level", ROW_GROUP_LEVELS)
 @pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
-def test_row_group_element_order_and_source_untouched(qtype):
+def test_row_group_element_order_and_source_untouched(qtype, level):
     # One-hot activations pick single weights out of every row: a misplaced code, scale or lane fails.
-    row_groups_or_skip(qtype)
+    core = _core.load_level(level)
     rng = np.random.default_rng(7200 + int(qtype))
     n = 256
     rows = row_group_matrix(rng, qtype, n, 20)

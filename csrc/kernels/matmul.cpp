@@ -58,32 +58,6 @@ void rows_by_vec_dot(const WeightMatrix& w, int64_t row_begin, int64_t row_end, 
     }
 }
 
-// Cache blocking for a prefill: a chunk of tokens whose activations fit in L1 meets a chunk of
-// rows whose weights fit in L2, so neither is streamed from memory once per tile.
-constexpr size_t kL1ActivationBytes = 24 * 1024;
-constexpr size_t kL2WeightBytes = 256 * 1024;
-
-// Tiles of kTileRows rows starting at row_begin, over all n_tokens tokens.
-void rows_by_tiles(const WeightMatrix& w, TileDotFn tile_dot, int64_t row_begin, int64_t n_tiles,
-                   const uint8_t* act_rows, size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
-    const int64_t tok_chunk = std::max<int64_t>(kTileTokens, kL1ActivationBytes / act_stride / kTileTokens * kTileTokens);
-    const int64_t tile_chunk = std::max<int64_t>(1, kL2WeightBytes / (kTileRows * w.row_bytes));
-    for (int64_t tile0 = 0; tile0 < n_tiles; tile0 += tile_chunk) {
-        const int64_t tile1 = std::min(n_tiles, tile0 + tile_chunk);
-        for (int64_t tok0 = 0; tok0 < n_tokens; tok0 += tok_chunk) {
-            const int64_t tok1 = std::min(n_tokens, tok0 + tok_chunk);
-            for (int64_t tile = tile0; tile < tile1; ++tile) {
-                const int64_t r = row_begin + tile * kTileRows;
-                for (int64_t t = tok0; t < tok1; t += kTileTokens) {
-                    const int n_tok = static_cast<int>(std::min<int64_t>(kTileTokens, tok1 - t));
-                    tile_dot(w.cols, w.row(r), w.row_bytes, act_rows + t * act_stride, act_stride, n_tok,
-                             y + t * y_stride + r, y_stride);
-                }
-            }
-        }
-    }
-}
-
 // Row groups (weights repacked at load): each thread takes whole groups and runs every token
 // through each of them, kGroupTokens at a time, while the group stays in its L1/L2.
 void matmul_row_groups(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const uint8_t* act_rows,
@@ -139,21 +113,9 @@ void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, cons
         return;
     }
     pool.run([&](int ith, int nth) {
-        if (w.tile_dot == nullptr) {
-            int64_t row_begin, row_end;
-            split_range(w.rows, ith, nth, row_begin, row_end);
-            rows_by_vec_dot(w, row_begin, row_end, act_rows, act_stride, n_tokens, y, y_stride);
-            return;
-        }
-        // Threads split whole tiles; the last thread also takes the rows left over.
-        int64_t tile_begin, tile_end;
-        split_range(w.rows / kTileRows, ith, nth, tile_begin, tile_end);
-        rows_by_tiles(w, w.tile_dot, tile_begin * kTileRows, tile_end - tile_begin, act_rows, act_stride, n_tokens, y,
-                      y_stride);
-        if (ith == nth - 1) {
-            const int64_t tail = w.rows / kTileRows * kTileRows;
-            rows_by_vec_dot(w, tail, w.rows, act_rows, act_stride, n_tokens, y, y_stride);
-        }
+        int64_t row_begin, row_end;
+        split_range(w.rows, ith, nth, row_begin, row_end);
+        rows_by_vec_dot(w, row_begin, row_end, act_rows, act_stride, n_tokens, y, y_stride);
     });
 }
 

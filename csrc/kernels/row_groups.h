@@ -44,11 +44,13 @@ struct RowGroupKernel {
                 int64_t out_stride, int n_rows);
 };
 
-// nullptr when the type has no row-group kernel in this build (non-AVX-512 builds, other types).
+// nullptr when the type has no row-group kernel in this build (builds without AVX2, float types).
 const RowGroupKernel* find_row_group_kernel(int32_t type_id);
 
-// Per family (nullptr where the build lacks the instruction set).
-const RowGroupKernel* find_row_group_kernel_32(int32_t type_id);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
-const RowGroupKernel* find_row_group_kernel_k(int32_t type_id);   // Q4_K, Q5_K, Q6_K
+// Per family and instruction set (nullptr where the build lacks it); AVX-512 VNNI is preferred.
+const RowGroupKernel* find_row_group_kernel_32_avx512(int32_t type_id);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+const RowGroupKernel* find_row_group_kernel_k_avx512(int32_t type_id);   // Q4_K, Q5_K, Q6_K
+const RowGroupKernel* find_row_group_kernel_32_avx2(int32_t type_id);
+const RowGroupKernel* find_row_group_kernel_k_avx2(int32_t type_id);
 
 }  // namespace edgellama

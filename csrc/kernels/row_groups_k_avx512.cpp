@@ -1,14 +1,6 @@
-// Row-group kernels (see row_groups.h) for the K-quants Q4_K, Q5_K and Q6_K with AVX-512 VNNI.
-//
-// A group holds 16 rows; its super-blocks follow one another, each in the type's bytes × 16:
-//   Q4_K  codes 32 chunks (c, k): lane r = bytes 4k .. 4k+3 of row r's qs[32c .. 32c+32)   2048
-//         scales 3 chunks: lane r = bytes 4i .. 4i+3 of row r's scales[12]                   192
-//         d ×16, dmin ×16 (f16)                                                                64
-//   Q5_K  as Q4_K, plus qh 8 chunks (lane r = bytes 4k .. 4k+3 of row r's qh) after the codes
-//   Q6_K  ql 32 chunks, qh 16 chunks, scales 4 chunks (lane r = dword i of each row's array),
-//         d ×16 (f16)
-// so a group takes exactly the bytes of its rows. Scales are unpacked once per super-block for
-// all 16 rows (and reused for up to kGroupTokens tokens).
+// Row-group kernels (see row_groups.h) for the K-quants Q4_K, Q5_K and Q6_K with AVX-512 VNNI;
+// the layout is in row_groups_layout_k.h. Scales are unpacked once per super-block for all 16
+// rows (and reused for up to kGroupTokens tokens).
 //
 // Per (row, token) and super-block, in this order whatever the batch or thread:
 //   for each sub-block j: acc = fma(float(isum_j), float(d·sc_j · d_a), acc)
@@ -21,19 +13,13 @@
     defined(__F16C__)
 #include <immintrin.h>
 
-#include <cstring>
-
+#include "csrc/kernels/row_groups_layout_k.h"
 #include "csrc/kernels/type_traits.h"
-#include "quantize/block_formats.h"
 
 namespace edgellama {
 namespace {
 
-inline uint32_t load_u32(const void* p) {
-    uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
+using namespace row_groups_k;
 
 inline __m512i chunk_at(const uint8_t* p, int index) { return _mm512_loadu_si512(p + 64 * index); }
 inline __m512i bytes(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
@@ -45,15 +31,6 @@ inline __m512i byte_of(__m512i v, int b) {
     return _mm512_and_si512(_mm512_srli_epi32(v, 8 * b), _mm512_set1_epi32(0xff));
 }
 inline __m512i signed_byte_of(__m512i v, int b) { return _mm512_srai_epi32(_mm512_slli_epi32(v, 24 - 8 * b), 24); }
-
-// Scatters 4-byte groups of each row's field into interleaved chunks: chunk i of the group gets
-// bytes 4i .. 4i+3 of row r's field in lane r.
-inline void interleave(uint8_t* chunks, int n_chunks, const uint8_t* field, int r) {
-    for (int i = 0; i < n_chunks; ++i) std::memcpy(chunks + 64 * i + 4 * r, field + 4 * i, 4);
-}
-inline void deinterleave(const uint8_t* chunks, int n_chunks, uint8_t* field, int r) {
-    for (int i = 0; i < n_chunks; ++i) std::memcpy(field + 4 * i, chunks + 64 * i + 4 * r, 4);
-}
 
 // ---------------------------------------------------------------- per-format layouts
 
@@ -89,25 +66,7 @@ inline void unpack_scales_k(const uint8_t* scale_chunks, const uint8_t* d_f16, S
     s.neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), f16x16(d_f16 + 32));
 }
 
-struct Q4_KFormat {
-    using Block = BlockQ4_K;
-    static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
-    static constexpr bool kHasMin = true;
-    static constexpr size_t kCodes = 0, kScales = 2048, kD = 2048 + 192;
-    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
-
-    static void pack(const Block& b, int r, uint8_t* g) {
-        interleave(g + kCodes, 32, b.qs, r);
-        interleave(g + kScales, 3, b.scales, r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
-    }
-    static void unpack(const uint8_t* g, int r, Block& b) {
-        deinterleave(g + kCodes, 32, b.qs, r);
-        deinterleave(g + kScales, 3, b.scales, r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
-        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
-    }
+struct Q4_KFormat : Q4_KLayout {
     static void scales(const uint8_t* g, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, s); }
     // Sub-block j: chunk pair c = j / 2 holds it in its low (j even) or high (j odd) nibbles.
     static void codes(const uint8_t* g, int j, __m512i* w) {
@@ -119,27 +78,7 @@ struct Q4_KFormat {
     }
 };
 
-struct Q5_KFormat {
-    using Block = BlockQ5_K;
-    static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
-    static constexpr bool kHasMin = true;
-    static constexpr size_t kCodes = 0, kHigh = 2048, kScales = 2048 + 512, kD = 2048 + 512 + 192;
-    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
-
-    static void pack(const Block& b, int r, uint8_t* g) {
-        interleave(g + kCodes, 32, b.qs, r);
-        interleave(g + kHigh, 8, b.qh, r);
-        interleave(g + kScales, 3, b.scales, r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
-    }
-    static void unpack(const uint8_t* g, int r, Block& b) {
-        deinterleave(g + kCodes, 32, b.qs, r);
-        deinterleave(g + kHigh, 8, b.qh, r);
-        deinterleave(g + kScales, 3, b.scales, r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
-        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
-    }
+struct Q5_KFormat : Q5_KLayout {
     static void scales(const uint8_t* g, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, s); }
     // As Q4_K, plus bit j of each qh byte as bit 4.
     static void codes(const uint8_t* g, int j, __m512i* w) {
@@ -154,25 +93,7 @@ struct Q5_KFormat {
     }
 };
 
-struct Q6_KFormat {
-    using Block = BlockQ6_K;
-    static constexpr int kSub = 16, kSubSize = 16, kChunksPerSub = 4;
-    static constexpr bool kHasMin = false;
-    static constexpr size_t kLow = 0, kHigh = 2048, kScales = 2048 + 1024, kD = 2048 + 1024 + 256;
-    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
-
-    static void pack(const Block& b, int r, uint8_t* g) {
-        interleave(g + kLow, 32, b.ql, r);
-        interleave(g + kHigh, 16, b.qh, r);
-        interleave(g + kScales, 4, reinterpret_cast<const uint8_t*>(b.scales), r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-    }
-    static void unpack(const uint8_t* g, int r, Block& b) {
-        deinterleave(g + kLow, 32, b.ql, r);
-        deinterleave(g + kHigh, 16, b.qh, r);
-        deinterleave(g + kScales, 4, reinterpret_cast<uint8_t*>(b.scales), r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
-    }
+struct Q6_KFormat : Q6_KLayout {
     static void scales(const uint8_t* g, SuperScales<16>& s) {
         const __m512 d = f16x16(g + kD);
         for (int i = 0; i < 16; ++i) {
@@ -196,73 +117,6 @@ struct Q6_KFormat {
         }
     }
 };
-
-// ---------------------------------------------------------------- packing
-
-template <class F>
-size_t group_bytes(int64_t n) { return static_cast<size_t>(n / kQK256) * F::kSuperBytes; }
-
-template <class F>
-void pack_group(int64_t n, const uint8_t* rows, size_t row_stride, int n_rows, uint8_t* dst) {
-    const int64_t nsb = n / kQK256;
-    std::memset(dst, 0, group_bytes<F>(n));
-    for (int r = 0; r < n_rows; ++r) {
-        const auto* row = reinterpret_cast<const typename F::Block*>(rows + r * row_stride);
-        for (int64_t s = 0; s < nsb; ++s) F::pack(row[s], r, dst + s * F::kSuperBytes);
-    }
-}
-
-template <class F>
-void unpack_row(int64_t n, const uint8_t* group, int r, uint8_t* row) {
-    auto* blocks = reinterpret_cast<typename F::Block*>(row);
-    for (int64_t s = 0; s < n / kQK256; ++s) F::unpack(group + s * F::kSuperBytes, r, blocks[s]);
-}
-
-// Packed activations of one token (nsb super-blocks): nsb × 256 int8 codes, nsb float scales,
-// nsb × 16 int32 Q6_K offsets (-32 × the 16-element sums), nsb × 4 int32 pairs of 32-element
-// sums (Σa_0, Σa_2), (Σa_1, Σa_3), (Σa_4, Σa_6), (Σa_5, Σa_7) as int16 halves.
-size_t act_bytes(int64_t n) {
-    const size_t nsb = static_cast<size_t>(n / kQK256);
-    return (nsb * (kQK256 + 4 + 64 + 16) + 63) / 64 * 64;
-}
-
-struct ActView {
-    const int8_t* codes;
-    const float* d;
-    const int32_t* offset16;
-    const int32_t* sum_pairs;
-};
-
-inline ActView act_view(const uint8_t* p, int64_t nsb) {
-    return {reinterpret_cast<const int8_t*>(p), reinterpret_cast<const float*>(p + nsb * kQK256),
-            reinterpret_cast<const int32_t*>(p + nsb * (kQK256 + 4)),
-            reinterpret_cast<const int32_t*>(p + nsb * (kQK256 + 4 + 64))};
-}
-
-inline int32_t int16_pair(int32_t lo, int32_t hi) {
-    return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16) | static_cast<uint16_t>(lo));
-}
-
-void pack_act(int64_t n, const uint8_t* act_row, uint8_t* dst) {
-    const auto* blocks = reinterpret_cast<const BlockQ8Act256*>(act_row);
-    const int64_t nsb = n / kQK256;
-    int8_t* codes = reinterpret_cast<int8_t*>(dst);
-    float* d = reinterpret_cast<float*>(dst + nsb * kQK256);
-    int32_t* offset16 = reinterpret_cast<int32_t*>(dst + nsb * (kQK256 + 4));
-    int32_t* pairs = reinterpret_cast<int32_t*>(dst + nsb * (kQK256 + 4 + 64));
-    for (int64_t s = 0; s < nsb; ++s) {
-        const BlockQ8Act256& b = blocks[s];
-        std::memcpy(codes + s * kQK256, b.qs, kQK256);
-        d[s] = b.d;
-        int32_t sum32[8];
-        for (int i = 0; i < 16; ++i) offset16[s * 16 + i] = -32 * b.bsums[i];
-        for (int j = 0; j < 8; ++j) sum32[j] = b.bsums[2 * j] + b.bsums[2 * j + 1];
-        pairs[s * 4 + 0] = int16_pair(sum32[0], sum32[2]);
-        pairs[s * 4 + 1] = int16_pair(sum32[1], sum32[3]);
-        pairs[s * 4 + 2] = int16_pair(sum32[4], sum32[6]);
-        pairs[s * 4 + 3] = int16_pair(sum32[5], sum32[7]);
-    }
-}
 
 // ---------------------------------------------------------------- the dot
 
@@ -348,7 +202,7 @@ const RowGroupKernel kKernel = {group_bytes<F>, pack_group<F>, unpack_row<F>, ac
 
 }  // namespace
 
-const RowGroupKernel* find_row_group_kernel_k(int32_t type_id) {
+const RowGroupKernel* find_row_group_kernel_k_avx512(int32_t type_id) {
     switch (static_cast<TensorType>(type_id)) {
         case TensorType::Q4_K: return &kKernel<Q4_KFormat>;
         case TensorType::Q5_K: return &kKernel<Q5_KFormat>;
@@ -362,7 +216,7 @@ const RowGroupKernel* find_row_group_kernel_k(int32_t type_id) {
 #else
 
 namespace edgellama {
-const RowGroupKernel* find_row_group_kernel_k(int32_t) { return nullptr; }
+const RowGroupKernel* find_row_group_kernel_k_avx512(int32_t) { return nullptr; }
 }  // namespace edgellama
 
 #endif

@@ -1,5 +1,5 @@
-// Small AVX2 building blocks shared by the vec_dot kernels (quant_avx2.cpp) and the tiled dots
-// (tile_dot_avx2.cpp). Include only under `#if defined(__AVX2__)`.
+// Small AVX2 building blocks of the vec_dot kernels (quant_avx2.cpp). Include only under
+// `#if defined(__AVX2__)`.
 #pragma once
 
 #include <immintrin.h>

@@ -22,7 +22,6 @@ WeightMatrix make_weight_matrix(const void* data, int32_t type, int64_t rows, in
     w.cols = cols;
     w.traits = &traits;
     w.row_bytes = weight_row_bytes(type, cols);
-    w.tile_dot = find_tile_dot(type);
     return w;
 }
 

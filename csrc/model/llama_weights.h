@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "csrc/kernels/row_groups.h"
-#include "csrc/kernels/tile_dot.h"
 #include "csrc/kernels/type_traits.h"
 
 namespace edgellama {
@@ -32,7 +31,6 @@ struct WeightMatrix {
     int64_t cols = 0;
     const TypeTraits* traits = nullptr;
     size_t row_bytes = 0;
-    TileDotFn tile_dot = nullptr;  // register-tiled kernel for this type, when the build has one
     // Set when the model repacked this matrix into row groups at load (csrc/model/weight_repack.h):
     // matmul then uses only `groups`, ceil(rows / kGroupRows) groups of group_bytes each.
     const RowGroupKernel* group_kernel = nullptr;

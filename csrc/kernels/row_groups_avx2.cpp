@@ -1,0 +1,168 @@
+// Row-group kernels (see row_groups.h) for the 32-element family with AVX2 (no VNNI), on the same
+// group layout as the AVX-512 kernels (row_groups_layout_32.h): a 16-row group is two halves of
+// 8 rows, one 32-bit lane per row in a 256-bit register.
+//
+// Without a byte dot into 32-bit lanes, codes × activations go through maddubs (unsigned × signed
+// bytes, adjacent pairs summed into int16). Those int16 sums stay exact as long as they cannot
+// overflow: 4-bit codes (Q4_0, Q4_1) allow all 8 steps of a block in int16 (|sum| <= 16·15·127),
+// 5-bit codes 4 steps; Q8_0's signed weights use |w| against sign(a, w), one step at a time.
+// Each block's integer sum is exact, so the float sequence per (row, token) is the AVX-512
+// kernels' own: acc = fma(float(isum), float(d_w · d_a), acc), then the Q4_1/Q5_1 min term.
+#include "csrc/kernels/row_groups.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "csrc/kernels/row_groups_layout_32.h"
+#include "csrc/kernels/type_traits.h"
+
+namespace edgellama {
+namespace {
+
+using namespace row_groups_32;
+
+constexpr int kHalfRows = 8;
+constexpr int kTokens = 4;  // tokens per pass: 8 code registers + 4 accumulators + temporaries fit 16 ymm
+constexpr int kPrefetchBytes = 4096;
+
+inline __m256i load8(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+inline __m256i bcst4(const int8_t* p) { return _mm256_set1_epi32(static_cast<int>(load_u32(p))); }
+inline __m256 f16x8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+// Codes of block b for one half (8 rows) as unsigned bytes; w[k] holds elements 4k .. 4k+3.
+template <class F>
+inline void load_codes(const uint8_t* block, int half, __m256i* w) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    if constexpr (F::kCodeChunks == 8) {
+        for (int k = 0; k < 8; ++k) w[k] = load8(block + 64 * k + 32 * half);
+    } else {
+        for (int k = 0; k < 4; ++k) {
+            const __m256i packed = load8(block + 64 * k + 32 * half);
+            w[k] = _mm256_and_si256(packed, low4);
+            w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+        }
+        if constexpr (F::kCodeChunks == 5) {
+            const __m256i high = load8(block + 256 + 32 * half), bit4 = _mm256_set1_epi8(0x10);
+            for (int g = 0; g < 8; ++g) {
+                const __m256i h = g <= 4 ? _mm256_slli_epi32(high, 4 - g) : _mm256_srli_epi32(high, g - 4);
+                w[g] = _mm256_or_si256(w[g], _mm256_and_si256(h, bit4));
+            }
+        }
+    }
+}
+
+// Exact Σ code·a over the block for the 8 rows, plus the activation's offset term.
+template <class F>
+inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    if constexpr (F::kCodeChunks == 8) {
+        // Q8_0: w holds code + 128; |w| against sign(a, w) keeps each pair sum within int16. The
+        // dot is of the signed codes themselves, so the +128 offset term is not used.
+        (void)offset;
+        __m256i sum = _mm256_setzero_si256();
+        const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+        for (int k = 0; k < 8; ++k) {
+            const __m256i signed_w = _mm256_xor_si256(w[k], bias);
+            const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(signed_w), _mm256_sign_epi8(bcst4(a + 4 * k), signed_w));
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, ones));
+        }
+        return sum;
+    } else {
+        __m256i sum = _mm256_set1_epi32(offset);
+        constexpr int kSteps = F::kCodeChunks == 5 ? 4 : 8;  // int16-safe steps per widening
+        for (int k0 = 0; k0 < 8; k0 += kSteps) {
+            __m256i s16 = _mm256_maddubs_epi16(w[k0], bcst4(a + 4 * k0));
+            for (int k = k0 + 1; k < k0 + kSteps; ++k) {
+                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], bcst4(a + 4 * k)));
+            }
+            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, ones));
+        }
+        return sum;
+    }
+}
+
+template <class F, int T>
+void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* act, size_t act_stride, float* out,
+                     int64_t out_stride, int n_rows) {
+    const int64_t nb = n / kQK32;
+    const uint16_t* d = reinterpret_cast<const uint16_t*>(group + nb * code_bytes_per_block<F>());
+    const uint16_t* m = d + nb * kGroupRows;
+    ActView a[T];
+    for (int t = 0; t < T; ++t) a[t] = act_view(act + t * act_stride, nb);
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* block = group + b * code_bytes_per_block<F>();
+        for (int k = 0; k < F::kCodeChunks; ++k) {
+            _mm_prefetch(reinterpret_cast<const char*>(block) + kPrefetchBytes + 64 * k + 32 * half, _MM_HINT_T0);
+        }
+        __m256i w[8];
+        load_codes<F>(block, half, w);
+        const __m256 dw = f16x8(d + b * kGroupRows + kHalfRows * half);
+        for (int t = 0; t < T; ++t) {
+            const __m256i isum = block_sum<F>(w, a[t].codes + b * kQK32, a[t].offset[b]);
+            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
+        }
+        if constexpr (F::kHasMin) {
+            const __m256 mw = f16x8(m + b * kGroupRows + kHalfRows * half);
+            for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].sum[b]), acc[t]);
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        if (n_rows >= kHalfRows) {
+            _mm256_storeu_ps(out + t * out_stride, acc[t]);
+        } else {
+            alignas(32) float tmp[kHalfRows];
+            _mm256_store_ps(tmp, acc[t]);
+            for (int r = 0; r < n_rows; ++r) out[t * out_stride + r] = tmp[r];
+        }
+    }
+}
+
+template <class F>
+void group_dot(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
+               int64_t out_stride, int n_rows) {
+    static_assert(kTokens == 4, "the switch below spells out token counts 1..4");
+    for (int half = 0; half * kHalfRows < n_rows; ++half) {
+        const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
+        for (int t0 = 0; t0 < n_tok; t0 += kTokens) {
+            const uint8_t* a = act + t0 * act_stride;
+            float* o = out + t0 * out_stride + half * kHalfRows;
+            switch (n_tok - t0) {
+                case 1: half_dot_tokens<F, 1>(n, group, half, a, act_stride, o, out_stride, rows); break;
+                case 2: half_dot_tokens<F, 2>(n, group, half, a, act_stride, o, out_stride, rows); break;
+                case 3: half_dot_tokens<F, 3>(n, group, half, a, act_stride, o, out_stride, rows); break;
+                default: half_dot_tokens<F, 4>(n, group, half, a, act_stride, o, out_stride, rows); break;
+            }
+        }
+    }
+}
+
+template <class F>
+const RowGroupKernel kKernel = {group_bytes<F>, pack_group<F>, unpack_row<F>, act_bytes, pack_act<F>, group_dot<F>};
+
+}  // namespace
+
+const RowGroupKernel* find_row_group_kernel_32_avx2(int32_t type_id) {
+    switch (static_cast<TensorType>(type_id)) {
+        case TensorType::Q4_0: return &kKernel<Q4_0Format>;
+        case TensorType::Q4_1: return &kKernel<Q4_1Format>;
+        case TensorType::Q5_0: return &kKernel<Q5_0Format>;
+        case TensorType::Q5_1: return &kKernel<Q5_1Format>;
+        case TensorType::Q8_0: return &kKernel<Q8_0Format>;
+        default: return nullptr;
+    }
+}
+
+}  // namespace edgellama
+
+#else
+
+namespace edgellama {
+const RowGroupKernel* find_row_group_kernel_32_avx2(int32_t) { return nullptr; }
+}  // namespace edgellama
+
+#endif

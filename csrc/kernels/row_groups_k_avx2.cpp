@@ -1,0 +1,222 @@
+// Row-group kernels (see row_groups.h) for the K-quants Q4_K, Q5_K and Q6_K with AVX2 (no VNNI),
+// on the AVX-512 kernels' group layout (row_groups_layout_k.h): a 16-row group is two halves of
+// 8 rows, one 32-bit lane per row in a 256-bit register.
+//
+// Codes × activations go through maddubs (adjacent pairs into int16), widened to int32 before an
+// int16 sum could overflow: 4-bit codes after 8 steps (|sum| <= 16·15·127), 5-bit after 4, 6-bit
+// after 2. Every sub-block's integer sum is exact, so the float sequence per (row, token) is the
+// AVX-512 kernels' own (see row_groups_k_avx512.cpp).
+#include "csrc/kernels/row_groups.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "csrc/kernels/row_groups_layout_k.h"
+#include "csrc/kernels/type_traits.h"
+
+namespace edgellama {
+namespace {
+
+using namespace row_groups_k;
+
+constexpr int kHalfRows = 8;
+constexpr int kTokens = 4;
+constexpr int kPrefetchBytes = 4096;
+
+inline __m256i chunk_at(const uint8_t* p, int index, int half) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * index + 32 * half));
+}
+inline __m256i bcst4(const int8_t* p) { return _mm256_set1_epi32(static_cast<int>(load_u32(p))); }
+inline __m256 f16x8(const uint8_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline __m256i byte_of(__m256i v, int b) { return _mm256_and_si256(_mm256_srli_epi32(v, 8 * b), _mm256_set1_epi32(0xff)); }
+inline __m256i signed_byte_of(__m256i v, int b) { return _mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * b), 24); }
+
+template <int kSub>
+struct SuperScales {
+    __m256 dsc[kSub];
+    __m256i mn_pairs[4];
+    __m256 neg_dmin;
+};
+
+// As unpack_scales_k in row_groups_k_avx512.cpp, for one half of the group.
+inline void unpack_scales_k(const uint8_t* scale_chunks, const uint8_t* d_f16, int half, SuperScales<8>& s) {
+    const __m256i s0 = chunk_at(scale_chunks, 0, half), s1 = chunk_at(scale_chunks, 1, half),
+                  s2 = chunk_at(scale_chunks, 2, half);
+    const __m256i low6 = _mm256_set1_epi8(63), low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30);
+    const __m256i sc_lo = _mm256_and_si256(s0, low6);
+    const __m256i mn_lo = _mm256_and_si256(s1, low6);
+    const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(s2, low4), _mm256_and_si256(_mm256_srli_epi32(s0, 2), top2));
+    const __m256i mn_hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(s2, 4), low4),
+                                          _mm256_and_si256(_mm256_srli_epi32(s1, 2), top2));
+    const __m256 d = f16x8(d_f16 + 16 * half);
+    for (int j = 0; j < 4; ++j) {
+        s.dsc[j] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(byte_of(sc_lo, j)));
+        s.dsc[j + 4] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(byte_of(sc_hi, j)));
+    }
+    const __m256i even_bytes = _mm256_set1_epi32(0x00ff00ff);
+    s.mn_pairs[0] = _mm256_and_si256(mn_lo, even_bytes);
+    s.mn_pairs[1] = _mm256_and_si256(_mm256_srli_epi32(mn_lo, 8), even_bytes);
+    s.mn_pairs[2] = _mm256_and_si256(mn_hi, even_bytes);
+    s.mn_pairs[3] = _mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), even_bytes);
+    s.neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), f16x8(d_f16 + 32 + 16 * half));
+}
+
+struct Q4_KFormat : Q4_KLayout {
+    static constexpr int kSteps = 8;  // int16-safe maddubs steps per widening
+    static void scales(const uint8_t* g, int half, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, half, s); }
+    static void codes(const uint8_t* g, int half, int j, __m256i* w) {
+        const __m256i low4 = _mm256_set1_epi8(0x0f);
+        for (int k = 0; k < 8; ++k) {
+            const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
+            w[k] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4);
+        }
+    }
+};
+
+struct Q5_KFormat : Q5_KLayout {
+    static constexpr int kSteps = 4;
+    static void scales(const uint8_t* g, int half, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, half, s); }
+    static void codes(const uint8_t* g, int half, int j, __m256i* w) {
+        const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
+        for (int k = 0; k < 8; ++k) {
+            const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
+            const __m256i low = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4);
+            const __m256i qh = chunk_at(g + kHigh, k, half);
+            const __m256i high = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+            w[k] = _mm256_or_si256(low, _mm256_and_si256(high, bit4));
+        }
+    }
+};
+
+struct Q6_KFormat : Q6_KLayout {
+    static constexpr int kSteps = 2;
+    static void scales(const uint8_t* g, int half, SuperScales<16>& s) {
+        const __m256 d = f16x8(g + kD + 16 * half);
+        for (int i = 0; i < 16; ++i) {
+            s.dsc[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(signed_byte_of(chunk_at(g + kScales, i / 4, half), i % 4)));
+        }
+    }
+    // See Q6_KFormat::codes in row_groups_k_avx512.cpp.
+    static void codes(const uint8_t* g, int half, int j, __m256i* w) {
+        const int h = j / 8, s = (j % 8) / 2;
+        const __m256i low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30);
+        for (int k = 0; k < 4; ++k) {
+            const int l = 16 * (j % 2) + 4 * k;
+            const __m256i ql = chunk_at(g + kLow, (64 * h + 32 * (s & 1) + l) / 4, half);
+            const __m256i qh = chunk_at(g + kHigh, (32 * h + l) / 4, half);
+            const __m256i low = _mm256_and_si256(s >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
+            const __m256i high = s <= 2 ? _mm256_slli_epi16(qh, 4 - 2 * s) : _mm256_srli_epi16(qh, 2);
+            w[k] = _mm256_or_si256(low, _mm256_and_si256(high, top2));
+        }
+    }
+};
+
+// Exact Σ code·a over one sub-block (kChunksPerSub steps of 4 elements) for the 8 rows.
+template <class F>
+inline __m256i sub_block_sum(const __m256i* w, const int8_t* a, __m256i start) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i sum = start;
+    for (int k0 = 0; k0 < F::kChunksPerSub; k0 += F::kSteps) {
+        __m256i s16 = _mm256_maddubs_epi16(w[k0], bcst4(a + 4 * k0));
+        for (int k = k0 + 1; k < k0 + F::kSteps; ++k) {
+            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], bcst4(a + 4 * k)));
+        }
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, ones));
+    }
+    return sum;
+}
+
+template <class F, int T>
+void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* act, size_t act_stride, float* out,
+                     int64_t out_stride, int n_rows) {
+    const int64_t nsb = n / kQK256;
+    ActView a[T];
+    for (int t = 0; t < T; ++t) a[t] = act_view(act + t * act_stride, nsb);
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; ++s) {
+        const uint8_t* sb = group + s * F::kSuperBytes;
+        SuperScales<F::kSub> sc;
+        F::scales(sb, half, sc);
+        for (int j = 0; j < F::kSub; ++j) {
+            constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
+            for (size_t i = 0; i < kLinesPerSub; ++i) {
+                _mm_prefetch(reinterpret_cast<const char*>(sb) + kPrefetchBytes + (j * kLinesPerSub + i) * 64,
+                             _MM_HINT_T0);
+            }
+            __m256i w[F::kChunksPerSub];
+            F::codes(sb, half, j, w);
+            const int64_t first = s * kQK256 + j * F::kSubSize;
+            for (int t = 0; t < T; ++t) {
+                const __m256i start = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
+                const __m256i isum = sub_block_sum<F>(w, a[t].codes + first, start);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(sc.dsc[j], _mm256_set1_ps(a[t].d[s])),
+                                         acc[t]);
+            }
+        }
+        if constexpr (F::kHasMin) {
+            for (int t = 0; t < T; ++t) {
+                __m256i msum = _mm256_setzero_si256();
+                for (int i = 0; i < 4; ++i) {
+                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(sc.mn_pairs[i], _mm256_set1_epi32(a[t].sum_pairs[s * 4 + i])));
+                }
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(sc.neg_dmin, _mm256_set1_ps(a[t].d[s])),
+                                         acc[t]);
+            }
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        if (n_rows >= kHalfRows) {
+            _mm256_storeu_ps(out + t * out_stride, acc[t]);
+        } else {
+            alignas(32) float tmp[kHalfRows];
+            _mm256_store_ps(tmp, acc[t]);
+            for (int r = 0; r < n_rows; ++r) out[t * out_stride + r] = tmp[r];
+        }
+    }
+}
+
+template <class F>
+void group_dot(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
+               int64_t out_stride, int n_rows) {
+    static_assert(kTokens == 4, "the switch below spells out token counts 1..4");
+    for (int half = 0; half * kHalfRows < n_rows; ++half) {
+        const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
+        for (int t0 = 0; t0 < n_tok; t0 += kTokens) {
+            const uint8_t* a = act + t0 * act_stride;
+            float* o = out + t0 * out_stride + half * kHalfRows;
+            switch (n_tok - t0) {
+                case 1: half_dot_tokens<F, 1>(n, group, half, a, act_stride, o, out_stride, rows); break;
+                case 2: half_dot_tokens<F, 2>(n, group, half, a, act_stride, o, out_stride, rows); break;
+                case 3: half_dot_tokens<F, 3>(n, group, half, a, act_stride, o, out_stride, rows); break;
+                default: half_dot_tokens<F, 4>(n, group, half, a, act_stride, o, out_stride, rows); break;
+            }
+        }
+    }
+}
+
+template <class F>
+const RowGroupKernel kKernel = {group_bytes<F>, pack_group<F>, unpack_row<F>, act_bytes, pack_act, group_dot<F>};
+
+}  // namespace
+
+const RowGroupKernel* find_row_group_kernel_k_avx2(int32_t type_id) {
+    switch (static_cast<TensorType>(type_id)) {
+        case TensorType::Q4_K: return &kKernel<Q4_KFormat>;
+        case TensorType::Q5_K: return &kKernel<Q5_KFormat>;
+        case TensorType::Q6_K: return &kKernel<Q6_KFormat>;
+        default: return nullptr;
+    }
+}
+
+}  // namespace edgellama
+
+#else
+
+namespace edgellama {
+const RowGroupKernel* find_row_group_kernel_k_avx2(int32_t) { return nullptr; }
+}  // namespace edgellama
+
+#endif

@@ -1,0 +1,169 @@
+// Row-group layout of the K-quants (Q4_K, Q5_K, Q6_K): packing GGUF super-blocks into groups and
+// activations for the dot, shared by every instruction set's kernels (row_groups_k_avx512.cpp,
+// row_groups_k_avx2.cpp). Internal to csrc/kernels.
+//
+// A group holds 16 rows; its super-blocks follow one another, each in the type's bytes × 16:
+//   Q4_K  codes 32 chunks (c, k): lane r = bytes 4k .. 4k+3 of row r's qs[32c .. 32c+32)   2048
+//         scales 3 chunks: lane r = bytes 4i .. 4i+3 of row r's scales[12]                   192
+//         d ×16, dmin ×16 (f16)                                                                64
+//   Q5_K  as Q4_K, plus qh 8 chunks (lane r = bytes 4k .. 4k+3 of row r's qh) after the codes
+//   Q6_K  ql 32 chunks, qh 16 chunks, scales 4 chunks (lane r = dword i of each row's array),
+//         d ×16 (f16)
+// so a group takes exactly the bytes of its rows (a chunk is 64 bytes, 4 per row).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "csrc/kernels/row_groups.h"
+#include "quantize/block_formats.h"
+
+namespace edgellama::row_groups_k {
+
+inline uint32_t load_u32(const void* p) {
+    uint32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
+// Scatters 4-byte groups of each row's field into interleaved chunks: chunk i of the group gets
+// bytes 4i .. 4i+3 of row r's field in lane r.
+inline void interleave(uint8_t* chunks, int n_chunks, const uint8_t* field, int r) {
+    for (int i = 0; i < n_chunks; ++i) std::memcpy(chunks + 64 * i + 4 * r, field + 4 * i, 4);
+}
+inline void deinterleave(const uint8_t* chunks, int n_chunks, uint8_t* field, int r) {
+    for (int i = 0; i < n_chunks; ++i) std::memcpy(field + 4 * i, chunks + 64 * i + 4 * r, 4);
+}
+
+struct Q4_KLayout {
+    using Block = BlockQ4_K;
+    static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
+    static constexpr bool kHasMin = true;
+    static constexpr size_t kCodes = 0, kScales = 2048, kD = 2048 + 192;
+    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+
+    static void pack(const Block& b, int r, uint8_t* g) {
+        interleave(g + kCodes, 32, b.qs, r);
+        interleave(g + kScales, 3, b.scales, r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+    }
+    static void unpack(const uint8_t* g, int r, Block& b) {
+        deinterleave(g + kCodes, 32, b.qs, r);
+        deinterleave(g + kScales, 3, b.scales, r);
+        std::memcpy(&b.d, g + kD + 2 * r, 2);
+        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
+    }
+};
+
+struct Q5_KLayout {
+    using Block = BlockQ5_K;
+    static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
+    static constexpr bool kHasMin = true;
+    static constexpr size_t kCodes = 0, kHigh = 2048, kScales = 2048 + 512, kD = 2048 + 512 + 192;
+    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+
+    static void pack(const Block& b, int r, uint8_t* g) {
+        interleave(g + kCodes, 32, b.qs, r);
+        interleave(g + kHigh, 8, b.qh, r);
+        interleave(g + kScales, 3, b.scales, r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+    }
+    static void unpack(const uint8_t* g, int r, Block& b) {
+        deinterleave(g + kCodes, 32, b.qs, r);
+        deinterleave(g + kHigh, 8, b.qh, r);
+        deinterleave(g + kScales, 3, b.scales, r);
+        std::memcpy(&b.d, g + kD + 2 * r, 2);
+        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
+    }
+};
+
+struct Q6_KLayout {
+    using Block = BlockQ6_K;
+    static constexpr int kSub = 16, kSubSize = 16, kChunksPerSub = 4;
+    static constexpr bool kHasMin = false;
+    static constexpr size_t kLow = 0, kHigh = 2048, kScales = 2048 + 1024, kD = 2048 + 1024 + 256;
+    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+
+    static void pack(const Block& b, int r, uint8_t* g) {
+        interleave(g + kLow, 32, b.ql, r);
+        interleave(g + kHigh, 16, b.qh, r);
+        interleave(g + kScales, 4, reinterpret_cast<const uint8_t*>(b.scales), r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+    }
+    static void unpack(const uint8_t* g, int r, Block& b) {
+        deinterleave(g + kLow, 32, b.ql, r);
+        deinterleave(g + kHigh, 16, b.qh, r);
+        deinterleave(g + kScales, 4, reinterpret_cast<uint8_t*>(b.scales), r);
+        std::memcpy(&b.d, g + kD + 2 * r, 2);
+    }
+};
+
+template <class F>
+size_t group_bytes(int64_t n) { return static_cast<size_t>(n / kQK256) * F::kSuperBytes; }
+
+template <class F>
+void pack_group(int64_t n, const uint8_t* rows, size_t row_stride, int n_rows, uint8_t* dst) {
+    const int64_t nsb = n / kQK256;
+    std::memset(dst, 0, group_bytes<F>(n));
+    for (int r = 0; r < n_rows; ++r) {
+        const auto* row = reinterpret_cast<const typename F::Block*>(rows + r * row_stride);
+        for (int64_t s = 0; s < nsb; ++s) F::pack(row[s], r, dst + s * F::kSuperBytes);
+    }
+}
+
+template <class F>
+void unpack_row(int64_t n, const uint8_t* group, int r, uint8_t* row) {
+    auto* blocks = reinterpret_cast<typename F::Block*>(row);
+    for (int64_t s = 0; s < n / kQK256; ++s) F::unpack(group + s * F::kSuperBytes, r, blocks[s]);
+}
+
+// Packed activations of one token (nsb super-blocks): nsb × 256 int8 codes, nsb float scales,
+// nsb × 16 int32 Q6_K offsets (-32 × the 16-element sums), nsb × 4 int32 pairs of 32-element
+// sums (Σa_0, Σa_2), (Σa_1, Σa_3), (Σa_4, Σa_6), (Σa_5, Σa_7) as int16 halves.
+inline size_t act_bytes(int64_t n) {
+    const size_t nsb = static_cast<size_t>(n / kQK256);
+    return (nsb * (kQK256 + 4 + 64 + 16) + 63) / 64 * 64;
+}
+
+struct ActView {
+    const int8_t* codes;
+    const float* d;
+    const int32_t* offset16;
+    const int32_t* sum_pairs;
+};
+
+inline ActView act_view(const uint8_t* p, int64_t nsb) {
+    return {reinterpret_cast<const int8_t*>(p), reinterpret_cast<const float*>(p + nsb * kQK256),
+            reinterpret_cast<const int32_t*>(p + nsb * (kQK256 + 4)),
+            reinterpret_cast<const int32_t*>(p + nsb * (kQK256 + 4 + 64))};
+}
+
+inline int32_t int16_pair(int32_t lo, int32_t hi) {
+    return static_cast<int32_t>((static_cast<uint32_t>(static_cast<uint16_t>(hi)) << 16) | static_cast<uint16_t>(lo));
+}
+
+inline void pack_act(int64_t n, const uint8_t* act_row, uint8_t* dst) {
+    const auto* blocks = reinterpret_cast<const BlockQ8Act256*>(act_row);
+    const int64_t nsb = n / kQK256;
+    int8_t* codes = reinterpret_cast<int8_t*>(dst);
+    float* d = reinterpret_cast<float*>(dst + nsb * kQK256);
+    int32_t* offset16 = reinterpret_cast<int32_t*>(dst + nsb * (kQK256 + 4));
+    int32_t* pairs = reinterpret_cast<int32_t*>(dst + nsb * (kQK256 + 4 + 64));
+    for (int64_t s = 0; s < nsb; ++s) {
+        const BlockQ8Act256& b = blocks[s];
+        std::memcpy(codes + s * kQK256, b.qs, kQK256);
+        d[s] = b.d;
+        int32_t sum32[8];
+        for (int i = 0; i < 16; ++i) offset16[s * 16 + i] = -32 * b.bsums[i];
+        for (int j = 0; j < 8; ++j) sum32[j] = b.bsums[2 * j] + b.bsums[2 * j + 1];
+        pairs[s * 4 + 0] = int16_pair(sum32[0], sum32[2]);
+        pairs[s * 4 + 1] = int16_pair(sum32[1], sum32[3]);
+        pairs[s * 4 + 2] = int16_pair(sum32[4], sum32[6]);
+        pairs[s * 4 + 3] = int16_pair(sum32[5], sum32[7]);
+    }
+}
+
+}  // namespace edgellama::row_groups_k
