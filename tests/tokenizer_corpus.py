@@ -39,8 +39,11 @@ CORPUS = [
     "null \x00 byte and \x1c\x1d\x1e\x1f separators and \x85 NEL and \u2028\u2029",
 ]
 
-# Arbitrary text without lone surrogates (they have no UTF-8 encoding).
-TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80)
+# Arbitrary text without lone surrogates (they have no UTF-8 encoding) and without code points
+# unassigned in Python's Unicode tables (14.0 for Python 3.11): each regex engine classifies those by
+# its own Unicode version (the `regex` package calls U+18D80, assigned in Unicode 16, a letter; the
+# reference's engine does not), so they test the libraries' versions, not the tokenizer.
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cn")), max_size=80)
 # Text biased toward the interesting classes: whitespace, digits, apostrophes, specials.
 PIECES = st.lists(st.sampled_from([
     " ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u3000", "'s", "'LL", "'", "1", "234", "٣", "½",
