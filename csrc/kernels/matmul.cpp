@@ -3,120 +3,167 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <stdexcept>
 #include <vector>
 
 namespace edgellama {
 
-uint8_t* ActivationBuffer::reserve(ActFormat format, int64_t n_tokens, int64_t cols) {
-    const size_t needed = act_row_bytes(format, cols) * static_cast<size_t>(n_tokens);
-    if (bytes_.size() < needed) bytes_.resize(needed);
-    return bytes_.data();
-}
-
-uint8_t* ActivationBuffer::reserve_packed(int64_t n_tokens, size_t row_bytes) {
-    const size_t needed = row_bytes * static_cast<size_t>(n_tokens) + 64;
-    if (packed_.size() < needed) packed_.resize(needed);
-    const uintptr_t base = reinterpret_cast<uintptr_t>(packed_.data());
-    return packed_.data() + ((64 - base % 64) % 64);
+uint8_t* ActivationBuffer::reserve(int slot, size_t bytes) {
+    std::vector<uint8_t>& v = slots_[slot];
+    if (v.size() < bytes + 64) v.resize(bytes + 64);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(v.data());
+    return v.data() + ((64 - base % 64) % 64);
 }
 
 namespace {
 
-// Quantizes each token's activation row into the weight type's dot-product format.
-const uint8_t* quantize_activations(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w,
-                                    const float* x, int64_t x_stride, int64_t n_tokens,
-                                    size_t& act_stride) {
-    const ActFormat format = w.traits->act_format;
-    act_stride = act_row_bytes(format, w.cols);
-    uint8_t* dst = act.reserve(format, n_tokens, w.cols);
-    auto quantize_range = [&](int64_t begin, int64_t end) {
+constexpr int kMaxTargets = 3;
+
+// What one target's kernel reads: the input as it wants it (floats, quantized rows, or rows packed
+// for its row-group kernel).
+struct TargetInput {
+    const uint8_t* rows = nullptr;
+    size_t stride = 0;
+};
+
+// The distinct input forms the targets need: each quantized format and each row-group packing is
+// made once, from one token's row, then shared.
+struct InputPlan {
+    ActFormat formats[kMaxTargets];
+    uint8_t* quantized[kMaxTargets];
+    size_t quantized_stride[kMaxTargets];
+    int n_formats = 0;
+    void (*packs[kMaxTargets])(int64_t, const uint8_t*, uint8_t*);
+    int pack_format[kMaxTargets];  // which quantized form each packing reads
+    uint8_t* packed[kMaxTargets];
+    size_t packed_stride[kMaxTargets];
+    int n_packs = 0;
+
+    int format_index(ActFormat f) const {
+        for (int i = 0; i < n_formats; ++i) if (formats[i] == f) return i;
+        return -1;
+    }
+    int pack_index(void (*p)(int64_t, const uint8_t*, uint8_t*)) const {
+        for (int i = 0; i < n_packs; ++i) if (packs[i] == p) return i;
+        return -1;
+    }
+};
+
+// Quantizes and packs x for every target; inputs[i] is what target i reads.
+void prepare_inputs(ThreadPool& pool, ActivationBuffer& act, const MatmulTarget* targets, int n_targets,
+                    const float* x, int64_t x_stride, int64_t n_tokens, TargetInput* inputs) {
+    InputPlan plan;
+    const int64_t cols = targets[0].w->cols;
+    for (int i = 0; i < n_targets; ++i) {
+        const WeightMatrix& w = *targets[i].w;
+        const ActFormat f = w.traits->act_format;
+        if (f == ActFormat::F32) {
+            inputs[i] = {reinterpret_cast<const uint8_t*>(x), static_cast<size_t>(x_stride) * sizeof(float)};
+            continue;
+        }
+        int fi = plan.format_index(f);
+        if (fi < 0) {
+            fi = plan.n_formats++;
+            plan.formats[fi] = f;
+            plan.quantized_stride[fi] = act_row_bytes(f, cols);
+            plan.quantized[fi] = act.reserve(fi, plan.quantized_stride[fi] * n_tokens);
+        }
+        inputs[i] = {plan.quantized[fi], plan.quantized_stride[fi]};
+        if (w.groups == nullptr) continue;
+        int pi = plan.pack_index(w.group_kernel->pack_act);
+        if (pi < 0) {
+            pi = plan.n_packs++;
+            plan.packs[pi] = w.group_kernel->pack_act;
+            plan.pack_format[pi] = fi;
+            plan.packed_stride[pi] = w.group_kernel->act_bytes(cols);
+            plan.packed[pi] = act.reserve(kMaxTargets + pi, plan.packed_stride[pi] * n_tokens);
+        }
+        inputs[i] = {plan.packed[pi], plan.packed_stride[pi]};
+    }
+    if (plan.n_formats == 0) return;
+    auto prepare_range = [&](int64_t begin, int64_t end) {
         for (int64_t t = begin; t < end; ++t) {
-            quantize_act_row(format, x + t * x_stride, dst + t * act_stride, w.cols);
+            for (int fi = 0; fi < plan.n_formats; ++fi) {
+                quantize_act_row(plan.formats[fi], x + t * x_stride, plan.quantized[fi] + t * plan.quantized_stride[fi],
+                                 cols);
+            }
+            for (int pi = 0; pi < plan.n_packs; ++pi) {
+                const int fi = plan.pack_format[pi];
+                plan.packs[pi](cols, plan.quantized[fi] + t * plan.quantized_stride[fi],
+                               plan.packed[pi] + t * plan.packed_stride[pi]);
+            }
         }
     };
     if (n_tokens == 1) {
-        quantize_range(0, 1);  // a decode step: not worth waking the pool
+        prepare_range(0, 1);  // a decode step: not worth waking the pool
     } else {
         pool.run([&](int ith, int nth) {
             int64_t begin, end;
             split_range(n_tokens, ith, nth, begin, end);
-            quantize_range(begin, end);
+            prepare_range(begin, end);
         });
     }
-    return dst;
 }
 
 // Rows [row_begin, row_end) one at a time: every weight row is read once and reused for all tokens.
-void rows_by_vec_dot(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const uint8_t* act_rows,
-                     size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
+void rows_by_vec_dot(const WeightMatrix& w, int64_t row_begin, int64_t row_end, const TargetInput& in,
+                     int64_t n_tokens, float* y, int64_t y_stride) {
     const auto vec_dot = w.traits->vec_dot;
     for (int64_t r = row_begin; r < row_end; ++r) {
         const uint8_t* w_row = w.row(r);
-        for (int64_t t = 0; t < n_tokens; ++t) {
-            y[t * y_stride + r] = vec_dot(w.cols, w_row, act_rows + t * act_stride);
-        }
+        for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = vec_dot(w.cols, w_row, in.rows + t * in.stride);
     }
 }
 
-// Row groups (weights repacked at load): each thread takes whole groups and runs every token
-// through each of them, kGroupTokens at a time, while the group stays in its L1/L2.
-void matmul_row_groups(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const uint8_t* act_rows,
-                       size_t act_stride, int64_t n_tokens, float* y, int64_t y_stride) {
-    const RowGroupKernel& k = *w.group_kernel;
-    const size_t packed_stride = k.act_bytes(w.cols);
-    uint8_t* packed = act.reserve_packed(n_tokens, packed_stride);
-    auto pack_range = [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) k.pack_act(w.cols, act_rows + t * act_stride, packed + t * packed_stride);
-    };
-    if (n_tokens == 1) {
-        pack_range(0, 1);
-    } else {
-        pool.run([&](int ith, int nth) {
-            int64_t begin, end;
-            split_range(n_tokens, ith, nth, begin, end);
-            pack_range(begin, end);
-        });
+// Units [begin, end) of a target: row groups where it has them, else single rows.
+void run_units(const MatmulTarget& target, const TargetInput& in, int64_t n_tokens, int64_t begin, int64_t end) {
+    const WeightMatrix& w = *target.w;
+    if (w.groups == nullptr) {
+        rows_by_vec_dot(w, begin, end, in, n_tokens, target.y, target.y_stride);
+        return;
     }
-    // Threads claim chunks of groups as they go rather than a fixed half each: two threads
-    // streaming weights rarely get equal memory bandwidth, and a fixed split left the faster one
-    // waiting at the end of every matmul. Which thread computes a group never changes its bits.
-    const int64_t n_groups = (w.rows + kGroupRows - 1) / kGroupRows;
-    const int64_t chunk = std::max<int64_t>(1, n_groups / (pool.size() * 8));
-    std::atomic<int64_t> next_group{0};
-    pool.run([&](int, int) {
-        for (int64_t begin; (begin = next_group.fetch_add(chunk, std::memory_order_relaxed)) < n_groups;) {
-            const int64_t end = std::min(n_groups, begin + chunk);
-            for (int64_t g = begin; g < end; ++g) {
-                const int64_t row = g * kGroupRows;
-                const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
-                k.dot(w.cols, w.groups + g * w.group_bytes, packed, packed_stride, static_cast<int>(n_tokens),
-                      y + row, y_stride, n_rows);
-            }
-        }
-    });
+    for (int64_t g = begin; g < end; ++g) {
+        const int64_t row = g * kGroupRows;
+        const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
+        w.group_kernel->dot(w.cols, w.groups + g * w.group_bytes, in.rows, in.stride, static_cast<int>(n_tokens),
+                            target.y + row, target.y_stride, n_rows);
+    }
 }
+
+int64_t unit_count(const WeightMatrix& w) { return w.groups ? (w.rows + kGroupRows - 1) / kGroupRows : w.rows; }
 
 }  // namespace
 
-void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const float* x,
-            int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride) {
-    const uint8_t* act_rows;
-    size_t act_stride;
-    if (w.traits->act_format == ActFormat::F32) {
-        act_rows = reinterpret_cast<const uint8_t*>(x);
-        act_stride = static_cast<size_t>(x_stride) * sizeof(float);
-    } else {
-        act_rows = quantize_activations(pool, act, w, x, x_stride, n_tokens, act_stride);
+void matmul_shared_input(ThreadPool& pool, ActivationBuffer& act, const MatmulTarget* targets, int n_targets,
+                         const float* x, int64_t x_stride, int64_t n_tokens) {
+    if (n_targets < 1 || n_targets > kMaxTargets) throw std::invalid_argument("matmul takes 1 to 3 matrices");
+    TargetInput inputs[kMaxTargets];
+    prepare_inputs(pool, act, targets, n_targets, x, x_stride, n_tokens, inputs);
+    // Work is cut into chunks (about 8 per thread and matrix) that threads claim as they go: two
+    // threads streaming weights rarely get equal memory bandwidth, and a fixed split left the faster
+    // one waiting at the end of every matmul. Which thread computes a row never changes its bits.
+    int64_t chunk[kMaxTargets], first_chunk[kMaxTargets + 1] = {0};
+    for (int i = 0; i < n_targets; ++i) {
+        const int64_t units = unit_count(*targets[i].w);
+        chunk[i] = std::max<int64_t>(1, units / (pool.size() * 8));
+        first_chunk[i + 1] = first_chunk[i] + (units + chunk[i] - 1) / chunk[i];
     }
-    if (w.groups != nullptr) {
-        matmul_row_groups(pool, act, w, act_rows, act_stride, n_tokens, y, y_stride);
-        return;
-    }
-    pool.run([&](int ith, int nth) {
-        int64_t row_begin, row_end;
-        split_range(w.rows, ith, nth, row_begin, row_end);
-        rows_by_vec_dot(w, row_begin, row_end, act_rows, act_stride, n_tokens, y, y_stride);
+    std::atomic<int64_t> next{0};
+    pool.run([&](int, int) {
+        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < first_chunk[n_targets];) {
+            int i = 0;
+            while (c >= first_chunk[i + 1]) ++i;
+            const int64_t begin = (c - first_chunk[i]) * chunk[i];
+            const int64_t end = std::min(unit_count(*targets[i].w), begin + chunk[i]);
+            run_units(targets[i], inputs[i], n_tokens, begin, end);
+        }
     });
+}
+
+void matmul(ThreadPool& pool, ActivationBuffer& act, const WeightMatrix& w, const float* x, int64_t x_stride,
+            int64_t n_tokens, float* y, int64_t y_stride) {
+    const MatmulTarget target{&w, y, y_stride};
+    matmul_shared_input(pool, act, &target, 1, x, x_stride, n_tokens);
 }
 
 }  // namespace edgellama

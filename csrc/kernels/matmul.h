@@ -1,4 +1,4 @@
-// Y = X · Wᵀ for a quantized weight W, split across the thread pool by weight rows.
+// Y = X · Wᵀ for quantized weights W, split across the thread pool by weight rows (or row groups).
 #pragma once
 
 #include <cstdint>
@@ -9,18 +9,31 @@
 
 namespace edgellama {
 
-// Activations quantized once per matmul; reused scratch so the per-token path never allocates.
+// Activations quantized (and packed for row groups) once per matmul; reused scratch so the
+// per-token path never allocates.
 class ActivationBuffer {
 public:
-    // Makes room for n_tokens rows of `cols` values in `format` (grows, never shrinks).
-    uint8_t* reserve(ActFormat format, int64_t n_tokens, int64_t cols);
-    // Room for n_tokens rows of `row_bytes` prepacked bytes, 64-byte aligned.
-    uint8_t* reserve_packed(int64_t n_tokens, size_t row_bytes);
+    // 64-byte aligned room for `bytes` in slot `slot` (< kSlots); grows, never shrinks.
+    uint8_t* reserve(int slot, size_t bytes);
+    static constexpr int kSlots = 8;
 
 private:
-    std::vector<uint8_t> bytes_;
-    std::vector<uint8_t> packed_;
+    std::vector<uint8_t> slots_[kSlots];
 };
+
+// One weight matrix of a matmul and where its output goes: y rows of w.rows floats, y_stride apart.
+struct MatmulTarget {
+    const WeightMatrix* w;
+    float* y;
+    int64_t y_stride;
+};
+
+// Several matrices applied to the same input (Q/K/V, gate/up): x is quantized and packed once per
+// format, and all the matrices' rows are shared out in one job, so a decode step waits at one
+// barrier instead of one per matrix. At most 3 targets; all have x's width as their cols.
+// x: [n_tokens] rows of cols floats, row stride x_stride.
+void matmul_shared_input(ThreadPool& pool, ActivationBuffer& act, const MatmulTarget* targets, int n_targets,
+                         const float* x, int64_t x_stride, int64_t n_tokens);
 
 // x: [n_tokens] rows of w.cols floats, row stride x_stride.
 // y: [n_tokens] rows of w.rows floats, row stride y_stride.

@@ -163,9 +163,10 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
     }
     float* new_keys = scratch_.new_keys.data();
     float* new_values = scratch_.new_values.data();
-    matmul(pool_, scratch_.act, layer.wq, x_norm, c.n_embd, n_tokens, scratch_.q.data(), q_width);
-    matmul(pool_, scratch_.act, layer.wk, x_norm, c.n_embd, n_tokens, new_keys, kv_width);
-    matmul(pool_, scratch_.act, layer.wv, x_norm, c.n_embd, n_tokens, new_values, kv_width);
+    const MatmulTarget qkv[] = {{&layer.wq, scratch_.q.data(), q_width},
+                                {&layer.wk, new_keys, kv_width},
+                                {&layer.wv, new_values, kv_width}};
+    matmul_shared_input(pool_, scratch_.act, qkv, 3, x_norm, c.n_embd, n_tokens);
     // RoPE in float32, then the new keys and values go into this layer's cache rows as halves.
     uint16_t* keys = cache_.keys(layer_index);
     uint16_t* values = cache_.values(layer_index);
@@ -191,8 +192,9 @@ void LlamaModel::ffn_block(const LayerWeights& layer, int64_t n_tokens) {
     for (int64_t t = 0; t < n_tokens; ++t) {
         rms_norm(x + t * c.n_embd, layer.ffn_norm, x_norm + t * c.n_embd, c.n_embd, c.rms_eps);
     }
-    matmul(pool_, scratch_.act, layer.w_gate, x_norm, c.n_embd, n_tokens, scratch_.ffn_gate.data(), c.n_ff);
-    matmul(pool_, scratch_.act, layer.w_up, x_norm, c.n_embd, n_tokens, scratch_.ffn_up.data(), c.n_ff);
+    const MatmulTarget gate_up[] = {{&layer.w_gate, scratch_.ffn_gate.data(), c.n_ff},
+                                    {&layer.w_up, scratch_.ffn_up.data(), c.n_ff}};
+    matmul_shared_input(pool_, scratch_.act, gate_up, 2, x_norm, c.n_embd, n_tokens);
     swiglu(scratch_.ffn_gate.data(), scratch_.ffn_up.data(), n_tokens * c.n_ff);
     matmul(pool_, scratch_.act, layer.w_down, scratch_.ffn_gate.data(), c.n_ff, n_tokens, x_norm, c.n_embd);
     add_in_place(x, x_norm, n_tokens * c.n_embd);
