@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "bindings/bindings.h"
+#include "csrc/kernels/elementwise.h"
+#include "csrc/kernels/fast_exp.h"
 #include "csrc/kernels/float_convert.h"
 #include "csrc/kernels/matmul.h"
 #include "csrc/kernels/type_traits.h"
@@ -186,6 +188,24 @@ void bind_kernels(py::module_& m) {
         .def(py::init<int32_t, const py::array&, int64_t, bool, int>(), py::arg("type_id"), py::arg("weight_rows"),
              py::arg("n"), py::arg("row_groups"), py::arg("n_threads") = 1)
         .def("run", &PyPreparedMatmul::run, py::arg("x"), "y[t, r] = dot(weight row r, x[t]).");
+    m.def(
+        "exp_approx",
+        [](const Floats& x) {
+            py::array_t<float> out(x.size());
+            for (py::ssize_t i = 0; i < x.size(); ++i) out.mutable_data()[i] = exp_approx(x.data()[i]);
+            return out;
+        },
+        py::arg("x"), "The vectorizable float32 exp of SwiGLU and softmax, element by element.");
+    m.def(
+        "swiglu",
+        [](const Floats& gate, const Floats& up) {
+            if (gate.size() != up.size()) throw py::value_error("gate and up must have the same size");
+            py::array_t<float> out(gate.size());
+            std::copy(gate.data(), gate.data() + gate.size(), out.mutable_data());
+            swiglu(out.mutable_data(), up.data(), gate.size());
+            return out;
+        },
+        py::arg("gate"), py::arg("up"), "silu(gate) * up, as the forward step computes it.");
     m.def("has_row_group_kernel", [](int32_t type_id) { return find_row_group_kernel(type_id) != nullptr; },
           py::arg("type_id"), "Whether this build repacks the type into row groups at load.");
     m.def("quantize_act_row", &quantize_act_row_py, py::arg("format"), py::arg("x"),

@@ -464,3 +464,30 @@ def test_row_group_matmul_validation():
         core.matmul(int(T.Q4_0), np.zeros((4, 18), np.uint8), np.ones((1, 33), np.float32), row_groups=True)
     with pytest.raises(ValueError, match="no row-group kernel"):  # float weights never have one
         core.matmul(int(T.F16), np.zeros((4, 64), np.uint8), np.ones((1, 32), np.float32), row_groups=True)
+
+
+# ---------------------------------------------------------------- element-wise math
+
+def test_exp_approx_is_within_two_ulp_of_exp():
+    # Every level's build vectorizes it differently; all must stay within 2 float32 ulp of exp.
+    x = np.concatenate([np.linspace(-87, 88, 200001, dtype=np.float32),
+                        np.random.default_rng(0).uniform(-20, 20, 100000).astype(np.float32),
+                        np.float32([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 88.0, -87.0])])
+    for level in _core.runnable_levels():
+        got = _core.load_level(level).exp_approx(x).astype(np.float64)
+        want = np.exp(x.astype(np.float64))
+        ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+        assert np.all(np.abs(got - want) <= 2 * ulp), (level, float(np.max(np.abs(got - want) / ulp)))
+    # Clamped outside: large negative inputs give a tiny positive number, never inf or nan.
+    tails = core.exp_approx(np.float32([-1e4, -100.0, 100.0, 1e4]))
+    assert np.all(np.isfinite(tails)) and tails[0] < 1e-37 and tails[1] < 1e-37 and tails[3] > 1e38
+
+
+def test_swiglu_matches_float64():
+    rng = np.random.default_rng(1)
+    g = np.concatenate([rng.standard_normal(10000) * 4, np.float32([-200, -90, 0, 90, 200])]).astype(np.float32)
+    u = rng.standard_normal(g.size).astype(np.float32)
+    want = g.astype(np.float64) / (1 + np.exp(-g.astype(np.float64))) * u
+    for level in _core.runnable_levels():
+        got = _core.load_level(level).swiglu(g, u).astype(np.float64)
+        assert np.all(np.abs(got - want) <= 4e-7 * np.abs(want) + 1e-30), level

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "csrc/kernels/fast_exp.h"
 #include "csrc/kernels/float_convert.h"
 
 #if defined(__AVX512F__)
@@ -36,8 +37,9 @@ void softmax(float* scores, int64_t n) {
     float max_score = -INFINITY;
     for (int64_t t = 0; t < n; ++t) max_score = std::max(max_score, scores[t]);
     float total = 0.0f;
+#pragma omp simd reduction(+ : total)
     for (int64_t t = 0; t < n; ++t) {
-        scores[t] = std::exp(scores[t] - max_score);
+        scores[t] = exp_approx(scores[t] - max_score);
         total += scores[t];
     }
     const float inv_total = 1.0f / total;

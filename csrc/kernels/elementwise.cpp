@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "csrc/kernels/fast_exp.h"
 #include "csrc/kernels/float_convert.h"
 
 namespace edgellama {
@@ -35,9 +36,10 @@ void rope_apply(float* x, int64_t n_heads, int64_t head_dim, const float* cos_v,
 }
 
 void swiglu(float* gate, const float* up, int64_t n) {
+#pragma omp simd
     for (int64_t i = 0; i < n; ++i) {
         const float g = gate[i];
-        gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+        gate[i] = g / (1.0f + exp_approx(-g)) * up[i];
     }
 }
 
