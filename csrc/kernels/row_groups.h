@@ -21,6 +21,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace edgellama {
 
@@ -43,6 +44,24 @@ struct RowGroupKernel {
     void (*dot)(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
                 int64_t out_stride, int n_rows);
 };
+
+template <int kMax, int T = 1, class Kernel>
+inline void with_token_count(int n, int t0, Kernel& kernel) {
+    if constexpr (T == kMax) {
+        kernel(t0, std::integral_constant<int, T>{});
+    } else if (n == T) {
+        kernel(t0, std::integral_constant<int, T>{});
+    } else {
+        with_token_count<kMax, T + 1>(n, t0, kernel);
+    }
+}
+
+// Runs kernel(t0, std::integral_constant<int, T>{}) over the tokens [0, n_tok) in batches of up to
+// kMax: each token count runs its own fully unrolled instantiation of the kernel.
+template <int kMax, class Kernel>
+inline void for_token_batches(int n_tok, Kernel&& kernel) {
+    for (int t0 = 0; t0 < n_tok; t0 += kMax) with_token_count<kMax>(n_tok - t0 < kMax ? n_tok - t0 : kMax, t0, kernel);
+}
 
 // nullptr when the type has no row-group kernel in this build (builds without AVX2, float types).
 const RowGroupKernel* find_row_group_kernel(int32_t type_id);

@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "csrc/kernels/row_groups_layout_k.h"
+#include "csrc/kernels/simd_avx2.h"
 #include "csrc/kernels/type_traits.h"
 
 namespace edgellama {
@@ -167,33 +168,18 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
             }
         }
     }
-    for (int t = 0; t < T; ++t) {
-        if (n_rows >= kHalfRows) {
-            _mm256_storeu_ps(out + t * out_stride, acc[t]);
-        } else {
-            alignas(32) float tmp[kHalfRows];
-            _mm256_store_ps(tmp, acc[t]);
-            for (int r = 0; r < n_rows; ++r) out[t * out_stride + r] = tmp[r];
-        }
-    }
+    for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride, acc[t], n_rows);
 }
 
 template <class F>
 void group_dot(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
                int64_t out_stride, int n_rows) {
-    static_assert(kTokens == 4, "the switch below spells out token counts 1..4");
     for (int half = 0; half * kHalfRows < n_rows; ++half) {
         const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
-        for (int t0 = 0; t0 < n_tok; t0 += kTokens) {
-            const uint8_t* a = act + t0 * act_stride;
-            float* o = out + t0 * out_stride + half * kHalfRows;
-            switch (n_tok - t0) {
-                case 1: half_dot_tokens<F, 1>(n, group, half, a, act_stride, o, out_stride, rows); break;
-                case 2: half_dot_tokens<F, 2>(n, group, half, a, act_stride, o, out_stride, rows); break;
-                case 3: half_dot_tokens<F, 3>(n, group, half, a, act_stride, o, out_stride, rows); break;
-                default: half_dot_tokens<F, 4>(n, group, half, a, act_stride, o, out_stride, rows); break;
-            }
-        }
+        for_token_batches<kTokens>(n_tok, [&](int t0, auto tokens) {
+            half_dot_tokens<F, decltype(tokens)::value>(n, group, half, act + t0 * act_stride, act_stride,
+                                                        out + t0 * out_stride + half * kHalfRows, out_stride, rows);
+        });
     }
 }
 

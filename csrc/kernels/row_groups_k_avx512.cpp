@@ -179,22 +179,11 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
 template <class F>
 void group_dot(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
                int64_t out_stride, int n_rows) {
-    static_assert(kGroupTokens == 8, "the switch below spells out token counts 1..8");
     const __mmask16 valid = static_cast<__mmask16>((1u << n_rows) - 1u);
-    for (int t0 = 0; t0 < n_tok; t0 += kGroupTokens) {
-        const uint8_t* a = act + t0 * act_stride;
-        float* o = out + t0 * out_stride;
-        switch (n_tok - t0) {
-            case 1: group_dot_tokens<F, 1>(n, group, a, act_stride, o, out_stride, valid); break;
-            case 2: group_dot_tokens<F, 2>(n, group, a, act_stride, o, out_stride, valid); break;
-            case 3: group_dot_tokens<F, 3>(n, group, a, act_stride, o, out_stride, valid); break;
-            case 4: group_dot_tokens<F, 4>(n, group, a, act_stride, o, out_stride, valid); break;
-            case 5: group_dot_tokens<F, 5>(n, group, a, act_stride, o, out_stride, valid); break;
-            case 6: group_dot_tokens<F, 6>(n, group, a, act_stride, o, out_stride, valid); break;
-            case 7: group_dot_tokens<F, 7>(n, group, a, act_stride, o, out_stride, valid); break;
-            default: group_dot_tokens<F, 8>(n, group, a, act_stride, o, out_stride, valid); break;
-        }
-    }
+    for_token_batches<kGroupTokens>(n_tok, [&](int t0, auto tokens) {
+        group_dot_tokens<F, decltype(tokens)::value>(n, group, act + t0 * act_stride, act_stride, out + t0 * out_stride,
+                                                     out_stride, valid);
+    });
 }
 
 template <class F>

@@ -1,5 +1,5 @@
-// Small AVX2 building blocks of the vec_dot kernels (quant_avx2.cpp). Include only under
-// `#if defined(__AVX2__)`.
+// Small AVX2 building blocks of the vec_dot kernels (quant_avx2.cpp) and the AVX2 row groups.
+// Include only under `#if defined(__AVX2__)`.
 #pragma once
 
 #include <immintrin.h>
@@ -7,6 +7,17 @@
 #include <cstdint>
 
 namespace edgellama::simd {
+
+// Stores the first n (<= 8) lanes of v.
+inline void store_first(float* out, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(out, v);
+        return;
+    }
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, v);
+    for (int i = 0; i < n; ++i) out[i] = tmp[i];
+}
 
 inline float hsum_ps(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
