@@ -1,18 +1,20 @@
-// Row groups: quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K) repacked once,
-// at load, into groups of kGroupRows rows whose 4-byte code groups are interleaved row by row.
+// Row groups: quantized weights (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K)
+// repacked once, at load, into groups of kGroupRows rows whose 4-byte code groups are interleaved
+// row by row (layouts: row_groups_layout_32.h, row_groups_layout_k.h).
 //
-// In a group, one 512-bit register holds the same 4 codes of a block for all 16 rows (one row per
-// 32-bit lane). A byte-dot instruction against one activation's 4 codes broadcast to every lane
-// then advances 16 rows at once, and after a block's 8 such steps each lane holds that row's exact
+// With AVX-512, one 512-bit register holds the same 4 codes of a block for all 16 rows (one row per
+// 32-bit lane). A VNNI byte-dot against one activation's 4 codes broadcast to every lane then
+// advances 16 rows at once, and after a block's 8 such steps each lane holds that row's exact
 // integer block sum. The float work (convert, scale, accumulate) is then one instruction per block
 // for all 16 rows, where a row-at-a-time kernel spends it per row and per 16 elements; the weights
-// stay in registers for up to kGroupTokens tokens. Decode and prefill run this same kernel, so a
-// batched prefill and token-by-token decode round every (row, token) identically.
+// stay in registers for up to kGroupTokens tokens. AVX2 does the same on 8-row halves with maddubs
+// (row_groups_avx2.cpp). Decode and prefill run the same kernel, so a batched prefill and
+// token-by-token decode round every (row, token) identically.
 //
 // Every (row, token) is computed in a fixed order, whatever the token count or thread; for the
 // 32-element family (the K-quants: see row_groups_k_avx512.cpp):
 //   acc = 0; for each block b: isum = Σ q·a (+ the block's integer offset term, exact);
-//   acc = fma(float(isum), float(d_w[b] · d_a[b]), acc);  Q4_1 then acc = fma(m[b], s_a[b], acc)
+//   acc = fma(float(isum), float(d_w[b] · d_a[b]), acc);  Q4_1/Q5_1 then acc = fma(m[b], s_a[b], acc)
 // with s_a the activation block's d·Σa.
 //
 // Same bytes as the GGUF rows (16 × the type's block bytes per block of a group), so the repacked
