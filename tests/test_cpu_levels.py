@@ -70,11 +70,11 @@ def test_each_level_has_the_kernels_its_instructions_allow():
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
 def test_level_matmul_matches_float64_dots(level, qtype):
-    # Each level's matmul (its own dots, tiles or row groups) against float64 dots of the
+    # Each level's matmul (its own dots or row groups) against float64 dots of the
     # dequantized weights with the activations as that level quantizes them.
     core = _core.load_level(level)
     rng = np.random.default_rng(8000 + int(qtype))
-    rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: partial tiles and groups
+    rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial group
     x = np.stack(act_rows(rng, N) * 2)[:6]
     got = core.matmul(int(qtype), rows, x, row_groups=core.has_row_group_kernel(int(qtype)))
     w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)

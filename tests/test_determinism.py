@@ -1,8 +1,8 @@
 """Determinism of the forward step: the thread count and the batching must not change a bit.
 
 Rows are split across threads but each row's dot product is computed the same way by whichever
-thread owns it, and the tiled kernels round every (row, token) product identically whatever the
-tile's token count. Any change there would let an int8 activation rounding amplify a 1-ulp
+thread owns it, and the row-group kernels round every (row, token) product identically whatever
+the batch's token count. Any change there would let an int8 activation rounding amplify a 1-ulp
 difference into visibly different logits, so these tests demand bitwise equality."""
 
 import numpy as np
@@ -11,7 +11,7 @@ import pytest
 from edgellama import Llama
 from tiny_models import K_QUANT_TYPES, K_SHAPE, WEIGHT_TYPES, write_tiny_llama
 
-PROMPT = [5, 17, 200, 3, 99, 42, 7, 11, 250, 1, 64, 128, 31]  # 13 tokens: full and partial token tiles
+PROMPT = [5, 17, 200, 3, 99, 42, 7, 11, 250, 1, 64, 128, 31]  # 13 tokens: full and partial token batches
 
 
 @pytest.fixture(scope="module", params=WEIGHT_TYPES)
