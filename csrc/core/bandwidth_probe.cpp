@@ -1,9 +1,13 @@
 #include "csrc/core/bandwidth_probe.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <vector>
 
@@ -29,8 +33,17 @@ uint64_t read_range(const uint64_t* p, size_t n) {
 
 double measure_read_bandwidth(int n_threads, size_t bytes, int reps) {
     if (bytes < (1u << 20) || reps < 1) throw std::invalid_argument("probe needs >= 1 MiB and >= 1 rep");
+    // A huge-page-aligned buffer advised for transparent huge pages, as the model's repacked weights
+    // are (csrc/model/weight_repack.cpp): the probe reads memory the way decode reads weights.
+    constexpr size_t kHugePage = size_t(2) << 20;
     const size_t words = bytes / sizeof(uint64_t);
-    std::unique_ptr<uint64_t[]> buffer(new uint64_t[words]);
+    const size_t rounded = (words * sizeof(uint64_t) + kHugePage - 1) / kHugePage * kHugePage;
+    std::unique_ptr<uint64_t[], void (*)(uint64_t*)> buffer(static_cast<uint64_t*>(std::aligned_alloc(kHugePage, rounded)),
+                                                            [](uint64_t* p) { std::free(p); });
+    if (!buffer) throw std::bad_alloc();
+#if defined(MADV_HUGEPAGE)
+    madvise(buffer.get(), rounded, MADV_HUGEPAGE);
+#endif
     ThreadPool pool(n_threads);
     // Each thread first-touches (and later reads) its own part.
     pool.run([&](int ith, int nth) {
