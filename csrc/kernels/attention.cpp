@@ -65,6 +65,8 @@ inline __m512 hsum16(const __m512* v) {
 }
 
 constexpr int kFastHeadDim = 64, kFastChunks = kFastHeadDim / 16;
+// Positions ahead to prefetch K and V rows (prefetching past the last row is harmless).
+constexpr int64_t kPrefetchRows = 16;
 
 // scores[t] = q·k_t * scale for t < n_pos; 16 positions share one reduction tree, and a partial
 // last block is padded with zero vectors (same arithmetic per position either way).
@@ -84,6 +86,10 @@ void scores_64(const float* q, const uint16_t* keys, int64_t kv_stride, int64_t 
                 continue;
             }
             const uint16_t* k = keys + (t0 + i) * kv_stride;
+            // One head's K row is 128 bytes every kv_stride: a strided stream the hardware
+            // prefetcher follows poorly, so fetch the next block of 16 positions ahead.
+            _mm_prefetch(reinterpret_cast<const char*>(k + kPrefetchRows * kv_stride), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(k + kPrefetchRows * kv_stride) + 64, _MM_HINT_T0);
             __m512 acc = _mm512_mul_ps(qv[0], load_halves(k));
             for (int c = 1; c < kFastChunks; ++c) acc = _mm512_fmadd_ps(qv[c], load_halves(k + 16 * c), acc);
             v[i] = acc;
@@ -102,6 +108,8 @@ void weighted_values_64(const float* scores, int64_t score_stride, const uint16_
         for (int c = 0; c < kFastChunks; ++c) acc[g][c] = _mm512_setzero_ps();
     for (int64_t t = 0; t < n_pos; ++t) {
         const uint16_t* v = values + t * kv_stride;
+        _mm_prefetch(reinterpret_cast<const char*>(v + kPrefetchRows * kv_stride), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(v + kPrefetchRows * kv_stride) + 64, _MM_HINT_T0);
         __m512 vv[kFastChunks];
         for (int c = 0; c < kFastChunks; ++c) vv[c] = load_halves(v + 16 * c);
         for (int g = 0; g < G; ++g) {
