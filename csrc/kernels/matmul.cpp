@@ -17,7 +17,7 @@ uint8_t* ActivationBuffer::reserve(int slot, size_t bytes) {
 
 namespace {
 
-constexpr int kMaxTargets = 3;
+constexpr int kMaxTargets = kMaxMatmulTargets;
 
 // What one target's kernel reads: the input as it wants it (floats, quantized rows, or rows packed
 // for its row-group kernel).

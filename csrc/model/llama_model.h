@@ -61,7 +61,7 @@ private:
 
     LlamaConfig config_;
     LlamaWeights weights_;
-    std::vector<AlignedBytes> repacked_;  // row-group copies of the weights that have a row-group kernel
+    AlignedBytes repacked_;  // row-group copies of the weights that have a row-group kernel (or null)
     std::vector<double> inv_freq_;  // [rope_dim/2] RoPE frequencies, frequency factors applied
     KVCache cache_;
     ThreadPool pool_;

@@ -79,7 +79,7 @@ AlignedBytes repack_matrix(ThreadPool& pool, WeightMatrix& w, bool release_file_
     return buffer;
 }
 
-std::vector<AlignedBytes> repack_row_groups(ThreadPool& pool, LlamaWeights& weights, bool release_file_pages) {
+AlignedBytes repack_row_groups(ThreadPool& pool, LlamaWeights& weights, bool release_file_pages) {
     // One arena for every repacked matrix: a single huge-page-aligned block, each matrix 64-byte
     // aligned inside it (separate blocks would each waste up to a huge page at their end).
     std::vector<WeightMatrix*> matrices;
@@ -91,10 +91,9 @@ std::vector<AlignedBytes> repack_row_groups(ThreadPool& pool, LlamaWeights& weig
     for (WeightMatrix* w : matrices) {
         if (const RowGroupKernel* kernel = find_row_group_kernel(w->type)) total += round_up(repacked_bytes(*w, *kernel), kAlignment);
     }
-    std::vector<AlignedBytes> owned;
-    if (total == 0) return owned;
-    owned.push_back(allocate(total, total >= kHugePage ? kHugePage : kAlignment));
-    uint8_t* next = owned.back().get();
+    if (total == 0) return nullptr;
+    AlignedBytes arena = allocate(total, total >= kHugePage ? kHugePage : kAlignment);
+    uint8_t* next = arena.get();
     const bool tied = weights.output.data == weights.token_embd.data;
     for (WeightMatrix* w : matrices) {
         const RowGroupKernel* kernel = find_row_group_kernel(w->type);
@@ -108,7 +107,7 @@ std::vector<AlignedBytes> repack_row_groups(ThreadPool& pool, LlamaWeights& weig
         weights.token_embd.groups = weights.output.groups;
         weights.token_embd.group_bytes = weights.output.group_bytes;
     }
-    return owned;
+    return arena;
 }
 
 }  // namespace edgellama

@@ -27,12 +27,12 @@ AlignedBytes repack_matrix(ThreadPool& pool, WeightMatrix& w, bool release_file_
 
 // Repacks every matmul weight (layers and output) whose type has a row-group kernel in this
 // build into one huge-page-aligned arena advised for transparent huge pages, pointing each
-// WeightMatrix at its copy; the returned buffer owns the arena. Huge pages spare decode a TLB miss
+// WeightMatrix at its copy; the returned arena owns the copies (null when nothing was repacked). Huge pages spare decode a TLB miss
 // every 4 KiB of weights (1B Llama shape, 2 threads: decode +14%), at the price of slower page
 // faults while loading (0.4 -> 1.2 s where the kernel compacts memory for them).
 // release_file_pages: the weights live in a read-only file mapping, whose pages are dropped from
 // this process once copied. Never set it for weights in ordinary memory: dropping those pages
 // would zero them.
-std::vector<AlignedBytes> repack_row_groups(ThreadPool& pool, LlamaWeights& weights, bool release_file_pages);
+AlignedBytes repack_row_groups(ThreadPool& pool, LlamaWeights& weights, bool release_file_pages);
 
 }  // namespace edgellama
