@@ -14,15 +14,16 @@ struct AttentionShape {
 };
 
 // q:   [n_tokens][n_head*head_dim], token i sits at position first_pos + i
-// keys, values: the layer's cache, [first_pos + n_tokens][n_head_kv*head_dim] valid rows of IEEE
-//               halves (widened to float32 as they are read; all arithmetic is float32)
+// keys, values: the layer's cache of IEEE halves (widened to float32 as they are read; all
+//               arithmetic is float32): KV head h's rows at + h * kv_head_stride, contiguous,
+//               head_dim each, positions [0, first_pos + n_tokens) valid
 // out: [n_tokens][n_head*head_dim]
 // scores: scratch of pool.size() * (n_head / n_head_kv) * score_stride floats,
 //         score_stride >= first_pos + n_tokens
 // Query head h reads KV head h / (n_head / n_head_kv): an index, never a copy. The heads of one
 // group are computed together so each cached key/value row is read once per group.
 void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, int64_t n_tokens,
-               int64_t first_pos, const uint16_t* keys, const uint16_t* values, float* out, float* scores,
-               int64_t score_stride);
+               int64_t first_pos, const uint16_t* keys, const uint16_t* values, int64_t kv_head_stride, float* out,
+               float* scores, int64_t score_stride);
 
 }  // namespace edgellama

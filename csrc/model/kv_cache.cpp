@@ -3,17 +3,35 @@
 #include <stdexcept>
 #include <string>
 
+#include "csrc/kernels/elementwise.h"
+
 namespace edgellama {
 
-KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t kv_width)
-    : n_layer_(n_layer), n_ctx_(n_ctx), kv_width_(kv_width) {
-    if (n_layer <= 0 || n_ctx <= 0 || kv_width <= 0) {
+KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head_dim)
+    : n_layer_(n_layer), n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_(head_dim) {
+    if (n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0) {
         throw std::invalid_argument("KV cache dimensions must be positive");
     }
-    const size_t n = static_cast<size_t>(n_layer) * n_ctx * kv_width;
+    const size_t n = static_cast<size_t>(n_layer) * n_ctx * n_head_kv * head_dim;
     // new T[] without value-initialisation: large blocks come from fresh zero pages on demand.
     keys_.reset(new uint16_t[n]);
     values_.reset(new uint16_t[n]);
+}
+
+void KVCache::store(int64_t layer, int64_t first_pos, int64_t n_tokens, const float* new_keys,
+                    const float* new_values) {
+    if (layer < 0 || layer >= n_layer_ || first_pos < 0 || n_tokens < 0 || first_pos + n_tokens > n_ctx_) {
+        throw std::out_of_range("KV cache store outside its layers or positions");
+    }
+    const int64_t row_width = n_head_kv_ * head_dim_;
+    const int64_t base = layer * layer_stride() + first_pos * head_dim_;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        for (int64_t h = 0; h < n_head_kv_; ++h) {
+            const int64_t src = t * row_width + h * head_dim_, dst = base + h * head_stride() + t * head_dim_;
+            float_to_half_row(new_keys + src, keys_.get() + dst, head_dim_);
+            float_to_half_row(new_values + src, values_.get() + dst, head_dim_);
+        }
+    }
 }
 
 void KVCache::truncate(int64_t n) {

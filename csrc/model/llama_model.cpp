@@ -30,7 +30,7 @@ LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t 
                        bool weights_file_mapped)
     : config_(config),
       weights_(std::move(weights)),
-      cache_(config.n_layer, n_ctx, config.n_head_kv * config.head_dim),
+      cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim),
       pool_(n_threads) {
     validate_shapes();
     repacked_ = repack_row_groups(pool_, weights_, weights_file_mapped);
@@ -168,18 +168,16 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
                                 {&layer.wv, new_values, kv_width}};
     matmul_shared_input(pool_, scratch_.act, qkv, 3, x_norm, c.n_embd, n_tokens);
     // RoPE in float32, then the new keys and values go into this layer's cache rows as halves.
-    uint16_t* keys = cache_.keys(layer_index);
-    uint16_t* values = cache_.values(layer_index);
     for (int64_t t = 0; t < n_tokens; ++t) {
         const float* cos_v = &scratch_.rope_cos[t * n_pairs];
         const float* sin_v = &scratch_.rope_sin[t * n_pairs];
         rope_apply(&scratch_.q[t * q_width], c.n_head, c.head_dim, cos_v, sin_v, n_pairs);
         rope_apply(new_keys + t * kv_width, c.n_head_kv, c.head_dim, cos_v, sin_v, n_pairs);
     }
-    float_to_half_row(new_keys, keys + first_pos * kv_width, n_tokens * kv_width);
-    float_to_half_row(new_values, values + first_pos * kv_width, n_tokens * kv_width);
-    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), n_tokens,
-              first_pos, keys, values, scratch_.attn_out.data(), scratch_.scores.data(), cache_.n_ctx());
+    cache_.store(layer_index, first_pos, n_tokens, new_keys, new_values);
+    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), n_tokens, first_pos,
+              cache_.keys(layer_index), cache_.values(layer_index), cache_.head_stride(), scratch_.attn_out.data(),
+              scratch_.scores.data(), cache_.n_ctx());
     // x_norm is free again: it receives the projection before the residual add.
     matmul(pool_, scratch_.act, layer.wo, scratch_.attn_out.data(), q_width, n_tokens, x_norm, c.n_embd);
     add_in_place(x, x_norm, n_tokens * c.n_embd);
