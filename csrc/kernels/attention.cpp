@@ -16,23 +16,9 @@ namespace edgellama {
 
 namespace {
 
-float dot(const float* a, const float* b, int64_t n) {
-    float sum = 0.0f;
-    // A float reduction only vectorizes when reordering is allowed; head_dim is small, so the
-    // reordering changes nothing that matters (and it is the same order on every call).
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < n; ++i) sum += a[i] * b[i];
-    return sum;
-}
+constexpr int64_t kBlock = kAttentionKeyBlock;
 
-// One cached row (head_dim halves) widened to float32.
-void widen_row(const uint16_t* half_row, float* row, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) row[i] = fp16_to_fp32(half_row[i]);
-}
-
-
-
-// Softmax of scores[0, n) in place; returns nothing, the weights sum to 1.
+// Softmax of scores[0, n) in place; the weights sum to 1.
 void softmax(float* scores, int64_t n) {
     float max_score = -INFINITY;
     // Vectorized (a max is exact in any order): as a scalar loop, its chain of dependent maxes was
@@ -49,116 +35,128 @@ void softmax(float* scores, int64_t n) {
     for (int64_t t = 0; t < n; ++t) scores[t] *= inv_total;
 }
 
-#if defined(__AVX512F__)
-// Lane i of the result: the horizontal sum of v[i], for 16 vectors at once. A tree of in-lane and
-// cross-lane shuffles costs ~3 instructions per vector instead of ~8 for one reduction each; the
-// summation order is fixed, so a score does not depend on which block of 16 its position is in.
-inline __m512 hsum16(const __m512* v) {
-    __m512 x[8], y[4], z[2];
-    for (int i = 0; i < 8; ++i)  // lanes (a, b, a, b) per 128-bit lane
-        x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-    for (int i = 0; i < 4; ++i)  // lanes (v[4i], .., v[4i+3]) per 128-bit lane
-        y[i] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_ps(x[2 * i], x[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-    for (int i = 0; i < 2; ++i)
-        z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(y[2 * i], y[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_ps(_mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(2, 0, 2, 0)),
-                         _mm512_shuffle_f32x4(z[0], z[1], _MM_SHUFFLE(3, 1, 3, 1)));
+// The attention of one GQA group (the query heads of one KV head) for one token over positions
+// [0, n_pos). keys/values: this KV head's, in the cache layout of attention.h.
+struct GroupTask {
+    const float* q_group;  // group × head_dim
+    int64_t group, head_dim, n_pos;
+    const uint16_t* keys;
+    const uint16_t* values;
+    float* scores;  // group rows of score_stride floats
+    int64_t score_stride;
+    float* out_group;  // group × head_dim
+};
+
+// Portable path: each key block widened once for the group, then plain loops over its 16 lanes
+// (which the compiler vectorizes); `scratch` holds head_dim floats per position of one block.
+void attend_group_portable(const GroupTask& task, float* scratch) {
+    const int64_t head_dim = task.head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    for (int64_t t0 = 0; t0 < task.n_pos; t0 += kBlock) {
+        const uint16_t* block = task.keys + t0 * head_dim;
+        for (int64_t i = 0; i < head_dim * kBlock; ++i) scratch[i] = fp16_to_fp32(block[i]);
+        const int64_t n = std::min(kBlock, task.n_pos - t0);
+        for (int64_t g = 0; g < task.group; ++g) {
+            const float* q = task.q_group + g * head_dim;
+            float s[kBlock] = {};
+            for (int64_t d = 0; d < head_dim; ++d) {
+                for (int64_t i = 0; i < kBlock; ++i) s[i] += q[d] * scratch[d * kBlock + i];
+            }
+            for (int64_t i = 0; i < n; ++i) task.scores[g * task.score_stride + t0 + i] = s[i] * scale;
+        }
+    }
+    for (int64_t g = 0; g < task.group; ++g) softmax(task.scores + g * task.score_stride, task.n_pos);
+    std::memset(task.out_group, 0, sizeof(float) * task.group * head_dim);
+    for (int64_t t = 0; t < task.n_pos; ++t) {
+        for (int64_t d = 0; d < head_dim; ++d) scratch[d] = fp16_to_fp32(task.values[t * head_dim + d]);
+        for (int64_t g = 0; g < task.group; ++g) {
+            const float p = task.scores[g * task.score_stride + t];
+            float* out = task.out_group + g * head_dim;
+            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * scratch[d];
+        }
+    }
 }
 
-constexpr int kFastHeadDim = 64, kFastChunks = kFastHeadDim / 16;
-
-// scores[t] = q·k_t * scale for t < n_pos; 16 positions share one reduction tree, and a partial
-// last block is padded with zero vectors (same arithmetic per position either way).
+#if defined(__AVX512F__)
 inline __m512 load_halves(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-void scores_64(const float* q, const uint16_t* keys, int64_t n_pos, float scale, float* scores) {
-    __m512 qv[kFastChunks];
-    for (int c = 0; c < kFastChunks; ++c) qv[c] = _mm512_loadu_ps(q + 16 * c);
-    for (int64_t t0 = 0; t0 < n_pos; t0 += 16) {
-        const int n = static_cast<int>(std::min<int64_t>(16, n_pos - t0));
-        __m512 v[16];
-        for (int i = 0; i < 16; ++i) {
-            if (i >= n) {
-                v[i] = _mm512_setzero_ps();
-                continue;
-            }
-            const uint16_t* k = keys + (t0 + i) * kFastHeadDim;
-            __m512 acc = _mm512_mul_ps(qv[0], load_halves(k));
-            for (int c = 1; c < kFastChunks; ++c) acc = _mm512_fmadd_ps(qv[c], load_halves(k + 16 * c), acc);
-            v[i] = acc;
-        }
-        const __m512 s = _mm512_mul_ps(hsum16(v), _mm512_set1_ps(scale));
-        _mm512_mask_storeu_ps(scores + t0, static_cast<__mmask16>((1u << n) - 1u), s);
-    }
-}
-
-// out_g = Σ_t p_g[t] · v_t for the group's heads, accumulators in registers, each V row read once.
+// scores[g][t] = q_g·k_t · scale: per block of 16 positions, each dimension's 16 keys are widened
+// once and multiplied into all G heads' sums, lane i holding position t0 + i. Even and odd
+// dimensions go to separate sums (two chains of dependent FMAs per head, not one).
 template <int G>
-void weighted_values_64(const float* scores, int64_t score_stride, const uint16_t* values, int64_t n_pos,
-                        float* out_group) {
-    __m512 acc[G][kFastChunks];
-    for (int g = 0; g < G; ++g)
-        for (int c = 0; c < kFastChunks; ++c) acc[g][c] = _mm512_setzero_ps();
-    for (int64_t t = 0; t < n_pos; ++t) {
-        const uint16_t* v = values + t * kFastHeadDim;
-        __m512 vv[kFastChunks];
-        for (int c = 0; c < kFastChunks; ++c) vv[c] = load_halves(v + 16 * c);
+void group_scores(const GroupTask& task) {
+    const int64_t head_dim = task.head_dim;
+    const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(head_dim)));
+    for (int64_t t0 = 0; t0 < task.n_pos; t0 += kBlock) {
+        const uint16_t* block = task.keys + t0 * head_dim;
+        __m512 even[G], odd[G];
+        for (int g = 0; g < G; ++g) even[g] = odd[g] = _mm512_setzero_ps();
+        for (int64_t d = 0; d < head_dim; d += 2) {
+            const __m512 k0 = load_halves(block + d * kBlock), k1 = load_halves(block + (d + 1) * kBlock);
+            for (int g = 0; g < G; ++g) {
+                const float* q = task.q_group + g * head_dim + d;
+                even[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[0]), k0, even[g]);
+                odd[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[1]), k1, odd[g]);
+            }
+        }
+        const auto valid = static_cast<__mmask16>((1u << std::min(kBlock, task.n_pos - t0)) - 1u);
         for (int g = 0; g < G; ++g) {
-            const __m512 p = _mm512_set1_ps(scores[g * score_stride + t]);
-            for (int c = 0; c < kFastChunks; ++c) acc[g][c] = _mm512_fmadd_ps(p, vv[c], acc[g][c]);
+            _mm512_mask_storeu_ps(task.scores + g * task.score_stride + t0, valid,
+                                  _mm512_mul_ps(_mm512_add_ps(even[g], odd[g]), scale));
         }
     }
-    for (int g = 0; g < G; ++g)
-        for (int c = 0; c < kFastChunks; ++c) _mm512_storeu_ps(out_group + g * kFastHeadDim + 16 * c, acc[g][c]);
 }
 
-// The AVX-512 path for head_dim 64 and groups of up to 4 query heads; false when it does not apply.
-bool attend_group_64(const float* q_group, int64_t group, const uint16_t* keys, const uint16_t* values, int64_t n_pos,
-                     int64_t head_dim, float* scores, int64_t score_stride, float* out_group) {
-    if (head_dim != kFastHeadDim || group < 1 || group > 4) return false;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    for (int64_t g = 0; g < group; ++g) {
-        scores_64(q_group + g * head_dim, keys, n_pos, scale, scores + g * score_stride);
-        softmax(scores + g * score_stride, n_pos);
+// out_g = Σ_t p_g[t] · v_t, kChunks × 16 dimensions at a time with the G heads' sums in
+// registers: each value row is widened once for the group.
+template <int G, int kChunks>
+void group_values(const GroupTask& task) {
+    const int64_t head_dim = task.head_dim;
+    for (int64_t d0 = 0; d0 < head_dim; d0 += 16 * kChunks) {
+        __m512 acc[G][kChunks];
+        for (int g = 0; g < G; ++g)
+            for (int c = 0; c < kChunks; ++c) acc[g][c] = _mm512_setzero_ps();
+        for (int64_t t = 0; t < task.n_pos; ++t) {
+            __m512 v[kChunks];
+            for (int c = 0; c < kChunks; ++c) v[c] = load_halves(task.values + t * head_dim + d0 + 16 * c);
+            for (int g = 0; g < G; ++g) {
+                const __m512 p = _mm512_set1_ps(task.scores[g * task.score_stride + t]);
+                for (int c = 0; c < kChunks; ++c) acc[g][c] = _mm512_fmadd_ps(p, v[c], acc[g][c]);
+            }
+        }
+        for (int g = 0; g < G; ++g)
+            for (int c = 0; c < kChunks; ++c) _mm512_storeu_ps(task.out_group + g * head_dim + d0 + 16 * c, acc[g][c]);
     }
-    switch (group) {
-        case 1: weighted_values_64<1>(scores, score_stride, values, n_pos, out_group); break;
-        case 2: weighted_values_64<2>(scores, score_stride, values, n_pos, out_group); break;
-        case 3: weighted_values_64<3>(scores, score_stride, values, n_pos, out_group); break;
-        default: weighted_values_64<4>(scores, score_stride, values, n_pos, out_group); break;
-    }
+}
+
+template <int G>
+void attend_group_avx512(const GroupTask& task) {
+    group_scores<G>(task);
+    for (int g = 0; g < G; ++g) softmax(task.scores + g * task.score_stride, task.n_pos);
+    group_values<G, (G <= 4 ? 4 : 2)>(task);  // at most 32 accumulators in flight
+}
+
+// Groups of 1 to 8 query heads (Llama 3: 4, TinyLlama: 8) with head_dim a multiple of 64.
+bool attend_group_fast(const GroupTask& task) {
+    using Fn = void (*)(const GroupTask&);
+    static constexpr Fn kByGroup[] = {nullptr,
+                                      attend_group_avx512<1>,
+                                      attend_group_avx512<2>,
+                                      attend_group_avx512<3>,
+                                      attend_group_avx512<4>,
+                                      attend_group_avx512<5>,
+                                      attend_group_avx512<6>,
+                                      attend_group_avx512<7>,
+                                      attend_group_avx512<8>};
+    if (task.head_dim % 64 != 0 || task.group < 1 || task.group > 8) return false;
+    kByGroup[task.group](task);
     return true;
 }
+#else
+bool attend_group_fast(const GroupTask&) { return false; }
 #endif
-
-// All query heads of one GQA group (one KV head, its rows contiguous) for one token, over
-// positions [0, n_pos): each key and value row is read once for the whole group, not once per
-// query head.
-void attend_group(const float* q_group, int64_t group, const uint16_t* keys, const uint16_t* values, int64_t n_pos,
-                  int64_t head_dim, float* scores, int64_t score_stride, float* out_group, float* row) {
-#if defined(__AVX512F__)
-    if (attend_group_64(q_group, group, keys, values, n_pos, head_dim, scores, score_stride, out_group)) return;
-#endif
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    for (int64_t t = 0; t < n_pos; ++t) {
-        widen_row(keys + t * head_dim, row, head_dim);
-        for (int64_t g = 0; g < group; ++g) scores[g * score_stride + t] = dot(q_group + g * head_dim, row, head_dim) * scale;
-    }
-    for (int64_t g = 0; g < group; ++g) softmax(scores + g * score_stride, n_pos);
-    std::memset(out_group, 0, sizeof(float) * group * head_dim);
-    for (int64_t t = 0; t < n_pos; ++t) {
-        widen_row(values + t * head_dim, row, head_dim);
-        for (int64_t g = 0; g < group; ++g) {
-            const float p = scores[g * score_stride + t];
-            float* out = out_group + g * head_dim;
-            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * row[d];
-        }
-    }
-}
 
 }  // namespace
 
@@ -171,15 +169,22 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, in
     pool.run([&](int ith, int nth) {
         int64_t begin, end;
         split_range(n_items, ith, nth, begin, end);
-        float* my_scores = scores + ith * group * score_stride;
-        thread_local std::vector<float> row;  // one K or V row widened (portable path); grows once
-        if (row.size() < static_cast<size_t>(shape.head_dim)) row.resize(static_cast<size_t>(shape.head_dim));
+        thread_local std::vector<float> scratch;  // one widened key block (portable path); grows once
         for (int64_t item = begin; item < end; ++item) {
             const int64_t token = item / shape.n_head_kv, kv_head = item % shape.n_head_kv;
             const int64_t head0 = kv_head * group;  // query heads head0 .. head0+group-1 share this KV head
-            attend_group(q + token * q_width + head0 * shape.head_dim, group, keys + kv_head * kv_head_stride,
-                         values + kv_head * kv_head_stride, first_pos + token + 1, shape.head_dim, my_scores,
-                         score_stride, out + token * q_width + head0 * shape.head_dim, row.data());
+            const GroupTask task{q + token * q_width + head0 * shape.head_dim,
+                                 group,
+                                 shape.head_dim,
+                                 first_pos + token + 1,
+                                 keys + kv_head * kv_head_stride,
+                                 values + kv_head * kv_head_stride,
+                                 scores + ith * group * score_stride,
+                                 score_stride,
+                                 out + token * q_width + head0 * shape.head_dim};
+            if (attend_group_fast(task)) continue;
+            if (scratch.size() < static_cast<size_t>(shape.head_dim * kBlock)) scratch.resize(shape.head_dim * kBlock);
+            attend_group_portable(task, scratch.data());
         }
     });
 }

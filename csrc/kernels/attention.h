@@ -7,6 +7,8 @@
 
 namespace edgellama {
 
+constexpr int64_t kAttentionKeyBlock = 16;
+
 struct AttentionShape {
     int64_t n_head;
     int64_t n_head_kv;
@@ -15,8 +17,10 @@ struct AttentionShape {
 
 // q:   [n_tokens][n_head*head_dim], token i sits at position first_pos + i
 // keys, values: the layer's cache of IEEE halves (widened to float32 as they are read; all
-//               arithmetic is float32): KV head h's rows at + h * kv_head_stride, contiguous,
-//               head_dim each, positions [0, first_pos + n_tokens) valid
+//               arithmetic is float32), KV head h at + h * kv_head_stride, positions
+//               [0, first_pos + n_tokens) valid: values one head_dim row per position; keys in
+//               blocks of kAttentionKeyBlock positions, element (p, d) of a head at
+//               (p / 16) * 16 * head_dim + d * 16 + p % 16
 // out: [n_tokens][n_head*head_dim]
 // scores: scratch of pool.size() * (n_head / n_head_kv) * score_stride floats,
 //         score_stride >= first_pos + n_tokens

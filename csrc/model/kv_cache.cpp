@@ -4,6 +4,7 @@
 #include <string>
 
 #include "csrc/kernels/elementwise.h"
+#include "csrc/kernels/float_convert.h"
 
 namespace edgellama {
 
@@ -12,7 +13,7 @@ KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head
     if (n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0) {
         throw std::invalid_argument("KV cache dimensions must be positive");
     }
-    const size_t n = static_cast<size_t>(n_layer) * n_ctx * n_head_kv * head_dim;
+    const size_t n = static_cast<size_t>(n_layer) * layer_stride();
     // new T[] without value-initialisation: large blocks come from fresh zero pages on demand.
     keys_.reset(new uint16_t[n]);
     values_.reset(new uint16_t[n]);
@@ -24,12 +25,15 @@ void KVCache::store(int64_t layer, int64_t first_pos, int64_t n_tokens, const fl
         throw std::out_of_range("KV cache store outside its layers or positions");
     }
     const int64_t row_width = n_head_kv_ * head_dim_;
-    const int64_t base = layer * layer_stride() + first_pos * head_dim_;
     for (int64_t t = 0; t < n_tokens; ++t) {
+        const int64_t pos = first_pos + t;
         for (int64_t h = 0; h < n_head_kv_; ++h) {
-            const int64_t src = t * row_width + h * head_dim_, dst = base + h * head_stride() + t * head_dim_;
-            float_to_half_row(new_keys + src, keys_.get() + dst, head_dim_);
-            float_to_half_row(new_values + src, values_.get() + dst, head_dim_);
+            const float* key = new_keys + t * row_width + h * head_dim_;
+            const int64_t head = layer * layer_stride() + h * head_stride();
+            float_to_half_row(new_values + t * row_width + h * head_dim_, values_.get() + head + pos * head_dim_,
+                              head_dim_);
+            uint16_t* block = keys_.get() + head + pos / kKeyBlock * kKeyBlock * head_dim_;
+            for (int64_t d = 0; d < head_dim_; ++d) block[d * kKeyBlock + pos % kKeyBlock] = fp32_to_fp16(key[d]);
         }
     }
 }

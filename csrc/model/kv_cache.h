@@ -1,13 +1,19 @@
-// The KV cache: for every layer, the rotated keys and the values of each position, laid out
-// [n_head_kv][n_ctx][head_dim] (each KV head's positions contiguous, so attention streams one
-// head's keys and values front to back instead of one 2 * head_dim-byte row every n_head_kv rows),
-// stored as IEEE half (rounded to nearest even), as llama.cpp's default cache: half the memory of
-// float32, and half the bytes every decode step reads from a long context. Allocated once at model creation; pages are touched only as positions fill, so a
+// The KV cache: for every layer, the rotated keys and the values of each position, stored as IEEE
+// half (rounded to nearest even), as llama.cpp's default cache: half the memory of float32, and
+// half the bytes every decode step reads from a long context. Each KV head's positions are
+// contiguous, so attention streams one head's keys and values front to back:
+//   values [n_head_kv][n_ctx][head_dim]: one row per position;
+//   keys   [n_head_kv][n_ctx / 16][head_dim][16]: blocks of 16 positions, dimension-major inside a
+//          block, so the scores of 16 positions are the 16 lanes of one vector sum (no horizontal
+//          reductions) and each key block is widened once for all query heads of its group.
+// n_ctx is rounded up to whole key blocks. Allocated once at model creation; pages are touched only as positions fill, so a
 // large n_ctx costs address space, not resident memory, until used.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+
+#include "csrc/kernels/attention.h"
 
 namespace edgellama {
 
@@ -18,10 +24,12 @@ public:
     int64_t n_ctx() const { return n_ctx_; }
     int64_t n_past() const { return n_past_; }
 
-    // A layer's keys (values): KV head h's row of position p at + h * head_stride() + p * head_dim.
+    static constexpr int64_t kKeyBlock = kAttentionKeyBlock;  // positions per key block
+
+    // A layer's keys and values, KV head h at + h * head_stride(); see the layout above.
     const uint16_t* keys(int64_t layer) const { return keys_.get() + layer * layer_stride(); }
     const uint16_t* values(int64_t layer) const { return values_.get() + layer * layer_stride(); }
-    int64_t head_stride() const { return n_ctx_ * head_dim_; }
+    int64_t head_stride() const { return padded_ctx() * head_dim_; }
 
     // Stores the keys and values of positions first_pos .. first_pos + n_tokens - 1 of one layer,
     // given as float rows [n_tokens][n_head_kv * head_dim] (heads side by side), as halves.
@@ -33,6 +41,7 @@ public:
     void advance(int64_t n_tokens);
 
 private:
+    int64_t padded_ctx() const { return (n_ctx_ + kKeyBlock - 1) / kKeyBlock * kKeyBlock; }
     int64_t layer_stride() const { return n_head_kv_ * head_stride(); }
 
     int64_t n_layer_, n_ctx_, n_head_kv_, head_dim_;
