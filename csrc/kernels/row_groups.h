@@ -28,6 +28,19 @@
 namespace edgellama {
 
 constexpr int kGroupRows = 16;
+
+// Decode streams every weight group from memory once per token, so each kernel prefetches every
+// line of its groups twice: into L1 kNearPrefetchBytes ahead of the dot, and into L2
+// kFarPrefetchBytes ahead, which keeps more lines in flight than the L1 fill buffers allow.
+// One 1B-shape-sized matrix from memory, 2 threads, GB/s (read probe 30.5), near only -> both:
+// Q4_K 23.8 -> 27.4, Q4_0 25.8 -> 27.7, Q6_K 21.5 -> 23.0, Q8_0 26.3 -> 28.4; flat for a far
+// distance of 24 to 64 KiB.
+constexpr int kNearPrefetchBytes = 4096, kFarPrefetchBytes = 32768;
+inline void prefetch_weight_line(const void* line) {
+    const char* p = static_cast<const char*>(line);
+    __builtin_prefetch(p + kNearPrefetchBytes, 0, 3);  // prefetcht0
+    __builtin_prefetch(p + kFarPrefetchBytes, 0, 1);   // prefetcht2
+}
 constexpr int kGroupTokens = 8;
 
 struct RowGroupKernel {

@@ -26,7 +26,6 @@ using namespace row_groups_32;
 
 constexpr int kHalfRows = 8;
 constexpr int kTokens = 4;  // tokens per pass: 8 code registers + 4 accumulators + temporaries fit 16 ymm
-constexpr int kPrefetchBytes = 4096;
 
 inline __m256i load8(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 inline __m256i bcst4(const int8_t* p) { return _mm256_set1_epi32(static_cast<int>(load_u32(p))); }
@@ -97,7 +96,7 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* block = group + b * code_bytes_per_block<F>();
         for (int k = 0; k < F::kCodeChunks; ++k) {
-            _mm_prefetch(reinterpret_cast<const char*>(block) + kPrefetchBytes + 64 * k + 32 * half, _MM_HINT_T0);
+            prefetch_weight_line(block + 64 * k + 32 * half);
         }
         __m256i w[8];
         load_codes<F>(block, half, w);

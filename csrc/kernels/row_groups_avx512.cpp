@@ -14,9 +14,6 @@ namespace {
 
 using namespace row_groups_32;
 
-// Decode streams each group once per token; run this far ahead of the codes being dotted (1B
-// Llama shape, 2 threads, decode tok/s: Q4_0 32.4 at 2 KiB, 33.5 at 4 KiB, 32.3 at 8 KiB).
-constexpr int kPrefetchBytes = 4096;
 
 // Block b's codes of all 16 rows as unsigned bytes: w[k] holds elements 4k .. 4k+3 of every row.
 template <class F, bool kHighTimes16>
@@ -71,7 +68,7 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* block_codes = codes + b * code_bytes_per_block<F>();
         for (int k = 0; k < F::kCodeChunks; ++k) {
-            _mm_prefetch(reinterpret_cast<const char*>(block_codes) + kPrefetchBytes + 64 * k, _MM_HINT_T0);
+            prefetch_weight_line(block_codes + 64 * k);
         }
         __m512i w[8];
         load_codes<F, kHighNibblesTimes16<F, T>>(block_codes, w);

@@ -24,7 +24,6 @@ using namespace row_groups_k;
 
 constexpr int kHalfRows = 8;
 constexpr int kTokens = 4;
-constexpr int kPrefetchBytes = 4096;
 
 inline __m256i chunk_at(const uint8_t* p, int index, int half) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 64 * index + 32 * half));
@@ -144,8 +143,7 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
         for (int j = 0; j < F::kSub; ++j) {
             constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
             for (size_t i = 0; i < kLinesPerSub; ++i) {
-                _mm_prefetch(reinterpret_cast<const char*>(sb) + kPrefetchBytes + (j * kLinesPerSub + i) * 64,
-                             _MM_HINT_T0);
+                prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
             }
             __m256i w[F::kChunksPerSub];
             F::codes(sb, half, j, w);

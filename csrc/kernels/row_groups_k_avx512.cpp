@@ -122,9 +122,6 @@ struct Q6_KFormat : Q6_KLayout {
 
 // ---------------------------------------------------------------- the dot
 
-// Decode streams each group once per token; run this far ahead of the super-block being dotted
-// (1B Llama shape Q4_K_M, 2 threads, decode tok/s: 26.4 at 2 KiB, 28.0 at 4 KiB, 28.3 at 8 KiB).
-constexpr int kPrefetchBytes = 4096;
 
 template <class F, int T>
 void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, float* out,
@@ -146,8 +143,7 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
             // line-fill buffers and stalls.
             constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
             for (size_t i = 0; i < kLinesPerSub; ++i) {
-                _mm_prefetch(reinterpret_cast<const char*>(sb) + kPrefetchBytes + (j * kLinesPerSub + i) * 64,
-                             _MM_HINT_T0);
+                prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
             }
             __m512i w[F::kChunksPerSub];
             F::codes(sb, j, w);
