@@ -1,7 +1,8 @@
 """edgellama's compiled core, in the build for the best instruction-set level this CPU runs.
 
 The C++ core is compiled once per level (x86_64, x86_64_v3 with AVX2, x86_64_v4 with AVX-512 VNNI;
-`generic` off x86; `native` for a -march=native developer build) into edgellama._core_<level>.
+on aarch64 `generic` and aarch64_dotprod with the Armv8.2 dot product; `generic` elsewhere; `native`
+for a -march=native developer build) into edgellama._core_<level>.
 Importing this module imports the best level that was built and that this CPU and OS support, and
 re-exports its contents, so `from edgellama import _core` is all the rest of the package needs.
 

@@ -28,6 +28,7 @@
 namespace edgellama {
 
 constexpr int kGroupRows = 16;
+constexpr int kGroupTokens = 8;
 
 // Decode streams every weight group from memory once per token, so each kernel prefetches every
 // line of its groups twice: into L1 kNearPrefetchBytes ahead of the dot, and into L2
@@ -38,10 +39,9 @@ constexpr int kGroupRows = 16;
 constexpr int kNearPrefetchBytes = 4096, kFarPrefetchBytes = 32768;
 inline void prefetch_weight_line(const void* line) {
     const char* p = static_cast<const char*>(line);
-    __builtin_prefetch(p + kNearPrefetchBytes, 0, 3);  // prefetcht0
-    __builtin_prefetch(p + kFarPrefetchBytes, 0, 1);   // prefetcht2
+    __builtin_prefetch(p + kNearPrefetchBytes, 0, 3);  // x86: prefetcht0
+    __builtin_prefetch(p + kFarPrefetchBytes, 0, 1);   // x86: prefetcht2
 }
-constexpr int kGroupTokens = 8;
 
 struct RowGroupKernel {
     // Bytes of one group of n-element rows (n a multiple of 32).
@@ -82,9 +82,11 @@ inline void for_token_batches(int n_tok, Kernel&& kernel) {
 const RowGroupKernel* find_row_group_kernel(int32_t type_id);
 
 // Per family and instruction set (nullptr where the build lacks it); AVX-512 VNNI is preferred.
+// On Arm, the 32-element family with the dot-product extension (row_groups_neon.cpp).
 const RowGroupKernel* find_row_group_kernel_32_avx512(int32_t type_id);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
 const RowGroupKernel* find_row_group_kernel_k_avx512(int32_t type_id);   // Q4_K, Q5_K, Q6_K
 const RowGroupKernel* find_row_group_kernel_32_avx2(int32_t type_id);
 const RowGroupKernel* find_row_group_kernel_k_avx2(int32_t type_id);
+const RowGroupKernel* find_row_group_kernel_32_neon(int32_t type_id);
 
 }  // namespace edgellama

@@ -1,0 +1,125 @@
+"""The core's Arm (aarch64) builds: the kernels an Apple-silicon or Graviton laptop/server runs.
+
+tests/arm/matmul_harness.cpp wraps the core's matmul (PreparedMatmul, as the model runs it) in a
+plain program; here it is built twice for aarch64, as the two Arm levels of CMakeLists.txt build
+the core (`generic`: Armv8-A, portable kernels; `aarch64_dotprod`: Armv8.2-A + SDOT row groups),
+and run: natively on an aarch64 machine, elsewhere with a cross compiler under qemu user-mode
+emulation (.ci/run installs Debian's g++-aarch64-linux-gnu and qemu-user where it can). Without
+either the tests skip, saying why.
+
+Checks: each level's matmul against float64 dots of the dequantized weights, every weight type;
+the dot-product row groups produce the same bits as this machine's own row-group kernels (the
+same exact integer block sums and float sequence); CPU level detection with and without SDOT.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import struct
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+
+from test_cpu_levels import dequantize_act
+from test_kernels import ALL_TYPES, N, act_rows, reference_dequant, weight_rows
+
+from edgellama import _core
+
+ROOT = Path(__file__).resolve().parents[1]
+NATIVE = platform.machine() in ("aarch64", "arm64")
+COMPILER = "g++" if NATIVE else shutil.which("aarch64-linux-gnu-g++")
+QEMU = None if NATIVE else shutil.which("qemu-aarch64")
+ROW_GROUP_TYPES = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0}  # what aarch64_dotprod repacks
+LEVEL_FLAGS = {"generic": "-march=armv8-a", "aarch64_dotprod": "-march=armv8.2-a+dotprod"}
+
+pytestmark = [
+    pytest.mark.skipif(not (ROOT / "csrc").is_dir(), reason="needs the source tree (csrc/) to build the Arm harness"),
+    pytest.mark.skipif(not NATIVE and not (COMPILER and QEMU),
+                       reason="no aarch64 machine, and no aarch64-linux-gnu-g++ + qemu-aarch64 to emulate one"),
+]
+
+
+def harness_sources():
+    kernels = sorted((ROOT / "csrc" / "kernels").glob("*.cpp")) + sorted((ROOT / "quantize").glob("*.cpp"))
+    named = ["tests/arm/matmul_harness.cpp", "csrc/core/thread_pool.cpp", "csrc/core/cpu_features.cpp",
+             "csrc/model/prepared_matmul.cpp", "csrc/model/weight_repack.cpp", "csrc/model/llama_weights.cpp"]
+    return [str(ROOT / n) for n in named] + [str(p) for p in kernels]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    """level -> path of its harness binary (static, so qemu needs no Arm sysroot)."""
+    folder = tmp_path_factory.mktemp("arm")
+
+    def build(level):
+        out = folder / f"matmul_harness_{level}"
+        cmd = [COMPILER, "-std=c++17", "-O2", LEVEL_FLAGS[level], f"-I{ROOT}", *harness_sources(),
+               "-lpthread", "-static", "-o", str(out)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return level, out
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(build, LEVEL_FLAGS))
+
+
+def run_harness(binary, *args, stdin=b"", cpu=None):
+    cmd = ([] if NATIVE else [QEMU] + (["-cpu", cpu] if cpu else [])) + [str(binary), *args]
+    done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    return done.stdout
+
+
+def arm_matmul(binary, qtype, rows, x):
+    """(whether row groups ran, y[t][r]) from the Arm build."""
+    head = struct.pack("<iiqqq", int(qtype), 1, rows.shape[0], x.shape[1], x.shape[0])
+    out = run_harness(binary, "matmul", stdin=head + rows.tobytes() + x.astype(np.float32).tobytes())
+    ran_row_groups = struct.unpack("<i", out[:4])[0] == 1
+    return ran_row_groups, np.frombuffer(out[4:], np.float32).reshape(x.shape[0], rows.shape[0])
+
+
+def case(qtype):
+    rng = np.random.default_rng(9000 + int(qtype))
+    rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial group of 16
+    x = np.stack(act_rows(rng, N) * 2)[:6]                    # 6 tokens: a batch of 4, then 2
+    return rows, x
+
+
+@pytest.mark.skipif(NATIVE, reason="CPU models are chosen through qemu")
+def test_levels_follow_the_dot_product_feature(harness):
+    binary = harness["generic"]
+    assert run_harness(binary, "levels", cpu="max").decode().strip() == "aarch64_dotprod,generic"
+    assert run_harness(binary, "levels", cpu="cortex-a53").decode().strip() == "generic"  # Armv8.0: no SDOT
+
+
+@pytest.mark.parametrize("level", sorted(LEVEL_FLAGS))
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
+def test_arm_matmul_matches_float64_dots(harness, level, qtype):
+    rows, x = case(qtype)
+    ran_row_groups, got = arm_matmul(harness[level], qtype, rows, x)
+    assert ran_row_groups == (level == "aarch64_dotprod" and qtype in ROW_GROUP_TYPES)
+    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
+    fmt = _core.type_info(int(qtype))["act_format"]
+    for t in range(x.shape[0]):
+        # The activations as the core quantizes them (its quantizer is checked against an
+        # independent numpy one in test_kernels); float weights take them as they are.
+        xq = x[t].astype(np.float64) if fmt == 0 else dequantize_act(
+            _core.quantize_act_row(fmt, x[t]), fmt, N, {1: 32, 2: 256}[fmt])
+        want = w @ xq
+        scale = np.abs(w).max(axis=1) * np.abs(xq).sum()
+        assert np.all(np.abs(got[t] - want) <= 1e-5 * scale + 1e-30), (level, qtype.name, t)
+
+
+@pytest.mark.skipif(not any(_core.has_row_group_kernel(int(t)) for t in ROW_GROUP_TYPES),
+                    reason="this machine's core has no row-group kernels to compare with")
+@pytest.mark.parametrize("qtype", sorted(ROW_GROUP_TYPES), ids=lambda t: t.name)
+def test_dot_product_row_groups_match_this_machines_bits(harness, qtype):
+    rows, x = case(qtype)
+    _, got = arm_matmul(harness["aarch64_dotprod"], qtype, rows, x)
+    here = _core.PreparedMatmul(int(qtype), rows, N, True, 1).run(x)
+    np.testing.assert_array_equal(got, here)
