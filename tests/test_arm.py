@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NATIVE = platform.machine() in ("aarch64", "arm64")
 COMPILER = "g++" if NATIVE else shutil.which("aarch64-linux-gnu-g++")
 QEMU = None if NATIVE else shutil.which("qemu-aarch64")
-ROW_GROUP_TYPES = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0}  # what aarch64_dotprod repacks
+ROW_GROUP_TYPES = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}  # aarch64_dotprod's
 LEVEL_FLAGS = {"generic": "-march=armv8-a", "aarch64_dotprod": "-march=armv8.2-a+dotprod"}
 
 pytestmark = [
@@ -83,11 +83,15 @@ def arm_matmul(binary, qtype, rows, x):
     return ran_row_groups, np.frombuffer(out[4:], np.float32).reshape(x.shape[0], rows.shape[0])
 
 
-def case(qtype):
+def case(qtype, n_tokens):
     rng = np.random.default_rng(9000 + int(qtype))
     rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial group of 16
-    x = np.stack(act_rows(rng, N) * 2)[:6]                    # 6 tokens: a batch of 4, then 2
+    x = np.stack(act_rows(rng, N) * 4)[:n_tokens]
     return rows, x
+
+
+# One token (decode), and 7: batches of 4 + 3 (32-element types), 2 + 2 + 2 + 1 (K-quants).
+TOKEN_COUNTS = [1, 7]
 
 
 @pytest.mark.skipif(NATIVE, reason="CPU models are chosen through qemu")
@@ -97,10 +101,11 @@ def test_levels_follow_the_dot_product_feature(harness):
     assert run_harness(binary, "levels", cpu="cortex-a53").decode().strip() == "generic"  # Armv8.0: no SDOT
 
 
+@pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("level", sorted(LEVEL_FLAGS))
 @pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
-def test_arm_matmul_matches_float64_dots(harness, level, qtype):
-    rows, x = case(qtype)
+def test_arm_matmul_matches_float64_dots(harness, level, qtype, n_tokens):
+    rows, x = case(qtype, n_tokens)
     ran_row_groups, got = arm_matmul(harness[level], qtype, rows, x)
     assert ran_row_groups == (level == "aarch64_dotprod" and qtype in ROW_GROUP_TYPES)
     w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
@@ -117,9 +122,10 @@ def test_arm_matmul_matches_float64_dots(harness, level, qtype):
 
 @pytest.mark.skipif(not any(_core.has_row_group_kernel(int(t)) for t in ROW_GROUP_TYPES),
                     reason="this machine's core has no row-group kernels to compare with")
+@pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("qtype", sorted(ROW_GROUP_TYPES), ids=lambda t: t.name)
-def test_dot_product_row_groups_match_this_machines_bits(harness, qtype):
-    rows, x = case(qtype)
+def test_dot_product_row_groups_match_this_machines_bits(harness, qtype, n_tokens):
+    rows, x = case(qtype, n_tokens)
     _, got = arm_matmul(harness["aarch64_dotprod"], qtype, rows, x)
     here = _core.PreparedMatmul(int(qtype), rows, N, True, 1).run(x)
     np.testing.assert_array_equal(got, here)

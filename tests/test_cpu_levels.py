@@ -61,10 +61,8 @@ def test_each_level_has_the_kernels_its_instructions_allow():
     for level in LEVELS:
         core = _core.load_level(level)
         row_groups = {q for q in ALL_TYPES if core.has_row_group_kernel(int(q))}
-        if level in ("x86_64_v4", "x86_64_v3"):  # AVX-512 VNNI or AVX2 row groups
+        if level in ("x86_64_v4", "x86_64_v3", "aarch64_dotprod"):  # AVX-512 VNNI, AVX2 or SDOT row groups
             assert row_groups == {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}
-        elif level == "aarch64_dotprod":  # SDOT row groups of the 32-element family
-            assert row_groups == {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0}
         elif level in ("x86_64", "generic"):
             assert not row_groups
 

@@ -82,11 +82,12 @@ inline void for_token_batches(int n_tok, Kernel&& kernel) {
 const RowGroupKernel* find_row_group_kernel(int32_t type_id);
 
 // Per family and instruction set (nullptr where the build lacks it); AVX-512 VNNI is preferred.
-// On Arm, the 32-element family with the dot-product extension (row_groups_neon.cpp).
+// On Arm, both families with the dot-product extension (row_groups_neon.cpp, row_groups_k_neon.cpp).
 const RowGroupKernel* find_row_group_kernel_32_avx512(int32_t type_id);  // Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
 const RowGroupKernel* find_row_group_kernel_k_avx512(int32_t type_id);   // Q4_K, Q5_K, Q6_K
 const RowGroupKernel* find_row_group_kernel_32_avx2(int32_t type_id);
 const RowGroupKernel* find_row_group_kernel_k_avx2(int32_t type_id);
 const RowGroupKernel* find_row_group_kernel_32_neon(int32_t type_id);
+const RowGroupKernel* find_row_group_kernel_k_neon(int32_t type_id);
 
 }  // namespace edgellama
