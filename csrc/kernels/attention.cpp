@@ -5,8 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "csrc/kernels/elementwise.h"
 #include "csrc/kernels/fast_exp.h"
-#include "csrc/kernels/float_convert.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -47,28 +47,39 @@ struct GroupTask {
     float* out_group;  // group × head_dim
 };
 
-// Portable path: each key block widened once for the group, then plain loops over its 16 lanes
-// (which the compiler vectorizes); `scratch` holds head_dim floats per position of one block.
+// Portable path (any CPU; the compiler maps the 8-float vectors to AVX, SSE or NEON registers):
+// each key block is widened once for the group, then each head's 16 scores are two vector sums
+// over the dimensions. `scratch` holds head_dim × 16 floats.
+// (Passed only through memory: a 32-byte vector argument would change the ABI on the baseline.)
+typedef float Floats8 __attribute__((vector_size(32)));
+
 void attend_group_portable(const GroupTask& task, float* scratch) {
+    static_assert(kBlock == 16, "two 8-float vectors per key block");
     const int64_t head_dim = task.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     for (int64_t t0 = 0; t0 < task.n_pos; t0 += kBlock) {
-        const uint16_t* block = task.keys + t0 * head_dim;
-        for (int64_t i = 0; i < head_dim * kBlock; ++i) scratch[i] = fp16_to_fp32(block[i]);
+        half_to_float_row(task.keys + t0 * head_dim, scratch, head_dim * kBlock);
         const int64_t n = std::min(kBlock, task.n_pos - t0);
         for (int64_t g = 0; g < task.group; ++g) {
             const float* q = task.q_group + g * head_dim;
-            float s[kBlock] = {};
+            Floats8 lo = {}, hi = {};
             for (int64_t d = 0; d < head_dim; ++d) {
-                for (int64_t i = 0; i < kBlock; ++i) s[i] += q[d] * scratch[d * kBlock + i];
+                Floats8 k_lo, k_hi;
+                std::memcpy(&k_lo, scratch + d * kBlock, sizeof k_lo);
+                std::memcpy(&k_hi, scratch + d * kBlock + 8, sizeof k_hi);
+                lo += q[d] * k_lo;
+                hi += q[d] * k_hi;
             }
+            float s[kBlock];
+            std::memcpy(s, &lo, sizeof lo);
+            std::memcpy(s + 8, &hi, sizeof hi);
             for (int64_t i = 0; i < n; ++i) task.scores[g * task.score_stride + t0 + i] = s[i] * scale;
         }
     }
     for (int64_t g = 0; g < task.group; ++g) softmax(task.scores + g * task.score_stride, task.n_pos);
     std::memset(task.out_group, 0, sizeof(float) * task.group * head_dim);
     for (int64_t t = 0; t < task.n_pos; ++t) {
-        for (int64_t d = 0; d < head_dim; ++d) scratch[d] = fp16_to_fp32(task.values[t * head_dim + d]);
+        half_to_float_row(task.values + t * head_dim, scratch, head_dim);
         for (int64_t g = 0; g < task.group; ++g) {
             const float p = task.scores[g * task.score_stride + t];
             float* out = task.out_group + g * head_dim;

@@ -5,6 +5,10 @@
 #include "csrc/kernels/fast_exp.h"
 #include "csrc/kernels/float_convert.h"
 
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
 namespace edgellama {
 
 void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps) {
@@ -52,6 +56,18 @@ void float_to_half_row(const float* src, uint16_t* dst, int64_t n) {
     }
 #endif
     for (; i < n; ++i) dst[i] = fp32_to_fp16(src[i]);
+}
+
+void half_to_float_row(const uint16_t* src, float* dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    }
+#elif defined(__aarch64__)
+    for (; i + 4 <= n; i += 4) vst1q_f32(dst + i, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(src + i))));
+#endif
+    for (; i < n; ++i) dst[i] = fp16_to_fp32(src[i]);
 }
 
 }  // namespace edgellama

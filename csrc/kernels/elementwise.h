@@ -21,5 +21,7 @@ void swiglu(float* gate, const float* up, int64_t n);
 
 // dst[i] = src[i] as IEEE half, rounded to nearest even (the KV cache's storage).
 void float_to_half_row(const float* src, uint16_t* dst, int64_t n);
+// dst[i] = src[i] widened from IEEE half (exact).
+void half_to_float_row(const uint16_t* src, float* dst, int64_t n);
 
 }  // namespace edgellama
