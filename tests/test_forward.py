@@ -69,15 +69,20 @@ ATTENTION_SHAPES = [(1, g, 64) for g in range(1, 9)] + [(2, 4, 128), (2, 6, 16)]
 @pytest.mark.parametrize("n_head_kv,n_head,head_dim", ATTENTION_SHAPES)
 def test_attention_over_several_key_blocks_matches_reference(tmp_path, n_head_kv, n_head, head_dim):
     """A 37-token prefill and 6 decode steps: keys are cached in blocks of 16 positions, so the
-    prefill spans two whole blocks and a partial one, and decoding crosses into a fourth."""
+    prefill spans two whole blocks and a partial one, and decoding crosses into a fourth; the
+    prefill's logits equal those of the same tokens decoded one at a time, bit for bit."""
     path = write_tiny_llama(tmp_path / "attn.gguf", n_embd=64, n_head=n_head, n_head_kv=n_head_kv,
                             head_dim=head_dim, n_layer=1, seed=n_head * 1000 + head_dim)
     seq = [int(t) for t in np.random.default_rng(head_dim + n_head).integers(0, 300, size=43)]
     ref, tol = expected_logits(path, seq)
     llm = open_llama(path)
-    assert_logits_close(llm.eval(seq[:37], all_logits=True), ref[:37], tol[:37], "prefill")
+    prefill = llm.eval(seq[:37], all_logits=True)
+    assert_logits_close(prefill, ref[:37], tol[:37], "prefill")
     for pos in range(37, len(seq)):
         assert_logits_close(llm.eval([seq[pos]])[None, :], ref[pos:pos + 1], tol[pos:pos + 1], f"decode {pos}")
+    # A prefill attends tiles of consecutive tokens together; token by token must give the same bits.
+    llm.reset()
+    assert np.array_equal(np.stack([llm.eval([token]) for token in seq[:37]]), prefill)
 
 
 def test_last_logits_equal_last_row_of_all_logits(case_files):

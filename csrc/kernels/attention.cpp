@@ -1,6 +1,7 @@
 #include "csrc/kernels/attention.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -88,85 +89,131 @@ void attend_group_portable(const GroupTask& task, float* scratch) {
     }
 }
 
+// Consecutive tokens of one KV head attended together (a prefill's tile): every key block and
+// value row is widened once for the tile's NT tokens × G heads. Row t * G + g is token t's head g.
+struct TileTask {
+    int64_t head_dim;
+    const float* q;  // token t's group (G × head_dim) at q + t * q_stride
+    int64_t q_stride;
+    int64_t n_pos0;  // token t attends positions [0, n_pos0 + t)
+    const uint16_t* keys;
+    const uint16_t* values;
+    float* scores;  // row r at scores + r * score_stride
+    int64_t score_stride;
+    float* out;  // token t's group outputs at out + t * out_stride
+    int64_t out_stride;
+};
+
 #if defined(__AVX512F__)
 inline __m512 load_halves(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// scores[g][t] = q_g·k_t · scale: per block of 16 positions, each dimension's 16 keys are widened
-// once and multiplied into all G heads' sums, lane i holding position t0 + i. Even and odd
-// dimensions go to separate sums (two chains of dependent FMAs per head, not one).
-template <int G>
-void group_scores(const GroupTask& task) {
-    const int64_t head_dim = task.head_dim;
+// scores[t][g][p] = q_tg·k_p · scale: per block of 16 positions, each dimension's 16 keys are
+// widened once and multiplied into every row's sums, lane i holding position p0 + i. Even and odd
+// dimensions go to separate sums (two chains of dependent FMAs per row, not one). A row's
+// arithmetic does not depend on NT, so a prefill and a token-by-token decode agree bit for bit.
+template <int G, int NT>
+void tile_scores(const TileTask& task) {
+    const int64_t head_dim = task.head_dim, n_max = task.n_pos0 + NT - 1;
     const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(head_dim)));
-    for (int64_t t0 = 0; t0 < task.n_pos; t0 += kBlock) {
-        const uint16_t* block = task.keys + t0 * head_dim;
-        __m512 even[G], odd[G];
-        for (int g = 0; g < G; ++g) even[g] = odd[g] = _mm512_setzero_ps();
+    for (int64_t p0 = 0; p0 < n_max; p0 += kBlock) {
+        const uint16_t* block = task.keys + p0 * head_dim;
+        __m512 even[NT][G], odd[NT][G];
+        for (int t = 0; t < NT; ++t)
+            for (int g = 0; g < G; ++g) even[t][g] = odd[t][g] = _mm512_setzero_ps();
         for (int64_t d = 0; d < head_dim; d += 2) {
             const __m512 k0 = load_halves(block + d * kBlock), k1 = load_halves(block + (d + 1) * kBlock);
-            for (int g = 0; g < G; ++g) {
-                const float* q = task.q_group + g * head_dim + d;
-                even[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[0]), k0, even[g]);
-                odd[g] = _mm512_fmadd_ps(_mm512_set1_ps(q[1]), k1, odd[g]);
+            for (int t = 0; t < NT; ++t) {
+                for (int g = 0; g < G; ++g) {
+                    const float* q = task.q + t * task.q_stride + g * head_dim + d;
+                    even[t][g] = _mm512_fmadd_ps(_mm512_set1_ps(q[0]), k0, even[t][g]);
+                    odd[t][g] = _mm512_fmadd_ps(_mm512_set1_ps(q[1]), k1, odd[t][g]);
+                }
             }
         }
-        const auto valid = static_cast<__mmask16>((1u << std::min(kBlock, task.n_pos - t0)) - 1u);
-        for (int g = 0; g < G; ++g) {
-            _mm512_mask_storeu_ps(task.scores + g * task.score_stride + t0, valid,
-                                  _mm512_mul_ps(_mm512_add_ps(even[g], odd[g]), scale));
+        for (int t = 0; t < NT; ++t) {
+            const int64_t n_pos = task.n_pos0 + t;
+            if (p0 >= n_pos) continue;
+            const auto valid = static_cast<__mmask16>((1u << std::min(kBlock, n_pos - p0)) - 1u);
+            for (int g = 0; g < G; ++g) {
+                _mm512_mask_storeu_ps(task.scores + (t * G + g) * task.score_stride + p0, valid,
+                                      _mm512_mul_ps(_mm512_add_ps(even[t][g], odd[t][g]), scale));
+            }
         }
     }
 }
 
-// out_g = Σ_t p_g[t] · v_t, kChunks × 16 dimensions at a time with the G heads' sums in
-// registers: each value row is widened once for the group.
-template <int G, int kChunks>
-void group_values(const GroupTask& task) {
+// out_tg = Σ_p s_tg[p] · v_p, kChunks × 16 dimensions at a time with every row's sums in
+// registers: each value row is widened once for the tile. Positions every token attends come
+// first, then the last NT - 1, each for the tokens that attend it (each row's sum runs over its
+// positions in order, whatever NT).
+template <int G, int NT, int kChunks>
+void tile_values(const TileTask& task) {
     const int64_t head_dim = task.head_dim;
     for (int64_t d0 = 0; d0 < head_dim; d0 += 16 * kChunks) {
-        __m512 acc[G][kChunks];
-        for (int g = 0; g < G; ++g)
-            for (int c = 0; c < kChunks; ++c) acc[g][c] = _mm512_setzero_ps();
-        for (int64_t t = 0; t < task.n_pos; ++t) {
+        __m512 acc[NT * G][kChunks];
+        for (int r = 0; r < NT * G; ++r)
+            for (int c = 0; c < kChunks; ++c) acc[r][c] = _mm512_setzero_ps();
+        auto add_position = [&](int64_t p, int first_token) {
             __m512 v[kChunks];
-            for (int c = 0; c < kChunks; ++c) v[c] = load_halves(task.values + t * head_dim + d0 + 16 * c);
-            for (int g = 0; g < G; ++g) {
-                const __m512 p = _mm512_set1_ps(task.scores[g * task.score_stride + t]);
-                for (int c = 0; c < kChunks; ++c) acc[g][c] = _mm512_fmadd_ps(p, v[c], acc[g][c]);
+            for (int c = 0; c < kChunks; ++c) v[c] = load_halves(task.values + p * head_dim + d0 + 16 * c);
+            for (int r = first_token * G; r < NT * G; ++r) {
+                const __m512 prob = _mm512_set1_ps(task.scores[r * task.score_stride + p]);
+                for (int c = 0; c < kChunks; ++c) acc[r][c] = _mm512_fmadd_ps(prob, v[c], acc[r][c]);
             }
+        };
+        for (int64_t p = 0; p < task.n_pos0; ++p) add_position(p, 0);
+        for (int t = 1; t < NT; ++t) add_position(task.n_pos0 + t - 1, t);  // tokens t .. NT-1 attend it
+        for (int r = 0; r < NT * G; ++r) {
+            float* out = task.out + (r / G) * task.out_stride + (r % G) * head_dim + d0;
+            for (int c = 0; c < kChunks; ++c) _mm512_storeu_ps(out + 16 * c, acc[r][c]);
         }
-        for (int g = 0; g < G; ++g)
-            for (int c = 0; c < kChunks; ++c) _mm512_storeu_ps(task.out_group + g * head_dim + d0 + 16 * c, acc[g][c]);
     }
+}
+
+template <int G, int NT>
+void attend_tile_avx512(const TileTask& task) {
+    tile_scores<G, NT>(task);
+    for (int r = 0; r < NT * G; ++r) softmax(task.scores + r * task.score_stride, task.n_pos0 + r / G);
+    tile_values<G, NT, (NT * G <= 6 ? 4 : 2)>(task);  // at most 24 accumulators in flight
+}
+
+// Tokens per tile for a group of G query heads: at most 8 rows (16 score sums in registers).
+constexpr int tile_tokens(int group) { return group <= 2 ? 4 : group <= 4 ? 2 : 1; }
+
+using TileFn = void (*)(const TileTask&);
+
+template <int G, int NT>
+constexpr TileFn tile_fn() {
+    if constexpr (NT <= tile_tokens(G)) return attend_tile_avx512<G, NT>;
+    return nullptr;
 }
 
 template <int G>
-void attend_group_avx512(const GroupTask& task) {
-    group_scores<G>(task);
-    for (int g = 0; g < G; ++g) softmax(task.scores + g * task.score_stride, task.n_pos);
-    group_values<G, (G <= 4 ? 4 : 2)>(task);  // at most 32 accumulators in flight
+constexpr std::array<TileFn, kMaxTileTokens + 1> tile_fns() {
+    return {nullptr, tile_fn<G, 1>(), tile_fn<G, 2>(), tile_fn<G, 3>(), tile_fn<G, 4>()};
 }
 
 // Groups of 1 to 8 query heads (Llama 3: 4, TinyLlama: 8) with head_dim a multiple of 64.
-bool attend_group_fast(const GroupTask& task) {
-    using Fn = void (*)(const GroupTask&);
-    static constexpr Fn kByGroup[] = {nullptr,
-                                      attend_group_avx512<1>,
-                                      attend_group_avx512<2>,
-                                      attend_group_avx512<3>,
-                                      attend_group_avx512<4>,
-                                      attend_group_avx512<5>,
-                                      attend_group_avx512<6>,
-                                      attend_group_avx512<7>,
-                                      attend_group_avx512<8>};
-    if (task.head_dim % 64 != 0 || task.group < 1 || task.group > 8) return false;
-    kByGroup[task.group](task);
-    return true;
+constexpr std::array<std::array<TileFn, kMaxTileTokens + 1>, 9> kTileFns = {
+    std::array<TileFn, kMaxTileTokens + 1>{}, tile_fns<1>(), tile_fns<2>(), tile_fns<3>(), tile_fns<4>(),
+    tile_fns<5>(), tile_fns<6>(), tile_fns<7>(), tile_fns<8>()};
+
+bool has_fast_path(const AttentionShape& shape) {
+    const int64_t group = shape.n_head / shape.n_head_kv;
+    return shape.head_dim % 64 == 0 && group >= 1 && group <= 8;
+}
+int tile_size(const AttentionShape& shape) {
+    return has_fast_path(shape) ? tile_tokens(static_cast<int>(shape.n_head / shape.n_head_kv)) : 1;
+}
+void attend_tile_fast(const AttentionShape& shape, int n_tokens, const TileTask& task) {
+    kTileFns[shape.n_head / shape.n_head_kv][n_tokens](task);
 }
 #else
-bool attend_group_fast(const GroupTask&) { return false; }
+bool has_fast_path(const AttentionShape&) { return false; }
+int tile_size(const AttentionShape&) { return 1; }
+void attend_tile_fast(const AttentionShape&, int, const TileTask&) {}
 #endif
 
 }  // namespace
@@ -176,26 +223,35 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, in
                float* scores, int64_t score_stride) {
     const int64_t q_width = shape.n_head * shape.head_dim;
     const int64_t group = shape.n_head / shape.n_head_kv;
-    const int64_t n_items = n_tokens * shape.n_head_kv;
+    const int tile = tile_size(shape);
+    const int64_t n_tiles = (n_tokens + tile - 1) / tile;
+    const int64_t n_items = n_tiles * shape.n_head_kv;
     pool.run([&](int ith, int nth) {
         int64_t begin, end;
         split_range(n_items, ith, nth, begin, end);
+        float* my_scores = scores + ith * kMaxTileTokens * group * score_stride;
         thread_local std::vector<float> scratch;  // one widened key block (portable path); grows once
         for (int64_t item = begin; item < end; ++item) {
-            const int64_t token = item / shape.n_head_kv, kv_head = item % shape.n_head_kv;
+            const int64_t token0 = item / shape.n_head_kv * tile, kv_head = item % shape.n_head_kv;
             const int64_t head0 = kv_head * group;  // query heads head0 .. head0+group-1 share this KV head
-            const GroupTask task{q + token * q_width + head0 * shape.head_dim,
-                                 group,
-                                 shape.head_dim,
-                                 first_pos + token + 1,
-                                 keys + kv_head * kv_head_stride,
-                                 values + kv_head * kv_head_stride,
-                                 scores + ith * group * score_stride,
-                                 score_stride,
-                                 out + token * q_width + head0 * shape.head_dim};
-            if (attend_group_fast(task)) continue;
+            const int n = static_cast<int>(std::min<int64_t>(tile, n_tokens - token0));
+            const uint16_t* head_keys = keys + kv_head * kv_head_stride;
+            const uint16_t* head_values = values + kv_head * kv_head_stride;
+            if (has_fast_path(shape)) {
+                const TileTask task{shape.head_dim, q + token0 * q_width + head0 * shape.head_dim, q_width,
+                                    first_pos + token0 + 1, head_keys, head_values, my_scores, score_stride,
+                                    out + token0 * q_width + head0 * shape.head_dim, q_width};
+                attend_tile_fast(shape, n, task);
+                continue;
+            }
             if (scratch.size() < static_cast<size_t>(shape.head_dim * kBlock)) scratch.resize(shape.head_dim * kBlock);
-            attend_group_portable(task, scratch.data());
+            for (int t = 0; t < n; ++t) {
+                const int64_t token = token0 + t;
+                const GroupTask task{q + token * q_width + head0 * shape.head_dim, group, shape.head_dim,
+                                     first_pos + token + 1, head_keys, head_values, my_scores, score_stride,
+                                     out + token * q_width + head0 * shape.head_dim};
+                attend_group_portable(task, scratch.data());
+            }
         }
     });
 }

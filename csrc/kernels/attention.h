@@ -8,6 +8,9 @@
 namespace edgellama {
 
 constexpr int64_t kAttentionKeyBlock = 16;
+// A prefill attends up to this many consecutive tokens of a KV head together (the scores scratch
+// holds as many rows per query head).
+constexpr int kMaxTileTokens = 4;
 
 struct AttentionShape {
     int64_t n_head;
@@ -22,7 +25,7 @@ struct AttentionShape {
 //               blocks of kAttentionKeyBlock positions, element (p, d) of a head at
 //               (p / 16) * 16 * head_dim + d * 16 + p % 16
 // out: [n_tokens][n_head*head_dim]
-// scores: scratch of pool.size() * (n_head / n_head_kv) * score_stride floats,
+// scores: scratch of pool.size() * kMaxTileTokens * (n_head / n_head_kv) * score_stride floats,
 //         score_stride >= first_pos + n_tokens
 // Query head h reads KV head h / (n_head / n_head_kv): an index, never a copy. The heads of one
 // group are computed together so each cached key/value row is read once per group.

@@ -55,7 +55,7 @@ LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t 
     scratch_.ffn_up.resize(batch * config_.n_ff);
     scratch_.rope_cos.resize(batch * n_pairs);
     scratch_.rope_sin.resize(batch * n_pairs);
-    scratch_.scores.resize(static_cast<size_t>(n_threads) * (config_.n_head / config_.n_head_kv) * n_ctx);
+    scratch_.scores.resize(static_cast<size_t>(n_threads) * kMaxTileTokens * (config_.n_head / config_.n_head_kv) * n_ctx);
 }
 
 void LlamaModel::validate_shapes() const {

@@ -47,7 +47,7 @@ private:
         std::vector<float> x, x_norm, q, attn_out, ffn_gate, ffn_up;  // [kMaxBatch][width]
         std::vector<float> new_keys, new_values;  // [kMaxBatch][kv width], before they go to the cache as halves
         std::vector<float> rope_cos, rope_sin;                        // [kMaxBatch][rope_dim/2]
-        std::vector<float> scores;                                    // [n_threads][group][n_ctx]
+        std::vector<float> scores;  // [n_threads][kMaxTileTokens][group][n_ctx]
         ActivationBuffer act;
         std::vector<uint8_t> embd_row;  // one token_embd row, when it is read back from row groups
     };
