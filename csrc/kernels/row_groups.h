@@ -8,7 +8,7 @@
 // integer block sum. The float work (convert, scale, accumulate) is then one instruction per block
 // for all 16 rows, where a row-at-a-time kernel spends it per row and per 16 elements; the weights
 // stay in registers for up to kGroupTokens tokens. AVX2 does the same on 8-row halves with maddubs
-// (row_groups_avx2.cpp). Decode and prefill run the same kernel, so a batched prefill and
+// (row_groups_avx2.cpp), Arm's SDOT on 4-row quarters (row_groups_neon.cpp). Decode and prefill run the same kernel, so a batched prefill and
 // token-by-token decode round every (row, token) identically.
 //
 // Every (row, token) is computed in a fixed order, whatever the token count or thread; for the
