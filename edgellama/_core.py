@@ -1,6 +1,7 @@
 """edgellama's compiled core, in the build for the best instruction-set level this CPU runs.
 
-The C++ core is compiled once per level (x86_64, x86_64_v3 with AVX2, x86_64_v4 with AVX-512 VNNI;
+The C++ core is compiled once per level (x86_64, x86_64_v3 with AVX2, x86_64_v3_vnni adding AVX-VNNI,
+x86_64_v4 with AVX-512 VNNI;
 on aarch64 `generic` and aarch64_dotprod with the Armv8.2 dot product; `generic` elsewhere; `native`
 for a -march=native developer build) into edgellama._core_<level>.
 Importing this module imports the best level that was built and that this CPU and OS support, and

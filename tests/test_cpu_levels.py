@@ -1,10 +1,10 @@
 """Run-time choice of the core's instruction-set level (edgellama/_core.py).
 
-The core is built once per level (x86_64, x86_64_v3 with AVX2, x86_64_v4 with AVX-512 VNNI, or
-`generic`/`native`); the package imports the best one this CPU runs. Every level this machine can
-run is checked here against the same independent references as the default one, so the portable
-kernels a CPU without AVX-512 would use are tested on every run, not only where they are the
-default."""
+The core is built once per level (x86_64, x86_64_v3 with AVX2, x86_64_v3_vnni adding AVX-VNNI,
+x86_64_v4 with AVX-512 VNNI, or `generic`/`native`); the package imports the best one this CPU
+runs. Every level this machine can run is checked here against the same independent references as
+the default one, so the portable kernels a CPU without AVX-512 would use are tested on every run,
+not only where they are the default."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_each_level_has_the_kernels_its_instructions_allow():
     for level in LEVELS:
         core = _core.load_level(level)
         row_groups = {q for q in ALL_TYPES if core.has_row_group_kernel(int(q))}
-        if level in ("x86_64_v4", "x86_64_v3", "aarch64_dotprod"):  # AVX-512 VNNI, AVX2 or SDOT row groups
+        if level in ("x86_64_v4", "x86_64_v3_vnni", "x86_64_v3", "aarch64_dotprod"):  # VNNI, AVX2 or SDOT row groups
             assert row_groups == {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}
         elif level in ("x86_64", "generic"):
             assert not row_groups

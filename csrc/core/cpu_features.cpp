@@ -39,6 +39,7 @@ std::vector<std::string> runnable_cpu_levels() {
                     __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
                     __builtin_cpu_supports("avx512vl");
     if (v4 && __builtin_cpu_supports("avx512vnni")) levels.push_back("x86_64_v4");
+    if (v3 && __builtin_cpu_supports("avxvnni")) levels.push_back("x86_64_v3_vnni");
     if (v3) levels.push_back("x86_64_v3");
     levels.push_back("x86_64");
 #elif defined(__aarch64__)

@@ -56,6 +56,13 @@ inline void load_codes(const uint8_t* block, int half, __m256i* w) {
 // Exact Σ code·a over the block for the 8 rows, plus the activation's offset term.
 template <class F>
 inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
+#if defined(EDGELLAMA_VNNI_256)
+    // One byte dot per step, exact in int32 (Q8_0's codes + 128 are then offset by -128·Σa, as in
+    // the AVX-512 kernel): the same integer as the maddubs route below.
+    __m256i sum = _mm256_set1_epi32(offset);
+    for (int k = 0; k < 8; ++k) sum = simd::dpbusd(sum, w[k], bcst4(a + 4 * k));
+    return sum;
+#else
     const __m256i ones = _mm256_set1_epi16(1);
     if constexpr (F::kCodeChunks == 8) {
         // Q8_0: w holds code + 128; |w| against sign(a, w) keeps each pair sum within int16. The
@@ -81,6 +88,7 @@ inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
         }
         return sum;
     }
+#endif
 }
 
 template <class F, int T>

@@ -116,8 +116,11 @@ struct Q6_KFormat : Q6_KLayout {
 // Exact Σ code·a over one sub-block (kChunksPerSub steps of 4 elements) for the 8 rows.
 template <class F>
 inline __m256i sub_block_sum(const __m256i* w, const int8_t* a, __m256i start) {
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256i sum = start;
+#if defined(EDGELLAMA_VNNI_256)
+    for (int k = 0; k < F::kChunksPerSub; ++k) sum = simd::dpbusd(sum, w[k], bcst4(a + 4 * k));
+#else
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int k0 = 0; k0 < F::kChunksPerSub; k0 += F::kSteps) {
         __m256i s16 = _mm256_maddubs_epi16(w[k0], bcst4(a + 4 * k0));
         for (int k = k0 + 1; k < k0 + F::kSteps; ++k) {
@@ -125,6 +128,7 @@ inline __m256i sub_block_sum(const __m256i* w, const int8_t* a, __m256i start) {
         }
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, ones));
     }
+#endif
     return sum;
 }
 

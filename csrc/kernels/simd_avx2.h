@@ -33,11 +33,25 @@ inline int32_t hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+// The 256-bit VNNI byte dot, where the build targets it: AVX-VNNI (Intel Core 12th generation and
+// later, which lack AVX-512) or AVX-512 VNNI with VL.
+#if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
+#define EDGELLAMA_VNNI_256 1
+// sum + Σ over each 4-byte group of u[i] * s[i] (u unsigned bytes, s signed bytes), exact in int32.
+inline __m256i dpbusd(__m256i sum, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(sum, u, s);
+#else
+    return _mm256_dpbusd_avx_epi32(sum, u, s);
+#endif
+}
+#endif
+
 // 8 int32 partial sums of u[i] * s[i] (u unsigned bytes, s signed bytes): one VNNI instruction
 // where the CPU has it.
 inline __m256i dot_u8s8(__m256i u, __m256i s) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#if defined(EDGELLAMA_VNNI_256)
+    return dpbusd(_mm256_setzero_si256(), u, s);
 #else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 #endif
