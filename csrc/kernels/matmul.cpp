@@ -139,23 +139,27 @@ void matmul_shared_input(ThreadPool& pool, ActivationBuffer& act, const MatmulTa
     if (n_targets < 1 || n_targets > kMaxTargets) throw std::invalid_argument("matmul takes 1 to 3 matrices");
     TargetInput inputs[kMaxTargets];
     prepare_inputs(pool, act, targets, n_targets, x, x_stride, n_tokens, inputs);
-    // Work is cut into chunks (about 8 per thread and matrix) that threads claim as they go: two
-    // threads streaming weights rarely get equal memory bandwidth, and a fixed split left the faster
-    // one waiting at the end of every matmul. Which thread computes a row never changes its bits.
-    int64_t chunk[kMaxTargets], first_chunk[kMaxTargets + 1] = {0};
-    for (int i = 0; i < n_targets; ++i) {
-        const int64_t units = unit_count(*targets[i].w);
-        chunk[i] = std::max<int64_t>(1, units / (pool.size() * 8));
-        first_chunk[i + 1] = first_chunk[i] + (units + chunk[i] - 1) / chunk[i];
-    }
+    // Threads claim chunks of rows as they go: two threads streaming weights rarely get equal
+    // memory bandwidth, and a fixed split left the faster one waiting at the end of every matmul.
+    // Chunks shrink as the work runs out (a claim takes 1 / (2 · threads) of what is left), so the
+    // last ones are small and the threads finish close together. The targets' units are numbered
+    // one after another; a chunk may span two. Which thread computes a row never changes its bits.
+    int64_t first_unit[kMaxTargets + 1] = {0};
+    for (int i = 0; i < n_targets; ++i) first_unit[i + 1] = first_unit[i] + unit_count(*targets[i].w);
+    const int64_t total = first_unit[n_targets];
     std::atomic<int64_t> next{0};
-    pool.run([&](int, int) {
-        for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < first_chunk[n_targets];) {
-            int i = 0;
-            while (c >= first_chunk[i + 1]) ++i;
-            const int64_t begin = (c - first_chunk[i]) * chunk[i];
-            const int64_t end = std::min(unit_count(*targets[i].w), begin + chunk[i]);
-            run_units(targets[i], inputs[i], n_tokens, begin, end);
+    pool.run([&](int, int nth) {
+        int64_t begin = next.load(std::memory_order_relaxed);
+        for (;;) {
+            if (begin >= total) return;
+            const int64_t size = std::max<int64_t>(1, (total - begin) / (2 * nth));
+            if (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed)) continue;
+            const int64_t end = std::min(total, begin + size);
+            for (int i = 0; i < n_targets; ++i) {
+                const int64_t lo = std::max(begin, first_unit[i]), hi = std::min(end, first_unit[i + 1]);
+                if (lo < hi) run_units(targets[i], inputs[i], n_tokens, lo - first_unit[i], hi - first_unit[i]);
+            }
+            begin = next.load(std::memory_order_relaxed);
         }
     });
 }
