@@ -18,6 +18,7 @@ import platform
 import shutil
 import struct
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from gguf import GGMLQuantizationType as T
 from test_cpu_levels import dequantize_act
 from test_kernels import ALL_TYPES, N, act_rows, reference_dequant, weight_rows
 
-from edgellama import _core
+from edgellama import _core, _cpu_features
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = platform.machine() in ("aarch64", "arm64")
@@ -36,6 +37,8 @@ COMPILER = "g++" if NATIVE else shutil.which("aarch64-linux-gnu-g++")
 QEMU = None if NATIVE else shutil.which("qemu-aarch64")
 ROW_GROUP_TYPES = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}  # aarch64_dotprod's
 LEVEL_FLAGS = {"generic": "-march=armv8-a", "aarch64_dotprod": "-march=armv8.2-a+dotprod"}
+# Levels this test can run: under qemu every one (its default CPU has SDOT); natively those the CPU has.
+RUNNABLE = [lv for lv in sorted(LEVEL_FLAGS) if not NATIVE or lv in _cpu_features.runnable_levels()]
 
 pytestmark = [
     pytest.mark.skipif(not (ROOT / "csrc").is_dir(), reason="needs the source tree (csrc/) to build the Arm harness"),
@@ -53,7 +56,7 @@ def harness_sources():
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    """level -> path of its harness binary (static, so qemu needs no Arm sysroot)."""
+    """level -> path of its harness binary (static on Linux, so qemu needs no Arm sysroot)."""
     folder = tmp_path_factory.mktemp("arm")
 
     def build(level):
@@ -61,7 +64,8 @@ def harness(tmp_path_factory):
         # The core's flags (CMakeLists.txt), with contraction off everywhere as in the files whose
         # bits matter (row groups, quantization); elsewhere it only moves roundings.
         cmd = [COMPILER, "-std=gnu++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off",
-               LEVEL_FLAGS[level], f"-I{ROOT}", *harness_sources(), "-lpthread", "-static", "-o", str(out)]
+               LEVEL_FLAGS[level], f"-I{ROOT}", *harness_sources(), "-lpthread",
+               *(["-static"] if sys.platform.startswith("linux") else []), "-o", str(out)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         return level, out
@@ -104,7 +108,7 @@ def test_levels_follow_the_dot_product_feature(harness):
 
 
 @pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
-@pytest.mark.parametrize("level", sorted(LEVEL_FLAGS))
+@pytest.mark.parametrize("level", RUNNABLE)
 @pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
 def test_arm_matmul_matches_float64_dots(harness, level, qtype, n_tokens):
     rows, x = case(qtype, n_tokens)
@@ -124,6 +128,7 @@ def test_arm_matmul_matches_float64_dots(harness, level, qtype, n_tokens):
 
 @pytest.mark.skipif(not any(_core.has_row_group_kernel(int(t)) for t in ROW_GROUP_TYPES),
                     reason="this machine's core has no row-group kernels to compare with")
+@pytest.mark.skipif("aarch64_dotprod" not in RUNNABLE, reason="this Arm CPU has no dot product (SDOT)")
 @pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
 @pytest.mark.parametrize("qtype", sorted(ROW_GROUP_TYPES), ids=lambda t: t.name)
 def test_dot_product_row_groups_match_this_machines_bits(harness, qtype, n_tokens):
