@@ -23,9 +23,17 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace edgellama {
+
+// Four bytes of a code group or activation, unaligned.
+inline uint32_t load_u32(const void* p) {
+    uint32_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
 
 constexpr int kGroupRows = 16;
 constexpr int kGroupTokens = 8;

@@ -23,12 +23,6 @@
 
 namespace edgellama::row_groups_32 {
 
-inline uint32_t load_u32(const void* p) {
-    uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
 struct Q4_0Format {
     using Block = BlockQ4_0;
     static constexpr int kCodeChunks = 4;

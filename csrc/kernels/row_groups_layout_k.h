@@ -21,12 +21,6 @@
 
 namespace edgellama::row_groups_k {
 
-inline uint32_t load_u32(const void* p) {
-    uint32_t v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
 // Scatters 4-byte groups of each row's field into interleaved chunks: chunk i of the group gets
 // bytes 4i .. 4i+3 of row r's field in lane r.
 inline void interleave(uint8_t* chunks, int n_chunks, const uint8_t* field, int r) {
