@@ -100,17 +100,23 @@ struct Q6_KFormat : Q6_KLayout {
     }
 };
 
+// The activation's 32-element sums Σa_0 .. Σa_7 of one super-block, from the int16 pairs
+// (Σa_0, Σa_2), (Σa_1, Σa_3), (Σa_4, Σa_6), (Σa_5, Σa_7) of the packed activations.
+inline void sub_block_sums(const int32_t* pairs, int32_t* sums) {
+    for (int i = 0; i < 4; ++i) {
+        const int first = 4 * (i / 2) + i % 2;  // the pair's sub-blocks: first and first + 2
+        sums[first] = static_cast<int16_t>(pairs[i] & 0xffff);
+        sums[first + 2] = static_cast<int16_t>(pairs[i] >> 16);
+    }
+}
+
 // Σ_j mn_j · Σa_j for one quarter and token: the same exact integer as the AVX-512 kernels' sum.
-inline int32x4_t min_sum(const QuarterScales<8>& s, const int32_t* pairs) {
-    // pairs[i] holds int16 halves: (Σa_0, Σa_2), (Σa_1, Σa_3), (Σa_4, Σa_6), (Σa_5, Σa_7).
-    const int order[8][2] = {{0, 0}, {1, 0}, {0, 1}, {1, 1}, {2, 0}, {3, 0}, {2, 1}, {3, 1}};
+inline int32x4_t min_sum(const QuarterScales<8>& s, const int32_t* sums) {
     int32x4_t sum = vdupq_n_s32(0);
     for (int j = 0; j < 8; ++j) {
-        const int32_t pair = pairs[order[j][0]];
-        const int32_t sum_a = order[j][1] == 0 ? static_cast<int16_t>(pair & 0xffff) : static_cast<int16_t>(pair >> 16);
         const uint32x4_t lanes = vreinterpretq_u32_u8(j < 4 ? s.mn_lo : s.mn_hi);
         const int32x4_t mn = vreinterpretq_s32_u32(vandq_u32(vshlq_u32(lanes, vdupq_n_s32(-8 * (j % 4))), vdupq_n_u32(0xff)));
-        sum = vmlaq_n_s32(sum, mn, sum_a);
+        sum = vmlaq_n_s32(sum, mn, sums[j]);
     }
     return sum;
 }
@@ -128,6 +134,10 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
     for (int64_t s = 0; s < nsb; ++s) {
         const uint8_t* sb = group + s * F::kSuperBytes;
         for (size_t line = 0; line < F::kSuperBytes; line += 64) prefetch_weight_line(sb + line);
+        int32_t sums[T][8];  // per token, for the mins (read by all four quarters)
+        if constexpr (F::kHasMin) {
+            for (int t = 0; t < T; ++t) sub_block_sums(a[t].sum_pairs + s * 4, sums[t]);
+        }
         for (int q = 0; q < 4; ++q) {
             QuarterScales<F::kSub> sc;
             F::scales(sb, q, sc);
@@ -159,7 +169,7 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
             if constexpr (F::kHasMin) {
                 for (int t = 0; t < T; ++t) {
                     const float32x4_t scale = vmulq_f32(sc.neg_dmin, vdupq_n_f32(a[t].d[s]));
-                    acc[t][q] = vfmaq_f32(acc[t][q], vcvtq_f32_s32(min_sum(sc, a[t].sum_pairs + s * 4)), scale);
+                    acc[t][q] = vfmaq_f32(acc[t][q], vcvtq_f32_s32(min_sum(sc, sums[t])), scale);
                 }
             }
         }
