@@ -36,61 +36,9 @@ void softmax(float* scores, int64_t n) {
     for (int64_t t = 0; t < n; ++t) scores[t] *= inv_total;
 }
 
-// The attention of one GQA group (the query heads of one KV head) for one token over positions
-// [0, n_pos). keys/values: this KV head's, in the cache layout of attention.h.
-struct GroupTask {
-    const float* q_group;  // group × head_dim
-    int64_t group, head_dim, n_pos;
-    const uint16_t* keys;
-    const uint16_t* values;
-    float* scores;  // group rows of score_stride floats
-    int64_t score_stride;
-    float* out_group;  // group × head_dim
-};
-
-// Portable path (any CPU; the compiler maps the 8-float vectors to AVX, SSE or NEON registers):
-// each key block is widened once for the group, then each head's 16 scores are two vector sums
-// over the dimensions. `scratch` holds head_dim × 16 floats.
-// (Passed only through memory: a 32-byte vector argument would change the ABI on the baseline.)
-typedef float Floats8 __attribute__((vector_size(32)));
-
-void attend_group_portable(const GroupTask& task, float* scratch) {
-    static_assert(kBlock == 16, "two 8-float vectors per key block");
-    const int64_t head_dim = task.head_dim;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-    for (int64_t t0 = 0; t0 < task.n_pos; t0 += kBlock) {
-        half_to_float_row(task.keys + t0 * head_dim, scratch, head_dim * kBlock);
-        const int64_t n = std::min(kBlock, task.n_pos - t0);
-        for (int64_t g = 0; g < task.group; ++g) {
-            const float* q = task.q_group + g * head_dim;
-            Floats8 lo = {}, hi = {};
-            for (int64_t d = 0; d < head_dim; ++d) {
-                Floats8 k_lo, k_hi;
-                std::memcpy(&k_lo, scratch + d * kBlock, sizeof k_lo);
-                std::memcpy(&k_hi, scratch + d * kBlock + 8, sizeof k_hi);
-                lo += q[d] * k_lo;
-                hi += q[d] * k_hi;
-            }
-            float s[kBlock];
-            std::memcpy(s, &lo, sizeof lo);
-            std::memcpy(s + 8, &hi, sizeof hi);
-            for (int64_t i = 0; i < n; ++i) task.scores[g * task.score_stride + t0 + i] = s[i] * scale;
-        }
-    }
-    for (int64_t g = 0; g < task.group; ++g) softmax(task.scores + g * task.score_stride, task.n_pos);
-    std::memset(task.out_group, 0, sizeof(float) * task.group * head_dim);
-    for (int64_t t = 0; t < task.n_pos; ++t) {
-        half_to_float_row(task.values + t * head_dim, scratch, head_dim);
-        for (int64_t g = 0; g < task.group; ++g) {
-            const float p = task.scores[g * task.score_stride + t];
-            float* out = task.out_group + g * head_dim;
-            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * scratch[d];
-        }
-    }
-}
-
-// Consecutive tokens of one KV head attended together (a prefill's tile): every key block and
-// value row is widened once for the tile's NT tokens × G heads. Row t * G + g is token t's head g.
+// Consecutive tokens of one KV head (a prefill's tile; one token in a decode step). The AVX-512
+// path attends them together, widening every key block and value row once for the tile's NT
+// tokens × G heads; the portable path one token after another. Row t * G + g is token t's head g.
 struct TileTask {
     int64_t head_dim;
     const float* q;  // token t's group (G × head_dim) at q + t * q_stride
@@ -103,6 +51,50 @@ struct TileTask {
     float* out;  // token t's group outputs at out + t * out_stride
     int64_t out_stride;
 };
+
+// Portable path (any CPU; the compiler maps the 8-float vectors to AVX, SSE or NEON registers),
+// one token t of a tile at a time: each key block is widened once for the group, then each head's
+// 16 scores are two vector sums over the dimensions. `scratch` holds head_dim × 16 floats.
+// (Passed only through memory: a 32-byte vector argument would change the ABI on the baseline.)
+typedef float Floats8 __attribute__((vector_size(32)));
+
+void attend_token_portable(const TileTask& task, int64_t group, int t, float* scratch) {
+    static_assert(kBlock == 16, "two 8-float vectors per key block");
+    const int64_t head_dim = task.head_dim, n_pos = task.n_pos0 + t;
+    const float* q_group = task.q + t * task.q_stride;
+    float* scores = task.scores + t * group * task.score_stride;  // this token's group rows
+    float* out_group = task.out + t * task.out_stride;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    for (int64_t p0 = 0; p0 < n_pos; p0 += kBlock) {
+        half_to_float_row(task.keys + p0 * head_dim, scratch, head_dim * kBlock);
+        const int64_t n = std::min(kBlock, n_pos - p0);
+        for (int64_t g = 0; g < group; ++g) {
+            const float* q = q_group + g * head_dim;
+            Floats8 lo = {}, hi = {};
+            for (int64_t d = 0; d < head_dim; ++d) {
+                Floats8 k_lo, k_hi;
+                std::memcpy(&k_lo, scratch + d * kBlock, sizeof k_lo);
+                std::memcpy(&k_hi, scratch + d * kBlock + 8, sizeof k_hi);
+                lo += q[d] * k_lo;
+                hi += q[d] * k_hi;
+            }
+            float s[kBlock];
+            std::memcpy(s, &lo, sizeof lo);
+            std::memcpy(s + 8, &hi, sizeof hi);
+            for (int64_t i = 0; i < n; ++i) scores[g * task.score_stride + p0 + i] = s[i] * scale;
+        }
+    }
+    for (int64_t g = 0; g < group; ++g) softmax(scores + g * task.score_stride, n_pos);
+    std::memset(out_group, 0, sizeof(float) * group * head_dim);
+    for (int64_t p = 0; p < n_pos; ++p) {
+        half_to_float_row(task.values + p * head_dim, scratch, head_dim);
+        for (int64_t g = 0; g < group; ++g) {
+            const float prob = scores[g * task.score_stride + p];
+            float* out = out_group + g * head_dim;
+            for (int64_t d = 0; d < head_dim; ++d) out[d] += prob * scratch[d];
+        }
+    }
+}
 
 #if defined(__AVX512F__)
 inline __m512 load_halves(const uint16_t* p) {
@@ -235,23 +227,16 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, in
             const int64_t token0 = item / shape.n_head_kv * tile, kv_head = item % shape.n_head_kv;
             const int64_t head0 = kv_head * group;  // query heads head0 .. head0+group-1 share this KV head
             const int n = static_cast<int>(std::min<int64_t>(tile, n_tokens - token0));
-            const uint16_t* head_keys = keys + kv_head * kv_head_stride;
-            const uint16_t* head_values = values + kv_head * kv_head_stride;
+            const TileTask task{shape.head_dim, q + token0 * q_width + head0 * shape.head_dim, q_width,
+                                first_pos + token0 + 1, keys + kv_head * kv_head_stride,
+                                values + kv_head * kv_head_stride, my_scores, score_stride,
+                                out + token0 * q_width + head0 * shape.head_dim, q_width};
             if (has_fast_path(shape)) {
-                const TileTask task{shape.head_dim, q + token0 * q_width + head0 * shape.head_dim, q_width,
-                                    first_pos + token0 + 1, head_keys, head_values, my_scores, score_stride,
-                                    out + token0 * q_width + head0 * shape.head_dim, q_width};
                 attend_tile_fast(shape, n, task);
                 continue;
             }
             if (scratch.size() < static_cast<size_t>(shape.head_dim * kBlock)) scratch.resize(shape.head_dim * kBlock);
-            for (int t = 0; t < n; ++t) {
-                const int64_t token = token0 + t;
-                const GroupTask task{q + token * q_width + head0 * shape.head_dim, group, shape.head_dim,
-                                     first_pos + token + 1, head_keys, head_values, my_scores, score_stride,
-                                     out + token * q_width + head0 * shape.head_dim};
-                attend_group_portable(task, scratch.data());
-            }
+            for (int t = 0; t < n; ++t) attend_token_portable(task, group, t, scratch.data());
         }
     });
 }
