@@ -43,9 +43,6 @@ def cuda_status() -> Tuple[bool, str]:
 def is_available() -> bool:
     return cuda_status()[0]
 
-# Weight types the CPU runtime runs but the GPU kernels do not (yet).
-CPU_ONLY_TYPES = frozenset({"Q5_0", "Q5_1"})
-
 
 def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     """The GPU engine for a validated GGUFModel (edgellama.gguf_loader).
@@ -62,10 +59,6 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
                                      "use device='cpu'")
     if not 0 <= device < count:
         raise DeviceUnavailableError(f"CUDA device {device} does not exist ({count} visible)")
-    for name, t in model.tensors.items():
-        if t.type.name in CPU_ONLY_TYPES:
-            raise UnsupportedModelError(model.path, f"CUDA backend: tensor type {t.type.name} runs on the CPU "
-                                        "only (device='cpu')", name)
     try:
         return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device)
     except ValueError as exc:  # std::invalid_argument from the shape checks

@@ -1,8 +1,11 @@
 """The CUDA backend (edgellama._cuda, Llama(device="cuda")).
 
-Runs everywhere:
-  * the GPU's block decoders (csrc/cuda/formats.cuh), executed on the CPU, equal the CPU
-    dequantizers bit for bit for every weight type (needs only the _cuda module, no GPU);
+Runs everywhere (needs only the _cuda module, no GPU), the device code executed on the CPU:
+  * the GPU's block decoders (csrc/cuda/formats.cuh) equal the CPU dequantizers bit for bit for
+    every weight type;
+  * its activation quantization equals the CPU's int8 blocks byte for byte, and its integer dots
+    (csrc/cuda/int8_dot.cuh, split over a warp's lanes as the kernel splits them) match numpy
+    and the CPU engine within float32 rounding, for every quantized type;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -12,8 +15,8 @@ Tolerance of the GPU path, per row of logits (scale = max|reference logits|), th
 keeping an fp16 KV cache as both engines do:
     max|GPU − reference| ≤ tol_cpu[row] + KV_MARGIN · max(kv_err[row], mean(kv_err))
 where tol_cpu is logit_checks.expected_logits' bound (the CPU's int8 activation rounding for
-quantized weights, FLOAT_REL·scale for float ones; the GPU multiplies float32 activations, so it
-has less error there, not more) and kv_err[row] = max|reference(fp16 KV) − reference(exact KV)|,
+quantized weights, FLOAT_REL·scale for float ones; the GPU quantizes activations exactly as the
+CPU does) and kv_err[row] = max|reference(fp16 KV) − reference(exact KV)|,
 the whole effect of the fp16 cache on the very file and tokens: it covers the GPU rounding a key
 or value next to a half-way point the other way. Measured over the 22 forward cases × 3 seeds
 × 12 positions, kv_err is at most 1.9e-3·scale (mean 2.7e-4·scale); KV_MARGIN = 2.5 as for the
@@ -28,7 +31,7 @@ import pytest
 
 from logit_checks import assert_logits_close, expected_logits
 from reference import load_reference
-from test_kernels import ALL_TYPES, N, weight_rows
+from test_kernels import ACT_OF, ALL_TYPES, BLOCK32, KQUANTS, N, act_rows, dot_with_quantized_act, reference_dequant, weight_rows
 from tiny_models import FORWARD_CASES, write_tiny_llama
 
 from edgellama import Llama, _core
@@ -59,12 +62,11 @@ def gpu_tolerance(path, seq):
 
 # ---------------------------------------------------------------- without a GPU
 
-# the types the GPU kernels run: Q5_0/Q5_1 are CPU-only (edgellama.cuda.CPU_ONLY_TYPES)
-GPU_TYPES = [t for t in ALL_TYPES if t.name not in ("Q5_0", "Q5_1")]
+QUANTIZED = BLOCK32 + KQUANTS
 
 
 @needs_module
-@pytest.mark.parametrize("qtype", GPU_TYPES, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", ALL_TYPES, ids=lambda t: t.name)
 def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
     rng = np.random.default_rng(2000 + int(qtype))
     for i, row in enumerate(weight_rows(rng, qtype)):
@@ -72,6 +74,59 @@ def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
         cpu = _core.dequantize_row(int(qtype), row, N)
         bad = np.flatnonzero(gpu_path.view(np.uint32) != cpu.view(np.uint32))
         assert bad.size == 0, f"{qtype.name} row {i}: first mismatches at {bad[:5]}: {gpu_path[bad[:5]]} vs {cpu[bad[:5]]}"
+
+
+@needs_module
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
+def test_gpu_activation_blocks_equal_cpu_bitwise(qtype):
+    """The GPU quantizes a matmul's input into the CPU's int8 blocks with the CPU's rounding."""
+    rng = np.random.default_rng(2100 + int(qtype))
+    for i, x in enumerate(act_rows(rng)):
+        gpu_path = np.frombuffer(_cuda.quantize_act_host(int(qtype), x), np.uint8)
+        cpu = _core.quantize_act_row(ACT_OF[qtype], x)
+        assert gpu_path.shape == cpu.shape, (gpu_path.shape, cpu.shape)
+        bad = np.flatnonzero(gpu_path != cpu)
+        assert bad.size == 0, f"{qtype.name} row {i}: first differing bytes at {bad[:5]}"
+
+
+@needs_module
+@pytest.mark.parametrize("n", [N, 4352], ids=["short", "long"])  # long: several pieces a lane, a ragged last round
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
+def test_gpu_int8_dot_matches_cpu_and_reference(qtype, n):
+    """The GPU's integer dot of each weight type (unpacked codes, dp4a, per-piece float terms, the
+    warp's lane split and sum), executed on the CPU: within float32 rounding of the float64 dot
+    of the dequantized weights with the int8-rounded activations, and of the CPU engine."""
+    rng = np.random.default_rng(2200 + int(qtype) + n)
+    blocks = n // 32
+    rtol = 2 * (blocks + 8) * 2.0**-24  # per-block float terms summed in two different orders
+    checked = 0
+    for w_raw in weight_rows(rng, qtype, n):
+        w = reference_dequant(qtype, w_raw).astype(np.float64)
+        for x in act_rows(rng, n):
+            got = _cuda.int8_dot_host(int(qtype), w_raw, x)
+            want, xq = dot_with_quantized_act(qtype, w, x)
+            magnitude = float(np.dot(np.abs(w), np.abs(xq))) + 1e-30
+            assert abs(got - want) <= 1e-5 * magnitude, (qtype.name, got, want, magnitude)
+            cpu = _core.vec_dot(int(qtype), w_raw, x)
+            assert abs(got - cpu) <= rtol * magnitude, (qtype.name, got, cpu, magnitude)
+            checked += 1
+    assert checked >= 30
+
+
+@needs_module
+def test_gpu_int8_dot_detects_element_order():
+    """A one-hot activation picks out one weight: catches a nibble, half or sub-block swap that
+    random rows could average away."""
+    rng = np.random.default_rng(7)
+    for qtype in QUANTIZED:
+        n = 512
+        w_raw = weight_rows(rng, qtype, n)[0]
+        w = reference_dequant(qtype, w_raw)
+        for k in (0, 1, 15, 16, 17, 31, 32, 63, 64, 100, 128, 200, 255, 256 + 37, 511):
+            x = np.zeros(n, np.float32)
+            x[k] = 1.0
+            got = _cuda.int8_dot_host(int(qtype), w_raw, x)
+            assert got == pytest.approx(float(w[k]), rel=1e-6, abs=1e-30), (qtype.name, k)
 
 
 @needs_module
@@ -102,25 +157,6 @@ def test_cuda_device_without_the_module_is_a_clear_error(tmp_path, monkeypatch):
         Llama(str(path), n_ctx=64, device="cuda")
 
 
-def test_cpu_only_types_are_refused_by_the_cuda_backend(tmp_path, monkeypatch):
-    """Q5_0/Q5_1 run on the CPU only: device='cuda' names the tensor at load, before any upload."""
-    import edgellama.cuda as cuda_backend
-    from edgellama.errors import UnsupportedModelError
-    from edgellama.quantize import quantize
-
-    class FakeModule:
-        @staticmethod
-        def device_count():
-            return 1, ""
-
-    monkeypatch.setattr(cuda_backend, "_cuda_module", lambda: FakeModule)
-    src = write_tiny_llama(tmp_path / "f32.gguf", weight_type="F32")
-    out = tmp_path / "q5_0.gguf"
-    quantize(src, out, "Q5_0", log=lambda _m: None)
-    with pytest.raises(UnsupportedModelError, match="Q5_0 runs on the CPU only"):
-        Llama(str(out), n_ctx=64, device="cuda")
-
-
 def test_unknown_device_is_rejected(tmp_path):
     path = write_tiny_llama(tmp_path / "tiny.gguf")
     with pytest.raises(ValueError, match="unknown device"):
@@ -129,8 +165,7 @@ def test_unknown_device_is_rejected(tmp_path):
 
 # ---------------------------------------------------------------- on a GPU
 
-# The forward cases whose weights the GPU runs (no Q5_0/Q5_1 files).
-GPU_CASES = {name: kw for name, kw in FORWARD_CASES.items() if kw["weight_type"] not in ("Q5_0", "Q5_1")}
+GPU_CASES = FORWARD_CASES  # every weight type and shape the CPU engine is tested with
 
 
 @pytest.fixture(scope="module")

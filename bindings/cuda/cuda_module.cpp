@@ -36,13 +36,30 @@ std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dic
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device);
 }
 
-// Copies the row into a 16-byte aligned buffer, as device rows are, before decoding.
-py::array_t<float> decode_row_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& row, int64_t n) {
+// Rows are copied into 16-byte aligned buffers, as device rows are, before the GPU code reads them.
+std::vector<uint4_words> aligned_copy(const py::array_t<uint8_t, py::array::c_style>& row) {
     std::vector<uint4_words> aligned((row.size() + 15) / 16);
     std::memcpy(aligned.data(), row.data(), static_cast<size_t>(row.size()));
+    return aligned;
+}
+
+py::array_t<float> decode_row_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& row, int64_t n) {
+    const std::vector<uint4_words> aligned = aligned_copy(row);
     py::array_t<float> out(n);
     cuda::decode_row_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), n, out.mutable_data());
     return out;
+}
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::bytes quantize_act_host(int32_t weight_type, const FloatArray& x) {
+    const std::vector<uint8_t> blocks = cuda::quantize_act_on_host(weight_type, x.data(), x.size());
+    return py::bytes(reinterpret_cast<const char*>(blocks.data()), blocks.size());
+}
+
+float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c_style>& row, const FloatArray& x) {
+    const std::vector<uint4_words> aligned = aligned_copy(row);
+    return cuda::int8_dot_on_host(weight_type, reinterpret_cast<const uint8_t*>(aligned.data()), x.data(), x.size());
 }
 
 py::tuple device_count() {
@@ -71,6 +88,10 @@ PYBIND11_MODULE(_cuda, m) {
           "(number of visible CUDA devices, reason when 0) — never raises");
     m.def("decode_row_host", &b::decode_row_host, py::arg("type_id"), py::arg("data"), py::arg("n"),
           "Decode one GGUF row with the GPU's block decoders, executed on the CPU (for tests).");
+    m.def("quantize_act_host", &b::quantize_act_host, py::arg("weight_type"), py::arg("x"),
+          "The int8 activation blocks the GPU dots with this weight type, computed on the CPU (for tests).");
+    m.def("int8_dot_host", &b::int8_dot_host, py::arg("weight_type"), py::arg("weight_row"), py::arg("x"),
+          "dot(weight row, x) by the GPU's int8 path, executed on the CPU (for tests).");
     m.def("measure_copy_bandwidth", &edgellama::cuda::measure_copy_bandwidth, py::arg("bytes") = size_t(1) << 30,
           py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
           "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");

@@ -9,8 +9,8 @@
 //
 // Alignment: cudaMalloc returns 256-byte aligned rows' bases and each matrix is its own
 // allocation, so a block starts at row_base + k * block_bytes: 16-byte aligned for Q4_K (144)
-// and Q5_K (176), 4-byte aligned for Q4_1 (20), only 2-byte aligned for Q4_0 (18), Q8_0 (34)
-// and Q6_K (210). Loads are as wide as that allows.
+// and Q5_K (176), 8-byte for Q5_1 (24), 4-byte for Q4_1 (20), only 2-byte aligned for Q4_0 (18),
+// Q5_0 (22), Q8_0 (34) and Q6_K (210). Loads are as wide as that allows.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -147,6 +147,51 @@ struct FmtQ4_1 {
     }
 };
 
+// Bit 4 of the four elements whose bits are the low four bits of `bits`, placed in bit 4 of each
+// byte: x * 0x00204081 copies bit k of x to bit 8k (the four shifted copies do not overlap).
+EDGELLAMA_HD uint32_t spread_high_bits(uint32_t bits) { return ((bits & 15u) * 0x00204081u & 0x01010101u) << 4; }
+
+// A 4-byte little-endian word from a 2-byte aligned address (two 16-bit loads).
+EDGELLAMA_HD uint32_t load_u32_2aligned(const uint8_t* p) {
+    const auto* h = reinterpret_cast<const uint16_t*>(p);
+    return static_cast<uint32_t>(load_ro(h)) | (static_cast<uint32_t>(load_ro(h + 1)) << 16);
+}
+
+// Q5_0 (value = d * (q - 16)) and Q5_1 (value = d * q + m, rounded twice): the nibbles as Q4_0,
+// bit 4 of element j is bit j of qh. Word j of the nibbles holds elements 4j..4j+3 (low) and
+// 4j+16..4j+19 (high).
+template <class Block, bool kHasMin>
+struct Fmt5Bit {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const Block*>(row) + p;
+        const float d = half_bits_to_float(load_ro(&b->d));
+        float m = 0.0f;
+        if constexpr (kHasMin) m = half_bits_to_float(load_ro(&b->m));
+        const uint32_t qh = load_u32_2aligned(b->qh);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t v = load_u32_2aligned(b->qs + 4 * j);
+            const uint32_t lo = (v & 0x0f0f0f0fu) | spread_high_bits(qh >> (4 * j));
+            const uint32_t hi = ((v >> 4) & 0x0f0f0f0fu) | spread_high_bits(qh >> (4 * j + 16));
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                if constexpr (kHasMin) {
+                    f(4 * j + k, add_rn(mul_rn(d, static_cast<float>(byte_of(lo, k))), m));
+                    f(4 * j + k + 16, add_rn(mul_rn(d, static_cast<float>(byte_of(hi, k))), m));
+                } else {
+                    f(4 * j + k, d * static_cast<float>(byte_of(lo, k) - 16));
+                    f(4 * j + k + 16, d * static_cast<float>(byte_of(hi, k) - 16));
+                }
+            }
+        }
+    }
+};
+
+using FmtQ5_0 = Fmt5Bit<BlockQ5_0, false>;
+using FmtQ5_1 = Fmt5Bit<BlockQ5_1, true>;
+
 // value = d * qs[i].
 struct FmtQ8_0 {
     static constexpr int kPiece = kQK32;
@@ -263,6 +308,8 @@ bool dispatch_format(int32_t type, Fn&& fn) {
         case 1: fn(FmtF16{}); return true;
         case 2: fn(FmtQ4_0{}); return true;
         case 3: fn(FmtQ4_1{}); return true;
+        case 6: fn(FmtQ5_0{}); return true;
+        case 7: fn(FmtQ5_1{}); return true;
         case 8: fn(FmtQ8_0{}); return true;
         case 12: fn(FmtQ4_K{}); return true;
         case 13: fn(FmtQ5_K{}); return true;

@@ -1,12 +1,23 @@
-// Host execution of the GPU weight decoders, for tests on machines without a GPU.
+// Host execution of the GPU's weight decoders and integer dot products (formats.cuh,
+// int8_dot.cuh), for tests on machines without a GPU.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace edgellama::cuda {
 
 // out[0..cols) = the row decoded by the device code path (formats.cuh), run on the CPU.
 // row: raw GGUF bytes, aligned as a device row would be (16 bytes). Throws std::invalid_argument.
 void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* out);
+
+// The bytes of x[0..n) quantized into the int8 activation blocks a quantized weight type reads
+// (act_scale / act_code of int8_dot.cuh, laid out as the device kernels write them).
+std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n);
+
+// dot(weight row, x) as the GPU computes it: x quantized as above, the row's pieces split over
+// the 32 lanes of a warp as gemv_int8_kernel splits them, the lanes' partial sums added.
+// row: 16-byte aligned. Throws std::invalid_argument for a float or unknown type.
+float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
 
 }  // namespace edgellama::cuda

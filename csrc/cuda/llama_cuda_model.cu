@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -70,6 +71,7 @@ struct CudaLlamaModel::Impl {
     DeviceBuffer inv_freq;          // [rope_dim/2] double
     DeviceBuffer k_cache, v_cache;  // [n_layer][n_ctx][kv_width] fp16
     DeviceBuffer ids, x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
+    DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
     ~Impl() {
@@ -197,15 +199,50 @@ struct CudaLlamaModel::Impl {
         const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
         f(partials, static_cast<int64_t>(attention_scratch_floats(dims, batch)), "attention partials");
         f(logits, kLogitRows * c.n_vocab, "logits");
+        // Int8 activation blocks for the widest matmul input, in the formats the weights use.
+        const int64_t widest = std::max({c.n_embd, q_width(), c.n_ff});
+        bool need32 = false, need256 = false;
+        for_each_matmul_weight([&](const DeviceMatrix& w) {
+            const ActFormat format = type_traits(w.type).act_format;
+            need32 |= format == ActFormat::Q8_32;
+            need256 |= format == ActFormat::Q8_256;
+        });
+        if (need32) act32.allocate(batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
+        if (need256) act256.allocate(batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
     }
 
-    // y (+)= W x for n tokens: the GEMV kernel for one token, the tiled one for more.
-    void matmul(const DeviceMatrix& w, const float* in, int64_t n, float* out, bool accumulate) {
-        if (n == 1) {
-            gemv(w, in, out, accumulate, stream);
-        } else {
-            gemm(w, in, w.cols, n, out, w.rows, accumulate, stream);
+    // Every matrix a matmul reads (the embedding only when it is also the output).
+    template <class Fn>
+    void for_each_matmul_weight(Fn&& fn) const {
+        fn(output);
+        for (const DeviceLayer& l : layers) {
+            for (const DeviceMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) fn(*w);
         }
+    }
+
+    // The n rows of x (cols each) as the input of the matmuls `users`: quantized once into each
+    // activation format they read.
+    MatmulInput matmul_input(const float* x, int64_t n, int64_t cols, std::initializer_list<const DeviceMatrix*> users) {
+        MatmulInput in;
+        in.x = x;
+        in.n = n;
+        in.cols = cols;
+        for (const DeviceMatrix* w : users) {
+            const ActFormat format = type_traits(w->type).act_format;
+            if (format == ActFormat::Q8_32 && in.act32 == nullptr) {
+                quantize_activations(format, x, n, cols, act32.get(), stream);
+                in.act32 = act32.as<uint8_t>();
+            } else if (format == ActFormat::Q8_256 && in.act256 == nullptr) {
+                quantize_activations(format, x, n, cols, act256.get(), stream);
+                in.act256 = act256.as<uint8_t>();
+            }
+        }
+        return in;
+    }
+
+    // out (+)= W in, output rows w.rows wide.
+    void project(const DeviceMatrix& w, const MatmulInput& in, float* out, bool accumulate) {
+        matmul(w, in, out, w.rows, accumulate, stream);
     }
 
     void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {
@@ -221,19 +258,22 @@ struct CudaLlamaModel::Impl {
             __half* kc = k_cache.as<__half>() + li * layer_cache;
             __half* vc = v_cache.as<__half>() + li * layer_cache;
             rms_norm(x.as<float>(), l.attn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
-            matmul(l.wq, x_norm.as<float>(), n, q.as<float>(), false);
-            matmul(l.wk, x_norm.as<float>(), n, k_new.as<float>(), false);
-            matmul(l.wv, x_norm.as<float>(), n, v_new.as<float>(), false);
+            const MatmulInput attn_in = matmul_input(x_norm.as<float>(), n, c.n_embd, {&l.wq, &l.wk, &l.wv});
+            project(l.wq, attn_in, q.as<float>(), false);
+            project(l.wk, attn_in, k_new.as<float>(), false);
+            project(l.wv, attn_in, v_new.as<float>(), false);
             rope_q(q.as<float>(), n, c.n_head, c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, stream);
             rope_store_kv(k_new.as<float>(), v_new.as<float>(), n, c.n_head_kv, c.head_dim, n_pairs,
                           inv_freq.as<double>(), first_pos, kc, vc, stream);
             attention(dims, q.as<float>(), n, first_pos, kc, vc, partials.as<float>(), attn_out.as<float>(), stream);
-            matmul(l.wo, attn_out.as<float>(), n, x.as<float>(), true);  // residual add fused
+            project(l.wo, matmul_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(),
+                    true);  // residual add fused
             rms_norm(x.as<float>(), l.ffn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
-            matmul(l.w_gate, x_norm.as<float>(), n, gate.as<float>(), false);
-            matmul(l.w_up, x_norm.as<float>(), n, up.as<float>(), false);
+            const MatmulInput ffn_in = matmul_input(x_norm.as<float>(), n, c.n_embd, {&l.w_gate, &l.w_up});
+            project(l.w_gate, ffn_in, gate.as<float>(), false);
+            project(l.w_up, ffn_in, up.as<float>(), false);
             swiglu(gate.as<float>(), up.as<float>(), n * c.n_ff, stream);
-            matmul(l.w_down, gate.as<float>(), n, x.as<float>(), true);
+            project(l.w_down, matmul_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true);
         }
         if (host_logits != nullptr) {
             const int64_t first_row = all_logits ? 0 : n - 1;
@@ -242,7 +282,7 @@ struct CudaLlamaModel::Impl {
                 const int64_t rows = std::min(kLogitRows, n_rows - r);
                 rms_norm(x.as<float>() + (first_row + r) * c.n_embd, output_norm, x_norm.as<float>(), rows, c.n_embd,
                          c.rms_eps, stream);
-                matmul(output, x_norm.as<float>(), rows, logits.as<float>(), false);
+                project(output, matmul_input(x_norm.as<float>(), rows, c.n_embd, {&output}), logits.as<float>(), false);
                 check(cudaMemcpyAsync(host_logits + r * c.n_vocab, logits.get(), rows * c.n_vocab * sizeof(float),
                                       cudaMemcpyDeviceToHost, stream),
                       "download of logits");

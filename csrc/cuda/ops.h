@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "csrc/kernels/type_traits.h"  // ActFormat, act_row_bytes: the CPU's activation blocks
+
 namespace edgellama::cuda {
 
 // A weight matrix on the device, in its GGUF block format: `rows` rows of `cols` elements.
@@ -22,16 +24,30 @@ struct DeviceMatrix {
 // Elements each thread decodes at once for a type (see formats.cuh); 0 for an unsupported type.
 int piece_elements(int32_t type);
 
-// quant_gemv.cu — decode: y[r] (+)= sum_c W[r][c] * x[c] for one token.
-void gemv(const DeviceMatrix& w, const float* x, float* y, bool accumulate, cudaStream_t stream);
+// The input of a matmul: n float rows of `cols` (contiguous) and, for quantized weights, the same
+// rows as int8 activation blocks in the weight type's format (type_traits' act_format), rows
+// act_row_bytes(format, cols) apart. A matmul with a quantized weight reads only the blocks.
+struct MatmulInput {
+    const float* x = nullptr;
+    const uint8_t* act32 = nullptr;   // ActFormat::Q8_32 rows, or null when not prepared
+    const uint8_t* act256 = nullptr;  // ActFormat::Q8_256 rows, or null when not prepared
+    int64_t n = 0;
+    int64_t cols = 0;
+};
+
+// act_quant.cu — out = the n_rows float rows of x (cols each, contiguous) as `format` blocks.
+void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
+                          cudaStream_t stream);
+
+// quant_gemv.cu — y[t][r] (+)= sum_c W[r][c] * x[t][c] for the input's rows (y rows ldy apart):
+// one kernel per tile of kGemmTile tokens, so each weight row is read once per tile. Quantized
+// weights are dotted in integers with the int8 blocks, float weights with the float rows.
+constexpr int kGemmTile = 8;
+void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, int64_t ldy, bool accumulate,
+            cudaStream_t stream);
 // embedding lookup: out[t][:] = dequantized row ids[t] of w, t < n.
 void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
 
-// gemm.cu — prefill: y[t][r] (+)= sum_c W[r][c] * x[t][c] for n tokens (x rows ldx apart,
-// y rows ldy apart). Each weight row is read once per tile of kGemmTile tokens.
-constexpr int kGemmTile = 8;
-void gemm(const DeviceMatrix& w, const float* x, int64_t ldx, int64_t n, float* y, int64_t ldy, bool accumulate,
-          cudaStream_t stream);
 
 // elementwise.cu
 // out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, rows of n, t < n_rows.
