@@ -8,6 +8,8 @@ and uploaded to a separate device buffer per layer (so every layer's bytes reall
 HBM); no file is written. Decode reads, per token, every layer matrix, the output matrix and the
 KV cache so far: roofline fraction = (those bytes × tokens/s) ÷ the HBM bandwidth (the card's
 nominal figure where we know it, else the measured device-to-device copy bandwidth, both printed).
+Decode is timed with the captured step (CUDA graph, the default) and, alternating in the same
+process, with its kernels launched one by one ("no-graph"): the difference is launch overhead.
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -135,22 +137,34 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
         best = min(best, time.perf_counter() - t)
     prefill_tps = args.prefill / best
 
-    # decode: args.context tokens of context, then args.decode single-token steps
-    model.reset()
-    model.forward(prompt[:args.context], False)
-    for tok in rng.integers(0, vocab, 4):
-        model.forward(np.array([tok], np.int32), False)
+    # decode: args.context tokens of context, then args.decode single-token steps; rounds alternate
+    # between the captured step (CUDA graph) and kernel-by-kernel launches, medians of each.
     steps = rng.integers(0, vocab, args.decode).astype(np.int32)
-    t = time.perf_counter()
-    for tok in steps:
-        model.forward(np.array([tok], np.int32), False)
-    decode_s = time.perf_counter() - t
-    decode_tps = args.decode / decode_s
+
+    def decode_round(graphs: bool) -> float:
+        model.cuda_graphs = graphs
+        model.reset()
+        model.forward(prompt[:args.context], False)
+        for tok in rng.integers(0, vocab, 4):
+            model.forward(np.array([tok], np.int32), False)
+        t = time.perf_counter()
+        for tok in steps:
+            model.forward(np.array([tok], np.int32), False)
+        return args.decode / (time.perf_counter() - t)
+
+    by_mode = {True: [], False: []}
+    for _ in range(args.rounds):
+        for graphs in (True, False):
+            by_mode[graphs].append(decode_round(graphs))
+    model.cuda_graphs = True
+    decode_tps = float(np.median(by_mode[True]))
+    decode_tps_no_graph = float(np.median(by_mode[False]))
     mean_pos = args.context + 4 + args.decode / 2
     bytes_per_token = syn.bytes_per_token + syn.kv_bytes_per_position * mean_pos
     achieved = bytes_per_token * decode_tps
     row = dict(shape=shape, quant=quant, weights_gb=syn.bytes_per_token / 1e9, setup_s=setup_s,
                prefill_tokens=args.prefill, prefill_tok_s=prefill_tps, decode_tok_s=decode_tps,
+               decode_tok_s_kernel_by_kernel=decode_tps_no_graph,
                decode_ms=1e3 / decode_tps, decode_gb_s=achieved / 1e9,
                roofline_fraction=achieved / bandwidth, bandwidth_gb_s=bandwidth / 1e9,
                bandwidth_source=bandwidth_source)
@@ -165,6 +179,7 @@ def main(argv=None):
     ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
+    ap.add_argument("--rounds", type=int, default=3, help="decode rounds per mode (graph, kernel by kernel)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
 
@@ -182,7 +197,7 @@ def main(argv=None):
           f"nominal {nominal / 1e9:.0f} GB/s" if nominal else "nominal unknown")
     print(f"roofline uses the {source} figure, {bandwidth / 1e9:.0f} GB/s")
     header = (f"{'shape':<14}{'quant':<8}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
-              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}")
+              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}")
     print(header)
     rows = []
     for shape in args.shapes:
@@ -190,7 +205,8 @@ def main(argv=None):
             r = bench_one(_cuda, shape, quant, args, bandwidth, source)
             rows.append(r)
             print(f"{shape:<14}{quant:<8}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}{r['decode_tok_s']:>14.1f}"
-                  f"{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}{100 * r['roofline_fraction']:>9.1f}%", flush=True)
+                  f"{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}{100 * r['roofline_fraction']:>9.1f}%"
+                  f"{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(device=name, measured_copy_bandwidth=measured, nominal_bandwidth=nominal, rows=rows), fh,

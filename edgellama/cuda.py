@@ -10,6 +10,7 @@ n_past, n_ctx, n_threads.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Tuple
 
 from edgellama.errors import DeviceUnavailableError, UnsupportedModelError
@@ -50,7 +51,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     Raises DeviceUnavailableError without the CUDA module or a visible GPU,
     DeviceOutOfMemoryError (naming the buffer) when the model or its KV cache does not fit,
     UnsupportedModelError for a shape the GPU kernels do not handle (head_dim > 256), and
-    DeviceError for any other CUDA failure.
+    DeviceError for any other CUDA failure. Decode steps run as one captured CUDA graph unless the
+    environment sets EDGELLAMA_CUDA_GRAPHS=0 (kernels launched one by one; same results).
     """
     _cuda = _cuda_module()
     count, why = _cuda.device_count()
@@ -60,6 +62,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     if not 0 <= device < count:
         raise DeviceUnavailableError(f"CUDA device {device} does not exist ({count} visible)")
     try:
-        return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device)
+        engine = _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device)
     except ValueError as exc:  # std::invalid_argument from the shape checks
         raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
+    engine.cuda_graphs = os.environ.get("EDGELLAMA_CUDA_GRAPHS", "1") != "0"
+    return engine

@@ -107,5 +107,7 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly("n_threads", &CudaLlamaModel::n_threads)
         .def_property_readonly("weight_bytes", &CudaLlamaModel::weight_bytes)
         .def_property_readonly("device_name", &CudaLlamaModel::device_name)
+        .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
+                      "Decode steps as one captured CUDA graph (True by default).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });
 }

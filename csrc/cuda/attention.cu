@@ -25,15 +25,21 @@ struct AttnArgs {
     const __half* k_cache;
     const __half* v_cache;
     float* partials;
-    int64_t n_head, head_dim, q_width, kv_width, group, first_pos, chunk, n_split;
+    const int64_t* first_pos;  // on the device
+    int64_t n_head, head_dim, q_width, kv_width, group, n_tokens, n_split;
     float scale;
 };
 
 __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(AttnArgs a) {
     const int64_t h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    const int64_t n_pos = a.first_pos + t + 1;
-    const int64_t begin = sp * a.chunk, end = std::min(n_pos, begin + a.chunk);
+    const int64_t first_pos = *a.first_pos;
+    const int64_t n_pos = first_pos + t + 1;
+    // Every block of a query derives the same chunk from the same position: at least kMinChunk
+    // positions, so splits past the context stay empty.
+    const int64_t even_chunk = (first_pos + a.n_tokens + a.n_split - 1) / a.n_split;
+    const int64_t chunk = even_chunk > kMinChunk ? even_chunk : kMinChunk;
+    const int64_t begin = sp * chunk, end = std::min(n_pos, begin + chunk);
     const int64_t kv_off = (h / a.group) * a.head_dim;
     const float* qh = a.q + t * a.q_width + h * a.head_dim;
 
@@ -128,21 +134,24 @@ __global__ void attention_combine_kernel(const float* __restrict__ partials, int
     }
 }
 
-int64_t split_count(int64_t max_pos, int64_t n_tokens) {
+}  // namespace
+
+int64_t attention_splits(int64_t max_pos, int64_t n_tokens) {
     const int64_t by_length = std::max<int64_t>(1, (max_pos + kMinChunk - 1) / kMinChunk);
     return std::min(by_length, std::max<int64_t>(1, kMaxSplitRows / n_tokens));
 }
-
-}  // namespace
 
 size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens) {
     return static_cast<size_t>(dims.n_head * (dims.head_dim + 2) * std::max(n_tokens, kMaxSplitRows));
 }
 
-void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream) {
     if (n_tokens <= 0) return;
-    const int64_t max_pos = first_pos + n_tokens;
+    if (n_split < 1 || n_tokens * n_split > std::max(n_tokens, kMaxSplitRows)) {
+        throw CudaError("attention: " + std::to_string(n_split) + " splits exceed the scratch for " +
+                        std::to_string(n_tokens) + " tokens");
+    }
     AttnArgs a;
     a.q = q;
     a.k_cache = k_cache;
@@ -154,8 +163,8 @@ void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, int6
     a.kv_width = dims.n_head_kv * dims.head_dim;
     a.group = dims.n_head / dims.n_head_kv;
     a.first_pos = first_pos;
-    a.n_split = split_count(max_pos, n_tokens);
-    a.chunk = (max_pos + a.n_split - 1) / a.n_split;
+    a.n_tokens = n_tokens;
+    a.n_split = n_split;
     a.scale = 1.0f / std::sqrt(static_cast<float>(dims.head_dim));
     const dim3 grid(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.n_split));
     attention_partial_kernel<<<grid, kAttnWarps * kWarp, 0, stream>>>(a);

@@ -38,19 +38,19 @@ __device__ __forceinline__ void rotate(float& a, float& b, int64_t pos, double i
 
 // One thread per (token, head, pair).
 __global__ void rope_q_kernel(float* q, int64_t n_tokens, int64_t n_head, int64_t head_dim, int64_t n_pairs,
-                              const double* __restrict__ inv_freq, int64_t first_pos) {
+                              const double* __restrict__ inv_freq, const int64_t* __restrict__ first_pos) {
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= n_tokens * n_head * n_pairs) return;
     const int64_t i = idx % n_pairs, head = (idx / n_pairs) % n_head, t = idx / (n_pairs * n_head);
     float* p = q + (t * n_head + head) * head_dim + 2 * i;
-    rotate(p[0], p[1], first_pos + t, inv_freq[i]);
+    rotate(p[0], p[1], *first_pos + t, inv_freq[i]);
 }
 
 // One thread per (token, element pair) of a KV row: rotate the key pair when it is a RoPE pair,
 // then store key and value pairs as fp16.
 __global__ void rope_store_kv_kernel(const float* __restrict__ k, const float* __restrict__ v, int64_t n_tokens,
                                      int64_t kv_width, int64_t head_dim, int64_t n_pairs,
-                                     const double* __restrict__ inv_freq, int64_t first_pos,
+                                     const double* __restrict__ inv_freq, const int64_t* __restrict__ first_pos,
                                      __half* __restrict__ k_cache, __half* __restrict__ v_cache) {
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     const int64_t half_width = kv_width / 2;
@@ -58,8 +58,9 @@ __global__ void rope_store_kv_kernel(const float* __restrict__ k, const float* _
     const int64_t t = idx / half_width, e = 2 * (idx % half_width);
     const int64_t pair = (e % head_dim) / 2;
     float a = k[t * kv_width + e], b = k[t * kv_width + e + 1];
-    if (pair < n_pairs) rotate(a, b, first_pos + t, inv_freq[pair]);
-    const int64_t dst = (first_pos + t) * kv_width + e;
+    const int64_t pos = *first_pos + t;
+    if (pair < n_pairs) rotate(a, b, pos, inv_freq[pair]);
+    const int64_t dst = pos * kv_width + e;
     *reinterpret_cast<__half2*>(k_cache + dst) = __floats2half2_rn(a, b);
     *reinterpret_cast<__half2*>(v_cache + dst) = __floats2half2_rn(v[t * kv_width + e], v[t * kv_width + e + 1]);
 }
@@ -83,7 +84,7 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, i
 }
 
 void rope_q(float* q, int64_t n_tokens, int64_t n_head, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
-            int64_t first_pos, cudaStream_t stream) {
+            const int64_t* first_pos, cudaStream_t stream) {
     const int64_t total = n_tokens * n_head * n_pairs;
     if (total <= 0) return;
     rope_q_kernel<<<ceil_div(total, kThreads), kThreads, 0, stream>>>(q, n_tokens, n_head, head_dim, n_pairs, inv_freq,
@@ -92,8 +93,8 @@ void rope_q(float* q, int64_t n_tokens, int64_t n_head, int64_t head_dim, int64_
 }
 
 void rope_store_kv(const float* k, const float* v, int64_t n_tokens, int64_t n_head_kv, int64_t head_dim,
-                   int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache, __half* v_cache,
-                   cudaStream_t stream) {
+                   int64_t n_pairs, const double* inv_freq, const int64_t* first_pos, __half* k_cache,
+                   __half* v_cache, cudaStream_t stream) {
     const int64_t kv_width = n_head_kv * head_dim;
     const int64_t total = n_tokens * kv_width / 2;
     if (total <= 0) return;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <stdexcept>
 #include <string>
@@ -70,11 +71,16 @@ struct CudaLlamaModel::Impl {
 
     DeviceBuffer inv_freq;          // [rope_dim/2] double
     DeviceBuffer k_cache, v_cache;  // [n_layer][n_ctx][kv_width] fp16
-    DeviceBuffer ids, x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
+    DeviceBuffer step;                  // first position (int64) and token ids (int32) of a step
+    std::vector<uint8_t> step_host;     // its host copy
+    bool use_graphs = true;
+    cudaGraphExec_t decode_graph = nullptr;
+    DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
     ~Impl() {
+        if (decode_graph) cudaGraphExecDestroy(decode_graph);
         if (stream) cudaStreamDestroy(stream);
     }
 
@@ -187,7 +193,8 @@ struct CudaLlamaModel::Impl {
         const auto f = [&](DeviceBuffer& b, int64_t n, const char* what) {
             b.allocate(static_cast<size_t>(n) * sizeof(float), std::string("scratch ") + what);
         };
-        ids.allocate(static_cast<size_t>(batch) * sizeof(int32_t), "scratch token ids");
+        step_host.resize(sizeof(int64_t) + static_cast<size_t>(batch) * sizeof(int32_t));
+        step.allocate(step_host.size(), "scratch token ids");
         f(x, batch * c.n_embd, "x");
         f(x_norm, batch * c.n_embd, "x_norm");
         f(q, batch * q_width(), "q");
@@ -245,14 +252,26 @@ struct CudaLlamaModel::Impl {
         matmul(w, in, out, w.rows, accumulate, stream);
     }
 
-    void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {
+    // The step's first position and token ids, in one upload: kernels read positions on the device
+    // so that the captured decode step replays at any position.
+    void upload_step(const int32_t* tokens, int64_t n) {
+        std::memcpy(step_host.data(), &n_past, sizeof(int64_t));
+        std::memcpy(step_host.data() + sizeof(int64_t), tokens, static_cast<size_t>(n) * sizeof(int32_t));
+        check(cudaMemcpyAsync(step.get(), step_host.data(), sizeof(int64_t) + n * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, stream),
+              "upload of token ids");
+    }
+    const int64_t* step_first_pos() const { return step.as<int64_t>(); }
+    const int32_t* step_ids() const { return reinterpret_cast<const int32_t*>(step.as<uint8_t>() + sizeof(int64_t)); }
+
+    // Embedding and every layer for the n uploaded tokens; attention splits the positions n_split ways.
+    void enqueue_layers(int64_t n, int64_t n_split) {
         const LlamaConfig& c = config;
-        const int64_t first_pos = n_past;
         const int64_t n_pairs = c.rope_dim / 2;
         const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
         const size_t layer_cache = static_cast<size_t>(n_ctx) * kv_width();
-        check(cudaMemcpyAsync(ids.get(), tokens, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream), "upload of token ids");
-        dequantize_rows(token_embd, ids.as<int32_t>(), n, x.as<float>(), stream);
+        const int64_t* first_pos = step_first_pos();
+        dequantize_rows(token_embd, step_ids(), n, x.as<float>(), stream);
         for (int64_t li = 0; li < c.n_layer; ++li) {
             const DeviceLayer& l = layers[li];
             __half* kc = k_cache.as<__half>() + li * layer_cache;
@@ -265,7 +284,8 @@ struct CudaLlamaModel::Impl {
             rope_q(q.as<float>(), n, c.n_head, c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, stream);
             rope_store_kv(k_new.as<float>(), v_new.as<float>(), n, c.n_head_kv, c.head_dim, n_pairs,
                           inv_freq.as<double>(), first_pos, kc, vc, stream);
-            attention(dims, q.as<float>(), n, first_pos, kc, vc, partials.as<float>(), attn_out.as<float>(), stream);
+            attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(), attn_out.as<float>(),
+                      stream);
             project(l.wo, matmul_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(),
                     true);  // residual add fused
             rms_norm(x.as<float>(), l.ffn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
@@ -275,17 +295,64 @@ struct CudaLlamaModel::Impl {
             swiglu(gate.as<float>(), up.as<float>(), n * c.n_ff, stream);
             project(l.w_down, matmul_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true);
         }
-        if (host_logits != nullptr) {
-            const int64_t first_row = all_logits ? 0 : n - 1;
-            const int64_t n_rows = all_logits ? n : 1;
-            for (int64_t r = 0; r < n_rows; r += kLogitRows) {
-                const int64_t rows = std::min(kLogitRows, n_rows - r);
-                rms_norm(x.as<float>() + (first_row + r) * c.n_embd, output_norm, x_norm.as<float>(), rows, c.n_embd,
-                         c.rms_eps, stream);
-                project(output, matmul_input(x_norm.as<float>(), rows, c.n_embd, {&output}), logits.as<float>(), false);
-                check(cudaMemcpyAsync(host_logits + r * c.n_vocab, logits.get(), rows * c.n_vocab * sizeof(float),
-                                      cudaMemcpyDeviceToHost, stream),
-                      "download of logits");
+    }
+
+    // logits (device) = output head of the hidden rows [row, row + rows), rows <= kLogitRows.
+    void enqueue_logits(int64_t row, int64_t rows) {
+        const LlamaConfig& c = config;
+        rms_norm(x.as<float>() + row * c.n_embd, output_norm, x_norm.as<float>(), rows, c.n_embd, c.rms_eps, stream);
+        project(output, matmul_input(x_norm.as<float>(), rows, c.n_embd, {&output}), logits.as<float>(), false);
+    }
+
+    void download_logits(float* host, int64_t rows) {
+        check(cudaMemcpyAsync(host, logits.get(), rows * config.n_vocab * sizeof(float), cudaMemcpyDeviceToHost, stream),
+              "download of logits");
+    }
+
+    // A decode step (one token, its logits into `logits`) as one CUDA graph, captured on first use:
+    // a step is ~18 kernels a layer, each too short to hide its launch, so replaying the whole
+    // step as one launch removes the host's launch overhead. Everything it reads is at fixed
+    // addresses; the position comes from the uploaded step and attention uses the splits of a full
+    // context (empty splits exit at once).
+    void launch_decode_graph() {
+        if (decode_graph == nullptr) capture_decode_graph();
+        check(cudaGraphLaunch(decode_graph, stream), "cudaGraphLaunch (decode step)");
+    }
+
+    void capture_decode_graph() {
+        check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        cudaGraph_t graph = nullptr;
+        try {
+            enqueue_layers(1, attention_splits(n_ctx, 1));
+            enqueue_logits(0, 1);
+        } catch (...) {
+            cudaStreamEndCapture(stream, &graph);  // leave the stream usable
+            if (graph != nullptr) cudaGraphDestroy(graph);
+            cudaGetLastError();
+            throw;
+        }
+        check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+        const cudaError_t status = cudaGraphInstantiateWithFlags(&decode_graph, graph, 0);
+        cudaGraphDestroy(graph);
+        if (status != cudaSuccess) decode_graph = nullptr;
+        check(status, "cudaGraphInstantiate (decode step)");
+    }
+
+    void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {
+        upload_step(tokens, n);
+        if (n == 1 && host_logits != nullptr && use_graphs) {
+            launch_decode_graph();
+            download_logits(host_logits, 1);
+        } else {
+            enqueue_layers(n, attention_splits(n_past + n, n));
+            if (host_logits != nullptr) {
+                const int64_t first_row = all_logits ? 0 : n - 1;
+                const int64_t n_rows = all_logits ? n : 1;
+                for (int64_t r = 0; r < n_rows; r += kLogitRows) {
+                    const int64_t rows = std::min(kLogitRows, n_rows - r);
+                    enqueue_logits(first_row + r, rows);
+                    download_logits(host_logits + r * config.n_vocab, rows);
+                }
             }
         }
         check(cudaStreamSynchronize(stream), "forward step");
@@ -345,6 +412,8 @@ int CudaLlamaModel::n_threads() const { return impl_->n_threads; }
 const LlamaConfig& CudaLlamaModel::config() const { return impl_->config; }
 size_t CudaLlamaModel::weight_bytes() const { return impl_->weight_bytes; }
 std::string CudaLlamaModel::device_name() const { return device_description(impl_->device); }
+bool CudaLlamaModel::cuda_graphs() const { return impl_->use_graphs; }
+void CudaLlamaModel::set_cuda_graphs(bool enabled) { impl_->use_graphs = enabled; }
 
 void CudaLlamaModel::truncate(int64_t n) {
     if (n < 0 || n > impl_->n_past) {

@@ -46,6 +46,10 @@ public:
     // Bytes of weights uploaded to the device (what a decode step reads, plus the embedding).
     size_t weight_bytes() const;
     std::string device_name() const;
+    // Whether a one-token step with logits runs as one captured CUDA graph (default on; off
+    // launches its kernels one by one — same results, for comparison and diagnosis).
+    bool cuda_graphs() const;
+    void set_cuda_graphs(bool enabled);
 
     static constexpr int64_t kMaxBatch = 256;
 

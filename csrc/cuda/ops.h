@@ -53,20 +53,23 @@ void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float
 // out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, rows of n, t < n_rows.
 void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
               cudaStream_t stream);
+// Positions are read on the device (first_pos: a device pointer), so a captured decode step
+// (CUDA graph) replays at any position.
 // Rotates adjacent pairs (2i, 2i+1), i < n_pairs, of every head of n_tokens rows of q in place,
-// token t at position first_pos + t, angle = position * inv_freq[i] (double, as the CPU does).
+// token t at position *first_pos + t, angle = position * inv_freq[i] (double, as the CPU does).
 void rope_q(float* q, int64_t n_tokens, int64_t n_head, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
-            int64_t first_pos, cudaStream_t stream);
+            const int64_t* first_pos, cudaStream_t stream);
 // RoPE on the new keys, then both keys and values rounded to fp16 into the caches' rows
-// first_pos .. first_pos + n_tokens - 1 (kv_width = n_head_kv * head_dim elements a row).
+// *first_pos .. *first_pos + n_tokens - 1 (kv_width = n_head_kv * head_dim elements a row).
 void rope_store_kv(const float* k, const float* v, int64_t n_tokens, int64_t n_head_kv, int64_t head_dim,
-                   int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache, __half* v_cache,
-                   cudaStream_t stream);
+                   int64_t n_pairs, const double* inv_freq, const int64_t* first_pos, __half* k_cache,
+                   __half* v_cache, cudaStream_t stream);
 // gate = silu(gate) * up over n elements.
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 
-// attention.cu — causal grouped-query attention of n_tokens queries (positions first_pos + t)
-// over the fp16 cache rows 0 .. first_pos + t. Query head h reads KV head h / (n_head / n_head_kv).
+// attention.cu — causal grouped-query attention of n_tokens queries (positions *first_pos + t)
+// over the fp16 cache rows 0 .. *first_pos + t. Query head h reads KV head h / (n_head / n_head_kv).
+// The positions are split over n_split thread blocks per query (attention_splits), merged after.
 struct AttentionDims {
     int64_t n_head = 0;
     int64_t n_head_kv = 0;
@@ -75,7 +78,10 @@ struct AttentionDims {
 constexpr int kMaxHeadDim = 256;
 // Floats of the scratch `partials` that attention() needs for n_tokens queries.
 size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens);
-void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+// Splits for n_tokens queries whose last one sees max_pos positions. A captured decode step passes
+// max_pos = n_ctx: splits past the current positions are empty and cost one early exit each.
+int64_t attention_splits(int64_t max_pos, int64_t n_tokens);
+void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream);
 
 }  // namespace edgellama::cuda
