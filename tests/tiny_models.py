@@ -448,4 +448,12 @@ FORWARD_CASES = {
     "rope_freqs-F32": dict(weight_type="F32", rope_freqs=True, tied_output=False),
     "rope_freqs-Q4_1": dict(weight_type="Q4_1", rope_freqs=True),
     "Q8_0_embd-Q4_1": dict(weight_type="Q4_1", embd_type="Q8_0", rope_base=100000.0, **GQA3),
+    # Files that mix types as llama.cpp's mixes do: matrices sharing an input (Q/K/V, gate/up) in
+    # different types or activation formats, a K-quant output head over 32-block layers.
+    "mixed-Q4_K_M": dict(weight_type="Q4_K", output_type="Q6_K", tied_output=False, **K_SHAPE, overrides={
+        "blk.0.attn_v.weight": {"type": "Q6_K"}, "blk.0.ffn_down.weight": {"type": "Q6_K"},
+        "blk.1.ffn_up.weight": {"type": "Q5_K"}}),
+    "mixed-Q4_0-Q8_0-F16-Q6_K": dict(weight_type="Q4_0", output_type="Q6_K", tied_output=False, **K_SHAPE, overrides={
+        "blk.0.attn_k.weight": {"type": "Q8_0"}, "blk.0.ffn_gate.weight": {"type": "F16"},
+        "blk.1.attn_v.weight": {"type": "Q4_K"}, "blk.1.ffn_down.weight": {"type": "Q5_1"}}),
 }

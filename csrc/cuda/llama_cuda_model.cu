@@ -227,29 +227,48 @@ struct CudaLlamaModel::Impl {
         }
     }
 
-    // The n rows of x (cols each) as the input of the matmuls `users`: quantized once into each
-    // activation format they read.
-    MatmulInput matmul_input(const float* x, int64_t n, int64_t cols, std::initializer_list<const DeviceMatrix*> users) {
+    // Which int8 block formats the matmuls `users` read.
+    struct ActNeeds {
+        bool q8_32 = false;
+        bool q8_256 = false;
+    };
+    static ActNeeds act_needs(std::initializer_list<const DeviceMatrix*> users) {
+        ActNeeds needs;
+        for (const DeviceMatrix* w : users) {
+            const ActFormat format = type_traits(w->type).act_format;
+            needs.q8_32 |= format == ActFormat::Q8_32;
+            needs.q8_256 |= format == ActFormat::Q8_256;
+        }
+        return needs;
+    }
+
+    MatmulInput input_of(const float* x, int64_t n, int64_t cols, ActNeeds needs) const {
         MatmulInput in;
         in.x = x;
         in.n = n;
         in.cols = cols;
-        for (const DeviceMatrix* w : users) {
-            const ActFormat format = type_traits(w->type).act_format;
-            if (format == ActFormat::Q8_32 && in.act32 == nullptr) {
-                quantize_activations(format, x, n, cols, act32.get(), stream);
-                in.act32 = act32.as<uint8_t>();
-            } else if (format == ActFormat::Q8_256 && in.act256 == nullptr) {
-                quantize_activations(format, x, n, cols, act256.get(), stream);
-                in.act256 = act256.as<uint8_t>();
-            }
-        }
+        in.act32 = needs.q8_32 ? act32.as<uint8_t>() : nullptr;
+        in.act256 = needs.q8_256 ? act256.as<uint8_t>() : nullptr;
         return in;
     }
 
-    // out (+)= W in, output rows w.rows wide.
-    void project(const DeviceMatrix& w, const MatmulInput& in, float* out, bool accumulate) {
-        matmul(w, in, out, w.rows, accumulate, stream);
+    // The n rows of x (cols each) as the input of the matmuls `users`: quantized once into each
+    // activation format they read.
+    MatmulInput quantized_input(const float* x, int64_t n, int64_t cols, std::initializer_list<const DeviceMatrix*> users) {
+        const ActNeeds needs = act_needs(users);
+        if (needs.q8_32) quantize_activations(ActFormat::Q8_32, x, n, cols, act32.get(), stream);
+        if (needs.q8_256) quantize_activations(ActFormat::Q8_256, x, n, cols, act256.get(), stream);
+        return input_of(x, n, cols, needs);
+    }
+
+    // x_norm = RMSNorm of n hidden rows (from x_rows) as the input of `users`, quantized by the
+    // same kernel.
+    MatmulInput normed_input(const float* x_rows, const float* weight, int64_t n,
+                             std::initializer_list<const DeviceMatrix*> users) {
+        const ActNeeds needs = act_needs(users);
+        rms_norm(x_rows, weight, x_norm.as<float>(), n, config.n_embd, config.rms_eps,
+                 needs.q8_32 ? act32.get() : nullptr, needs.q8_256 ? act256.get() : nullptr, stream);
+        return input_of(x_norm.as<float>(), n, config.n_embd, needs);
     }
 
     // The step's first position and token ids, in one upload: kernels read positions on the device
@@ -276,32 +295,25 @@ struct CudaLlamaModel::Impl {
             const DeviceLayer& l = layers[li];
             __half* kc = k_cache.as<__half>() + li * layer_cache;
             __half* vc = v_cache.as<__half>() + li * layer_cache;
-            rms_norm(x.as<float>(), l.attn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
-            const MatmulInput attn_in = matmul_input(x_norm.as<float>(), n, c.n_embd, {&l.wq, &l.wk, &l.wv});
-            project(l.wq, attn_in, q.as<float>(), false);
-            project(l.wk, attn_in, k_new.as<float>(), false);
-            project(l.wv, attn_in, v_new.as<float>(), false);
-            rope_q(q.as<float>(), n, c.n_head, c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, stream);
-            rope_store_kv(k_new.as<float>(), v_new.as<float>(), n, c.n_head_kv, c.head_dim, n_pairs,
-                          inv_freq.as<double>(), first_pos, kc, vc, stream);
+            const MatmulInput attn_in = normed_input(x.as<float>(), l.attn_norm, n, {&l.wq, &l.wk, &l.wv});
+            matmul_group({{&l.wq, q.as<float>()}, {&l.wk, k_new.as<float>()}, {&l.wv, v_new.as<float>()}}, attn_in,
+                         false, stream);
+            rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv, c.head_dim,
+                       n_pairs, inv_freq.as<double>(), first_pos, kc, vc, stream);
             attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(), attn_out.as<float>(),
                       stream);
-            project(l.wo, matmul_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(),
-                    true);  // residual add fused
-            rms_norm(x.as<float>(), l.ffn_norm, x_norm.as<float>(), n, c.n_embd, c.rms_eps, stream);
-            const MatmulInput ffn_in = matmul_input(x_norm.as<float>(), n, c.n_embd, {&l.w_gate, &l.w_up});
-            project(l.w_gate, ffn_in, gate.as<float>(), false);
-            project(l.w_up, ffn_in, up.as<float>(), false);
-            swiglu(gate.as<float>(), up.as<float>(), n * c.n_ff, stream);
-            project(l.w_down, matmul_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true);
+            matmul(l.wo, quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(), true,
+                   stream);  // residual add fused
+            const MatmulInput ffn_in = normed_input(x.as<float>(), l.ffn_norm, n, {&l.w_gate, &l.w_up});
+            matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(), up.as<float>(), stream);
+            matmul(l.w_down, quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true, stream);
         }
     }
 
     // logits (device) = output head of the hidden rows [row, row + rows), rows <= kLogitRows.
     void enqueue_logits(int64_t row, int64_t rows) {
-        const LlamaConfig& c = config;
-        rms_norm(x.as<float>() + row * c.n_embd, output_norm, x_norm.as<float>(), rows, c.n_embd, c.rms_eps, stream);
-        project(output, matmul_input(x_norm.as<float>(), rows, c.n_embd, {&output}), logits.as<float>(), false);
+        matmul(output, normed_input(x.as<float>() + row * config.n_embd, output_norm, rows, {&output}),
+               logits.as<float>(), false, stream);
     }
 
     void download_logits(float* host, int64_t rows) {

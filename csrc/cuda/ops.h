@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 
 #include "csrc/kernels/type_traits.h"  // ActFormat, act_row_bytes: the CPU's activation blocks
 
@@ -39,31 +40,40 @@ struct MatmulInput {
 void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
                           cudaStream_t stream);
 
-// quant_gemv.cu — y[t][r] (+)= sum_c W[r][c] * x[t][c] for the input's rows (y rows ldy apart):
-// one kernel per tile of kGemmTile tokens, so each weight row is read once per tile. Quantized
-// weights are dotted in integers with the int8 blocks, float weights with the float rows.
+// quant_gemv.cu — y[t][r] (+)= sum_c W[r][c] * x[t][c] for the input's rows, output rows w.rows
+// wide: one kernel per tile of kGemmTile tokens, so each weight row is read once per tile.
+// Quantized weights are dotted in integers with the int8 blocks, float weights with the floats.
 constexpr int kGemmTile = 8;
-void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, int64_t ldy, bool accumulate,
-            cudaStream_t stream);
+void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumulate, cudaStream_t stream);
+// Several matmuls of one input (Q/K/V): matrices of one type and width share each launch.
+struct MatmulTarget {
+    const DeviceMatrix* w;
+    float* y;
+};
+void matmul_group(std::initializer_list<MatmulTarget> targets, const MatmulInput& in, bool accumulate,
+                  cudaStream_t stream);
+// gate = silu(W_gate x) * (W_up x) — one launch per tile when both matrices have one quantized
+// type and shape (a warp computes a row of each), else two matmuls (up into `up`) and swiglu().
+void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                   float* up, cudaStream_t stream);
 // embedding lookup: out[t][:] = dequantized row ids[t] of w, t < n.
 void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
 
 
 // elementwise.cu
-// out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, rows of n, t < n_rows.
-void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
-              cudaStream_t stream);
+// out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, rows of n, t < n_rows; also quantized
+// into act32 (ActFormat::Q8_32 rows) and act256 (Q8_256) where those are not null.
+void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps, void* act32,
+              void* act256, cudaStream_t stream);
 // Positions are read on the device (first_pos: a device pointer), so a captured decode step
 // (CUDA graph) replays at any position.
-// Rotates adjacent pairs (2i, 2i+1), i < n_pairs, of every head of n_tokens rows of q in place,
-// token t at position *first_pos + t, angle = position * inv_freq[i] (double, as the CPU does).
-void rope_q(float* q, int64_t n_tokens, int64_t n_head, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
-            const int64_t* first_pos, cudaStream_t stream);
-// RoPE on the new keys, then both keys and values rounded to fp16 into the caches' rows
-// *first_pos .. *first_pos + n_tokens - 1 (kv_width = n_head_kv * head_dim elements a row).
-void rope_store_kv(const float* k, const float* v, int64_t n_tokens, int64_t n_head_kv, int64_t head_dim,
-                   int64_t n_pairs, const double* inv_freq, const int64_t* first_pos, __half* k_cache,
-                   __half* v_cache, cudaStream_t stream);
+// RoPE for n_tokens rows of q (in place) and of the new keys k, token t at position
+// *first_pos + t: adjacent pairs (2i, 2i+1), i < n_pairs, of every head rotate by position *
+// inv_freq[i] (double, as the CPU does); then the keys and values v are rounded to fp16 into the
+// caches' rows *first_pos + t (n_head_kv * head_dim elements a row).
+void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
+                int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos, __half* k_cache,
+                __half* v_cache, cudaStream_t stream);
 // gate = silu(gate) * up over n elements.
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 

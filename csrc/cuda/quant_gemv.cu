@@ -2,6 +2,7 @@
 // lookup (row dequantize).
 #include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "csrc/cuda/gemv_kernel.cuh"
 
@@ -25,21 +26,64 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
 
 // The int8 blocks of the input in the format of Q's activations; throws if they were not prepared.
 template <class Q>
-const uint8_t* activation_blocks(const MatmulInput& in, ActFormat* format) {
+const uint8_t* activation_blocks(const MatmulInput& in, size_t* row_bytes) {
     constexpr bool k32 = std::is_same_v<typename Q::Act, BlockQ8Act32>;
-    *format = k32 ? ActFormat::Q8_32 : ActFormat::Q8_256;
+    *row_bytes = act_row_bytes(k32 ? ActFormat::Q8_32 : ActFormat::Q8_256, in.cols);
     const uint8_t* blocks = k32 ? in.act32 : in.act256;
     if (blocks == nullptr) throw CudaError("matmul: the input was not quantized for this weight's activation format");
     return blocks;
 }
 
-// One launch per tile of up to kGemmTile tokens (a single token gets the one-token kernel).
+// seg advanced to the tile starting at token `start`.
+RowSegments at_token(RowSegments seg, int64_t start) {
+    for (int k = 0; k < seg.count; ++k) seg.y[k] += start * seg.rows[k];
+    return seg;
+}
+
+// One launch per tile of up to kGemmTile tokens (a single token gets the one-token kernel);
+// launch(start, tile, std::integral_constant<int, NT>) enqueues one.
 template <class LaunchTile>
 void for_each_tile(int64_t n, LaunchTile&& launch) {
     for (int64_t start = 0; start < n; start += kGemmTile) {
         const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, n - start));
-        launch(start, tile);
+        if (tile == 1) {
+            launch(start, tile, std::integral_constant<int, 1>{});
+        } else {
+            launch(start, tile, std::integral_constant<int, kGemmTile>{});
+        }
     }
+}
+
+// One type and width: every matrix in one launch per tile.
+void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const MatmulInput& in, bool accumulate,
+                     cudaStream_t stream) {
+    const unsigned grid = ceil_div(seg.total_rows(), kGemvWarps);
+    const bool quantized = dispatch_int8_format(first.type, [&](auto fmt) {
+        using Q = decltype(fmt);
+        size_t act_bytes;
+        const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+        for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
+            gemv_int8_kernel<Q, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
+                at_token(seg, start), first.row_bytes, first.cols / Q::kPiece, act + start * act_bytes, act_bytes, tile,
+                accumulate);
+            check_launch("gemv_int8_kernel");
+        });
+    });
+    if (quantized) return;
+    const bool known = dispatch_format(first.type, [&](auto fmt) {
+        using Fmt = decltype(fmt);
+        for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
+            gemv_float_kernel<Fmt, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
+                at_token(seg, start), first.row_bytes, first.cols / Fmt::kPiece, in.x + start * in.cols, in.cols, tile,
+                accumulate);
+            check_launch("gemv_float_kernel");
+        });
+    });
+    if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(first.type));
+}
+
+bool same_layout(const DeviceMatrix& a, const DeviceMatrix& b) {
+    return a.type == b.type && a.cols == b.cols && a.row_bytes == b.row_bytes;
 }
 
 }  // namespace
@@ -50,47 +94,55 @@ int piece_elements(int32_t type) {
     return n;
 }
 
-void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, int64_t ldy, bool accumulate,
-            cudaStream_t stream) {
-    if (in.cols != w.cols) throw CudaError("matmul: input rows do not match the weight's columns");
-    const unsigned grid = ceil_div(w.rows, kGemvWarps);
-    const bool quantized = dispatch_int8_format(w.type, [&](auto fmt) {
-        using Q = decltype(fmt);
-        ActFormat format;
-        const uint8_t* act = activation_blocks<Q>(in, &format);
-        const size_t act_bytes = act_row_bytes(format, in.cols);
-        const int64_t n_pieces = w.cols / Q::kPiece;
-        for_each_tile(in.n, [&](int64_t start, int tile) {
-            const uint8_t* a = act + static_cast<size_t>(start) * act_bytes;
-            float* yt = y + start * ldy;
-            if (tile == 1) {
-                gemv_int8_kernel<Q, 1><<<grid, kGemvWarps * kWarp, 0, stream>>>(w.data, w.row_bytes, w.rows, n_pieces,
-                                                                               a, act_bytes, 1, yt, ldy, accumulate);
-            } else {
-                gemv_int8_kernel<Q, kGemmTile><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                    w.data, w.row_bytes, w.rows, n_pieces, a, act_bytes, tile, yt, ldy, accumulate);
-            }
-            check_launch("gemv_int8_kernel");
+void matmul_group(std::initializer_list<MatmulTarget> targets, const MatmulInput& in, bool accumulate,
+                  cudaStream_t stream) {
+    const std::vector<MatmulTarget> all(targets);
+    size_t i = 0;
+    while (i < all.size()) {  // runs of matrices with one layout share a launch
+        const DeviceMatrix& first = *all[i].w;
+        if (in.cols != first.cols) throw CudaError("matmul: input rows do not match the weight's columns");
+        RowSegments seg;
+        while (i < all.size() && seg.count < kMaxSegments && same_layout(*all[i].w, first)) {
+            seg.w[seg.count] = all[i].w->data;
+            seg.y[seg.count] = all[i].y;
+            seg.rows[seg.count] = all[i].w->rows;
+            ++seg.count;
+            ++i;
+        }
+        launch_segments(first, seg, in, accumulate, stream);
+    }
+}
+
+void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumulate, cudaStream_t stream) {
+    matmul_group({MatmulTarget{&w, y}}, in, accumulate, stream);
+}
+
+void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                   float* up, cudaStream_t stream) {
+    if (same_layout(w_gate, w_up) && w_gate.rows == w_up.rows && in.cols == w_gate.cols) {
+        RowSegments seg;
+        seg.w[0] = w_gate.data;
+        seg.w[1] = w_up.data;
+        seg.y[0] = gate;
+        seg.rows[0] = seg.rows[1] = w_gate.rows;
+        seg.count = 2;
+        const unsigned grid = ceil_div(w_gate.rows, kGemvWarps);
+        const bool fused = dispatch_int8_format(w_gate.type, [&](auto fmt) {
+            using Q = decltype(fmt);
+            size_t act_bytes;
+            const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+            for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
+                RowSegments s = seg;
+                s.y[0] += start * w_gate.rows;
+                gemv_int8_swiglu_kernel<Q, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
+                    s, w_gate.row_bytes, w_gate.cols / Q::kPiece, act + start * act_bytes, act_bytes, tile);
+                check_launch("gemv_int8_swiglu_kernel");
+            });
         });
-    });
-    if (quantized) return;
-    const bool known = dispatch_format(w.type, [&](auto fmt) {
-        using Fmt = decltype(fmt);
-        const int64_t n_pieces = w.cols / Fmt::kPiece;
-        for_each_tile(in.n, [&](int64_t start, int tile) {
-            const float* x = in.x + start * in.cols;
-            float* yt = y + start * ldy;
-            if (tile == 1) {
-                gemv_float_kernel<Fmt, 1><<<grid, kGemvWarps * kWarp, 0, stream>>>(w.data, w.row_bytes, w.rows, n_pieces,
-                                                                                  x, in.cols, 1, yt, ldy, accumulate);
-            } else {
-                gemv_float_kernel<Fmt, kGemmTile><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                    w.data, w.row_bytes, w.rows, n_pieces, x, in.cols, tile, yt, ldy, accumulate);
-            }
-            check_launch("gemv_float_kernel");
-        });
-    });
-    if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(w.type));
+        if (fused) return;
+    }
+    matmul_group({MatmulTarget{&w_gate, gate}, MatmulTarget{&w_up, up}}, in, false, stream);
+    swiglu(gate, up, in.n * w_gate.rows, stream);
 }
 
 void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out, cudaStream_t stream) {
