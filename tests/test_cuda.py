@@ -219,16 +219,16 @@ def test_gpu_truncate_reset_and_long_prefill(case_files):
 
 
 @needs_gpu
-@pytest.mark.parametrize("prompt_len", [40, 2100], ids=["short", "past-2048"])
+@pytest.mark.parametrize("prompt_len", [40, 2100, 5000])
 def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len, monkeypatch):
-    """The captured decode step (one graph, positions read on the device, attention over the splits
-    of the full context) gives the same bits as launching its kernels one by one, also after a
-    truncate rewinds the position the graph replays at."""
+    """The captured decode step (one graph per attention split count, positions read on the
+    device, splits of the position rounded up to a power of two) gives the same bits as launching
+    its kernels one by one, also after a truncate rewinds the position the graph replays at."""
     path = case_files["Q4_K"]
     monkeypatch.setenv("EDGELLAMA_CUDA_GRAPHS", "0")
-    stream = Llama(str(path), n_ctx=4096, device="cuda")
+    stream = Llama(str(path), n_ctx=8192, device="cuda")
     monkeypatch.delenv("EDGELLAMA_CUDA_GRAPHS")
-    graph = Llama(str(path), n_ctx=4096, device="cuda")
+    graph = Llama(str(path), n_ctx=8192, device="cuda")
     assert graph._core.cuda_graphs and not stream._core.cuda_graphs
     rng = np.random.default_rng(prompt_len)
     prompt = [int(t) for t in rng.integers(0, 300, prompt_len)]

@@ -1,8 +1,8 @@
 // Fused causal grouped-query attention over the fp16 KV cache (split over positions).
 //
 // Pass 1: a thread block per (query head, token, split of the positions); its warps take
-// positions in turn, each keeping an online softmax (running max, running sum, weighted value
-// sum — lane i holds dims i, i+32, ...), and the block merges its warps into one partial
+// positions kPosPerStep at a time, each keeping an online softmax (running max, running sum,
+// weighted value sum — lane i holds dims i, i+32, ...), and the block merges its warps into one partial
 // (max, sum, unnormalised output). Pass 2 merges the splits of each (head, token) and divides.
 // Splitting the positions gives a decode step enough blocks to fill the GPU on long contexts.
 #include <algorithm>
@@ -17,8 +17,9 @@ namespace {
 
 constexpr int kAttnWarps = 4;
 constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
+constexpr int kPosPerStep = 4;     // positions a warp scores at once, so their loads overlap
 constexpr int64_t kMinChunk = 64;  // positions below which a split is not worth its block
-constexpr int64_t kMaxSplitRows = 32;  // n_tokens * n_split stays below max(n_tokens, this)
+constexpr int64_t kMaxSplitRows = 128;  // n_tokens * n_split stays below max(n_tokens, this)
 
 struct AttnArgs {
     const float* q;
@@ -51,24 +52,44 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int64_t pos = begin + warp; pos < end; pos += kAttnWarps) {
-        const __half* kr = a.k_cache + pos * a.kv_width + kv_off;
-        const __half* vr = a.v_cache + pos * a.kv_width + kv_off;
-        float s = 0.0f;
+    for (int64_t pos0 = begin + warp * kPosPerStep; pos0 < end; pos0 += kAttnWarps * kPosPerStep) {
+        float s[kPosPerStep];
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) {
-            const int64_t d = lane + kWarp * i;
-            if (d < a.head_dim) s = fmaf(qreg[i], __half2float(kr[d]), s);
+        for (int u = 0; u < kPosPerStep; ++u) {  // the positions' key loads are all in flight at once
+            s[u] = 0.0f;
+            if (pos0 + u >= end) continue;  // warp-uniform
+            const __half* kr = a.k_cache + (pos0 + u) * a.kv_width + kv_off;
+#pragma unroll
+            for (int i = 0; i < kDimsPerLane; ++i) {
+                const int64_t d = lane + kWarp * i;
+                if (d < a.head_dim) s[u] = fmaf(qreg[i], __half2float(kr[d]), s[u]);
+            }
         }
-        s = warp_sum(s) * a.scale;
-        const float m_new = fmaxf(m, s);
-        const float corr = expf(m - m_new);
-        const float p = expf(s - m_new);
-        l = l * corr + p;
+        float m_new = m;
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) {
-            const int64_t d = lane + kWarp * i;
-            if (d < a.head_dim) acc[i] = acc[i] * corr + p * __half2float(vr[d]);
+        for (int u = 0; u < kPosPerStep; ++u) {
+            s[u] = warp_sum(s[u]) * a.scale;
+            if (pos0 + u < end) m_new = fmaxf(m_new, s[u]);
+        }
+        const float corr = expf(m - m_new);
+        float p[kPosPerStep];
+        l *= corr;
+#pragma unroll
+        for (int u = 0; u < kPosPerStep; ++u) {
+            p[u] = pos0 + u < end ? expf(s[u] - m_new) : 0.0f;
+            l += p[u];
+        }
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) acc[i] *= corr;
+#pragma unroll
+        for (int u = 0; u < kPosPerStep; ++u) {
+            if (pos0 + u >= end) continue;
+            const __half* vr = a.v_cache + (pos0 + u) * a.kv_width + kv_off;
+#pragma unroll
+            for (int i = 0; i < kDimsPerLane; ++i) {
+                const int64_t d = lane + kWarp * i;
+                if (d < a.head_dim) acc[i] = fmaf(p[u], __half2float(vr[d]), acc[i]);
+            }
         }
         m = m_new;
     }
@@ -116,20 +137,17 @@ __global__ void attention_combine_kernel(const float* __restrict__ partials, int
                                          int64_t n_split, int64_t q_width, float* __restrict__ out) {
     const int64_t h = blockIdx.x, t = blockIdx.y;
     const float* part = partials + (t * n_head + h) * n_split * (head_dim + 2);
+    __shared__ float weight[kMaxSplitRows];  // exp(split max - overall max); n_split <= kMaxSplitRows
     float mx = -INFINITY;
     for (int64_t s = 0; s < n_split; ++s) mx = fmaxf(mx, part[s * (head_dim + 2)]);
+    for (int64_t s = threadIdx.x; s < n_split; s += blockDim.x) weight[s] = expf(part[s * (head_dim + 2)] - mx);
+    __syncthreads();
     float total = 0.0f;
-    for (int64_t s = 0; s < n_split; ++s) {
-        const float* ps = part + s * (head_dim + 2);
-        total += ps[1] * expf(ps[0] - mx);
-    }
+    for (int64_t s = 0; s < n_split; ++s) total += part[s * (head_dim + 2) + 1] * weight[s];
     const float inv = 1.0f / total;
     for (int64_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float v = 0.0f;
-        for (int64_t s = 0; s < n_split; ++s) {
-            const float* ps = part + s * (head_dim + 2);
-            v += ps[2 + d] * expf(ps[0] - mx);
-        }
+        for (int64_t s = 0; s < n_split; ++s) v += part[s * (head_dim + 2) + 2 + d] * weight[s];
         out[t * q_width + h * head_dim + d] = v * inv;
     }
 }

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -74,13 +75,13 @@ struct CudaLlamaModel::Impl {
     DeviceBuffer step;                  // first position (int64) and token ids (int32) of a step
     std::vector<uint8_t> step_host;     // its host copy
     bool use_graphs = true;
-    cudaGraphExec_t decode_graph = nullptr;
+    std::map<int64_t, cudaGraphExec_t> decode_graphs;  // by attention split count
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
     ~Impl() {
-        if (decode_graph) cudaGraphExecDestroy(decode_graph);
+        for (const auto& entry : decode_graphs) cudaGraphExecDestroy(entry.second);
         if (stream) cudaStreamDestroy(stream);
     }
 
@@ -321,21 +322,27 @@ struct CudaLlamaModel::Impl {
               "download of logits");
     }
 
-    // A decode step (one token, its logits into `logits`) as one CUDA graph, captured on first use:
-    // a step is ~18 kernels a layer, each too short to hide its launch, so replaying the whole
-    // step as one launch removes the host's launch overhead. Everything it reads is at fixed
-    // addresses; the position comes from the uploaded step and attention uses the splits of a full
-    // context (empty splits exit at once).
+    // A decode step (one token, its logits into `logits`) as one CUDA graph: a step is ~11
+    // kernels a layer, each too short to hide its launch, so replaying the whole step as one
+    // launch removes the host's launch overhead. Everything it reads is at fixed addresses and the
+    // position comes from the uploaded step; only attention's split count varies, so there is one
+    // graph per count (positions rounded up to a power of two: a handful of graphs), captured on
+    // first use. Splits past the positions are empty and merge as zero weight, so the logits equal
+    // kernel-by-kernel launches bit for bit.
     void launch_decode_graph() {
-        if (decode_graph == nullptr) capture_decode_graph();
-        check(cudaGraphLaunch(decode_graph, stream), "cudaGraphLaunch (decode step)");
+        int64_t bucket = 64;
+        while (bucket < n_past + 1) bucket *= 2;
+        const int64_t n_split = attention_splits(bucket, 1);
+        auto found = decode_graphs.find(n_split);
+        if (found == decode_graphs.end()) found = decode_graphs.emplace(n_split, capture_decode_graph(n_split)).first;
+        check(cudaGraphLaunch(found->second, stream), "cudaGraphLaunch (decode step)");
     }
 
-    void capture_decode_graph() {
+    cudaGraphExec_t capture_decode_graph(int64_t n_split) {
         check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
         cudaGraph_t graph = nullptr;
         try {
-            enqueue_layers(1, attention_splits(n_ctx, 1));
+            enqueue_layers(1, n_split);
             enqueue_logits(0, 1);
         } catch (...) {
             cudaStreamEndCapture(stream, &graph);  // leave the stream usable
@@ -344,10 +351,11 @@ struct CudaLlamaModel::Impl {
             throw;
         }
         check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
-        const cudaError_t status = cudaGraphInstantiateWithFlags(&decode_graph, graph, 0);
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t status = cudaGraphInstantiateWithFlags(&exec, graph, 0);
         cudaGraphDestroy(graph);
-        if (status != cudaSuccess) decode_graph = nullptr;
         check(status, "cudaGraphInstantiate (decode step)");
+        return exec;
     }
 
     void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {

@@ -88,8 +88,8 @@ struct AttentionDims {
 constexpr int kMaxHeadDim = 256;
 // Floats of the scratch `partials` that attention() needs for n_tokens queries.
 size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens);
-// Splits for n_tokens queries whose last one sees max_pos positions. A captured decode step passes
-// max_pos = n_ctx: splits past the current positions are empty and cost one early exit each.
+// Splits for n_tokens queries whose last one sees max_pos positions (chunks of at least 64
+// positions; a larger count leaves the splits past the positions empty, at one early exit each).
 int64_t attention_splits(int64_t max_pos, int64_t n_tokens);
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream);
