@@ -10,6 +10,8 @@ KV cache so far: roofline fraction = (those bytes × tokens/s) ÷ the HBM bandwi
 nominal figure where we know it, else the measured device-to-device copy bandwidth, both printed).
 Decode is timed with the captured step (CUDA graph, the default) and, alternating in the same
 process, with its kernels launched one by one ("no-graph"): the difference is launch overhead.
+Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matrix shapes, weights
+cycled through copies larger than the L2 (what a decode step could reach without its other costs).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -172,6 +174,29 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
     return row
 
 
+# The 8B shape's matrices (rows, cols): attn_q/attn_output, attn_k/attn_v, ffn_gate/ffn_up, ffn_down.
+KERNEL_SHAPES = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]
+KERNEL_TYPES = {"Q4_0": Q4_0, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q6_K": Q6_K}
+
+
+def bench_kernels(_cuda, bandwidth, n_tokens=1):
+    """GB/s of one matmul launch per type and shape, weights from HBM (_cuda.time_matmul)."""
+    rng = np.random.default_rng(2)
+    rows_out = []
+    print(f"\nmatmul kernels alone ({n_tokens} token{'s' if n_tokens > 1 else ''}; weights streamed from HBM)")
+    print(f"{'type':<6}{'rows x cols':>14}{'MB':>8}{'us':>9}{'GB/s':>8}{'of HBM':>8}")
+    for name, qtype in KERNEL_TYPES.items():
+        for rows, cols in KERNEL_SHAPES:
+            w = random_blocks(qtype, rows, cols, rng)
+            seconds = _cuda.time_matmul(qtype, w, rows, cols, n_tokens=n_tokens, repeats=100)
+            gbs = w.nbytes / seconds / 1e9
+            rows_out.append(dict(type=name, rows=rows, cols=cols, n_tokens=n_tokens, us=seconds * 1e6, gb_s=gbs,
+                                 fraction=gbs * 1e9 / bandwidth))
+            print(f"{name:<6}{f'{rows}x{cols}':>14}{w.nbytes / 1e6:>8.1f}{seconds * 1e6:>9.1f}{gbs:>8.0f}"
+                  f"{100 * gbs * 1e9 / bandwidth:>7.1f}%", flush=True)
+    return rows_out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -180,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
     ap.add_argument("--rounds", type=int, default=3, help="decode rounds per mode (graph, kernel by kernel)")
+    ap.add_argument("--no-kernels", dest="kernels", action="store_false",
+                    help="skip the per-matrix kernel timings (GB/s of each type on the 8B shape's matrices)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
 
@@ -207,10 +234,11 @@ def main(argv=None):
             print(f"{shape:<14}{quant:<8}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}{r['decode_tok_s']:>14.1f}"
                   f"{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}{100 * r['roofline_fraction']:>9.1f}%"
                   f"{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
+    kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(dict(device=name, measured_copy_bandwidth=measured, nominal_bandwidth=nominal, rows=rows), fh,
-                      indent=1)
+            json.dump(dict(device=name, measured_copy_bandwidth=measured, nominal_bandwidth=nominal, rows=rows,
+                           kernels=kernels), fh, indent=1)
 
 
 if __name__ == "__main__":

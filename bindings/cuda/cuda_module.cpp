@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 #include <memory>
 #include <string>
@@ -62,6 +63,14 @@ float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c
     return cuda::int8_dot_on_host(weight_type, reinterpret_cast<const uint8_t*>(aligned.data()), x.data(), x.size());
 }
 
+double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
+                   int64_t n_tokens, int repeats) {
+    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
+    py::gil_scoped_release release;
+    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats);
+}
+
 py::tuple device_count() {
     std::string why;
     const int n = cuda::device_count(&why);
@@ -95,6 +104,9 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("measure_copy_bandwidth", &edgellama::cuda::measure_copy_bandwidth, py::arg("bytes") = size_t(1) << 30,
           py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
           "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
+    m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
+          py::arg("n_tokens") = 1, py::arg("repeats") = 50,
+          "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks.");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
