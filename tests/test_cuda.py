@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gguf import GGMLQuantizationType as T
 
 from logit_checks import assert_logits_close, expected_logits
 from reference import load_reference
-from test_kernels import ACT_OF, ALL_TYPES, BLOCK32, KQUANTS, N, act_rows, dot_with_quantized_act, reference_dequant, weight_rows
+from test_kernels import (ACT_OF, ALL_TYPES, BLOCK32, KQUANTS, N, act_rows, dot_with_quantized_act, reference_dequant,
+                          weight_rows)
 from tiny_models import FORWARD_CASES, write_tiny_llama
 
 from edgellama import Llama, _core
@@ -216,6 +218,54 @@ def test_gpu_truncate_reset_and_long_prefill(case_files):
     assert gpu.n_past == 0
     first = gpu.eval(ids[:1])
     np.testing.assert_allclose(first, full[0], rtol=0, atol=1e-3 * np.abs(full[0]).max())
+
+
+def _token_rows(rng, n, n_tokens):
+    rows = act_rows(rng, n)
+    return np.stack([rows[t % len(rows)] * np.float32(1 + t) for t in range(n_tokens)])
+
+
+@needs_gpu
+@pytest.mark.parametrize("n_tokens", [1, 8, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
+def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
+    """The device kernels (activation quantization, dp4a dots, warp split and sum, tiles of tokens)
+    give exactly the bits of the same code run on the CPU, which the no-GPU tests check against
+    numpy and the CPU engine: a mismatch here is a device-only fault (intrinsics, alignment,
+    indexing), told apart from an arithmetic one."""
+    rng = np.random.default_rng(2300 + int(qtype) + n_tokens)
+    n = 4352  # several pieces a lane and a ragged last round
+    rows = weight_rows(rng, qtype, n)
+    x = _token_rows(rng, n, n_tokens)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    assert y.shape == (n_tokens, len(rows))
+    want = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in rows] for xt in x], np.float32)
+    bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
+    assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("qtype", [t for t in ALL_TYPES if t not in QUANTIZED], ids=lambda t: t.name)
+def test_gpu_float_matmul_matches_numpy(qtype):
+    rng = np.random.default_rng(2400 + int(qtype))
+    n = 1024
+    rows = weight_rows(rng, qtype, n)[:-1]  # the inf / full-range rows have no finite dot
+    x = _token_rows(rng, n, 11)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
+    want = x.astype(np.float64) @ w.T
+    magnitude = np.abs(x.astype(np.float64)) @ np.abs(w).T
+    assert np.all(np.abs(y - want) <= 1e-5 * magnitude + 1e-30)
+
+
+@needs_gpu
+def test_gpu_matmul_timing_probe():
+    w = weight_rows(np.random.default_rng(1), T.Q4_0, 4096)[0]
+    rows = np.tile(w, 64)
+    seconds = _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5)
+    assert 0 < seconds < 1
+    with pytest.raises(Exception, match="bad weight type or shape"):
+        _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096 + 32, n_tokens=1, repeats=5)
 
 
 @needs_gpu

@@ -63,6 +63,21 @@ float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c
     return cuda::int8_dot_on_host(weight_type, reinterpret_cast<const uint8_t*>(aligned.data()), x.data(), x.size());
 }
 
+py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
+                              int64_t cols, const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("x must be (n_tokens, cols)");
+    const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
+    const int64_t n_tokens = x.shape(0);
+    py::array_t<float> y({n_tokens, rows});
+    float* out = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        cuda::run_matmul(type, weight.data(), rows, cols, row_bytes, x.data(), n_tokens, out);
+    }
+    return y;
+}
+
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
                    int64_t n_tokens, int repeats) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
@@ -104,6 +119,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("measure_copy_bandwidth", &edgellama::cuda::measure_copy_bandwidth, py::arg("bytes") = size_t(1) << 30,
           py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
           "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
+    m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
+          py::arg("x"), "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("n_tokens") = 1, py::arg("repeats") = 50,
           "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks.");

@@ -23,10 +23,16 @@ std::string device_description(int device);
 // Device-to-device copy bandwidth in bytes/s (bytes read + written), for roofline reports.
 double measure_copy_bandwidth(size_t bytes, int repeats);
 
+// y[t][r] = row r of a weight matrix (`rows` rows of `cols` elements of GGUF type `type`, row_bytes
+// each, in host memory) dotted with host_x[t] (n_tokens rows of cols floats), by the model's
+// matmul kernels on `device` (csrc/cuda/matmul_probe.cu). For tests.
+void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
+                const float* host_x, int64_t n_tokens, float* host_y, int device = 0);
+
 // Seconds per product y = W x of one weight matrix (`rows` rows of `cols` elements of GGUF type
 // `type`, row_bytes each, given in host memory) with n_tokens input rows, averaged over `repeats`
 // back-to-back launches after a warm-up, weights cycled through enough copies to miss the L2
-// (csrc/cuda/matmul_timing.cu). For benchmarks: the kernels' own speed, without a step's other costs.
+// (csrc/cuda/matmul_probe.cu). For benchmarks: the kernels' own speed, without a step's other costs.
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
                    int64_t n_tokens, int repeats, int device = 0);
 

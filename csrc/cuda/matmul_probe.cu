@@ -1,0 +1,123 @@
+// One matrix product on the device, outside any model: run_matmul returns its result (GPU tests
+// compare it bit for bit with the host execution of the same code), time_matmul its speed
+// (benchmarks/bench_cuda.py: the GEMV kernels' own bandwidth, without a step's other costs).
+#include <algorithm>
+#include <vector>
+
+#include "csrc/cuda/common.cuh"
+#include "csrc/cuda/llama_cuda_model.h"
+#include "csrc/cuda/ops.h"
+
+namespace edgellama::cuda {
+
+namespace {
+
+constexpr size_t kStreamBytes = size_t(256) << 20;  // several times any L2, so weights come from HBM
+
+class Stream {
+public:
+    Stream() { check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
+    ~Stream() { cudaStreamDestroy(stream_); }
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+    cudaStream_t get() const { return stream_; }
+
+private:
+    cudaStream_t stream_ = nullptr;
+};
+
+class EventPair {
+public:
+    EventPair() {
+        check(cudaEventCreate(&start), "cudaEventCreate");
+        check(cudaEventCreate(&stop), "cudaEventCreate");
+    }
+    ~EventPair() {
+        cudaEventDestroy(start);
+        cudaEventDestroy(stop);
+    }
+    EventPair(const EventPair&) = delete;
+    EventPair& operator=(const EventPair&) = delete;
+    cudaEvent_t start = nullptr, stop = nullptr;
+};
+
+// A weight matrix uploaded `copies` times and an input of n_tokens rows, quantized as the
+// weight's type reads it.
+struct Probe {
+    std::vector<DeviceBuffer> weights;
+    DeviceMatrix matrix;
+    DeviceBuffer x, act, y;
+    MatmulInput in;
+
+    Probe(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes, const float* host_x,
+          int64_t n_tokens, int copies, cudaStream_t stream) {
+        const int piece = piece_elements(type);
+        if (piece == 0 || cols % piece != 0 || rows < 1 || n_tokens < 1 || row_bytes != weight_row_bytes(type, cols)) {
+            throw CudaError("matmul probe: bad weight type or shape");
+        }
+        const size_t bytes = static_cast<size_t>(rows) * row_bytes;
+        weights.resize(copies);
+        for (DeviceBuffer& w : weights) {
+            w.allocate(bytes, "probe weight matrix");
+            check(cudaMemcpy(w.get(), host_rows, bytes, cudaMemcpyHostToDevice), "upload of the probe matrix");
+        }
+        matrix.data = weights[0].as<uint8_t>();
+        matrix.type = type;
+        matrix.rows = rows;
+        matrix.cols = cols;
+        matrix.row_bytes = row_bytes;
+        x.allocate(static_cast<size_t>(n_tokens * cols) * sizeof(float), "probe input");
+        check(cudaMemcpy(x.get(), host_x, x.bytes(), cudaMemcpyHostToDevice), "upload of the probe input");
+        y.allocate(static_cast<size_t>(n_tokens * rows) * sizeof(float), "probe output");
+        in.x = x.as<float>();
+        in.n = n_tokens;
+        in.cols = cols;
+        const ActFormat format = type_traits(type).act_format;
+        if (format != ActFormat::F32) {
+            act.allocate(static_cast<size_t>(n_tokens) * act_row_bytes(format, cols), "probe int8 input");
+            quantize_activations(format, in.x, n_tokens, cols, act.get(), stream);
+            (format == ActFormat::Q8_32 ? in.act32 : in.act256) = act.as<uint8_t>();
+        }
+    }
+
+    void run(int copy, cudaStream_t stream) {
+        matrix.data = weights[copy].as<uint8_t>();
+        matmul(matrix, in, y.as<float>(), false, stream);
+    }
+};
+
+}  // namespace
+
+void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
+                const float* host_x, int64_t n_tokens, float* host_y, int device) {
+    check(cudaSetDevice(device), "cudaSetDevice");
+    Stream stream;
+    Probe probe(type, host_rows, rows, cols, row_bytes, host_x, n_tokens, 1, stream.get());
+    probe.run(0, stream.get());
+    check(cudaMemcpyAsync(host_y, probe.y.get(), probe.y.bytes(), cudaMemcpyDeviceToHost, stream.get()),
+          "download of the probe output");
+    check(cudaStreamSynchronize(stream.get()), "probe matmul");
+}
+
+double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
+                   int64_t n_tokens, int repeats, int device) {
+    if (repeats < 1) throw CudaError("time_matmul: repeats must be positive");
+    check(cudaSetDevice(device), "cudaSetDevice");
+    const size_t bytes = static_cast<size_t>(rows) * row_bytes;
+    // Copies of the matrix cycled through, so no launch finds its weights in L2.
+    const int copies = static_cast<int>(std::min<size_t>(64, std::max<size_t>(1, (kStreamBytes + bytes - 1) / bytes)));
+    const std::vector<float> host_x(static_cast<size_t>(n_tokens * cols), 0.5f);
+    Stream stream;
+    Probe probe(type, host_rows, rows, cols, row_bytes, host_x.data(), n_tokens, copies, stream.get());
+    EventPair events;
+    for (int i = 0; i < copies; ++i) probe.run(i, stream.get());  // warm-up
+    check(cudaEventRecord(events.start, stream.get()), "cudaEventRecord");
+    for (int i = 0; i < repeats; ++i) probe.run(i % copies, stream.get());
+    check(cudaEventRecord(events.stop, stream.get()), "cudaEventRecord");
+    check(cudaEventSynchronize(events.stop), "cudaEventSynchronize");
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, events.start, events.stop), "cudaEventElapsedTime");
+    return static_cast<double>(ms) * 1e-3 / repeats;
+}
+
+}  // namespace edgellama::cuda
