@@ -8,12 +8,6 @@
 
 namespace edgellama::cuda {
 
-__device__ __forceinline__ int warp_sum_int(int v) {
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 // Sum over the 16 lanes of this lane's half-warp.
 __device__ __forceinline__ int half_warp_sum_int(int v) {
 #pragma unroll
@@ -25,7 +19,7 @@ __device__ __forceinline__ int half_warp_sum_int(int v) {
 __device__ __forceinline__ void quantize_block32_warp(float v, int lane, BlockQ8Act32& b) {
     const float d = act_scale(warp_max(fabsf(v)));
     const int q = act_code(v, d);
-    const int sum = warp_sum_int(q);
+    const int sum = warp_sum(q);
     b.qs[lane] = static_cast<int8_t>(q);
     if (lane == 0) {
         b.d = d;

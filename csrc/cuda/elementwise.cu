@@ -21,8 +21,7 @@ rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, f
     double s = 0.0;
     for (int64_t i = threadIdx.x; i < n; i += kNormThreads) s += static_cast<double>(xr[i]) * xr[i];
     __shared__ double partial[kNormWarps];
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    s = warp_sum(s);
     if (threadIdx.x % kWarp == 0) partial[threadIdx.x / kWarp] = s;
     __syncthreads();
     double total = 0.0;

@@ -101,10 +101,18 @@ EDGELLAMA_HD void unpack_nibble_word(uint32_t v, int j, uint32_t high_bits, uint
     c.w[j + 4] = offset ? sub_bytes(hi, offset) : hi;
 }
 
-struct Int8Q4_0 {
+// What the 32-element formats share: a piece is one block, dotted with one BlockQ8Act32.
+template <bool kHasMin>
+struct Block32Int8 {
     using Act = BlockQ8Act32;
-    static constexpr int kPiece = kQK32;
     using Codes = Block32Codes;
+    static constexpr int kPiece = kQK32;
+    EDGELLAMA_HD static float dot(const Codes& c, const Act* act, int64_t p) {
+        return block32_dot<kHasMin>(c, act + p);
+    }
+};
+
+struct Int8Q4_0 : Block32Int8<false> {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
         const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + p;
         Codes c;
@@ -114,13 +122,9 @@ struct Int8Q4_0 {
         for (int j = 0; j < 4; ++j) unpack_nibble_word<false>(load_u32_2aligned(b->qs + 4 * j), j, 0, 8, c);
         return c;
     }
-    EDGELLAMA_HD static float dot(const Codes& c, const Act* act, int64_t p) { return block32_dot<false>(c, act + p); }
 };
 
-struct Int8Q4_1 {
-    using Act = BlockQ8Act32;
-    static constexpr int kPiece = kQK32;
-    using Codes = Block32Codes;
+struct Int8Q4_1 : Block32Int8<true> {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
         const auto* b = reinterpret_cast<const BlockQ4_1*>(row) + p;
         const uint32_t dm = load_ro(reinterpret_cast<const uint32_t*>(b));
@@ -132,13 +136,10 @@ struct Int8Q4_1 {
         for (int j = 0; j < 4; ++j) unpack_nibble_word<false>(load_ro(qs + j), j, 0, 0, c);
         return c;
     }
-    EDGELLAMA_HD static float dot(const Codes& c, const Act* act, int64_t p) { return block32_dot<true>(c, act + p); }
 };
 
 template <class Block, bool kHasMin>
-struct Int8Q5 {
-    using Act = BlockQ8Act32;
-    static constexpr int kPiece = kQK32;
+struct Int8Q5 : Block32Int8<kHasMin> {
     using Codes = Block32Codes;
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
         const auto* b = reinterpret_cast<const Block*>(row) + p;
@@ -153,18 +154,12 @@ struct Int8Q5 {
         }
         return c;
     }
-    EDGELLAMA_HD static float dot(const Codes& c, const Act* act, int64_t p) {
-        return block32_dot<kHasMin>(c, act + p);
-    }
 };
 
 using Int8Q5_0 = Int8Q5<BlockQ5_0, false>;
 using Int8Q5_1 = Int8Q5<BlockQ5_1, true>;
 
-struct Int8Q8_0 {
-    using Act = BlockQ8Act32;
-    static constexpr int kPiece = kQK32;
-    using Codes = Block32Codes;
+struct Int8Q8_0 : Block32Int8<false> {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
         const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + p;
         Codes c;
@@ -175,7 +170,6 @@ struct Int8Q8_0 {
         for (int k = 0; k < 8; ++k) c.w[k] = load_u32_2aligned(qs + 4 * k);
         return c;
     }
-    EDGELLAMA_HD static float dot(const Codes& c, const Act* act, int64_t p) { return block32_dot<false>(c, act + p); }
 };
 
 // ---------------------------------------------------------------- K-quants
