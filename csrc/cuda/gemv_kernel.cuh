@@ -28,16 +28,32 @@ struct RowSegments {
     int count = 0;
     __host__ __device__ int64_t total_rows() const {
         int64_t n = 0;
-        for (int k = 0; k < count; ++k) n += rows[k];
+#pragma unroll
+        for (int k = 0; k < kMaxSegments; ++k) n += k < count ? rows[k] : 0;  // constant indices: no local copy
         return n;
     }
 };
 
-// Matrix k and its row for a launch-wide row number (< total rows).
-__device__ __forceinline__ int64_t locate_row(const RowSegments& s, int64_t row, int& k) {
-    k = 0;
-    while (k + 1 < s.count && row >= s.rows[k]) row -= s.rows[k++];
-    return row;
+// The matrix, output and row of a launch-wide row number (< total rows). Selected with unrolled
+// compares: indexing the parameter arrays with a runtime k would copy them to local memory.
+struct SegmentRow {
+    const uint8_t* w;
+    float* y;
+    int64_t ld;  // output row width
+    int64_t row;
+};
+__device__ __forceinline__ SegmentRow locate_row(const RowSegments& s, int64_t row) {
+    SegmentRow r{s.w[0], s.y[0], s.rows[0], row};
+#pragma unroll
+    for (int k = 1; k < kMaxSegments; ++k) {
+        if (k < s.count && r.row >= r.ld) {
+            r.row -= r.ld;
+            r.w = s.w[k];
+            r.y = s.y[k];
+            r.ld = s.rows[k];
+        }
+    }
+    return r;
 }
 
 // The warp's row of the launch, or -1 past the end (the whole warp leaves together).
@@ -73,16 +89,15 @@ gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const uint
                  size_t act_row_bytes, int n_tok, bool accumulate) {
     const int64_t row = warp_row(seg.total_rows());
     if (row < 0) return;
-    int k;
-    const int64_t r = locate_row(seg, row, k);
+    const SegmentRow r = locate_row(seg, row);
     const typename Q::Act* at[NT];
     tile_rows<typename Q::Act, NT>(act, act_row_bytes, n_tok, at);
     float acc[NT];
 #pragma unroll
     for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-    int8_lane_partial<Q, NT>(seg.w[k] + static_cast<size_t>(r) * row_bytes, n_pieces, threadIdx.x % kWarp, kWarp, at,
+    int8_lane_partial<Q, NT>(r.w + static_cast<size_t>(r.row) * row_bytes, n_pieces, threadIdx.x % kWarp, kWarp, at,
                              acc);
-    store_row_sums<NT>(acc, n_tok, seg.y[k] + r, seg.rows[k], accumulate);
+    store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
 }
 
 // seg: {gate, up} with the same rows; y[0] row t = silu(gate · x_t) * (up · x_t), as swiglu().
@@ -118,9 +133,8 @@ gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const flo
                   int n_tok, bool accumulate) {
     const int64_t row = warp_row(seg.total_rows());
     if (row < 0) return;
-    int k;
-    const int64_t r = locate_row(seg, row, k);
-    const uint8_t* wr = seg.w[k] + static_cast<size_t>(r) * row_bytes;
+    const SegmentRow r = locate_row(seg, row);
+    const uint8_t* wr = r.w + static_cast<size_t>(r.row) * row_bytes;
     const float* xt[NT];
 #pragma unroll
     for (int t = 0; t < NT; ++t) xt[t] = x + static_cast<int64_t>(t < n_tok ? t : n_tok - 1) * ldx;
@@ -134,7 +148,7 @@ gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const flo
             for (int t = 0; t < NT; ++t) acc[t] = fmaf(wv, __ldg(xt[t] + base + i), acc[t]);
         });
     }
-    store_row_sums<NT>(acc, n_tok, seg.y[k] + r, seg.rows[k], accumulate);
+    store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
 }
 
 }  // namespace edgellama::cuda

@@ -306,14 +306,25 @@ bool dispatch_int8_format(int32_t type, Fn&& fn) {
 }
 
 // One lane's share of a row's dot with NT activation rows: pieces lane, lane + lanes, ... Each
-// piece is unpacked once and dotted with every token. acc[t] += the partial sums.
+// piece is unpacked once and dotted with every token. acc[t] += the partial sums, piece by piece.
+// Two pieces are loaded before either is used, so a lane keeps twice the bytes in flight (a
+// decode GEMV is bound by how much of HBM's latency the loads in flight cover).
 template <class Q, int NT>
 EDGELLAMA_HD void int8_lane_partial(const uint8_t* row, int64_t n_pieces, int lane, int lanes,
                                     const typename Q::Act* const (&act)[NT], float (&acc)[NT]) {
-    for (int64_t p = lane; p < n_pieces; p += lanes) {
-        const typename Q::Codes codes = Q::load(row, p);
+    int64_t p = lane;
+    for (; p + lanes < n_pieces; p += 2 * lanes) {
+        const typename Q::Codes first = Q::load(row, p);
+        const typename Q::Codes second = Q::load(row, p + lanes);
 #pragma unroll
-        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(codes, act[t], p);
+        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(first, act[t], p);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(second, act[t], p + lanes);
+    }
+    if (p < n_pieces) {
+        const typename Q::Codes last = Q::load(row, p);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(last, act[t], p);
     }
 }
 
