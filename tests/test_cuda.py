@@ -223,6 +223,80 @@ def test_gpu_truncate_reset_and_long_prefill(case_files):
     assert_logits_close(first[None], ref[:1], tol[:1], "first token after reset")
 
 
+def _token_rows(rng, n, n_tokens):
+    rows = act_rows(rng, n)
+    return np.stack([rows[t % len(rows)] * np.float32(1 + t) for t in range(n_tokens)])
+
+
+@needs_gpu
+@pytest.mark.parametrize("n_tokens", [1, 8, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
+def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
+    """The device kernels (activation quantization, dp4a dots, warp split and sum, tiles of tokens)
+    give exactly the bits of the same code run on the CPU, which the no-GPU tests check against
+    numpy and the CPU engine: a mismatch here is a device-only fault (intrinsics, alignment,
+    indexing), told apart from an arithmetic one."""
+    rng = np.random.default_rng(2300 + int(qtype) + n_tokens)
+    n = 4352  # several pieces a lane and a ragged last round
+    rows = weight_rows(rng, qtype, n)
+    x = _token_rows(rng, n, n_tokens)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    assert y.shape == (n_tokens, len(rows))
+    want = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in rows] for xt in x], np.float32)
+    bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
+    assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("qtype", [t for t in ALL_TYPES if t not in QUANTIZED], ids=lambda t: t.name)
+def test_gpu_float_matmul_matches_numpy(qtype):
+    rng = np.random.default_rng(2400 + int(qtype))
+    n = 1024
+    rows = weight_rows(rng, qtype, n)[:-1]  # the inf / full-range rows have no finite dot
+    x = _token_rows(rng, n, 11)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
+    want = x.astype(np.float64) @ w.T
+    magnitude = np.abs(x.astype(np.float64)) @ np.abs(w).T
+    assert np.all(np.abs(y - want) <= 1e-5 * magnitude + 1e-30)
+
+
+@needs_gpu
+def test_gpu_matmul_timing_probe():
+    w = weight_rows(np.random.default_rng(1), T.Q4_0, 4096)[0]
+    rows = np.tile(w, 64)
+    seconds = _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5)
+    assert 0 < seconds < 1
+    with pytest.raises(Exception, match="bad weight type or shape"):
+        _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096 + 32, n_tokens=1, repeats=5)
+
+
+@needs_gpu
+@pytest.mark.parametrize("prompt_len", [40, 2100, 5000])
+def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len, monkeypatch):
+    """The captured decode step (one graph per attention split count, positions read on the
+    device, splits of the position rounded up to a power of two) gives the same bits as launching
+    its kernels one by one, also after a truncate rewinds the position the graph replays at."""
+    path = case_files["Q4_K"]
+    monkeypatch.setenv("EDGELLAMA_CUDA_GRAPHS", "0")
+    stream = Llama(str(path), n_ctx=8192, device="cuda")
+    monkeypatch.delenv("EDGELLAMA_CUDA_GRAPHS")
+    graph = Llama(str(path), n_ctx=8192, device="cuda")
+    assert graph._core.cuda_graphs and not stream._core.cuda_graphs
+    rng = np.random.default_rng(prompt_len)
+    prompt = [int(t) for t in rng.integers(0, 300, prompt_len)]
+    steps = [int(t) for t in rng.integers(0, 300, 6)]
+    for llm in (stream, graph):
+        llm.eval(prompt)
+    for i, tok in enumerate(steps):
+        if i == 3:
+            for llm in (stream, graph):
+                llm.truncate(prompt_len - 5)
+        want, got = stream.eval([tok]), graph.eval([tok])
+        np.testing.assert_array_equal(got, want, err_msg=f"step {i}")
+    assert graph.n_past == stream.n_past
+
+
 @needs_gpu
 def test_gpu_out_of_memory_names_what_did_not_fit(case_files):
     from edgellama.errors import DeviceOutOfMemoryError
