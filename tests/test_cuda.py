@@ -3,9 +3,10 @@
 Runs everywhere (needs only the _cuda module, no GPU), the device code executed on the CPU:
   * the GPU's block decoders (csrc/cuda/formats.cuh) equal the CPU dequantizers bit for bit for
     every weight type;
-  * its activation quantization equals the CPU's int8 blocks byte for byte, and its integer dots
-    (csrc/cuda/int8_dot.cuh, split over a warp's lanes as the kernel splits them) match numpy
-    and the CPU engine within float32 rounding, for every quantized type;
+  * its activation quantization equals the CPU's int8 blocks byte for byte (rearranged from the
+    device's layout), and its integer dots (csrc/cuda/int8_dot.cuh, split over a warp's lanes as
+    the kernel splits them) match numpy and the CPU engine within float32 rounding, for every
+    quantized type;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -78,13 +79,26 @@ def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
         assert bad.size == 0, f"{qtype.name} row {i}: first mismatches at {bad[:5]}: {gpu_path[bad[:5]]} vs {cpu[bad[:5]]}"
 
 
+def device_row_as_cpu_blocks(raw, n, block):
+    """The device's activation row ([codes][scales][sums], csrc/cuda/int8_dot.cuh: ActRow32 /
+    ActRow256) rearranged into the CPU's blocks (BlockQ8Act32: d, sum, qs; BlockQ8Act256: d,
+    bsums, qs)."""
+    nb = n // block
+    qs = raw[:n].reshape(nb, block)
+    d = raw[n:n + 4 * nb].reshape(nb, 4)
+    sums = raw[n + 4 * nb:].reshape(nb, 4 if block == 32 else 32)
+    return np.concatenate([d, sums, qs], axis=1).reshape(-1)
+
+
 @needs_module
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
 def test_gpu_activation_blocks_equal_cpu_bitwise(qtype):
-    """The GPU quantizes a matmul's input into the CPU's int8 blocks with the CPU's rounding."""
+    """The GPU quantizes a matmul's input into the CPU's codes, scales and sums (its own layout)."""
     rng = np.random.default_rng(2100 + int(qtype))
+    block = 32 if qtype in BLOCK32 else 256
     for i, x in enumerate(act_rows(rng)):
-        gpu_path = np.frombuffer(_cuda.quantize_act_host(int(qtype), x), np.uint8)
+        raw = np.frombuffer(_cuda.quantize_act_host(int(qtype), x), np.uint8)
+        gpu_path = device_row_as_cpu_blocks(raw, x.size, block)
         cpu = _core.quantize_act_row(ACT_OF[qtype], x)
         assert gpu_path.shape == cpu.shape, (gpu_path.shape, cpu.shape)
         bad = np.flatnonzero(gpu_path != cpu)

@@ -1,5 +1,5 @@
-// Activation quantization on the device: float rows → the CPU's int8 activation blocks
-// (BlockQ8Act32 / BlockQ8Act256), one warp per block (act_quant.cuh).
+// Activation quantization on the device: float rows → int8 activation rows (int8_dot.cuh:
+// ActRow32 / ActRow256), one warp per block (act_quant.cuh).
 #include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/ops.h"
 
@@ -9,25 +9,29 @@ namespace {
 
 constexpr int kQuantWarps = 4;  // activation blocks per thread block
 
-// One warp per block of 32: lane i quantizes element i.
+// One warp per block of 32 (blocks numbered through the rows): lane i quantizes element i.
 __global__ void __launch_bounds__(kQuantWarps * kWarp)
-quantize_act32_kernel(const float* __restrict__ x, int64_t n_blocks, BlockQ8Act32* __restrict__ out) {
+quantize_act32_kernel(const float* __restrict__ x, int64_t cols, int64_t n_blocks, uint8_t* __restrict__ out,
+                      size_t row_bytes) {
     const int64_t blk = static_cast<int64_t>(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;
     if (blk >= n_blocks) return;  // the whole warp leaves together
     const int lane = threadIdx.x % kWarp;
-    quantize_block32_warp(x[blk * kQK32 + lane], lane, out[blk]);
+    const int64_t row = blk / (cols / kQK32), b = blk % (cols / kQK32);
+    quantize_block32_warp(x[blk * kQK32 + lane], lane, ActRowOut<kQK32>(out + row * row_bytes, cols, b));
 }
 
 // One warp per block of 256.
 __global__ void __launch_bounds__(kQuantWarps * kWarp)
-quantize_act256_kernel(const float* __restrict__ x, int64_t n_blocks, BlockQ8Act256* __restrict__ out) {
+quantize_act256_kernel(const float* __restrict__ x, int64_t cols, int64_t n_blocks, uint8_t* __restrict__ out,
+                       size_t row_bytes) {
     const int64_t blk = static_cast<int64_t>(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;
     if (blk >= n_blocks) return;
     const int lane = threadIdx.x % kWarp;
+    const int64_t row = blk / (cols / kQK256), b = blk % (cols / kQK256);
     float v[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) v[k] = x[blk * kQK256 + 32 * k + lane];
-    quantize_block256_warp(v, lane, out[blk]);
+    quantize_block256_warp(v, lane, ActRowOut<kQK256>(out + row * row_bytes, cols, b));
 }
 
 }  // namespace
@@ -35,18 +39,21 @@ quantize_act256_kernel(const float* __restrict__ x, int64_t n_blocks, BlockQ8Act
 void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
                           cudaStream_t stream) {
     if (n_rows <= 0) return;
-    if (format == ActFormat::Q8_32) {
+    const size_t row_bytes = act_row_bytes(format, cols);
+    auto* rows = static_cast<uint8_t*>(out);
+    if (format == ActFormat::Q8_32 && cols % kQK32 == 0) {
         const int64_t n_blocks = n_rows * (cols / kQK32);
-        quantize_act32_kernel<<<ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp, 0, stream>>>(
-            x, n_blocks, static_cast<BlockQ8Act32*>(out));
+        quantize_act32_kernel<<<ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp, 0, stream>>>(x, cols, n_blocks,
+                                                                                                  rows, row_bytes);
         check_launch("quantize_act32_kernel");
-    } else if (format == ActFormat::Q8_256) {
+    } else if (format == ActFormat::Q8_256 && cols % kQK256 == 0) {
         const int64_t n_blocks = n_rows * (cols / kQK256);
-        quantize_act256_kernel<<<ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp, 0, stream>>>(
-            x, n_blocks, static_cast<BlockQ8Act256*>(out));
+        quantize_act256_kernel<<<ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp, 0, stream>>>(x, cols, n_blocks,
+                                                                                                   rows, row_bytes);
         check_launch("quantize_act256_kernel");
     } else {
-        throw CudaError("quantize_activations: float rows need no quantization");
+        throw CudaError("quantize_activations: rows of " + std::to_string(cols) +
+                        " floats are not whole blocks of an int8 activation format");
     }
 }
 

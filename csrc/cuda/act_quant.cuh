@@ -1,5 +1,6 @@
-// Warp-wide activation quantization into the CPU's int8 blocks, with the element arithmetic of
-// int8_dot.cuh (act_scale, act_code), so the codes equal the CPU engine's for the same floats.
+// Warp-wide activation quantization into the device's activation rows (int8_dot.cuh: ActRow32,
+// ActRow256), with the element arithmetic of act_scale / act_code, so codes, scales and sums equal
+// the CPU engine's blocks for the same floats.
 // Used by the quantize kernels (act_quant.cu) and the fused RMSNorm (elementwise.cu).
 #pragma once
 
@@ -15,33 +16,46 @@ __device__ __forceinline__ int half_warp_sum_int(int v) {
     return v;
 }
 
+// Where block b of an activation row goes (the layout at ActRow32 / ActRow256).
+template <int kBlock>
+struct ActRowOut {
+    int8_t* qs;     // the block's kBlock codes
+    float* d;       // its scale
+    void* sums;     // its sum (a float, 32) or sixteen int16 sums (256)
+    __device__ __forceinline__ ActRowOut(uint8_t* row, int64_t cols, int64_t b)
+        : qs(reinterpret_cast<int8_t*>(row) + b * kBlock),
+          d(reinterpret_cast<float*>(row + act_scales_offset(cols)) + b),
+          sums(row + act_sums_offset(cols, kBlock) + b * (kBlock == kQK32 ? 4 : 32)) {}
+};
+
 // The whole warp quantizes one block of 32: lane i holds element i.
-__device__ __forceinline__ void quantize_block32_warp(float v, int lane, BlockQ8Act32& b) {
+__device__ __forceinline__ void quantize_block32_warp(float v, int lane, const ActRowOut<kQK32>& out) {
     const float d = act_scale(warp_max(fabsf(v)));
     const int q = act_code(v, d);
     const int sum = warp_sum(q);
-    b.qs[lane] = static_cast<int8_t>(q);
+    out.qs[lane] = static_cast<int8_t>(q);
     if (lane == 0) {
-        b.d = d;
-        b.sum = d * static_cast<float>(sum);
+        *out.d = d;
+        *static_cast<float*>(out.sums) = d * static_cast<float>(sum);
     }
 }
 
 // The whole warp quantizes one block of 256: lane i holds elements 32k + i (k < 8); the 16-element
-// sums bsums[2k] and bsums[2k+1] are the two half-warps' sums of code k.
-__device__ __forceinline__ void quantize_block256_warp(const float (&v)[8], int lane, BlockQ8Act256& b) {
+// sums 2k and 2k + 1 are the two half-warps' sums of code k.
+__device__ __forceinline__ void quantize_block256_warp(const float (&v)[8], int lane, const ActRowOut<kQK256>& out) {
     float amax = 0.0f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
     const float d = act_scale(warp_max(amax));
+    auto* bsums = static_cast<int16_t*>(out.sums);
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const int q = act_code(v[k], d);
-        b.qs[32 * k + lane] = static_cast<int8_t>(q);
+        out.qs[32 * k + lane] = static_cast<int8_t>(q);
         const int half_sum = half_warp_sum_int(q);
-        if (lane % 16 == 0) b.bsums[2 * k + lane / 16] = static_cast<int16_t>(half_sum);
+        if (lane % 16 == 0) bsums[2 * k + lane / 16] = static_cast<int16_t>(half_sum);
     }
-    if (lane == 0) b.d = d;
+    if (lane == 0) *out.d = d;
 }
 
 }  // namespace edgellama::cuda

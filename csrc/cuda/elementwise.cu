@@ -14,7 +14,7 @@ constexpr int kNormWarps = kNormThreads / kWarp;
 // quantized into those blocks (a warp per block), so the matmuls reading it need no extra pass.
 __global__ void __launch_bounds__(kNormThreads)
 rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, float* __restrict__ out, int64_t n,
-                float eps, BlockQ8Act32* __restrict__ act32, BlockQ8Act256* __restrict__ act256) {
+                float eps, uint8_t* __restrict__ act32, uint8_t* __restrict__ act256) {
     const int64_t row = blockIdx.x;
     const float* xr = x + row * n;
     float* orow = out + row * n;
@@ -32,22 +32,22 @@ rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, f
 
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
     if (act32 != nullptr) {  // floats written on the way
-        BlockQ8Act32* blocks = act32 + row * (n / kQK32);
+        uint8_t* act_row = act32 + row * (n / kQK32) * sizeof(BlockQ8Act32);
         for (int64_t b = warp; b < n / kQK32; b += kNormWarps) {
             const float v = normed(b * kQK32 + lane);
             orow[b * kQK32 + lane] = v;
-            quantize_block32_warp(v, lane, blocks[b]);
+            quantize_block32_warp(v, lane, ActRowOut<kQK32>(act_row, n, b));
         }
     } else {
         for (int64_t i = threadIdx.x; i < n; i += kNormThreads) orow[i] = normed(i);
     }
     if (act256 != nullptr) {
-        BlockQ8Act256* blocks = act256 + row * (n / kQK256);
+        uint8_t* act_row = act256 + row * (n / kQK256) * sizeof(BlockQ8Act256);
         for (int64_t b = warp; b < n / kQK256; b += kNormWarps) {
             float v[8];
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = normed(b * kQK256 + 32 * k + lane);
-            quantize_block256_warp(v, lane, blocks[b]);
+            quantize_block256_warp(v, lane, ActRowOut<kQK256>(act_row, n, b));
         }
     }
 }
@@ -106,7 +106,7 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, i
         throw CudaError("rms_norm: rows of " + std::to_string(n) + " are not whole activation blocks");
     }
     rms_norm_kernel<<<static_cast<unsigned>(n_rows), kNormThreads, 0, stream>>>(
-        x, weight, out, n, eps, static_cast<BlockQ8Act32*>(act32), static_cast<BlockQ8Act256*>(act256));
+        x, weight, out, n, eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
     check_launch("rms_norm_kernel");
 }
 

@@ -1,13 +1,13 @@
 // The matrix-vector kernels of decode (one token) and prefill (a tile of up to kGemmTile tokens):
-// one warp per weight row, lanes striding over the row's pieces; each piece of weights is decoded
-// once in registers and used for every token of the tile, so the weights stream from memory
-// once per tile. One launch may cover up to three matrices of one type and width that read the
-// same input (Q/K/V): their rows are numbered through the matrices in order.
-//   * gemv_int8_kernel — quantized weights: the piece's codes dotted in integers with the int8
-//     activation blocks (int8_dot.cuh), as the CPU engine does. Its SwiGLU form takes the gate
-//     and up matrices, computes row r of both in one warp and stores silu(gate) * up.
-//   * gemv_float_kernel — F32/F16/BF16 weights: decoded to float and multiplied with float32
-//     activations read through the read-only cache.
+// each weight is decoded once in registers and used for every token of the tile, so the weights
+// stream from memory once per tile. One launch may cover up to three matrices of one type and
+// width that read the same input (Q/K/V): their rows are numbered through the matrices in order.
+//   * gemv_int8_kernel — quantized weights: a warp takes kRowsPerWarp rows, its lanes share the
+//     pieces (int8_dot.cuh: int8_lane_partial), codes dotted in integers with the int8
+//     activations as the CPU engine does. Its SwiGLU form takes the gate and up matrices, computes
+//     the same rows of both in one warp and stores silu(gate) * up.
+//   * gemv_float_kernel — F32/F16/BF16 weights: a warp a row, lanes striding over its pieces,
+//     decoded to float and multiplied with float32 activations read through the read-only cache.
 #pragma once
 
 #include "csrc/cuda/common.cuh"
@@ -75,55 +75,72 @@ __device__ __forceinline__ void store_row_sums(float (&acc)[NT], int n_tok, floa
 }
 
 // Activation rows of the tile (the last one repeated past n_tok, so loads stay in bounds).
-template <class Act, int NT>
-__device__ __forceinline__ void tile_rows(const uint8_t* act, size_t act_row_bytes, int n_tok, const Act* (&rows)[NT]) {
+template <class ActRow, int NT>
+__device__ __forceinline__ void tile_rows(const uint8_t* act, size_t act_row_bytes, int64_t cols, int n_tok,
+                                          ActRow (&rows)[NT]) {
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
-        rows[t] = reinterpret_cast<const Act*>(act + static_cast<size_t>(t < n_tok ? t : n_tok - 1) * act_row_bytes);
+        rows[t] = ActRow(act + static_cast<size_t>(t < n_tok ? t : n_tok - 1) * act_row_bytes, cols);
     }
 }
 
+constexpr int kRowsPerWarp = 2;  // rows sharing each activation load
+
 template <class Q, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
-gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const uint8_t* __restrict__ act,
+gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                  size_t act_row_bytes, int n_tok, bool accumulate) {
-    const int64_t row = warp_row(seg.total_rows());
-    if (row < 0) return;
-    const SegmentRow r = locate_row(seg, row);
-    const typename Q::Act* at[NT];
-    tile_rows<typename Q::Act, NT>(act, act_row_bytes, n_tok, at);
-    float acc[NT];
+    const int64_t total = seg.total_rows();
+    const int64_t first = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kRowsPerWarp;
+    if (first >= total) return;  // the whole warp leaves together
+    SegmentRow where[kRowsPerWarp];
+    const uint8_t* rows[kRowsPerWarp];
 #pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-    int8_lane_partial<Q, NT>(r.w + static_cast<size_t>(r.row) * row_bytes, n_pieces, threadIdx.x % kWarp, kWarp, at,
-                             acc);
-    store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
+    for (int i = 0; i < kRowsPerWarp; ++i) {  // a row past the end re-reads the last one, unstored
+        where[i] = locate_row(seg, first + i < total ? first + i : total - 1);
+        rows[i] = where[i].w + static_cast<size_t>(where[i].row) * row_bytes;
+    }
+    typename Q::ActRow at[NT] = {};
+    tile_rows<typename Q::ActRow, NT>(act, act_row_bytes, cols, n_tok, at);
+    float acc[kRowsPerWarp][NT] = {};
+    int8_lane_partial<Q, NT, kRowsPerWarp>(rows, cols / Q::kPiece, threadIdx.x % kWarp, at, acc);
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+        if (first + i < total) store_row_sums<NT>(acc[i], n_tok, where[i].y + where[i].row, where[i].ld, accumulate);
+    }
 }
 
 // seg: {gate, up} with the same rows; y[0] row t = silu(gate · x_t) * (up · x_t), as swiglu().
 template <class Q, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
-gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const uint8_t* __restrict__ act,
+gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                         size_t act_row_bytes, int n_tok) {
-    const int64_t r = warp_row(seg.rows[0]);
-    if (r < 0) return;
-    const typename Q::Act* at[NT];
-    tile_rows<typename Q::Act, NT>(act, act_row_bytes, n_tok, at);
-    float g[NT], u[NT];
+    const int64_t n_rows = seg.rows[0];
+    const int64_t first = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kRowsPerWarp;
+    if (first >= n_rows) return;
+    const uint8_t* rows[2 * kRowsPerWarp];  // gate rows, then the same up rows
 #pragma unroll
-    for (int t = 0; t < NT; ++t) g[t] = u[t] = 0.0f;
-    const int lane = threadIdx.x % kWarp;
-    int8_lane_partial<Q, NT>(seg.w[0] + static_cast<size_t>(r) * row_bytes, n_pieces, lane, kWarp, at, g);
-    int8_lane_partial<Q, NT>(seg.w[1] + static_cast<size_t>(r) * row_bytes, n_pieces, lane, kWarp, at, u);
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-        g[t] = warp_sum(g[t]);
-        u[t] = warp_sum(u[t]);
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+        const int64_t r = first + i < n_rows ? first + i : n_rows - 1;
+        rows[i] = seg.w[0] + static_cast<size_t>(r) * row_bytes;
+        rows[kRowsPerWarp + i] = seg.w[1] + static_cast<size_t>(r) * row_bytes;
     }
-    if (lane != 0) return;
+    typename Q::ActRow at[NT] = {};
+    tile_rows<typename Q::ActRow, NT>(act, act_row_bytes, cols, n_tok, at);
+    float acc[2 * kRowsPerWarp][NT] = {};
+    int8_lane_partial<Q, NT, 2 * kRowsPerWarp>(rows, cols / Q::kPiece, threadIdx.x % kWarp, at, acc);
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-        if (t < n_tok) seg.y[0][t * seg.rows[0] + r] = silu_times(g[t], u[t]);
+    for (int i = 0; i < 2 * kRowsPerWarp; ++i) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[i][t] = warp_sum(acc[i][t]);
+    }
+    if (threadIdx.x % kWarp != 0) return;
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t < n_tok && first + i < n_rows) seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[kRowsPerWarp + i][t]);
+        }
     }
 }
 

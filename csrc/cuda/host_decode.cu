@@ -16,49 +16,57 @@ namespace edgellama::cuda {
 
 namespace {
 
-constexpr int kLanes = 32;  // a warp, as gemv_int8_kernel splits a row
+constexpr int kLanes = kWarp;  // a warp, as gemv_int8_kernel splits a row
 
 struct alignas(16) Aligned16 {
     uint8_t bytes[16];
 };
 
-// The warp's quantization of one activation block (act_quant.cu), element by element.
-void quantize_block(const float* x, int len, float* d, int8_t* q) {
+// The warp's quantization of one activation block (act_quant.cuh), element by element: codes q,
+// returns the scale.
+float quantize_block(const float* x, int len, int8_t* q) {
     float amax = 0.0f;
     for (int i = 0; i < len; ++i) amax = fmaxf(amax, fabsf(x[i]));
-    *d = act_scale(amax);
-    for (int i = 0; i < len; ++i) q[i] = static_cast<int8_t>(act_code(x[i], *d));
+    const float d = act_scale(amax);
+    for (int i = 0; i < len; ++i) q[i] = static_cast<int8_t>(act_code(x[i], d));
+    return d;
 }
 
-void quantize_blocks(const float* x, int64_t n, BlockQ8Act32* out) {
-    for (int64_t b = 0; b < n / kQK32; ++b) {
-        quantize_block(x + b * kQK32, kQK32, &out[b].d, out[b].qs);
-        int s = 0;
-        for (int i = 0; i < kQK32; ++i) s += out[b].qs[i];
-        out[b].sum = out[b].d * static_cast<float>(s);
-    }
-}
-
-void quantize_blocks(const float* x, int64_t n, BlockQ8Act256* out) {
-    for (int64_t b = 0; b < n / kQK256; ++b) {
-        quantize_block(x + b * kQK256, kQK256, &out[b].d, out[b].qs);
-        for (int i = 0; i < kQK256 / 16; ++i) {
-            int s = 0;
-            for (int j = 0; j < 16; ++j) s += out[b].qs[16 * i + j];
-            out[b].bsums[i] = static_cast<int16_t>(s);
-        }
-    }
-}
-
-template <class Act>
-std::vector<Aligned16> quantized(const float* x, int64_t n) {
-    if (n % (std::is_same_v<Act, BlockQ8Act32> ? kQK32 : kQK256) != 0) {
+// One activation row of n elements in the device layout (ActRow32 / ActRow256), 16-byte aligned.
+std::vector<Aligned16> quantized_row(const float* x, int64_t n, int block) {
+    if (n % block != 0) {
         throw std::invalid_argument(std::to_string(n) + " elements are not a whole number of activation blocks");
     }
-    const size_t blocks = static_cast<size_t>(n / (std::is_same_v<Act, BlockQ8Act32> ? kQK32 : kQK256));
-    std::vector<Aligned16> buf((blocks * sizeof(Act) + 15) / 16);
-    quantize_blocks(x, n, reinterpret_cast<Act*>(buf.data()));
+    const int64_t n_blocks = n / block;
+    const size_t bytes = static_cast<size_t>(n_blocks) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256));
+    std::vector<Aligned16> buf((bytes + 15) / 16);
+    auto* row = reinterpret_cast<uint8_t*>(buf.data());
+    auto* qs = reinterpret_cast<int8_t*>(row);
+    auto* d = reinterpret_cast<float*>(row + act_scales_offset(n));
+    uint8_t* sums = row + act_sums_offset(n, block);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+        int8_t* q = qs + b * block;
+        d[b] = quantize_block(x + b * block, block, q);
+        if (block == kQK32) {
+            int s = 0;
+            for (int i = 0; i < block; ++i) s += q[i];
+            const float sum = d[b] * static_cast<float>(s);
+            std::memcpy(sums + b * sizeof(float), &sum, sizeof sum);
+        } else {
+            for (int i = 0; i < block / 16; ++i) {
+                int s = 0;
+                for (int k = 0; k < 16; ++k) s += q[16 * i + k];
+                const auto bsum = static_cast<int16_t>(s);
+                std::memcpy(sums + (b * 16 + i) * sizeof(int16_t), &bsum, sizeof bsum);
+            }
+        }
+    }
     return buf;
+}
+
+template <class Q>
+constexpr int act_block() {
+    return std::is_same_v<typename Q::ActRow, ActRow32> ? kQK32 : kQK256;
 }
 
 [[noreturn]] void not_quantized(int32_t type) {
@@ -84,11 +92,11 @@ void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* o
 std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n) {
     std::vector<uint8_t> bytes;
     const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
-        using Act = typename decltype(fmt)::Act;
-        const std::vector<Aligned16> buf = quantized<Act>(x, n);
+        constexpr int block = act_block<decltype(fmt)>();
+        const std::vector<Aligned16> buf = quantized_row(x, n, block);
         const auto* first = reinterpret_cast<const uint8_t*>(buf.data());
-        bytes.assign(first, first + static_cast<size_t>(n / (std::is_same_v<Act, BlockQ8Act32> ? kQK32 : kQK256)) *
-                                        sizeof(Act));
+        const size_t size = static_cast<size_t>(n / block) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256));
+        bytes.assign(first, first + size);
     });
     if (!known) not_quantized(weight_type);
     return bytes;
@@ -101,13 +109,14 @@ float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, 
         if (n % Q::kPiece != 0) {
             throw std::invalid_argument("row of " + std::to_string(n) + " elements is not a whole number of pieces");
         }
-        const std::vector<Aligned16> buf = quantized<typename Q::Act>(x, n);
-        const typename Q::Act* const act[1] = {reinterpret_cast<const typename Q::Act*>(buf.data())};
+        const std::vector<Aligned16> buf = quantized_row(x, n, act_block<Q>());
+        const typename Q::ActRow act[1] = {typename Q::ActRow(reinterpret_cast<const uint8_t*>(buf.data()), n)};
+        const uint8_t* const rows[1] = {row};
         float lane_sums[kLanes];
         for (int lane = 0; lane < kLanes; ++lane) {
-            float acc[1] = {0.0f};
-            int8_lane_partial<Q, 1>(row, n / Q::kPiece, lane, kLanes, act, acc);
-            lane_sums[lane] = acc[0];
+            float acc[1][1] = {{0.0f}};
+            int8_lane_partial<Q, 1, 1>(rows, n / Q::kPiece, lane, act, acc);
+            lane_sums[lane] = acc[0][0];
         }
         for (int width = kLanes / 2; width > 0; width /= 2) {  // the butterfly of warp_sum
             for (int lane = 0; lane < width; ++lane) lane_sums[lane] += lane_sums[lane + width];

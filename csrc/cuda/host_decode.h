@@ -11,8 +11,9 @@ namespace edgellama::cuda {
 // row: raw GGUF bytes, aligned as a device row would be (16 bytes). Throws std::invalid_argument.
 void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* out);
 
-// The bytes of x[0..n) quantized into the int8 activation blocks a quantized weight type reads
-// (act_scale / act_code of int8_dot.cuh, laid out as the device kernels write them).
+// The bytes of x[0..n) quantized into the int8 activation row a quantized weight type reads
+// (act_scale / act_code of int8_dot.cuh, laid out as the device kernels write them: ActRow32 /
+// ActRow256 — the CPU's blocks' codes, scales and sums, as three arrays).
 std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n);
 
 // dot(weight row, x) as the GPU computes it: x quantized as above, the row's pieces split over

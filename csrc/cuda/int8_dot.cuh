@@ -1,17 +1,23 @@
-// Integer dot products of the quantized weight formats with int8 activations, as the CPU engine
-// computes them (csrc/kernels/quant_32.cpp, quant_k.cpp, activations.cpp):
-//   * activations are quantized per block with the CPU's exact rounding, into the CPU's block
-//     layouts: BlockQ8Act32 for the 32-element formats, BlockQ8Act256 for the K-quants;
-//   * a thread unpacks one piece of a weight row (formats.cuh's pieces) into signed bytes in
-//     registers, four to a word, and dots them with the activation bytes four at a time (dp4a);
-//   * floats enter once per block or sub-block pair, in the CPU's expressions.
-// The integer sums equal the CPU's, so the GPU and CPU engines differ only in the order of float
-// additions (and where that moves an activation across a rounding boundary).
+// Integer dot products of the quantized weight formats with int8 activations, with the CPU
+// engine's activation rounding and expressions (csrc/kernels/quant_32.cpp, quant_k.cpp,
+// activations.cpp):
+//   * activations are quantized per block of 32 (the 32-element formats) or 256 (K-quants) with
+//     the CPU's exact rounding: the same codes, scales and sums as BlockQ8Act32 / BlockQ8Act256,
+//     stored as three arrays a row (codes, scales, sums: ActRow32 / ActRow256) so that lanes
+//     reading neighbouring words read neighbouring addresses;
+//   * a piece of a weight row (formats.cuh's pieces) is shared by kLanes lanes: each unpacks its
+//     two words of codes into signed bytes and dots them with the matching activation words
+//     (dp4a); its partial is scaled in the CPU's expression for the block or sub-block pair
+//     (mins and offsets added by the piece's first lane), and the warp sums the lanes;
+//   * a lane keeps several pieces of several rows in flight before using them (int8_lane_partial).
+// GPU and CPU differ only in the order of float additions (and where that moves an activation
+// across a rounding boundary).
 //
 // Everything is __host__ __device__: host_decode.cu runs the same code on the CPU, where the tests
 // check it against the CPU engine and numpy on machines without a GPU.
 #pragma once
 
+#include "csrc/cuda/common.cuh"
 #include "csrc/cuda/formats.cuh"
 
 namespace edgellama::cuda {
@@ -56,40 +62,81 @@ EDGELLAMA_HD int act_code(float x, float d) {
     return static_cast<int>(fminf(127.0f, fmaxf(-127.0f, r)));
 }
 
-// ---------------------------------------------------------------- the 32-element formats
+// ---------------------------------------------------------------- activation rows
 
-// One block of 32 weights as signed byte codes in element order (word k: elements 4k..4k+3), its
-// scale d and, for Q4_1/Q5_1, its min m.
-struct Block32Codes {
-    uint32_t w[8];
-    float d;
-    float m;
+// A row of `cols` int8 activations as the device stores it, in act_row_bytes(format, cols) bytes
+// (the CPU's size), 4-byte aligned: [codes: cols bytes][scales: one float a block][sums], the sums
+// being one float a block (32) or sixteen int16 a block (256: sums of 16 codes, read in pairs).
+EDGELLAMA_HD int64_t act_scales_offset(int64_t cols) { return cols; }
+EDGELLAMA_HD int64_t act_sums_offset(int64_t cols, int block) { return cols + (cols / block) * 4; }
+
+struct ActRow32 {
+    const int* qs = nullptr;     // word k of block b: qs[8b + k]
+    const float* d = nullptr;    // d[b]
+    const float* sum = nullptr;  // sum[b] = d[b] * (sum of block b's codes)
+    ActRow32() = default;
+    EDGELLAMA_HD ActRow32(const uint8_t* row, int64_t cols)
+        : qs(reinterpret_cast<const int*>(row)),
+          d(reinterpret_cast<const float*>(row + act_scales_offset(cols))),
+          sum(reinterpret_cast<const float*>(row + act_sums_offset(cols, kQK32))) {}
 };
 
-// sum of codes x activation bytes of one BlockQ8Act32 (its codes are 8-byte aligned).
-EDGELLAMA_HD int dot_block32(const Block32Codes& c, const BlockQ8Act32* a) {
-    const auto* aq = reinterpret_cast<const int2*>(a->qs);
-    int s = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-        const int2 v = load_ro(aq + k);
-        s = dp4a(static_cast<int>(c.w[2 * k]), v.x, s);
-        s = dp4a(static_cast<int>(c.w[2 * k + 1]), v.y, s);
-    }
-    return s;
+struct ActRow256 {
+    const int* qs = nullptr;          // word k of block b: qs[64b + k]
+    const float* d = nullptr;         // d[b]
+    const uint32_t* bsums = nullptr;  // sums of codes 16i .. 16i+15 of block b, two int16 a word: bsums[8b + i/2]
+    ActRow256() = default;
+    EDGELLAMA_HD ActRow256(const uint8_t* row, int64_t cols)
+        : qs(reinterpret_cast<const int*>(row)),
+          d(reinterpret_cast<const float*>(row + act_scales_offset(cols))),
+          bsums(reinterpret_cast<const uint32_t*>(row + act_sums_offset(cols, kQK256))) {}
+};
+
+// The two int16 of a word, added.
+EDGELLAMA_HD int sum_of_halves(uint32_t w) {
+    return static_cast<int16_t>(w & 0xffffu) + static_cast<int16_t>(w >> 16);
 }
 
-// The block's contribution, as quant_32.cpp's vec_dots: d * da * isum (+ m * activation sum).
+// ---------------------------------------------------------------- the 32-element formats
+
+// Lane j (0..3) of a block's four: words j and 4 + j of its codes, i.e. elements 4j..4j+3 (lo) and
+// 16+4j..16+4j+3 (hi) — the low and high nibbles of the 4-bit formats' byte word j.
+struct Block32Codes {
+    uint32_t lo, hi;
+    float d, m;
+};
+struct Block32Slice {
+    int lo, hi;
+    float d, sum;
+};
+
+// What the 32-element formats share: a piece is one block, four lanes to a block.
 template <bool kHasMin>
-EDGELLAMA_HD float block32_dot(const Block32Codes& c, const BlockQ8Act32* a) {
-    const float isum = static_cast<float>(dot_block32(c, a));
-    const float r = mul_rn(mul_rn(c.d, load_ro(&a->d)), isum);
-    if constexpr (kHasMin) return add_rn(r, mul_rn(c.m, load_ro(&a->sum)));
-    return r;
-}
+struct Block32Int8 {
+    using ActRow = ActRow32;
+    using Codes = Block32Codes;
+    using Slice = Block32Slice;
+    static constexpr int kPiece = kQK32;
+    static constexpr int kLanes = 4;
+    EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
+        Slice s;
+        s.lo = load_ro(a.qs + 8 * p + j);
+        s.hi = load_ro(a.qs + 8 * p + 4 + j);
+        s.d = load_ro(a.d + p);
+        s.sum = kHasMin ? load_ro(a.sum + p) : 0.0f;
+        return s;
+    }
+    // d * da * isum, plus m * (activation sum) once a block (lane 0), as quant_32.cpp.
+    EDGELLAMA_HD static float dot(const Codes& c, const Slice& s, int j) {
+        const int isum = dp4a(static_cast<int>(c.hi), s.hi, dp4a(static_cast<int>(c.lo), s.lo, 0));
+        const float r = mul_rn(mul_rn(c.d, s.d), static_cast<float>(isum));
+        if constexpr (kHasMin) return j == 0 ? add_rn(r, mul_rn(c.m, s.sum)) : r;
+        return r;
+    }
+};
 
-// Nibble word j (bytes 4j..4j+3 of qs) holds elements 4j..4j+3 in its low nibbles and
-// 4j+16..4j+19 in its high ones; `high_bits` (Q5) adds bit 4 of element e from bit e.
+// Nibble word v of a 4-bit block as codes (minus offset); `high_bits` (Q5) adds bit 4 of element
+// e from bit e.
 template <bool kFiveBit>
 EDGELLAMA_HD void unpack_nibble_word(uint32_t v, int j, uint32_t high_bits, uint32_t offset, Block32Codes& c) {
     uint32_t lo = v & 0x0f0f0f0fu, hi = (v >> 4) & 0x0f0f0f0fu;
@@ -97,43 +144,30 @@ EDGELLAMA_HD void unpack_nibble_word(uint32_t v, int j, uint32_t high_bits, uint
         lo |= spread_high_bits(high_bits >> (4 * j));
         hi |= spread_high_bits(high_bits >> (4 * j + 16));
     }
-    c.w[j] = offset ? sub_bytes(lo, offset) : lo;
-    c.w[j + 4] = offset ? sub_bytes(hi, offset) : hi;
+    c.lo = offset ? sub_bytes(lo, offset) : lo;
+    c.hi = offset ? sub_bytes(hi, offset) : hi;
 }
 
-// What the 32-element formats share: a piece is one block, dotted with one BlockQ8Act32.
-template <bool kHasMin>
-struct Block32Int8 {
-    using Act = BlockQ8Act32;
-    using Codes = Block32Codes;
-    static constexpr int kPiece = kQK32;
-    EDGELLAMA_HD static float dot(const Codes& c, const Act* act, int64_t p) {
-        return block32_dot<kHasMin>(c, act + p);
-    }
-};
-
 struct Int8Q4_0 : Block32Int8<false> {
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + p;
         Codes c;
         c.d = half_bits_to_float(load_ro(&b->d));
         c.m = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) unpack_nibble_word<false>(load_u32_2aligned(b->qs + 4 * j), j, 0, 8, c);
+        unpack_nibble_word<false>(load_u32_2aligned(b->qs + 4 * j), j, 0, 8, c);
         return c;
     }
 };
 
 struct Int8Q4_1 : Block32Int8<true> {
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const BlockQ4_1*>(row) + p;
         const uint32_t dm = load_ro(reinterpret_cast<const uint32_t*>(b));
         Codes c;
         c.d = half_bits_to_float(static_cast<uint16_t>(dm & 0xffffu));
         c.m = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
-        const auto* qs = reinterpret_cast<const uint32_t*>(b->qs);  // 4-byte aligned (20-byte blocks)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) unpack_nibble_word<false>(load_ro(qs + j), j, 0, 0, c);
+        // 4-byte aligned (20-byte blocks)
+        unpack_nibble_word<false>(load_ro(reinterpret_cast<const uint32_t*>(b->qs) + j), j, 0, 0, c);
         return c;
     }
 };
@@ -141,17 +175,13 @@ struct Int8Q4_1 : Block32Int8<true> {
 template <class Block, bool kHasMin>
 struct Int8Q5 : Block32Int8<kHasMin> {
     using Codes = Block32Codes;
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const Block*>(row) + p;
         Codes c;
         c.d = half_bits_to_float(load_ro(&b->d));
         c.m = 0.0f;
         if constexpr (kHasMin) c.m = half_bits_to_float(load_ro(&b->m));
-        const uint32_t qh = load_u32_2aligned(b->qh);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            unpack_nibble_word<true>(load_u32_2aligned(b->qs + 4 * j), j, qh, kHasMin ? 0 : 16, c);
-        }
+        unpack_nibble_word<true>(load_u32_2aligned(b->qs + 4 * j), j, load_u32_2aligned(b->qh), kHasMin ? 0 : 16, c);
         return c;
     }
 };
@@ -160,34 +190,42 @@ using Int8Q5_0 = Int8Q5<BlockQ5_0, false>;
 using Int8Q5_1 = Int8Q5<BlockQ5_1, true>;
 
 struct Int8Q8_0 : Block32Int8<false> {
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + p;
+        const auto* qs = reinterpret_cast<const uint8_t*>(b->qs);
         Codes c;
         c.d = half_bits_to_float(load_ro(&b->d));
         c.m = 0.0f;
-        const auto* qs = reinterpret_cast<const uint8_t*>(b->qs);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) c.w[k] = load_u32_2aligned(qs + 4 * k);
+        c.lo = load_u32_2aligned(qs + 4 * j);
+        c.hi = load_u32_2aligned(qs + 16 + 4 * j);
         return c;
     }
 };
 
 // ---------------------------------------------------------------- K-quants
 
-// Q4_K / Q5_K piece p: chunk c = p % 4 of super-block p / 4, i.e. sub-blocks 2c (w[0..7]) and
-// 2c + 1 (w[8..15]) as unsigned codes (0..31), their 6-bit scales and mins, d and dmin.
+// Q4_K / Q5_K piece p: chunk c = p % 4 of super-block p / 4 (sub-blocks 2c and 2c + 1), eight
+// lanes to a chunk. Lane j takes byte word j of the chunk's codes: elements 4j..4j+3 of sub-block
+// 2c (lo, low nibbles) and of sub-block 2c + 1 (hi, high nibbles), as unsigned codes.
 struct KQuantCodes {
-    uint32_t w[16];
+    uint32_t lo, hi;
     int sc0, sc1, mn0, mn1;
     float d, dmin;
+};
+struct KQuantSlice {
+    int lo, hi;
+    float d;
+    int asum0, asum1;  // activation sums of sub-blocks 2c and 2c + 1
 };
 
 template <class Block, bool kHighBit>
 struct Int8KQuant {
-    using Act = BlockQ8Act256;
-    static constexpr int kPiece = 64;
+    using ActRow = ActRow256;
     using Codes = KQuantCodes;
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
+    using Slice = KQuantSlice;
+    static constexpr int kPiece = 64;
+    static constexpr int kLanes = 8;
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const Block*>(row) + p / 4;
         const int c = static_cast<int>(p % 4);
         Codes k;
@@ -198,45 +236,33 @@ struct Int8KQuant {
         const uint32_t s0 = load_ro(sw), s1 = load_ro(sw + 1), s2 = load_ro(sw + 2);
         k_scale_min(s0, s1, s2, 2 * c, k.sc0, k.mn0);
         k_scale_min(s0, s1, s2, 2 * c + 1, k.sc1, k.mn1);
-        const uint4* qs = reinterpret_cast<const uint4*>(b->qs + 32 * c);  // 16-byte aligned blocks
-        const uint4 qa = load_ro(qs), qb = load_ro(qs + 1);
-        const uint32_t q[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            k.w[i] = q[i] & 0x0f0f0f0fu;
-            k.w[i + 8] = (q[i] >> 4) & 0x0f0f0f0fu;
-        }
-        if constexpr (kHighBit) {  // bit j of qh[l] is bit 4 of element l of sub-block j
-            const uint4* qh = reinterpret_cast<const uint4*>(b->qh);
-            const uint4 ha = load_ro(qh), hb = load_ro(qh + 1);
-            const uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                k.w[i] |= ((h[i] >> (2 * c)) & 0x01010101u) << 4;
-                k.w[i + 8] |= ((h[i] >> (2 * c + 1)) & 0x01010101u) << 4;
-            }
+        const uint32_t q = load_ro(reinterpret_cast<const uint32_t*>(b->qs + 32 * c) + j);  // 16-byte aligned blocks
+        k.lo = q & 0x0f0f0f0fu;
+        k.hi = (q >> 4) & 0x0f0f0f0fu;
+        if constexpr (kHighBit) {  // bit i of qh[l] is bit 4 of element l of sub-block i
+            const uint32_t h = load_ro(reinterpret_cast<const uint32_t*>(b->qh) + j);
+            k.lo |= ((h >> (2 * c)) & 0x01010101u) << 4;
+            k.hi |= ((h >> (2 * c + 1)) & 0x01010101u) << 4;
         }
         return k;
     }
-    // act.d * (d * (sc0 * isum0 + sc1 * isum1) - dmin * (mn0 * asum0 + mn1 * asum1)), as
-    // quant_k.cpp's dot_scaled_mins restricted to the piece's two sub-blocks.
-    EDGELLAMA_HD static float dot(const Codes& k, const Act* act, int64_t p) {
-        const Act* a = act + p / 4;
+    EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
+        const int64_t sb = p / 4;
         const int c = static_cast<int>(p % 4);
-        const auto* aq = reinterpret_cast<const int*>(a->qs) + 16 * c;  // 4-byte aligned (292-byte blocks)
-        int i0 = 0, i1 = 0;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-            i0 = dp4a(static_cast<int>(k.w[i]), load_ro(aq + i), i0);
-            i1 = dp4a(static_cast<int>(k.w[i + 8]), load_ro(aq + 8 + i), i1);
-        }
-        const auto* bs = reinterpret_cast<const uint32_t*>(a->bsums) + 2 * c;  // bsums[4c .. 4c+3]
-        const uint32_t b01 = load_ro(bs), b23 = load_ro(bs + 1);
-        const int asum0 = static_cast<int16_t>(b01 & 0xffffu) + static_cast<int16_t>(b01 >> 16);
-        const int asum1 = static_cast<int16_t>(b23 & 0xffffu) + static_cast<int16_t>(b23 >> 16);
-        const float isum = static_cast<float>(k.sc0 * i0 + k.sc1 * i1);
-        const float imin = static_cast<float>(k.mn0 * asum0 + k.mn1 * asum1);
-        return mul_rn(load_ro(&a->d), sub_rn(mul_rn(k.d, isum), mul_rn(k.dmin, imin)));
+        Slice s;
+        s.lo = load_ro(a.qs + 64 * sb + 16 * c + j);
+        s.hi = load_ro(a.qs + 64 * sb + 16 * c + 8 + j);
+        s.d = load_ro(a.d + sb);
+        s.asum0 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c));
+        s.asum1 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c + 1));
+        return s;
+    }
+    // act.d * (d * (sc0 * isum0 + sc1 * isum1) - dmin * (mn0 * asum0 + mn1 * asum1)) as
+    // quant_k.cpp's dot_scaled_mins, the min term taken by the chunk's first lane.
+    EDGELLAMA_HD static float dot(const Codes& k, const Slice& s, int j) {
+        const int isum = k.sc0 * dp4a(static_cast<int>(k.lo), s.lo, 0) + k.sc1 * dp4a(static_cast<int>(k.hi), s.hi, 0);
+        const int imin = j == 0 ? k.mn0 * s.asum0 + k.mn1 * s.asum1 : 0;
+        return mul_rn(s.d, sub_rn(mul_rn(k.d, static_cast<float>(isum)), mul_rn(k.dmin, static_cast<float>(imin))));
     }
 };
 
@@ -244,48 +270,56 @@ using Int8Q4_K = Int8KQuant<BlockQ4_K, false>;
 using Int8Q5_K = Int8KQuant<BlockQ5_K, true>;
 
 // Q6_K piece p: part s = p % 4 of half h = (p / 4) % 2 of super-block p / 8 (elements
-// 128h + 32s .. +31, layout at BlockQ6_K) as signed codes q - 32, with the scales of its two
-// 16-element sub-blocks (w[0..3] and w[4..7]).
+// 128h + 32s .. +31, layout at BlockQ6_K), four lanes to a part. Lane j takes elements
+// 8j..8j+7 as signed codes q - 32 (two words), all in one 16-element sub-block.
 struct Q6KCodes {
-    uint32_t w[8];
-    int sc0, sc1;
+    uint32_t w0, w1;
+    int sc;
+    float d;
+};
+struct Q6KSlice {
+    int a0, a1;
     float d;
 };
 
 struct Int8Q6_K {
-    using Act = BlockQ8Act256;
-    static constexpr int kPiece = 32;
+    using ActRow = ActRow256;
     using Codes = Q6KCodes;
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p) {
+    using Slice = Q6KSlice;
+    static constexpr int kPiece = 32;
+    static constexpr int kLanes = 4;
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + p / 8;  // 2-byte aligned blocks
         const int h = static_cast<int>((p / 4) % 2), s = static_cast<int>(p % 4);
         Codes k;
         k.d = half_bits_to_float(load_ro(&b->d));
-        k.sc0 = load_ro(&b->scales[8 * h + 2 * s]);
-        k.sc1 = load_ro(&b->scales[8 * h + 2 * s + 1]);
-        const uint8_t* ql = b->ql + 64 * h + (s & 1) * 32;
-        const uint8_t* qh = b->qh + 32 * h;
+        k.sc = load_ro(&b->scales[8 * h + 2 * s + j / 2]);
+        const uint8_t* ql = b->ql + 64 * h + (s & 1) * 32 + 8 * j;
+        const uint8_t* qh = b->qh + 32 * h + 8 * j;
         const int low_shift = s < 2 ? 0 : 4;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
+        const auto code_word = [&](int i) {
             const uint32_t lo = (load_u32_2aligned(ql + 4 * i) >> low_shift) & 0x0f0f0f0fu;
             const uint32_t hi = (load_u32_2aligned(qh + 4 * i) >> (2 * s)) & 0x03030303u;
-            k.w[i] = sub_bytes(lo | (hi << 4), 32);
-        }
+            return sub_bytes(lo | (hi << 4), 32);
+        };
+        k.w0 = code_word(0);
+        k.w1 = code_word(1);
         return k;
     }
-    // d * act.d * (sc0 * isum0 + sc1 * isum1), as quant_k.cpp's Q6_K vec_dot per sub-block pair.
-    EDGELLAMA_HD static float dot(const Codes& k, const Act* act, int64_t p) {
-        const Act* a = act + p / 8;
+    EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
+        const int64_t sb = p / 8;
         const int h = static_cast<int>((p / 4) % 2), s = static_cast<int>(p % 4);
-        const auto* aq = reinterpret_cast<const int*>(a->qs) + 32 * h + 8 * s;
-        int i0 = 0, i1 = 0;
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            i0 = dp4a(static_cast<int>(k.w[i]), load_ro(aq + i), i0);
-            i1 = dp4a(static_cast<int>(k.w[i + 4]), load_ro(aq + 4 + i), i1);
-        }
-        return mul_rn(mul_rn(k.d, load_ro(&a->d)), static_cast<float>(k.sc0 * i0 + k.sc1 * i1));
+        const int* q = a.qs + 64 * sb + 32 * h + 8 * s + 2 * j;
+        Slice sl;
+        sl.a0 = load_ro(q);
+        sl.a1 = load_ro(q + 1);
+        sl.d = load_ro(a.d + sb);
+        return sl;
+    }
+    // d * act.d * (scale * isum), as quant_k.cpp's Q6_K vec_dot per sub-block.
+    EDGELLAMA_HD static float dot(const Codes& k, const Slice& s, int) {
+        const int isum = dp4a(static_cast<int>(k.w1), s.a1, dp4a(static_cast<int>(k.w0), s.a0, 0));
+        return mul_rn(mul_rn(k.d, s.d), static_cast<float>(k.sc * isum));
     }
 };
 
@@ -305,26 +339,48 @@ bool dispatch_int8_format(int32_t type, Fn&& fn) {
     }
 }
 
-// One lane's share of a row's dot with NT activation rows: pieces lane, lane + lanes, ... Each
-// piece is unpacked once and dotted with every token. acc[t] += the partial sums, piece by piece.
-// Two pieces are loaded before either is used, so a lane keeps twice the bytes in flight (a
-// decode GEMV is bound by how much of HBM's latency the loads in flight cover).
-template <class Q, int NT>
-EDGELLAMA_HD void int8_lane_partial(const uint8_t* row, int64_t n_pieces, int lane, int lanes,
-                                    const typename Q::Act* const (&act)[NT], float (&acc)[NT]) {
-    int64_t p = lane;
-    for (; p + lanes < n_pieces; p += 2 * lanes) {
-        const typename Q::Codes first = Q::load(row, p);
-        const typename Q::Codes second = Q::load(row, p + lanes);
+// One lane's share of the dots of R weight rows with NT activation rows. The lanes of a warp
+// work in groups of Q::kLanes on one piece each (lane % kLanes is the lane's part of it), the
+// warp's kWarp / kLanes groups on consecutive pieces, step after step along the rows. For one
+// token (decode, bound by HBM latency) the codes of several steps and rows, 8 in all, are loaded
+// before any is used; a tile of tokens (prefill, bound by arithmetic) keeps one step in flight
+// and its registers for the accumulators. Each activation slice, loaded once a step and token,
+// serves the R rows. acc[r][t] += the lane's partial sums, piece by piece in row order (the same sequence
+// whatever R and NT are, so the host execution with R = NT = 1 gives the device's bits).
+template <class Q, int NT, int R>
+EDGELLAMA_HD void int8_lane_partial(const uint8_t* const (&rows)[R], int64_t n_pieces, int lane,
+                                    const typename Q::ActRow (&act)[NT], float (&acc)[R][NT]) {
+    constexpr int kGroups = kWarp / Q::kLanes;
+    constexpr int kSteps = NT > 1 || R >= 8 ? 1 : 8 / R;
+    const int j = lane % Q::kLanes;
+    int64_t p = lane / Q::kLanes;
+    for (; p + (kSteps - 1) * kGroups < n_pieces; p += kSteps * kGroups) {
+        typename Q::Codes codes[kSteps][R];
 #pragma unroll
-        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(first, act[t], p);
+        for (int f = 0; f < kSteps; ++f) {
 #pragma unroll
-        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(second, act[t], p + lanes);
+            for (int r = 0; r < R; ++r) codes[f][r] = Q::load(rows[r], p + f * kGroups, j);
+        }
+#pragma unroll
+        for (int f = 0; f < kSteps; ++f) {
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+                const typename Q::Slice slice = Q::load_act(act[t], p + f * kGroups, j);
+#pragma unroll
+                for (int r = 0; r < R; ++r) acc[r][t] += Q::dot(codes[f][r], slice, j);
+            }
+        }
     }
-    if (p < n_pieces) {
-        const typename Q::Codes last = Q::load(row, p);
+    for (; p < n_pieces; p += kGroups) {
+        typename Q::Codes codes[R];
 #pragma unroll
-        for (int t = 0; t < NT; ++t) acc[t] += Q::dot(last, act[t], p);
+        for (int r = 0; r < R; ++r) codes[r] = Q::load(rows[r], p, j);
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            const typename Q::Slice slice = Q::load_act(act[t], p, j);
+#pragma unroll
+            for (int r = 0; r < R; ++r) acc[r][t] += Q::dot(codes[r], slice, j);
+        }
     }
 }
 

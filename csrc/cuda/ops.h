@@ -26,8 +26,9 @@ struct DeviceMatrix {
 int piece_elements(int32_t type);
 
 // The input of a matmul: n float rows of `cols` (contiguous) and, for quantized weights, the same
-// rows as int8 activation blocks in the weight type's format (type_traits' act_format), rows
-// act_row_bytes(format, cols) apart. A matmul with a quantized weight reads only the blocks.
+// rows as int8 activations in the weight type's format (type_traits' act_format; device layout:
+// int8_dot.cuh ActRow32 / ActRow256), rows act_row_bytes(format, cols) apart. A matmul with a
+// quantized weight reads only the int8 rows.
 struct MatmulInput {
     const float* x = nullptr;
     const uint8_t* act32 = nullptr;   // ActFormat::Q8_32 rows, or null when not prepared

@@ -24,10 +24,10 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
     Fmt::visit(w + static_cast<size_t>(id) * row_bytes, p, [&](int i, float v) { dst[i] = v; });
 }
 
-// The int8 blocks of the input in the format of Q's activations; throws if they were not prepared.
+// The int8 rows of the input in the format of Q's activations; throws if they were not prepared.
 template <class Q>
 const uint8_t* activation_blocks(const MatmulInput& in, size_t* row_bytes) {
-    constexpr bool k32 = std::is_same_v<typename Q::Act, BlockQ8Act32>;
+    constexpr bool k32 = std::is_same_v<typename Q::ActRow, ActRow32>;
     *row_bytes = act_row_bytes(k32 ? ActFormat::Q8_32 : ActFormat::Q8_256, in.cols);
     const uint8_t* blocks = k32 ? in.act32 : in.act256;
     if (blocks == nullptr) throw CudaError("matmul: the input was not quantized for this weight's activation format");
@@ -57,19 +57,19 @@ void for_each_tile(int64_t n, LaunchTile&& launch) {
 // One type and width: every matrix in one launch per tile.
 void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const MatmulInput& in, bool accumulate,
                      cudaStream_t stream) {
-    const unsigned grid = ceil_div(seg.total_rows(), kGemvWarps);
     const bool quantized = dispatch_int8_format(first.type, [&](auto fmt) {
         using Q = decltype(fmt);
         size_t act_bytes;
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+        const unsigned grid = ceil_div(seg.total_rows(), kGemvWarps * kRowsPerWarp);
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
             gemv_int8_kernel<Q, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                at_token(seg, start), first.row_bytes, first.cols / Q::kPiece, act + start * act_bytes, act_bytes, tile,
-                accumulate);
+                at_token(seg, start), first.row_bytes, first.cols, act + start * act_bytes, act_bytes, tile, accumulate);
             check_launch("gemv_int8_kernel");
         });
     });
     if (quantized) return;
+    const unsigned grid = ceil_div(seg.total_rows(), kGemvWarps);
     const bool known = dispatch_format(first.type, [&](auto fmt) {
         using Fmt = decltype(fmt);
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
@@ -126,7 +126,7 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
         seg.y[0] = gate;
         seg.rows[0] = seg.rows[1] = w_gate.rows;
         seg.count = 2;
-        const unsigned grid = ceil_div(w_gate.rows, kGemvWarps);
+        const unsigned grid = ceil_div(w_gate.rows, kGemvWarps * kRowsPerWarp);
         const bool fused = dispatch_int8_format(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);
             size_t act_bytes;
@@ -135,7 +135,7 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
                 gemv_int8_swiglu_kernel<Q, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                    s, w_gate.row_bytes, w_gate.cols / Q::kPiece, act + start * act_bytes, act_bytes, tile);
+                    s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes, tile);
                 check_launch("gemv_int8_swiglu_kernel");
             });
         });
