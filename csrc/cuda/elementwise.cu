@@ -6,7 +6,7 @@ namespace edgellama::cuda {
 
 namespace {
 
-constexpr int kNormThreads = 256;
+constexpr int kNormThreads = 1024;  // a decode step normalizes one row: the whole block quantizes it
 constexpr int kNormWarps = kNormThreads / kWarp;
 
 // One block per row. The sum of squares is accumulated in double, as the CPU does;
