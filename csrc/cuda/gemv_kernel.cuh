@@ -17,7 +17,7 @@
 
 namespace edgellama::cuda {
 
-constexpr int kGemvWarps = 4;  // rows per thread block
+constexpr int kGemvWarps = 4;  // warps per thread block
 constexpr int kMaxSegments = 3;
 
 // The matrices of one launch. Output row t of matrix k is y[k] + t * rows[k] (rows[k] wide).
