@@ -443,6 +443,7 @@ FORWARD_CASES = {
     "gqa8-Q6_K": dict(weight_type="Q6_K", n_embd=256, n_head=8, n_head_kv=1, head_dim=32, n_ff=512),
     "head_dim32-F32": dict(weight_type="F32", n_embd=64, n_head=4, n_head_kv=2, head_dim=32),
     "head_dim32-Q4_1": dict(weight_type="Q4_1", n_embd=64, n_head=4, n_head_kv=2, head_dim=32),
+    "head_dim128-Q8_0": dict(weight_type="Q8_0", n_embd=128, n_head=4, n_head_kv=2, head_dim=128, n_ff=256),
     "untied-F32": dict(weight_type="F32", tied_output=False),
     "untied-Q4_K-Q6_K_output": dict(weight_type="Q4_K", output_type="Q6_K", tied_output=False, **K_SHAPE),
     "rope_freqs-F32": dict(weight_type="F32", rope_freqs=True, tied_output=False),

@@ -7,6 +7,7 @@
 // Splitting the positions gives a decode step enough blocks to fill the GPU on long contexts.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/ops.h"
@@ -16,7 +17,6 @@ namespace edgellama::cuda {
 namespace {
 
 constexpr int kAttnWarps = 4;
-constexpr int kDimsPerLane = kMaxHeadDim / kWarp;
 constexpr int kPosPerStep = 4;     // positions a warp scores at once, so their loads overlap
 constexpr int64_t kMinChunk = 64;  // positions below which a split is not worth its block
 constexpr int64_t kMaxSplitRows = 128;  // n_tokens * n_split stays below max(n_tokens, this)
@@ -31,7 +31,43 @@ struct AttnArgs {
     float scale;
 };
 
+// Which dimensions of a head a lane holds and how it reads them from an fp16 cache row.
+// Any even head_dim up to 256: dims lane, lane + 32, ..., one half at a time.
+struct StridedDims {
+    static constexpr int kPerLane = kMaxHeadDim / kWarp;
+    __device__ static int64_t dim(int lane, int i) { return lane + kWarp * i; }
+    __device__ static void load(const __half* row, int lane, int64_t head_dim, float (&v)[kPerLane]) {
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) {
+            const int64_t d = dim(lane, i);
+            v[i] = d < head_dim ? __half2float(row[d]) : 0.0f;
+        }
+    }
+};
+
+// head_dim == 32 * kVec (64, 128, 256): dims kVec * lane .. + kVec - 1, one vector load a row, so a
+// warp reads a key or value row in one coalesced instruction.
+template <int kVec>
+struct ContiguousDims {
+    static_assert(kVec == 2 || kVec == 4 || kVec == 8, "vector loads of 4, 8 or 16 bytes");
+    static constexpr int kPerLane = kVec;
+    __device__ static int64_t dim(int lane, int i) { return kVec * lane + i; }
+    __device__ static void load(const __half* row, int lane, int64_t, float (&v)[kVec]) {
+        using Vector = std::conditional_t<kVec == 2, uint32_t, std::conditional_t<kVec == 4, uint2, uint4>>;
+        const Vector raw = *reinterpret_cast<const Vector*>(row + kVec * lane);  // aligned: rows are head_dim halves apart
+        const auto* pairs = reinterpret_cast<const __half2*>(&raw);
+#pragma unroll
+        for (int i = 0; i < kVec / 2; ++i) {
+            const float2 f = __half22float2(pairs[i]);
+            v[2 * i] = f.x;
+            v[2 * i + 1] = f.y;
+        }
+    }
+};
+
+template <class Dims>
 __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(AttnArgs a) {
+    constexpr int kPerLane = Dims::kPerLane;
     const int64_t h = blockIdx.x, t = blockIdx.y, sp = blockIdx.z;
     const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
     const int64_t first_pos = *a.first_pos;
@@ -44,10 +80,10 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
     const int64_t kv_off = (h / a.group) * a.head_dim;
     const float* qh = a.q + t * a.q_width + h * a.head_dim;
 
-    float qreg[kDimsPerLane], acc[kDimsPerLane];
+    float qreg[kPerLane], acc[kPerLane];
 #pragma unroll
-    for (int i = 0; i < kDimsPerLane; ++i) {
-        const int64_t d = lane + kWarp * i;
+    for (int i = 0; i < kPerLane; ++i) {
+        const int64_t d = Dims::dim(lane, i);
         qreg[i] = d < a.head_dim ? qh[d] : 0.0f;
         acc[i] = 0.0f;
     }
@@ -58,12 +94,10 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
         for (int u = 0; u < kPosPerStep; ++u) {  // the positions' key loads are all in flight at once
             s[u] = 0.0f;
             if (pos0 + u >= end) continue;  // warp-uniform
-            const __half* kr = a.k_cache + (pos0 + u) * a.kv_width + kv_off;
+            float k[kPerLane];
+            Dims::load(a.k_cache + (pos0 + u) * a.kv_width + kv_off, lane, a.head_dim, k);
 #pragma unroll
-            for (int i = 0; i < kDimsPerLane; ++i) {
-                const int64_t d = lane + kWarp * i;
-                if (d < a.head_dim) s[u] = fmaf(qreg[i], __half2float(kr[d]), s[u]);
-            }
+            for (int i = 0; i < kPerLane; ++i) s[u] = fmaf(qreg[i], k[i], s[u]);
         }
         float m_new = m;
 #pragma unroll
@@ -80,16 +114,14 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
             l += p[u];
         }
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) acc[i] *= corr;
+        for (int i = 0; i < kPerLane; ++i) acc[i] *= corr;
 #pragma unroll
         for (int u = 0; u < kPosPerStep; ++u) {
             if (pos0 + u >= end) continue;
-            const __half* vr = a.v_cache + (pos0 + u) * a.kv_width + kv_off;
+            float v[kPerLane];
+            Dims::load(a.v_cache + (pos0 + u) * a.kv_width + kv_off, lane, a.head_dim, v);
 #pragma unroll
-            for (int i = 0; i < kDimsPerLane; ++i) {
-                const int64_t d = lane + kWarp * i;
-                if (d < a.head_dim) acc[i] = fmaf(p[u], __half2float(vr[d]), acc[i]);
-            }
+            for (int i = 0; i < kPerLane; ++i) acc[i] = fmaf(p[u], v[i], acc[i]);
         }
         m = m_new;
     }
@@ -101,8 +133,8 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
         sm_l[warp] = l;
     }
 #pragma unroll
-    for (int i = 0; i < kDimsPerLane; ++i) {
-        const int64_t d = lane + kWarp * i;
+    for (int i = 0; i < kPerLane; ++i) {
+        const int64_t d = Dims::dim(lane, i);
         if (d < a.head_dim) sm_acc[warp][d] = acc[i];
     }
     __syncthreads();
@@ -185,7 +217,12 @@ void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, cons
     a.n_split = n_split;
     a.scale = 1.0f / std::sqrt(static_cast<float>(dims.head_dim));
     const dim3 grid(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens), static_cast<unsigned>(a.n_split));
-    attention_partial_kernel<<<grid, kAttnWarps * kWarp, 0, stream>>>(a);
+    switch (dims.head_dim) {  // Llama's head sizes read whole rows in one vector load a lane
+        case 64: attention_partial_kernel<ContiguousDims<2>><<<grid, kAttnWarps * kWarp, 0, stream>>>(a); break;
+        case 128: attention_partial_kernel<ContiguousDims<4>><<<grid, kAttnWarps * kWarp, 0, stream>>>(a); break;
+        case 256: attention_partial_kernel<ContiguousDims<8>><<<grid, kAttnWarps * kWarp, 0, stream>>>(a); break;
+        default: attention_partial_kernel<StridedDims><<<grid, kAttnWarps * kWarp, 0, stream>>>(a); break;
+    }
     check_launch("attention_partial_kernel");
     attention_combine_kernel<<<dim3(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens)), 128, 0,
                                stream>>>(partials, dims.n_head, dims.head_dim, a.n_split, a.q_width, out);
