@@ -16,7 +16,7 @@ namespace edgellama::cuda {
 
 namespace {
 
-constexpr int kAttnWarps = 4;
+constexpr int kAttnWarps = 8;  // a split of 64 positions is two steps of 4 positions a warp
 constexpr int kPosPerStep = 4;     // positions a warp scores at once, so their loads overlap
 constexpr int64_t kMinChunk = 64;  // positions below which a split is not worth its block
 constexpr int64_t kMaxSplitRows = 128;  // n_tokens * n_split stays below max(n_tokens, this)
