@@ -1,5 +1,6 @@
 """Speed measurements of a model: prefill and decode tokens/s, load time, peak RSS, and decode as a
-fraction of the memory-bandwidth roofline measured in the same run.
+fraction of the memory-bandwidth roofline measured in the same run (on the CPU, or on GPU 0 with
+device="cuda": the roofline then uses the device's measured copy bandwidth).
 
 Each thread count runs in a fresh child process so that its load time and peak RSS are its own.
 Prefill evaluates n_prompt token ids in one call; decode then evaluates n_gen single tokens fed
@@ -35,9 +36,10 @@ class BenchResult:
     file_mib: float
     kv_cache_mib: float
     bytes_per_token: int          # weight bytes one decode step reads
-    bandwidth_gb_s: float         # measured read bandwidth with the same thread count
+    bandwidth_gb_s: float         # measured read bandwidth with the same thread count (GPU: device copy)
     roofline_fraction: float      # decode_tok_s / (bandwidth / bytes_per_token)
     cpu_level: str = ""           # the core's instruction-set level that ran (edgellama._core.LEVEL)
+    device: str = "cpu"           # "cpu", or the GPU that ran the forward step
 
 
 def weight_bytes_per_token(model) -> int:
@@ -55,7 +57,20 @@ def weight_bytes_per_token(model) -> int:
     return total
 
 
-def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0) -> BenchResult:
+def device_bandwidth(device: str, threads: int) -> tuple:
+    """(GB/s the forward step's weights can stream at, description of the device). CPU: the read
+    probe with the same thread count; GPU: a device-to-device copy (bytes read + written)."""
+    from edgellama import _core
+
+    if device == "cuda":
+        from edgellama import _cuda
+
+        return _cuda.measure_copy_bandwidth() / 1e9, _cuda.device_description(0)
+    return _core.measure_read_bandwidth(threads, 512 << 20, 5), "cpu"
+
+
+def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0,
+            device: str = "cpu") -> BenchResult:
     """Runs in the current process; see run_bench for the per-process driver."""
     import numpy as np
 
@@ -63,7 +78,7 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
     from edgellama.model import Llama
 
     start = time.perf_counter()
-    llm = Llama(model_path, n_ctx=n_prompt + n_gen, n_threads=threads)
+    llm = Llama(model_path, n_ctx=n_prompt + n_gen, n_threads=threads, device=device)
     load_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     prompt = rng.integers(0, llm.n_vocab, size=n_prompt).tolist()
@@ -84,7 +99,7 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
     kv_bytes = 2 * c.n_layer * llm.n_ctx * c.n_head_kv * c.head_dim * 2  # keys and values as halves
     bytes_per_token = weight_bytes_per_token(llm.model)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the probe's buffer
-    bandwidth = _core.measure_read_bandwidth(threads, 512 << 20, 5)
+    bandwidth, device_name = device_bandwidth(device, threads)
     decode_median = statistics.median(decode)
     return BenchResult(
         model=os.path.basename(model_path), threads=threads, n_prompt=n_prompt, n_gen=n_gen, load_s=load_s,
@@ -94,15 +109,17 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
         file_mib=os.path.getsize(model_path) / 2**20, kv_cache_mib=kv_bytes / 2**20,
         bytes_per_token=bytes_per_token, bandwidth_gb_s=bandwidth,
         roofline_fraction=decode_median * bytes_per_token / (bandwidth * 1e9),
-        cpu_level=_core.LEVEL,
+        cpu_level=_core.LEVEL, device=device_name,
     )
 
 
-def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, reps: int) -> List[BenchResult]:
+def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, reps: int,
+              device: str = "cpu") -> List[BenchResult]:
     """One child process per thread count (fresh RSS and load time)."""
     results = []
     for t in threads:
-        cmd = [sys.executable, "-m", "edgellama.bench", model_path, str(t), str(n_prompt), str(n_gen), str(reps)]
+        cmd = [sys.executable, "-m", "edgellama.bench", model_path, str(t), str(n_prompt), str(n_gen), str(reps),
+               device]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             raise RuntimeError(f"benchmark with {t} threads failed: {out.stderr.strip()[-800:]}")
@@ -112,20 +129,20 @@ def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, re
 
 def format_table(results: List[BenchResult]) -> str:
     head = (f"{'model':<34} {'thr':>3} {'load s':>6} {'pp tok/s':>16} {'tg tok/s':>16} "
-            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'file+KV':>8}  cpu level")
+            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'file+KV':>8}  device")
     lines = [head]
     for r in results:
         pp = f"{r.prefill_tok_s:.1f} ({r.prefill_min_max[0]:.0f}-{r.prefill_min_max[1]:.0f})"
         tg = f"{r.decode_tok_s:.1f} ({r.decode_min_max[0]:.0f}-{r.decode_min_max[1]:.0f})"
         lines.append(f"{r.model[:34]:<34} {r.threads:>3} {r.load_s:>6.2f} {pp:>16} {tg:>16} "
                      f"{r.roofline_fraction:>8.0%} {r.bandwidth_gb_s:>6.1f} {r.peak_rss_mib:>8.0f} "
-                     f"{r.file_mib + r.kv_cache_mib:>8.0f}  {r.cpu_level}")
+                     f"{r.file_mib + r.kv_cache_mib:>8.0f}  {r.cpu_level if r.device == 'cpu' else r.device}")
     return "\n".join(lines)
 
 
 def _child(argv: Optional[List[str]] = None) -> None:
-    model, threads, n_prompt, n_gen, reps = (argv or sys.argv[1:])[:5]
-    result = measure(model, int(threads), int(n_prompt), int(n_gen), int(reps))
+    model, threads, n_prompt, n_gen, reps, device = (argv or sys.argv[1:])[:6]
+    result = measure(model, int(threads), int(n_prompt), int(n_gen), int(reps), device=device)
     print(json.dumps(asdict(result)))
 
 

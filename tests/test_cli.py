@@ -1,9 +1,14 @@
 """The `edgellama` command line, run as a user would (a subprocess)."""
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
+
+import pytest
+
+from edgellama.cuda import cuda_status
 
 
 def run_cli(*args):
@@ -51,3 +56,51 @@ def test_no_command_prints_help():
     result = run_cli()
     assert result.returncode == 2
     assert "run" in result.stdout
+
+
+# ---------------------------------------------------------------- bench and --device
+
+def _tiny_model(tmp_path):
+    from tiny_models import write_tiny_llama
+
+    return str(write_tiny_llama(tmp_path / "tiny.gguf", weight_type="Q4_0", n_embd=128, n_ff=256))
+
+
+def test_bench_reports_speed_and_roofline_as_json(tmp_path):
+    result = run_cli("bench", "-m", _tiny_model(tmp_path), "-p", "16", "-n", "8", "-r", "2", "-t", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["device"] == "cpu" and r["threads"] == 1 and r["n_prompt"] == 16 and r["n_gen"] == 8
+    assert r["prefill_tok_s"] > 0 and r["decode_tok_s"] > 0 and r["bandwidth_gb_s"] > 0
+    assert r["prefill_min_max"][0] <= r["prefill_tok_s"] <= r["prefill_min_max"][1]
+    assert 0 < r["roofline_fraction"] == pytest.approx(r["decode_tok_s"] * r["bytes_per_token"] / (r["bandwidth_gb_s"] * 1e9))
+
+
+def test_unknown_device_is_a_usage_error(tmp_path):
+    for command in (["run", "-p", "hi"], ["chat"], ["bench"]):
+        result = run_cli(*command, "--device", "tpu")
+        assert result.returncode == 2, command
+        assert "--device" in result.stderr and "invalid choice" in result.stderr
+
+
+@pytest.mark.skipif(cuda_status()[0], reason="a CUDA GPU is visible: the no-GPU error cannot be provoked here")
+def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    model = _tiny_model(tmp_path)
+    for command in (["run", "-m", model, "-p", "hi", "-n", "2"], ["bench", "-m", model, "-p", "8", "-n", "2"]):
+        result = run_cli(*command, "--device", "cuda")
+        assert result.returncode == 1, (command, result.stderr)
+        assert "cuda" in result.stderr.lower() and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not cuda_status()[0], reason="needs a CUDA GPU")
+def test_device_cuda_runs_and_benches_on_the_gpu(tmp_path):
+    model = _tiny_model(tmp_path)
+    result = run_cli("run", "-m", model, "-p", "hi", "-n", "4", "--temp", "0", "--stats", "--device", "cuda")
+    assert result.returncode == 0, result.stderr
+    assert "GPU (cuda)" in result.stderr
+    result = run_cli("bench", "-m", model, "-p", "16", "-n", "8", "-r", "1", "--json", "--device", "cuda")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(rows) == 1 and rows[0]["device"] != "cpu" and rows[0]["decode_tok_s"] > 0

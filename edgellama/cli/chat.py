@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from edgellama.cli.common import log, positive_int
+from edgellama.cli.common import add_device_argument, log, positive_int
 
 HELP = """Commands:
   /help                 this help
@@ -66,6 +66,7 @@ def add_parser(sub) -> None:
     chat.add_argument("--min-p", type=float, default=DEFAULT_SETTINGS["min_p"])
     chat.add_argument("--repeat-penalty", type=float, default=DEFAULT_SETTINGS["repeat_penalty"])
     chat.add_argument("--seed", type=int, default=None)
+    add_device_argument(chat)
     chat.set_defaults(handler=cmd_chat)
 
 
@@ -342,7 +343,7 @@ def cmd_chat(args) -> int:
 
     model_path = resolve_model(args.model, log=log)
     interactive = sys.stdin.isatty()
-    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads)
+    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
     settings = {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
                 "repeat_penalty": args.repeat_penalty, "seed": args.seed, "max_tokens": args.max_tokens}
     session = ChatSession(llm, system=args.system, settings=settings)

@@ -20,6 +20,12 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the forward step runs: cpu (default) or cuda, GPU 0 (needs edgellama's CUDA "
+                             "module and an NVIDIA GPU)")
+
+
 def log(message: str) -> None:
     """A status line for the user, on stderr (stdout carries only generated text)."""
     print(message, file=sys.stderr, flush=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from edgellama.cli.common import log, non_negative_int, positive_int
+from edgellama.cli.common import add_device_argument, log, non_negative_int, positive_int
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     run.add_argument("--top-p", type=float, default=0.95)
     run.add_argument("--seed", type=int, default=None)
     run.add_argument("--stats", action="store_true", help="print load time and tokens/s to stderr")
+    add_device_argument(run)
     run.set_defaults(handler=cmd_run)
 
 
@@ -30,7 +31,7 @@ def cmd_run(args) -> int:
 
     model_path = resolve_model(args.model, log=log)
     start = time.perf_counter()
-    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads)
+    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
     load_seconds = time.perf_counter() - start
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
@@ -43,5 +44,5 @@ def cmd_run(args) -> int:
         s = llm.last_stats
         log(f"load {load_seconds:.2f} s | prefill {s.prompt_tokens} tokens at {s.prefill_tokens_per_second:.1f} tok/s"
          f" | decode {s.generated_tokens} tokens at {s.decode_tokens_per_second:.1f} tok/s"
-         f" | {llm.n_threads} threads")
+         f" | {'GPU (cuda)' if args.device == 'cuda' else f'{llm.n_threads} threads'}")
     return 0
