@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "csrc/kernels/row_groups.h"
+#include "csrc/kernels/type_traits.h"
 #include "quantize/block_formats.h"
 
 namespace edgellama::row_groups_32 {
@@ -177,6 +178,20 @@ void pack_act(int64_t n, const uint8_t* act_row, uint8_t* dst) {
         d[b] = blocks[b].d;
         offset[b] = F::kActOffset * s;
         sum[b] = blocks[b].sum;
+    }
+}
+
+// kernel_of(Format{}) for the 32-element format of a GGUF type id, nullptr for any other type: each
+// ISA file passes a lambda returning its own kernel table entry for the format.
+template <class KernelOf>
+const RowGroupKernel* kernel_for_type(int32_t type_id, KernelOf&& kernel_of) {
+    switch (static_cast<TensorType>(type_id)) {
+        case TensorType::Q4_0: return kernel_of(Q4_0Format{});
+        case TensorType::Q4_1: return kernel_of(Q4_1Format{});
+        case TensorType::Q5_0: return kernel_of(Q5_0Format{});
+        case TensorType::Q5_1: return kernel_of(Q5_1Format{});
+        case TensorType::Q8_0: return kernel_of(Q8_0Format{});
+        default: return nullptr;
     }
 }
 

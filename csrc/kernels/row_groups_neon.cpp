@@ -114,14 +114,7 @@ const RowGroupKernel kKernel = {group_bytes<F>, pack_group<F>, unpack_row<F>, ac
 }  // namespace
 
 const RowGroupKernel* find_row_group_kernel_32_neon(int32_t type_id) {
-    switch (static_cast<TensorType>(type_id)) {
-        case TensorType::Q4_0: return &kKernel<Q4_0Format>;
-        case TensorType::Q4_1: return &kKernel<Q4_1Format>;
-        case TensorType::Q5_0: return &kKernel<Q5_0Format>;
-        case TensorType::Q5_1: return &kKernel<Q5_1Format>;
-        case TensorType::Q8_0: return &kKernel<Q8_0Format>;
-        default: return nullptr;
-    }
+    return row_groups_32::kernel_for_type(type_id, [](auto format) { return &kKernel<decltype(format)>; });
 }
 
 }  // namespace edgellama
