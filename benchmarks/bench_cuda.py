@@ -11,7 +11,8 @@ nominal figure where we know it, else the measured device-to-device copy bandwid
 Decode is timed with the captured step (CUDA graph, the default) and, alternating in the same
 process, with its kernels launched one by one ("no-graph"): the difference is launch overhead.
 Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matrix shapes, weights
-cycled through copies larger than the L2 (what a decode step could reach without its other costs).
+cycled through copies larger than the L2 (what a decode step could reach without its other costs),
+and one 512-token prefill product per type with int8 tensor cores on and off.
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -197,6 +198,24 @@ def bench_kernels(_cuda, bandwidth, n_tokens=1):
     return rows_out
 
 
+def bench_prefill_kernels(_cuda, n_tokens=512, rows=14336, cols=4096):
+    """Tera-ops/s of one prefill product (the 8B shape's ffn_gate) per type, with and without int8
+    tensor cores (the 32-element formats use them from 16 tokens on; K-quants never)."""
+    rng = np.random.default_rng(3)
+    out = []
+    print(f"\nprefill matmul {rows}x{cols}, {n_tokens} tokens (TOPS = 2*rows*cols*tokens / time)")
+    print(f"{'type':<6}{'tensor cores':>14}{'ms':>9}{'TOPS':>8}")
+    for name in ("Q4_0", "Q8_0", "Q4_K"):
+        w = random_blocks(KERNEL_TYPES[name], rows, cols, rng)
+        for tc in (True, False):
+            seconds = _cuda.time_matmul(KERNEL_TYPES[name], w, rows, cols, n_tokens=n_tokens, repeats=5,
+                                        tensor_cores=tc)
+            tops = 2.0 * rows * cols * n_tokens / seconds / 1e12
+            out.append(dict(type=name, tensor_cores=tc, n_tokens=n_tokens, ms=seconds * 1e3, tops=tops))
+            print(f"{name:<6}{'on' if tc else 'off':>14}{seconds * 1e3:>9.2f}{tops:>8.1f}", flush=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -235,10 +254,11 @@ def main(argv=None):
                   f"{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}{100 * r['roofline_fraction']:>9.1f}%"
                   f"{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []
+    prefill_kernels = bench_prefill_kernels(_cuda) if args.kernels else []
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(device=name, measured_copy_bandwidth=measured, nominal_bandwidth=nominal, rows=rows,
-                           kernels=kernels), fh, indent=1)
+                           kernels=kernels, prefill_kernels=prefill_kernels), fh, indent=1)
 
 
 if __name__ == "__main__":

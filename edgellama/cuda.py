@@ -52,7 +52,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     DeviceOutOfMemoryError (naming the buffer) when the model or its KV cache does not fit,
     UnsupportedModelError for a shape the GPU kernels do not handle (head_dim > 256), and
     DeviceError for any other CUDA failure. Decode steps run as one captured CUDA graph unless the
-    environment sets EDGELLAMA_CUDA_GRAPHS=0 (kernels launched one by one; same results).
+    environment sets EDGELLAMA_CUDA_GRAPHS=0 (kernels launched one by one; same results), and the
+    prefill of 32-element formats on int8 tensor cores unless EDGELLAMA_CUDA_MMA=0 (dp4a tiles).
     """
     _cuda = _cuda_module()
     count, why = _cuda.device_count()
@@ -66,4 +67,5 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     except ValueError as exc:  # std::invalid_argument from the shape checks
         raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
     engine.cuda_graphs = os.environ.get("EDGELLAMA_CUDA_GRAPHS", "1") != "0"
+    engine.tensor_cores = os.environ.get("EDGELLAMA_CUDA_MMA", "1") != "0"
     return engine

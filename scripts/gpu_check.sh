@@ -50,10 +50,11 @@ set +e
 (cd /tmp && timeout 300 $PY -m pytest -q -ra -p no:cacheprovider "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 if [ "$TESTS_RC" -ne 0 ]; then
-  # Tells a fault of the captured decode step from one of the kernels themselves, in the same run.
-  step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 (kernels launched one by one)"
-  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 timeout 300 $PY -m pytest -q -ra -p no:cacheprovider "$REPO/tests/test_cuda.py" \
-     "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_no_graphs.log" | tail -30
+  # Tells a fault of the captured decode step or of the tensor-core prefill from one of the basic
+  # kernels, in the same run.
+  step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 (kernels one by one, dp4a prefill)"
+  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 timeout 300 $PY -m pytest -q -ra -p no:cacheprovider \
+     "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
 fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.

@@ -243,22 +243,54 @@ def _token_rows(rng, n, n_tokens):
 
 
 @needs_gpu
-@pytest.mark.parametrize("n_tokens", [1, 8, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
+@pytest.mark.parametrize("n_tokens", [1, 8, 11, 40], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
 def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
     """The device kernels (activation quantization, dp4a dots, warp split and sum, tiles of tokens)
     give exactly the bits of the same code run on the CPU, which the no-GPU tests check against
     numpy and the CPU engine: a mismatch here is a device-only fault (intrinsics, alignment,
-    indexing), told apart from an arithmetic one."""
+    indexing), told apart from an arithmetic one. (Tensor cores off: they sum differently.)"""
     rng = np.random.default_rng(2300 + int(qtype) + n_tokens)
     n = 4352  # several pieces a lane and a ragged last round
     rows = weight_rows(rng, qtype, n)
     x = _token_rows(rng, n, n_tokens)
-    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, tensor_cores=False)
     assert y.shape == (n_tokens, len(rows))
     want = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
+@pytest.mark.parametrize("qtype", BLOCK32, ids=lambda t: t.name)
+def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(qtype, n_tokens):
+    """Prefill of the 32-element formats on int8 tensor cores: each MMA gives a block's exact
+    integer sums, scaled and added block by block in the CPU's expression, so every (row, token)
+    must equal the CPU's scalar vec_dot bit for bit (rows: two 32-row tiles and a partial one)."""
+    rng = np.random.default_rng(2500 + int(qtype) + n_tokens)
+    n = 1024
+    rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
+    x = _token_rows(rng, n, n_tokens)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
+    bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
+    assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "mixed-Q4_0-Q8_0-F16-Q6_K"])
+def test_gpu_tensor_core_prefill_matches_reference(case_files, case, monkeypatch):
+    """A 40-token prompt (tensor cores from 16 tokens on) within the reference's bound, with and
+    without tensor cores (EDGELLAMA_CUDA_MMA=0: the dp4a tiles)."""
+    path = case_files[case]
+    ids = [int(t) for t in np.random.default_rng(9).integers(0, 300, 40)]
+    ref, _, tol = gpu_tolerance(path, ids)
+    for mma in ("1", "0"):
+        monkeypatch.setenv("EDGELLAMA_CUDA_MMA", mma)
+        gpu = Llama(str(path), n_ctx=128, device="cuda")
+        assert gpu._core.tensor_cores == (mma == "1")
+        assert_logits_close(gpu.eval(ids, all_logits=True), ref, tol, f"{case} prefill, EDGELLAMA_CUDA_MMA={mma}")
 
 
 @needs_gpu

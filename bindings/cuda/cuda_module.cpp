@@ -64,7 +64,8 @@ float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c
 }
 
 py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
-                              int64_t cols, const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+                              int64_t cols, const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
+                              bool tensor_cores) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
     if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("x must be (n_tokens, cols)");
     const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
@@ -73,17 +74,17 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     float* out = y.mutable_data();
     {
         py::gil_scoped_release release;
-        cuda::run_matmul(type, weight.data(), rows, cols, row_bytes, x.data(), n_tokens, out);
+        cuda::run_matmul(type, weight.data(), rows, cols, row_bytes, x.data(), n_tokens, out, tensor_cores);
     }
     return y;
 }
 
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
-                   int64_t n_tokens, int repeats) {
+                   int64_t n_tokens, int repeats, bool tensor_cores) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
     const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
     py::gil_scoped_release release;
-    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats);
+    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores);
 }
 
 py::tuple device_count() {
@@ -120,9 +121,10 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
           "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
-          py::arg("x"), "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+          py::arg("x"), py::arg("tensor_cores") = true,
+          "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
-          py::arg("n_tokens") = 1, py::arg("repeats") = 50,
+          py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true,
           "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks.");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
@@ -138,5 +140,7 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly("device_name", &CudaLlamaModel::device_name)
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
+        .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
+                      "Prefill of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });
 }

@@ -111,26 +111,27 @@ struct Block32Slice {
 };
 
 // What the 32-element formats share: a piece is one block, four lanes to a block.
-template <bool kHasMin>
+template <bool kMin>
 struct Block32Int8 {
     using ActRow = ActRow32;
     using Codes = Block32Codes;
     using Slice = Block32Slice;
     static constexpr int kPiece = kQK32;
     static constexpr int kLanes = 4;
+    static constexpr bool kHasMin = kMin;
     EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
         Slice s;
         s.lo = load_ro(a.qs + 8 * p + j);
         s.hi = load_ro(a.qs + 8 * p + 4 + j);
         s.d = load_ro(a.d + p);
-        s.sum = kHasMin ? load_ro(a.sum + p) : 0.0f;
+        s.sum = kMin ? load_ro(a.sum + p) : 0.0f;
         return s;
     }
     // d * da * isum, plus m * (activation sum) once a block (lane 0), as quant_32.cpp.
     EDGELLAMA_HD static float dot(const Codes& c, const Slice& s, int j) {
         const int isum = dp4a(static_cast<int>(c.hi), s.hi, dp4a(static_cast<int>(c.lo), s.lo, 0));
         const float r = mul_rn(mul_rn(c.d, s.d), static_cast<float>(isum));
-        if constexpr (kHasMin) return j == 0 ? add_rn(r, mul_rn(c.m, s.sum)) : r;
+        if constexpr (kMin) return j == 0 ? add_rn(r, mul_rn(c.m, s.sum)) : r;
         return r;
     }
 };

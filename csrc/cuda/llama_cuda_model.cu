@@ -75,6 +75,7 @@ struct CudaLlamaModel::Impl {
     DeviceBuffer step;                  // first position (int64) and token ids (int32) of a step
     std::vector<uint8_t> step_host;     // its host copy
     bool use_graphs = true;
+    bool use_mma = true;  // prefill on int8 tensor cores where it applies (gemm_mma.cu)
     std::map<int64_t, cudaGraphExec_t> decode_graphs;  // by attention split count
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
@@ -250,6 +251,7 @@ struct CudaLlamaModel::Impl {
         in.cols = cols;
         in.act32 = needs.q8_32 ? act32.as<uint8_t>() : nullptr;
         in.act256 = needs.q8_256 ? act256.as<uint8_t>() : nullptr;
+        in.use_mma = use_mma;
         return in;
     }
 
@@ -434,6 +436,8 @@ size_t CudaLlamaModel::weight_bytes() const { return impl_->weight_bytes; }
 std::string CudaLlamaModel::device_name() const { return device_description(impl_->device); }
 bool CudaLlamaModel::cuda_graphs() const { return impl_->use_graphs; }
 void CudaLlamaModel::set_cuda_graphs(bool enabled) { impl_->use_graphs = enabled; }
+bool CudaLlamaModel::tensor_cores() const { return impl_->use_mma; }
+void CudaLlamaModel::set_tensor_cores(bool enabled) { impl_->use_mma = enabled; }
 
 void CudaLlamaModel::truncate(int64_t n) {
     if (n < 0 || n > impl_->n_past) {

@@ -27,14 +27,14 @@ double measure_copy_bandwidth(size_t bytes, int repeats);
 // each, in host memory) dotted with host_x[t] (n_tokens rows of cols floats), by the model's
 // matmul kernels on `device` (csrc/cuda/matmul_probe.cu). For tests.
 void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                const float* host_x, int64_t n_tokens, float* host_y, int device = 0);
+                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma = true, int device = 0);
 
 // Seconds per product y = W x of one weight matrix (`rows` rows of `cols` elements of GGUF type
 // `type`, row_bytes each, given in host memory) with n_tokens input rows, averaged over `repeats`
 // back-to-back launches after a warm-up, weights cycled through enough copies to miss the L2
 // (csrc/cuda/matmul_probe.cu). For benchmarks: the kernels' own speed, without a step's other costs.
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, int device = 0);
+                   int64_t n_tokens, int repeats, bool use_mma = true, int device = 0);
 
 class CudaLlamaModel {
 public:
@@ -63,6 +63,10 @@ public:
     // launches its kernels one by one — same results, for comparison and diagnosis).
     bool cuda_graphs() const;
     void set_cuda_graphs(bool enabled);
+    // Whether prefill of the 32-element formats runs on int8 tensor cores (default on, sm_80+;
+    // off: the dp4a tiles, which give the same value up to the order of float additions).
+    bool tensor_cores() const;
+    void set_tensor_cores(bool enabled);
 
     static constexpr int64_t kMaxBatch = 256;
 

@@ -89,10 +89,11 @@ struct Probe {
 }  // namespace
 
 void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                const float* host_x, int64_t n_tokens, float* host_y, int device) {
+                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma, int device) {
     check(cudaSetDevice(device), "cudaSetDevice");
     Stream stream;
     Probe probe(type, host_rows, rows, cols, row_bytes, host_x, n_tokens, 1, stream.get());
+    probe.in.use_mma = use_mma;
     probe.run(0, stream.get());
     check(cudaMemcpyAsync(host_y, probe.y.get(), probe.y.bytes(), cudaMemcpyDeviceToHost, stream.get()),
           "download of the probe output");
@@ -100,7 +101,7 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 }
 
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, int device) {
+                   int64_t n_tokens, int repeats, bool use_mma, int device) {
     if (repeats < 1) throw CudaError("time_matmul: repeats must be positive");
     check(cudaSetDevice(device), "cudaSetDevice");
     const size_t bytes = static_cast<size_t>(rows) * row_bytes;
@@ -109,6 +110,7 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
     const std::vector<float> host_x(static_cast<size_t>(n_tokens * cols), 0.5f);
     Stream stream;
     Probe probe(type, host_rows, rows, cols, row_bytes, host_x.data(), n_tokens, copies, stream.get());
+    probe.in.use_mma = use_mma;
     EventPair events;
     for (int i = 0; i < copies; ++i) probe.run(i, stream.get());  // warm-up
     check(cudaEventRecord(events.start, stream.get()), "cudaEventRecord");
