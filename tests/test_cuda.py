@@ -263,11 +263,12 @@ def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
 
 @needs_gpu
 @pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
-@pytest.mark.parametrize("qtype", BLOCK32, ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", BLOCK32 + [T.Q4_K, T.Q5_K], ids=lambda t: t.name)
 def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(qtype, n_tokens):
-    """Prefill of the 32-element formats on int8 tensor cores: each MMA gives a block's exact
-    integer sums, scaled and added block by block in the CPU's expression, so every (row, token)
-    must equal the CPU's scalar vec_dot bit for bit (rows: two 32-row tiles and a partial one)."""
+    """Prefill on int8 tensor cores: each MMA gives a block's (K-quants: a sub-block's) exact
+    integer sums, combined and scaled in the CPU's expressions block by block (super-block by
+    super-block), so every (row, token) must equal the CPU's scalar vec_dot bit for bit (rows: two
+    32-row tiles and a partial one)."""
     rng = np.random.default_rng(2500 + int(qtype) + n_tokens)
     n = 1024
     rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
@@ -279,7 +280,8 @@ def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(qtype, n_tokens):
 
 
 @needs_gpu
-@pytest.mark.parametrize("case", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "mixed-Q4_0-Q8_0-F16-Q6_K"])
+@pytest.mark.parametrize("case", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "mixed-Q4_K_M",
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K"])
 def test_gpu_tensor_core_prefill_matches_reference(case_files, case, monkeypatch):
     """A 40-token prompt (tensor cores from 16 tokens on) within the reference's bound, with and
     without tensor cores (EDGELLAMA_CUDA_MMA=0: the dp4a tiles)."""

@@ -1,4 +1,6 @@
-// Prefill products of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on int8 tensor cores.
+// Prefill products on int8 tensor cores: the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and
+// Q4_K / Q5_K (whose sub-blocks are 32 elements too). Q6_K (16-element sub-blocks) stays on the
+// dp4a tiles.
 //
 // mma.sync.m16n8k32 (s8 x s8 -> s32, sm_80 on) multiplies a 16x32 tile of weight codes by a 32x8
 // tile of activation codes: K = 32 is exactly one quant block, so each MMA yields the block's
@@ -23,6 +25,7 @@ namespace {
 
 constexpr int kRowTiles = 2;    // 16-row tiles a warp: 32 rows
 constexpr int kTokenTiles = 4;  // 8-token tiles a warp: 32 tokens
+constexpr int kKQuantTokenTiles = 2;  // K-quants hold integer sums too: 16 tokens a warp
 constexpr int kMmaWarps = 4;    // warps a block, on consecutive row ranges
 
 // d = a x b for one 16x8x32 int8 tile (sm_80+).
@@ -44,6 +47,29 @@ __device__ __forceinline__ float add_block_term(float acc, float d_w, float m_w,
     float term = __fmul_rn(__fmul_rn(d_w, d_a), static_cast<float>(isum));
     if constexpr (kHasMin) term = __fadd_rn(term, __fmul_rn(m_w, sum_a));
     return __fadd_rn(acc, term);
+}
+
+// Stores (or adds) a warp's result tiles: element i of tile (rt, tt) is row 16rt + 8(i / 2) + g,
+// token 8tt + 2c + i % 2 of the warp's range.
+template <int kTiles>
+__device__ __forceinline__ void store_mma_tiles(const float (&acc)[kRowTiles][kTiles][4],
+                                                const SegmentRow (&where)[kRowTiles][2], int64_t row0, int64_t tok0,
+                                                int64_t total, int64_t n_tok, int g, int c, bool accumulate) {
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+        for (int tt = 0; tt < kTiles; ++tt) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int h = i / 2;
+                const int64_t r = row0 + 16 * rt + 8 * h + g;
+                const int64_t t = tok0 + 8 * tt + 2 * c + i % 2;
+                if (r >= total || t >= n_tok) continue;
+                float* y = where[rt][h].y + t * where[rt][h].ld + where[rt][h].row;
+                *y = accumulate ? *y + acc[rt][tt][i] : acc[rt][tt][i];
+            }
+        }
+    }
 }
 
 template <class Q>
@@ -107,26 +133,112 @@ gemm_mma32_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t
         }
     }
 
+    store_mma_tiles<kTokenTiles>(acc, where, row0, tok0, total, n_tok, g, c, accumulate);
+}
+
+// Q4_K / Q5_K: one MMA per 32-element sub-block. Chunk c of a super-block holds sub-blocks 2c (low
+// nibbles) and 2c + 1 (high); the GEMV reader's lanes j = c and j = c + 4 give columns 4c.. and
+// 16 + 4c.. of both. As the CPU does (quant_k.cpp, dot_scaled_mins), the sub-blocks' integer sums
+// times their 6-bit scales, and the mins times the activation sums, add up in integers over the
+// super-block; act.d * (d * isum - dmin * imin) then enters the float sum once a super-block.
+template <class Q>
+__global__ void __launch_bounds__(kMmaWarps * kWarp)
+gemm_mma_kquant_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
+                       size_t act_row_bytes, int64_t n_tok, bool accumulate) {
+    constexpr int kTiles = kKQuantTokenTiles;
+    const int lane = threadIdx.x % kWarp, g = lane / 4, c = lane % 4;
+    const int64_t total = seg.total_rows();
+    const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + threadIdx.x / kWarp) * (16 * kRowTiles);
+    const int64_t tok0 = static_cast<int64_t>(blockIdx.y) * (8 * kTiles);
+    if (row0 >= total) return;
+
+    SegmentRow where[kRowTiles][2];
+    const uint8_t* rows[kRowTiles][2];
 #pragma unroll
     for (int rt = 0; rt < kRowTiles; ++rt) {
 #pragma unroll
-        for (int tt = 0; tt < kTokenTiles; ++tt) {
+        for (int h = 0; h < 2; ++h) {
+            const int64_t r = row0 + 16 * rt + 8 * h + g;
+            where[rt][h] = locate_row(seg, r < total ? r : total - 1);
+            rows[rt][h] = where[rt][h].w + static_cast<size_t>(where[rt][h].row) * row_bytes;
+        }
+    }
+    ActRow256 tokens[kTiles];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                const int h = i / 2;
-                const int64_t r = row0 + 16 * rt + 8 * h + g;
-                const int64_t t = tok0 + 8 * tt + 2 * c + i % 2;
-                if (r >= total || t >= n_tok) continue;
-                float* y = where[rt][h].y + t * where[rt][h].ld + where[rt][h].row;
-                *y = accumulate ? *y + acc[rt][tt][i] : acc[rt][tt][i];
+    for (int tt = 0; tt < kTiles; ++tt) {
+        const int64_t t = tok0 + 8 * tt + g;
+        tokens[tt] = ActRow256(act + static_cast<size_t>(t < n_tok ? t : n_tok - 1) * act_row_bytes, cols);
+    }
+
+    float acc[kRowTiles][kTiles][4] = {};
+    const int64_t n_super = cols / kQK256;
+    for (int64_t sb = 0; sb < n_super; ++sb) {
+        int isum[kRowTiles][kTiles][4] = {}, imin[kRowTiles][kTiles][4] = {};
+        typename Q::Codes w[kRowTiles][2][2];  // [row tile][row g / g + 8][lane part c / c + 4]
+        typename Q::Slice s[kTiles][2];         // [token tile][lane part c / c + 4]
+#pragma unroll
+        for (int chunk = 0; chunk < 4; ++chunk) {
+            const int64_t p = 4 * sb + chunk;
+#pragma unroll
+            for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    w[rt][h][0] = Q::load(rows[rt][h], p, c);
+                    w[rt][h][1] = Q::load(rows[rt][h], p, c + 4);
+                }
+            }
+#pragma unroll
+            for (int tt = 0; tt < kTiles; ++tt) {
+                s[tt][0] = Q::load_act(tokens[tt], p, c);
+                s[tt][1] = Q::load_act(tokens[tt], p, c + 4);
+                // Activation sums of the two sub-blocks for this lane's result tokens 2c, 2c + 1.
+                const int a0_t0 = __shfl_sync(0xffffffffu, s[tt][0].asum0, 8 * c);
+                const int a1_t0 = __shfl_sync(0xffffffffu, s[tt][0].asum1, 8 * c);
+                const int a0_t1 = __shfl_sync(0xffffffffu, s[tt][0].asum0, 8 * c + 4);
+                const int a1_t1 = __shfl_sync(0xffffffffu, s[tt][0].asum1, 8 * c + 4);
+                const uint32_t b_lo[2] = {static_cast<uint32_t>(s[tt][0].lo), static_cast<uint32_t>(s[tt][1].lo)};
+                const uint32_t b_hi[2] = {static_cast<uint32_t>(s[tt][0].hi), static_cast<uint32_t>(s[tt][1].hi)};
+#pragma unroll
+                for (int rt = 0; rt < kRowTiles; ++rt) {
+                    const uint32_t a_lo[4] = {w[rt][0][0].lo, w[rt][1][0].lo, w[rt][0][1].lo, w[rt][1][1].lo};
+                    const uint32_t a_hi[4] = {w[rt][0][0].hi, w[rt][1][0].hi, w[rt][0][1].hi, w[rt][1][1].hi};
+                    int sub0[4], sub1[4];
+                    mma_16x8x32(a_lo, b_lo, sub0);  // sub-block 2 * chunk
+                    mma_16x8x32(a_hi, b_hi, sub1);  // sub-block 2 * chunk + 1
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        const typename Q::Codes& k = w[rt][i / 2][0];
+                        isum[rt][tt][i] += k.sc0 * sub0[i] + k.sc1 * sub1[i];
+                        imin[rt][tt][i] += i % 2 == 0 ? k.mn0 * a0_t0 + k.mn1 * a1_t0 : k.mn0 * a0_t1 + k.mn1 * a1_t1;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int tt = 0; tt < kTiles; ++tt) {
+            const float da0 = __shfl_sync(0xffffffffu, s[tt][0].d, 8 * c);
+            const float da1 = __shfl_sync(0xffffffffu, s[tt][0].d, 8 * c + 4);
+#pragma unroll
+            for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const typename Q::Codes& k = w[rt][i / 2][0];
+                    const float term = __fmul_rn(i % 2 == 0 ? da0 : da1,
+                                                 __fsub_rn(__fmul_rn(k.d, static_cast<float>(isum[rt][tt][i])),
+                                                           __fmul_rn(k.dmin, static_cast<float>(imin[rt][tt][i]))));
+                    acc[rt][tt][i] = __fadd_rn(acc[rt][tt][i], term);
+                }
             }
         }
     }
+    store_mma_tiles<kTiles>(acc, where, row0, tok0, total, n_tok, g, c, accumulate);
 }
 
 // The GEMV readers of the 32-element formats, whose lane j loads block words j and 4 + j.
 template <class Q>
-constexpr bool kMmaReadable = std::is_same_v<typename Q::ActRow, ActRow32> && Q::kLanes == 4;
+constexpr bool kMmaReadable32 = std::is_same_v<typename Q::ActRow, ActRow32> && Q::kLanes == 4;
+template <class Q>
+constexpr bool kMmaReadableKQuant = std::is_same_v<typename Q::Codes, KQuantCodes>;
 
 }  // namespace
 
@@ -139,18 +251,36 @@ bool int8_mma_supported() {
     return supported;
 }
 
-bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate,
-                cudaStream_t stream) {
-    if (!in.use_mma || in.n < kMmaMinTokens || in.act32 == nullptr || !int8_mma_supported()) return false;
-    bool launched = false;
+bool mma_applies(int32_t type, const MatmulInput& in) {
+    if (!in.use_mma || in.n < kMmaMinTokens || !int8_mma_supported()) return false;
+    bool readable = false;
     dispatch_int8_format(type, [&](auto fmt) {
         using Q = decltype(fmt);
-        if constexpr (kMmaReadable<Q>) {
-            const size_t act_bytes = act_row_bytes(ActFormat::Q8_32, in.cols);
-            const dim3 grid(ceil_div(seg.total_rows(), kMmaWarps * 16 * kRowTiles), ceil_div(in.n, 8 * kTokenTiles));
-            gemm_mma32_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(seg, row_bytes, in.cols, in.act32, act_bytes,
-                                                                      in.n, accumulate);
+        readable = kMmaReadable32<Q> || kMmaReadableKQuant<Q>;
+    });
+    return readable;
+}
+
+bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate,
+                cudaStream_t stream) {
+    if (!mma_applies(type, in)) return false;
+    bool launched = false;
+    const unsigned row_blocks = ceil_div(seg.total_rows(), kMmaWarps * 16 * kRowTiles);
+    dispatch_int8_format(type, [&](auto fmt) {
+        using Q = decltype(fmt);
+        if constexpr (kMmaReadable32<Q>) {
+            if (in.act32 == nullptr) return;
+            const dim3 grid(row_blocks, ceil_div(in.n, 8 * kTokenTiles));
+            gemm_mma32_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(
+                seg, row_bytes, in.cols, in.act32, act_row_bytes(ActFormat::Q8_32, in.cols), in.n, accumulate);
             check_launch("gemm_mma32_kernel");
+            launched = true;
+        } else if constexpr (kMmaReadableKQuant<Q>) {
+            if (in.act256 == nullptr) return;
+            const dim3 grid(row_blocks, ceil_div(in.n, 8 * kKQuantTokenTiles));
+            gemm_mma_kquant_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(
+                seg, row_bytes, in.cols, in.act256, act_row_bytes(ActFormat::Q8_256, in.cols), in.n, accumulate);
+            check_launch("gemm_mma_kquant_kernel");
             launched = true;
         }
     });

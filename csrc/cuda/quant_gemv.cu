@@ -120,9 +120,9 @@ void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumul
 
 void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                    float* up, cudaStream_t stream) {
-    // A long prefill of a 32-element format goes to the tensor cores (two products, then SwiGLU).
-    const bool mma_prefill = in.use_mma && in.n >= kMmaMinTokens && type_traits(w_gate.type).act_format == ActFormat::Q8_32;
-    if (!mma_prefill && same_layout(w_gate, w_up) && w_gate.rows == w_up.rows && in.cols == w_gate.cols) {
+    // A long prefill on tensor cores: two products, then SwiGLU.
+    if (!mma_applies(w_gate.type, in) && same_layout(w_gate, w_up) && w_gate.rows == w_up.rows &&
+        in.cols == w_gate.cols) {
         RowSegments seg;
         seg.w[0] = w_gate.data;
         seg.w[1] = w_up.data;
