@@ -263,7 +263,7 @@ def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
 
 @needs_gpu
 @pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
-@pytest.mark.parametrize("qtype", BLOCK32 + [T.Q4_K, T.Q5_K], ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
 def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(qtype, n_tokens):
     """Prefill on int8 tensor cores: each MMA gives a block's (K-quants: a sub-block's) exact
     integer sums, combined and scaled in the CPU's expressions block by block (super-block by
@@ -280,7 +280,7 @@ def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(qtype, n_tokens):
 
 
 @needs_gpu
-@pytest.mark.parametrize("case", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "mixed-Q4_K_M",
+@pytest.mark.parametrize("case", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "mixed-Q4_K_M",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K"])
 def test_gpu_tensor_core_prefill_matches_reference(case_files, case, monkeypatch):
     """A 40-token prompt (tensor cores from 16 tokens on) within the reference's bound, with and

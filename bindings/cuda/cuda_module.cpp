@@ -141,6 +141,6 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
-                      "Prefill (16+ tokens) of Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K on int8 tensor cores (True by default, sm_80+).")
+                      "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });
 }

@@ -1,6 +1,6 @@
-// Prefill products on int8 tensor cores: the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and
-// Q4_K / Q5_K (whose sub-blocks are 32 elements too). Q6_K (16-element sub-blocks) stays on the
-// dp4a tiles.
+// Prefill products on int8 tensor cores for every quantized type: the 32-element formats (Q4_0,
+// Q4_1, Q5_0, Q5_1, Q8_0) and Q4_K / Q5_K, whose sub-blocks are 32 elements too, with
+// mma.m16n8k32; Q6_K, whose sub-blocks are 16, with mma.m16n8k16.
 //
 // mma.sync.m16n8k32 (s8 x s8 -> s32, sm_80 on) multiplies a 16x32 tile of weight codes by a 32x8
 // tile of activation codes: K = 32 is exactly one quant block, so each MMA yields the block's
@@ -38,6 +38,19 @@ __device__ __forceinline__ void mma_16x8x32(const uint32_t (&a)[4], const uint32
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
 #else
     __trap();  // the host never launches this kernel below sm_80 (int8_mma_supported)
+#endif
+}
+
+// d = a x b for one 16x8x16 int8 tile (sm_80+): a0 row g, a1 row g + 8, columns 4c..4c+3; b0 rows
+// 4c..4c+3 of column g; d as for 16x8x32.
+__device__ __forceinline__ void mma_16x8x16(const uint32_t (&a)[2], uint32_t b, int (&d)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%7, %7, %7, %7};\n"
+        : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(b), "r"(0));
+#else
+    __trap();
 #endif
 }
 
@@ -234,11 +247,102 @@ gemm_mma_kquant_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const ui
     store_mma_tiles<kTiles>(acc, where, row0, tok0, total, n_tok, g, c, accumulate);
 }
 
+// Q6_K: one mma.m16n8k16 per 16-element sub-block (each has its own int8 scale). The GEMV reader's
+// lane j holds words 2j and 2j + 1 of a 32-element part, so column words c of the part's two
+// sub-blocks come from its lanes c / 2 and 2 + c / 2 (word c % 2 of each), with the sub-block's
+// scale. As the CPU does, scales times sums add up in integers over the super-block, then
+// (d * act.d) * isum joins the float sum.
+template <class Q>
+__global__ void __launch_bounds__(kMmaWarps * kWarp)
+gemm_mma_q6k_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
+                    size_t act_row_bytes, int64_t n_tok, bool accumulate) {
+    constexpr int kTiles = kKQuantTokenTiles;
+    const int lane = threadIdx.x % kWarp, g = lane / 4, c = lane % 4;
+    const int64_t total = seg.total_rows();
+    const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + threadIdx.x / kWarp) * (16 * kRowTiles);
+    const int64_t tok0 = static_cast<int64_t>(blockIdx.y) * (8 * kTiles);
+    if (row0 >= total) return;
+
+    SegmentRow where[kRowTiles][2];
+    const uint8_t* rows[kRowTiles][2];
+#pragma unroll
+    for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int64_t r = row0 + 16 * rt + 8 * h + g;
+            where[rt][h] = locate_row(seg, r < total ? r : total - 1);
+            rows[rt][h] = where[rt][h].w + static_cast<size_t>(where[rt][h].row) * row_bytes;
+        }
+    }
+    ActRow256 tokens[kTiles];
+#pragma unroll
+    for (int tt = 0; tt < kTiles; ++tt) {
+        const int64_t t = tok0 + 8 * tt + g;
+        tokens[tt] = ActRow256(act + static_cast<size_t>(t < n_tok ? t : n_tok - 1) * act_row_bytes, cols);
+    }
+    const auto word = [c](uint32_t w0, uint32_t w1) { return c % 2 == 0 ? w0 : w1; };
+    const auto act_word = [c](int a0, int a1) { return static_cast<uint32_t>(c % 2 == 0 ? a0 : a1); };
+
+    float acc[kRowTiles][kTiles][4] = {};
+    const int64_t n_super = cols / kQK256;
+    for (int64_t sb = 0; sb < n_super; ++sb) {
+        int isum[kRowTiles][kTiles][4] = {};
+        typename Q::Codes w[kRowTiles][2][2];  // [row tile][row g / g + 8][sub-block of the part]
+        typename Q::Slice s[kTiles][2];         // [token tile][sub-block of the part]
+#pragma unroll
+        for (int part = 0; part < 8; ++part) {
+            const int64_t p = 8 * sb + part;
+#pragma unroll
+            for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    w[rt][h][0] = Q::load(rows[rt][h], p, c / 2);
+                    w[rt][h][1] = Q::load(rows[rt][h], p, 2 + c / 2);
+                }
+            }
+#pragma unroll
+            for (int tt = 0; tt < kTiles; ++tt) {
+                s[tt][0] = Q::load_act(tokens[tt], p, c / 2);
+                s[tt][1] = Q::load_act(tokens[tt], p, 2 + c / 2);
+#pragma unroll
+                for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+                    for (int sub = 0; sub < 2; ++sub) {
+                        const uint32_t a[2] = {word(w[rt][0][sub].w0, w[rt][0][sub].w1),
+                                               word(w[rt][1][sub].w0, w[rt][1][sub].w1)};
+                        int sums[4];
+                        mma_16x8x16(a, act_word(s[tt][sub].a0, s[tt][sub].a1), sums);
+#pragma unroll
+                        for (int i = 0; i < 4; ++i) isum[rt][tt][i] += w[rt][i / 2][sub].sc * sums[i];
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int tt = 0; tt < kTiles; ++tt) {
+            const float da0 = __shfl_sync(0xffffffffu, s[tt][0].d, 8 * c);
+            const float da1 = __shfl_sync(0xffffffffu, s[tt][0].d, 8 * c + 4);
+#pragma unroll
+            for (int rt = 0; rt < kRowTiles; ++rt) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const float term = __fmul_rn(__fmul_rn(w[rt][i / 2][0].d, i % 2 == 0 ? da0 : da1),
+                                                 static_cast<float>(isum[rt][tt][i]));
+                    acc[rt][tt][i] = __fadd_rn(acc[rt][tt][i], term);
+                }
+            }
+        }
+    }
+    store_mma_tiles<kTiles>(acc, where, row0, tok0, total, n_tok, g, c, accumulate);
+}
+
 // The GEMV readers of the 32-element formats, whose lane j loads block words j and 4 + j.
 template <class Q>
 constexpr bool kMmaReadable32 = std::is_same_v<typename Q::ActRow, ActRow32> && Q::kLanes == 4;
 template <class Q>
 constexpr bool kMmaReadableKQuant = std::is_same_v<typename Q::Codes, KQuantCodes>;
+template <class Q>
+constexpr bool kMmaReadableQ6K = std::is_same_v<typename Q::Codes, Q6KCodes>;
 
 }  // namespace
 
@@ -256,7 +360,7 @@ bool mma_applies(int32_t type, const MatmulInput& in) {
     bool readable = false;
     dispatch_int8_format(type, [&](auto fmt) {
         using Q = decltype(fmt);
-        readable = kMmaReadable32<Q> || kMmaReadableKQuant<Q>;
+        readable = kMmaReadable32<Q> || kMmaReadableKQuant<Q> || kMmaReadableQ6K<Q>;
     });
     return readable;
 }
@@ -281,6 +385,13 @@ bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const Ma
             gemm_mma_kquant_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(
                 seg, row_bytes, in.cols, in.act256, act_row_bytes(ActFormat::Q8_256, in.cols), in.n, accumulate);
             check_launch("gemm_mma_kquant_kernel");
+            launched = true;
+        } else if constexpr (kMmaReadableQ6K<Q>) {
+            if (in.act256 == nullptr) return;
+            const dim3 grid(row_blocks, ceil_div(in.n, 8 * kKQuantTokenTiles));
+            gemm_mma_q6k_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(
+                seg, row_bytes, in.cols, in.act256, act_row_bytes(ActFormat::Q8_256, in.cols), in.n, accumulate);
+            check_launch("gemm_mma_q6k_kernel");
             launched = true;
         }
     });

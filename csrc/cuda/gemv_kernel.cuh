@@ -168,9 +168,8 @@ gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const flo
     store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
 }
 
-// gemm_mma.cu — the product on int8 tensor cores when it applies (a type with 32-element blocks or
-// sub-blocks, at least kMmaMinTokens tokens, use_mma, an sm_80+ device); false, with nothing
-// enqueued, otherwise.
+// gemm_mma.cu — the product on int8 tensor cores when it applies (a quantized type, at least
+// kMmaMinTokens tokens, use_mma, an sm_80+ device); false, with nothing enqueued, otherwise.
 bool int8_mma_supported();
 bool mma_applies(int32_t type, const MatmulInput& in);
 bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate,

@@ -63,8 +63,8 @@ public:
     // launches its kernels one by one — same results, for comparison and diagnosis).
     bool cuda_graphs() const;
     void set_cuda_graphs(bool enabled);
-    // Whether long prefills run on int8 tensor cores where the type allows (all quantized types but
-    // Q6_K; default on, sm_80+; off: the dp4a tiles, equal up to the order of float additions).
+    // Whether long prefills of quantized weights run on int8 tensor cores (default on, sm_80+; off:
+    // the dp4a tiles, equal up to the order of float additions).
     bool tensor_cores() const;
     void set_tensor_cores(bool enabled);
 

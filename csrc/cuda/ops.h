@@ -35,7 +35,7 @@ struct MatmulInput {
     const uint8_t* act256 = nullptr;  // ActFormat::Q8_256 rows, or null when not prepared
     int64_t n = 0;
     int64_t cols = 0;
-    bool use_mma = true;  // long prefills on int8 tensor cores where the type allows (gemm_mma.cu)
+    bool use_mma = true;  // long prefills of quantized weights on int8 tensor cores (gemm_mma.cu)
 };
 
 // act_quant.cu — out = the n_rows float rows of x (cols each, contiguous) as `format` blocks.
@@ -46,9 +46,8 @@ void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int6
 // wide: one kernel per tile of kGemmTile tokens, so each weight row is read once per tile.
 // Quantized weights are dotted in integers with the int8 blocks, float weights with the floats.
 constexpr int kGemmTile = 8;
-// From this many tokens on, the formats with 32-element blocks or sub-blocks (all but Q6_K and the
-// float types) multiply on int8 tensor cores (sm_80+; gemm_mma.cu) unless MatmulInput::use_mma is
-// off: the same results as the CPU's scalar vec_dot.
+// From this many tokens on, quantized weights multiply on int8 tensor cores (sm_80+; gemm_mma.cu)
+// unless MatmulInput::use_mma is off: the same results as the CPU's scalar vec_dot.
 constexpr int64_t kMmaMinTokens = 16;
 void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumulate, cudaStream_t stream);
 // Several matmuls of one input (Q/K/V): matrices of one type and width share each launch.
