@@ -171,7 +171,6 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
                decode_ms=1e3 / decode_tps, decode_gb_s=achieved / 1e9,
                roofline_fraction=achieved / bandwidth, bandwidth_gb_s=bandwidth / 1e9,
                bandwidth_source=bandwidth_source)
-    del model
     return row
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import List, Optional
 
 from edgellama.cli import bench, chat, list_models, pull, quantize, run
