@@ -55,12 +55,33 @@ if [ "$TESTS_RC" -ne 0 ]; then
   step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 (kernels one by one, dp4a prefill)"
   (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 timeout 300 $PY -m pytest -q -ra -p no:cacheprovider \
      "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
+  # Out-of-bounds or misaligned accesses name the kernel and line here, where wrong numbers do not.
+  step "compute-sanitizer memcheck on the matmul tests"
+  if command -v compute-sanitizer >/dev/null; then
+    (cd /tmp && timeout 150 compute-sanitizer --tool memcheck --print-limit 20 $PY -m pytest -q -x -p no:cacheprovider \
+       "$REPO/tests/test_cuda.py" -k "matmul and (Q4_0 or Q4_K or Q6_K)" 2>&1) | tee "$RESULTS/memcheck.log" | tail -40 || true
+  fi
 fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
 (cd /tmp && timeout 300 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
+
+# Where decode falls short of the roofline, the GEMV kernels' memory behaviour says why: one launch
+# each of Q4_0 and Q4_K on the 8B shape's ffn_gate, through Nsight Compute (at most 100 s).
+step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
+if command -v ncu >/dev/null; then
+  for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (8 copies of the 33 MB matrix)
+    (cd /tmp && timeout 50 ncu --kernel-name regex:gemv_int8_kernel --launch-skip 8 --launch-count 1 \
+       --section SpeedOfLight --section MemoryWorkloadAnalysis $PY -c "
+import sys; sys.path.insert(0, '$REPO/benchmarks')
+import numpy as np; import bench_cuda as b; from edgellama import _cuda
+t = b.KERNEL_TYPES['$type']
+print('$type', _cuda.time_matmul(t, b.random_blocks(t, 14336, 4096, np.random.default_rng(0)), 14336, 4096, repeats=3))
+" 2>&1) | tee "$RESULTS/ncu_$type.log" | tail -45 || true
+  done
+fi
 set -e
 step "done (tests rc=$TESTS_RC, benchmarks rc=$BENCH_RC)"
 test "$TESTS_RC" -eq 0 && test "$BENCH_RC" -eq 0
