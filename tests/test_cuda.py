@@ -7,6 +7,8 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     device's layout), and its integer dots (csrc/cuda/int8_dot.cuh, split over a warp's lanes as
     the kernel splits them) match numpy and the CPU engine within float32 rounding, for every
     quantized type;
+  * the tensor-core prefill tiles, on 32 host threads a warp with the MMA emulated from the PTX
+    fragment layout, equal the CPU's scalar vec_dot bit for bit for every quantized type;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -79,6 +81,11 @@ def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
         assert bad.size == 0, f"{qtype.name} row {i}: first mismatches at {bad[:5]}: {gpu_path[bad[:5]]} vs {cpu[bad[:5]]}"
 
 
+def _token_rows(rng, n, n_tokens):
+    rows = act_rows(rng, n)
+    return np.stack([rows[t % len(rows)] * np.float32(1 + t) for t in range(n_tokens)])
+
+
 def device_row_as_cpu_blocks(raw, n, block):
     """The device's activation row ([codes][scales][sums], csrc/cuda/int8_dot.cuh: ActRow32 /
     ActRow256) rearranged into the CPU's blocks (BlockQ8Act32: d, sum, qs; BlockQ8Act256: d,
@@ -143,6 +150,26 @@ def test_gpu_int8_dot_detects_element_order():
             x[k] = 1.0
             got = _cuda.int8_dot_host(int(qtype), w_raw, x)
             assert got == pytest.approx(float(w[k]), rel=1e-6, abs=1e-30), (qtype.name, k)
+
+
+@needs_module
+@pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
+def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(qtype, n_tokens):
+    """The tensor-core prefill tiles (csrc/cuda/mma_tiles.cuh), run on 32 host threads a warp with
+    the MMA rebuilt from the PTX fragment layout: every (row, token) equals the CPU's scalar vec_dot
+    bit for bit (70 rows: two full 32-row warps and a partial one). Checks all the tiles' lane
+    bookkeeping (fragments, shuffled scales, integer and float sums, stores) without a GPU; the
+    GPU test below checks the hardware against the same reference."""
+    rng = np.random.default_rng(2600 + int(qtype) + n_tokens)
+    n = 512
+    rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
+    x = _token_rows(rng, n, n_tokens)
+    y = _cuda.mma_matmul_host(int(qtype), np.concatenate(rows), len(rows), x)
+    assert y.shape == (n_tokens, len(rows))
+    want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
+    bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
+    assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
 
 
 @needs_module
@@ -235,11 +262,6 @@ def test_gpu_truncate_reset_and_long_prefill(case_files):
     assert gpu.n_past == 0
     first = gpu.eval(ids[:1])
     assert_logits_close(first[None], ref[:1], tol[:1], "first token after reset")
-
-
-def _token_rows(rng, n, n_tokens):
-    rows = act_rows(rng, n)
-    return np.stack([rows[t % len(rows)] * np.float32(1 + t) for t in range(n_tokens)])
 
 
 @needs_gpu

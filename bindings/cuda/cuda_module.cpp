@@ -79,6 +79,23 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     return y;
 }
 
+py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
+                                   const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
+    const std::vector<uint4_words> aligned = aligned_copy(weight);
+    const int64_t n_tokens = x.shape(0), cols = x.shape(1);
+    std::vector<float> y;
+    {
+        py::gil_scoped_release release;
+        y = cuda::mma_matmul_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), rows,
+                                     static_cast<size_t>(weight.size() / rows), x.data(), n_tokens, cols);
+    }
+    py::array_t<float> out({n_tokens, rows});
+    std::memcpy(out.mutable_data(), y.data(), y.size() * sizeof(float));
+    return out;
+}
+
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
                    int64_t n_tokens, int repeats, bool tensor_cores) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
@@ -123,6 +140,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("x"), py::arg("tensor_cores") = true,
           "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+    m.def("mma_matmul_host", &b::mma_matmul_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("x"),
+          "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true,
           "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks.");

@@ -14,48 +14,11 @@
 #include "csrc/cuda/formats.cuh"
 #include "csrc/cuda/int8_dot.cuh"
 #include "csrc/cuda/ops.h"
+#include "csrc/cuda/row_segments.cuh"
 
 namespace edgellama::cuda {
 
 constexpr int kGemvWarps = 4;  // warps per thread block
-constexpr int kMaxSegments = 3;
-
-// The matrices of one launch. Output row t of matrix k is y[k] + t * rows[k] (rows[k] wide).
-struct RowSegments {
-    const uint8_t* w[kMaxSegments] = {};
-    float* y[kMaxSegments] = {};
-    int64_t rows[kMaxSegments] = {};
-    int count = 0;
-    __host__ __device__ int64_t total_rows() const {
-        int64_t n = 0;
-#pragma unroll
-        for (int k = 0; k < kMaxSegments; ++k) n += k < count ? rows[k] : 0;  // constant indices: no local copy
-        return n;
-    }
-};
-
-// The matrix, output and row of a launch-wide row number (< total rows). Selected with unrolled
-// compares: indexing the parameter arrays with a runtime k would copy them to local memory.
-struct SegmentRow {
-    const uint8_t* w;
-    float* y;
-    int64_t ld;  // output row width
-    int64_t row;
-};
-__device__ __forceinline__ SegmentRow locate_row(const RowSegments& s, int64_t row) {
-    SegmentRow r{s.w[0], s.y[0], s.rows[0], row};
-#pragma unroll
-    for (int k = 1; k < kMaxSegments; ++k) {
-        if (k < s.count && r.row >= r.ld) {
-            r.row -= r.ld;
-            r.w = s.w[k];
-            r.y = s.y[k];
-            r.ld = s.rows[k];
-        }
-    }
-    return r;
-}
-
 // The warp's row of the launch, or -1 past the end (the whole warp leaves together).
 __device__ __forceinline__ int64_t warp_row(int64_t total_rows) {
     const int64_t row = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp;

@@ -10,7 +10,9 @@
 #include <string>
 #include <type_traits>
 
+#include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
+#include "csrc/cuda/mma_tiles.cuh"
 
 namespace edgellama::cuda {
 
@@ -100,6 +102,44 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
     });
     if (!known) not_quantized(weight_type);
     return bytes;
+}
+
+std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, int64_t n_rows, size_t row_bytes,
+                                      const float* x, int64_t n_tokens, int64_t cols) {
+    std::vector<float> y(static_cast<size_t>(n_tokens * n_rows));
+    const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
+        using Q = decltype(fmt);
+        if (cols % kQK256 != 0 && !kMmaBlock32<Q>) {
+            throw std::invalid_argument("K-quant rows of " + std::to_string(cols) + " are not whole super-blocks");
+        }
+        // The tokens' activation rows, one after another as the device keeps them.
+        const int block = act_block<Q>();
+        const size_t act_row_bytes = static_cast<size_t>(cols / block) * (block == kQK32 ? sizeof(BlockQ8Act32)
+                                                                                         : sizeof(BlockQ8Act256));
+        std::vector<Aligned16> act((n_tokens * act_row_bytes + 15) / 16);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            const std::vector<Aligned16> row = quantized_row(x + t * cols, cols, block);
+            std::memcpy(reinterpret_cast<uint8_t*>(act.data()) + t * act_row_bytes, row.data(), act_row_bytes);
+        }
+        MmaProduct m{};
+        m.seg.w[0] = rows;
+        m.seg.y[0] = y.data();
+        m.seg.rows[0] = n_rows;
+        m.seg.count = 1;
+        m.row_bytes = row_bytes;
+        m.cols = cols;
+        m.act = reinterpret_cast<const uint8_t*>(act.data());
+        m.act_row_bytes = act_row_bytes;
+        m.n_tok = n_tokens;
+        m.accumulate = false;
+        for (int64_t row0 = 0; row0 < n_rows; row0 += 16 * kMmaRowTiles) {
+            for (int64_t tok0 = 0; tok0 < n_tokens; tok0 += 8 * mma_token_tiles<Q>()) {
+                run_host_warp([&](const HostWarp& warp) { mma_tile<Q>(warp, m, row0, tok0); });
+            }
+        }
+    });
+    if (!known) not_quantized(weight_type);
+    return y;
 }
 
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n) {

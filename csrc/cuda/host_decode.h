@@ -21,4 +21,10 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
 // row: 16-byte aligned. Throws std::invalid_argument for a float or unknown type.
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
 
+// y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] (n_tokens rows
+// of cols floats) by the tensor-core prefill tiles (mma_tiles.cuh), each warp run on 32 host
+// threads with the MMA emulated from the PTX fragment layout. Throws std::invalid_argument.
+std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, int64_t n_rows, size_t row_bytes,
+                                      const float* x, int64_t n_tokens, int64_t cols);
+
 }  // namespace edgellama::cuda

@@ -1,0 +1,127 @@
+// A warp on the host: 32 threads run the same warp code (mma_tiles.cuh) in step. lane(), the
+// shuffles and the int8 MMAs of warp.cuh's DeviceWarp exchange values through shared slots
+// between barriers; the MMAs rebuild their operands from the lanes' fragments with the PTX
+// layouts that warp.cuh documents. For tests on machines without a GPU: it checks everything in
+// the tiles but the hardware itself.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace edgellama::cuda {
+
+class HostWarpExchange {
+public:
+    static constexpr int kLanes = 32;
+
+    // Returns once all 32 lanes have called it.
+    void barrier() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned generation = generation_;
+        if (++arrived_ == kLanes) {
+            arrived_ = 0;
+            ++generation_;
+            wake_.notify_all();
+        } else {
+            wake_.wait(lock, [&] { return generation_ != generation; });
+        }
+    }
+
+    uint64_t value[kLanes] = {};
+    uint32_t a[kLanes][4] = {};
+    uint32_t b[kLanes][2] = {};
+
+private:
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    int arrived_ = 0;
+    unsigned generation_ = 0;
+};
+
+// The interface is __host__ __device__ only because the tiles it is passed to are; its code runs on
+// the host alone (the device compilation sees empty bodies).
+struct HostWarp {
+    HostWarpExchange* x;
+    int lane_;
+
+    __host__ __device__ int lane() const { return lane_; }
+
+    template <class T>
+    __host__ __device__ T shfl(T v, int src_lane) const {
+#if defined(__CUDA_ARCH__)
+        return v;
+#else
+        static_assert(sizeof(T) <= sizeof(uint64_t), "one slot a lane");
+        uint64_t bits = 0;
+        std::memcpy(&bits, &v, sizeof v);
+        x->value[lane_] = bits;
+        x->barrier();
+        T out;
+        const uint64_t got = x->value[src_lane];
+        std::memcpy(&out, &got, sizeof out);
+        x->barrier();  // nobody overwrites a slot before everyone has read
+        return out;
+#endif
+    }
+
+    __host__ __device__ void mma_16x8x32(const uint32_t (&a)[4], const uint32_t (&b)[2], int (&d)[4]) const {
+#if !defined(__CUDA_ARCH__)
+        mma(a, b, 32, d);
+#endif
+    }
+
+    __host__ __device__ void mma_16x8x16(const uint32_t (&a)[2], uint32_t b, int (&d)[4]) const {
+#if !defined(__CUDA_ARCH__)
+        const uint32_t a4[4] = {a[0], a[1], 0, 0};
+        const uint32_t b2[2] = {b, 0};
+        mma(a4, b2, 16, d);
+#endif
+    }
+
+private:
+    static int byte_at(uint32_t word, int k) { return static_cast<int8_t>((word >> (8 * (k % 4))) & 0xffu); }
+
+    // A[m][k] and B[k][n] from the lanes' fragments (warp.cuh): lane (g, c) holds A's rows g and
+    // g + 8 at columns 4c.. (registers 0, 1) and 16 + 4c.. (2, 3), and B's rows 4c.. (register 0)
+    // and 16 + 4c.. (1) of column g.
+    int a_at(int m, int k) const {
+        const int owner = (m % 8) * 4 + (k % 16) / 4;
+        return byte_at(x->a[owner][(m < 8 ? 0 : 1) + (k < 16 ? 0 : 2)], k);
+    }
+    int b_at(int k, int n) const {
+        const int owner = n * 4 + (k % 16) / 4;
+        return byte_at(x->b[owner][k < 16 ? 0 : 1], k);
+    }
+
+    void mma(const uint32_t (&a)[4], const uint32_t (&b)[2], int depth, int (&d)[4]) const {
+        std::memcpy(x->a[lane_], a, sizeof a);
+        std::memcpy(x->b[lane_], b, sizeof b);
+        x->barrier();
+        const int g = lane_ / 4, c = lane_ % 4;
+        for (int i = 0; i < 4; ++i) {  // d_i: row g + 8 (i / 2), column 2c + i % 2
+            const int m = g + 8 * (i / 2), n = 2 * c + i % 2;
+            int sum = 0;
+            for (int k = 0; k < depth; ++k) sum += a_at(m, k) * b_at(k, n);
+            d[i] = sum;
+        }
+        x->barrier();
+    }
+};
+
+// Runs fn(HostWarp) on 32 threads, one a lane, and waits for all of them.
+template <class Fn>
+void run_host_warp(Fn&& fn) {
+    HostWarpExchange exchange;
+    std::vector<std::thread> lanes;
+    lanes.reserve(HostWarpExchange::kLanes);
+    for (int lane = 0; lane < HostWarpExchange::kLanes; ++lane) {
+        lanes.emplace_back([&fn, &exchange, lane] { fn(HostWarp{&exchange, lane}); });
+    }
+    for (std::thread& t : lanes) t.join();
+}
+
+}  // namespace edgellama::cuda

@@ -1,0 +1,51 @@
+// The warp-wide operations the tensor-core tiles (mma_tiles.cuh) use, on the device: the lane,
+// shuffles, and the int8 MMAs. host_warp.h has the same interface for 32 host threads, so the
+// tiles' code also runs on a machine without a GPU (tests).
+#pragma once
+
+#include <cstdint>
+
+#include "csrc/cuda/common.cuh"
+
+namespace edgellama::cuda {
+
+struct DeviceWarp {
+    __device__ __forceinline__ int lane() const { return static_cast<int>(threadIdx.x % kWarp); }
+
+    template <class T>
+    __device__ __forceinline__ T shfl(T v, int src_lane) const {
+        return __shfl_sync(0xffffffffu, v, src_lane);
+    }
+
+    // d = a x b for one 16x8x32 int8 tile (sm_80+). Fragments (PTX ISA, "matrix fragments for
+    // mma.m16n8k32", .s8), with g = lane / 4, c = lane % 4: a0 holds A's row g, columns 4c..4c+3;
+    // a1 row g + 8, same columns; a2 and a3 the same rows at columns 16 + 4c..; b0 holds B's rows
+    // 4c..4c+3 of column g, b1 rows 16 + 4c..; d0, d1 are D's row g, columns 2c and 2c + 1, d2 and
+    // d3 row g + 8.
+    __device__ __forceinline__ void mma_16x8x32(const uint32_t (&a)[4], const uint32_t (&b)[2], int (&d)[4]) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+            "{%10, %10, %10, %10};\n"
+            : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
+#else
+        __trap();  // never launched below sm_80 (int8_mma_supported)
+#endif
+    }
+
+    // d = a x b for one 16x8x16 int8 tile (sm_80+): a0 row g, a1 row g + 8, columns 4c..4c+3;
+    // b0 rows 4c..4c+3 of column g; d as for 16x8x32.
+    __device__ __forceinline__ void mma_16x8x16(const uint32_t (&a)[2], uint32_t b, int (&d)[4]) const {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%7, %7, %7, %7};\n"
+            : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(b), "r"(0));
+#else
+        __trap();
+#endif
+    }
+};
+
+}  // namespace edgellama::cuda
