@@ -7,8 +7,9 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     device's layout), and its integer dots (csrc/cuda/int8_dot.cuh, split over a warp's lanes as
     the kernel splits them) match numpy and the CPU engine within float32 rounding, for every
     quantized type;
-  * the tensor-core prefill tiles, on 32 host threads a warp with the MMA emulated from the PTX
-    fragment layout, equal the CPU's scalar vec_dot bit for bit for every quantized type;
+  * the warp-level code of the decode GEMV, of activation quantization and of the tensor-core
+    prefill tiles, run on 32 host threads a warp (csrc/cuda/host_warp.h, the MMA rebuilt from the
+    PTX fragment layout), against those dots, the CPU's bytes and the CPU's scalar vec_dot;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -150,6 +151,31 @@ def test_gpu_int8_dot_detects_element_order():
             x[k] = 1.0
             got = _cuda.int8_dot_host(int(qtype), w_raw, x)
             assert got == pytest.approx(float(w[k]), rel=1e-6, abs=1e-30), (qtype.name, k)
+
+
+@needs_module
+@pytest.mark.parametrize("n_tokens", [1, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
+@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
+def test_gemv_warp_code_on_host_equals_the_lane_dots(qtype, n_tokens):
+    """The int8 GEMV's warp code (csrc/cuda/gemv_rows.cuh: row pairs, a partial last pair, token
+    tiles, the warp's butterfly sum), run on 32 host threads, gives each (row, token) the bits of
+    int8_dot_host, which the tests above hold to numpy and the CPU engine; its SwiGLU form gives
+    silu(gate) * up of those dots."""
+    rng = np.random.default_rng(2700 + int(qtype) + n_tokens)
+    n = 1024
+    rows = [r for _ in range(2) for r in weight_rows(rng, qtype, n)][:7]
+    up = [r for _ in range(2) for r in weight_rows(rng, qtype, n)][:7]
+    x = _token_rows(rng, n, n_tokens)
+    y = _cuda.gemv_host(int(qtype), np.concatenate(rows), None, len(rows), x)
+    dots = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in rows] for xt in x], np.float32)
+    bad = np.argwhere(y.view(np.uint32) != dots.view(np.uint32))
+    assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}"
+    fused = _cuda.gemv_host(int(qtype), np.concatenate(rows), np.concatenate(up), len(rows), x)
+    up_dots = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in up] for xt in x], np.float32)
+    g = dots.astype(np.float64)
+    with np.errstate(over="ignore"):  # exp(-g) of a large negative g is inf: silu is -0 there
+        want = g / (1 + np.exp(-g)) * up_dots
+    np.testing.assert_allclose(fused, want, rtol=1e-5, atol=1e-30)
 
 
 @needs_module

@@ -79,6 +79,31 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     return y;
 }
 
+py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
+                             const py::object& up, int64_t rows,
+                             const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
+    const std::vector<uint4_words> aligned = aligned_copy(weight);
+    std::vector<uint4_words> aligned_up;
+    if (!up.is_none()) {
+        const auto up_rows = up.cast<py::array_t<uint8_t, py::array::c_style>>();
+        if (up_rows.size() != weight.size()) throw std::invalid_argument("up must be as large as weight");
+        aligned_up = aligned_copy(up_rows);
+    }
+    const int64_t n_tokens = x.shape(0), cols = x.shape(1);
+    std::vector<float> y;
+    {
+        py::gil_scoped_release release;
+        y = cuda::gemv_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()),
+                               aligned_up.empty() ? nullptr : reinterpret_cast<const uint8_t*>(aligned_up.data()), rows,
+                               static_cast<size_t>(weight.size() / rows), x.data(), n_tokens, cols);
+    }
+    py::array_t<float> out({n_tokens, rows});
+    std::memcpy(out.mutable_data(), y.data(), y.size() * sizeof(float));
+    return out;
+}
+
 py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                                    const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
@@ -140,6 +165,9 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("x"), py::arg("tensor_cores") = true,
           "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+    m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
+          py::arg("x"),
+          "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's warp code on the CPU (for tests).");
     m.def("mma_matmul_host", &b::mma_matmul_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("x"),
           "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),

@@ -17,7 +17,7 @@ quantize_act32_kernel(const float* __restrict__ x, int64_t cols, int64_t n_block
     if (blk >= n_blocks) return;  // the whole warp leaves together
     const int lane = threadIdx.x % kWarp;
     const int64_t row = blk / (cols / kQK32), b = blk % (cols / kQK32);
-    quantize_block32_warp(x[blk * kQK32 + lane], lane, ActRowOut<kQK32>(out + row * row_bytes, cols, b));
+    quantize_block32_warp(DeviceWarp{}, x[blk * kQK32 + lane], ActRowOut<kQK32>(out + row * row_bytes, cols, b));
 }
 
 // One warp per block of 256.
@@ -31,7 +31,7 @@ quantize_act256_kernel(const float* __restrict__ x, int64_t cols, int64_t n_bloc
     float v[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) v[k] = x[blk * kQK256 + 32 * k + lane];
-    quantize_block256_warp(v, lane, ActRowOut<kQK256>(out + row * row_bytes, cols, b));
+    quantize_block256_warp(DeviceWarp{}, v, ActRowOut<kQK256>(out + row * row_bytes, cols, b));
 }
 
 }  // namespace

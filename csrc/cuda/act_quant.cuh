@@ -1,20 +1,15 @@
 // Warp-wide activation quantization into the device's activation rows (int8_dot.cuh: ActRow32,
 // ActRow256), with the element arithmetic of act_scale / act_code, so codes, scales and sums equal
 // the CPU engine's blocks for the same floats.
-// Used by the quantize kernels (act_quant.cu) and the fused RMSNorm (elementwise.cu).
+// Used by the quantize kernels (act_quant.cu) and the fused RMSNorm (elementwise.cu) with
+// DeviceWarp, and by the tests' host execution with HostWarp (host_decode.cu).
 #pragma once
 
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/int8_dot.cuh"
+#include "csrc/cuda/warp.cuh"
 
 namespace edgellama::cuda {
-
-// Sum over the 16 lanes of this lane's half-warp.
-__device__ __forceinline__ int half_warp_sum_int(int v) {
-#pragma unroll
-    for (int o = kWarp / 4; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 // Where block b of an activation row goes (the layout at ActRow32 / ActRow256).
 template <int kBlock>
@@ -22,17 +17,19 @@ struct ActRowOut {
     int8_t* qs;     // the block's kBlock codes
     float* d;       // its scale
     void* sums;     // its sum (a float, 32) or sixteen int16 sums (256)
-    __device__ __forceinline__ ActRowOut(uint8_t* row, int64_t cols, int64_t b)
+    EDGELLAMA_HD ActRowOut(uint8_t* row, int64_t cols, int64_t b)
         : qs(reinterpret_cast<int8_t*>(row) + b * kBlock),
           d(reinterpret_cast<float*>(row + act_scales_offset(cols)) + b),
           sums(row + act_sums_offset(cols, kBlock) + b * (kBlock == kQK32 ? 4 : 32)) {}
 };
 
 // The whole warp quantizes one block of 32: lane i holds element i.
-__device__ __forceinline__ void quantize_block32_warp(float v, int lane, const ActRowOut<kQK32>& out) {
-    const float d = act_scale(warp_max(fabsf(v)));
+template <class Warp>
+EDGELLAMA_HD void quantize_block32_warp(const Warp& warp, float v, const ActRowOut<kQK32>& out) {
+    const int lane = warp.lane();
+    const float d = act_scale(warp_reduce_max(warp, fabsf(v)));
     const int q = act_code(v, d);
-    const int sum = warp_sum(q);
+    const int sum = warp_reduce_sum(warp, q);
     out.qs[lane] = static_cast<int8_t>(q);
     if (lane == 0) {
         *out.d = d;
@@ -42,17 +39,19 @@ __device__ __forceinline__ void quantize_block32_warp(float v, int lane, const A
 
 // The whole warp quantizes one block of 256: lane i holds elements 32k + i (k < 8); the 16-element
 // sums 2k and 2k + 1 are the two half-warps' sums of code k.
-__device__ __forceinline__ void quantize_block256_warp(const float (&v)[8], int lane, const ActRowOut<kQK256>& out) {
+template <class Warp>
+EDGELLAMA_HD void quantize_block256_warp(const Warp& warp, const float (&v)[8], const ActRowOut<kQK256>& out) {
+    const int lane = warp.lane();
     float amax = 0.0f;
 #pragma unroll
     for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(v[k]));
-    const float d = act_scale(warp_max(amax));
+    const float d = act_scale(warp_reduce_max(warp, amax));
     auto* bsums = static_cast<int16_t*>(out.sums);
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
         const int q = act_code(v[k], d);
         out.qs[32 * k + lane] = static_cast<int8_t>(q);
-        const int half_sum = half_warp_sum_int(q);
+        const int half_sum = half_warp_reduce_sum(warp, q);
         if (lane % 16 == 0) bsums[2 * k + lane / 16] = static_cast<int16_t>(half_sum);
     }
     if (lane == 0) *out.d = d;

@@ -65,7 +65,7 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // SwiGLU's element: silu(g) * u = g / (1 + e^-g) * u.
-__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+__host__ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 

@@ -36,7 +36,7 @@ rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, f
         for (int64_t b = warp; b < n / kQK32; b += kNormWarps) {
             const float v = normed(b * kQK32 + lane);
             orow[b * kQK32 + lane] = v;
-            quantize_block32_warp(v, lane, ActRowOut<kQK32>(act_row, n, b));
+            quantize_block32_warp(DeviceWarp{}, v, ActRowOut<kQK32>(act_row, n, b));
         }
     } else {
         for (int64_t i = threadIdx.x; i < n; i += kNormThreads) orow[i] = normed(i);
@@ -47,7 +47,7 @@ rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, f
             float v[8];
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = normed(b * kQK256 + 32 * k + lane);
-            quantize_block256_warp(v, lane, ActRowOut<kQK256>(act_row, n, b));
+            quantize_block256_warp(DeviceWarp{}, v, ActRowOut<kQK256>(act_row, n, b));
         }
     }
 }

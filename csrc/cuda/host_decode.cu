@@ -4,15 +4,19 @@
 // like the device code.
 #include "csrc/cuda/host_decode.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "csrc/cuda/act_quant.cuh"
+#include "csrc/cuda/gemv_rows.cuh"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
 #include "csrc/cuda/mma_tiles.cuh"
+#include "csrc/cuda/ops.h"
 
 namespace edgellama::cuda {
 
@@ -95,13 +99,73 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
     std::vector<uint8_t> bytes;
     const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
         constexpr int block = act_block<decltype(fmt)>();
-        const std::vector<Aligned16> buf = quantized_row(x, n, block);
-        const auto* first = reinterpret_cast<const uint8_t*>(buf.data());
-        const size_t size = static_cast<size_t>(n / block) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256));
-        bytes.assign(first, first + size);
+        if (n % block != 0) throw std::invalid_argument(std::to_string(n) + " elements are not whole activation blocks");
+        bytes.assign(static_cast<size_t>(n / block) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256)), 0);
+        uint8_t* row = bytes.data();
+        // The device's warp quantizers (act_quant.cuh), a block at a time, as act_quant.cu runs them.
+        run_host_warp([&](const HostWarp& warp) {
+            const int lane = warp.lane();
+            for (int64_t b = 0; b < n / block; ++b) {
+                if constexpr (block == kQK32) {
+                    quantize_block32_warp(warp, x[b * kQK32 + lane], ActRowOut<kQK32>(row, n, b));
+                } else {
+                    float v[8];
+                    for (int k = 0; k < 8; ++k) v[k] = x[b * kQK256 + 32 * k + lane];
+                    quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, n, b));
+                }
+            }
+        });
     });
     if (!known) not_quantized(weight_type);
     return bytes;
+}
+
+std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
+                                size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols) {
+    std::vector<float> y(static_cast<size_t>(n_tokens * n_rows));
+    const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
+        using Q = decltype(fmt);
+        if (cols % Q::kPiece != 0) throw std::invalid_argument("rows are not whole pieces");
+        const int block = act_block<Q>();
+        const size_t act_row_bytes = static_cast<size_t>(cols / block) * (block == kQK32 ? sizeof(BlockQ8Act32)
+                                                                                         : sizeof(BlockQ8Act256));
+        std::vector<Aligned16> act((n_tokens * act_row_bytes + 15) / 16);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            const std::vector<Aligned16> row = quantized_row(x + t * cols, cols, block);
+            std::memcpy(reinterpret_cast<uint8_t*>(act.data()) + t * act_row_bytes, row.data(), act_row_bytes);
+        }
+        RowSegments seg;
+        seg.w[0] = rows;
+        seg.y[0] = y.data();
+        seg.rows[0] = n_rows;
+        seg.count = 1;
+        if (up_rows != nullptr) {
+            seg.w[1] = up_rows;
+            seg.rows[1] = n_rows;
+            seg.count = 2;
+        }
+        const auto* act_bytes = reinterpret_cast<const uint8_t*>(act.data());
+        // Every warp of the launch in turn, on one group of 32 threads; tiles as quant_gemv.cu cuts them.
+        run_host_warp([&](const HostWarp& warp) {
+            for (int64_t start = 0; start < n_tokens; start += kGemmTile) {
+                const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, n_tokens - start));
+                RowSegments s = seg;
+                s.y[0] += start * n_rows;
+                const uint8_t* a = act_bytes + start * act_row_bytes;
+                for (int64_t first = 0; first < n_rows; first += kRowsPerWarp) {
+                    if (up_rows != nullptr) {
+                        if (tile == 1) gemv_int8_swiglu_rows<Q, 1>(warp, s, row_bytes, cols, a, act_row_bytes, 1, first);
+                        else gemv_int8_swiglu_rows<Q, kGemmTile>(warp, s, row_bytes, cols, a, act_row_bytes, tile, first);
+                    } else {
+                        if (tile == 1) gemv_int8_rows<Q, 1>(warp, s, row_bytes, cols, a, act_row_bytes, 1, false, first);
+                        else gemv_int8_rows<Q, kGemmTile>(warp, s, row_bytes, cols, a, act_row_bytes, tile, false, first);
+                    }
+                }
+            }
+        });
+    });
+    if (!known) not_quantized(weight_type);
+    return y;
 }
 
 std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, int64_t n_rows, size_t row_bytes,

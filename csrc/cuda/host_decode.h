@@ -11,15 +11,21 @@ namespace edgellama::cuda {
 // row: raw GGUF bytes, aligned as a device row would be (16 bytes). Throws std::invalid_argument.
 void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* out);
 
-// The bytes of x[0..n) quantized into the int8 activation row a quantized weight type reads
-// (act_scale / act_code of int8_dot.cuh, laid out as the device kernels write them: ActRow32 /
-// ActRow256 — the CPU's blocks' codes, scales and sums, as three arrays).
+// The bytes of x[0..n) quantized into the int8 activation row a quantized weight type reads, by
+// the device's warp quantizers (act_quant.cuh) on 32 host threads, laid out as the device keeps
+// them (ActRow32 / ActRow256 — the CPU's blocks' codes, scales and sums, as three arrays).
 std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n);
 
 // dot(weight row, x) as the GPU computes it: x quantized as above, the row's pieces split over
 // the 32 lanes of a warp as gemv_int8_kernel splits them, the lanes' partial sums added.
 // row: 16-byte aligned. Throws std::invalid_argument for a float or unknown type.
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
+
+// y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
+// GEMV's warp code (gemv_rows.cuh: row pairs, tiles of kGemmTile tokens, the warp's sums) on 32
+// host threads; with up_rows, silu(row r · x[t]) * (up row r · x[t]) by its SwiGLU form.
+std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
+                                size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] (n_tokens rows
 // of cols floats) by the tensor-core prefill tiles (mma_tiles.cuh), each warp run on 32 host

@@ -68,6 +68,11 @@ struct HostWarp {
 #endif
     }
 
+    template <class T>
+    __host__ __device__ T shfl_xor(T v, int lane_mask) const {
+        return shfl(v, lane_ ^ lane_mask);
+    }
+
     __host__ __device__ void mma_16x8x32(const uint32_t (&a)[4], const uint32_t (&b)[2], int (&d)[4]) const {
 #if !defined(__CUDA_ARCH__)
         mma(a, b, 32, d);

@@ -1,6 +1,7 @@
-// The warp-wide operations the tensor-core tiles (mma_tiles.cuh) use, on the device: the lane,
-// shuffles, and the int8 MMAs. host_warp.h has the same interface for 32 host threads, so the
-// tiles' code also runs on a machine without a GPU (tests).
+// The warp-wide operations of the warp-level code (mma_tiles.cuh, gemv_rows.cuh, act_quant.cuh)
+// on the device: the lane, shuffles, and the int8 MMAs; and the reductions built on them.
+// host_warp.h has the same interface for 32 host threads, so that code also runs on a machine
+// without a GPU (tests).
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,11 @@ struct DeviceWarp {
     template <class T>
     __device__ __forceinline__ T shfl(T v, int src_lane) const {
         return __shfl_sync(0xffffffffu, v, src_lane);
+    }
+
+    template <class T>
+    __device__ __forceinline__ T shfl_xor(T v, int lane_mask) const {
+        return __shfl_xor_sync(0xffffffffu, v, lane_mask);
     }
 
     // d = a x b for one 16x8x32 int8 tile (sm_80+). Fragments (PTX ISA, "matrix fragments for
@@ -47,5 +53,28 @@ struct DeviceWarp {
 #endif
     }
 };
+
+// Butterfly reductions over the warp (every lane gets the result), for any Warp.
+template <class Warp, class T>
+__host__ __device__ __forceinline__ T warp_reduce_sum(const Warp& warp, T v) {
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) v += warp.shfl_xor(v, o);
+    return v;
+}
+
+template <class Warp>
+__host__ __device__ __forceinline__ float warp_reduce_max(const Warp& warp, float v) {
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o >>= 1) v = fmaxf(v, warp.shfl_xor(v, o));
+    return v;
+}
+
+// The sum over the 16 lanes of this lane's half-warp.
+template <class Warp>
+__host__ __device__ __forceinline__ int half_warp_reduce_sum(const Warp& warp, int v) {
+#pragma unroll
+    for (int o = kWarp / 4; o > 0; o >>= 1) v += warp.shfl_xor(v, o);
+    return v;
+}
 
 }  // namespace edgellama::cuda

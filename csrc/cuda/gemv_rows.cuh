@@ -1,0 +1,100 @@
+// One warp's rows of a quantized matmul (the int8 GEMV of decode, and of prefill tiles up to
+// kGemmTile tokens): a warp takes kRowsPerWarp rows, its lanes share the pieces
+// (int8_dot.cuh: int8_lane_partial), the warp sums the lanes. Written once for any Warp
+// (warp.cuh): the kernels (gemv_kernel.cuh) pass DeviceWarp, the tests HostWarp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "csrc/cuda/common.cuh"
+#include "csrc/cuda/int8_dot.cuh"
+#include "csrc/cuda/row_segments.cuh"
+#include "csrc/cuda/warp.cuh"
+
+namespace edgellama::cuda {
+
+constexpr int kRowsPerWarp = 2;  // rows sharing each activation load
+
+// Warp-sums a row's partial sums of the tile's tokens; lane 0 stores (or adds) them at out + t * ld.
+template <int NT, class Warp>
+EDGELLAMA_HD void store_row_sums(const Warp& warp, float (&acc)[NT], int n_tok, float* out, int64_t ld,
+                                 bool accumulate) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = warp_reduce_sum(warp, acc[t]);
+    if (warp.lane() != 0) return;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        if (t < n_tok) out[t * ld] = accumulate ? out[t * ld] + acc[t] : acc[t];
+    }
+}
+
+// Activation rows of the tile (the last one repeated past n_tok, so loads stay in bounds).
+template <class ActRow, int NT>
+EDGELLAMA_HD void tile_rows(const uint8_t* act, size_t act_row_bytes, int64_t cols, int n_tok, ActRow (&rows)[NT]) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+        rows[t] = ActRow(act + static_cast<size_t>(t < n_tok ? t : n_tok - 1) * act_row_bytes, cols);
+    }
+}
+
+// Rows first .. first + kRowsPerWarp - 1 of the launch (first < the total) dotted with the tile's
+// n_tok activation rows.
+template <class Q, int NT, class Warp>
+EDGELLAMA_HD void gemv_int8_rows(const Warp& warp, const RowSegments& seg, size_t row_bytes, int64_t cols,
+                                 const uint8_t* act, size_t act_row_bytes, int n_tok, bool accumulate, int64_t first) {
+    const int64_t total = seg.total_rows();
+    SegmentRow where[kRowsPerWarp];
+    const uint8_t* rows[kRowsPerWarp];
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {  // a row past the end re-reads the last one, unstored
+        where[i] = locate_row(seg, first + i < total ? first + i : total - 1);
+        rows[i] = where[i].w + static_cast<size_t>(where[i].row) * row_bytes;
+    }
+    typename Q::ActRow at[NT] = {};
+    tile_rows<typename Q::ActRow, NT>(act, act_row_bytes, cols, n_tok, at);
+    float acc[kRowsPerWarp][NT] = {};
+    int8_lane_partial<Q, NT, kRowsPerWarp>(rows, cols / Q::kPiece, warp.lane(), at, acc);
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+        if (first + i < total) {
+            store_row_sums<NT>(warp, acc[i], n_tok, where[i].y + where[i].row, where[i].ld, accumulate);
+        }
+    }
+}
+
+// seg: {gate, up} with the same rows; output row t of y[0] = silu(gate · x_t) * (up · x_t), as
+// swiglu(), for rows first .. first + kRowsPerWarp - 1.
+template <class Q, int NT, class Warp>
+EDGELLAMA_HD void gemv_int8_swiglu_rows(const Warp& warp, const RowSegments& seg, size_t row_bytes, int64_t cols,
+                                        const uint8_t* act, size_t act_row_bytes, int n_tok, int64_t first) {
+    const int64_t n_rows = seg.rows[0];
+    const uint8_t* rows[2 * kRowsPerWarp];  // gate rows, then the same up rows
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+        const int64_t r = first + i < n_rows ? first + i : n_rows - 1;
+        rows[i] = seg.w[0] + static_cast<size_t>(r) * row_bytes;
+        rows[kRowsPerWarp + i] = seg.w[1] + static_cast<size_t>(r) * row_bytes;
+    }
+    typename Q::ActRow at[NT] = {};
+    tile_rows<typename Q::ActRow, NT>(act, act_row_bytes, cols, n_tok, at);
+    float acc[2 * kRowsPerWarp][NT] = {};
+    int8_lane_partial<Q, NT, 2 * kRowsPerWarp>(rows, cols / Q::kPiece, warp.lane(), at, acc);
+#pragma unroll
+    for (int i = 0; i < 2 * kRowsPerWarp; ++i) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) acc[i][t] = warp_reduce_sum(warp, acc[i][t]);
+    }
+    if (warp.lane() != 0) return;
+#pragma unroll
+    for (int i = 0; i < kRowsPerWarp; ++i) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+            if (t < n_tok && first + i < n_rows) {
+                seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[kRowsPerWarp + i][t]);
+            }
+        }
+    }
+}
+
+}  // namespace edgellama::cuda
