@@ -8,8 +8,9 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     the kernel splits them) match numpy and the CPU engine within float32 rounding, for every
     quantized type;
   * the warp-level code of the decode GEMV, of activation quantization and of the tensor-core
-    prefill tiles, run on 32 host threads a warp (csrc/cuda/host_warp.h, the MMA rebuilt from the
-    PTX fragment layout), against those dots, the CPU's bytes and the CPU's scalar vec_dot;
+    prefill tiles, and the attention kernels' block code, run on host threads (csrc/cuda/
+    host_warp.h, the MMA rebuilt from the PTX fragment layout), against those dots, the CPU's
+    bytes, the CPU's scalar vec_dot and numpy attention;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -196,6 +197,44 @@ def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(qtype, n_tokens)
     want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+def reference_attention(q, k, v, first_pos):
+    """float64 causal grouped-query attention: q (tokens, heads, dim) at positions first_pos + t over
+    k, v (positions, kv heads, dim)."""
+    n_tok, n_head, head_dim = q.shape
+    group = n_head // k.shape[1]
+    kf, vf = k.astype(np.float64), v.astype(np.float64)
+    out = np.zeros(q.shape)
+    for t in range(n_tok):
+        n = first_pos + t + 1
+        for h in range(n_head):
+            s = kf[:n, h // group] @ q[t, h].astype(np.float64) / np.sqrt(head_dim)
+            p = np.exp(s - s.max())
+            out[t, h] = (p / p.sum()) @ vf[:n, h // group]
+    return out
+
+
+@needs_module
+@pytest.mark.parametrize("head_dim,n_head,n_head_kv,first_pos,n_tok,n_split", [
+    (64, 4, 2, 70, 3, 2),     # vector loads of 2 halves, two splits
+    (128, 4, 1, 190, 2, 4),   # 4 halves, groups of 4, a split past the positions (empty)
+    (256, 2, 2, 135, 1, 3),   # 8 halves
+    (32, 6, 2, 40, 3, 1),     # the strided path
+    (16, 3, 3, 0, 9, 1),      # prefill from position 0, lanes without a dimension
+], ids=lambda v: str(v))
+def test_attention_block_code_on_host_matches_numpy(head_dim, n_head, n_head_kv, first_pos, n_tok, n_split):
+    """The attention kernels' block code (csrc/cuda/attention_block.cuh: online softmax over 4
+    positions a warp step, the warps' and the splits' merges), run on host threads, against float64
+    numpy on the same fp16 keys and values. (It found the head-size-128/256 vector loads reading
+    their words through another type, which the compiler was free to drop.)"""
+    rng = np.random.default_rng(head_dim + n_split)
+    n_pos = first_pos + n_tok + 3
+    q = rng.standard_normal((n_tok, n_head, head_dim)).astype(np.float32)
+    k = rng.standard_normal((n_pos, n_head_kv, head_dim)).astype(np.float16)
+    v = rng.standard_normal((n_pos, n_head_kv, head_dim)).astype(np.float16)
+    got = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, n_split)
+    np.testing.assert_allclose(got, reference_attention(q, k, v, first_pos), rtol=0, atol=2e-6)
 
 
 @needs_module

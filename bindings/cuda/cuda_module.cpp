@@ -79,6 +79,29 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     return y;
 }
 
+// q: (n_tokens, n_head, head_dim) float32; k, v: (n_pos, n_head_kv, head_dim) float16 bit patterns.
+py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+                                  const py::array_t<uint16_t, py::array::c_style>& k,
+                                  const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos,
+                                  int64_t n_split) {
+    if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || k.shape(0) != v.shape(0) || k.shape(1) != v.shape(1) ||
+        k.shape(2) != q.shape(2) || v.shape(2) != q.shape(2)) {
+        throw std::invalid_argument("q must be (tokens, heads, dim), k and v (positions, kv heads, dim)");
+    }
+    const int64_t n_tokens = q.shape(0);
+    if (first_pos < 0 || first_pos + n_tokens > k.shape(0)) throw std::invalid_argument("positions past the cache");
+    const cuda::AttentionDims dims{q.shape(1), k.shape(1), q.shape(2)};
+    std::vector<float> out;
+    {
+        py::gil_scoped_release release;
+        out = cuda::attention_on_host(dims, q.data(), n_tokens, first_pos, n_split,
+                                      reinterpret_cast<const __half*>(k.data()), reinterpret_cast<const __half*>(v.data()));
+    }
+    py::array_t<float> result({n_tokens, dims.n_head, dims.head_dim});
+    std::memcpy(result.mutable_data(), out.data(), out.size() * sizeof(float));
+    return result;
+}
+
 py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
                              const py::object& up, int64_t rows,
                              const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
@@ -165,6 +188,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("x"), py::arg("tensor_cores") = true,
           "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+    m.def("attention_host", &b::attention_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("first_pos"),
+          py::arg("n_split"), "The GPU's attention kernels' block code run on CPU threads (for tests).");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
           py::arg("x"),
           "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's warp code on the CPU (for tests).");

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "csrc/cuda/act_quant.cuh"
+#include "csrc/cuda/attention_block.cuh"
 #include "csrc/cuda/gemv_rows.cuh"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
@@ -118,6 +119,39 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
     });
     if (!known) not_quantized(weight_type);
     return bytes;
+}
+
+std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+                                     int64_t n_split, const __half* k_cache, const __half* v_cache) {
+    if (dims.n_head <= 0 || dims.n_head_kv <= 0 || dims.n_head % dims.n_head_kv != 0 || dims.head_dim <= 0 ||
+        dims.head_dim > kMaxHeadDim || dims.head_dim % 2 != 0 || n_tokens <= 0 || first_pos < 0 || n_split < 1 ||
+        n_tokens * n_split > std::max<int64_t>(n_tokens, kMaxSplitRows)) {
+        throw std::invalid_argument("attention_on_host: bad shape or split count");
+    }
+    std::vector<float> partials(attention_scratch_floats(dims, n_tokens));
+    std::vector<float> out(static_cast<size_t>(n_tokens * dims.n_head * dims.head_dim));
+    const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials.data());
+    dispatch_attention_dims(dims.head_dim, [&](auto policy) {
+        using Dims = decltype(policy);
+        for (int64_t h = 0; h < dims.n_head; ++h) {
+            for (int64_t t = 0; t < n_tokens; ++t) {
+                for (int64_t sp = 0; sp < n_split; ++sp) {
+                    run_host_block<AttnShared>(kAttnWarps * kWarp, [&](const HostBlock<AttnShared>& block) {
+                        attention_partial_block<Dims>(block, a, h, t, sp);
+                    });
+                }
+            }
+        }
+    });
+    for (int64_t h = 0; h < dims.n_head; ++h) {
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            run_host_block<AttnShared>(kCombineThreads, [&](const HostBlock<AttnShared>& block) {
+                attention_combine_block(block, partials.data(), dims.n_head, dims.head_dim, n_split, a.q_width,
+                                        out.data(), h, t);
+            });
+        }
+    }
+    return out;
 }
 
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,

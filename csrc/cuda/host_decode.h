@@ -2,8 +2,12 @@
 // int8_dot.cuh), for tests on machines without a GPU.
 #pragma once
 
+#include <cuda_fp16.h>
+
 #include <cstdint>
 #include <vector>
+
+#include "csrc/cuda/ops.h"
 
 namespace edgellama::cuda {
 
@@ -20,6 +24,12 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
 // the 32 lanes of a warp as gemv_int8_kernel splits them, the lanes' partial sums added.
 // row: 16-byte aligned. Throws std::invalid_argument for a float or unknown type.
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
+
+// Causal grouped-query attention of n_tokens queries q ([token][head][dim]) at positions
+// first_pos + t over the fp16 cache rows ([pos][kv_head][dim]), split n_split ways: the two
+// passes' block code (attention_block.cuh) on host threads. out: [token][head][dim].
+std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+                                     int64_t n_split, const __half* k_cache, const __half* v_cache);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
 // GEMV's warp code (gemv_rows.cuh: row pairs, tiles of kGemmTile tokens, the warp's sums) on 32

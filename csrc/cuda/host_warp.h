@@ -18,11 +18,13 @@ class HostWarpExchange {
 public:
     static constexpr int kLanes = 32;
 
-    // Returns once all 32 lanes have called it.
+    explicit HostWarpExchange(int parties = kLanes) : parties_(parties) {}
+
+    // Returns once all parties (a warp's 32 lanes, or a block's threads) have called it.
     void barrier() {
         std::unique_lock<std::mutex> lock(mutex_);
         const unsigned generation = generation_;
-        if (++arrived_ == kLanes) {
+        if (++arrived_ == parties_) {
             arrived_ = 0;
             ++generation_;
             wake_.notify_all();
@@ -36,6 +38,7 @@ public:
     uint32_t b[kLanes][2] = {};
 
 private:
+    const int parties_;
     std::mutex mutex_;
     std::condition_variable wake_;
     int arrived_ = 0;
@@ -116,6 +119,56 @@ private:
         x->barrier();
     }
 };
+
+// A thread block on the host (the Block interface of attention_block.cuh): n_threads threads, a
+// HostWarp for each warp of them, a barrier over all, and one Shared for the block.
+template <class Shared>
+struct HostBlockState {
+    explicit HostBlockState(int n_threads) : threads(n_threads), all(n_threads), warps(n_threads / 32) {}
+    int threads;
+    HostWarpExchange all;
+    std::vector<HostWarpExchange> warps;
+    Shared shared{};
+};
+
+template <class Shared>
+struct HostBlock {
+    HostBlockState<Shared>* state;
+    int thread_;
+    __host__ __device__ int thread() const { return thread_; }
+    __host__ __device__ int threads() const {
+#if defined(__CUDA_ARCH__)
+        return 0;
+#else
+        return state->threads;
+#endif
+    }
+    __host__ __device__ HostWarp warp() const {
+#if defined(__CUDA_ARCH__)
+        return HostWarp{nullptr, 0};
+#else
+        return HostWarp{&state->warps[thread_ / HostWarpExchange::kLanes], thread_ % HostWarpExchange::kLanes};
+#endif
+    }
+    __host__ __device__ void sync() const {
+#if !defined(__CUDA_ARCH__)
+        state->all.barrier();
+#endif
+    }
+    __host__ __device__ Shared& shared() const { return state->shared; }
+};
+
+// Runs fn(HostBlock) on n_threads threads (a multiple of 32) and waits for all of them.
+template <class Shared, class Fn>
+void run_host_block(int n_threads, Fn&& fn) {
+    HostBlockState<Shared> state(n_threads);
+    std::vector<std::thread> threads;
+    threads.reserve(n_threads);
+    for (int t = 0; t < n_threads; ++t) {
+        threads.emplace_back([&fn, &state, t] { fn(HostBlock<Shared>{&state, t}); });
+    }
+    for (std::thread& th : threads) th.join();
+}
 
 // Runs fn(HostWarp) on 32 threads, one a lane, and waits for all of them.
 template <class Fn>
