@@ -8,9 +8,9 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     the kernel splits them) match numpy and the CPU engine within float32 rounding, for every
     quantized type;
   * the warp-level code of the decode GEMV, of activation quantization and of the tensor-core
-    prefill tiles, and the attention kernels' block code, run on host threads (csrc/cuda/
-    host_warp.h, the MMA rebuilt from the PTX fragment layout), against those dots, the CPU's
-    bytes, the CPU's scalar vec_dot and numpy attention;
+    prefill tiles, and the block code of attention and RMSNorm and RoPE's thread code, run on host
+    threads (csrc/cuda/host_warp.h, the MMA rebuilt from the PTX fragment layout), against those
+    dots, the CPU's bytes, the CPU's scalar vec_dot and numpy;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -197,6 +197,58 @@ def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(qtype, n_tokens)
     want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
+
+
+@needs_module
+@pytest.mark.parametrize("n", [512, 576], ids=["n512", "n576-no-256-blocks"])
+def test_rms_norm_block_code_on_host_matches_numpy_and_quantizes_like_the_cpu(n):
+    """The RMSNorm kernel's block code (1024 threads: double sums reduced per warp, then across
+    warps) on host threads: (x * scale) * weight as numpy computes it in float32, and the fused
+    int8 rows equal the CPU's quantization of those floats byte for byte."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal((3, n)) * np.array([[0.01], [1.0], [300.0]])).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    with256 = n % 256 == 0
+    out, act32, act256 = _cuda.rms_norm_host(x, w, 1e-5, True, with256)
+    scale = (1.0 / np.sqrt((x.astype(np.float64) ** 2).sum(axis=1) / n + np.float32(1e-5))).astype(np.float32)
+    np.testing.assert_allclose(out, (x * scale[:, None]).astype(np.float32) * w, rtol=2e-7, atol=0)
+    for raw, block, fmt in ((act32, 32, ACT_OF[T.Q8_0]), (act256, 256, ACT_OF[T.Q4_K])):
+        if raw is None:
+            assert not with256 and block == 256
+            continue
+        per_row = raw.size // x.shape[0]
+        for r in range(x.shape[0]):
+            got = device_row_as_cpu_blocks(raw[r * per_row:(r + 1) * per_row], n, block)
+            np.testing.assert_array_equal(got, _core.quantize_act_row(fmt, out[r]))
+
+
+@needs_module
+def test_rope_store_thread_code_on_host_matches_numpy():
+    """RoPE of adjacent pairs (the first n_pairs of each head, angle position * inv_freq in double)
+    for queries and keys, and the fp16 store of keys and values at their positions."""
+    rng = np.random.default_rng(3)
+    n_tok, n_head, n_head_kv, head_dim, n_pairs, first, n_ctx = 3, 4, 2, 64, 24, 5, 10
+    q = rng.standard_normal((n_tok, n_head * head_dim)).astype(np.float32)
+    k = rng.standard_normal((n_tok, n_head_kv * head_dim)).astype(np.float32)
+    v = rng.standard_normal((n_tok, n_head_kv * head_dim)).astype(np.float32)
+    inv_freq = 10000.0 ** (-2.0 * np.arange(n_pairs) / (2 * n_pairs)) / np.linspace(1, 4, n_pairs)  # rope_freqs-like
+    q_rot, k_cache, v_cache = _cuda.rope_store_host(q, k, v, n_head, n_head_kv, head_dim, inv_freq, first, n_ctx)
+
+    def rotate(rows, heads):
+        out = rows.reshape(n_tok, heads, head_dim // 2, 2).copy()
+        for t in range(n_tok):
+            angle = (first + t) * inv_freq
+            c, s_ = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+            a, b = out[t, :, :n_pairs, 0].copy(), out[t, :, :n_pairs, 1].copy()
+            out[t, :, :n_pairs, 0] = a * c - b * s_
+            out[t, :, :n_pairs, 1] = a * s_ + b * c
+        return out.reshape(n_tok, -1)
+
+    np.testing.assert_allclose(q_rot, rotate(q, n_head), rtol=0, atol=2e-6)
+    stored_k = k_cache.view(np.float16)[first:first + n_tok].astype(np.float32)
+    np.testing.assert_allclose(stored_k, rotate(k, n_head_kv).astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-6)
+    np.testing.assert_array_equal(v_cache.view(np.float16)[first:first + n_tok], v.astype(np.float16))
+    assert not k_cache[:first].any() and not k_cache[first + n_tok:].any()  # nothing stored elsewhere
 
 
 def reference_attention(q, k, v, first_pos):

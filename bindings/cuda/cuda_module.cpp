@@ -79,6 +79,63 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     return y;
 }
 
+using Bytes = py::array_t<uint8_t, py::array::c_style>;
+
+// (normalized rows, their Q8_32 int8 rows or None, their Q8_256 int8 rows or None).
+py::tuple rms_norm_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
+                        const py::array_t<float, py::array::c_style | py::array::forcecast>& weight, float eps,
+                        bool q8_32, bool q8_256) {
+    if (x.ndim() != 2 || weight.ndim() != 1 || weight.shape(0) != x.shape(1)) {
+        throw std::invalid_argument("x must be (rows, n) and weight (n,)");
+    }
+    const int64_t rows = x.shape(0), n = x.shape(1);
+    py::array_t<float> out({rows, n});
+    py::object act32 = py::none(), act256 = py::none();
+    uint8_t* p32 = nullptr;
+    uint8_t* p256 = nullptr;
+    if (q8_32) {
+        Bytes b(static_cast<py::ssize_t>(rows * act_row_bytes(ActFormat::Q8_32, n)));
+        p32 = b.mutable_data();
+        act32 = b;
+    }
+    if (q8_256) {
+        Bytes b(static_cast<py::ssize_t>(rows * act_row_bytes(ActFormat::Q8_256, n)));
+        p256 = b.mutable_data();
+        act256 = b;
+    }
+    float* o = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        cuda::rms_norm_on_host(x.data(), weight.data(), o, rows, n, eps, p32, p256);
+    }
+    return py::make_tuple(out, act32, act256);
+}
+
+// (rotated q, k cache, v cache): q (tokens, heads * dim) and k, v (tokens, kv heads * dim) float32;
+// the caches (n_ctx, kv heads * dim) fp16 bit patterns, zero where nothing was stored.
+py::tuple rope_store_host(py::array_t<float, py::array::c_style | py::array::forcecast> q,
+                          const py::array_t<float, py::array::c_style | py::array::forcecast>& k,
+                          const py::array_t<float, py::array::c_style | py::array::forcecast>& v, int64_t n_head,
+                          int64_t n_head_kv, int64_t head_dim, const py::array_t<double, py::array::c_style>& inv_freq,
+                          int64_t first_pos, int64_t n_ctx) {
+    const int64_t n_tokens = q.shape(0);
+    if (q.ndim() != 2 || q.shape(1) != n_head * head_dim || k.ndim() != 2 || k.shape(0) != n_tokens ||
+        k.shape(1) != n_head_kv * head_dim || v.shape(0) != n_tokens || v.shape(1) != k.shape(1) ||
+        inv_freq.ndim() != 1 || inv_freq.shape(0) * 2 > head_dim || first_pos < 0 || first_pos + n_tokens > n_ctx) {
+        throw std::invalid_argument("bad shapes for rope_store_host");
+    }
+    py::array_t<float> rotated({n_tokens, n_head * head_dim});
+    std::memcpy(rotated.mutable_data(), q.data(), static_cast<size_t>(q.size()) * sizeof(float));
+    py::array_t<uint16_t> k_cache({n_ctx, n_head_kv * head_dim}), v_cache({n_ctx, n_head_kv * head_dim});
+    std::memset(k_cache.mutable_data(), 0, static_cast<size_t>(k_cache.size()) * 2);
+    std::memset(v_cache.mutable_data(), 0, static_cast<size_t>(v_cache.size()) * 2);
+    cuda::rope_store_on_host(rotated.mutable_data(), k.data(), v.data(), n_tokens, n_head, n_head_kv, head_dim,
+                             inv_freq.shape(0), inv_freq.data(), first_pos,
+                             reinterpret_cast<__half*>(k_cache.mutable_data()),
+                             reinterpret_cast<__half*>(v_cache.mutable_data()));
+    return py::make_tuple(rotated, k_cache, v_cache);
+}
+
 // q: (n_tokens, n_head, head_dim) float32; k, v: (n_pos, n_head_kv, head_dim) float16 bit patterns.
 py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
                                   const py::array_t<uint16_t, py::array::c_style>& k,
@@ -188,6 +245,11 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("x"), py::arg("tensor_cores") = true,
           "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+    m.def("rms_norm_host", &b::rms_norm_host, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("q8_32"),
+          py::arg("q8_256"), "The GPU's RMSNorm block code (with its fused quantization) run on CPU threads (for tests).");
+    m.def("rope_store_host", &b::rope_store_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_head"),
+          py::arg("n_head_kv"), py::arg("head_dim"), py::arg("inv_freq"), py::arg("first_pos"), py::arg("n_ctx"),
+          "The GPU's RoPE-and-store thread code run on the CPU (for tests).");
     m.def("attention_host", &b::attention_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("first_pos"),
           py::arg("n_split"), "The GPU's attention kernels' block code run on CPU threads (for tests).");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),

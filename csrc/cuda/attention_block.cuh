@@ -44,16 +44,6 @@ struct AttnShared {
     float weight[kMaxSplitRows];
 };
 
-// A thread block on the device: its thread, size, warp operations, barrier and shared memory.
-struct DeviceBlock {
-    AttnShared& sh;
-    __device__ __forceinline__ int thread() const { return static_cast<int>(threadIdx.x); }
-    __device__ __forceinline__ int threads() const { return static_cast<int>(blockDim.x); }
-    __device__ __forceinline__ DeviceWarp warp() const { return DeviceWarp{}; }
-    __device__ __forceinline__ void sync() const { __syncthreads(); }
-    __device__ __forceinline__ AttnShared& shared() const { return sh; }
-};
-
 // Which dimensions of a head a lane holds and how it reads them from an fp16 cache row.
 // Any even head_dim up to 256: dims lane, lane + 32, ..., one half at a time.
 struct StridedDims {

@@ -13,6 +13,7 @@
 
 #include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/attention_block.cuh"
+#include "csrc/cuda/norm_rope.cuh"
 #include "csrc/cuda/gemv_rows.cuh"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
@@ -119,6 +120,27 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
     });
     if (!known) not_quantized(weight_type);
     return bytes;
+}
+
+void rms_norm_on_host(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
+                      uint8_t* act32, uint8_t* act256) {
+    if ((act32 != nullptr && n % kQK32 != 0) || (act256 != nullptr && n % kQK256 != 0)) {
+        throw std::invalid_argument("rows are not whole activation blocks");
+    }
+    for (int64_t row = 0; row < n_rows; ++row) {
+        run_host_block<NormShared>(kNormThreads, [&](const HostBlock<NormShared>& block) {
+            rms_norm_block(block, x, weight, out, n, eps, act32, act256, row);
+        });
+    }
+}
+
+void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
+                        int64_t head_dim, int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache,
+                        __half* v_cache) {
+    const int64_t q_width = n_head * head_dim, kv_width = n_head_kv * head_dim;
+    for (int64_t idx = 0; idx < n_tokens * (q_width + kv_width) / 2; ++idx) {
+        rope_store_pair(idx, q, k, v, q_width, kv_width, head_dim, n_pairs, inv_freq, first_pos, k_cache, v_cache);
+    }
 }
 
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,

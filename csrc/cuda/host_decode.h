@@ -25,6 +25,17 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
 // row: 16-byte aligned. Throws std::invalid_argument for a float or unknown type.
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
 
+// RMSNorm of n_rows rows of n (and their int8 rows where act32 / act256 are given) by the
+// kernel's block code (norm_rope.cuh) on kNormThreads host threads a row.
+void rms_norm_on_host(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
+                      uint8_t* act32, uint8_t* act256);
+
+// RoPE of q and k and the fp16 store of k and v at rows first_pos + t, pair by pair as the kernel's
+// threads do (norm_rope.cuh: rope_store_pair).
+void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
+                        int64_t head_dim, int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache,
+                        __half* v_cache);
+
 // Causal grouped-query attention of n_tokens queries q ([token][head][dim]) at positions
 // first_pos + t over the fp16 cache rows ([pos][kv_head][dim]), split n_split ways: the two
 // passes' block code (attention_block.cuh) on host threads. out: [token][head][dim].

@@ -54,6 +54,19 @@ struct DeviceWarp {
     }
 };
 
+// A thread block on the device for block-level code (attention_block.cuh, norm_block.cuh): its
+// thread, size, the thread's warp, the barrier and the block's shared memory (host_warp.h's
+// HostBlock is the host's).
+template <class Shared>
+struct DeviceBlock {
+    Shared& sh;
+    __device__ __forceinline__ int thread() const { return static_cast<int>(threadIdx.x); }
+    __device__ __forceinline__ int threads() const { return static_cast<int>(blockDim.x); }
+    __device__ __forceinline__ DeviceWarp warp() const { return DeviceWarp{}; }
+    __device__ __forceinline__ void sync() const { __syncthreads(); }
+    __device__ __forceinline__ Shared& shared() const { return sh; }
+};
+
 // Butterfly reductions over the warp (every lane gets the result), for any Warp.
 template <class Warp, class T>
 __host__ __device__ __forceinline__ T warp_reduce_sum(const Warp& warp, T v) {
