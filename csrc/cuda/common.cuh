@@ -1,5 +1,6 @@
-// Shared pieces of the CUDA engine: error checks that become C++ exceptions, RAII device buffers,
-// warp reductions. Included by .cu files only (the public header llama_cuda_model.h has no CUDA types).
+// Shared pieces of the CUDA engine: error checks that become C++ exceptions, RAII device buffers
+// (warp reductions: warp.cuh). Included by .cu files only (the public header llama_cuda_model.h
+// has no CUDA types).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -50,19 +51,6 @@ private:
 };
 
 constexpr int kWarp = 32;
-
-template <class T>
-__device__ __forceinline__ T warp_sum(T v) {
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
 
 // SwiGLU's element: silu(g) * u = g / (1 + e^-g) * u.
 __host__ __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }

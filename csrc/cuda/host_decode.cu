@@ -278,7 +278,7 @@ float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, 
             int8_lane_partial<Q, 1, 1>(rows, n / Q::kPiece, lane, act, acc);
             lane_sums[lane] = acc[0][0];
         }
-        for (int width = kLanes / 2; width > 0; width /= 2) {  // the butterfly of warp_sum
+        for (int width = kLanes / 2; width > 0; width /= 2) {  // the butterfly of warp_reduce_sum
             for (int lane = 0; lane < width; ++lane) lane_sums[lane] += lane_sums[lane + width];
         }
         total = lane_sums[0];
