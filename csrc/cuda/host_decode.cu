@@ -72,6 +72,17 @@ std::vector<Aligned16> quantized_row(const float* x, int64_t n, int block) {
     return buf;
 }
 
+// The activation rows of n_tokens rows of x, one after another as the device keeps them.
+std::vector<Aligned16> quantized_rows(const float* x, int64_t n_tokens, int64_t cols, int block, size_t* row_bytes) {
+    *row_bytes = static_cast<size_t>(cols / block) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256));
+    std::vector<Aligned16> act((n_tokens * *row_bytes + 15) / 16);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        const std::vector<Aligned16> row = quantized_row(x + t * cols, cols, block);
+        std::memcpy(reinterpret_cast<uint8_t*>(act.data()) + t * *row_bytes, row.data(), *row_bytes);
+    }
+    return act;
+}
+
 template <class Q>
 constexpr int act_block() {
     return std::is_same_v<typename Q::ActRow, ActRow32> ? kQK32 : kQK256;
@@ -182,14 +193,8 @@ std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const 
     const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
         using Q = decltype(fmt);
         if (cols % Q::kPiece != 0) throw std::invalid_argument("rows are not whole pieces");
-        const int block = act_block<Q>();
-        const size_t act_row_bytes = static_cast<size_t>(cols / block) * (block == kQK32 ? sizeof(BlockQ8Act32)
-                                                                                         : sizeof(BlockQ8Act256));
-        std::vector<Aligned16> act((n_tokens * act_row_bytes + 15) / 16);
-        for (int64_t t = 0; t < n_tokens; ++t) {
-            const std::vector<Aligned16> row = quantized_row(x + t * cols, cols, block);
-            std::memcpy(reinterpret_cast<uint8_t*>(act.data()) + t * act_row_bytes, row.data(), act_row_bytes);
-        }
+        size_t act_row_bytes = 0;
+        const std::vector<Aligned16> act = quantized_rows(x, n_tokens, cols, act_block<Q>(), &act_row_bytes);
         RowSegments seg;
         seg.w[0] = rows;
         seg.y[0] = y.data();
@@ -232,15 +237,8 @@ std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, 
         if (cols % kQK256 != 0 && !kMmaBlock32<Q>) {
             throw std::invalid_argument("K-quant rows of " + std::to_string(cols) + " are not whole super-blocks");
         }
-        // The tokens' activation rows, one after another as the device keeps them.
-        const int block = act_block<Q>();
-        const size_t act_row_bytes = static_cast<size_t>(cols / block) * (block == kQK32 ? sizeof(BlockQ8Act32)
-                                                                                         : sizeof(BlockQ8Act256));
-        std::vector<Aligned16> act((n_tokens * act_row_bytes + 15) / 16);
-        for (int64_t t = 0; t < n_tokens; ++t) {
-            const std::vector<Aligned16> row = quantized_row(x + t * cols, cols, block);
-            std::memcpy(reinterpret_cast<uint8_t*>(act.data()) + t * act_row_bytes, row.data(), act_row_bytes);
-        }
+        size_t act_row_bytes = 0;
+        const std::vector<Aligned16> act = quantized_rows(x, n_tokens, cols, act_block<Q>(), &act_row_bytes);
         MmaProduct m{};
         m.seg.w[0] = rows;
         m.seg.y[0] = y.data();
