@@ -72,8 +72,8 @@ BENCH_RC=${PIPESTATUS[0]}
 # each of Q4_0 and Q4_K on the 8B shape's ffn_gate, through Nsight Compute (at most 100 s).
 step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
 if command -v ncu >/dev/null; then
-  for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (8 copies of the 33 MB matrix)
-    (cd /tmp && timeout 50 ncu --kernel-name regex:gemv_int8_kernel --launch-skip 8 --launch-count 1 \
+  for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (9 copies of the 33 MB matrix)
+    (cd /tmp && timeout 50 ncu --kernel-name regex:gemv_int8_kernel --launch-skip 9 --launch-count 1 \
        --section SpeedOfLight --section MemoryWorkloadAnalysis $PY -c "
 import sys; sys.path.insert(0, '$REPO/benchmarks')
 import numpy as np; import bench_cuda as b; from edgellama import _cuda
