@@ -290,6 +290,34 @@ def test_attention_block_code_on_host_matches_numpy(head_dim, n_head, n_head_kv,
 
 
 @needs_module
+def test_decode_graph_splits_chunk_the_positions_as_kernel_by_kernel_decode_does():
+    """The captured decode step attends over decode_graph_splits(positions) splits, kernel-by-kernel
+    decode over attention_splits(positions, 1): both must cut the positions into the same chunks
+    (the kernel's chunk is max(64, ceil(positions / splits))), the graph's extra splits empty."""
+    for max_pos in list(range(1, 9000)) + [12345, 70000]:
+        exact, graph = _cuda.attention_splits(max_pos, 1), _cuda.decode_graph_splits(max_pos)
+        chunk = lambda splits: max(64, -(-max_pos // splits))  # noqa: E731
+        assert graph >= exact and chunk(graph) == chunk(exact), (max_pos, exact, graph)
+        assert -(-max_pos // chunk(exact)) <= exact  # every position falls in a split
+
+
+@needs_module
+@pytest.mark.parametrize("first_pos", [129, 600])  # 3 splits against 4, 10 against 16
+def test_empty_attention_splits_change_no_bit(first_pos):
+    """The attention passes with the graph's split count give the bits of kernel-by-kernel decode's
+    (empty splits merge with weight exactly 0), on the block code run on host threads."""
+    rng = np.random.default_rng(first_pos)
+    q = rng.standard_normal((1, 4, 64)).astype(np.float32)
+    k = rng.standard_normal((first_pos + 1, 2, 64)).astype(np.float16)
+    v = rng.standard_normal((first_pos + 1, 2, 64)).astype(np.float16)
+    exact, graph = _cuda.attention_splits(first_pos + 1, 1), _cuda.decode_graph_splits(first_pos + 1)
+    assert graph > exact
+    a = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, exact)
+    b = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, graph)
+    np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@needs_module
 def test_module_reports_devices_without_raising():
     count, why = _cuda.device_count()
     assert count >= 0

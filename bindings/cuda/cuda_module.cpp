@@ -250,6 +250,10 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("rope_store_host", &b::rope_store_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_head"),
           py::arg("n_head_kv"), py::arg("head_dim"), py::arg("inv_freq"), py::arg("first_pos"), py::arg("n_ctx"),
           "The GPU's RoPE-and-store thread code run on the CPU (for tests).");
+    m.def("attention_splits", &edgellama::cuda::attention_splits, py::arg("max_pos"), py::arg("n_tokens"),
+          "How many ways attention splits the positions of n_tokens queries (the last sees max_pos).");
+    m.def("decode_graph_splits", &edgellama::cuda::decode_graph_splits, py::arg("max_pos"),
+          "The split count of the captured decode step for a token that sees max_pos positions.");
     m.def("attention_host", &b::attention_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("first_pos"),
           py::arg("n_split"), "The GPU's attention kernels' block code run on CPU threads (for tests).");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),

@@ -30,6 +30,12 @@ int64_t attention_splits(int64_t max_pos, int64_t n_tokens) {
     return std::min(by_length, std::max<int64_t>(1, kMaxSplitRows / n_tokens));
 }
 
+int64_t decode_graph_splits(int64_t max_pos) {
+    int64_t bucket = kMinChunk;
+    while (bucket < max_pos) bucket *= 2;
+    return attention_splits(bucket, 1);
+}
+
 size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens) {
     return static_cast<size_t>(dims.n_head * (dims.head_dim + 2) * std::max(n_tokens, kMaxSplitRows));
 }

@@ -332,9 +332,7 @@ struct CudaLlamaModel::Impl {
     // first use. Splits past the positions are empty and merge as zero weight, so the logits equal
     // kernel-by-kernel launches bit for bit.
     void launch_decode_graph() {
-        int64_t bucket = 64;
-        while (bucket < n_past + 1) bucket *= 2;
-        const int64_t n_split = attention_splits(bucket, 1);
+        const int64_t n_split = decode_graph_splits(n_past + 1);
         auto found = decode_graphs.find(n_split);
         if (found == decode_graphs.end()) found = decode_graphs.emplace(n_split, capture_decode_graph(n_split)).first;
         check(cudaGraphLaunch(found->second, stream), "cudaGraphLaunch (decode step)");

@@ -96,6 +96,11 @@ size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens);
 // Splits for n_tokens queries whose last one sees max_pos positions (chunks of at least 64
 // positions; a larger count leaves the splits past the positions empty, at one early exit each).
 int64_t attention_splits(int64_t max_pos, int64_t n_tokens);
+// The split count of a captured decode step whose token sees max_pos positions: that of max_pos
+// rounded up to a power of two (at least 64), so a handful of graphs serve every position. Chunks
+// stay at 64 positions wherever attention_splits(max_pos, 1) gives 64 either, so both counts
+// compute the same partials (the extra splits are empty).
+int64_t decode_graph_splits(int64_t max_pos);
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream);
 
