@@ -11,6 +11,7 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     prefill tiles, and the block code of attention and RMSNorm and RoPE's thread code, run on host
     threads (csrc/cuda/host_warp.h, the MMA rebuilt from the PTX fragment layout), against those
     dots, the CPU's bytes, the CPU's scalar vec_dot and numpy;
+  * the engine's whole forward step (llama_cuda_model.cu) on the host backend against the reference;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
@@ -315,6 +316,53 @@ def test_empty_attention_splits_change_no_bit(first_pos):
     a = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, exact)
     b = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, graph)
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def host_engine(path, n_ctx):
+    """The CUDA engine's forward step executed on the host (device -1: host memory, the kernels'
+    warp and block code on host threads; csrc/cuda/host_backend.cu)."""
+    model = Llama(str(path), n_ctx=n_ctx, device="cpu").model
+    return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, 1, -1)
+
+
+@needs_module
+@pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "head_dim128-Q8_0", "untied-Q4_K-Q6_K_output",
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32"])
+def test_engine_step_on_the_host_matches_reference(case_files, case):
+    """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
+    RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
+    GPU bound of the reference, and truncate/reset rewind it."""
+    path = case_files[case]
+    seq = PROMPT + DECODE
+    ref, _, tol = gpu_tolerance(path, seq)
+    engine = host_engine(path, 64)
+    assert "host execution" in engine.device_name
+    n = len(PROMPT)
+    got = engine.forward(np.array(PROMPT, np.int32), True)
+    assert got.shape == (n, ref.shape[1])
+    assert_logits_close(got, ref[:n], tol[:n], f"{case} host-run prefill")
+    for i, tok in enumerate(DECODE):
+        step = engine.forward(np.array([tok], np.int32), False)
+        assert_logits_close(step[None], ref[n + i:n + i + 1], tol[n + i:n + i + 1], f"{case} host-run decode {i}")
+    assert engine.n_past == len(seq)
+    engine.truncate(n)
+    again = engine.forward(np.array(DECODE[:1], np.int32), False)
+    assert_logits_close(again[None], ref[n:n + 1], tol[n:n + 1], f"{case} host-run after truncate")
+    engine.reset()
+    first = engine.forward(np.array(seq[:1], np.int32), False)
+    assert_logits_close(first[None], ref[:1], tol[:1], f"{case} host-run after reset")
+
+
+@needs_module
+@pytest.mark.parametrize("case", ["Q4_0", "Q4_K"])
+def test_engine_tensor_core_prefill_on_the_host_matches_reference(case_files, case):
+    """A 20-token prompt takes the tensor-core tiles (from 16 tokens) inside the engine's step."""
+    path = case_files[case]
+    ids = [int(t) for t in np.random.default_rng(11).integers(0, 300, 20)]
+    ref, _, tol = gpu_tolerance(path, ids)
+    engine = host_engine(path, 32)
+    assert engine.tensor_cores
+    assert_logits_close(engine.forward(np.array(ids, np.int32), True), ref, tol, f"{case} host-run MMA prefill")
 
 
 @needs_module

@@ -115,9 +115,10 @@ EDGELLAMA_HD void attention_partial_block(const Block& block, const AttnArgs& a,
             for (int i = 0; i < kPerLane; ++i) s[u] = fmaf(qreg[i], k[i], s[u]);
         }
         float m_new = m;
+        warp_reduce_sum_n(warp_ops, s);
 #pragma unroll
         for (int u = 0; u < kPosPerStep; ++u) {
-            s[u] = warp_reduce_sum(warp_ops, s[u]) * a.scale;
+            s[u] *= a.scale;
             if (pos0 + u < end) m_new = fmaxf(m_new, s[u]);
         }
         const float corr = expf(m - m_new);

@@ -2,6 +2,7 @@
 #include "csrc/cuda/common.cuh"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace edgellama::cuda {
 
@@ -41,10 +42,27 @@ void DeviceBuffer::allocate(size_t bytes, const std::string& what) {
     bytes_ = bytes;
 }
 
+void DeviceBuffer::allocate_host(size_t bytes, const std::string& what) {
+    release();
+    if (bytes == 0) return;
+    void* p = std::calloc(bytes, 1);
+    if (p == nullptr) throw OutOfMemoryError("out of host memory allocating " + what + " (" + mib(bytes) + ")");
+    ptr_ = p;
+    bytes_ = bytes;
+    on_host_ = true;
+}
+
 void DeviceBuffer::release() {
-    if (ptr_ != nullptr) cudaFree(ptr_);  // never throws from destructors
+    if (ptr_ != nullptr) {  // never throws from destructors
+        if (on_host_) {
+            std::free(ptr_);
+        } else {
+            cudaFree(ptr_);
+        }
+    }
     ptr_ = nullptr;
     bytes_ = 0;
+    on_host_ = false;
 }
 
 }  // namespace edgellama::cuda

@@ -19,6 +19,7 @@ void check(cudaError_t status, const char* what);
 void check_launch(const char* kernel);
 
 // One device allocation, freed with the object. allocate() throws OutOfMemoryError naming `what`.
+// allocate_host() takes host memory instead, for the engine's host execution (host_backend.cu).
 class DeviceBuffer {
 public:
     DeviceBuffer() = default;
@@ -26,12 +27,16 @@ public:
     ~DeviceBuffer() { release(); }
     DeviceBuffer(const DeviceBuffer&) = delete;
     DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-    DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_) { o.ptr_ = nullptr; o.bytes_ = 0; }
+    DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(o.ptr_), bytes_(o.bytes_), on_host_(o.on_host_) {
+        o.ptr_ = nullptr;
+        o.bytes_ = 0;
+    }
     DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
         if (this != &o) {
             release();
             ptr_ = o.ptr_;
             bytes_ = o.bytes_;
+            on_host_ = o.on_host_;
             o.ptr_ = nullptr;
             o.bytes_ = 0;
         }
@@ -39,6 +44,7 @@ public:
     }
 
     void allocate(size_t bytes, const std::string& what);
+    void allocate_host(size_t bytes, const std::string& what);
     void release();
     template <typename T>
     T* as() const { return static_cast<T*>(ptr_); }
@@ -48,6 +54,7 @@ public:
 private:
     void* ptr_ = nullptr;
     size_t bytes_ = 0;
+    bool on_host_ = false;
 };
 
 constexpr int kWarp = 32;

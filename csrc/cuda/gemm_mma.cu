@@ -38,11 +38,9 @@ bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const Ma
     if (!mma_applies(type, in)) return false;
     dispatch_int8_format(type, [&](auto fmt) {
         using Q = decltype(fmt);
-        constexpr bool k32 = std::is_same_v<typename Q::ActRow, ActRow32>;
-        const uint8_t* act = k32 ? in.act32 : in.act256;
-        if (act == nullptr) throw CudaError("matmul: the input was not quantized for this weight's activation format");
-        const MmaProduct m{seg,     row_bytes,  in.cols, act, act_row_bytes(k32 ? ActFormat::Q8_32 : ActFormat::Q8_256, in.cols),
-                           in.n,    accumulate};
+        size_t act_bytes = 0;
+        const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+        const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, in.n, accumulate};
         const dim3 grid(ceil_div(seg.total_rows(), kMmaWarps * 16 * kMmaRowTiles), ceil_div(in.n, 8 * mma_token_tiles<Q>()));
         gemm_mma_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(m);
         check_launch("gemm_mma_kernel");

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/int8_dot.cuh"
@@ -16,12 +17,22 @@ namespace edgellama::cuda {
 
 constexpr int kRowsPerWarp = 2;  // rows sharing each activation load
 
+// The int8 rows of the input in the format of Q's activations; throws if they were not prepared.
+template <class Q>
+inline const uint8_t* activation_blocks(const MatmulInput& in, size_t* row_bytes) {
+    constexpr bool k32 = std::is_same_v<typename Q::ActRow, ActRow32>;
+    *row_bytes = act_row_bytes(k32 ? ActFormat::Q8_32 : ActFormat::Q8_256, in.cols);
+    const uint8_t* blocks = k32 ? in.act32 : in.act256;
+    if (blocks == nullptr) throw CudaError("matmul: the input was not quantized for this weight's activation format");
+    return blocks;
+}
+
+
 // Warp-sums a row's partial sums of the tile's tokens; lane 0 stores (or adds) them at out + t * ld.
 template <int NT, class Warp>
 EDGELLAMA_HD void store_row_sums(const Warp& warp, float (&acc)[NT], int n_tok, float* out, int64_t ld,
                                  bool accumulate) {
-#pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t] = warp_reduce_sum(warp, acc[t]);
+    warp_reduce_sum_n(warp, acc);
     if (warp.lane() != 0) return;
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
@@ -81,10 +92,7 @@ EDGELLAMA_HD void gemv_int8_swiglu_rows(const Warp& warp, const RowSegments& seg
     float acc[2 * kRowsPerWarp][NT] = {};
     int8_lane_partial<Q, NT, 2 * kRowsPerWarp>(rows, cols / Q::kPiece, warp.lane(), at, acc);
 #pragma unroll
-    for (int i = 0; i < 2 * kRowsPerWarp; ++i) {
-#pragma unroll
-        for (int t = 0; t < NT; ++t) acc[i][t] = warp_reduce_sum(warp, acc[i][t]);
-    }
+    for (int i = 0; i < 2 * kRowsPerWarp; ++i) warp_reduce_sum_n(warp, acc[i]);
     if (warp.lane() != 0) return;
 #pragma unroll
     for (int i = 0; i < kRowsPerWarp; ++i) {

@@ -108,26 +108,30 @@ void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* o
     if (!known) throw std::invalid_argument("unsupported type " + std::to_string(type));
 }
 
+void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row) {
+    if (n % block != 0) throw std::invalid_argument(std::to_string(n) + " elements are not whole activation blocks");
+    // The device's warp quantizers (act_quant.cuh), a block at a time, as act_quant.cu runs them.
+    run_host_warp([&](const HostWarp& warp) {
+        const int lane = warp.lane();
+        for (int64_t b = 0; b < n / block; ++b) {
+            if (block == kQK32) {
+                quantize_block32_warp(warp, x[b * kQK32 + lane], ActRowOut<kQK32>(row, n, b));
+            } else {
+                float v[8];
+                for (int k = 0; k < 8; ++k) v[k] = x[b * kQK256 + 32 * k + lane];
+                quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, n, b));
+            }
+        }
+    });
+}
+
 std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n) {
     std::vector<uint8_t> bytes;
     const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
         constexpr int block = act_block<decltype(fmt)>();
         if (n % block != 0) throw std::invalid_argument(std::to_string(n) + " elements are not whole activation blocks");
         bytes.assign(static_cast<size_t>(n / block) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256)), 0);
-        uint8_t* row = bytes.data();
-        // The device's warp quantizers (act_quant.cuh), a block at a time, as act_quant.cu runs them.
-        run_host_warp([&](const HostWarp& warp) {
-            const int lane = warp.lane();
-            for (int64_t b = 0; b < n / block; ++b) {
-                if constexpr (block == kQK32) {
-                    quantize_block32_warp(warp, x[b * kQK32 + lane], ActRowOut<kQK32>(row, n, b));
-                } else {
-                    float v[8];
-                    for (int k = 0; k < 8; ++k) v[k] = x[b * kQK256 + 32 * k + lane];
-                    quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, n, b));
-                }
-            }
-        });
+        quantize_act_row_on_host(block, x, n, bytes.data());
     });
     if (!known) not_quantized(weight_type);
     return bytes;
@@ -163,7 +167,13 @@ std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, 
     }
     std::vector<float> partials(attention_scratch_floats(dims, n_tokens));
     std::vector<float> out(static_cast<size_t>(n_tokens * dims.n_head * dims.head_dim));
-    const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials.data());
+    attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data());
+    return out;
+}
+
+void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out) {
+    const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials);
     dispatch_attention_dims(dims.head_dim, [&](auto policy) {
         using Dims = decltype(policy);
         for (int64_t h = 0; h < dims.n_head; ++h) {
@@ -179,12 +189,10 @@ std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, 
     for (int64_t h = 0; h < dims.n_head; ++h) {
         for (int64_t t = 0; t < n_tokens; ++t) {
             run_host_block<AttnShared>(kCombineThreads, [&](const HostBlock<AttnShared>& block) {
-                attention_combine_block(block, partials.data(), dims.n_head, dims.head_dim, n_split, a.q_width,
-                                        out.data(), h, t);
+                attention_combine_block(block, partials, dims.n_head, dims.head_dim, n_split, a.q_width, out, h, t);
             });
         }
     }
-    return out;
 }
 
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,

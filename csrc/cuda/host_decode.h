@@ -19,6 +19,8 @@ void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* o
 // the device's warp quantizers (act_quant.cuh) on 32 host threads, laid out as the device keeps
 // them (ActRow32 / ActRow256 — the CPU's blocks' codes, scales and sums, as three arrays).
 std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n);
+// The same for one row of activation blocks of `block` (32 or 256) elements, into row.
+void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row);
 
 // dot(weight row, x) as the GPU computes it: x quantized as above, the row's pieces split over
 // the 32 lanes of a warp as gemv_int8_kernel splits them, the lanes' partial sums added.
@@ -41,6 +43,9 @@ void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_toke
 // passes' block code (attention_block.cuh) on host threads. out: [token][head][dim].
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                                      int64_t n_split, const __half* k_cache, const __half* v_cache);
+// The same into caller-owned partials (attention_scratch_floats) and out.
+void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
 // GEMV's warp code (gemv_rows.cuh: row pairs, tiles of kGemmTile tokens, the warp's sums) on 32

@@ -5,12 +5,13 @@
 // the tiles but the hardware itself.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "csrc/cuda/warp.cuh"
 
 namespace edgellama::cuda {
 
@@ -20,29 +21,28 @@ public:
 
     explicit HostWarpExchange(int parties = kLanes) : parties_(parties) {}
 
-    // Returns once all parties (a warp's 32 lanes, or a block's threads) have called it.
+    // Returns once all parties (a warp's 32 lanes, or a block's threads) have called it. The
+    // waiters yield rather than sleep: there are many more of them than cores, and each barrier
+    // is short, so handing the core on is cheaper than a sleep and a wake-up.
     void barrier() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        const unsigned generation = generation_;
-        if (++arrived_ == parties_) {
-            arrived_ = 0;
-            ++generation_;
-            wake_.notify_all();
+        const unsigned generation = generation_.load(std::memory_order_acquire);
+        if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
+            arrived_.store(0, std::memory_order_relaxed);
+            generation_.store(generation + 1, std::memory_order_release);
         } else {
-            wake_.wait(lock, [&] { return generation_ != generation; });
+            while (generation_.load(std::memory_order_acquire) == generation) std::this_thread::yield();
         }
     }
 
     uint64_t value[kLanes] = {};
+    std::vector<uint64_t> values;  // butterfly_n: n values a lane
     uint32_t a[kLanes][4] = {};
     uint32_t b[kLanes][2] = {};
 
 private:
     const int parties_;
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    int arrived_ = 0;
-    unsigned generation_ = 0;
+    std::atomic<int> arrived_{0};
+    std::atomic<unsigned> generation_{0};
 };
 
 // The interface is __host__ __device__ only because the tiles it is passed to are; its code runs on
@@ -74,6 +74,30 @@ struct HostWarp {
     template <class T>
     __host__ __device__ T shfl_xor(T v, int lane_mask) const {
         return shfl(v, lane_ ^ lane_mask);
+    }
+
+    // warp.cuh's butterfly for n values at once, every lane simulating the xor-shuffle stages on
+    // all lanes' values: the same operations in the same order as the shuffles, two barriers.
+    template <Reduce kOp, class T, int N>
+    __host__ __device__ void butterfly_n(T (&v)[N], int first_distance) const {
+#if !defined(__CUDA_ARCH__)
+        static_assert(sizeof(T) <= sizeof(uint64_t), "one slot a value");
+        if (lane_ == 0 && x->values.size() < static_cast<size_t>(kWarp * N)) x->values.resize(kWarp * N);
+        x->barrier();
+        for (int i = 0; i < N; ++i) std::memcpy(&x->values[lane_ * N + i], &v[i], sizeof(T));
+        x->barrier();
+        for (int i = 0; i < N; ++i) {
+            T lanes[kWarp];
+            for (int l = 0; l < kWarp; ++l) std::memcpy(&lanes[l], &x->values[l * N + i], sizeof(T));
+            for (int o = first_distance; o > 0; o >>= 1) {
+                T next[kWarp];
+                for (int l = 0; l < kWarp; ++l) next[l] = combine<kOp>(lanes[l], lanes[l ^ o]);
+                std::memcpy(lanes, next, sizeof lanes);
+            }
+            v[i] = lanes[lane_];
+        }
+        x->barrier();  // nobody overwrites a slot before everyone has read
+#endif
     }
 
     __host__ __device__ void mma_16x8x32(const uint32_t (&a)[4], const uint32_t (&b)[2], int (&d)[4]) const {

@@ -7,11 +7,11 @@
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
-#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "csrc/cuda/backend.h"
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/ops.h"
 
@@ -63,7 +63,7 @@ struct CudaLlamaModel::Impl {
     int64_t n_past = 0;
     int64_t batch = 0;
     size_t weight_bytes = 0;
-    cudaStream_t stream = nullptr;
+    std::unique_ptr<Backend> backend;  // the GPU, or the host for tests (backend.h)
 
     std::vector<DeviceBuffer> owned;  // every uploaded weight and norm
     DeviceMatrix token_embd, output;
@@ -76,15 +76,11 @@ struct CudaLlamaModel::Impl {
     std::vector<uint8_t> step_host;     // its host copy
     bool use_graphs = true;
     bool use_mma = true;  // prefill on int8 tensor cores where it applies (gemm_mma.cu)
-    std::map<int64_t, cudaGraphExec_t> decode_graphs;  // by attention split count
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
-    ~Impl() {
-        for (const auto& entry : decode_graphs) cudaGraphExecDestroy(entry.second);
-        if (stream) cudaStreamDestroy(stream);
-    }
+    void allocate(DeviceBuffer& buffer, size_t bytes, const std::string& what) { backend->allocate(buffer, bytes, what); }
 
     int64_t q_width() const { return config.n_head * config.head_dim; }
     int64_t kv_width() const { return config.n_head_kv * config.head_dim; }
@@ -100,8 +96,9 @@ struct CudaLlamaModel::Impl {
                                         " elements; the CUDA backend needs a multiple of " + std::to_string(piece));
         }
         const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
-        owned.emplace_back(bytes, "weight '" + name + "'");
-        check(cudaMemcpy(owned.back().get(), w.data, bytes, cudaMemcpyHostToDevice), ("upload of " + name).c_str());
+        owned.emplace_back();
+        allocate(owned.back(), bytes, "weight '" + name + "'");
+        backend->to_device(owned.back().get(), w.data, bytes, ("upload of " + name).c_str());
         weight_bytes += bytes;
         DeviceMatrix d;
         d.data = owned.back().as<uint8_t>();
@@ -113,8 +110,9 @@ struct CudaLlamaModel::Impl {
     }
 
     const float* upload_vector(const float* v, int64_t n, const std::string& name) {
-        owned.emplace_back(static_cast<size_t>(n) * sizeof(float), "weight '" + name + "'");
-        check(cudaMemcpy(owned.back().get(), v, n * sizeof(float), cudaMemcpyHostToDevice), ("upload of " + name).c_str());
+        owned.emplace_back();
+        allocate(owned.back(), static_cast<size_t>(n) * sizeof(float), "weight '" + name + "'");
+        backend->to_device(owned.back().get(), v, n * sizeof(float), ("upload of " + name).c_str());
         weight_bytes += static_cast<size_t>(n) * sizeof(float);
         return owned.back().as<float>();
     }
@@ -181,22 +179,22 @@ struct CudaLlamaModel::Impl {
                                -2.0 * static_cast<double>(i) / static_cast<double>(c.rope_dim));
             if (w.rope_freqs) freq[i] /= w.rope_freqs[i];
         }
-        inv_freq.allocate(n_pairs * sizeof(double), "RoPE frequencies");
-        check(cudaMemcpy(inv_freq.get(), freq.data(), n_pairs * sizeof(double), cudaMemcpyHostToDevice),
-              "upload of RoPE frequencies");
+        allocate(inv_freq, n_pairs * sizeof(double), "RoPE frequencies");
+        backend->to_device(inv_freq.get(), freq.data(), n_pairs * sizeof(double), "upload of RoPE frequencies");
+        backend->synchronize();  // the host copies (weights are read in place, freq is local) must be done
     }
 
     void allocate_state() {
         const LlamaConfig& c = config;
         const size_t cache_elems = static_cast<size_t>(c.n_layer) * n_ctx * kv_width();
-        k_cache.allocate(cache_elems * sizeof(__half), "KV cache keys (n_ctx=" + std::to_string(n_ctx) + ")");
-        v_cache.allocate(cache_elems * sizeof(__half), "KV cache values (n_ctx=" + std::to_string(n_ctx) + ")");
+        allocate(k_cache, cache_elems * sizeof(__half), "KV cache keys (n_ctx=" + std::to_string(n_ctx) + ")");
+        allocate(v_cache, cache_elems * sizeof(__half), "KV cache values (n_ctx=" + std::to_string(n_ctx) + ")");
         batch = std::min(kMaxBatch, n_ctx);
         const auto f = [&](DeviceBuffer& b, int64_t n, const char* what) {
-            b.allocate(static_cast<size_t>(n) * sizeof(float), std::string("scratch ") + what);
+            allocate(b, static_cast<size_t>(n) * sizeof(float), std::string("scratch ") + what);
         };
         step_host.resize(sizeof(int64_t) + static_cast<size_t>(batch) * sizeof(int32_t));
-        step.allocate(step_host.size(), "scratch token ids");
+        allocate(step, step_host.size(), "scratch token ids");
         f(x, batch * c.n_embd, "x");
         f(x_norm, batch * c.n_embd, "x_norm");
         f(q, batch * q_width(), "q");
@@ -216,8 +214,8 @@ struct CudaLlamaModel::Impl {
             need32 |= format == ActFormat::Q8_32;
             need256 |= format == ActFormat::Q8_256;
         });
-        if (need32) act32.allocate(batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
-        if (need256) act256.allocate(batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
+        if (need32) allocate(act32, batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
+        if (need256) allocate(act256, batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
     }
 
     // Every matrix a matmul reads (the embedding only when it is also the output).
@@ -259,8 +257,8 @@ struct CudaLlamaModel::Impl {
     // activation format they read.
     MatmulInput quantized_input(const float* x, int64_t n, int64_t cols, std::initializer_list<const DeviceMatrix*> users) {
         const ActNeeds needs = act_needs(users);
-        if (needs.q8_32) quantize_activations(ActFormat::Q8_32, x, n, cols, act32.get(), stream);
-        if (needs.q8_256) quantize_activations(ActFormat::Q8_256, x, n, cols, act256.get(), stream);
+        if (needs.q8_32) backend->quantize_activations(ActFormat::Q8_32, x, n, cols, act32.get());
+        if (needs.q8_256) backend->quantize_activations(ActFormat::Q8_256, x, n, cols, act256.get());
         return input_of(x, n, cols, needs);
     }
 
@@ -269,8 +267,8 @@ struct CudaLlamaModel::Impl {
     MatmulInput normed_input(const float* x_rows, const float* weight, int64_t n,
                              std::initializer_list<const DeviceMatrix*> users) {
         const ActNeeds needs = act_needs(users);
-        rms_norm(x_rows, weight, x_norm.as<float>(), n, config.n_embd, config.rms_eps,
-                 needs.q8_32 ? act32.get() : nullptr, needs.q8_256 ? act256.get() : nullptr, stream);
+        backend->rms_norm(x_rows, weight, x_norm.as<float>(), n, config.n_embd, config.rms_eps,
+                          needs.q8_32 ? act32.get() : nullptr, needs.q8_256 ? act256.get() : nullptr);
         return input_of(x_norm.as<float>(), n, config.n_embd, needs);
     }
 
@@ -279,9 +277,7 @@ struct CudaLlamaModel::Impl {
     void upload_step(const int32_t* tokens, int64_t n) {
         std::memcpy(step_host.data(), &n_past, sizeof(int64_t));
         std::memcpy(step_host.data() + sizeof(int64_t), tokens, static_cast<size_t>(n) * sizeof(int32_t));
-        check(cudaMemcpyAsync(step.get(), step_host.data(), sizeof(int64_t) + n * sizeof(int32_t),
-                              cudaMemcpyHostToDevice, stream),
-              "upload of token ids");
+        backend->to_device(step.get(), step_host.data(), sizeof(int64_t) + n * sizeof(int32_t), "upload of token ids");
     }
     const int64_t* step_first_pos() const { return step.as<int64_t>(); }
     const int32_t* step_ids() const { return reinterpret_cast<const int32_t*>(step.as<uint8_t>() + sizeof(int64_t)); }
@@ -293,75 +289,59 @@ struct CudaLlamaModel::Impl {
         const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
         const size_t layer_cache = static_cast<size_t>(n_ctx) * kv_width();
         const int64_t* first_pos = step_first_pos();
-        dequantize_rows(token_embd, step_ids(), n, x.as<float>(), stream);
+        backend->dequantize_rows(token_embd, step_ids(), n, x.as<float>());
         for (int64_t li = 0; li < c.n_layer; ++li) {
             const DeviceLayer& l = layers[li];
             __half* kc = k_cache.as<__half>() + li * layer_cache;
             __half* vc = v_cache.as<__half>() + li * layer_cache;
             const MatmulInput attn_in = normed_input(x.as<float>(), l.attn_norm, n, {&l.wq, &l.wk, &l.wv});
-            matmul_group({{&l.wq, q.as<float>()}, {&l.wk, k_new.as<float>()}, {&l.wv, v_new.as<float>()}}, attn_in,
-                         false, stream);
-            rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv, c.head_dim,
-                       n_pairs, inv_freq.as<double>(), first_pos, kc, vc, stream);
-            attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(), attn_out.as<float>(),
-                      stream);
-            matmul(l.wo, quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(), true,
-                   stream);  // residual add fused
+            const MatmulTarget qkv[3] = {{&l.wq, q.as<float>()}, {&l.wk, k_new.as<float>()}, {&l.wv, v_new.as<float>()}};
+            backend->matmul_group(qkv, 3, attn_in, false);
+            backend->rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv,
+                                c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc);
+            backend->attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(),
+                               attn_out.as<float>());
+            matmul(l.wo, quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(),
+                   true);  // residual add fused
             const MatmulInput ffn_in = normed_input(x.as<float>(), l.ffn_norm, n, {&l.w_gate, &l.w_up});
-            matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(), up.as<float>(), stream);
-            matmul(l.w_down, quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true, stream);
+            backend->matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(), up.as<float>());
+            matmul(l.w_down, quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true);
         }
     }
 
     // logits (device) = output head of the hidden rows [row, row + rows), rows <= kLogitRows.
     void enqueue_logits(int64_t row, int64_t rows) {
         matmul(output, normed_input(x.as<float>() + row * config.n_embd, output_norm, rows, {&output}),
-               logits.as<float>(), false, stream);
+               logits.as<float>(), false);
     }
 
     void download_logits(float* host, int64_t rows) {
-        check(cudaMemcpyAsync(host, logits.get(), rows * config.n_vocab * sizeof(float), cudaMemcpyDeviceToHost, stream),
-              "download of logits");
+        backend->to_host(host, logits.get(), rows * config.n_vocab * sizeof(float), "download of logits");
     }
 
-    // A decode step (one token, its logits into `logits`) as one CUDA graph: a step is ~11
-    // kernels a layer, each too short to hide its launch, so replaying the whole step as one
-    // launch removes the host's launch overhead. Everything it reads is at fixed addresses and the
-    // position comes from the uploaded step; only attention's split count varies, so there is one
-    // graph per count (positions rounded up to a power of two: a handful of graphs), captured on
-    // first use. Splits past the positions are empty and merge as zero weight, so the logits equal
-    // kernel-by-kernel launches bit for bit.
-    void launch_decode_graph() {
+    // out (+)= W in, output rows w.rows wide.
+    void matmul(const DeviceMatrix& w, const MatmulInput& in, float* out, bool accumulate) {
+        const MatmulTarget target{&w, out};
+        backend->matmul_group(&target, 1, in, accumulate);
+    }
+
+    // A decode step (one token, its logits into `logits`) with graphs: the backend captures it
+    // once per attention split count and replays it (backend.h). Everything it reads is at fixed
+    // addresses and the position comes from the uploaded step; the split count is that of the
+    // position rounded up to a power of two (decode_graph_splits), whose extra splits are empty
+    // and merge as zero weight, so the logits equal kernel-by-kernel launches bit for bit.
+    void decode_step_as_graph() {
         const int64_t n_split = decode_graph_splits(n_past + 1);
-        auto found = decode_graphs.find(n_split);
-        if (found == decode_graphs.end()) found = decode_graphs.emplace(n_split, capture_decode_graph(n_split)).first;
-        check(cudaGraphLaunch(found->second, stream), "cudaGraphLaunch (decode step)");
-    }
-
-    cudaGraphExec_t capture_decode_graph(int64_t n_split) {
-        check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-        cudaGraph_t graph = nullptr;
-        try {
+        backend->decode_step(n_split, [&] {
             enqueue_layers(1, n_split);
             enqueue_logits(0, 1);
-        } catch (...) {
-            cudaStreamEndCapture(stream, &graph);  // leave the stream usable
-            if (graph != nullptr) cudaGraphDestroy(graph);
-            cudaGetLastError();
-            throw;
-        }
-        check(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
-        cudaGraphExec_t exec = nullptr;
-        const cudaError_t status = cudaGraphInstantiateWithFlags(&exec, graph, 0);
-        cudaGraphDestroy(graph);
-        check(status, "cudaGraphInstantiate (decode step)");
-        return exec;
+        });
     }
 
     void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {
         upload_step(tokens, n);
         if (n == 1 && host_logits != nullptr && use_graphs) {
-            launch_decode_graph();
+            decode_step_as_graph();
             download_logits(host_logits, 1);
         } else {
             enqueue_layers(n, attention_splits(n_past + n, n));
@@ -375,7 +355,7 @@ struct CudaLlamaModel::Impl {
                 }
             }
         }
-        check(cudaStreamSynchronize(stream), "forward step");
+        backend->synchronize();
         n_past += n;  // only once every kernel of the batch has finished
     }
 };
@@ -390,14 +370,13 @@ CudaLlamaModel::CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& ho
     m.n_threads = n_threads;
     m.device = device;
     m.validate(host_weights);
-    check(cudaSetDevice(device), "cudaSetDevice");
-    check(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    m.backend = device < 0 ? make_host_backend() : make_device_backend(device);
     m.upload(host_weights);
     m.allocate_state();
 }
 
 CudaLlamaModel::~CudaLlamaModel() {
-    if (impl_) cudaSetDevice(impl_->device);
+    if (impl_ && impl_->device >= 0) cudaSetDevice(impl_->device);  // the buffers are freed on their device
 }
 
 void CudaLlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
@@ -414,7 +393,7 @@ void CudaLlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* log
                                     std::to_string(c.n_vocab) + ")");
         }
     }
-    check(cudaSetDevice(m.device), "cudaSetDevice");
+    if (m.device >= 0) check(cudaSetDevice(m.device), "cudaSetDevice");
     for (int64_t start = 0; start < n_tokens; start += m.batch) {
         const int64_t n = std::min(m.batch, n_tokens - start);
         const bool last_chunk = start + n == n_tokens;
@@ -431,7 +410,9 @@ int64_t CudaLlamaModel::n_ctx() const { return impl_->n_ctx; }
 int CudaLlamaModel::n_threads() const { return impl_->n_threads; }
 const LlamaConfig& CudaLlamaModel::config() const { return impl_->config; }
 size_t CudaLlamaModel::weight_bytes() const { return impl_->weight_bytes; }
-std::string CudaLlamaModel::device_name() const { return device_description(impl_->device); }
+std::string CudaLlamaModel::device_name() const {
+    return impl_->device < 0 ? "host execution of the GPU code (tests)" : device_description(impl_->device);
+}
 bool CudaLlamaModel::cuda_graphs() const { return impl_->use_graphs; }
 void CudaLlamaModel::set_cuda_graphs(bool enabled) { impl_->use_graphs = enabled; }
 bool CudaLlamaModel::tensor_cores() const { return impl_->use_mma; }

@@ -39,7 +39,8 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
 class CudaLlamaModel {
 public:
     // host_weights point at host memory (the mapped file); they are copied to `device` here and not
-    // used afterwards. Throws std::invalid_argument for bad shapes or a type the GPU does not run,
+    // used afterwards; device -1 runs the same step on the host (backend.h; slow, for tests).
+    // Throws std::invalid_argument for bad shapes or a type the GPU does not run,
     // OutOfMemoryError naming the buffer that did not fit, CudaError for other CUDA failures.
     CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx, int n_threads,
                    int device = 0);

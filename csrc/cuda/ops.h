@@ -55,8 +55,12 @@ struct MatmulTarget {
     const DeviceMatrix* w;
     float* y;
 };
-void matmul_group(std::initializer_list<MatmulTarget> targets, const MatmulInput& in, bool accumulate,
+void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate,
                   cudaStream_t stream);
+inline void matmul_group(std::initializer_list<MatmulTarget> targets, const MatmulInput& in, bool accumulate,
+                         cudaStream_t stream) {
+    matmul_group(targets.begin(), static_cast<int>(targets.size()), in, accumulate, stream);
+}
 // gate = silu(W_gate x) * (W_up x) — one launch per tile when both matrices have one quantized
 // type and shape (a warp computes a row of each), else two matmuls (up into `up`) and swiglu().
 void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,

@@ -24,16 +24,6 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
     Fmt::visit(w + static_cast<size_t>(id) * row_bytes, p, [&](int i, float v) { dst[i] = v; });
 }
 
-// The int8 rows of the input in the format of Q's activations; throws if they were not prepared.
-template <class Q>
-const uint8_t* activation_blocks(const MatmulInput& in, size_t* row_bytes) {
-    constexpr bool k32 = std::is_same_v<typename Q::ActRow, ActRow32>;
-    *row_bytes = act_row_bytes(k32 ? ActFormat::Q8_32 : ActFormat::Q8_256, in.cols);
-    const uint8_t* blocks = k32 ? in.act32 : in.act256;
-    if (blocks == nullptr) throw CudaError("matmul: the input was not quantized for this weight's activation format");
-    return blocks;
-}
-
 // seg advanced to the tile starting at token `start`.
 RowSegments at_token(RowSegments seg, int64_t start) {
     for (int k = 0; k < seg.count; ++k) seg.y[k] += start * seg.rows[k];
@@ -83,10 +73,6 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
     if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(first.type));
 }
 
-bool same_layout(const DeviceMatrix& a, const DeviceMatrix& b) {
-    return a.type == b.type && a.cols == b.cols && a.row_bytes == b.row_bytes;
-}
-
 }  // namespace
 
 int piece_elements(int32_t type) {
@@ -95,23 +81,11 @@ int piece_elements(int32_t type) {
     return n;
 }
 
-void matmul_group(std::initializer_list<MatmulTarget> targets, const MatmulInput& in, bool accumulate,
+void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate,
                   cudaStream_t stream) {
-    const std::vector<MatmulTarget> all(targets);
-    size_t i = 0;
-    while (i < all.size()) {  // runs of matrices with one layout share a launch
-        const DeviceMatrix& first = *all[i].w;
-        if (in.cols != first.cols) throw CudaError("matmul: input rows do not match the weight's columns");
-        RowSegments seg;
-        while (i < all.size() && seg.count < kMaxSegments && same_layout(*all[i].w, first)) {
-            seg.w[seg.count] = all[i].w->data;
-            seg.y[seg.count] = all[i].y;
-            seg.rows[seg.count] = all[i].w->rows;
-            ++seg.count;
-            ++i;
-        }
+    for_each_launch_group(targets, count, in.cols, [&](const DeviceMatrix& first, const RowSegments& seg) {
         launch_segments(first, seg, in, accumulate, stream);
-    }
+    });
 }
 
 void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumulate, cudaStream_t stream) {
@@ -121,14 +95,8 @@ void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumul
 void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                    float* up, cudaStream_t stream) {
     // A long prefill on tensor cores: two products, then SwiGLU.
-    if (!mma_applies(w_gate.type, in) && same_layout(w_gate, w_up) && w_gate.rows == w_up.rows &&
-        in.cols == w_gate.cols) {
-        RowSegments seg;
-        seg.w[0] = w_gate.data;
-        seg.w[1] = w_up.data;
-        seg.y[0] = gate;
-        seg.rows[0] = seg.rows[1] = w_gate.rows;
-        seg.count = 2;
+    if (!mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
+        const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
         const unsigned grid = ceil_div(w_gate.rows, kGemvWarps * kRowsPerWarp);
         const bool fused = dispatch_int8_format(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/cuda_errors.h"
 #include "csrc/cuda/formats.cuh"
+#include "csrc/cuda/ops.h"
 
 namespace edgellama::cuda {
 
@@ -45,6 +47,44 @@ EDGELLAMA_HD SegmentRow locate_row(const RowSegments& s, int64_t row) {
         }
     }
     return r;
+}
+
+inline bool same_layout(const DeviceMatrix& a, const DeviceMatrix& b) {
+    return a.type == b.type && a.cols == b.cols && a.row_bytes == b.row_bytes;
+}
+
+// The launch of the fused gate/up/SwiGLU GEMV: {gate, up} of one layout and shape, output `gate`.
+inline bool swiglu_fusable(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, int64_t cols) {
+    return same_layout(w_gate, w_up) && w_gate.rows == w_up.rows && cols == w_gate.cols;
+}
+inline RowSegments swiglu_segments(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, float* gate) {
+    RowSegments seg;
+    seg.w[0] = w_gate.data;
+    seg.w[1] = w_up.data;
+    seg.y[0] = gate;
+    seg.rows[0] = seg.rows[1] = w_gate.rows;
+    seg.count = 2;
+    return seg;
+}
+
+// Cuts a matmul group's targets into runs of up to kMaxSegments matrices of one layout (one launch
+// each) and calls fn(first matrix of the run, its RowSegments); the backends share this cut.
+template <class Fn>
+void for_each_launch_group(const MatmulTarget* targets, int count, int64_t cols, Fn&& fn) {
+    int i = 0;
+    while (i < count) {
+        const DeviceMatrix& first = *targets[i].w;
+        if (cols != first.cols) throw CudaError("matmul: input rows do not match the weight's columns");
+        RowSegments seg;
+        while (i < count && seg.count < kMaxSegments && same_layout(*targets[i].w, first)) {
+            seg.w[seg.count] = targets[i].w->data;
+            seg.y[seg.count] = targets[i].y;
+            seg.rows[seg.count] = targets[i].w->rows;
+            ++seg.count;
+            ++i;
+        }
+        fn(first, seg);
+    }
 }
 
 }  // namespace edgellama::cuda

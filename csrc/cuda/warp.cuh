@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "csrc/cuda/common.cuh"
 
@@ -67,27 +68,61 @@ struct DeviceBlock {
     __device__ __forceinline__ Shared& shared() const { return sh; }
 };
 
-// Butterfly reductions over the warp (every lane gets the result), for any Warp.
+// Butterfly reductions over the warp (every lane gets the result), for any Warp: xor-shuffles
+// over lane distances first_distance, first_distance / 2, ..., 1 (16: the warp, 8: a half-warp),
+// each of n values in turn. A Warp may provide the same butterfly (same operations in the same
+// order, so the same bits) as butterfly_n; HostWarp does, so its threads meet once, not 5 n times.
+enum class Reduce { kSum, kMax };
+
+template <Reduce kOp, class T>
+__host__ __device__ __forceinline__ T combine(T a, T b) {
+    if constexpr (kOp == Reduce::kSum) return a + b;
+    else return fmaxf(a, b);
+}
+
+template <Reduce kOp, class T, int N>
+__device__ __forceinline__ void device_butterfly(const DeviceWarp& warp, T (&v)[N], int first_distance) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+#pragma unroll
+        for (int o = first_distance; o > 0; o >>= 1) v[i] = combine<kOp>(v[i], warp.shfl_xor(v[i], o));
+    }
+}
+
+template <Reduce kOp, class Warp, class T, int N>
+__host__ __device__ __forceinline__ void warp_butterfly(const Warp& warp, T (&v)[N], int first_distance) {
+    if constexpr (std::is_same_v<Warp, DeviceWarp>) {
+        device_butterfly<kOp>(warp, v, first_distance);
+    } else {
+        warp.template butterfly_n<kOp>(v, first_distance);
+    }
+}
+
+template <class Warp, class T, int N>
+__host__ __device__ __forceinline__ void warp_reduce_sum_n(const Warp& warp, T (&v)[N]) {
+    warp_butterfly<Reduce::kSum>(warp, v, kWarp / 2);
+}
+
 template <class Warp, class T>
 __host__ __device__ __forceinline__ T warp_reduce_sum(const Warp& warp, T v) {
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) v += warp.shfl_xor(v, o);
-    return v;
+    T a[1] = {v};
+    warp_butterfly<Reduce::kSum>(warp, a, kWarp / 2);
+    return a[0];
 }
 
 template <class Warp>
 __host__ __device__ __forceinline__ float warp_reduce_max(const Warp& warp, float v) {
-#pragma unroll
-    for (int o = kWarp / 2; o > 0; o >>= 1) v = fmaxf(v, warp.shfl_xor(v, o));
-    return v;
+    float a[1] = {v};
+    warp_butterfly<Reduce::kMax>(warp, a, kWarp / 2);
+    return a[0];
 }
 
 // The sum over the 16 lanes of this lane's half-warp.
 template <class Warp>
 __host__ __device__ __forceinline__ int half_warp_reduce_sum(const Warp& warp, int v) {
-#pragma unroll
-    for (int o = kWarp / 4; o > 0; o >>= 1) v += warp.shfl_xor(v, o);
-    return v;
+    int a[1] = {v};
+    warp_butterfly<Reduce::kSum>(warp, a, kWarp / 4);
+    return a[0];
 }
 
 }  // namespace edgellama::cuda

@@ -1,0 +1,187 @@
+// The forward step's host backend (backend.h), for tests on machines without a GPU: host memory,
+// and every operation run by the kernels' own warp and block code on host threads
+// (host_warp.h), cut into launches, tiles and warps as the device launches cut them. Only the
+// launch wrappers themselves and the graphs are not exercised. Slow: tiny models only.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "csrc/cuda/act_quant.cuh"
+#include "csrc/cuda/attention_block.cuh"
+#include "csrc/cuda/backend.h"
+#include "csrc/cuda/gemv_rows.cuh"
+#include "csrc/cuda/host_decode.h"
+#include "csrc/cuda/host_warp.h"
+#include "csrc/cuda/mma_tiles.cuh"
+#include "csrc/cuda/norm_rope.cuh"
+#include "csrc/cuda/row_segments.cuh"
+
+namespace edgellama::cuda {
+
+namespace {
+
+// Long prefills of quantized weights take the tensor-core tiles (as mma_applies, sm_80 assumed).
+bool host_mma_applies(int32_t type, const MatmulInput& in) {
+    return in.use_mma && in.n >= kMmaMinTokens && dispatch_int8_format(type, [](auto) {});
+}
+
+// One launch of the GEMV kernels: tiles of kGemmTile tokens, warps of kRowsPerWarp rows.
+template <class Q>
+void gemv_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate) {
+    size_t act_bytes = 0;
+    const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+    const int64_t total = seg.total_rows();
+    run_host_warp([&](const HostWarp& warp) {
+        for (int64_t start = 0; start < in.n; start += kGemmTile) {
+            const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, in.n - start));
+            RowSegments s = seg;
+            for (int k = 0; k < s.count; ++k) s.y[k] += start * s.rows[k];
+            const uint8_t* a = act + start * act_bytes;
+            for (int64_t first = 0; first < total; first += kRowsPerWarp) {
+                if (tile == 1) {
+                    gemv_int8_rows<Q, 1>(warp, s, row_bytes, in.cols, a, act_bytes, 1, accumulate, first);
+                } else {
+                    gemv_int8_rows<Q, kGemmTile>(warp, s, row_bytes, in.cols, a, act_bytes, tile, accumulate, first);
+                }
+            }
+        }
+    });
+}
+
+// One launch of the tensor-core tiles: a warp per 32 rows x (8 * tiles) tokens.
+template <class Q>
+void mma_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate) {
+    size_t act_bytes = 0;
+    const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+    const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, in.n, accumulate};
+    for (int64_t row0 = 0; row0 < seg.total_rows(); row0 += 16 * kMmaRowTiles) {
+        for (int64_t tok0 = 0; tok0 < in.n; tok0 += 8 * mma_token_tiles<Q>()) {
+            run_host_warp([&](const HostWarp& warp) { mma_tile<Q>(warp, m, row0, tok0); });
+        }
+    }
+}
+
+// The float kernel's products (F32/F16/BF16 weights): decoded values times float inputs.
+void float_launch(const DeviceMatrix& first, const RowSegments& seg, const MatmulInput& in, bool accumulate) {
+    const bool known = dispatch_format(first.type, [&](auto fmt) {
+        using Fmt = decltype(fmt);
+        std::vector<float> row(static_cast<size_t>(in.cols));
+        for (int64_t r = 0; r < seg.total_rows(); ++r) {
+            const SegmentRow where = locate_row(seg, r);
+            const uint8_t* w = where.w + static_cast<size_t>(where.row) * first.row_bytes;
+            for (int64_t p = 0; p < in.cols / Fmt::kPiece; ++p) {
+                Fmt::visit(w, p, [&](int i, float v) { row[p * Fmt::kPiece + i] = v; });
+            }
+            for (int64_t t = 0; t < in.n; ++t) {
+                float acc = 0.0f;
+                for (int64_t c = 0; c < in.cols; ++c) acc = fmaf(row[c], in.x[t * in.cols + c], acc);
+                float* y = where.y + t * where.ld + where.row;
+                *y = accumulate ? *y + acc : acc;
+            }
+        }
+    });
+    if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(first.type));
+}
+
+class HostBackend final : public Backend {
+public:
+    void allocate(DeviceBuffer& buffer, size_t bytes, const std::string& what) override {
+        buffer.allocate_host(bytes, what);
+    }
+    void to_device(void* dst, const void* src, size_t bytes, const char*) override { std::memcpy(dst, src, bytes); }
+    void to_host(void* dst, const void* src, size_t bytes, const char*) override { std::memcpy(dst, src, bytes); }
+    void synchronize() override {}
+    void decode_step(int64_t, const std::function<void()>& enqueue) override { enqueue(); }
+
+    void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out) override {
+        const bool known = dispatch_format(w.type, [&](auto fmt) {
+            using Fmt = decltype(fmt);
+            for (int64_t t = 0; t < n; ++t) {
+                const uint8_t* row = w.data + static_cast<size_t>(ids[t]) * w.row_bytes;
+                for (int64_t p = 0; p < w.cols / Fmt::kPiece; ++p) {
+                    float* dst = out + t * w.cols + p * Fmt::kPiece;
+                    Fmt::visit(row, p, [&](int i, float v) { dst[i] = v; });
+                }
+            }
+        });
+        if (!known) throw CudaError("dequantize_rows: unsupported weight type " + std::to_string(w.type));
+    }
+
+    void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps, void* act32,
+                  void* act256) override {
+        rms_norm_on_host(x, weight, out, n_rows, n, eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
+    }
+
+    void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out) override {
+        const size_t row_bytes = act_row_bytes(format, cols);
+        for (int64_t r = 0; r < n_rows; ++r) {
+            quantize_act_row_on_host(format == ActFormat::Q8_32 ? kQK32 : kQK256, x + r * cols, cols,
+                                     static_cast<uint8_t*>(out) + r * row_bytes);
+        }
+    }
+
+    void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate) override {
+        for_each_launch_group(targets, count, in.cols, [&](const DeviceMatrix& first, const RowSegments& seg) {
+            const bool quantized = dispatch_int8_format(first.type, [&](auto fmt) {
+                using Q = decltype(fmt);
+                if (host_mma_applies(first.type, in)) {
+                    mma_launch<Q>(seg, first.row_bytes, in, accumulate);
+                } else {
+                    gemv_launch<Q>(seg, first.row_bytes, in, accumulate);
+                }
+            });
+            if (!quantized) float_launch(first, seg, in, accumulate);
+        });
+    }
+
+    void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                       float* up) override {
+        if (!host_mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
+            const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
+            const bool fused = dispatch_int8_format(w_gate.type, [&](auto fmt) {
+                using Q = decltype(fmt);
+                size_t act_bytes = 0;
+                const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+                run_host_warp([&](const HostWarp& warp) {
+                    for (int64_t start = 0; start < in.n; start += kGemmTile) {
+                        const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, in.n - start));
+                        RowSegments s = seg;
+                        s.y[0] += start * w_gate.rows;
+                        const uint8_t* a = act + start * act_bytes;
+                        for (int64_t first = 0; first < w_gate.rows; first += kRowsPerWarp) {
+                            if (tile == 1) {
+                                gemv_int8_swiglu_rows<Q, 1>(warp, s, w_gate.row_bytes, in.cols, a, act_bytes, 1, first);
+                            } else {
+                                gemv_int8_swiglu_rows<Q, kGemmTile>(warp, s, w_gate.row_bytes, in.cols, a, act_bytes,
+                                                                    tile, first);
+                            }
+                        }
+                    }
+                });
+            });
+            if (fused) return;
+        }
+        const MatmulTarget both[2] = {{&w_gate, gate}, {&w_up, up}};
+        matmul_group(both, 2, in, false);
+        for (int64_t i = 0; i < in.n * w_gate.rows; ++i) gate[i] = silu_times(gate[i], up[i]);
+    }
+
+    void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
+                    int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos,
+                    __half* k_cache, __half* v_cache) override {
+        rope_store_on_host(q, k, v, n_tokens, n_head, n_head_kv, head_dim, n_pairs, inv_freq, *first_pos, k_cache,
+                           v_cache);
+    }
+
+    void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
+                   int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials,
+                   float* out) override {
+        attention_into_on_host(dims, q, n_tokens, *first_pos, n_split, k_cache, v_cache, partials, out);
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_host_backend() { return std::make_unique<HostBackend>(); }
+
+}  // namespace edgellama::cuda
