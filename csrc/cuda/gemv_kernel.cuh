@@ -52,22 +52,7 @@ gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const flo
                   int n_tok, bool accumulate) {
     const int64_t row = warp_row(seg.total_rows());
     if (row < 0) return;
-    const SegmentRow r = locate_row(seg, row);
-    const uint8_t* wr = r.w + static_cast<size_t>(r.row) * row_bytes;
-    const float* xt[NT];
-#pragma unroll
-    for (int t = 0; t < NT; ++t) xt[t] = x + static_cast<int64_t>(t < n_tok ? t : n_tok - 1) * ldx;
-    float acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-    for (int64_t p = threadIdx.x % kWarp; p < n_pieces; p += kWarp) {
-        const int64_t base = p * Fmt::kPiece;
-        Fmt::visit(wr, p, [&](int i, float wv) {
-#pragma unroll
-            for (int t = 0; t < NT; ++t) acc[t] = fmaf(wv, __ldg(xt[t] + base + i), acc[t]);
-        });
-    }
-    store_row_sums<NT>(DeviceWarp{}, acc, n_tok, r.y + r.row, r.ld, accumulate);
+    gemv_float_row<Fmt, NT>(DeviceWarp{}, seg, row_bytes, n_pieces, x, ldx, n_tok, accumulate, row);
 }
 
 // gemm_mma.cu — the product on int8 tensor cores when it applies (a quantized type, at least

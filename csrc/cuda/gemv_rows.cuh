@@ -74,6 +74,30 @@ EDGELLAMA_HD void gemv_int8_rows(const Warp& warp, const RowSegments& seg, size_
     }
 }
 
+// Row `row` of the launch (float weights: F32/F16/BF16) dotted with the tile's float rows x[t]
+// (ldx apart): lanes stride over the row's pieces, each weight decoded once and multiplied into
+// every token, then the warp sums the lanes.
+template <class Fmt, int NT, class Warp>
+EDGELLAMA_HD void gemv_float_row(const Warp& warp, const RowSegments& seg, size_t row_bytes, int64_t n_pieces,
+                                 const float* x, int64_t ldx, int n_tok, bool accumulate, int64_t row) {
+    const SegmentRow r = locate_row(seg, row);
+    const uint8_t* wr = r.w + static_cast<size_t>(r.row) * row_bytes;
+    const float* xt[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) xt[t] = x + static_cast<int64_t>(t < n_tok ? t : n_tok - 1) * ldx;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+    for (int64_t p = warp.lane(); p < n_pieces; p += kWarp) {
+        const int64_t base = p * Fmt::kPiece;
+        Fmt::visit(wr, p, [&](int i, float wv) {
+#pragma unroll
+            for (int t = 0; t < NT; ++t) acc[t] = fmaf(wv, load_ro(xt[t] + base + i), acc[t]);
+        });
+    }
+    store_row_sums<NT>(warp, acc, n_tok, r.y + r.row, r.ld, accumulate);
+}
+
 // seg: {gate, up} with the same rows; output row t of y[0] = silu(gate · x_t) * (up · x_t), as
 // swiglu(), for rows first .. first + kRowsPerWarp - 1.
 template <class Q, int NT, class Warp>

@@ -61,24 +61,27 @@ void mma_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in,
     }
 }
 
-// The float kernel's products (F32/F16/BF16 weights): decoded values times float inputs.
+// One launch of the float GEMV (F32/F16/BF16 weights): tiles of kGemmTile tokens, a warp a row.
 void float_launch(const DeviceMatrix& first, const RowSegments& seg, const MatmulInput& in, bool accumulate) {
     const bool known = dispatch_format(first.type, [&](auto fmt) {
         using Fmt = decltype(fmt);
-        std::vector<float> row(static_cast<size_t>(in.cols));
-        for (int64_t r = 0; r < seg.total_rows(); ++r) {
-            const SegmentRow where = locate_row(seg, r);
-            const uint8_t* w = where.w + static_cast<size_t>(where.row) * first.row_bytes;
-            for (int64_t p = 0; p < in.cols / Fmt::kPiece; ++p) {
-                Fmt::visit(w, p, [&](int i, float v) { row[p * Fmt::kPiece + i] = v; });
+        run_host_warp([&](const HostWarp& warp) {
+            for (int64_t start = 0; start < in.n; start += kGemmTile) {
+                const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, in.n - start));
+                RowSegments s = seg;
+                for (int k = 0; k < s.count; ++k) s.y[k] += start * s.rows[k];
+                const float* x = in.x + start * in.cols;
+                for (int64_t row = 0; row < seg.total_rows(); ++row) {
+                    if (tile == 1) {
+                        gemv_float_row<Fmt, 1>(warp, s, first.row_bytes, in.cols / Fmt::kPiece, x, in.cols, 1,
+                                               accumulate, row);
+                    } else {
+                        gemv_float_row<Fmt, kGemmTile>(warp, s, first.row_bytes, in.cols / Fmt::kPiece, x, in.cols,
+                                                       tile, accumulate, row);
+                    }
+                }
             }
-            for (int64_t t = 0; t < in.n; ++t) {
-                float acc = 0.0f;
-                for (int64_t c = 0; c < in.cols; ++c) acc = fmaf(row[c], in.x[t * in.cols + c], acc);
-                float* y = where.y + t * where.ld + where.row;
-                *y = accumulate ? *y + acc : acc;
-            }
-        }
+        });
     });
     if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(first.type));
 }
