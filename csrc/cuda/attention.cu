@@ -18,8 +18,8 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
 
 __global__ void attention_combine_kernel(const float* __restrict__ partials, int64_t n_head, int64_t head_dim,
                                          int64_t n_split, int64_t q_width, float* __restrict__ out) {
-    __shared__ AttnShared shared;
-    attention_combine_block(DeviceBlock<AttnShared>{shared}, partials, n_head, head_dim, n_split, q_width, out,
+    __shared__ CombineShared shared;
+    attention_combine_block(DeviceBlock<CombineShared>{shared}, partials, n_head, head_dim, n_split, q_width, out,
                             blockIdx.x, blockIdx.y);
 }
 

@@ -37,10 +37,12 @@ struct AttnArgs {
     float scale;
 };
 
-// The block's shared memory: pass 1's per-warp partials, pass 2's split weights.
+// The blocks' shared memory: pass 1's per-warp partials, pass 2's split weights.
 struct AttnShared {
     float m[kAttnWarps], l[kAttnWarps];
     float acc[kAttnWarps][kMaxHeadDim];
+};
+struct CombineShared {
     float weight[kMaxSplitRows];
 };
 

@@ -22,9 +22,10 @@ namespace edgellama::cuda {
 
 constexpr int kGemvWarps = 4;  // warps per thread block
 
-// The warp's row of the launch, or -1 past the end (the whole warp leaves together).
-__device__ __forceinline__ int64_t warp_row(int64_t total_rows) {
-    const int64_t row = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp;
+// The first of the warp's rows_per_warp rows of the launch, or -1 past the end (the whole warp
+// leaves together).
+__device__ __forceinline__ int64_t warp_first_row(int64_t total_rows, int rows_per_warp) {
+    const int64_t row = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * rows_per_warp;
     return row < total_rows ? row : -1;
 }
 
@@ -32,8 +33,8 @@ template <class Q, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                  size_t act_row_bytes, int n_tok, bool accumulate) {
-    const int64_t first = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kRowsPerWarp;
-    if (first >= seg.total_rows()) return;  // the whole warp leaves together
+    const int64_t first = warp_first_row(seg.total_rows(), kRowsPerWarp);
+    if (first < 0) return;
     gemv_int8_rows<Q, NT>(DeviceWarp{}, seg, row_bytes, cols, act, act_row_bytes, n_tok, accumulate, first);
 }
 
@@ -41,8 +42,8 @@ template <class Q, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                         size_t act_row_bytes, int n_tok) {
-    const int64_t first = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * kRowsPerWarp;
-    if (first >= seg.rows[0]) return;
+    const int64_t first = warp_first_row(seg.rows[0], kRowsPerWarp);
+    if (first < 0) return;
     gemv_int8_swiglu_rows<Q, NT>(DeviceWarp{}, seg, row_bytes, cols, act, act_row_bytes, n_tok, first);
 }
 
@@ -50,7 +51,7 @@ template <class Fmt, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const float* __restrict__ x, int64_t ldx,
                   int n_tok, bool accumulate) {
-    const int64_t row = warp_row(seg.total_rows());
+    const int64_t row = warp_first_row(seg.total_rows(), 1);
     if (row < 0) return;
     gemv_float_row<Fmt, NT>(DeviceWarp{}, seg, row_bytes, n_pieces, x, ldx, n_tok, accumulate, row);
 }

@@ -2,7 +2,6 @@
 // and every operation run by the kernels' own warp and block code on host threads
 // (host_warp.h), cut into launches, tiles and warps as the device launches cut them. Only the
 // launch wrappers themselves and the graphs are not exercised. Slow: tiny models only.
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -32,19 +31,13 @@ void gemv_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in
     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
     const int64_t total = seg.total_rows();
     run_host_warp([&](const HostWarp& warp) {
-        for (int64_t start = 0; start < in.n; start += kGemmTile) {
-            const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, in.n - start));
-            RowSegments s = seg;
-            for (int k = 0; k < s.count; ++k) s.y[k] += start * s.rows[k];
-            const uint8_t* a = act + start * act_bytes;
+        for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
+            const RowSegments s = at_token(seg, start);
             for (int64_t first = 0; first < total; first += kRowsPerWarp) {
-                if (tile == 1) {
-                    gemv_int8_rows<Q, 1>(warp, s, row_bytes, in.cols, a, act_bytes, 1, accumulate, first);
-                } else {
-                    gemv_int8_rows<Q, kGemmTile>(warp, s, row_bytes, in.cols, a, act_bytes, tile, accumulate, first);
-                }
+                gemv_int8_rows<Q, decltype(nt)::value>(warp, s, row_bytes, in.cols, act + start * act_bytes, act_bytes,
+                                                       tile, accumulate, first);
             }
-        }
+        });
     });
 }
 
@@ -66,21 +59,13 @@ void float_launch(const DeviceMatrix& first, const RowSegments& seg, const Matmu
     const bool known = dispatch_format(first.type, [&](auto fmt) {
         using Fmt = decltype(fmt);
         run_host_warp([&](const HostWarp& warp) {
-            for (int64_t start = 0; start < in.n; start += kGemmTile) {
-                const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, in.n - start));
-                RowSegments s = seg;
-                for (int k = 0; k < s.count; ++k) s.y[k] += start * s.rows[k];
-                const float* x = in.x + start * in.cols;
+            for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
+                const RowSegments s = at_token(seg, start);
                 for (int64_t row = 0; row < seg.total_rows(); ++row) {
-                    if (tile == 1) {
-                        gemv_float_row<Fmt, 1>(warp, s, first.row_bytes, in.cols / Fmt::kPiece, x, in.cols, 1,
-                                               accumulate, row);
-                    } else {
-                        gemv_float_row<Fmt, kGemmTile>(warp, s, first.row_bytes, in.cols / Fmt::kPiece, x, in.cols,
-                                                       tile, accumulate, row);
-                    }
+                    gemv_float_row<Fmt, decltype(nt)::value>(warp, s, first.row_bytes, in.cols / Fmt::kPiece,
+                                                             in.x + start * in.cols, in.cols, tile, accumulate, row);
                 }
-            }
+            });
         });
     });
     if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(first.type));
@@ -146,20 +131,15 @@ public:
                 size_t act_bytes = 0;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
                 run_host_warp([&](const HostWarp& warp) {
-                    for (int64_t start = 0; start < in.n; start += kGemmTile) {
-                        const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, in.n - start));
+                    for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
                         RowSegments s = seg;
                         s.y[0] += start * w_gate.rows;
-                        const uint8_t* a = act + start * act_bytes;
                         for (int64_t first = 0; first < w_gate.rows; first += kRowsPerWarp) {
-                            if (tile == 1) {
-                                gemv_int8_swiglu_rows<Q, 1>(warp, s, w_gate.row_bytes, in.cols, a, act_bytes, 1, first);
-                            } else {
-                                gemv_int8_swiglu_rows<Q, kGemmTile>(warp, s, w_gate.row_bytes, in.cols, a, act_bytes,
-                                                                    tile, first);
-                            }
+                            gemv_int8_swiglu_rows<Q, decltype(nt)::value>(warp, s, w_gate.row_bytes, in.cols,
+                                                                          act + start * act_bytes, act_bytes, tile,
+                                                                          first);
                         }
-                    }
+                    });
                 });
             });
             if (fused) return;

@@ -13,11 +13,10 @@
 
 #include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/attention_block.cuh"
-#include "csrc/cuda/norm_rope.cuh"
-#include "csrc/cuda/gemv_rows.cuh"
+#include "csrc/cuda/backend.h"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
-#include "csrc/cuda/mma_tiles.cuh"
+#include "csrc/cuda/norm_rope.cuh"
 #include "csrc/cuda/ops.h"
 
 namespace edgellama::cuda {
@@ -188,84 +187,68 @@ void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n
     });
     for (int64_t h = 0; h < dims.n_head; ++h) {
         for (int64_t t = 0; t < n_tokens; ++t) {
-            run_host_block<AttnShared>(kCombineThreads, [&](const HostBlock<AttnShared>& block) {
+            run_host_block<CombineShared>(kCombineThreads, [&](const HostBlock<CombineShared>& block) {
                 attention_combine_block(block, partials, dims.n_head, dims.head_dim, n_split, a.q_width, out, h, t);
             });
         }
     }
 }
 
+namespace {
+
+// One matrix's product (or, with up_rows, its SwiGLU form) on x's n_tokens rows, by the host
+// backend: the same launch cut, tiles and warp code as the GPU's matmul.
+std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows,
+                                       int64_t n_rows, size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols,
+                                       bool use_mma) {
+    if (!dispatch_int8_format(weight_type, [](auto) {})) not_quantized(weight_type);
+    const TypeTraits& traits = type_traits(weight_type);
+    if (cols <= 0 || cols % traits.block_size != 0 || row_bytes != weight_row_bytes(weight_type, cols)) {
+        throw std::invalid_argument("rows of " + std::to_string(row_bytes) + " bytes are not " + std::to_string(cols) +
+                                    " elements of type " + traits.name);
+    }
+    size_t act_row_bytes = 0;
+    const int block = traits.act_format == ActFormat::Q8_32 ? kQK32 : kQK256;
+    const std::vector<Aligned16> act = quantized_rows(x, n_tokens, cols, block, &act_row_bytes);
+    MatmulInput in;
+    in.x = x;
+    in.n = n_tokens;
+    in.cols = cols;
+    in.use_mma = use_mma;
+    (block == kQK32 ? in.act32 : in.act256) = reinterpret_cast<const uint8_t*>(act.data());
+    DeviceMatrix w;
+    w.data = rows;
+    w.type = weight_type;
+    w.rows = n_rows;
+    w.cols = cols;
+    w.row_bytes = row_bytes;
+    std::vector<float> y(static_cast<size_t>(n_tokens * n_rows));
+    const std::unique_ptr<Backend> backend = make_host_backend();
+    if (up_rows != nullptr) {
+        DeviceMatrix up = w;
+        up.data = up_rows;
+        std::vector<float> up_out(y.size());
+        backend->matmul_swiglu(w, up, in, y.data(), up_out.data());
+    } else {
+        const MatmulTarget target{&w, y.data()};
+        backend->matmul_group(&target, 1, in, false);
+    }
+    return y;
+}
+
+}  // namespace
+
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
                                 size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols) {
-    std::vector<float> y(static_cast<size_t>(n_tokens * n_rows));
-    const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
-        using Q = decltype(fmt);
-        if (cols % Q::kPiece != 0) throw std::invalid_argument("rows are not whole pieces");
-        size_t act_row_bytes = 0;
-        const std::vector<Aligned16> act = quantized_rows(x, n_tokens, cols, act_block<Q>(), &act_row_bytes);
-        RowSegments seg;
-        seg.w[0] = rows;
-        seg.y[0] = y.data();
-        seg.rows[0] = n_rows;
-        seg.count = 1;
-        if (up_rows != nullptr) {
-            seg.w[1] = up_rows;
-            seg.rows[1] = n_rows;
-            seg.count = 2;
-        }
-        const auto* act_bytes = reinterpret_cast<const uint8_t*>(act.data());
-        // Every warp of the launch in turn, on one group of 32 threads; tiles as quant_gemv.cu cuts them.
-        run_host_warp([&](const HostWarp& warp) {
-            for (int64_t start = 0; start < n_tokens; start += kGemmTile) {
-                const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, n_tokens - start));
-                RowSegments s = seg;
-                s.y[0] += start * n_rows;
-                const uint8_t* a = act_bytes + start * act_row_bytes;
-                for (int64_t first = 0; first < n_rows; first += kRowsPerWarp) {
-                    if (up_rows != nullptr) {
-                        if (tile == 1) gemv_int8_swiglu_rows<Q, 1>(warp, s, row_bytes, cols, a, act_row_bytes, 1, first);
-                        else gemv_int8_swiglu_rows<Q, kGemmTile>(warp, s, row_bytes, cols, a, act_row_bytes, tile, first);
-                    } else {
-                        if (tile == 1) gemv_int8_rows<Q, 1>(warp, s, row_bytes, cols, a, act_row_bytes, 1, false, first);
-                        else gemv_int8_rows<Q, kGemmTile>(warp, s, row_bytes, cols, a, act_row_bytes, tile, false, first);
-                    }
-                }
-            }
-        });
-    });
-    if (!known) not_quantized(weight_type);
-    return y;
+    return host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false);
 }
 
 std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, int64_t n_rows, size_t row_bytes,
                                       const float* x, int64_t n_tokens, int64_t cols) {
-    std::vector<float> y(static_cast<size_t>(n_tokens * n_rows));
-    const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
-        using Q = decltype(fmt);
-        if (cols % kQK256 != 0 && !kMmaBlock32<Q>) {
-            throw std::invalid_argument("K-quant rows of " + std::to_string(cols) + " are not whole super-blocks");
-        }
-        size_t act_row_bytes = 0;
-        const std::vector<Aligned16> act = quantized_rows(x, n_tokens, cols, act_block<Q>(), &act_row_bytes);
-        MmaProduct m{};
-        m.seg.w[0] = rows;
-        m.seg.y[0] = y.data();
-        m.seg.rows[0] = n_rows;
-        m.seg.count = 1;
-        m.row_bytes = row_bytes;
-        m.cols = cols;
-        m.act = reinterpret_cast<const uint8_t*>(act.data());
-        m.act_row_bytes = act_row_bytes;
-        m.n_tok = n_tokens;
-        m.accumulate = false;
-        for (int64_t row0 = 0; row0 < n_rows; row0 += 16 * kMmaRowTiles) {
-            for (int64_t tok0 = 0; tok0 < n_tokens; tok0 += 8 * mma_token_tiles<Q>()) {
-                run_host_warp([&](const HostWarp& warp) { mma_tile<Q>(warp, m, row0, tok0); });
-            }
-        }
-    });
-    if (!known) not_quantized(weight_type);
-    return y;
+    if (n_tokens < kMmaMinTokens) {
+        throw std::invalid_argument("the tensor-core tiles take " + std::to_string(kMmaMinTokens) + " tokens or more");
+    }
+    return host_backend_matmul(weight_type, rows, nullptr, n_rows, row_bytes, x, n_tokens, cols, true);
 }
 
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n) {

@@ -1,8 +1,6 @@
 // Matrix products (decode and prefill) over weights in their GGUF formats, and the embedding
 // lookup (row dequantize).
-#include <algorithm>
 #include <type_traits>
-#include <vector>
 
 #include "csrc/cuda/gemv_kernel.cuh"
 
@@ -22,26 +20,6 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
     if (id < 0 || id >= rows) return;  // the host checked the ids; never read outside the matrix
     float* dst = out + t * ld + p * Fmt::kPiece;
     Fmt::visit(w + static_cast<size_t>(id) * row_bytes, p, [&](int i, float v) { dst[i] = v; });
-}
-
-// seg advanced to the tile starting at token `start`.
-RowSegments at_token(RowSegments seg, int64_t start) {
-    for (int k = 0; k < seg.count; ++k) seg.y[k] += start * seg.rows[k];
-    return seg;
-}
-
-// One launch per tile of up to kGemmTile tokens (a single token gets the one-token kernel);
-// launch(start, tile, std::integral_constant<int, NT>) enqueues one.
-template <class LaunchTile>
-void for_each_tile(int64_t n, LaunchTile&& launch) {
-    for (int64_t start = 0; start < n; start += kGemmTile) {
-        const int tile = static_cast<int>(std::min<int64_t>(kGemmTile, n - start));
-        if (tile == 1) {
-            launch(start, tile, std::integral_constant<int, 1>{});
-        } else {
-            launch(start, tile, std::integral_constant<int, kGemmTile>{});
-        }
-    }
 }
 
 // One type and width: every matrix in one launch per tile.

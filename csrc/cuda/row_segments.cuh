@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "csrc/cuda/cuda_errors.h"
 #include "csrc/cuda/formats.cuh"
@@ -65,6 +66,26 @@ inline RowSegments swiglu_segments(const DeviceMatrix& w_gate, const DeviceMatri
     seg.rows[0] = seg.rows[1] = w_gate.rows;
     seg.count = 2;
     return seg;
+}
+
+// seg advanced to the tile starting at token `start` (every matrix's outputs move `start` rows).
+inline RowSegments at_token(RowSegments seg, int64_t start) {
+    for (int k = 0; k < seg.count; ++k) seg.y[k] += start * seg.rows[k];
+    return seg;
+}
+
+// The tiles of up to kGemmTile tokens a matmul of n tokens is cut into (a single token gets the
+// one-token kernel): launch(start, tile, std::integral_constant<int, NT>) for each.
+template <class LaunchTile>
+void for_each_tile(int64_t n, LaunchTile&& launch) {
+    for (int64_t start = 0; start < n; start += kGemmTile) {
+        const int tile = static_cast<int>(n - start < kGemmTile ? n - start : kGemmTile);
+        if (tile == 1) {
+            launch(start, tile, std::integral_constant<int, 1>{});
+        } else {
+            launch(start, tile, std::integral_constant<int, kGemmTile>{});
+        }
+    }
 }
 
 // Cuts a matmul group's targets into runs of up to kMaxSegments matrices of one layout (one launch
