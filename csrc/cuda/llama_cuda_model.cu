@@ -208,14 +208,10 @@ struct CudaLlamaModel::Impl {
         f(logits, kLogitRows * c.n_vocab, "logits");
         // Int8 activation blocks for the widest matmul input, in the formats the weights use.
         const int64_t widest = std::max({c.n_embd, q_width(), c.n_ff});
-        bool need32 = false, need256 = false;
-        for_each_matmul_weight([&](const DeviceMatrix& w) {
-            const ActFormat format = type_traits(w.type).act_format;
-            need32 |= format == ActFormat::Q8_32;
-            need256 |= format == ActFormat::Q8_256;
-        });
-        if (need32) allocate(act32, batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
-        if (need256) allocate(act256, batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
+        ActNeeds needs;
+        for_each_matmul_weight([&](const DeviceMatrix& w) { needs.add(w); });
+        if (needs.q8_32) allocate(act32, batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
+        if (needs.q8_256) allocate(act256, batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
     }
 
     // Every matrix a matmul reads (the embedding only when it is also the output).
@@ -231,14 +227,15 @@ struct CudaLlamaModel::Impl {
     struct ActNeeds {
         bool q8_32 = false;
         bool q8_256 = false;
+        void add(const DeviceMatrix& w) {
+            const ActFormat format = type_traits(w.type).act_format;
+            q8_32 |= format == ActFormat::Q8_32;
+            q8_256 |= format == ActFormat::Q8_256;
+        }
     };
     static ActNeeds act_needs(std::initializer_list<const DeviceMatrix*> users) {
         ActNeeds needs;
-        for (const DeviceMatrix* w : users) {
-            const ActFormat format = type_traits(w->type).act_format;
-            needs.q8_32 |= format == ActFormat::Q8_32;
-            needs.q8_256 |= format == ActFormat::Q8_256;
-        }
+        for (const DeviceMatrix* w : users) needs.add(*w);
         return needs;
     }
 
