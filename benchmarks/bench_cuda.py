@@ -197,6 +197,29 @@ def bench_kernels(_cuda, bandwidth, n_tokens=1):
     return rows_out
 
 
+def bench_gemv_shapes(_cuda, bandwidth):
+    """GB/s of one token's product per GEMV block shape (warps sharing a row group x its rows;
+    the model launches one of them), per type and 8B matrix shape: which shape the launch should use."""
+    rng = np.random.default_rng(4)
+    names = _cuda.gemv_probe_shapes()
+    out = []
+    print("\nGEMV block shapes, one token (GB/s; shape = warps sharing a row group x rows in it)")
+    print(f"{'type':<6}{'rows x cols':>14}" + "".join(f"{n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r'):>9}"
+                                                   for n in names))
+    for name, qtype in KERNEL_TYPES.items():
+        for rows, cols in KERNEL_SHAPES:
+            w = random_blocks(qtype, rows, cols, rng)
+            line = f"{name:<6}{f'{rows}x{cols}':>14}"
+            for i, shape in enumerate(names):
+                seconds = _cuda.time_matmul(qtype, w, rows, cols, repeats=100, gemv_shape=i)
+                gbs = w.nbytes / seconds / 1e9
+                out.append(dict(type=name, rows=rows, cols=cols, shape=shape, us=seconds * 1e6, gb_s=gbs,
+                                fraction=gbs * 1e9 / bandwidth))
+                line += f"{gbs:>9.0f}"
+            print(line, flush=True)
+    return out
+
+
 def bench_prefill_kernels(_cuda, n_tokens=512, rows=14336, cols=4096):
     """Tera-ops/s of one prefill product (the 8B shape's ffn_gate) per type, with and without int8
     tensor cores (the 32-element formats use them from 16 tokens on; K-quants never)."""
@@ -225,6 +248,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="decode rounds per mode (graph, kernel by kernel)")
     ap.add_argument("--no-kernels", dest="kernels", action="store_false",
                     help="skip the per-matrix kernel timings (GB/s of each type on the 8B shape's matrices)")
+    ap.add_argument("--gemv-shapes", action="store_true",
+                    help="also compare the GEMV block shapes on each type and 8B matrix shape")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
 
@@ -254,10 +279,11 @@ def main(argv=None):
                   f"{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []
     prefill_kernels = bench_prefill_kernels(_cuda) if args.kernels else []
+    gemv_shapes = bench_gemv_shapes(_cuda, bandwidth) if args.gemv_shapes else []
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(dict(device=name, measured_copy_bandwidth=measured, nominal_bandwidth=nominal, rows=rows,
-                           kernels=kernels, prefill_kernels=prefill_kernels), fh, indent=1)
+                           kernels=kernels, prefill_kernels=prefill_kernels, gemv_shapes=gemv_shapes), fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -74,8 +74,16 @@ fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
-(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
+(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --gemv-shapes --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
+
+# Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
+step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M"
+if command -v ncu >/dev/null; then
+  for quant in Q4_0 Q4_K_M; do
+    (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $quant 2>&1) | tee -a "$RESULTS/profile.log" || true
+  done
+fi
 
 # Where decode falls short of the roofline, the GEMV kernels' memory behaviour says why: one launch
 # each of Q4_0 and Q4_K on the 8B shape's ffn_gate, through Nsight Compute (at most 100 s).
@@ -83,7 +91,7 @@ step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
 if command -v ncu >/dev/null; then
   for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (9 copies of the 33 MB matrix)
     (cd /tmp && timeout 50 ncu --clock-control none --kernel-name regex:gemv_int8_kernel --launch-skip 9 --launch-count 1 \
-       --section SpeedOfLight --section MemoryWorkloadAnalysis $PY -c "
+       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats $PY -c "
 import sys; sys.path.insert(0, '$REPO/benchmarks')
 import numpy as np; import bench_cuda as b; from edgellama import _cuda
 t = b.KERNEL_TYPES['$type']

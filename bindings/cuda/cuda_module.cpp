@@ -202,11 +202,11 @@ py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::
 }
 
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
-                   int64_t n_tokens, int repeats, bool tensor_cores) {
+                   int64_t n_tokens, int repeats, bool tensor_cores, int gemv_shape) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
     const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
     py::gil_scoped_release release;
-    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores);
+    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores, gemv_shape);
 }
 
 py::tuple device_count() {
@@ -262,8 +262,11 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("mma_matmul_host", &b::mma_matmul_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("x"),
           "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
-          py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true,
-          "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks.");
+          py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true, py::arg("gemv_shape") = -1,
+          "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks; gemv_shape >= 0: "
+          "one token's product by that GEMV block shape (gemv_probe_shapes()).");
+    m.def("gemv_probe_shapes", &edgellama::cuda::gemv_probe_shapes,
+          "Names of the int8 GEMV block shapes time_matmul(gemv_shape=i) compares (Q4_0, Q8_0, Q4_K, Q6_K).");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),

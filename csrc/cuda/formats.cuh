@@ -157,6 +157,17 @@ EDGELLAMA_HD uint32_t load_u32_2aligned(const uint8_t* p) {
     return static_cast<uint32_t>(load_ro(h)) | (static_cast<uint32_t>(load_ro(h + 1)) << 16);
 }
 
+// 16 bytes from a 16-byte aligned address, in one load on the device.
+EDGELLAMA_HD uint4 load_u128(const uint8_t* p) {
+#if defined(__CUDA_ARCH__)
+    return __ldg(reinterpret_cast<const uint4*>(p));
+#else
+    uint4 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+#endif
+}
+
 // Q5_0 (value = d * (q - 16)) and Q5_1 (value = d * q + m, rounded twice): the nibbles as Q4_0,
 // bit 4 of element j is bit j of qh. Word j of the nibbles holds elements 4j..4j+3 (low) and
 // 4j+16..4j+19 (high).

@@ -2,10 +2,11 @@
 // each weight is decoded once in registers and used for every token of the tile, so the weights
 // stream from memory once per tile. One launch may cover up to three matrices of one type and
 // width that read the same input (Q/K/V): their rows are numbered through the matrices in order.
-//   * gemv_int8_kernel — quantized weights: a warp takes kRowsPerWarp rows, its lanes share the
-//     pieces (int8_dot.cuh: int8_lane_partial), codes dotted in integers with the int8
-//     activations as the CPU engine does. Its SwiGLU form takes the gate and up matrices, computes
-//     the same rows of both in one warp and stores silu(gate) * up.
+//   * gemv_int8_kernel — quantized weights: a block's warps take a few rows per group of warps
+//     (gemv_rows.cuh: GemvShape), its threads share the pieces (int8_dot.cuh: int8_lane_partial),
+//     codes dotted in integers with the int8 activations as the CPU engine does. Its SwiGLU form
+//     takes the gate and up matrices, computes the same rows of both in one group and stores
+//     silu(gate) * up.
 //   * gemv_float_kernel — F32/F16/BF16 weights: a warp a row, lanes striding over its pieces,
 //     decoded to float and multiplied with float32 activations read through the read-only cache.
 #pragma once
@@ -20,38 +21,41 @@
 
 namespace edgellama::cuda {
 
-constexpr int kGemvWarps = 4;  // warps per thread block
-
-// The first of the warp's rows_per_warp rows of the launch, or -1 past the end (the whole warp
-// leaves together).
-__device__ __forceinline__ int64_t warp_first_row(int64_t total_rows, int rows_per_warp) {
-    const int64_t row = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp) * rows_per_warp;
-    return row < total_rows ? row : -1;
+// The first row of this block of a launch of Shape's blocks.
+template <class Shape>
+__device__ __forceinline__ int64_t block_first_row() {
+    return static_cast<int64_t>(blockIdx.x) * Shape::kRowsPerBlock;
 }
 
-template <class Q, int NT>
+template <class Q, int NT, class Shape>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                  size_t act_row_bytes, int n_tok, bool accumulate) {
-    const int64_t first = warp_first_row(seg.total_rows(), kRowsPerWarp);
-    if (first < 0) return;
-    gemv_int8_rows<Q, NT>(DeviceWarp{}, seg, row_bytes, cols, act, act_row_bytes, n_tok, accumulate, first);
+    __shared__ GemvShared<Shape::kRows, NT> shared;
+    gemv_int8_rows<Q, NT, Shape>(DeviceBlock<GemvShared<Shape::kRows, NT>>{shared}, seg, row_bytes, cols, act,
+                                 act_row_bytes, n_tok, accumulate, block_first_row<Shape>());
 }
 
-template <class Q, int NT>
+template <class Q, int NT, class Shape>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                         size_t act_row_bytes, int n_tok) {
-    const int64_t first = warp_first_row(seg.rows[0], kRowsPerWarp);
-    if (first < 0) return;
-    gemv_int8_swiglu_rows<Q, NT>(DeviceWarp{}, seg, row_bytes, cols, act, act_row_bytes, n_tok, first);
+    __shared__ GemvShared<2 * Shape::kRows, NT> shared;
+    gemv_int8_swiglu_rows<Q, NT, Shape>(DeviceBlock<GemvShared<2 * Shape::kRows, NT>>{shared}, seg, row_bytes, cols,
+                                        act, act_row_bytes, n_tok, block_first_row<Shape>());
+}
+
+// A warp's row of the float GEMV, or -1 past the end (the whole warp leaves together).
+__device__ __forceinline__ int64_t warp_row(int64_t total_rows) {
+    const int64_t row = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / kWarp;
+    return row < total_rows ? row : -1;
 }
 
 template <class Fmt, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const float* __restrict__ x, int64_t ldx,
                   int n_tok, bool accumulate) {
-    const int64_t row = warp_first_row(seg.total_rows(), 1);
+    const int64_t row = warp_row(seg.total_rows());
     if (row < 0) return;
     gemv_float_row<Fmt, NT>(DeviceWarp{}, seg, row_bytes, n_pieces, x, ldx, n_tok, accumulate, row);
 }

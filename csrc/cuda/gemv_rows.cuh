@@ -1,7 +1,8 @@
-// One warp's rows of a quantized matmul (the int8 GEMV of decode, and of prefill tiles up to
-// kGemmTile tokens): a warp takes kRowsPerWarp rows, its lanes share the pieces
-// (int8_dot.cuh: int8_lane_partial), the warp sums the lanes. Written once for any Warp
-// (warp.cuh): the kernels (gemv_kernel.cuh) pass DeviceWarp, the tests HostWarp.
+// A thread block's rows of a quantized matmul (the int8 GEMV of decode, and of prefill tiles up to
+// kGemmTile tokens): groups of warps take a few rows each and share their pieces (int8_dot.cuh:
+// int8_lane_partial), then the group's threads are summed (GemvShape). Written once for any Block
+// (warp.cuh): the kernels (gemv_kernel.cuh) pass DeviceBlock, the host backend HostBlock; the
+// float GEMV is warp code (DeviceWarp / HostWarp).
 #pragma once
 
 #include <cstddef>
@@ -15,7 +16,29 @@
 
 namespace edgellama::cuda {
 
-constexpr int kRowsPerWarp = 2;  // rows sharing each activation load
+constexpr int kGemvWarps = 4;  // warps per thread block of the GEMV kernels
+
+// How a GEMV block's warps share its rows: groups of kSplit warps (kThreads threads) each take
+// kRows rows (every activation load serves them all) and split those rows' pieces between them.
+// Splitting a row over several warps shortens each warp's chain of dependent loads (a long row's
+// latency) and puts more rows' loads in flight at once; the warps' sums meet in shared memory.
+template <int kSplitWarps, int kGroupRows>
+struct GemvShape {
+    static constexpr int kSplit = kSplitWarps;
+    static constexpr int kRows = kGroupRows;
+    static constexpr int kThreads = kSplit * kWarp;
+    static constexpr int kRowsPerBlock = kGemvWarps / kSplit * kRows;
+    static_assert(kGemvWarps % kSplit == 0, "a block holds whole row groups");
+};
+
+// The shape of every int8 GEMV launch (the no-GPU references, int8_dot_on_host, follow it).
+using GemvLaunchShape = GemvShape<4, 2>;
+
+// A block's warp sums of up to R rows x NT tokens, for the group's first thread to add up.
+template <int R, int NT>
+struct GemvShared {
+    float partial[kGemvWarps][R][NT];
+};
 
 // The int8 rows of the input in the format of Q's activations; throws if they were not prepared.
 template <class Q>
@@ -27,13 +50,46 @@ inline const uint8_t* activation_blocks(const MatmulInput& in, size_t* row_bytes
     return blocks;
 }
 
+// Adds acc over the threads of the calling thread's row group: each warp's butterfly, then the
+// group's warps in order (warp 0's sum + warp 1's + ...). Returns true on the one thread that
+// then holds the sums, the group's first. Every thread of the block calls it.
+template <class Shape, int R, int NT, class Block>
+EDGELLAMA_HD bool sum_over_row_group(const Block& block, float (&acc)[R][NT]) {
+    const auto warp = block.warp();
+#pragma unroll
+    for (int r = 0; r < R; ++r) warp_reduce_sum_n(warp, acc[r]);
+    if constexpr (Shape::kSplit == 1) {
+        return warp.lane() == 0;
+    } else {
+        auto& partial = block.shared().partial;
+        const int w = block.thread() / kWarp;
+        if (warp.lane() == 0) {
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+#pragma unroll
+                for (int t = 0; t < NT; ++t) partial[w][r][t] = acc[r][t];
+            }
+        }
+        block.sync();
+        const bool first = block.thread() % Shape::kThreads == 0;
+        if (first) {
+#pragma unroll
+            for (int s = 1; s < Shape::kSplit; ++s) {
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+#pragma unroll
+                    for (int t = 0; t < NT; ++t) acc[r][t] += partial[w + s][r][t];
+                }
+            }
+        }
+        block.sync();  // read before the block's next rows (host execution) overwrite them
+        return first;
+    }
+}
 
-// Warp-sums a row's partial sums of the tile's tokens; lane 0 stores (or adds) them at out + t * ld.
-template <int NT, class Warp>
-EDGELLAMA_HD void store_row_sums(const Warp& warp, float (&acc)[NT], int n_tok, float* out, int64_t ld,
-                                 bool accumulate) {
-    warp_reduce_sum_n(warp, acc);
-    if (warp.lane() != 0) return;
+// Stores (or adds) a row's sums of the tile's tokens at out + t * ld.
+template <int NT>
+EDGELLAMA_HD void store_row_sums(const float (&acc)[NT], int n_tok, float* out, int64_t ld, bool accumulate) {
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         if (t < n_tok) out[t * ld] = accumulate ? out[t * ld] + acc[t] : acc[t];
@@ -49,28 +105,32 @@ EDGELLAMA_HD void tile_rows(const uint8_t* act, size_t act_row_bytes, int64_t co
     }
 }
 
-// Rows first .. first + kRowsPerWarp - 1 of the launch (first < the total) dotted with the tile's
-// n_tok activation rows.
-template <class Q, int NT, class Warp>
-EDGELLAMA_HD void gemv_int8_rows(const Warp& warp, const RowSegments& seg, size_t row_bytes, int64_t cols,
-                                 const uint8_t* act, size_t act_row_bytes, int n_tok, bool accumulate, int64_t first) {
+// A block's rows, block_first .. block_first + Shape::kRowsPerBlock - 1 of the launch (those below
+// the total), dotted with the tile's n_tok activation rows. Every thread of the block calls it.
+template <class Q, int NT, class Shape, class Block>
+EDGELLAMA_HD void gemv_int8_rows(const Block& block, const RowSegments& seg, size_t row_bytes, int64_t cols,
+                                 const uint8_t* act, size_t act_row_bytes, int n_tok, bool accumulate,
+                                 int64_t block_first) {
+    constexpr int R = Shape::kRows;
     const int64_t total = seg.total_rows();
-    SegmentRow where[kRowsPerWarp];
-    const uint8_t* rows[kRowsPerWarp];
+    const int64_t first = block_first + block.thread() / Shape::kThreads * R;
+    SegmentRow where[R];
+    const uint8_t* rows[R];
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {  // a row past the end re-reads the last one, unstored
+    for (int i = 0; i < R; ++i) {  // a row past the end re-reads the last one, unstored
         where[i] = locate_row(seg, first + i < total ? first + i : total - 1);
         rows[i] = where[i].w + static_cast<size_t>(where[i].row) * row_bytes;
     }
     typename Q::ActRow at[NT] = {};
     tile_rows<typename Q::ActRow, NT>(act, act_row_bytes, cols, n_tok, at);
-    float acc[kRowsPerWarp][NT] = {};
-    int8_lane_partial<Q, NT, kRowsPerWarp>(rows, cols / Q::kPiece, warp.lane(), at, acc);
+    float acc[R][NT] = {};
+    if (first < total) {
+        int8_lane_partial<Q, NT, R, Shape::kThreads>(rows, cols / Q::kPiece, block.thread() % Shape::kThreads, at, acc);
+    }
+    if (!sum_over_row_group<Shape>(block, acc)) return;
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
-        if (first + i < total) {
-            store_row_sums<NT>(warp, acc[i], n_tok, where[i].y + where[i].row, where[i].ld, accumulate);
-        }
+    for (int i = 0; i < R; ++i) {
+        if (first + i < total) store_row_sums<NT>(acc[i], n_tok, where[i].y + where[i].row, where[i].ld, accumulate);
     }
 }
 
@@ -95,36 +155,39 @@ EDGELLAMA_HD void gemv_float_row(const Warp& warp, const RowSegments& seg, size_
             for (int t = 0; t < NT; ++t) acc[t] = fmaf(wv, load_ro(xt[t] + base + i), acc[t]);
         });
     }
-    store_row_sums<NT>(warp, acc, n_tok, r.y + r.row, r.ld, accumulate);
+    warp_reduce_sum_n(warp, acc);
+    if (warp.lane() == 0) store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
 }
 
 // seg: {gate, up} with the same rows; output row t of y[0] = silu(gate · x_t) * (up · x_t), as
-// swiglu(), for rows first .. first + kRowsPerWarp - 1.
-template <class Q, int NT, class Warp>
-EDGELLAMA_HD void gemv_int8_swiglu_rows(const Warp& warp, const RowSegments& seg, size_t row_bytes, int64_t cols,
-                                        const uint8_t* act, size_t act_row_bytes, int n_tok, int64_t first) {
+// swiglu(), for the block's rows block_first .. block_first + Shape::kRowsPerBlock - 1 (each
+// group's gate rows and the same up rows computed together). Every thread of the block calls it.
+template <class Q, int NT, class Shape, class Block>
+EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& seg, size_t row_bytes, int64_t cols,
+                                        const uint8_t* act, size_t act_row_bytes, int n_tok, int64_t block_first) {
+    constexpr int R = Shape::kRows;
     const int64_t n_rows = seg.rows[0];
-    const uint8_t* rows[2 * kRowsPerWarp];  // gate rows, then the same up rows
+    const int64_t first = block_first + block.thread() / Shape::kThreads * R;
+    const uint8_t* rows[2 * R];  // gate rows, then the same up rows
 #pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
+    for (int i = 0; i < R; ++i) {
         const int64_t r = first + i < n_rows ? first + i : n_rows - 1;
         rows[i] = seg.w[0] + static_cast<size_t>(r) * row_bytes;
-        rows[kRowsPerWarp + i] = seg.w[1] + static_cast<size_t>(r) * row_bytes;
+        rows[R + i] = seg.w[1] + static_cast<size_t>(r) * row_bytes;
     }
     typename Q::ActRow at[NT] = {};
     tile_rows<typename Q::ActRow, NT>(act, act_row_bytes, cols, n_tok, at);
-    float acc[2 * kRowsPerWarp][NT] = {};
-    int8_lane_partial<Q, NT, 2 * kRowsPerWarp>(rows, cols / Q::kPiece, warp.lane(), at, acc);
+    float acc[2 * R][NT] = {};
+    if (first < n_rows) {
+        int8_lane_partial<Q, NT, 2 * R, Shape::kThreads>(rows, cols / Q::kPiece, block.thread() % Shape::kThreads, at,
+                                                         acc);
+    }
+    if (!sum_over_row_group<Shape>(block, acc)) return;
 #pragma unroll
-    for (int i = 0; i < 2 * kRowsPerWarp; ++i) warp_reduce_sum_n(warp, acc[i]);
-    if (warp.lane() != 0) return;
-#pragma unroll
-    for (int i = 0; i < kRowsPerWarp; ++i) {
+    for (int i = 0; i < R; ++i) {
 #pragma unroll
         for (int t = 0; t < NT; ++t) {
-            if (t < n_tok && first + i < n_rows) {
-                seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[kRowsPerWarp + i][t]);
-            }
+            if (t < n_tok && first + i < n_rows) seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[R + i][t]);
         }
     }
 }

@@ -24,20 +24,30 @@ bool host_mma_applies(int32_t type, const MatmulInput& in) {
     return in.use_mma && in.n >= kMmaMinTokens && dispatch_int8_format(type, [](auto) {});
 }
 
-// One launch of the GEMV kernels: tiles of kGemmTile tokens, warps of kRowsPerWarp rows.
+// One launch of the GEMV kernels: tiles of kGemmTile tokens, blocks of GemvLaunchShape's rows.
+// rows_of_block(block, tile start, tile size, NT constant, first row) runs one block's code.
+template <int kSharedRows, class RowsOfBlock>
+void gemv_blocks(int64_t total_rows, int64_t n_tokens, RowsOfBlock&& rows_of_block) {
+    using Shape = GemvLaunchShape;
+    using Shared = GemvShared<kSharedRows, kGemmTile>;  // room for either tile width
+    run_host_block<Shared>(kGemvWarps * kWarp, [&](const HostBlock<Shared>& block) {
+        for_each_tile(n_tokens, [&](int64_t start, int tile, auto nt) {
+            for (int64_t first = 0; first < total_rows; first += Shape::kRowsPerBlock) {
+                rows_of_block(block, start, tile, nt, first);
+            }
+        });
+    });
+}
+
 template <class Q>
 void gemv_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate) {
     size_t act_bytes = 0;
     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-    const int64_t total = seg.total_rows();
-    run_host_warp([&](const HostWarp& warp) {
-        for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-            const RowSegments s = at_token(seg, start);
-            for (int64_t first = 0; first < total; first += kRowsPerWarp) {
-                gemv_int8_rows<Q, decltype(nt)::value>(warp, s, row_bytes, in.cols, act + start * act_bytes, act_bytes,
-                                                       tile, accumulate, first);
-            }
-        });
+    gemv_blocks<GemvLaunchShape::kRows>(seg.total_rows(), in.n, [&](const auto& block, int64_t start, int tile,
+                                                                     auto nt, int64_t first) {
+        gemv_int8_rows<Q, decltype(nt)::value, GemvLaunchShape>(block, at_token(seg, start), row_bytes, in.cols,
+                                                                act + start * act_bytes, act_bytes, tile, accumulate,
+                                                                first);
     });
 }
 
@@ -110,14 +120,13 @@ public:
 
     void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate) override {
         for_each_launch_group(targets, count, in.cols, [&](const DeviceMatrix& first, const RowSegments& seg) {
-            const bool quantized = dispatch_int8_format(first.type, [&](auto fmt) {
-                using Q = decltype(fmt);
-                if (host_mma_applies(first.type, in)) {
-                    mma_launch<Q>(seg, first.row_bytes, in, accumulate);
-                } else {
-                    gemv_launch<Q>(seg, first.row_bytes, in, accumulate);
-                }
-            });
+            const bool quantized = host_mma_applies(first.type, in)
+                                       ? dispatch_int8_format(first.type, [&](auto fmt) {
+                                             mma_launch<decltype(fmt)>(seg, first.row_bytes, in, accumulate);
+                                         })
+                                       : dispatch_gemv_reader(first.type, [&](auto fmt) {
+                                             gemv_launch<decltype(fmt)>(seg, first.row_bytes, in, accumulate);
+                                         });
             if (!quantized) float_launch(first, seg, in, accumulate);
         });
     }
@@ -126,20 +135,16 @@ public:
                        float* up) override {
         if (!host_mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
             const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
-            const bool fused = dispatch_int8_format(w_gate.type, [&](auto fmt) {
+            const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
                 using Q = decltype(fmt);
                 size_t act_bytes = 0;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                run_host_warp([&](const HostWarp& warp) {
-                    for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-                        RowSegments s = seg;
-                        s.y[0] += start * w_gate.rows;
-                        for (int64_t first = 0; first < w_gate.rows; first += kRowsPerWarp) {
-                            gemv_int8_swiglu_rows<Q, decltype(nt)::value>(warp, s, w_gate.row_bytes, in.cols,
-                                                                          act + start * act_bytes, act_bytes, tile,
-                                                                          first);
-                        }
-                    });
+                gemv_blocks<2 * GemvLaunchShape::kRows>(w_gate.rows, in.n, [&](const auto& block, int64_t start,
+                                                                                 int tile, auto nt, int64_t first) {
+                    RowSegments s = seg;
+                    s.y[0] += start * w_gate.rows;
+                    gemv_int8_swiglu_rows<Q, decltype(nt)::value, GemvLaunchShape>(
+                        block, s, w_gate.row_bytes, in.cols, act + start * act_bytes, act_bytes, tile, first);
                 });
             });
             if (fused) return;

@@ -14,6 +14,7 @@
 #include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/attention_block.cuh"
 #include "csrc/cuda/backend.h"
+#include "csrc/cuda/gemv_rows.cuh"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
 #include "csrc/cuda/norm_rope.cuh"
@@ -23,7 +24,7 @@ namespace edgellama::cuda {
 
 namespace {
 
-constexpr int kLanes = kWarp;  // a warp, as gemv_int8_kernel splits a row
+constexpr int kRowThreads = GemvLaunchShape::kThreads;  // the threads gemv_int8_kernel splits a row between
 
 struct alignas(16) Aligned16 {
     uint8_t bytes[16];
@@ -253,7 +254,7 @@ std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, 
 
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n) {
     float total = 0.0f;
-    const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
+    const bool known = dispatch_gemv_reader(weight_type, [&](auto fmt) {
         using Q = decltype(fmt);
         if (n % Q::kPiece != 0) {
             throw std::invalid_argument("row of " + std::to_string(n) + " elements is not a whole number of pieces");
@@ -261,16 +262,20 @@ float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, 
         const std::vector<Aligned16> buf = quantized_row(x, n, act_block<Q>());
         const typename Q::ActRow act[1] = {typename Q::ActRow(reinterpret_cast<const uint8_t*>(buf.data()), n)};
         const uint8_t* const rows[1] = {row};
-        float lane_sums[kLanes];
-        for (int lane = 0; lane < kLanes; ++lane) {
+        float sums[kRowThreads];
+        for (int thread = 0; thread < kRowThreads; ++thread) {
             float acc[1][1] = {{0.0f}};
-            int8_lane_partial<Q, 1, 1>(rows, n / Q::kPiece, lane, act, acc);
-            lane_sums[lane] = acc[0][0];
+            int8_lane_partial<Q, 1, 1, kRowThreads>(rows, n / Q::kPiece, thread, act, acc);
+            sums[thread] = acc[0][0];
         }
-        for (int width = kLanes / 2; width > 0; width /= 2) {  // the butterfly of warp_reduce_sum
-            for (int lane = 0; lane < width; ++lane) lane_sums[lane] += lane_sums[lane + width];
+        for (int warp = 0; warp < kRowThreads; warp += kWarp) {  // the butterfly of each warp: its lane 0
+            float* lanes = sums + warp;
+            for (int width = kWarp / 2; width > 0; width /= 2) {
+                for (int lane = 0; lane < width; ++lane) lanes[lane] += lanes[lane + width];
+            }
         }
-        total = lane_sums[0];
+        total = sums[0];
+        for (int warp = kWarp; warp < kRowThreads; warp += kWarp) total += sums[warp];  // then the warps in order
     });
     if (!known) not_quantized(weight_type);
     return total;

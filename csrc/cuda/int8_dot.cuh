@@ -17,6 +17,8 @@
 // check it against the CPU engine and numpy on machines without a GPU.
 #pragma once
 
+#include <cstddef>
+
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/formats.cuh"
 
@@ -118,6 +120,7 @@ struct Block32Int8 {
     using Slice = Block32Slice;
     static constexpr int kPiece = kQK32;
     static constexpr int kLanes = 4;
+    static constexpr int kInFlight = 8;  // pieces a lane loads before using any (decode)
     static constexpr bool kHasMin = kMin;
     EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
         Slice s;
@@ -226,6 +229,7 @@ struct Int8KQuant {
     using Slice = KQuantSlice;
     static constexpr int kPiece = 64;
     static constexpr int kLanes = 8;
+    static constexpr int kInFlight = 8;
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const Block*>(row) + p / 4;
         const int c = static_cast<int>(p % 4);
@@ -270,6 +274,88 @@ struct Int8KQuant {
 using Int8Q4_K = Int8KQuant<BlockQ4_K, false>;
 using Int8Q5_K = Int8KQuant<BlockQ5_K, true>;
 
+
+// The GEMV's reader of Q4_K / Q5_K: the same chunks (piece p = chunk p % 4 of super-block p / 4),
+// two lanes to a chunk, each reading its half with two 16-byte loads (super-blocks are 144 / 176
+// bytes, so 16-byte aligned in 16-byte aligned rows): the super-block's header (d, dmin, scales)
+// and bytes 16j..16j+15 of the chunk's codes, i.e. elements 16j..16j+15 of sub-blocks 2c (lo,
+// low nibbles) and 2c + 1 (hi). Eight lanes a chunk with a word each (Int8KQuant, which the
+// tensor-core tiles need) issue five loads for four bytes of codes; this issues two for sixteen.
+struct WideKQuantCodes {
+    uint32_t lo[4], hi[4];
+    int sc0, sc1, mn0, mn1;
+    float d, dmin;
+};
+struct WideKQuantSlice {
+    int lo[4], hi[4];
+    float d;
+    int asum0, asum1;
+};
+
+template <class Block, bool kHighBit>
+struct Int8KQuantWide {
+    using ActRow = ActRow256;
+    using Codes = WideKQuantCodes;
+    using Slice = WideKQuantSlice;
+    static constexpr int kPiece = 64;
+    static constexpr int kLanes = 2;
+    static constexpr int kInFlight = 4;  // 14 registers a piece
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
+        const uint8_t* b = row + (p / 4) * sizeof(Block);
+        const int c = static_cast<int>(p % 4);
+        const uint4 head = load_u128(b);  // d and dmin, then the 12 scale bytes
+        const uint4 q = load_u128(b + offsetof(Block, qs) + 32 * c + 16 * j);
+        Codes k;
+        k.d = half_bits_to_float(static_cast<uint16_t>(head.x & 0xffffu));
+        k.dmin = half_bits_to_float(static_cast<uint16_t>(head.x >> 16));
+        k_scale_min(head.y, head.z, head.w, 2 * c, k.sc0, k.mn0);
+        k_scale_min(head.y, head.z, head.w, 2 * c + 1, k.sc1, k.mn1);
+        const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+        uint32_t h[4] = {0, 0, 0, 0};
+        if constexpr (kHighBit) {  // bit i of qh[l] is bit 4 of element l of sub-block i
+            const uint4 qh = load_u128(b + offsetof(Block, qh) + 16 * j);
+            h[0] = qh.x, h[1] = qh.y, h[2] = qh.z, h[3] = qh.w;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            k.lo[i] = words[i] & 0x0f0f0f0fu;
+            k.hi[i] = (words[i] >> 4) & 0x0f0f0f0fu;
+            if constexpr (kHighBit) {
+                k.lo[i] |= ((h[i] >> (2 * c)) & 0x01010101u) << 4;
+                k.hi[i] |= ((h[i] >> (2 * c + 1)) & 0x01010101u) << 4;
+            }
+        }
+        return k;
+    }
+    EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
+        const int64_t sb = p / 4;
+        const int c = static_cast<int>(p % 4);
+        const int* lo = a.qs + 64 * sb + 16 * c + 4 * j;  // words of sub-block 2c, then 2c + 1
+        Slice s;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            s.lo[i] = load_ro(lo + i);
+            s.hi[i] = load_ro(lo + 8 + i);
+        }
+        s.d = load_ro(a.d + sb);
+        s.asum0 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c));
+        s.asum1 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c + 1));
+        return s;
+    }
+    // Int8KQuant::dot's expression over the lane's 16 elements of each sub-block.
+    EDGELLAMA_HD static float dot(const Codes& k, const Slice& s, int j) {
+        int isum0 = 0, isum1 = 0;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            isum0 = dp4a(static_cast<int>(k.lo[i]), s.lo[i], isum0);
+            isum1 = dp4a(static_cast<int>(k.hi[i]), s.hi[i], isum1);
+        }
+        const int isum = k.sc0 * isum0 + k.sc1 * isum1;
+        const int imin = j == 0 ? k.mn0 * s.asum0 + k.mn1 * s.asum1 : 0;
+        return mul_rn(s.d, sub_rn(mul_rn(k.d, static_cast<float>(isum)), mul_rn(k.dmin, static_cast<float>(imin))));
+    }
+};
+
 // Q6_K piece p: part s = p % 4 of half h = (p / 4) % 2 of super-block p / 8 (elements
 // 128h + 32s .. +31, layout at BlockQ6_K), four lanes to a part. Lane j takes elements
 // 8j..8j+7 as signed codes q - 32 (two words), all in one 16-element sub-block.
@@ -289,6 +375,7 @@ struct Int8Q6_K {
     using Slice = Q6KSlice;
     static constexpr int kPiece = 32;
     static constexpr int kLanes = 4;
+    static constexpr int kInFlight = 8;
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + p / 8;  // 2-byte aligned blocks
         const int h = static_cast<int>((p / 4) % 2), s = static_cast<int>(p % 4);
@@ -324,7 +411,8 @@ struct Int8Q6_K {
     }
 };
 
-// Calls fn(Int8Fmt{}) for a quantized GGUF type id; false for float types and unknown ids.
+// Calls fn(Int8Fmt{}) for a quantized GGUF type id; false for float types and unknown ids. These
+// readers give the tensor-core tiles their fragments (mma_tiles.cuh).
 template <class Fn>
 bool dispatch_int8_format(int32_t type, Fn&& fn) {
     switch (type) {
@@ -340,21 +428,39 @@ bool dispatch_int8_format(int32_t type, Fn&& fn) {
     }
 }
 
-// One lane's share of the dots of R weight rows with NT activation rows. The lanes of a warp
-// work in groups of Q::kLanes on one piece each (lane % kLanes is the lane's part of it), the
-// warp's kWarp / kLanes groups on consecutive pieces, step after step along the rows. For one
-// token (decode, bound by HBM latency) the codes of several steps and rows, 8 in all, are loaded
-// before any is used; a tile of tokens (prefill, bound by arithmetic) keeps one step in flight
-// and its registers for the accumulators. Each activation slice, loaded once a step and token,
-// serves the R rows. acc[r][t] += the lane's partial sums, piece by piece in row order (the same sequence
-// whatever R and NT are, so the host execution with R = NT = 1 gives the device's bits).
-template <class Q, int NT, int R>
-EDGELLAMA_HD void int8_lane_partial(const uint8_t* const (&rows)[R], int64_t n_pieces, int lane,
+// The readers of the GEMV (gemv_rows.cuh): dispatch_int8_format's, but the wide ones for
+// Q4_K / Q5_K.
+template <class Fn>
+bool dispatch_gemv_reader(int32_t type, Fn&& fn) {
+    switch (type) {
+        case 2: fn(Int8Q4_0{}); return true;
+        case 3: fn(Int8Q4_1{}); return true;
+        case 6: fn(Int8Q5_0{}); return true;
+        case 7: fn(Int8Q5_1{}); return true;
+        case 8: fn(Int8Q8_0{}); return true;
+        case 12: fn(Int8KQuantWide<BlockQ4_K, false>{}); return true;
+        case 13: fn(Int8KQuantWide<BlockQ5_K, true>{}); return true;
+        case 14: fn(Int8Q6_K{}); return true;
+        default: return false;
+    }
+}
+
+// One thread's share of the dots of R weight rows with NT activation rows, kThreads threads (a
+// warp, or several warps of a block) sharing the rows. The threads work in groups of Q::kLanes on
+// one piece each (thread % kLanes is the thread's part of it), the kThreads / kLanes groups on
+// consecutive pieces, step after step along the rows. For one token (decode, bound by HBM
+// latency) the codes of several steps and rows, Q::kInFlight in all, are loaded before any is
+// used; a tile of tokens (prefill, bound by arithmetic) keeps one step in flight and its registers
+// for the accumulators. Each activation slice, loaded once a step and token, serves the R rows.
+// acc[r][t] += the thread's partial sums, piece by piece in row order (the same sequence whatever
+// R and NT are, so the host execution with R = NT = 1 gives the device's bits).
+template <class Q, int NT, int R, int kThreads = kWarp>
+EDGELLAMA_HD void int8_lane_partial(const uint8_t* const (&rows)[R], int64_t n_pieces, int thread,
                                     const typename Q::ActRow (&act)[NT], float (&acc)[R][NT]) {
-    constexpr int kGroups = kWarp / Q::kLanes;
-    constexpr int kSteps = NT > 1 || R >= 8 ? 1 : 8 / R;
-    const int j = lane % Q::kLanes;
-    int64_t p = lane / Q::kLanes;
+    constexpr int kGroups = kThreads / Q::kLanes;
+    constexpr int kSteps = NT > 1 || R >= Q::kInFlight ? 1 : Q::kInFlight / R;
+    const int j = thread % Q::kLanes;
+    int64_t p = thread / Q::kLanes;
     for (; p + (kSteps - 1) * kGroups < n_pieces; p += kSteps * kGroups) {
         typename Q::Codes codes[kSteps][R];
 #pragma unroll

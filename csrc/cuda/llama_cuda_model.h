@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "csrc/cuda/cuda_errors.h"
 #include "csrc/model/llama_weights.h"
@@ -33,8 +34,12 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 // `type`, row_bytes each, given in host memory) with n_tokens input rows, averaged over `repeats`
 // back-to-back launches after a warm-up, weights cycled through enough copies to miss the L2
 // (csrc/cuda/matmul_probe.cu). For benchmarks: the kernels' own speed, without a step's other costs.
+// gemv_shape >= 0 times one token's product by that GEMV block shape instead (gemv_probe_shapes()).
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, bool use_mma = true, int device = 0);
+                   int64_t n_tokens, int repeats, bool use_mma = true, int gemv_shape = -1, int device = 0);
+
+// The names of the GEMV block shapes time_matmul can compare, by index.
+std::vector<std::string> gemv_probe_shapes();
 
 class CudaLlamaModel {
 public:

@@ -80,9 +80,14 @@ struct Probe {
         }
     }
 
-    void run(int copy, cudaStream_t stream) {
+    // gemv_shape >= 0: the product by that GEMV probe shape (ops.h), else as the model runs it.
+    void run(int copy, cudaStream_t stream, int gemv_shape = -1) {
         matrix.data = weights[copy].as<uint8_t>();
-        matmul(matrix, in, y.as<float>(), false, stream);
+        if (gemv_shape >= 0) {
+            matmul_with_gemv_shape(gemv_shape, matrix, in, y.as<float>(), stream);
+        } else {
+            matmul(matrix, in, y.as<float>(), false, stream);
+        }
     }
 };
 
@@ -101,7 +106,7 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 }
 
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, bool use_mma, int device) {
+                   int64_t n_tokens, int repeats, bool use_mma, int gemv_shape, int device) {
     if (repeats < 1) throw CudaError("time_matmul: repeats must be positive");
     check(cudaSetDevice(device), "cudaSetDevice");
     const size_t bytes = static_cast<size_t>(rows) * row_bytes;
@@ -112,14 +117,20 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
     Probe probe(type, host_rows, rows, cols, row_bytes, host_x.data(), n_tokens, copies, stream.get());
     probe.in.use_mma = use_mma;
     EventPair events;
-    for (int i = 0; i < copies; ++i) probe.run(i, stream.get());  // warm-up
+    for (int i = 0; i < copies; ++i) probe.run(i, stream.get(), gemv_shape);  // warm-up
     check(cudaEventRecord(events.start, stream.get()), "cudaEventRecord");
-    for (int i = 0; i < repeats; ++i) probe.run(i % copies, stream.get());
+    for (int i = 0; i < repeats; ++i) probe.run(i % copies, stream.get(), gemv_shape);
     check(cudaEventRecord(events.stop, stream.get()), "cudaEventRecord");
     check(cudaEventSynchronize(events.stop), "cudaEventSynchronize");
     float ms = 0.0f;
     check(cudaEventElapsedTime(&ms, events.start, events.stop), "cudaEventElapsedTime");
     return static_cast<double>(ms) * 1e-3 / repeats;
+}
+
+std::vector<std::string> gemv_probe_shapes() {
+    std::vector<std::string> names;
+    for (int i = 0; i < gemv_probe_shape_count(); ++i) names.push_back(gemv_probe_shape_name(i));
+    return names;
 }
 
 }  // namespace edgellama::cuda

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <string>
 
 #include "csrc/kernels/type_traits.h"  // ActFormat, act_row_bytes: the CPU's activation blocks
 
@@ -65,6 +66,11 @@ inline void matmul_group(std::initializer_list<MatmulTarget> targets, const Matm
 // type and shape (a warp computes a row of each), else two matmuls (up into `up`) and swiglu().
 void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                    float* up, cudaStream_t stream);
+// The int8 GEMV's block shapes that benchmarks compare on one token (gemv_rows.cuh: GemvShape;
+// Q4_0, Q8_0, Q4_K and Q6_K weights): their count and names, and one product with shape `shape`.
+int gemv_probe_shape_count();
+std::string gemv_probe_shape_name(int shape);
+void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput& in, float* y, cudaStream_t stream);
 // embedding lookup: out[t][:] = dequantized row ids[t] of w, t < n.
 void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out, cudaStream_t stream);
 

@@ -26,13 +26,14 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
 void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const MatmulInput& in, bool accumulate,
                      cudaStream_t stream) {
     if (matmul_mma(first.type, seg, first.row_bytes, in, accumulate, stream)) return;
-    const bool quantized = dispatch_int8_format(first.type, [&](auto fmt) {
+    const bool quantized = dispatch_gemv_reader(first.type, [&](auto fmt) {
         using Q = decltype(fmt);
+        using Shape = GemvLaunchShape;
         size_t act_bytes;
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-        const unsigned grid = ceil_div(seg.total_rows(), kGemvWarps * kRowsPerWarp);
+        const unsigned grid = ceil_div(seg.total_rows(), Shape::kRowsPerBlock);
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-            gemv_int8_kernel<Q, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
+            gemv_int8_kernel<Q, decltype(nt)::value, Shape><<<grid, kGemvWarps * kWarp, 0, stream>>>(
                 at_token(seg, start), first.row_bytes, first.cols, act + start * act_bytes, act_bytes, tile, accumulate);
             check_launch("gemv_int8_kernel");
         });
@@ -75,15 +76,16 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
     // A long prefill on tensor cores: two products, then SwiGLU.
     if (!mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
         const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
-        const unsigned grid = ceil_div(w_gate.rows, kGemvWarps * kRowsPerWarp);
-        const bool fused = dispatch_int8_format(w_gate.type, [&](auto fmt) {
+        using Shape = GemvLaunchShape;
+        const unsigned grid = ceil_div(w_gate.rows, Shape::kRowsPerBlock);
+        const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);
             size_t act_bytes;
             const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
             for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
-                gemv_int8_swiglu_kernel<Q, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
+                gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape><<<grid, kGemvWarps * kWarp, 0, stream>>>(
                     s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes, tile);
                 check_launch("gemv_int8_swiglu_kernel");
             });
@@ -92,6 +94,71 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
     }
     matmul_group({MatmulTarget{&w_gate, gate}, MatmulTarget{&w_up, up}}, in, false, stream);
     swiglu(gate, up, in.n * w_gate.rows, stream);
+}
+
+namespace {
+
+// The shapes the benchmarks compare (GemvLaunchShape among them).
+template <int kSplit, int kRows>
+std::string shape_name(GemvShape<kSplit, kRows>) {
+    return std::to_string(kSplit) + " warp(s) x " + std::to_string(kRows) + " row(s)";
+}
+
+template <class Fn>
+bool with_probe_shape(int shape, Fn&& fn) {
+    switch (shape) {
+        case 0: fn(GemvShape<1, 2>{}); return true;
+        case 1: fn(GemvShape<2, 1>{}); return true;
+        case 2: fn(GemvShape<2, 2>{}); return true;
+        case 3: fn(GemvShape<4, 1>{}); return true;
+        case 4: fn(GemvShape<4, 2>{}); return true;
+        case 5: fn(GemvShape<4, 4>{}); return true;
+        default: return false;
+    }
+}
+constexpr int kProbeShapes = 6;
+
+template <class Fn>
+bool with_probe_reader(int32_t type, Fn&& fn) {
+    switch (type) {
+        case 2: fn(Int8Q4_0{}); return true;
+        case 8: fn(Int8Q8_0{}); return true;
+        case 12: fn(Int8KQuantWide<BlockQ4_K, false>{}); return true;
+        case 14: fn(Int8Q6_K{}); return true;
+        default: return false;
+    }
+}
+
+}  // namespace
+
+int gemv_probe_shape_count() { return kProbeShapes; }
+
+std::string gemv_probe_shape_name(int shape) {
+    std::string name;
+    if (!with_probe_shape(shape, [&](auto s) { name = shape_name(s); })) {
+        throw CudaError("no GEMV probe shape " + std::to_string(shape));
+    }
+    return name;
+}
+
+void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput& in, float* y, cudaStream_t stream) {
+    if (in.n != 1) throw CudaError("the GEMV shapes are compared on one token");
+    const MatmulTarget target{&w, y};
+    bool known = false;
+    for_each_launch_group(&target, 1, in.cols, [&](const DeviceMatrix&, const RowSegments& seg) {
+        with_probe_shape(shape, [&](auto s) {
+            using Shape = decltype(s);
+            known = with_probe_reader(w.type, [&](auto fmt) {
+                using Q = decltype(fmt);
+                size_t act_bytes;
+                const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+                gemv_int8_kernel<Q, 1, Shape><<<ceil_div(w.rows, Shape::kRowsPerBlock), kGemvWarps * kWarp, 0, stream>>>(
+                    seg, w.row_bytes, w.cols, act, act_bytes, 1, false);
+                check_launch("gemv_int8_kernel");
+            });
+        });
+    });
+    if (!known) throw CudaError("no GEMV probe shape " + std::to_string(shape) + " for type " + std::to_string(w.type));
 }
 
 void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out, cudaStream_t stream) {
