@@ -50,7 +50,9 @@ def short_name(kernel: str) -> str:
 
 
 def to_us(value: str, unit: str) -> float:
-    scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3, "second": 1e6}[unit]
+    # ncu spells units out (nsecond) or short (ns), by version
+    scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3, "second": 1e6,
+             "s": 1e6}[unit]
     return float(value.replace(",", "")) * scale
 
 

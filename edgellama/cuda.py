@@ -54,6 +54,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     DeviceError for any other CUDA failure. Decode steps run as one captured CUDA graph unless the
     environment sets EDGELLAMA_CUDA_GRAPHS=0 (kernels launched one by one; same results), and the
     prefill of 32-element formats on int8 tensor cores unless EDGELLAMA_CUDA_MMA=0 (dp4a tiles).
+    On sm_90+ kernels are launched as programmatic dependents of the one before (launch latency
+    hidden, same results) unless EDGELLAMA_CUDA_PDL=0 (read once per process).
     """
     _cuda = _cuda_module()
     count, why = _cuda.device_count()

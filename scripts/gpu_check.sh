@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # One-command GPU check (under 8 minutes on one H100): build edgellama with its CUDA module for
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
-# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline.
+# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline, decode again
+# with plain launches (EDGELLAMA_CUDA_PDL=0), profile one 8B decode step kernel by kernel (ncu),
+# and, for kernel tuning, compare the GEMV block shapes and read one GEMV launch's counters.
 #
 #   scripts/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
 #   CUDA_ARCHS=90 scripts/gpu_check.sh   # other targets than the local GPU (e.g. a dry run without one)
+#   GPU_CHECK_QUICK=1 scripts/gpu_check.sh   # without the kernel-tuning sections
+#
+# A wheel of edgellama built elsewhere for this GPU (same Python) among the carried wheels is used
+# as it is: no build on the GPU machine (README, "CUDA").
 #
 # Offline machines: Python packages the project needs and the machine lacks (gguf, for one) can
 # sit as wheels in .whl/ (README, "CUDA"); they are installed into /tmp/edgellama-site first.
@@ -61,8 +67,8 @@ TESTS_RC=${PIPESTATUS[0]}
 if [ "$TESTS_RC" -ne 0 ]; then
   # Tells a fault of the captured decode step or of the tensor-core prefill from one of the basic
   # kernels, in the same run.
-  step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 (kernels one by one, dp4a prefill)"
-  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 timeout 150 $PY -m pytest -q -ra -p no:cacheprovider \
+  step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 EDGELLAMA_CUDA_PDL=0 (plain launches one by one, dp4a prefill)"
+  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 EDGELLAMA_CUDA_PDL=0 timeout 150 $PY -m pytest -q -ra -p no:cacheprovider \
      "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
   # Out-of-bounds or misaligned accesses name the kernel and line here, where wrong numbers do not.
   step "compute-sanitizer memcheck on the matmul tests"
@@ -74,8 +80,13 @@ fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
-(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --gemv-shapes --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
+(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
+
+# What programmatic dependent launch (sm_90+) gains: decode again with plain launches.
+step "decode with EDGELLAMA_CUDA_PDL=0 (plain launches)"
+(cd /tmp && EDGELLAMA_CUDA_PDL=0 timeout 120 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
+   --quants Q4_0 Q4_K_M 2>&1) | tee "$RESULTS/bench_no_pdl.log" || true
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M"
@@ -85,10 +96,19 @@ if command -v ncu >/dev/null; then
   done
 fi
 
-# Where decode falls short of the roofline, the GEMV kernels' memory behaviour says why: one launch
-# each of Q4_0 and Q4_K on the 8B shape's ffn_gate, through Nsight Compute (at most 100 s).
-step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
-if command -v ncu >/dev/null; then
+# Kernel tuning (GPU_CHECK_QUICK=1 skips it): the GEMV block shapes compared on each type and 8B
+# matrix, and the GEMV kernels' memory behaviour on one launch each of Q4_0 and Q4_K on the 8B
+# shape's ffn_gate, through Nsight Compute (at most 100 s).
+if [ "${GPU_CHECK_QUICK:-0}" != 1 ]; then
+  step "GEMV block shapes"
+  (cd /tmp && timeout 90 $PY -c "
+import sys; sys.path.insert(0, '$REPO/benchmarks')
+import bench_cuda as b; from edgellama import _cuda
+b.bench_gemv_shapes(_cuda, b.nominal_bandwidth(_cuda.device_description(0)) or _cuda.measure_copy_bandwidth())
+" 2>&1) | tee "$RESULTS/gemv_shapes.log" || true
+fi
+if [ "${GPU_CHECK_QUICK:-0}" != 1 ] && command -v ncu >/dev/null; then
+  step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
   for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (9 copies of the 33 MB matrix)
     (cd /tmp && timeout 50 ncu --clock-control none --kernel-name regex:gemv_int8_kernel --launch-skip 9 --launch-count 1 \
        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats $PY -c "

@@ -13,6 +13,7 @@ constexpr int kQuantWarps = 4;  // activation blocks per thread block
 __global__ void __launch_bounds__(kQuantWarps * kWarp)
 quantize_act32_kernel(const float* __restrict__ x, int64_t cols, int64_t n_blocks, uint8_t* __restrict__ out,
                       size_t row_bytes) {
+    wait_for_prior_kernels();
     const int64_t blk = static_cast<int64_t>(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;
     if (blk >= n_blocks) return;  // the whole warp leaves together
     const int lane = threadIdx.x % kWarp;
@@ -24,6 +25,7 @@ quantize_act32_kernel(const float* __restrict__ x, int64_t cols, int64_t n_block
 __global__ void __launch_bounds__(kQuantWarps * kWarp)
 quantize_act256_kernel(const float* __restrict__ x, int64_t cols, int64_t n_blocks, uint8_t* __restrict__ out,
                        size_t row_bytes) {
+    wait_for_prior_kernels();
     const int64_t blk = static_cast<int64_t>(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;
     if (blk >= n_blocks) return;
     const int lane = threadIdx.x % kWarp;
@@ -43,14 +45,12 @@ void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int6
     auto* rows = static_cast<uint8_t*>(out);
     if (format == ActFormat::Q8_32 && cols % kQK32 == 0) {
         const int64_t n_blocks = n_rows * (cols / kQK32);
-        quantize_act32_kernel<<<ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp, 0, stream>>>(x, cols, n_blocks,
-                                                                                                  rows, row_bytes);
-        check_launch("quantize_act32_kernel");
+        launch("quantize_act32_kernel", quantize_act32_kernel, ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp,
+               stream, x, cols, n_blocks, rows, row_bytes);
     } else if (format == ActFormat::Q8_256 && cols % kQK256 == 0) {
         const int64_t n_blocks = n_rows * (cols / kQK256);
-        quantize_act256_kernel<<<ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp, 0, stream>>>(x, cols, n_blocks,
-                                                                                                   rows, row_bytes);
-        check_launch("quantize_act256_kernel");
+        launch("quantize_act256_kernel", quantize_act256_kernel, ceil_div(n_blocks, kQuantWarps), kQuantWarps * kWarp,
+               stream, x, cols, n_blocks, rows, row_bytes);
     } else {
         throw CudaError("quantize_activations: rows of " + std::to_string(cols) +
                         " floats are not whole blocks of an int8 activation format");

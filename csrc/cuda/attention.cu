@@ -12,12 +12,14 @@ namespace {
 
 template <class Dims>
 __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(AttnArgs a) {
+    wait_for_prior_kernels();
     __shared__ AttnShared shared;
     attention_partial_block<Dims>(DeviceBlock<AttnShared>{shared}, a, blockIdx.x, blockIdx.y, blockIdx.z);
 }
 
 __global__ void attention_combine_kernel(const float* __restrict__ partials, int64_t n_head, int64_t head_dim,
                                          int64_t n_split, int64_t q_width, float* __restrict__ out) {
+    wait_for_prior_kernels();
     __shared__ CombineShared shared;
     attention_combine_block(DeviceBlock<CombineShared>{shared}, partials, n_head, head_dim, n_split, q_width, out,
                             blockIdx.x, blockIdx.y);
@@ -50,13 +52,12 @@ void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, cons
     const AttnArgs a = attention_args(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials);
     const dim3 grid(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens), static_cast<unsigned>(n_split));
     dispatch_attention_dims(dims.head_dim, [&](auto policy) {
-        attention_partial_kernel<decltype(policy)><<<grid, kAttnWarps * kWarp, 0, stream>>>(a);
+        launch("attention_partial_kernel", attention_partial_kernel<decltype(policy)>, grid, kAttnWarps * kWarp, stream,
+               a);
     });
-    check_launch("attention_partial_kernel");
-    attention_combine_kernel<<<dim3(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens)),
-                               kCombineThreads, 0, stream>>>(partials, dims.n_head, dims.head_dim, n_split, a.q_width,
-                                                             out);
-    check_launch("attention_combine_kernel");
+    launch("attention_combine_kernel", attention_combine_kernel,
+           dim3(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens)), kCombineThreads, stream, partials,
+           dims.n_head, dims.head_dim, n_split, a.q_width, out);
 }
 
 }  // namespace edgellama::cuda

@@ -1,6 +1,7 @@
 // Error translation and device allocations of the CUDA engine.
 #include "csrc/cuda/common.cuh"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -13,7 +14,25 @@ void check(cudaError_t status, const char* what) {
     throw CudaError(msg);
 }
 
-void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+bool programmatic_launch_enabled() {
+    static const bool allowed = [] {
+        const char* v = std::getenv("EDGELLAMA_CUDA_PDL");
+        return v == nullptr || std::string(v) != "0";
+    }();
+    if (!allowed) return false;
+    constexpr int kDevices = 64;
+    static std::atomic<int> major_of[kDevices] = {};  // compute capability major + 1; 0: not asked yet
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kDevices) return false;
+    int known = major_of[device].load(std::memory_order_relaxed);
+    if (known == 0) {
+        int major = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
+        known = major + 1;
+        major_of[device].store(known, std::memory_order_relaxed);
+    }
+    return known - 1 >= 9;
+}
 
 namespace {
 

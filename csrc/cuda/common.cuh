@@ -15,8 +15,39 @@ namespace edgellama::cuda {
 
 // Throws CudaError with the call site and CUDA's message when a runtime call failed.
 void check(cudaError_t status, const char* what);
-// Checks the launch of the kernel just enqueued (configuration errors show up here).
-void check_launch(const char* kernel);
+// Programmatic dependent launch (sm_90+): the engine's kernels are launched while the kernel
+// before them in the stream is still finishing (its last blocks, its flush), so that a chain of
+// short dependent kernels (a decode step has ~11 a layer) does not pay each launch's latency in
+// full. Every kernel begins with wait_for_prior_kernels(): nothing of the kernel runs before the
+// previous one has completed and its writes are visible, so the results are those of plain
+// launches; then it lets the next kernel launch (whose blocks wait in turn). EDGELLAMA_CUDA_PDL=0
+// turns it off; below sm_90 it is off.
+__device__ __forceinline__ void wait_for_prior_kernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+bool programmatic_launch_enabled();  // for the current device
+
+// kernel<<<grid, block, 0, stream>>>(args...), programmatic where enabled; throws on a launch error.
+template <class... Params, class... Args>
+void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t stream, Args... args) {
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = 0;
+    config.stream = stream;
+    cudaLaunchAttribute programmatic[1];
+    programmatic[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    programmatic[0].val.programmaticStreamSerializationAllowed = 1;
+    if (programmatic_launch_enabled()) {
+        config.attrs = programmatic;
+        config.numAttrs = 1;
+    }
+    check(cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...), name);
+}
 
 // One device allocation, freed with the object. allocate() throws OutOfMemoryError naming `what`.
 // allocate_host() takes host memory instead, for the engine's host execution (host_backend.cu).

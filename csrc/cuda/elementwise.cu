@@ -11,6 +11,7 @@ namespace {
 __global__ void __launch_bounds__(kNormThreads)
 rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, float* __restrict__ out, int64_t n,
                 float eps, uint8_t* __restrict__ act32, uint8_t* __restrict__ act256) {
+    wait_for_prior_kernels();
     __shared__ NormShared shared;
     rms_norm_block(DeviceBlock<NormShared>{shared}, x, weight, out, n, eps, act32, act256, blockIdx.x);
 }
@@ -21,12 +22,14 @@ __global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict
                                   int64_t n_pairs, const double* __restrict__ inv_freq,
                                   const int64_t* __restrict__ first_pos, __half* __restrict__ k_cache,
                                   __half* __restrict__ v_cache) {
+    wait_for_prior_kernels();
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= n_tokens * (q_width + kv_width) / 2) return;
     rope_store_pair(idx, q, k, v, q_width, kv_width, head_dim, n_pairs, inv_freq, *first_pos, k_cache, v_cache);
 }
 
 __global__ void swiglu_kernel(float* __restrict__ gate, const float* __restrict__ up, int64_t n) {
+    wait_for_prior_kernels();
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     gate[i] = silu_times(gate[i], up[i]);
@@ -42,9 +45,8 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, i
     if ((act32 != nullptr && n % kQK32 != 0) || (act256 != nullptr && n % kQK256 != 0)) {
         throw CudaError("rms_norm: rows of " + std::to_string(n) + " are not whole activation blocks");
     }
-    rms_norm_kernel<<<static_cast<unsigned>(n_rows), kNormThreads, 0, stream>>>(
-        x, weight, out, n, eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
-    check_launch("rms_norm_kernel");
+    launch("rms_norm_kernel", rms_norm_kernel, static_cast<unsigned>(n_rows), kNormThreads, stream, x, weight, out, n,
+           eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
 }
 
 void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
@@ -53,15 +55,13 @@ void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int6
     const int64_t q_width = n_head * head_dim, kv_width = n_head_kv * head_dim;
     const int64_t total = n_tokens * (q_width + kv_width) / 2;
     if (total <= 0) return;
-    rope_store_kernel<<<ceil_div(total, kThreads), kThreads, 0, stream>>>(q, k, v, n_tokens, q_width, kv_width, head_dim,
-                                                                         n_pairs, inv_freq, first_pos, k_cache, v_cache);
-    check_launch("rope_store_kernel");
+    launch("rope_store_kernel", rope_store_kernel, ceil_div(total, kThreads), kThreads, stream, q, k, v, n_tokens, q_width,
+           kv_width, head_dim, n_pairs, inv_freq, first_pos, k_cache, v_cache);
 }
 
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {
     if (n <= 0) return;
-    swiglu_kernel<<<ceil_div(n, kThreads), kThreads, 0, stream>>>(gate, up, n);
-    check_launch("swiglu_kernel");
+    launch("swiglu_kernel", swiglu_kernel, ceil_div(n, kThreads), kThreads, stream, gate, up, n);
 }
 
 }  // namespace edgellama::cuda

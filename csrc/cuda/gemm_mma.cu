@@ -12,6 +12,7 @@ constexpr int kMmaWarps = 4;  // warps a block, on consecutive row ranges
 
 template <class Q>
 __global__ void __launch_bounds__(kMmaWarps * kWarp) gemm_mma_kernel(MmaProduct m) {
+    wait_for_prior_kernels();
     const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + threadIdx.x / kWarp) * (16 * kMmaRowTiles);
     const int64_t tok0 = static_cast<int64_t>(blockIdx.y) * (8 * mma_token_tiles<Q>());
     if (row0 >= m.seg.total_rows()) return;  // the whole warp leaves together
@@ -42,8 +43,7 @@ bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const Ma
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
         const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, in.n, accumulate};
         const dim3 grid(ceil_div(seg.total_rows(), kMmaWarps * 16 * kMmaRowTiles), ceil_div(in.n, 8 * mma_token_tiles<Q>()));
-        gemm_mma_kernel<Q><<<grid, kMmaWarps * kWarp, 0, stream>>>(m);
-        check_launch("gemm_mma_kernel");
+        launch("gemm_mma_kernel", gemm_mma_kernel<Q>, grid, kMmaWarps * kWarp, stream, m);
     });
     return true;
 }

@@ -31,6 +31,7 @@ template <class Q, int NT, class Shape>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                  size_t act_row_bytes, int n_tok, bool accumulate) {
+    wait_for_prior_kernels();
     __shared__ GemvShared<Shape::kRows, NT> shared;
     gemv_int8_rows<Q, NT, Shape>(DeviceBlock<GemvShared<Shape::kRows, NT>>{shared}, seg, row_bytes, cols, act,
                                  act_row_bytes, n_tok, accumulate, block_first_row<Shape>());
@@ -40,6 +41,7 @@ template <class Q, int NT, class Shape>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                         size_t act_row_bytes, int n_tok) {
+    wait_for_prior_kernels();
     __shared__ GemvShared<2 * Shape::kRows, NT> shared;
     gemv_int8_swiglu_rows<Q, NT, Shape>(DeviceBlock<GemvShared<2 * Shape::kRows, NT>>{shared}, seg, row_bytes, cols,
                                         act, act_row_bytes, n_tok, block_first_row<Shape>());
@@ -55,6 +57,7 @@ template <class Fmt, int NT>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_float_kernel(RowSegments seg, size_t row_bytes, int64_t n_pieces, const float* __restrict__ x, int64_t ldx,
                   int n_tok, bool accumulate) {
+    wait_for_prior_kernels();
     const int64_t row = warp_row(seg.total_rows());
     if (row < 0) return;
     gemv_float_row<Fmt, NT>(DeviceWarp{}, seg, row_bytes, n_pieces, x, ldx, n_tok, accumulate, row);

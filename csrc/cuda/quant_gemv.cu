@@ -13,6 +13,7 @@ template <class Fmt>
 __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row_bytes, int64_t rows,
                                        const int32_t* __restrict__ ids, int64_t n_pieces, float* __restrict__ out,
                                        int64_t ld) {
+    wait_for_prior_kernels();
     const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (p >= n_pieces) return;
     const int64_t t = blockIdx.y;
@@ -33,9 +34,9 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
         const unsigned grid = ceil_div(seg.total_rows(), Shape::kRowsPerBlock);
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-            gemv_int8_kernel<Q, decltype(nt)::value, Shape><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                at_token(seg, start), first.row_bytes, first.cols, act + start * act_bytes, act_bytes, tile, accumulate);
-            check_launch("gemv_int8_kernel");
+            launch("gemv_int8_kernel", gemv_int8_kernel<Q, decltype(nt)::value, Shape>, grid, kGemvWarps * kWarp, stream,
+                   at_token(seg, start), first.row_bytes, first.cols, act + start * act_bytes, act_bytes, tile,
+                   accumulate);
         });
     });
     if (quantized) return;
@@ -43,10 +44,9 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
     const bool known = dispatch_format(first.type, [&](auto fmt) {
         using Fmt = decltype(fmt);
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-            gemv_float_kernel<Fmt, decltype(nt)::value><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                at_token(seg, start), first.row_bytes, first.cols / Fmt::kPiece, in.x + start * in.cols, in.cols, tile,
-                accumulate);
-            check_launch("gemv_float_kernel");
+            launch("gemv_float_kernel", gemv_float_kernel<Fmt, decltype(nt)::value>, grid, kGemvWarps * kWarp, stream,
+                   at_token(seg, start), first.row_bytes, first.cols / Fmt::kPiece, in.x + start * in.cols, in.cols,
+                   tile, accumulate);
         });
     });
     if (!known) throw CudaError("matmul: unsupported weight type " + std::to_string(first.type));
@@ -85,9 +85,9 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
             for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
-                gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape><<<grid, kGemvWarps * kWarp, 0, stream>>>(
-                    s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes, tile);
-                check_launch("gemv_int8_swiglu_kernel");
+                launch("gemv_int8_swiglu_kernel", gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape>, grid,
+                       kGemvWarps * kWarp, stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes,
+                       tile);
             });
         });
         if (fused) return;
@@ -152,9 +152,8 @@ void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput&
                 using Q = decltype(fmt);
                 size_t act_bytes;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                gemv_int8_kernel<Q, 1, Shape><<<ceil_div(w.rows, Shape::kRowsPerBlock), kGemvWarps * kWarp, 0, stream>>>(
-                    seg, w.row_bytes, w.cols, act, act_bytes, 1, false);
-                check_launch("gemv_int8_kernel");
+                launch("gemv_int8_kernel", gemv_int8_kernel<Q, 1, Shape>, ceil_div(w.rows, Shape::kRowsPerBlock),
+                       kGemvWarps * kWarp, stream, seg, w.row_bytes, w.cols, act, act_bytes, 1, false);
             });
         });
     });
@@ -168,11 +167,10 @@ void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float
         using Fmt = decltype(fmt);
         const int64_t n_pieces = w.cols / Fmt::kPiece;
         const dim3 grid(ceil_div(n_pieces, kThreads), static_cast<unsigned>(n));
-        dequantize_rows_kernel<Fmt><<<grid, kThreads, 0, stream>>>(w.data, w.row_bytes, w.rows, ids, n_pieces, out,
-                                                                  w.cols);
+        launch("dequantize_rows_kernel", dequantize_rows_kernel<Fmt>, grid, kThreads, stream, w.data, w.row_bytes, w.rows,
+               ids, n_pieces, out, w.cols);
     });
     if (!known) throw CudaError("dequantize_rows: unsupported weight type " + std::to_string(w.type));
-    check_launch("dequantize_rows_kernel");
 }
 
 }  // namespace edgellama::cuda
