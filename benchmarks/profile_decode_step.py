@@ -43,6 +43,18 @@ def run_workload(args) -> None:
         model.forward(np.array([tok], np.int32), False)
 
 
+def demangled(names: list[str]) -> dict[str, str]:
+    """C++ names for mangled ones (ncu prints either, by version), through c++filt where installed."""
+    mangled = sorted({n for n in names if n.startswith("_Z")})
+    if not mangled:
+        return {}
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(mangled), capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    return dict(zip(mangled, out.splitlines()))
+
+
 def short_name(kernel: str) -> str:
     name = kernel.replace("(anonymous namespace)::", "").replace("edgellama::cuda::", "").replace("edgellama::", "")
     name = re.sub(r"^void ", "", name)
@@ -61,17 +73,17 @@ def parse(ncu_csv: str) -> list[tuple[str, str, float]]:
     start = ncu_csv.find('"ID"')
     if start < 0:
         raise SystemExit("ncu printed no kernel table:\n" + ncu_csv[-3000:])
-    rows = []
-    for r in csv.DictReader(io.StringIO(ncu_csv[start:])):
-        if r.get("Metric Name") == "gpu__time_duration.sum":
-            rows.append((short_name(r["Kernel Name"]), r.get("Grid Size", ""), to_us(r["Metric Value"], r["Metric Unit"])))
-    return rows
+    records = [r for r in csv.DictReader(io.StringIO(ncu_csv[start:])) if r.get("Metric Name") == "gpu__time_duration.sum"]
+    names = demangled([r["Kernel Name"] for r in records])
+    return [(short_name(names.get(r["Kernel Name"], r["Kernel Name"])), r.get("Grid Size", ""),
+             to_us(r["Metric Value"], r["Metric Unit"])) for r in records]
 
 
 def report(rows: list[tuple[str, str, float]]) -> None:
-    starts = [i for i, (name, _, _) in enumerate(rows) if name.startswith(STEP_START)]
+    starts = [i for i, (name, _, _) in enumerate(rows) if STEP_START in name]
     if not starts:
-        raise SystemExit(f"no {STEP_START} launch among {len(rows)} kernels")
+        names = sorted({name for name, _, _ in rows})
+        raise SystemExit(f"no {STEP_START} launch among {len(rows)} kernels; kernels seen: {names[:12]}")
     step = rows[starts[-1]:]
     total = sum(us for _, _, us in step)
     groups: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
@@ -89,6 +101,7 @@ def main(argv=None) -> None:
     ap.add_argument("--quant", default="Q4_0", choices=["Q4_0", "Q4_K_M", "Q8_0"])
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before the decode steps")
     ap.add_argument("--steps", type=int, default=2, help="decode steps run (the last is reported)")
+    ap.add_argument("--raw", help="also write ncu's CSV output to this file")
     args = ap.parse_args(argv)
     if os.environ.get(CHILD):
         run_workload(args)
@@ -97,6 +110,9 @@ def main(argv=None) -> None:
            os.path.abspath(__file__), "--shape", args.shape, "--quant", args.quant, "--context", str(args.context),
            "--steps", str(args.steps)]
     done = subprocess.run(cmd, env=dict(os.environ, **{CHILD: "1"}), capture_output=True, text=True)
+    if args.raw:
+        with open(args.raw, "w") as fh:
+            fh.write(done.stdout)
     if done.returncode != 0:
         raise SystemExit(f"ncu failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     print(f"{args.shape} {args.quant}, {args.context} tokens of context")

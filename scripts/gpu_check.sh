@@ -83,18 +83,19 @@ step "benchmarks"
 (cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
-# What programmatic dependent launch (sm_90+) gains: decode again with plain launches.
-step "decode with EDGELLAMA_CUDA_PDL=0 (plain launches)"
-(cd /tmp && EDGELLAMA_CUDA_PDL=0 timeout 120 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
-   --quants Q4_0 Q4_K_M 2>&1) | tee "$RESULTS/bench_no_pdl.log" || true
-
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M"
 if command -v ncu >/dev/null; then
   for quant in Q4_0 Q4_K_M; do
-    (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $quant 2>&1) | tee -a "$RESULTS/profile.log" || true
+    (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $quant --raw "$RESULTS/profile_$quant.csv" 2>&1) \
+      | tee -a "$RESULTS/profile.log" || true
   done
 fi
+
+# What programmatic dependent launch (sm_90+) gains: decode again with plain launches.
+step "decode with EDGELLAMA_CUDA_PDL=0 (plain launches)"
+(cd /tmp && EDGELLAMA_CUDA_PDL=0 timeout 120 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
+   --quants Q4_0 Q4_K_M 2>&1) | tee "$RESULTS/bench_no_pdl.log" || true
 
 # Kernel tuning (GPU_CHECK_QUICK=1 skips it): the GEMV block shapes compared on each type and 8B
 # matrix, and the GEMV kernels' memory behaviour on one launch each of Q4_0 and Q4_K on the 8B

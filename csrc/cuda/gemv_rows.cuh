@@ -31,8 +31,27 @@ struct GemvShape {
     static_assert(kGemvWarps % kSplit == 0, "a block holds whole row groups");
 };
 
-// The shape of every int8 GEMV launch (the no-GPU references, int8_dot_on_host, follow it).
-using GemvLaunchShape = GemvShape<4, 2>;
+// The shape of the int8 GEMV launches of reader Q (the no-GPU reference, int8_dot_on_host, follows
+// it): the fastest on the Llama-3-8B matrices of an H100 (scripts/gpu_check.sh, "GEMV block
+// shapes"; 4 warps x 2 rows for the types not measured there).
+template <class Q>
+struct GemvLaunchShapeOf {
+    using type = GemvShape<4, 2>;
+};
+template <>
+struct GemvLaunchShapeOf<Int8Q4_0> {
+    using type = GemvShape<2, 1>;
+};
+template <>
+struct GemvLaunchShapeOf<Int8Q8_0> {
+    using type = GemvShape<4, 1>;
+};
+template <>
+struct GemvLaunchShapeOf<Int8KQuantWide<BlockQ4_K, false>> {
+    using type = GemvShape<1, 2>;
+};
+template <class Q>
+using GemvLaunchShape = typename GemvLaunchShapeOf<Q>::type;
 
 // A block's warp sums of up to R rows x NT tokens, for the group's first thread to add up.
 template <int R, int NT>

@@ -24,11 +24,10 @@ bool host_mma_applies(int32_t type, const MatmulInput& in) {
     return in.use_mma && in.n >= kMmaMinTokens && dispatch_int8_format(type, [](auto) {});
 }
 
-// One launch of the GEMV kernels: tiles of kGemmTile tokens, blocks of GemvLaunchShape's rows.
+// One launch of the GEMV kernels: tiles of kGemmTile tokens, blocks of Shape's rows.
 // rows_of_block(block, tile start, tile size, NT constant, first row) runs one block's code.
-template <int kSharedRows, class RowsOfBlock>
+template <class Shape, int kSharedRows, class RowsOfBlock>
 void gemv_blocks(int64_t total_rows, int64_t n_tokens, RowsOfBlock&& rows_of_block) {
-    using Shape = GemvLaunchShape;
     using Shared = GemvShared<kSharedRows, kGemmTile>;  // room for either tile width
     run_host_block<Shared>(kGemvWarps * kWarp, [&](const HostBlock<Shared>& block) {
         for_each_tile(n_tokens, [&](int64_t start, int tile, auto nt) {
@@ -43,11 +42,11 @@ template <class Q>
 void gemv_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate) {
     size_t act_bytes = 0;
     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-    gemv_blocks<GemvLaunchShape::kRows>(seg.total_rows(), in.n, [&](const auto& block, int64_t start, int tile,
-                                                                     auto nt, int64_t first) {
-        gemv_int8_rows<Q, decltype(nt)::value, GemvLaunchShape>(block, at_token(seg, start), row_bytes, in.cols,
-                                                                act + start * act_bytes, act_bytes, tile, accumulate,
-                                                                first);
+    using Shape = GemvLaunchShape<Q>;
+    gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), in.n, [&](const auto& block, int64_t start, int tile, auto nt,
+                                                                 int64_t first) {
+        gemv_int8_rows<Q, decltype(nt)::value, Shape>(block, at_token(seg, start), row_bytes, in.cols,
+                                                      act + start * act_bytes, act_bytes, tile, accumulate, first);
     });
 }
 
@@ -139,11 +138,12 @@ public:
                 using Q = decltype(fmt);
                 size_t act_bytes = 0;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                gemv_blocks<2 * GemvLaunchShape::kRows>(w_gate.rows, in.n, [&](const auto& block, int64_t start,
+                using Shape = GemvLaunchShape<Q>;
+                gemv_blocks<Shape, 2 * Shape::kRows>(w_gate.rows, in.n, [&](const auto& block, int64_t start,
                                                                                  int tile, auto nt, int64_t first) {
                     RowSegments s = seg;
                     s.y[0] += start * w_gate.rows;
-                    gemv_int8_swiglu_rows<Q, decltype(nt)::value, GemvLaunchShape>(
+                    gemv_int8_swiglu_rows<Q, decltype(nt)::value, Shape>(
                         block, s, w_gate.row_bytes, in.cols, act + start * act_bytes, act_bytes, tile, first);
                 });
             });

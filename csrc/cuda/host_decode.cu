@@ -24,7 +24,6 @@ namespace edgellama::cuda {
 
 namespace {
 
-constexpr int kRowThreads = GemvLaunchShape::kThreads;  // the threads gemv_int8_kernel splits a row between
 
 struct alignas(16) Aligned16 {
     uint8_t bytes[16];
@@ -262,6 +261,7 @@ float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, 
         const std::vector<Aligned16> buf = quantized_row(x, n, act_block<Q>());
         const typename Q::ActRow act[1] = {typename Q::ActRow(reinterpret_cast<const uint8_t*>(buf.data()), n)};
         const uint8_t* const rows[1] = {row};
+        constexpr int kRowThreads = GemvLaunchShape<Q>::kThreads;  // the threads gemv_int8_kernel splits a row between
         float sums[kRowThreads];
         for (int thread = 0; thread < kRowThreads; ++thread) {
             float acc[1][1] = {{0.0f}};

@@ -29,7 +29,7 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
     if (matmul_mma(first.type, seg, first.row_bytes, in, accumulate, stream)) return;
     const bool quantized = dispatch_gemv_reader(first.type, [&](auto fmt) {
         using Q = decltype(fmt);
-        using Shape = GemvLaunchShape;
+        using Shape = GemvLaunchShape<Q>;
         size_t act_bytes;
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
         const unsigned grid = ceil_div(seg.total_rows(), Shape::kRowsPerBlock);
@@ -76,10 +76,10 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
     // A long prefill on tensor cores: two products, then SwiGLU.
     if (!mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
         const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
-        using Shape = GemvLaunchShape;
-        const unsigned grid = ceil_div(w_gate.rows, Shape::kRowsPerBlock);
         const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);
+            using Shape = GemvLaunchShape<Q>;
+            const unsigned grid = ceil_div(w_gate.rows, Shape::kRowsPerBlock);
             size_t act_bytes;
             const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
             for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
@@ -98,7 +98,7 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
 
 namespace {
 
-// The shapes the benchmarks compare (GemvLaunchShape among them).
+// The shapes the benchmarks compare (the launch shapes among them).
 template <int kSplit, int kRows>
 std::string shape_name(GemvShape<kSplit, kRows>) {
     return std::to_string(kSplit) + " warp(s) x " + std::to_string(kRows) + " row(s)";
