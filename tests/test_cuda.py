@@ -7,8 +7,8 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     device's layout), and its integer dots (csrc/cuda/int8_dot.cuh, split over a warp's lanes as
     the kernel splits them) match numpy and the CPU engine within float32 rounding, for every
     quantized type;
-  * the warp-level code of the decode GEMV, of activation quantization and of the tensor-core
-    prefill tiles, and the block code of attention and RMSNorm and RoPE's thread code, run on host
+  * the block code of the decode GEMV and of attention and RMSNorm, the warp code of activation
+    quantization and of the tensor-core prefill tiles, and RoPE's thread code, run on host
     threads (csrc/cuda/host_warp.h, the MMA rebuilt from the PTX fragment layout), against those
     dots, the CPU's bytes, the CPU's scalar vec_dot and numpy;
   * the engine's whole forward step (llama_cuda_model.cu) on the host backend against the reference;
@@ -159,9 +159,10 @@ def test_gpu_int8_dot_detects_element_order():
 @pytest.mark.parametrize("n_tokens", [1, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
 def test_gemv_warp_code_on_host_equals_the_lane_dots(qtype, n_tokens):
-    """The int8 GEMV's warp code (csrc/cuda/gemv_rows.cuh: row pairs, a partial last pair, token
-    tiles, the warp's butterfly sum), run on 32 host threads, gives each (row, token) the bits of
-    int8_dot_host, which the tests above hold to numpy and the CPU engine; its SwiGLU form gives
+    """The int8 GEMV's block code (csrc/cuda/gemv_rows.cuh: row groups of the type's shape, a
+    partial last group, token tiles, the warps' sums meeting in shared memory), run on 128 host
+    threads a block, gives each (row, token) the bits of int8_dot_host, which the tests above hold
+    to numpy and the CPU engine; its SwiGLU form gives
     silu(gate) * up of those dots."""
     rng = np.random.default_rng(2700 + int(qtype) + n_tokens)
     n = 1024
@@ -461,7 +462,7 @@ def test_gpu_truncate_reset_and_long_prefill(case_files):
 @pytest.mark.parametrize("n_tokens", [1, 8, 11, 40], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
 def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
-    """The device kernels (activation quantization, dp4a dots, warp split and sum, tiles of tokens)
+    """The device kernels (activation quantization, dp4a dots, split over warps and summed, tiles of tokens)
     give exactly the bits of the same code run on the CPU, which the no-GPU tests check against
     numpy and the CPU engine: a mismatch here is a device-only fault (intrinsics, alignment,
     indexing), told apart from an arithmetic one. (Tensor cores off: they sum differently.)"""

@@ -258,7 +258,7 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("n_split"), "The GPU's attention kernels' block code run on CPU threads (for tests).");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
           py::arg("x"),
-          "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's warp code on the CPU (for tests).");
+          "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's block code on the CPU (for tests).");
     m.def("mma_matmul_host", &b::mma_matmul_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("x"),
           "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),

@@ -197,7 +197,7 @@ void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n
 namespace {
 
 // One matrix's product (or, with up_rows, its SwiGLU form) on x's n_tokens rows, by the host
-// backend: the same launch cut, tiles and warp code as the GPU's matmul.
+// backend: the same launch cut, tiles and block code as the GPU's matmul.
 std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows,
                                        int64_t n_rows, size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols,
                                        bool use_mma) {

@@ -23,7 +23,8 @@ std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, i
 void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row);
 
 // dot(weight row, x) as the GPU computes it: x quantized as above, the row's pieces split over
-// the 32 lanes of a warp as gemv_int8_kernel splits them, the lanes' partial sums added.
+// the threads that gemv_int8_kernel gives a row (its type's GemvLaunchShape: one to four warps),
+// each warp's partial sums added by its butterfly, then the warps' sums in order.
 // row: 16-byte aligned. Throws std::invalid_argument for a float or unknown type.
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
 
@@ -48,8 +49,9 @@ void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n
                             int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
-// GEMV's warp code (gemv_rows.cuh: row pairs, tiles of kGemmTile tokens, the warp's sums) on 32
-// host threads; with up_rows, silu(row r · x[t]) * (up row r · x[t]) by its SwiGLU form.
+// GEMV's block code (gemv_rows.cuh: row groups of the type's shape, tiles of kGemmTile tokens, the
+// warps' sums meeting in shared memory) on 128 host threads a block; with up_rows,
+// silu(row r · x[t]) * (up row r · x[t]) by its SwiGLU form.
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
                                 size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols);
 
