@@ -158,7 +158,7 @@ def test_gpu_int8_dot_detects_element_order():
 @needs_module
 @pytest.mark.parametrize("n_tokens", [1, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_gemv_warp_code_on_host_equals_the_lane_dots(qtype, n_tokens):
+def test_gemv_block_code_on_host_equals_the_lane_dots(qtype, n_tokens):
     """The int8 GEMV's block code (csrc/cuda/gemv_rows.cuh: row groups of the type's shape, a
     partial last group, token tiles, the warps' sums meeting in shared memory), run on 128 host
     threads a block, gives each (row, token) the bits of int8_dot_host, which the tests above hold
