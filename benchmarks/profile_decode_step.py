@@ -4,7 +4,7 @@ Nsight Compute (the ncu profiler must be on the PATH).
     python3 benchmarks/profile_decode_step.py [--shape llama-3-8b] [--quant Q4_0] [--context 128]
 
 Runs its own workload under `ncu --metrics gpu__time_duration.sum` (kernels one by one, graphs
-off: ncu times kernels, not graphs), then takes the last decode step (from its embedding lookup,
+off: ncu times kernels, not graphs; caches not flushed between them), then takes the last decode step (from its embedding lookup,
 the step's first kernel, to the end) and sums its kernels by launch (kernel and grid): microseconds
 and share of the step. The sum is the step's GPU time without launch gaps; bench_cuda.py's decode
 ms/token less this sum is what launches, the host and the logits' copy cost.
@@ -106,9 +106,11 @@ def main(argv=None) -> None:
     if os.environ.get(CHILD):
         run_workload(args)
         return
-    cmd = ["ncu", "--csv", "--clock-control", "none", "--metrics", "gpu__time_duration.sum", sys.executable,
-           os.path.abspath(__file__), "--shape", args.shape, "--quant", args.quant, "--context", str(args.context),
-           "--steps", str(args.steps)]
+    # No cache flush between kernels: in a real step the activations a kernel reads were just
+    # written by the kernel before it and sit in L2 (the weights stream from HBM either way).
+    cmd = ["ncu", "--csv", "--clock-control", "none", "--cache-control", "none", "--metrics", "gpu__time_duration.sum",
+           sys.executable, os.path.abspath(__file__), "--shape", args.shape, "--quant", args.quant,
+           "--context", str(args.context), "--steps", str(args.steps)]
     done = subprocess.run(cmd, env=dict(os.environ, **{CHILD: "1"}), capture_output=True, text=True)
     if args.raw:
         with open(args.raw, "w") as fh:
