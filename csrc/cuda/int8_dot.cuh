@@ -222,6 +222,43 @@ struct KQuantSlice {
     int asum0, asum1;  // activation sums of sub-blocks 2c and 2c + 1
 };
 
+// What both K-quant readers (Int8KQuant, Int8KQuantWide) share.
+// d, dmin and the 6-bit scales and mins of sub-blocks 2c and 2c + 1, from a super-block's first
+// four words (the f16 pair, then the 12 scale bytes).
+template <class Codes>
+EDGELLAMA_HD void kquant_chunk_scales(uint32_t dd, uint32_t s0, uint32_t s1, uint32_t s2, int c, Codes& k) {
+    k.d = half_bits_to_float(static_cast<uint16_t>(dd & 0xffffu));
+    k.dmin = half_bits_to_float(static_cast<uint16_t>(dd >> 16));
+    k_scale_min(s0, s1, s2, 2 * c, k.sc0, k.mn0);
+    k_scale_min(s0, s1, s2, 2 * c + 1, k.sc1, k.mn1);
+}
+
+// Q5_K: bit 4 of four elements of sub-block `sub` (bit i of qh[l] is bit 4 of element l of
+// sub-block i), in bit 4 of each byte.
+EDGELLAMA_HD uint32_t kquant_fifth_bits(uint32_t qh, int sub) { return ((qh >> sub) & 0x01010101u) << 4; }
+
+// The activation scale of super-block sb and the sums of its sub-blocks 2c and 2c + 1.
+template <class Slice>
+EDGELLAMA_HD void kquant_act_sums(const ActRow256& a, int64_t sb, int c, Slice& s) {
+    s.d = load_ro(a.d + sb);
+    s.asum0 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c));
+    s.asum1 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c + 1));
+}
+
+// act_d * (d * isum - dmin * imin), as quant_k.cpp's dot_scaled_mins rounds it (also the
+// tensor-core tiles' super-block term).
+EDGELLAMA_HD float kquant_scaled(float act_d, float d, float dmin, int isum, int imin) {
+    return mul_rn(act_d, sub_rn(mul_rn(d, static_cast<float>(isum)), mul_rn(dmin, static_cast<float>(imin))));
+}
+
+// A lane's term of a chunk: isum = sc0 * (its dot with sub-block 2c) + sc1 * (with 2c + 1); the
+// min term mn0 * asum0 + mn1 * asum1 is taken by the chunk's first lane.
+template <class Codes, class Slice>
+EDGELLAMA_HD float kquant_chunk_dot(const Codes& k, const Slice& s, int j, int isum) {
+    const int imin = j == 0 ? k.mn0 * s.asum0 + k.mn1 * s.asum1 : 0;
+    return kquant_scaled(s.d, k.d, k.dmin, isum, imin);
+}
+
 template <class Block, bool kHighBit>
 struct Int8KQuant {
     using ActRow = ActRow256;
@@ -234,20 +271,16 @@ struct Int8KQuant {
         const auto* b = reinterpret_cast<const Block*>(row) + p / 4;
         const int c = static_cast<int>(p % 4);
         Codes k;
-        const uint32_t dd = load_ro(reinterpret_cast<const uint32_t*>(b));
-        k.d = half_bits_to_float(static_cast<uint16_t>(dd & 0xffffu));
-        k.dmin = half_bits_to_float(static_cast<uint16_t>(dd >> 16));
         const auto* sw = reinterpret_cast<const uint32_t*>(b->scales);
-        const uint32_t s0 = load_ro(sw), s1 = load_ro(sw + 1), s2 = load_ro(sw + 2);
-        k_scale_min(s0, s1, s2, 2 * c, k.sc0, k.mn0);
-        k_scale_min(s0, s1, s2, 2 * c + 1, k.sc1, k.mn1);
+        kquant_chunk_scales(load_ro(reinterpret_cast<const uint32_t*>(b)), load_ro(sw), load_ro(sw + 1), load_ro(sw + 2),
+                            c, k);
         const uint32_t q = load_ro(reinterpret_cast<const uint32_t*>(b->qs + 32 * c) + j);  // 16-byte aligned blocks
         k.lo = q & 0x0f0f0f0fu;
         k.hi = (q >> 4) & 0x0f0f0f0fu;
         if constexpr (kHighBit) {  // bit i of qh[l] is bit 4 of element l of sub-block i
             const uint32_t h = load_ro(reinterpret_cast<const uint32_t*>(b->qh) + j);
-            k.lo |= ((h >> (2 * c)) & 0x01010101u) << 4;
-            k.hi |= ((h >> (2 * c + 1)) & 0x01010101u) << 4;
+            k.lo |= kquant_fifth_bits(h, 2 * c);
+            k.hi |= kquant_fifth_bits(h, 2 * c + 1);
         }
         return k;
     }
@@ -257,17 +290,14 @@ struct Int8KQuant {
         Slice s;
         s.lo = load_ro(a.qs + 64 * sb + 16 * c + j);
         s.hi = load_ro(a.qs + 64 * sb + 16 * c + 8 + j);
-        s.d = load_ro(a.d + sb);
-        s.asum0 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c));
-        s.asum1 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c + 1));
+        kquant_act_sums(a, sb, c, s);
         return s;
     }
     // act.d * (d * (sc0 * isum0 + sc1 * isum1) - dmin * (mn0 * asum0 + mn1 * asum1)) as
     // quant_k.cpp's dot_scaled_mins, the min term taken by the chunk's first lane.
     EDGELLAMA_HD static float dot(const Codes& k, const Slice& s, int j) {
-        const int isum = k.sc0 * dp4a(static_cast<int>(k.lo), s.lo, 0) + k.sc1 * dp4a(static_cast<int>(k.hi), s.hi, 0);
-        const int imin = j == 0 ? k.mn0 * s.asum0 + k.mn1 * s.asum1 : 0;
-        return mul_rn(s.d, sub_rn(mul_rn(k.d, static_cast<float>(isum)), mul_rn(k.dmin, static_cast<float>(imin))));
+        return kquant_chunk_dot(k, s, j,
+                                k.sc0 * dp4a(static_cast<int>(k.lo), s.lo, 0) + k.sc1 * dp4a(static_cast<int>(k.hi), s.hi, 0));
     }
 };
 
@@ -306,10 +336,7 @@ struct Int8KQuantWide {
         const uint4 head = load_u128(b);  // d and dmin, then the 12 scale bytes
         const uint4 q = load_u128(b + offsetof(Block, qs) + 32 * c + 16 * j);
         Codes k;
-        k.d = half_bits_to_float(static_cast<uint16_t>(head.x & 0xffffu));
-        k.dmin = half_bits_to_float(static_cast<uint16_t>(head.x >> 16));
-        k_scale_min(head.y, head.z, head.w, 2 * c, k.sc0, k.mn0);
-        k_scale_min(head.y, head.z, head.w, 2 * c + 1, k.sc1, k.mn1);
+        kquant_chunk_scales(head.x, head.y, head.z, head.w, c, k);
         const uint32_t words[4] = {q.x, q.y, q.z, q.w};
         uint32_t h[4] = {0, 0, 0, 0};
         if constexpr (kHighBit) {  // bit i of qh[l] is bit 4 of element l of sub-block i
@@ -321,8 +348,8 @@ struct Int8KQuantWide {
             k.lo[i] = words[i] & 0x0f0f0f0fu;
             k.hi[i] = (words[i] >> 4) & 0x0f0f0f0fu;
             if constexpr (kHighBit) {
-                k.lo[i] |= ((h[i] >> (2 * c)) & 0x01010101u) << 4;
-                k.hi[i] |= ((h[i] >> (2 * c + 1)) & 0x01010101u) << 4;
+                k.lo[i] |= kquant_fifth_bits(h[i], 2 * c);
+                k.hi[i] |= kquant_fifth_bits(h[i], 2 * c + 1);
             }
         }
         return k;
@@ -337,9 +364,7 @@ struct Int8KQuantWide {
             s.lo[i] = load_ro(lo + i);
             s.hi[i] = load_ro(lo + 8 + i);
         }
-        s.d = load_ro(a.d + sb);
-        s.asum0 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c));
-        s.asum1 = sum_of_halves(load_ro(a.bsums + 8 * sb + 2 * c + 1));
+        kquant_act_sums(a, sb, c, s);
         return s;
     }
     // Int8KQuant::dot's expression over the lane's 16 elements of each sub-block.
@@ -350,9 +375,7 @@ struct Int8KQuantWide {
             isum0 = dp4a(static_cast<int>(k.lo[i]), s.lo[i], isum0);
             isum1 = dp4a(static_cast<int>(k.hi[i]), s.hi[i], isum1);
         }
-        const int isum = k.sc0 * isum0 + k.sc1 * isum1;
-        const int imin = j == 0 ? k.mn0 * s.asum0 + k.mn1 * s.asum1 : 0;
-        return mul_rn(s.d, sub_rn(mul_rn(k.d, static_cast<float>(isum)), mul_rn(k.dmin, static_cast<float>(imin))));
+        return kquant_chunk_dot(k, s, j, k.sc0 * isum0 + k.sc1 * isum1);
     }
 };
 
@@ -428,21 +451,21 @@ bool dispatch_int8_format(int32_t type, Fn&& fn) {
     }
 }
 
-// The readers of the GEMV (gemv_rows.cuh): dispatch_int8_format's, but the wide ones for
-// Q4_K / Q5_K.
+// The reader the GEMV (gemv_rows.cuh) takes for a tensor-core reader: the same, but the wide one
+// for Q4_K / Q5_K.
+template <class Q>
+struct GemvReaderOf {
+    using type = Q;
+};
+template <class Block, bool kHighBit>
+struct GemvReaderOf<Int8KQuant<Block, kHighBit>> {
+    using type = Int8KQuantWide<Block, kHighBit>;
+};
+
+// dispatch_int8_format with the GEMV's readers.
 template <class Fn>
 bool dispatch_gemv_reader(int32_t type, Fn&& fn) {
-    switch (type) {
-        case 2: fn(Int8Q4_0{}); return true;
-        case 3: fn(Int8Q4_1{}); return true;
-        case 6: fn(Int8Q5_0{}); return true;
-        case 7: fn(Int8Q5_1{}); return true;
-        case 8: fn(Int8Q8_0{}); return true;
-        case 12: fn(Int8KQuantWide<BlockQ4_K, false>{}); return true;
-        case 13: fn(Int8KQuantWide<BlockQ5_K, true>{}); return true;
-        case 14: fn(Int8Q6_K{}); return true;
-        default: return false;
-    }
+    return dispatch_int8_format(type, [&](auto q) { fn(typename GemvReaderOf<decltype(q)>::type{}); });
 }
 
 // One thread's share of the dots of R weight rows with NT activation rows, kThreads threads (a

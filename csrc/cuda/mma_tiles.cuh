@@ -203,8 +203,7 @@ EDGELLAMA_HD void mma_tile_kquant(const Warp& warp, const MmaProduct& m, int64_t
 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
                     const typename Q::Codes& k = w[rt][i / 2][0];
-                    const float term = mul_rn(da[i % 2], sub_rn(mul_rn(k.d, static_cast<float>(isum[rt][tt][i])),
-                                                                mul_rn(k.dmin, static_cast<float>(imin[rt][tt][i]))));
+                    const float term = kquant_scaled(da[i % 2], k.d, k.dmin, isum[rt][tt][i], imin[rt][tt][i]);
                     acc[rt][tt][i] = add_rn(acc[rt][tt][i], term);
                 }
             }

@@ -23,20 +23,26 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
     Fmt::visit(w + static_cast<size_t>(id) * row_bytes, p, [&](int i, float v) { dst[i] = v; });
 }
 
+// One tile's int8 GEMV launch: reader Q in Shape's blocks over the launch's rows.
+template <class Q, int NT, class Shape>
+void launch_int8_gemv_tile(const RowSegments& seg, const DeviceMatrix& first, const uint8_t* act, size_t act_bytes,
+                           int tile, bool accumulate, cudaStream_t stream) {
+    launch("gemv_int8_kernel", gemv_int8_kernel<Q, NT, Shape>, ceil_div(seg.total_rows(), Shape::kRowsPerBlock),
+           kGemvWarps * kWarp, stream, seg, first.row_bytes, first.cols, act, act_bytes, tile, accumulate);
+}
+
 // One type and width: every matrix in one launch per tile.
 void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const MatmulInput& in, bool accumulate,
                      cudaStream_t stream) {
     if (matmul_mma(first.type, seg, first.row_bytes, in, accumulate, stream)) return;
     const bool quantized = dispatch_gemv_reader(first.type, [&](auto fmt) {
         using Q = decltype(fmt);
-        using Shape = GemvLaunchShape<Q>;
         size_t act_bytes;
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-        const unsigned grid = ceil_div(seg.total_rows(), Shape::kRowsPerBlock);
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-            launch("gemv_int8_kernel", gemv_int8_kernel<Q, decltype(nt)::value, Shape>, grid, kGemvWarps * kWarp, stream,
-                   at_token(seg, start), first.row_bytes, first.cols, act + start * act_bytes, act_bytes, tile,
-                   accumulate);
+            launch_int8_gemv_tile<Q, decltype(nt)::value, GemvLaunchShape<Q>>(at_token(seg, start), first,
+                                                                              act + start * act_bytes, act_bytes, tile,
+                                                                              accumulate, stream);
         });
     });
     if (quantized) return;
@@ -118,16 +124,10 @@ bool with_probe_shape(int shape, Fn&& fn) {
 }
 constexpr int kProbeShapes = 6;
 
-template <class Fn>
-bool with_probe_reader(int32_t type, Fn&& fn) {
-    switch (type) {
-        case 2: fn(Int8Q4_0{}); return true;
-        case 8: fn(Int8Q8_0{}); return true;
-        case 12: fn(Int8KQuantWide<BlockQ4_K, false>{}); return true;
-        case 14: fn(Int8Q6_K{}); return true;
-        default: return false;
-    }
-}
+// The readers the shapes are compared on (each shape's kernels are built for these alone).
+template <class Q>
+constexpr bool kProbedReader = std::is_same_v<Q, Int8Q4_0> || std::is_same_v<Q, Int8Q8_0> ||
+                               std::is_same_v<Q, GemvReaderOf<Int8Q4_K>::type> || std::is_same_v<Q, Int8Q6_K>;
 
 }  // namespace
 
@@ -147,13 +147,14 @@ void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput&
     bool known = false;
     for_each_launch_group(&target, 1, in.cols, [&](const DeviceMatrix&, const RowSegments& seg) {
         with_probe_shape(shape, [&](auto s) {
-            using Shape = decltype(s);
-            known = with_probe_reader(w.type, [&](auto fmt) {
+            dispatch_gemv_reader(w.type, [&](auto fmt) {
                 using Q = decltype(fmt);
-                size_t act_bytes;
-                const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                launch("gemv_int8_kernel", gemv_int8_kernel<Q, 1, Shape>, ceil_div(w.rows, Shape::kRowsPerBlock),
-                       kGemvWarps * kWarp, stream, seg, w.row_bytes, w.cols, act, act_bytes, 1, false);
+                if constexpr (kProbedReader<Q>) {
+                    size_t act_bytes;
+                    const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+                    launch_int8_gemv_tile<Q, 1, decltype(s)>(seg, w, act, act_bytes, 1, false, stream);
+                    known = true;
+                }
             });
         });
     });
