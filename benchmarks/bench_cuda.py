@@ -1,7 +1,8 @@
 """Prefill and decode speed of the CUDA backend on synthetic Llama shapes, against the HBM roofline.
 
     python3 benchmarks/bench_cuda.py [--shapes llama-3.2-1b llama-3-8b] [--quants Q4_0 Q4_K_M Q8_0]
-                                     [--prefill 512] [--decode 64] [--context 128] [--json out.json]
+                                     [--layouts gguf grouped] [--prefill 512] [--decode 64]
+                                     [--context 128] [--json out.json]
 
 Weights are random GGUF block bytes with sane f16 scales, made on the host once per tensor shape
 and uploaded to a separate device buffer per layer (so every layer's bytes really stream from
@@ -13,6 +14,10 @@ process, with its kernels launched one by one ("no-graph"): the difference is la
 Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matrix shapes, weights
 cycled through copies larger than the L2 (what a decode step could reach without its other costs),
 and one 512-token prefill product per type with int8 tensor cores on and off.
+
+Layouts: "gguf" uploads the blocks as the file has them; "grouped" (Q4_0 and Q8_0 only) uploads
+them regrouped for 16-byte loads (csrc/cuda/grouped_rows.h), marked "grp" in the tables. The
+kernel tables always time both layouts; --layouts picks them for the model rows.
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -120,11 +125,14 @@ class SyntheticModel:
         self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
 
 
-def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
+GROUPABLE_QUANTS = ("Q4_0", "Q8_0")  # the mixes whose matrices have a grouped layout
+
+
+def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, grouped=False):
     t0 = time.perf_counter()
     syn = SyntheticModel(shape, quant)
     n_ctx = max(args.prefill, args.context + args.decode + 8) + 8
-    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, n_ctx, 1)
+    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, n_ctx, 1, grouped_rows=grouped)
     setup_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     vocab = syn.config["n_vocab"]
@@ -165,7 +173,8 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
     mean_pos = args.context + 4 + args.decode / 2
     bytes_per_token = syn.bytes_per_token + syn.kv_bytes_per_position * mean_pos
     achieved = bytes_per_token * decode_tps
-    row = dict(shape=shape, quant=quant, weights_gb=syn.bytes_per_token / 1e9, setup_s=setup_s,
+    row = dict(shape=shape, quant=quant, layout="grouped" if grouped else "gguf",
+               weights_gb=syn.bytes_per_token / 1e9, setup_s=setup_s,
                prefill_tokens=args.prefill, prefill_tok_s=prefill_tps, decode_tok_s=decode_tps,
                decode_tok_s_kernel_by_kernel=decode_tps_no_graph,
                decode_ms=1e3 / decode_tps, decode_gb_s=achieved / 1e9,
@@ -177,6 +186,9 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source):
 # The 8B shape's matrices (rows, cols): attn_q/attn_output, attn_k/attn_v, ffn_gate/ffn_up, ffn_down.
 KERNEL_SHAPES = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]
 KERNEL_TYPES = {"Q4_0": Q4_0, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q6_K": Q6_K}
+# (label, type, grouped rows) of the kernel tables: every type as stored in GGUF, and grouped.
+KERNEL_CASES = [("Q4_0", Q4_0, False), ("Q4_0 grp", Q4_0, True), ("Q8_0", Q8_0, False), ("Q8_0 grp", Q8_0, True),
+                ("Q4_K", Q4_K, False), ("Q6_K", Q6_K, False)]
 
 
 def bench_kernels(_cuda, bandwidth, n_tokens=1):
@@ -184,15 +196,15 @@ def bench_kernels(_cuda, bandwidth, n_tokens=1):
     rng = np.random.default_rng(2)
     rows_out = []
     print(f"\nmatmul kernels alone ({n_tokens} token{'s' if n_tokens > 1 else ''}; weights streamed from HBM)")
-    print(f"{'type':<6}{'rows x cols':>14}{'MB':>8}{'us':>9}{'GB/s':>8}{'of HBM':>8}")
-    for name, qtype in KERNEL_TYPES.items():
+    print(f"{'type':<10}{'rows x cols':>14}{'MB':>8}{'us':>9}{'GB/s':>8}{'of HBM':>8}")
+    for name, qtype, grouped in KERNEL_CASES:
         for rows, cols in KERNEL_SHAPES:
             w = random_blocks(qtype, rows, cols, rng)
-            seconds = _cuda.time_matmul(qtype, w, rows, cols, n_tokens=n_tokens, repeats=100)
+            seconds = _cuda.time_matmul(qtype, w, rows, cols, n_tokens=n_tokens, repeats=100, grouped_rows=grouped)
             gbs = w.nbytes / seconds / 1e9
             rows_out.append(dict(type=name, rows=rows, cols=cols, n_tokens=n_tokens, us=seconds * 1e6, gb_s=gbs,
                                  fraction=gbs * 1e9 / bandwidth))
-            print(f"{name:<6}{f'{rows}x{cols}':>14}{w.nbytes / 1e6:>8.1f}{seconds * 1e6:>9.1f}{gbs:>8.0f}"
+            print(f"{name:<10}{f'{rows}x{cols}':>14}{w.nbytes / 1e6:>8.1f}{seconds * 1e6:>9.1f}{gbs:>8.0f}"
                   f"{100 * gbs * 1e9 / bandwidth:>7.1f}%", flush=True)
     return rows_out
 
@@ -204,14 +216,14 @@ def bench_gemv_shapes(_cuda, bandwidth):
     names = _cuda.gemv_probe_shapes()
     out = []
     print("\nGEMV block shapes, one token (GB/s; shape = warps sharing a row group x rows in it)")
-    print(f"{'type':<6}{'rows x cols':>14}" + "".join(f"{n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r'):>9}"
-                                                   for n in names))
-    for name, qtype in KERNEL_TYPES.items():
+    print(f"{'type':<10}{'rows x cols':>14}" + "".join(f"{n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r'):>9}"
+                                                    for n in names))
+    for name, qtype, grouped in KERNEL_CASES:
         for rows, cols in KERNEL_SHAPES:
             w = random_blocks(qtype, rows, cols, rng)
-            line = f"{name:<6}{f'{rows}x{cols}':>14}"
+            line = f"{name:<10}{f'{rows}x{cols}':>14}"
             for i, shape in enumerate(names):
-                seconds = _cuda.time_matmul(qtype, w, rows, cols, repeats=100, gemv_shape=i)
+                seconds = _cuda.time_matmul(qtype, w, rows, cols, repeats=100, gemv_shape=i, grouped_rows=grouped)
                 gbs = w.nbytes / seconds / 1e9
                 out.append(dict(type=name, rows=rows, cols=cols, shape=shape, us=seconds * 1e6, gb_s=gbs,
                                 fraction=gbs * 1e9 / bandwidth))
@@ -226,15 +238,17 @@ def bench_prefill_kernels(_cuda, n_tokens=512, rows=14336, cols=4096):
     rng = np.random.default_rng(3)
     out = []
     print(f"\nprefill matmul {rows}x{cols}, {n_tokens} tokens (TOPS = 2*rows*cols*tokens / time)")
-    print(f"{'type':<6}{'tensor cores':>14}{'ms':>9}{'TOPS':>8}")
-    for name in ("Q4_0", "Q8_0", "Q4_K"):
-        w = random_blocks(KERNEL_TYPES[name], rows, cols, rng)
+    print(f"{'type':<10}{'tensor cores':>14}{'ms':>9}{'TOPS':>8}")
+    for name, qtype, grouped in KERNEL_CASES:
+        if qtype == Q6_K:
+            continue
+        w = random_blocks(qtype, rows, cols, rng)
         for tc in (True, False):
-            seconds = _cuda.time_matmul(KERNEL_TYPES[name], w, rows, cols, n_tokens=n_tokens, repeats=5,
-                                        tensor_cores=tc)
+            seconds = _cuda.time_matmul(qtype, w, rows, cols, n_tokens=n_tokens, repeats=5, tensor_cores=tc,
+                                        grouped_rows=grouped)
             tops = 2.0 * rows * cols * n_tokens / seconds / 1e12
             out.append(dict(type=name, tensor_cores=tc, n_tokens=n_tokens, ms=seconds * 1e3, tops=tops))
-            print(f"{name:<6}{'on' if tc else 'off':>14}{seconds * 1e3:>9.2f}{tops:>8.1f}", flush=True)
+            print(f"{name:<10}{'on' if tc else 'off':>14}{seconds * 1e3:>9.2f}{tops:>8.1f}", flush=True)
     return out
 
 
@@ -242,6 +256,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--quants", nargs="+", default=["Q4_0", "Q4_K_M", "Q8_0"], choices=["Q4_0", "Q4_K_M", "Q8_0"])
+    ap.add_argument("--layouts", nargs="+", default=["gguf"], choices=["gguf", "grouped"],
+                    help="weight layouts of the model rows (grouped: Q4_0 and Q8_0 only)")
     ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
@@ -266,17 +282,21 @@ def main(argv=None):
     print(f"HBM bandwidth: measured device-to-device copy {measured / 1e9:.0f} GB/s (read+write); "
           f"nominal {nominal / 1e9:.0f} GB/s" if nominal else "nominal unknown")
     print(f"roofline uses the {source} figure, {bandwidth / 1e9:.0f} GB/s")
-    header = (f"{'shape':<14}{'quant':<8}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
+    header = (f"{'shape':<14}{'quant':<10}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
               f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}")
     print(header)
     rows = []
     for shape in args.shapes:
         for quant in args.quants:
-            r = bench_one(_cuda, shape, quant, args, bandwidth, source)
-            rows.append(r)
-            print(f"{shape:<14}{quant:<8}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}{r['decode_tok_s']:>14.1f}"
-                  f"{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}{100 * r['roofline_fraction']:>9.1f}%"
-                  f"{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
+            for layout in args.layouts:
+                if layout == "grouped" and quant not in GROUPABLE_QUANTS:
+                    continue
+                r = bench_one(_cuda, shape, quant, args, bandwidth, source, grouped=layout == "grouped")
+                rows.append(r)
+                label = quant + (" grp" if layout == "grouped" else "")
+                print(f"{shape:<14}{label:<10}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
+                      f"{r['decode_tok_s']:>14.1f}{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}"
+                      f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []
     prefill_kernels = bench_prefill_kernels(_cuda) if args.kernels else []
     gemv_shapes = bench_gemv_shapes(_cuda, bandwidth) if args.gemv_shapes else []

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command GPU check (under 8 minutes on one H100): build edgellama with its CUDA module for
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
-# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline, decode again
+# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0; Q4_0 and Q8_0 also in grouped rows)
+# against the HBM roofline, decode again
 # with plain launches (EDGELLAMA_CUDA_PDL=0), profile one 8B decode step kernel by kernel (ncu),
 # and, for kernel tuning, compare the GEMV block shapes and read one GEMV launch's counters.
 #
@@ -80,15 +81,15 @@ fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
-(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
+# Q4_0 and Q8_0 also with their rows grouped (csrc/cuda/grouped_rows.h), in the same table.
+(cd /tmp && timeout 300 $PY "$REPO/benchmarks/bench_cuda.py" --layouts gguf grouped --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
-step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M"
+step "profile of one decode step (ncu): llama-3-8b Q4_0 (GGUF and grouped rows) and Q4_K_M"
 if command -v ncu >/dev/null; then
-  for quant in Q4_0 Q4_K_M; do
-    (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $quant --raw "$RESULTS/profile_$quant.csv" 2>&1) \
-      | tee -a "$RESULTS/profile.log" || true
+  for run in "Q4_0" "Q4_0 --grouped-rows" "Q4_K_M"; do
+    (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $run 2>&1) | tee -a "$RESULTS/profile.log" || true
   done
 fi
 
@@ -98,8 +99,8 @@ step "decode with EDGELLAMA_CUDA_PDL=0 (plain launches)"
    --quants Q4_0 Q4_K_M 2>&1) | tee "$RESULTS/bench_no_pdl.log" || true
 
 # Kernel tuning (GPU_CHECK_QUICK=1 skips it): the GEMV block shapes compared on each type and 8B
-# matrix, and the GEMV kernels' memory behaviour on one launch each of Q4_0 and Q4_K on the 8B
-# shape's ffn_gate, through Nsight Compute (at most 100 s).
+# matrix, and the GEMV kernels' memory behaviour on one launch each of Q4_0 (both layouts) and
+# Q4_K on the 8B shape's ffn_gate, through Nsight Compute (at most 150 s).
 if [ "${GPU_CHECK_QUICK:-0}" != 1 ]; then
   step "GEMV block shapes"
   (cd /tmp && timeout 90 $PY -c "
@@ -109,15 +110,17 @@ b.bench_gemv_shapes(_cuda, b.nominal_bandwidth(_cuda.device_description(0)) or _
 " 2>&1) | tee "$RESULTS/gemv_shapes.log" || true
 fi
 if [ "${GPU_CHECK_QUICK:-0}" != 1 ] && command -v ncu >/dev/null; then
-  step "ncu: one decode GEMV launch each of Q4_0 and Q4_K"
-  for type in Q4_0 Q4_K; do  # skip the probe's warm-up launches (9 copies of the 33 MB matrix)
+  step "ncu: one decode GEMV launch each of Q4_0 (GGUF and grouped rows) and Q4_K"
+  for case in Q4_0:False Q4_0:True Q4_K:False; do  # skip the probe's warm-up launches (9 copies of the 33 MB matrix)
+    type=${case%%:*} grouped=${case##*:}
     (cd /tmp && timeout 50 ncu --clock-control none --kernel-name regex:gemv_int8_kernel --launch-skip 9 --launch-count 1 \
        --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section WarpStateStats $PY -c "
 import sys; sys.path.insert(0, '$REPO/benchmarks')
 import numpy as np; import bench_cuda as b; from edgellama import _cuda
 t = b.KERNEL_TYPES['$type']
-print('$type', _cuda.time_matmul(t, b.random_blocks(t, 14336, 4096, np.random.default_rng(0)), 14336, 4096, repeats=3))
-" 2>&1) | tee "$RESULTS/ncu_$type.log" | tail -45 || true
+w = b.random_blocks(t, 14336, 4096, np.random.default_rng(0))
+print('$type grouped=$grouped', _cuda.time_matmul(t, w, 14336, 4096, repeats=3, grouped_rows=$grouped))
+" 2>&1) | tee -a "$RESULTS/ncu.log" | tail -45 || true
   done
 fi
 set -e

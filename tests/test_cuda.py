@@ -71,6 +71,29 @@ def gpu_tolerance(path, seq):
 # ---------------------------------------------------------------- without a GPU
 
 QUANTIZED = BLOCK32 + KQUANTS
+GROUPABLE = [T.Q4_0, T.Q8_0]  # types the GPU can keep in grouped rows (csrc/cuda/grouped_rows.h)
+# (type, grouped) of every int8 GEMV reader: each quantized type as GGUF stores it, and grouped.
+READERS = [(q, False) for q in QUANTIZED] + [(q, True) for q in GROUPABLE]
+
+
+def reader_id(case):
+    qtype, grouped = case
+    return qtype.name + ("-grouped" if grouped else "")
+
+
+def device_rows(qtype, rows, n, grouped):
+    """(device type id, bytes) of GGUF rows of n elements as the GPU keeps them: unchanged, or
+    regrouped (Q4_0 / Q8_0 with grouped_rows)."""
+    raw = np.concatenate(rows)
+    if not grouped:
+        return int(qtype), raw
+    type_id, regrouped = _cuda.group_rows_host(int(qtype), raw, len(rows), n)
+    assert type_id != int(qtype)
+    return type_id, regrouped
+
+
+def device_row(qtype, row, n, grouped):
+    return device_rows(qtype, [row], n, grouped)
 
 
 @needs_module
@@ -82,6 +105,31 @@ def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
         cpu = _core.dequantize_row(int(qtype), row, N)
         bad = np.flatnonzero(gpu_path.view(np.uint32) != cpu.view(np.uint32))
         assert bad.size == 0, f"{qtype.name} row {i}: first mismatches at {bad[:5]}: {gpu_path[bad[:5]]} vs {cpu[bad[:5]]}"
+
+
+@needs_module
+@pytest.mark.parametrize("qtype", GROUPABLE, ids=lambda t: t.name)
+def test_grouped_rows_hold_each_blocks_bytes_and_decode_as_gguf(qtype):
+    """Grouped rows (csrc/cuda/grouped_rows.h): each run of 8 blocks becomes their codes, then their
+    f16 scales, in the same row bytes; the device's grouped decoder gives the CPU's values bit for
+    bit. Rows that are not whole groups (not a multiple of 256 elements) have no grouped layout."""
+    rng = np.random.default_rng(2050 + int(qtype))
+    rows = weight_rows(rng, qtype)
+    block_bytes = 18 if qtype == T.Q4_0 else 34
+    type_id, grouped = device_rows(qtype, rows, N, True)
+    want = []
+    for row in rows:
+        for group in row.reshape(-1, 8, block_bytes):
+            want += [group[:, 2:].reshape(-1), group[:, :2].reshape(-1)]
+    np.testing.assert_array_equal(grouped, np.concatenate(want))
+    row_bytes = rows[0].size
+    for i, row in enumerate(rows):
+        gpu_path = _cuda.decode_row_host(type_id, grouped[i * row_bytes:(i + 1) * row_bytes], N)
+        cpu = _core.dequantize_row(int(qtype), row, N)
+        np.testing.assert_array_equal(gpu_path.view(np.uint32), cpu.view(np.uint32))
+    short = weight_rows(rng, qtype, 288)
+    with pytest.raises(ValueError, match="no grouped layout"):
+        _cuda.group_rows_host(int(qtype), np.concatenate(short), len(short), 288)
 
 
 def _token_rows(rng, n, n_tokens):
@@ -117,11 +165,13 @@ def test_gpu_activation_blocks_equal_cpu_bitwise(qtype):
 
 @needs_module
 @pytest.mark.parametrize("n", [N, 4352], ids=["short", "long"])  # long: several pieces a lane, a ragged last round
-@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_gpu_int8_dot_matches_cpu_and_reference(qtype, n):
-    """The GPU's integer dot of each weight type (unpacked codes, dp4a, per-piece float terms, the
-    warp's lane split and sum), executed on the CPU: within float32 rounding of the float64 dot
-    of the dequantized weights with the int8-rounded activations, and of the CPU engine."""
+@pytest.mark.parametrize("reader", READERS, ids=reader_id)
+def test_gpu_int8_dot_matches_cpu_and_reference(reader, n):
+    """The GPU's integer dot of each weight type and row layout (unpacked codes, dp4a, per-piece
+    float terms, the warp's lane split and sum), executed on the CPU: within float32 rounding of
+    the float64 dot of the dequantized weights with the int8-rounded activations, and of the CPU
+    engine."""
+    qtype, grouped = reader
     rng = np.random.default_rng(2200 + int(qtype) + n)
     blocks = n // 32
     rtol = 2 * (blocks + 8) * 2.0**-24  # per-block float terms summed in two different orders
@@ -129,7 +179,7 @@ def test_gpu_int8_dot_matches_cpu_and_reference(qtype, n):
     for w_raw in weight_rows(rng, qtype, n):
         w = reference_dequant(qtype, w_raw).astype(np.float64)
         for x in act_rows(rng, n):
-            got = _cuda.int8_dot_host(int(qtype), w_raw, x)
+            got = _cuda.int8_dot_host(*device_row(qtype, w_raw, n, grouped), x)
             want, xq = dot_with_quantized_act(qtype, w, x)
             magnitude = float(np.dot(np.abs(w), np.abs(xq))) + 1e-30
             assert abs(got - want) <= 1e-5 * magnitude, (qtype.name, got, want, magnitude)
@@ -144,37 +194,43 @@ def test_gpu_int8_dot_detects_element_order():
     """A one-hot activation picks out one weight: catches a nibble, half or sub-block swap that
     random rows could average away."""
     rng = np.random.default_rng(7)
-    for qtype in QUANTIZED:
+    for qtype, grouped in READERS:
         n = 512
         w_raw = weight_rows(rng, qtype, n)[0]
         w = reference_dequant(qtype, w_raw)
+        type_id, row = device_row(qtype, w_raw, n, grouped)
         for k in (0, 1, 15, 16, 17, 31, 32, 63, 64, 100, 128, 200, 255, 256 + 37, 511):
             x = np.zeros(n, np.float32)
             x[k] = 1.0
-            got = _cuda.int8_dot_host(int(qtype), w_raw, x)
-            assert got == pytest.approx(float(w[k]), rel=1e-6, abs=1e-30), (qtype.name, k)
+            got = _cuda.int8_dot_host(type_id, row, x)
+            assert got == pytest.approx(float(w[k]), rel=1e-6, abs=1e-30), (reader_id((qtype, grouped)), k)
 
 
 @needs_module
 @pytest.mark.parametrize("n_tokens", [1, 11], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
-@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_gemv_block_code_on_host_equals_the_lane_dots(qtype, n_tokens):
+@pytest.mark.parametrize("reader", READERS, ids=reader_id)
+def test_gemv_block_code_on_host_equals_the_lane_dots(reader, n_tokens):
     """The int8 GEMV's block code (csrc/cuda/gemv_rows.cuh: row groups of the type's shape, a
     partial last group, token tiles, the warps' sums meeting in shared memory), run on 128 host
     threads a block, gives each (row, token) the bits of int8_dot_host, which the tests above hold
     to numpy and the CPU engine; its SwiGLU form gives
     silu(gate) * up of those dots."""
+    qtype, grouped = reader
     rng = np.random.default_rng(2700 + int(qtype) + n_tokens)
     n = 1024
     rows = [r for _ in range(2) for r in weight_rows(rng, qtype, n)][:7]
     up = [r for _ in range(2) for r in weight_rows(rng, qtype, n)][:7]
     x = _token_rows(rng, n, n_tokens)
-    y = _cuda.gemv_host(int(qtype), np.concatenate(rows), None, len(rows), x)
-    dots = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in rows] for xt in x], np.float32)
+    type_id, w = device_rows(qtype, rows, n, grouped)
+    _, w_up = device_rows(qtype, up, n, grouped)
+    y = _cuda.gemv_host(type_id, w, None, len(rows), x)
+    dots = np.array([[_cuda.int8_dot_host(*device_row(qtype, r, n, grouped), xt) for r in rows] for xt in x],
+                    np.float32)
     bad = np.argwhere(y.view(np.uint32) != dots.view(np.uint32))
-    assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}"
-    fused = _cuda.gemv_host(int(qtype), np.concatenate(rows), np.concatenate(up), len(rows), x)
-    up_dots = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in up] for xt in x], np.float32)
+    assert bad.size == 0, f"{reader_id(reader)}: (token, row) {bad[:5].tolist()}"
+    fused = _cuda.gemv_host(type_id, w, w_up, len(rows), x)
+    up_dots = np.array([[_cuda.int8_dot_host(*device_row(qtype, r, n, grouped), xt) for r in up] for xt in x],
+                       np.float32)
     g = dots.astype(np.float64)
     with np.errstate(over="ignore"):  # exp(-g) of a large negative g is inf: silu is -0 there
         want = g / (1 + np.exp(-g)) * up_dots
@@ -183,18 +239,19 @@ def test_gemv_block_code_on_host_equals_the_lane_dots(qtype, n_tokens):
 
 @needs_module
 @pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
-@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(qtype, n_tokens):
+@pytest.mark.parametrize("reader", READERS, ids=reader_id)
+def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(reader, n_tokens):
     """The tensor-core prefill tiles (csrc/cuda/mma_tiles.cuh), run on 32 host threads a warp with
     the MMA rebuilt from the PTX fragment layout: every (row, token) equals the CPU's scalar vec_dot
     bit for bit (70 rows: two full 32-row warps and a partial one). Checks all the tiles' lane
     bookkeeping (fragments, shuffled scales, integer and float sums, stores) without a GPU; the
     GPU test below checks the hardware against the same reference."""
+    qtype, grouped = reader
     rng = np.random.default_rng(2600 + int(qtype) + n_tokens)
     n = 512
     rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
     x = _token_rows(rng, n, n_tokens)
-    y = _cuda.mma_matmul_host(int(qtype), np.concatenate(rows), len(rows), x)
+    y = _cuda.mma_matmul_host(*device_rows(qtype, rows, n, grouped), len(rows), x)
     assert y.shape == (n_tokens, len(rows))
     want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
@@ -319,25 +376,35 @@ def test_empty_attention_splits_change_no_bit(first_pos):
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-def host_engine(path, n_ctx):
-    """The CUDA engine's forward step executed on the host (device -1: host memory, the kernels'
-    warp and block code on host threads; csrc/cuda/host_backend.cu)."""
+def cuda_engine(path, n_ctx, device, grouped_rows=False):
+    """The CUDA engine (edgellama._cuda.CudaLlamaModel) on `device`; -1 executes its forward step
+    on the host (host memory, the kernels' warp and block code on host threads;
+    csrc/cuda/host_backend.cu)."""
     model = Llama(str(path), n_ctx=n_ctx, device="cpu").model
-    return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, 1, -1)
+    return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, 1, device,
+                                grouped_rows=grouped_rows)
+
+
+def host_engine(path, n_ctx, grouped_rows=False):
+    return cuda_engine(path, n_ctx, -1, grouped_rows)
 
 
 @needs_module
 @pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "head_dim128-Q8_0", "untied-Q4_K-Q6_K_output",
-                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32"])
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32", "grouped-mixed-Q4_0-Q8_0-F16-Q6_K",
+                                  "grouped-Q8_0-256"])
 def test_engine_step_on_the_host_matches_reference(case_files, case):
     """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
     RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
-    GPU bound of the reference, and truncate/reset rewind it."""
-    path = case_files[case]
+    GPU bound of the reference, and truncate/reset rewind it. "grouped-" cases upload Q4_0 / Q8_0
+    rows grouped (the embedding too, whose rows the grouped decoder then looks up)."""
+    grouped = case.startswith("grouped-")
+    path = case_files[case.removeprefix("grouped-")]
     seq = PROMPT + DECODE
     ref, _, tol = gpu_tolerance(path, seq)
-    engine = host_engine(path, 64)
+    engine = host_engine(path, 64, grouped)
     assert "host execution" in engine.device_name
+    assert engine.grouped_rows == grouped
     n = len(PROMPT)
     got = engine.forward(np.array(PROMPT, np.int32), True)
     assert got.shape == (n, ref.shape[1])
@@ -355,13 +422,14 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
 
 
 @needs_module
-@pytest.mark.parametrize("case", ["Q4_0", "Q4_K"])
+@pytest.mark.parametrize("case", ["Q4_0", "Q4_K", "grouped-mixed-Q4_0-Q8_0-F16-Q6_K"])
 def test_engine_tensor_core_prefill_on_the_host_matches_reference(case_files, case):
     """A 20-token prompt takes the tensor-core tiles (from 16 tokens) inside the engine's step."""
-    path = case_files[case]
+    grouped = case.startswith("grouped-")
+    path = case_files[case.removeprefix("grouped-")]
     ids = [int(t) for t in np.random.default_rng(11).integers(0, 300, 20)]
     ref, _, tol = gpu_tolerance(path, ids)
-    engine = host_engine(path, 32)
+    engine = host_engine(path, 32, grouped)
     assert engine.tensor_cores
     assert_logits_close(engine.forward(np.array(ids, np.int32), True), ref, tol, f"{case} host-run MMA prefill")
 
@@ -402,7 +470,8 @@ def test_unknown_device_is_rejected(tmp_path):
 
 # ---------------------------------------------------------------- on a GPU
 
-GPU_CASES = FORWARD_CASES  # every weight type and shape the CPU engine is tested with
+# Every weight type and shape the CPU engine is tested with, and Q8_0 in rows that can be grouped.
+GPU_CASES = {**FORWARD_CASES, "Q8_0-256": dict(weight_type="Q8_0", n_embd=256, n_head=4, n_head_kv=2, n_ff=512)}
 
 
 @pytest.fixture(scope="module")
@@ -437,6 +506,23 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
 
 
 @needs_gpu
+@pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K", "Q8_0-256"])
+def test_gpu_grouped_rows_match_reference(case_files, case):
+    """Q4_0 / Q8_0 uploaded in grouped rows (the GEMV's 16-byte loads, the tensor-core and
+    embedding readers of that layout): a 20-token prefill (tensor cores) and decode steps within
+    the reference's bound."""
+    path = case_files[case]
+    ids = [int(t) for t in np.random.default_rng(13).integers(0, 300, 20)] + DECODE
+    ref, _, tol = gpu_tolerance(path, ids)
+    gpu = cuda_engine(path, 64, 0, grouped_rows=True)
+    assert gpu.grouped_rows
+    assert_logits_close(gpu.forward(np.array(ids[:20], np.int32), True), ref[:20], tol[:20], f"{case} grouped prefill")
+    for i, tok in enumerate(DECODE):
+        step = gpu.forward(np.array([tok], np.int32), False)
+        assert_logits_close(step[None], ref[20 + i:21 + i], tol[20 + i:21 + i], f"{case} grouped decode {i}")
+
+
+@needs_gpu
 def test_gpu_truncate_reset_and_long_prefill(case_files):
     """truncate/reset rewind the device cache; a prompt longer than one internal batch (256) and
     the position-split attention of long contexts stay within the reference's bound. (Prefill and
@@ -460,36 +546,39 @@ def test_gpu_truncate_reset_and_long_prefill(case_files):
 
 @needs_gpu
 @pytest.mark.parametrize("n_tokens", [1, 8, 11, 40], ids=lambda n: f"{n}tok")  # 11: a full tile, then a partial one
-@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_gpu_int8_matmul_equals_its_host_execution_bitwise(qtype, n_tokens):
+@pytest.mark.parametrize("reader", READERS, ids=reader_id)
+def test_gpu_int8_matmul_equals_its_host_execution_bitwise(reader, n_tokens):
     """The device kernels (activation quantization, dp4a dots, split over warps and summed, tiles of tokens)
     give exactly the bits of the same code run on the CPU, which the no-GPU tests check against
     numpy and the CPU engine: a mismatch here is a device-only fault (intrinsics, alignment,
     indexing), told apart from an arithmetic one. (Tensor cores off: they sum differently.)"""
+    qtype, grouped = reader
     rng = np.random.default_rng(2300 + int(qtype) + n_tokens)
     n = 4352  # several pieces a lane and a ragged last round
     rows = weight_rows(rng, qtype, n)
     x = _token_rows(rng, n, n_tokens)
-    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, tensor_cores=False)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, tensor_cores=False, grouped_rows=grouped)
     assert y.shape == (n_tokens, len(rows))
-    want = np.array([[_cuda.int8_dot_host(int(qtype), r, xt) for r in rows] for xt in x], np.float32)
+    want = np.array([[_cuda.int8_dot_host(*device_row(qtype, r, n, grouped), xt) for r in rows] for xt in x],
+                    np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
 
 
 @needs_gpu
 @pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
-@pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(qtype, n_tokens):
+@pytest.mark.parametrize("reader", READERS, ids=reader_id)
+def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(reader, n_tokens):
     """Prefill on int8 tensor cores: each MMA gives a block's (K-quants: a sub-block's) exact
     integer sums, combined and scaled in the CPU's expressions block by block (super-block by
     super-block), so every (row, token) must equal the CPU's scalar vec_dot bit for bit (rows: two
     32-row tiles and a partial one)."""
+    qtype, grouped = reader
     rng = np.random.default_rng(2500 + int(qtype) + n_tokens)
     n = 1024
     rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
     x = _token_rows(rng, n, n_tokens)
-    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x)
+    y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, grouped_rows=grouped)
     want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
@@ -531,6 +620,7 @@ def test_gpu_matmul_timing_probe():
     rows = np.tile(w, 64)
     seconds = _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5)
     assert 0 < seconds < 1
+    assert 0 < _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5, grouped_rows=True) < 1
     with pytest.raises(Exception, match="bad weight type or shape"):
         _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096 + 32, n_tokens=1, repeats=5)
 

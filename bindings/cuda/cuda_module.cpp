@@ -12,6 +12,7 @@
 #include <string>
 #include <tuple>
 
+#include "csrc/cuda/grouped_rows.h"
 #include "csrc/cuda/host_decode.h"
 #include "csrc/cuda/llama_cuda_model.h"
 #include "bindings/model_args.h"
@@ -30,11 +31,11 @@ struct alignas(16) uint4_words {
 };
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
-                                           int n_threads, int device) {
+                                           int n_threads, int device, bool grouped_rows) {
     LlamaConfig c = config_from_dict(config);
     LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
     py::gil_scoped_release release;  // the upload copies gigabytes
-    return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device);
+    return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, grouped_rows);
 }
 
 // Rows are copied into 16-byte aligned buffers, as device rows are, before the GPU code reads them.
@@ -65,7 +66,7 @@ float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c
 
 py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                               int64_t cols, const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
-                              bool tensor_cores) {
+                              bool tensor_cores, bool grouped_rows) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
     if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("x must be (n_tokens, cols)");
     const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
@@ -74,7 +75,8 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     float* out = y.mutable_data();
     {
         py::gil_scoped_release release;
-        cuda::run_matmul(type, weight.data(), rows, cols, row_bytes, x.data(), n_tokens, out, tensor_cores);
+        cuda::run_matmul(type, weight.data(), rows, cols, row_bytes, x.data(), n_tokens, out, tensor_cores,
+                         grouped_rows);
     }
     return y;
 }
@@ -202,11 +204,21 @@ py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::
 }
 
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
-                   int64_t n_tokens, int repeats, bool tensor_cores, int gemv_shape) {
+                   int64_t n_tokens, int repeats, bool tensor_cores, int gemv_shape, bool grouped_rows) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
     const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
     py::gil_scoped_release release;
-    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores, gemv_shape);
+    return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores, gemv_shape,
+                             grouped_rows);
+}
+
+// (device type, rows regrouped) of `rows` GGUF rows of `type` and `cols` elements.
+py::tuple group_rows_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
+                          int64_t cols) {
+    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    py::array_t<uint8_t> out(weight.size());
+    cuda::group_rows(type, cols, weight.data(), out.mutable_data(), rows, static_cast<size_t>(weight.size() / rows));
+    return py::make_tuple(cuda::grouped_type(type, cols), out);
 }
 
 py::tuple device_count() {
@@ -243,8 +255,11 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
           "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
-          py::arg("x"), py::arg("tensor_cores") = true,
+          py::arg("x"), py::arg("tensor_cores") = true, py::arg("grouped_rows") = false,
           "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+    m.def("group_rows_host", &b::group_rows_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"),
+          py::arg("cols"),
+          "(device type id, bytes): GGUF rows regrouped as the GPU keeps them when uploaded with grouped_rows.");
     m.def("rms_norm_host", &b::rms_norm_host, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("q8_32"),
           py::arg("q8_256"), "The GPU's RMSNorm block code (with its fused quantization) run on CPU threads (for tests).");
     m.def("rope_store_host", &b::rope_store_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_head"),
@@ -263,14 +278,16 @@ PYBIND11_MODULE(_cuda, m) {
           "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true, py::arg("gemv_shape") = -1,
+          py::arg("grouped_rows") = false,
           "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks; gemv_shape >= 0: "
-          "one token's product by that GEMV block shape (gemv_probe_shapes()).");
+          "one token's product by that GEMV block shape (gemv_probe_shapes()); grouped_rows: the matrix uploaded "
+          "grouped where its type allows.");
     m.def("gemv_probe_shapes", &edgellama::cuda::gemv_probe_shapes,
           "Names of the int8 GEMV block shapes time_matmul(gemv_shape=i) compares (Q4_0, Q8_0, Q4_K, Q6_K).");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
-             py::arg("device") = 0)
+             py::arg("device") = 0, py::arg("grouped_rows") = false)
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
@@ -281,6 +298,8 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly("device_name", &CudaLlamaModel::device_name)
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
+        .def_property_readonly("grouped_rows", &CudaLlamaModel::grouped_rows,
+                               "Q4_0 / Q8_0 rows uploaded regrouped for 16-byte loads (constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });

@@ -10,7 +10,8 @@
 // Alignment: cudaMalloc returns 256-byte aligned rows' bases and each matrix is its own
 // allocation, so a block starts at row_base + k * block_bytes: 16-byte aligned for Q4_K (144)
 // and Q5_K (176), 8-byte for Q5_1 (24), 4-byte for Q4_1 (20), only 2-byte aligned for Q4_0 (18),
-// Q5_0 (22), Q8_0 (34) and Q6_K (210). Loads are as wide as that allows.
+// Q5_0 (22), Q8_0 (34) and Q6_K (210). Loads are as wide as that allows. Q4_0 and Q8_0 rows may
+// also be uploaded grouped (grouped_rows.h): every block's codes 16-byte aligned.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -19,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "csrc/cuda/grouped_rows.h"
 #include "quantize/block_formats.h"
 
 namespace edgellama::cuda {
@@ -103,24 +105,54 @@ struct FmtBF16 {
     }
 };
 
-// value = d * (q - 8); byte j: element j (low nibble), element j + 16 (high nibble).
+// Block p of a grouped row (grouped_rows.h) whose blocks hold kCodeBytes bytes of codes after
+// their f16 scale: its codes (16-byte aligned in a 16-byte aligned row) and its scale.
+template <int kCodeBytes>
+struct GroupedBlock32 {
+    static constexpr int kGroupBytes = kBlocksPerGroup * (kCodeBytes + 2);
+    EDGELLAMA_HD static const uint8_t* codes(const uint8_t* row, int64_t p) {
+        return row + (p / kBlocksPerGroup) * kGroupBytes + (p % kBlocksPerGroup) * kCodeBytes;
+    }
+    EDGELLAMA_HD static float scale(const uint8_t* row, int64_t p) {
+        const auto* d = reinterpret_cast<const uint16_t*>(row + (p / kBlocksPerGroup) * kGroupBytes +
+                                                          kBlocksPerGroup * kCodeBytes);
+        return half_bits_to_float(load_ro(d + p % kBlocksPerGroup));
+    }
+};
+using GroupedQ4_0 = GroupedBlock32<sizeof(BlockQ4_0::qs)>;
+using GroupedQ8_0 = GroupedBlock32<sizeof(BlockQ8_0::qs)>;
+
+// value = d * (q - 8); byte j: element j (low nibble), element j + 16 (high nibble). qs: 2-byte
+// aligned.
+template <class F>
+EDGELLAMA_HD void visit_q4_0_block(float d, const uint8_t* qs, F&& f) {
+    const auto* q16 = reinterpret_cast<const uint16_t*>(qs);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const uint32_t v = load_ro(q16 + j);
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const int byte = static_cast<int>((v >> (8 * k)) & 0xffu);
+            f(2 * j + k, d * static_cast<float>((byte & 15) - 8));
+            f(2 * j + k + 16, d * static_cast<float>((byte >> 4) - 8));
+        }
+    }
+}
+
 struct FmtQ4_0 {
     static constexpr int kPiece = kQK32;
     template <class F>
     EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
         const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + p;
-        const float d = half_bits_to_float(load_ro(&b->d));
-        const auto* q16 = reinterpret_cast<const uint16_t*>(b->qs);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const uint32_t v = load_ro(q16 + j);
-#pragma unroll
-            for (int k = 0; k < 2; ++k) {
-                const int byte = static_cast<int>((v >> (8 * k)) & 0xffu);
-                f(2 * j + k, d * static_cast<float>((byte & 15) - 8));
-                f(2 * j + k + 16, d * static_cast<float>((byte >> 4) - 8));
-            }
-        }
+        visit_q4_0_block(half_bits_to_float(load_ro(&b->d)), b->qs, f);
+    }
+};
+
+struct FmtQ4_0Grouped {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        visit_q4_0_block(GroupedQ4_0::scale(row, p), GroupedQ4_0::codes(row, p), f);
     }
 };
 
@@ -203,20 +235,32 @@ struct Fmt5Bit {
 using FmtQ5_0 = Fmt5Bit<BlockQ5_0, false>;
 using FmtQ5_1 = Fmt5Bit<BlockQ5_1, true>;
 
-// value = d * qs[i].
+// value = d * qs[i]; qs: 2-byte aligned.
+template <class F>
+EDGELLAMA_HD void visit_q8_0_block(float d, const uint8_t* qs, F&& f) {
+    const auto* q16 = reinterpret_cast<const uint16_t*>(qs);
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const uint32_t v = load_ro(q16 + j);
+        f(2 * j, d * static_cast<float>(static_cast<int8_t>(v & 0xffu)));
+        f(2 * j + 1, d * static_cast<float>(static_cast<int8_t>(v >> 8)));
+    }
+}
+
 struct FmtQ8_0 {
     static constexpr int kPiece = kQK32;
     template <class F>
     EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
         const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + p;
-        const float d = half_bits_to_float(load_ro(&b->d));
-        const auto* q16 = reinterpret_cast<const uint16_t*>(b->qs);
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            const uint32_t v = load_ro(q16 + j);
-            f(2 * j, d * static_cast<float>(static_cast<int8_t>(v & 0xffu)));
-            f(2 * j + 1, d * static_cast<float>(static_cast<int8_t>(v >> 8)));
-        }
+        visit_q8_0_block(half_bits_to_float(load_ro(&b->d)), reinterpret_cast<const uint8_t*>(b->qs), f);
+    }
+};
+
+struct FmtQ8_0Grouped {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        visit_q8_0_block(GroupedQ8_0::scale(row, p), GroupedQ8_0::codes(row, p), f);
     }
 };
 
@@ -311,7 +355,8 @@ struct FmtQ6_K {
     }
 };
 
-// Calls fn(Fmt{}) for the format of a GGUF type id; returns false for a type we do not run.
+// Calls fn(Fmt{}) for the format of a device weight type (a GGUF type id or a grouped layout:
+// grouped_rows.h); returns false for a type we do not run.
 template <class Fn>
 bool dispatch_format(int32_t type, Fn&& fn) {
     switch (type) {
@@ -326,6 +371,8 @@ bool dispatch_format(int32_t type, Fn&& fn) {
         case 13: fn(FmtQ5_K{}); return true;
         case 14: fn(FmtQ6_K{}); return true;
         case 30: fn(FmtBF16{}); return true;
+        case kDeviceQ4_0Grouped: fn(FmtQ4_0Grouped{}); return true;
+        case kDeviceQ8_0Grouped: fn(FmtQ8_0Grouped{}); return true;
         default: return false;
     }
 }

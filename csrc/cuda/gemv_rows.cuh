@@ -50,6 +50,12 @@ template <>
 struct GemvLaunchShapeOf<Int8KQuantWide<BlockQ4_K, false>> {
     using type = GemvShape<1, 2>;
 };
+// Grouped Q4_0 / Q8_0 (a lane a block): not yet measured; a warp a row group keeps a lane's
+// blocks of a 4096-wide row at four.
+template <class Grouped, bool kNibbles>
+struct GemvLaunchShapeOf<Int8Block32Wide<Grouped, kNibbles>> {
+    using type = GemvShape<1, 2>;
+};
 template <class Q>
 using GemvLaunchShape = typename GemvLaunchShapeOf<Q>::type;
 

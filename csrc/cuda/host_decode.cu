@@ -202,8 +202,9 @@ std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows,
                                        int64_t n_rows, size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols,
                                        bool use_mma) {
     if (!dispatch_int8_format(weight_type, [](auto) {})) not_quantized(weight_type);
-    const TypeTraits& traits = type_traits(weight_type);
-    if (cols <= 0 || cols % traits.block_size != 0 || row_bytes != weight_row_bytes(weight_type, cols)) {
+    const TypeTraits& traits = type_traits(gguf_type_of(weight_type));
+    if (cols <= 0 || cols % traits.block_size != 0 || row_bytes != weight_row_bytes(gguf_type_of(weight_type), cols) ||
+        (weight_type != gguf_type_of(weight_type) && grouped_type(gguf_type_of(weight_type), cols) != weight_type)) {
         throw std::invalid_argument("rows of " + std::to_string(row_bytes) + " bytes are not " + std::to_string(cols) +
                                     " elements of type " + traits.name);
     }

@@ -1,5 +1,6 @@
 // Host execution of the GPU's weight decoders and integer dot products (formats.cuh,
-// int8_dot.cuh), for tests on machines without a GPU.
+// int8_dot.cuh), for tests on machines without a GPU. Weight types are device weight types: GGUF
+// ids, or grouped layouts with rows regrouped by group_rows (grouped_rows.h).
 #pragma once
 
 #include <cuda_fp16.h>

@@ -206,6 +206,91 @@ struct Int8Q8_0 : Block32Int8<false> {
     }
 };
 
+// Q4_0 and Q8_0 in grouped rows (grouped_rows.h), for the tensor-core tiles: the lanes and codes of
+// Int8Q4_0 / Int8Q8_0, each word of codes one 4-byte load.
+struct Int8Q4_0Grouped : Block32Int8<false> {
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
+        Codes c;
+        c.d = GroupedQ4_0::scale(row, p);
+        c.m = 0.0f;
+        const auto* words = reinterpret_cast<const uint32_t*>(GroupedQ4_0::codes(row, p));
+        unpack_nibble_word<false>(load_ro(words + j), j, 0, 8, c);
+        return c;
+    }
+};
+
+struct Int8Q8_0Grouped : Block32Int8<false> {
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
+        const auto* words = reinterpret_cast<const uint32_t*>(GroupedQ8_0::codes(row, p));
+        Codes c;
+        c.d = GroupedQ8_0::scale(row, p);
+        c.m = 0.0f;
+        c.lo = load_ro(words + j);
+        c.hi = load_ro(words + 4 + j);
+        return c;
+    }
+};
+
+// The GEMV's readers of grouped Q4_0 / Q8_0: a lane a block, its codes in one (Q4_0) or two (Q8_0)
+// 16-byte loads and the activation block's in two, so a warp's loads of a step are 512 (1024)
+// contiguous bytes of codes. The block's integer sum is complete before it is scaled, d_w * d_a *
+// isum, as quant_32.cpp's vec_dot computes a block.
+template <class Grouped, bool kNibbles>
+struct Int8Block32Wide {
+    static constexpr int kCodeWords = kNibbles ? 4 : 8;
+    struct Codes {
+        uint32_t q[kCodeWords];
+        float d;
+    };
+    struct Slice {
+        int a[8];
+        float d;
+    };
+    using ActRow = ActRow32;
+    static constexpr int kPiece = kQK32;
+    static constexpr int kLanes = 1;
+    static constexpr int kInFlight = 4;
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int) {
+        const uint8_t* codes = Grouped::codes(row, p);
+        Codes c;
+#pragma unroll
+        for (int h = 0; h < kCodeWords / 4; ++h) {
+            const uint4 v = load_u128(codes + 16 * h);
+            c.q[4 * h] = v.x, c.q[4 * h + 1] = v.y, c.q[4 * h + 2] = v.z, c.q[4 * h + 3] = v.w;
+        }
+        c.d = Grouped::scale(row, p);
+        return c;
+    }
+    EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int) {
+        const auto* codes = reinterpret_cast<const uint8_t*>(a.qs + 8 * p);  // 16-byte aligned blocks
+        const uint4 lo = load_u128(codes), hi = load_u128(codes + 16);
+        Slice s;
+        s.a[0] = static_cast<int>(lo.x), s.a[1] = static_cast<int>(lo.y);
+        s.a[2] = static_cast<int>(lo.z), s.a[3] = static_cast<int>(lo.w);
+        s.a[4] = static_cast<int>(hi.x), s.a[5] = static_cast<int>(hi.y);
+        s.a[6] = static_cast<int>(hi.z), s.a[7] = static_cast<int>(hi.w);
+        s.d = load_ro(a.d + p);
+        return s;
+    }
+    EDGELLAMA_HD static float dot(const Codes& c, const Slice& s, int) {
+        int isum = 0;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            if constexpr (kNibbles) {  // word k: elements 4k.. (low nibbles) and 16 + 4k.. (high)
+                isum = dp4a(static_cast<int>(sub_bytes(c.q[k] & 0x0f0f0f0fu, 8)), s.a[k], isum);
+                isum = dp4a(static_cast<int>(sub_bytes((c.q[k] >> 4) & 0x0f0f0f0fu, 8)), s.a[4 + k], isum);
+            } else {
+                isum = dp4a(static_cast<int>(c.q[k]), s.a[k], isum);
+                isum = dp4a(static_cast<int>(c.q[4 + k]), s.a[4 + k], isum);
+            }
+        }
+        return mul_rn(mul_rn(c.d, s.d), static_cast<float>(isum));
+    }
+};
+
+using Int8Q4_0GroupedWide = Int8Block32Wide<GroupedQ4_0, true>;
+using Int8Q8_0GroupedWide = Int8Block32Wide<GroupedQ8_0, false>;
+
 // ---------------------------------------------------------------- K-quants
 
 // Q4_K / Q5_K piece p: chunk c = p % 4 of super-block p / 4 (sub-blocks 2c and 2c + 1), eight
@@ -434,8 +519,9 @@ struct Int8Q6_K {
     }
 };
 
-// Calls fn(Int8Fmt{}) for a quantized GGUF type id; false for float types and unknown ids. These
-// readers give the tensor-core tiles their fragments (mma_tiles.cuh).
+// Calls fn(Int8Fmt{}) for a quantized device weight type (a GGUF type id or a grouped layout:
+// grouped_rows.h); false for float types and unknown ids. These readers give the tensor-core tiles
+// their fragments (mma_tiles.cuh).
 template <class Fn>
 bool dispatch_int8_format(int32_t type, Fn&& fn) {
     switch (type) {
@@ -447,12 +533,14 @@ bool dispatch_int8_format(int32_t type, Fn&& fn) {
         case 12: fn(Int8Q4_K{}); return true;
         case 13: fn(Int8Q5_K{}); return true;
         case 14: fn(Int8Q6_K{}); return true;
+        case kDeviceQ4_0Grouped: fn(Int8Q4_0Grouped{}); return true;
+        case kDeviceQ8_0Grouped: fn(Int8Q8_0Grouped{}); return true;
         default: return false;
     }
 }
 
-// The reader the GEMV (gemv_rows.cuh) takes for a tensor-core reader: the same, but the wide one
-// for Q4_K / Q5_K.
+// The reader the GEMV (gemv_rows.cuh) takes for a tensor-core reader: the same, but the wide ones
+// for Q4_K / Q5_K and grouped Q4_0 / Q8_0.
 template <class Q>
 struct GemvReaderOf {
     using type = Q;
@@ -460,6 +548,14 @@ struct GemvReaderOf {
 template <class Block, bool kHighBit>
 struct GemvReaderOf<Int8KQuant<Block, kHighBit>> {
     using type = Int8KQuantWide<Block, kHighBit>;
+};
+template <>
+struct GemvReaderOf<Int8Q4_0Grouped> {
+    using type = Int8Q4_0GroupedWide;
+};
+template <>
+struct GemvReaderOf<Int8Q8_0Grouped> {
+    using type = Int8Q8_0GroupedWide;
 };
 
 // dispatch_int8_format with the GEMV's readers.

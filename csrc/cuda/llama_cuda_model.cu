@@ -13,6 +13,7 @@
 
 #include "csrc/cuda/backend.h"
 #include "csrc/cuda/common.cuh"
+#include "csrc/cuda/grouped_rows.h"
 #include "csrc/cuda/ops.h"
 
 namespace edgellama::cuda {
@@ -76,6 +77,7 @@ struct CudaLlamaModel::Impl {
     std::vector<uint8_t> step_host;     // its host copy
     bool use_graphs = true;
     bool use_mma = true;  // prefill on int8 tensor cores where it applies (gemm_mma.cu)
+    bool grouped_rows = false;  // Q4_0 / Q8_0 uploaded in grouped rows (grouped_rows.h)
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
@@ -98,15 +100,36 @@ struct CudaLlamaModel::Impl {
         const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
         owned.emplace_back();
         allocate(owned.back(), bytes, "weight '" + name + "'");
-        backend->to_device(owned.back().get(), w.data, bytes, ("upload of " + name).c_str());
+        const int32_t device_type = grouped_rows ? grouped_type(w.type, w.cols) : w.type;
+        if (device_type == w.type) {
+            backend->to_device(owned.back().get(), w.data, bytes, ("upload of " + name).c_str());
+        } else {
+            upload_grouped(w, owned.back().as<uint8_t>(), name);
+        }
         weight_bytes += bytes;
         DeviceMatrix d;
         d.data = owned.back().as<uint8_t>();
-        d.type = w.type;
+        d.type = device_type;
         d.rows = w.rows;
         d.cols = w.cols;
         d.row_bytes = w.row_bytes;
         return d;
+    }
+
+    // The rows of w regrouped (grouped_rows.h) into dst, a few MiB of rows at a time through a
+    // host buffer (the copy of pageable memory is staged before to_device returns).
+    void upload_grouped(const WeightMatrix& w, uint8_t* dst, const std::string& name) {
+        constexpr size_t kChunkBytes = size_t(8) << 20;
+        const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kChunkBytes / w.row_bytes));
+        std::vector<uint8_t> staging(static_cast<size_t>(std::min(chunk_rows, w.rows)) * w.row_bytes);
+        for (int64_t r = 0; r < w.rows; r += chunk_rows) {
+            const int64_t n = std::min(chunk_rows, w.rows - r);
+            const size_t offset = static_cast<size_t>(r) * w.row_bytes;
+            group_rows(w.type, w.cols, w.data + offset, staging.data(), n, w.row_bytes);
+            backend->to_device(dst + offset, staging.data(), static_cast<size_t>(n) * w.row_bytes,
+                               ("upload of " + name).c_str());
+        }
+        backend->synchronize();  // before `staging` goes (the host backend copies at once; this is cheap)
     }
 
     const float* upload_vector(const float* v, int64_t n, const std::string& name) {
@@ -228,7 +251,7 @@ struct CudaLlamaModel::Impl {
         bool q8_32 = false;
         bool q8_256 = false;
         void add(const DeviceMatrix& w) {
-            const ActFormat format = type_traits(w.type).act_format;
+            const ActFormat format = type_traits(gguf_type_of(w.type)).act_format;
             q8_32 |= format == ActFormat::Q8_32;
             q8_256 |= format == ActFormat::Q8_256;
         }
@@ -358,7 +381,7 @@ struct CudaLlamaModel::Impl {
 };
 
 CudaLlamaModel::CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx,
-                               int n_threads, int device)
+                               int n_threads, int device, bool grouped_rows)
     : impl_(std::make_unique<Impl>()) {
     if (n_ctx < 1) throw std::invalid_argument("n_ctx must be at least 1");
     Impl& m = *impl_;
@@ -366,6 +389,7 @@ CudaLlamaModel::CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& ho
     m.n_ctx = n_ctx;
     m.n_threads = n_threads;
     m.device = device;
+    m.grouped_rows = grouped_rows;
     m.validate(host_weights);
     m.backend = device < 0 ? make_host_backend() : make_device_backend(device);
     m.upload(host_weights);
@@ -412,6 +436,7 @@ std::string CudaLlamaModel::device_name() const {
 }
 bool CudaLlamaModel::cuda_graphs() const { return impl_->use_graphs; }
 void CudaLlamaModel::set_cuda_graphs(bool enabled) { impl_->use_graphs = enabled; }
+bool CudaLlamaModel::grouped_rows() const { return impl_->grouped_rows; }
 bool CudaLlamaModel::tensor_cores() const { return impl_->use_mma; }
 void CudaLlamaModel::set_tensor_cores(bool enabled) { impl_->use_mma = enabled; }
 

@@ -27,8 +27,10 @@ double measure_copy_bandwidth(size_t bytes, int repeats);
 // y[t][r] = row r of a weight matrix (`rows` rows of `cols` elements of GGUF type `type`, row_bytes
 // each, in host memory) dotted with host_x[t] (n_tokens rows of cols floats), by the model's
 // matmul kernels on `device` (csrc/cuda/matmul_probe.cu). For tests.
+// grouped_rows: the matrix is uploaded grouped where its type and width allow (grouped_rows.h).
 void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma = true, int device = 0);
+                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma = true, bool grouped_rows = false,
+                int device = 0);
 
 // Seconds per product y = W x of one weight matrix (`rows` rows of `cols` elements of GGUF type
 // `type`, row_bytes each, given in host memory) with n_tokens input rows, averaged over `repeats`
@@ -36,7 +38,8 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 // (csrc/cuda/matmul_probe.cu). For benchmarks: the kernels' own speed, without a step's other costs.
 // gemv_shape >= 0 times one token's product by that GEMV block shape instead (gemv_probe_shapes()).
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, bool use_mma = true, int gemv_shape = -1, int device = 0);
+                   int64_t n_tokens, int repeats, bool use_mma = true, int gemv_shape = -1, bool grouped_rows = false,
+                   int device = 0);
 
 // The names of the GEMV block shapes time_matmul can compare, by index.
 std::vector<std::string> gemv_probe_shapes();
@@ -45,10 +48,13 @@ class CudaLlamaModel {
 public:
     // host_weights point at host memory (the mapped file); they are copied to `device` here and not
     // used afterwards; device -1 runs the same step on the host (backend.h; slow, for tests).
+    // grouped_rows: Q4_0 and Q8_0 matrices whose rows are a multiple of 256 elements are uploaded
+    // regrouped for 16-byte loads (grouped_rows.h; same bytes, results equal up to the order of
+    // float additions in the GEMV).
     // Throws std::invalid_argument for bad shapes or a type the GPU does not run,
     // OutOfMemoryError naming the buffer that did not fit, CudaError for other CUDA failures.
     CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx, int n_threads,
-                   int device = 0);
+                   int device = 0, bool grouped_rows = false);
     ~CudaLlamaModel();
     CudaLlamaModel(const CudaLlamaModel&) = delete;
     CudaLlamaModel& operator=(const CudaLlamaModel&) = delete;
@@ -71,6 +77,7 @@ public:
     void set_cuda_graphs(bool enabled);
     // Whether long prefills of quantized weights run on int8 tensor cores (default on, sm_80+; off:
     // the dp4a tiles, equal up to the order of float additions).
+    bool grouped_rows() const;
     bool tensor_cores() const;
     void set_tensor_cores(bool enabled);
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "csrc/cuda/common.cuh"
+#include "csrc/cuda/grouped_rows.h"
 #include "csrc/cuda/llama_cuda_model.h"
 #include "csrc/cuda/ops.h"
 
@@ -41,8 +42,8 @@ public:
     cudaEvent_t start = nullptr, stop = nullptr;
 };
 
-// A weight matrix uploaded `copies` times and an input of n_tokens rows, quantized as the
-// weight's type reads it.
+// A weight matrix uploaded `copies` times (grouped where asked and possible: grouped_rows.h) and an
+// input of n_tokens rows, quantized as the weight's type reads it.
 struct Probe {
     std::vector<DeviceBuffer> weights;
     DeviceMatrix matrix;
@@ -50,19 +51,26 @@ struct Probe {
     MatmulInput in;
 
     Probe(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes, const float* host_x,
-          int64_t n_tokens, int copies, cudaStream_t stream) {
+          int64_t n_tokens, int copies, bool grouped, cudaStream_t stream) {
         const int piece = piece_elements(type);
         if (piece == 0 || cols % piece != 0 || rows < 1 || n_tokens < 1 || row_bytes != weight_row_bytes(type, cols)) {
             throw CudaError("matmul probe: bad weight type or shape");
         }
         const size_t bytes = static_cast<size_t>(rows) * row_bytes;
+        const int32_t device_type = grouped ? grouped_type(type, cols) : type;
+        std::vector<uint8_t> regrouped;
+        if (device_type != type) {
+            regrouped.resize(bytes);
+            group_rows(type, cols, host_rows, regrouped.data(), rows, row_bytes);
+            host_rows = regrouped.data();
+        }
         weights.resize(copies);
         for (DeviceBuffer& w : weights) {
             w.allocate(bytes, "probe weight matrix");
             check(cudaMemcpy(w.get(), host_rows, bytes, cudaMemcpyHostToDevice), "upload of the probe matrix");
         }
         matrix.data = weights[0].as<uint8_t>();
-        matrix.type = type;
+        matrix.type = device_type;
         matrix.rows = rows;
         matrix.cols = cols;
         matrix.row_bytes = row_bytes;
@@ -94,10 +102,10 @@ struct Probe {
 }  // namespace
 
 void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma, int device) {
+                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma, bool grouped_rows, int device) {
     check(cudaSetDevice(device), "cudaSetDevice");
     Stream stream;
-    Probe probe(type, host_rows, rows, cols, row_bytes, host_x, n_tokens, 1, stream.get());
+    Probe probe(type, host_rows, rows, cols, row_bytes, host_x, n_tokens, 1, grouped_rows, stream.get());
     probe.in.use_mma = use_mma;
     probe.run(0, stream.get());
     check(cudaMemcpyAsync(host_y, probe.y.get(), probe.y.bytes(), cudaMemcpyDeviceToHost, stream.get()),
@@ -106,7 +114,7 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 }
 
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, bool use_mma, int gemv_shape, int device) {
+                   int64_t n_tokens, int repeats, bool use_mma, int gemv_shape, bool grouped_rows, int device) {
     if (repeats < 1) throw CudaError("time_matmul: repeats must be positive");
     check(cudaSetDevice(device), "cudaSetDevice");
     const size_t bytes = static_cast<size_t>(rows) * row_bytes;
@@ -114,7 +122,7 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
     const int copies = static_cast<int>(std::min<size_t>(64, std::max<size_t>(1, (kStreamBytes + bytes - 1) / bytes)));
     const std::vector<float> host_x(static_cast<size_t>(n_tokens * cols), 0.5f);
     Stream stream;
-    Probe probe(type, host_rows, rows, cols, row_bytes, host_x.data(), n_tokens, copies, stream.get());
+    Probe probe(type, host_rows, rows, cols, row_bytes, host_x.data(), n_tokens, copies, grouped_rows, stream.get());
     probe.in.use_mma = use_mma;
     EventPair events;
     for (int i = 0; i < copies; ++i) probe.run(i, stream.get(), gemv_shape);  // warm-up
