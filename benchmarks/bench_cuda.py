@@ -15,9 +15,9 @@ Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matri
 cycled through copies larger than the L2 (what a decode step could reach without its other costs),
 and one 512-token prefill product per type with int8 tensor cores on and off.
 
-Layouts: "gguf" uploads the blocks as the file has them; "grouped" (Q4_0 and Q8_0 only) uploads
-them regrouped for 16-byte loads (csrc/cuda/grouped_rows.h), marked "grp" in the tables. The
-kernel tables always time both layouts; --layouts picks them for the model rows.
+Layouts: "gguf" uploads the blocks as the file has them; "grouped" uploads Q4_0, Q8_0 and Q6_K
+matrices regrouped for 16-byte loads (csrc/cuda/grouped_rows.h; Q4_K_M's Q6_K ones), marked "grp"
+in the tables. The kernel tables always time both layouts; --layouts picks them for the model rows.
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -125,9 +125,6 @@ class SyntheticModel:
         self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
 
 
-GROUPABLE_QUANTS = ("Q4_0", "Q8_0")  # the mixes whose matrices have a grouped layout
-
-
 def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, grouped=False):
     t0 = time.perf_counter()
     syn = SyntheticModel(shape, quant)
@@ -188,7 +185,7 @@ KERNEL_SHAPES = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]
 KERNEL_TYPES = {"Q4_0": Q4_0, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q6_K": Q6_K}
 # (label, type, grouped rows) of the kernel tables: every type as stored in GGUF, and grouped.
 KERNEL_CASES = [("Q4_0", Q4_0, False), ("Q4_0 grp", Q4_0, True), ("Q8_0", Q8_0, False), ("Q8_0 grp", Q8_0, True),
-                ("Q4_K", Q4_K, False), ("Q6_K", Q6_K, False)]
+                ("Q4_K", Q4_K, False), ("Q6_K", Q6_K, False), ("Q6_K grp", Q6_K, True)]
 
 
 def bench_kernels(_cuda, bandwidth, n_tokens=1):
@@ -257,7 +254,7 @@ def main(argv=None):
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--quants", nargs="+", default=["Q4_0", "Q4_K_M", "Q8_0"], choices=["Q4_0", "Q4_K_M", "Q8_0"])
     ap.add_argument("--layouts", nargs="+", default=["gguf"], choices=["gguf", "grouped"],
-                    help="weight layouts of the model rows (grouped: Q4_0 and Q8_0 only)")
+                    help="weight layouts of the model rows (grouped: Q4_0, Q8_0 and Q6_K matrices regrouped)")
     ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
@@ -289,8 +286,6 @@ def main(argv=None):
     for shape in args.shapes:
         for quant in args.quants:
             for layout in args.layouts:
-                if layout == "grouped" and quant not in GROUPABLE_QUANTS:
-                    continue
                 r = bench_one(_cuda, shape, quant, args, bandwidth, source, grouped=layout == "grouped")
                 rows.append(r)
                 label = quant + (" grp" if layout == "grouped" else "")

@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before the decode steps")
     ap.add_argument("--steps", type=int, default=2, help="decode steps run (the last is reported)")
     ap.add_argument("--grouped-rows", action="store_true",
-                    help="upload Q4_0 / Q8_0 matrices in grouped rows (csrc/cuda/grouped_rows.h)")
+                    help="upload Q4_0 / Q8_0 / Q6_K matrices in grouped rows (csrc/cuda/grouped_rows.h)")
     ap.add_argument("--raw", help="also write ncu's CSV output to this file")
     args = ap.parse_args(argv)
     if os.environ.get(CHILD):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-command GPU check (under 8 minutes on one H100): build edgellama with its CUDA module for
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
-# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0; Q4_0 and Q8_0 also in grouped rows)
-# against the HBM roofline, decode again
+# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0; each also with its Q4_0 / Q8_0 / Q6_K
+# matrices in grouped rows) against the HBM roofline, decode again
 # with plain launches (EDGELLAMA_CUDA_PDL=0), profile one 8B decode step kernel by kernel (ncu),
 # and, for kernel tuning, compare the GEMV block shapes and read one GEMV launch's counters.
 #
@@ -81,14 +81,14 @@ fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
-# Q4_0 and Q8_0 also with their rows grouped (csrc/cuda/grouped_rows.h), in the same table.
+# Each also with its Q4_0 / Q8_0 / Q6_K rows grouped (csrc/cuda/grouped_rows.h), in the same table.
 (cd /tmp && timeout 300 $PY "$REPO/benchmarks/bench_cuda.py" --layouts gguf grouped --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
-step "profile of one decode step (ncu): llama-3-8b Q4_0 (GGUF and grouped rows) and Q4_K_M"
+step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, GGUF and grouped rows"
 if command -v ncu >/dev/null; then
-  for run in "Q4_0" "Q4_0 --grouped-rows" "Q4_K_M"; do
+  for run in "Q4_0" "Q4_0 --grouped-rows" "Q4_K_M" "Q4_K_M --grouped-rows"; do
     (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $run 2>&1) | tee -a "$RESULTS/profile.log" || true
   done
 fi

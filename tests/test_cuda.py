@@ -71,7 +71,9 @@ def gpu_tolerance(path, seq):
 # ---------------------------------------------------------------- without a GPU
 
 QUANTIZED = BLOCK32 + KQUANTS
-GROUPABLE = [T.Q4_0, T.Q8_0]  # types the GPU can keep in grouped rows (csrc/cuda/grouped_rows.h)
+# Types the GPU can keep in grouped rows (csrc/cuda/grouped_rows.h), and the row lengths those need.
+GROUP_ELEMENTS = {T.Q4_0: 256, T.Q8_0: 256, T.Q6_K: 2048}
+GROUPABLE = list(GROUP_ELEMENTS)
 # (type, grouped) of every int8 GEMV reader: each quantized type as GGUF stores it, and grouped.
 READERS = [(q, False) for q in QUANTIZED] + [(q, True) for q in GROUPABLE]
 
@@ -81,9 +83,21 @@ def reader_id(case):
     return qtype.name + ("-grouped" if grouped else "")
 
 
+def row_length(reader, n):
+    """n, or for a grouped reader the next row length it can group (Q6_K: whole 2048-element groups)."""
+    qtype, grouped = reader
+    group = GROUP_ELEMENTS[qtype] if grouped else 1
+    return -(-n // group) * group
+
+
+def long_row(reader):
+    """A row length that gives a lane several rounds of pieces in flight, then a ragged last round."""
+    return 10240 if reader == (T.Q6_K, True) else 4352
+
+
 def device_rows(qtype, rows, n, grouped):
     """(device type id, bytes) of GGUF rows of n elements as the GPU keeps them: unchanged, or
-    regrouped (Q4_0 / Q8_0 with grouped_rows)."""
+    regrouped (Q4_0 / Q8_0 / Q6_K with grouped_rows)."""
     raw = np.concatenate(rows)
     if not grouped:
         return int(qtype), raw
@@ -110,26 +124,32 @@ def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
 @needs_module
 @pytest.mark.parametrize("qtype", GROUPABLE, ids=lambda t: t.name)
 def test_grouped_rows_hold_each_blocks_bytes_and_decode_as_gguf(qtype):
-    """Grouped rows (csrc/cuda/grouped_rows.h): each run of 8 blocks becomes their codes, then their
-    f16 scales, in the same row bytes; the device's grouped decoder gives the CPU's values bit for
-    bit. Rows that are not whole groups (not a multiple of 256 elements) have no grouped layout."""
+    """Grouped rows (csrc/cuda/grouped_rows.h): each run of 8 blocks stores each field of the 8
+    together (codes, then f16 scales; Q6_K: ql, qh, scales, d), in the same row bytes; the device's
+    grouped decoder gives the CPU's values bit for bit. Rows that are not whole groups (256
+    elements; Q6_K 2048) have no grouped layout."""
     rng = np.random.default_rng(2050 + int(qtype))
-    rows = weight_rows(rng, qtype)
-    block_bytes = 18 if qtype == T.Q4_0 else 34
-    type_id, grouped = device_rows(qtype, rows, N, True)
+    n = row_length((qtype, True), N)
+    rows = weight_rows(rng, qtype, n)
+    # the fields of a block (start, end) in the order a group stores them
+    fields = {T.Q4_0: [(2, 18), (0, 2)], T.Q8_0: [(2, 34), (0, 2)],
+              T.Q6_K: [(0, 128), (128, 192), (192, 208), (208, 210)]}[qtype]
+    block_bytes = max(end for _, end in fields)
+    type_id, grouped = device_rows(qtype, rows, n, True)
     want = []
     for row in rows:
         for group in row.reshape(-1, 8, block_bytes):
-            want += [group[:, 2:].reshape(-1), group[:, :2].reshape(-1)]
+            want += [group[:, a:b].reshape(-1) for a, b in fields]
     np.testing.assert_array_equal(grouped, np.concatenate(want))
     row_bytes = rows[0].size
     for i, row in enumerate(rows):
-        gpu_path = _cuda.decode_row_host(type_id, grouped[i * row_bytes:(i + 1) * row_bytes], N)
-        cpu = _core.dequantize_row(int(qtype), row, N)
+        gpu_path = _cuda.decode_row_host(type_id, grouped[i * row_bytes:(i + 1) * row_bytes], n)
+        cpu = _core.dequantize_row(int(qtype), row, n)
         np.testing.assert_array_equal(gpu_path.view(np.uint32), cpu.view(np.uint32))
-    short = weight_rows(rng, qtype, 288)
+    n_short = GROUP_ELEMENTS[qtype] * 9 // 8  # whole blocks, not whole groups
+    short = weight_rows(rng, qtype, n_short)
     with pytest.raises(ValueError, match="no grouped layout"):
-        _cuda.group_rows_host(int(qtype), np.concatenate(short), len(short), 288)
+        _cuda.group_rows_host(int(qtype), np.concatenate(short), len(short), n_short)
 
 
 def _token_rows(rng, n, n_tokens):
@@ -164,14 +184,15 @@ def test_gpu_activation_blocks_equal_cpu_bitwise(qtype):
 
 
 @needs_module
-@pytest.mark.parametrize("n", [N, 4352], ids=["short", "long"])  # long: several pieces a lane, a ragged last round
+@pytest.mark.parametrize("length", ["short", "long"])  # long: several pieces a lane, a ragged last round
 @pytest.mark.parametrize("reader", READERS, ids=reader_id)
-def test_gpu_int8_dot_matches_cpu_and_reference(reader, n):
+def test_gpu_int8_dot_matches_cpu_and_reference(reader, length):
     """The GPU's integer dot of each weight type and row layout (unpacked codes, dp4a, per-piece
     float terms, the warp's lane split and sum), executed on the CPU: within float32 rounding of
     the float64 dot of the dequantized weights with the int8-rounded activations, and of the CPU
     engine."""
     qtype, grouped = reader
+    n = row_length(reader, N) if length == "short" else long_row(reader)
     rng = np.random.default_rng(2200 + int(qtype) + n)
     blocks = n // 32
     rtol = 2 * (blocks + 8) * 2.0**-24  # per-block float terms summed in two different orders
@@ -195,11 +216,11 @@ def test_gpu_int8_dot_detects_element_order():
     random rows could average away."""
     rng = np.random.default_rng(7)
     for qtype, grouped in READERS:
-        n = 512
+        n = row_length((qtype, grouped), 512)
         w_raw = weight_rows(rng, qtype, n)[0]
         w = reference_dequant(qtype, w_raw)
         type_id, row = device_row(qtype, w_raw, n, grouped)
-        for k in (0, 1, 15, 16, 17, 31, 32, 63, 64, 100, 128, 200, 255, 256 + 37, 511):
+        for k in (0, 1, 15, 16, 17, 31, 32, 63, 64, 100, 128, 200, 255, 256 + 37, 511, n - 1):
             x = np.zeros(n, np.float32)
             x[k] = 1.0
             got = _cuda.int8_dot_host(type_id, row, x)
@@ -217,7 +238,7 @@ def test_gemv_block_code_on_host_equals_the_lane_dots(reader, n_tokens):
     silu(gate) * up of those dots."""
     qtype, grouped = reader
     rng = np.random.default_rng(2700 + int(qtype) + n_tokens)
-    n = 1024
+    n = row_length(reader, 1024)
     rows = [r for _ in range(2) for r in weight_rows(rng, qtype, n)][:7]
     up = [r for _ in range(2) for r in weight_rows(rng, qtype, n)][:7]
     x = _token_rows(rng, n, n_tokens)
@@ -248,7 +269,7 @@ def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(reader, n_tokens
     GPU test below checks the hardware against the same reference."""
     qtype, grouped = reader
     rng = np.random.default_rng(2600 + int(qtype) + n_tokens)
-    n = 512
+    n = row_length(reader, 512)
     rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
     x = _token_rows(rng, n, n_tokens)
     y = _cuda.mma_matmul_host(*device_rows(qtype, rows, n, grouped), len(rows), x)
@@ -392,11 +413,11 @@ def host_engine(path, n_ctx, grouped_rows=False):
 @needs_module
 @pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "head_dim128-Q8_0", "untied-Q4_K-Q6_K_output",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32", "grouped-mixed-Q4_0-Q8_0-F16-Q6_K",
-                                  "grouped-Q8_0-256"])
+                                  "grouped-Q8_0-256", "grouped-mixed-Q4_K_M-2048"])
 def test_engine_step_on_the_host_matches_reference(case_files, case):
     """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
     RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
-    GPU bound of the reference, and truncate/reset rewind it. "grouped-" cases upload Q4_0 / Q8_0
+    GPU bound of the reference, and truncate/reset rewind it. "grouped-" cases upload Q4_0 / Q8_0 / Q6_K
     rows grouped (the embedding too, whose rows the grouped decoder then looks up)."""
     grouped = case.startswith("grouped-")
     path = case_files[case.removeprefix("grouped-")]
@@ -470,8 +491,13 @@ def test_unknown_device_is_rejected(tmp_path):
 
 # ---------------------------------------------------------------- on a GPU
 
-# Every weight type and shape the CPU engine is tested with, and Q8_0 in rows that can be grouped.
-GPU_CASES = {**FORWARD_CASES, "Q8_0-256": dict(weight_type="Q8_0", n_embd=256, n_head=4, n_head_kv=2, n_ff=512)}
+# Every weight type and shape the CPU engine is tested with, and files whose Q8_0 and Q6_K rows can
+# be grouped (Q6_K: 2048 elements; the Q4_K_M-like mix of llama.cpp's files at that width).
+GPU_CASES = {**FORWARD_CASES, "Q8_0-256": dict(weight_type="Q8_0", n_embd=256, n_head=4, n_head_kv=2, n_ff=512),
+             "mixed-Q4_K_M-2048": dict(weight_type="Q4_K", output_type="Q6_K", tied_output=False, n_embd=2048,
+                                       n_head=16, n_head_kv=4, n_ff=2048, overrides={
+                                           "blk.0.attn_v.weight": {"type": "Q6_K"},
+                                           "blk.0.ffn_down.weight": {"type": "Q6_K"}})}
 
 
 @pytest.fixture(scope="module")
@@ -506,9 +532,9 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
 
 
 @needs_gpu
-@pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K", "Q8_0-256"])
+@pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K", "Q8_0-256", "mixed-Q4_K_M-2048"])
 def test_gpu_grouped_rows_match_reference(case_files, case):
-    """Q4_0 / Q8_0 uploaded in grouped rows (the GEMV's 16-byte loads, the tensor-core and
+    """Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the GEMV's 16-byte loads, the tensor-core and
     embedding readers of that layout): a 20-token prefill (tensor cores) and decode steps within
     the reference's bound."""
     path = case_files[case]
@@ -554,7 +580,7 @@ def test_gpu_int8_matmul_equals_its_host_execution_bitwise(reader, n_tokens):
     indexing), told apart from an arithmetic one. (Tensor cores off: they sum differently.)"""
     qtype, grouped = reader
     rng = np.random.default_rng(2300 + int(qtype) + n_tokens)
-    n = 4352  # several pieces a lane and a ragged last round
+    n = long_row(reader)  # several pieces a lane and a ragged last round
     rows = weight_rows(rng, qtype, n)
     x = _token_rows(rng, n, n_tokens)
     y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, tensor_cores=False, grouped_rows=grouped)
@@ -575,7 +601,7 @@ def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(reader, n_tokens)
     32-row tiles and a partial one)."""
     qtype, grouped = reader
     rng = np.random.default_rng(2500 + int(qtype) + n_tokens)
-    n = 1024
+    n = row_length(reader, 1024)
     rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
     x = _token_rows(rng, n, n_tokens)
     y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, grouped_rows=grouped)

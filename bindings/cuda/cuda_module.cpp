@@ -299,7 +299,7 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
         .def_property_readonly("grouped_rows", &CudaLlamaModel::grouped_rows,
-                               "Q4_0 / Q8_0 rows uploaded regrouped for 16-byte loads (constructor argument).")
+                               "Q4_0 / Q8_0 / Q6_K rows uploaded regrouped for 16-byte loads (constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });

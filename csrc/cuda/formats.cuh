@@ -10,8 +10,8 @@
 // Alignment: cudaMalloc returns 256-byte aligned rows' bases and each matrix is its own
 // allocation, so a block starts at row_base + k * block_bytes: 16-byte aligned for Q4_K (144)
 // and Q5_K (176), 8-byte for Q5_1 (24), 4-byte for Q4_1 (20), only 2-byte aligned for Q4_0 (18),
-// Q5_0 (22), Q8_0 (34) and Q6_K (210). Loads are as wide as that allows. Q4_0 and Q8_0 rows may
-// also be uploaded grouped (grouped_rows.h): every block's codes 16-byte aligned.
+// Q5_0 (22), Q8_0 (34) and Q6_K (210). Loads are as wide as that allows. Q4_0, Q8_0 and Q6_K rows
+// may also be uploaded grouped (grouped_rows.h): every field of every block 16-byte aligned.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -325,20 +325,48 @@ struct FmtKQuant {
 using FmtQ4_K = FmtKQuant<BlockQ4_K, false>;
 using FmtQ5_K = FmtKQuant<BlockQ5_K, true>;
 
+// The fields of Q6_K super-block sb of a row: in the GGUF block (Q6KFields), or in a grouped row
+// (GroupedQ6KFields: grouped_rows.h, ql then qh, scales and d of eight super-blocks each).
+struct Q6KParts {
+    const uint8_t* ql;
+    const uint8_t* qh;
+    const int8_t* scales;
+    const uint16_t* d;
+};
+struct Q6KFields {
+    EDGELLAMA_HD static Q6KParts at(const uint8_t* row, int64_t sb) {
+        const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + sb;
+        return {b->ql, b->qh, b->scales, &b->d};
+    }
+};
+struct GroupedQ6KFields {
+    static constexpr int kN = kBlocksPerGroup;
+    EDGELLAMA_HD static Q6KParts at(const uint8_t* row, int64_t sb) {
+        const uint8_t* g = row + (sb / kN) * (kN * sizeof(BlockQ6_K));
+        const int k = static_cast<int>(sb % kN);
+        constexpr size_t kQh = kN * sizeof(BlockQ6_K::ql), kScales = kQh + kN * sizeof(BlockQ6_K::qh);
+        constexpr size_t kD = kScales + kN * sizeof(BlockQ6_K::scales);
+        return {g + k * sizeof(BlockQ6_K::ql), g + kQh + k * sizeof(BlockQ6_K::qh),
+                reinterpret_cast<const int8_t*>(g + kScales + k * sizeof(BlockQ6_K::scales)),
+                reinterpret_cast<const uint16_t*>(g + kD) + k};
+    }
+};
+
 // Q6_K: piece p is part s = p % 4 of half h = (p / 4) % 2 of super-block p / 8: elements
 // 128h + 32s + l, l = 0..31 (layout at BlockQ6_K). value = (d * scale) * (q - 32).
-struct FmtQ6_K {
+template <class Fields>
+struct FmtQ6KOf {
     static constexpr int kPiece = 32;
     template <class F>
     EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
-        const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + p / 8;
+        const Q6KParts b = Fields::at(row, p / 8);
         const int h = static_cast<int>((p / 4) % 2), s = static_cast<int>(p % 4);
-        const float d = half_bits_to_float(load_ro(&b->d));
-        const auto* ql = reinterpret_cast<const uint16_t*>(b->ql + 64 * h + (s & 1) * 32);
-        const auto* qh = reinterpret_cast<const uint16_t*>(b->qh + 32 * h);
+        const float d = half_bits_to_float(load_ro(b.d));
+        const auto* ql = reinterpret_cast<const uint16_t*>(b.ql + 64 * h + (s & 1) * 32);
+        const auto* qh = reinterpret_cast<const uint16_t*>(b.qh + 32 * h);
         const int scale_base = 8 * h + 2 * s;
-        const float dl0 = d * static_cast<float>(b->scales[scale_base]);
-        const float dl1 = d * static_cast<float>(b->scales[scale_base + 1]);
+        const float dl0 = d * static_cast<float>(b.scales[scale_base]);
+        const float dl1 = d * static_cast<float>(b.scales[scale_base + 1]);
         const int low_shift = s < 2 ? 0 : 4;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
@@ -354,6 +382,8 @@ struct FmtQ6_K {
         }
     }
 };
+using FmtQ6_K = FmtQ6KOf<Q6KFields>;
+using FmtQ6_KGrouped = FmtQ6KOf<GroupedQ6KFields>;
 
 // Calls fn(Fmt{}) for the format of a device weight type (a GGUF type id or a grouped layout:
 // grouped_rows.h); returns false for a type we do not run.
@@ -373,6 +403,7 @@ bool dispatch_format(int32_t type, Fn&& fn) {
         case 30: fn(FmtBF16{}); return true;
         case kDeviceQ4_0Grouped: fn(FmtQ4_0Grouped{}); return true;
         case kDeviceQ8_0Grouped: fn(FmtQ8_0Grouped{}); return true;
+        case kDeviceQ6_KGrouped: fn(FmtQ6_KGrouped{}); return true;
         default: return false;
     }
 }

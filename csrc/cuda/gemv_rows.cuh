@@ -50,10 +50,14 @@ template <>
 struct GemvLaunchShapeOf<Int8KQuantWide<BlockQ4_K, false>> {
     using type = GemvShape<1, 2>;
 };
-// Grouped Q4_0 / Q8_0 (a lane a block): not yet measured; a warp a row group keeps a lane's
-// blocks of a 4096-wide row at four.
+// Grouped Q4_0 / Q8_0 (a lane a block) and Q6_K (two lanes a half super-block): not yet
+// measured; a warp a row group gives a lane four pieces of a 4096-wide row (Q6_K: two).
 template <class Grouped, bool kNibbles>
 struct GemvLaunchShapeOf<Int8Block32Wide<Grouped, kNibbles>> {
+    using type = GemvShape<1, 2>;
+};
+template <>
+struct GemvLaunchShapeOf<Int8Q6_KGroupedWide> {
     using type = GemvShape<1, 2>;
 };
 template <class Q>

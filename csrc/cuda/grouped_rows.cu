@@ -1,6 +1,7 @@
 // The host side of the grouped weight layouts (grouped_rows.h): choosing them and regrouping rows.
 #include "csrc/cuda/grouped_rows.h"
 
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -12,22 +13,38 @@ namespace edgellama::cuda {
 
 namespace {
 
-// Bytes of a block's scale (the f16 d) at its start, and of its codes after it.
-constexpr size_t kScaleBytes = 2;
+// A field of a GGUF block: where it starts and how many bytes it has.
+struct BlockField {
+    size_t offset, bytes;
+};
 
-size_t code_bytes_of(int32_t type) {
+// The fields of a type's blocks in the order a grouped row stores them (grouped_rows.h), or an
+// empty list for a type without a grouped layout.
+struct GroupedFields {
+    BlockField field[4];
+    int count = 0;
+};
+
+GroupedFields grouped_fields(int32_t type) {
     switch (type) {
-        case 2: return sizeof(BlockQ4_0) - kScaleBytes;
-        case 8: return sizeof(BlockQ8_0) - kScaleBytes;
-        default: return 0;
+        case 2: return {{{offsetof(BlockQ4_0, qs), sizeof(BlockQ4_0::qs)}, {offsetof(BlockQ4_0, d), 2}}, 2};
+        case 8: return {{{offsetof(BlockQ8_0, qs), sizeof(BlockQ8_0::qs)}, {offsetof(BlockQ8_0, d), 2}}, 2};
+        case 14:
+            return {{{offsetof(BlockQ6_K, ql), sizeof(BlockQ6_K::ql)},
+                     {offsetof(BlockQ6_K, qh), sizeof(BlockQ6_K::qh)},
+                     {offsetof(BlockQ6_K, scales), sizeof(BlockQ6_K::scales)},
+                     {offsetof(BlockQ6_K, d), 2}},
+                    4};
+        default: return {};
     }
 }
 
 }  // namespace
 
 int32_t grouped_type(int32_t type, int64_t cols) {
-    if (code_bytes_of(type) == 0 || cols <= 0 || cols % (kBlocksPerGroup * kQK32) != 0) return type;
-    return kGroupedRows | type;
+    if (grouped_fields(type).count == 0 || cols <= 0) return type;
+    const int64_t group_elements = kBlocksPerGroup * type_traits(type).block_size;
+    return cols % group_elements == 0 ? (kGroupedRows | type) : type;
 }
 
 void group_rows(int32_t type, int64_t cols, const uint8_t* src, uint8_t* dst, int64_t rows, size_t row_bytes) {
@@ -35,17 +52,16 @@ void group_rows(int32_t type, int64_t cols, const uint8_t* src, uint8_t* dst, in
         throw std::invalid_argument("type " + std::to_string(type) + " rows of " + std::to_string(cols) +
                                     " elements have no grouped layout");
     }
-    const size_t codes = code_bytes_of(type), block = codes + kScaleBytes;
-    const int64_t groups = cols / (kBlocksPerGroup * kQK32);
-    for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t g = 0; g < groups; ++g) {
-            const size_t at = static_cast<size_t>(r) * row_bytes + static_cast<size_t>(g) * kBlocksPerGroup * block;
-            const uint8_t* in = src + at;
-            uint8_t* code_out = dst + at;
-            uint8_t* scale_out = code_out + kBlocksPerGroup * codes;
-            for (int b = 0; b < kBlocksPerGroup; ++b) {
-                std::memcpy(scale_out + b * kScaleBytes, in + b * block, kScaleBytes);
-                std::memcpy(code_out + b * codes, in + b * block + kScaleBytes, codes);
+    const GroupedFields fields = grouped_fields(type);
+    const size_t block = type_traits(type).block_bytes, group = kBlocksPerGroup * block;
+    const size_t groups = row_bytes / group;
+    for (size_t g = 0; g < static_cast<size_t>(rows) * groups; ++g) {
+        const uint8_t* in = src + g * group;
+        uint8_t* out = dst + g * group;
+        for (int f = 0; f < fields.count; ++f) {
+            const BlockField& field = fields.field[f];
+            for (int b = 0; b < kBlocksPerGroup; ++b, out += field.bytes) {
+                std::memcpy(out, in + b * block + field.offset, field.bytes);
             }
         }
     }

@@ -477,7 +477,10 @@ struct Q6KSlice {
     float d;
 };
 
-struct Int8Q6_K {
+// Fields: where super-block p / 8's fields are (formats.cuh: Q6KFields, the GGUF block, 2-byte
+// aligned; GroupedQ6KFields, a grouped row).
+template <class Fields>
+struct Int8Q6KOf {
     using ActRow = ActRow256;
     using Codes = Q6KCodes;
     using Slice = Q6KSlice;
@@ -485,13 +488,13 @@ struct Int8Q6_K {
     static constexpr int kLanes = 4;
     static constexpr int kInFlight = 8;
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
-        const auto* b = reinterpret_cast<const BlockQ6_K*>(row) + p / 8;  // 2-byte aligned blocks
+        const Q6KParts b = Fields::at(row, p / 8);
         const int h = static_cast<int>((p / 4) % 2), s = static_cast<int>(p % 4);
         Codes k;
-        k.d = half_bits_to_float(load_ro(&b->d));
-        k.sc = load_ro(&b->scales[8 * h + 2 * s + j / 2]);
-        const uint8_t* ql = b->ql + 64 * h + (s & 1) * 32 + 8 * j;
-        const uint8_t* qh = b->qh + 32 * h + 8 * j;
+        k.d = half_bits_to_float(load_ro(b.d));
+        k.sc = load_ro(&b.scales[8 * h + 2 * s + j / 2]);
+        const uint8_t* ql = b.ql + 64 * h + (s & 1) * 32 + 8 * j;
+        const uint8_t* qh = b.qh + 32 * h + 8 * j;
         const int low_shift = s < 2 ? 0 : 4;
         const auto code_word = [&](int i) {
             const uint32_t lo = (load_u32_2aligned(ql + 4 * i) >> low_shift) & 0x0f0f0f0fu;
@@ -519,6 +522,78 @@ struct Int8Q6_K {
     }
 };
 
+using Int8Q6_K = Int8Q6KOf<Q6KFields>;
+using Int8Q6_KGrouped = Int8Q6KOf<GroupedQ6KFields>;
+
+// The GEMV's reader of grouped Q6_K: piece p is half h = p % 2 of super-block p / 2 (128
+// elements), two lanes to a half. Lane j takes l = 16j..16j+15 of all four parts s (elements
+// 32s + l of the half, sub-blocks 2s + j): 16 bytes each of ql[l], ql[32 + l] and qh[l], three
+// 16-byte loads for 64 codes, and the half's 8 scale bytes in one. Its integer sum
+// sum_s scale[2s + j] * isum_s is complete before the one float product d * act.d * isum.
+struct WideQ6KCodes {
+    uint32_t ql0[4], ql1[4], qh[4];  // ql[l], ql[32 + l], qh[l], four bytes a word
+    uint32_t sc0, sc1;               // the half's scale bytes 0..3 and 4..7
+    float d;
+};
+struct WideQ6KSlice {
+    int a[4][4];  // part s, word i
+    float d;
+};
+
+struct Int8Q6_KGroupedWide {
+    using ActRow = ActRow256;
+    using Codes = WideQ6KCodes;
+    using Slice = WideQ6KSlice;
+    static constexpr int kPiece = 128;
+    static constexpr int kLanes = 2;
+    static constexpr int kInFlight = 4;
+    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
+        const Q6KParts b = GroupedQ6KFields::at(row, p / 2);
+        const int h = static_cast<int>(p % 2);
+        const uint4 ql0 = load_u128(b.ql + 64 * h + 16 * j), ql1 = load_u128(b.ql + 64 * h + 32 + 16 * j);
+        const uint4 qh = load_u128(b.qh + 32 * h + 16 * j);
+        const uint2 sc = load_ro(reinterpret_cast<const uint2*>(b.scales + 8 * h));  // 8-byte aligned
+        Codes k;
+        k.ql0[0] = ql0.x, k.ql0[1] = ql0.y, k.ql0[2] = ql0.z, k.ql0[3] = ql0.w;
+        k.ql1[0] = ql1.x, k.ql1[1] = ql1.y, k.ql1[2] = ql1.z, k.ql1[3] = ql1.w;
+        k.qh[0] = qh.x, k.qh[1] = qh.y, k.qh[2] = qh.z, k.qh[3] = qh.w;
+        k.sc0 = sc.x;
+        k.sc1 = sc.y;
+        k.d = half_bits_to_float(load_ro(b.d));
+        return k;
+    }
+    EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int j) {
+        const int64_t sb = p / 2;
+        const int h = static_cast<int>(p % 2);
+        Slice sl;
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {  // words of elements 128h + 32s + 16j ..
+            const uint4 v = load_u128(reinterpret_cast<const uint8_t*>(a.qs + 64 * sb + 32 * h + 8 * s + 4 * j));
+            sl.a[s][0] = static_cast<int>(v.x), sl.a[s][1] = static_cast<int>(v.y);
+            sl.a[s][2] = static_cast<int>(v.z), sl.a[s][3] = static_cast<int>(v.w);
+        }
+        sl.d = load_ro(a.d + sb);
+        return sl;
+    }
+    EDGELLAMA_HD static float dot(const Codes& k, const Slice& sl, int j) {
+        int isum = 0;
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+            int part = 0;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const uint32_t low = ((s & 1 ? k.ql1[i] : k.ql0[i]) >> (s < 2 ? 0 : 4)) & 0x0f0f0f0fu;
+                const uint32_t high = (k.qh[i] >> (2 * s)) & 0x03030303u;
+                part = dp4a(static_cast<int>(sub_bytes(low | (high << 4), 32)), sl.a[s][i], part);
+            }
+            const uint32_t scale_word = s < 2 ? k.sc0 : k.sc1;  // scale byte 2s + j of the half
+            const int scale = static_cast<int8_t>((scale_word >> (8 * (2 * (s % 2) + j))) & 0xffu);
+            isum += scale * part;
+        }
+        return mul_rn(mul_rn(k.d, sl.d), static_cast<float>(isum));
+    }
+};
+
 // Calls fn(Int8Fmt{}) for a quantized device weight type (a GGUF type id or a grouped layout:
 // grouped_rows.h); false for float types and unknown ids. These readers give the tensor-core tiles
 // their fragments (mma_tiles.cuh).
@@ -535,12 +610,13 @@ bool dispatch_int8_format(int32_t type, Fn&& fn) {
         case 14: fn(Int8Q6_K{}); return true;
         case kDeviceQ4_0Grouped: fn(Int8Q4_0Grouped{}); return true;
         case kDeviceQ8_0Grouped: fn(Int8Q8_0Grouped{}); return true;
+        case kDeviceQ6_KGrouped: fn(Int8Q6_KGrouped{}); return true;
         default: return false;
     }
 }
 
 // The reader the GEMV (gemv_rows.cuh) takes for a tensor-core reader: the same, but the wide ones
-// for Q4_K / Q5_K and grouped Q4_0 / Q8_0.
+// for Q4_K / Q5_K and grouped Q4_0 / Q8_0 / Q6_K.
 template <class Q>
 struct GemvReaderOf {
     using type = Q;
@@ -556,6 +632,10 @@ struct GemvReaderOf<Int8Q4_0Grouped> {
 template <>
 struct GemvReaderOf<Int8Q8_0Grouped> {
     using type = Int8Q8_0GroupedWide;
+};
+template <>
+struct GemvReaderOf<Int8Q6_KGrouped> {
+    using type = Int8Q6_KGroupedWide;
 };
 
 // dispatch_int8_format with the GEMV's readers.

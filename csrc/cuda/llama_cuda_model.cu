@@ -77,7 +77,7 @@ struct CudaLlamaModel::Impl {
     std::vector<uint8_t> step_host;     // its host copy
     bool use_graphs = true;
     bool use_mma = true;  // prefill on int8 tensor cores where it applies (gemm_mma.cu)
-    bool grouped_rows = false;  // Q4_0 / Q8_0 uploaded in grouped rows (grouped_rows.h)
+    bool grouped_rows = false;  // Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (grouped_rows.h)
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time

@@ -48,7 +48,7 @@ class CudaLlamaModel {
 public:
     // host_weights point at host memory (the mapped file); they are copied to `device` here and not
     // used afterwards; device -1 runs the same step on the host (backend.h; slow, for tests).
-    // grouped_rows: Q4_0 and Q8_0 matrices whose rows are a multiple of 256 elements are uploaded
+    // grouped_rows: Q4_0, Q8_0 and Q6_K matrices whose rows are whole groups are uploaded
     // regrouped for 16-byte loads (grouped_rows.h; same bytes, results equal up to the order of
     // float additions in the GEMV).
     // Throws std::invalid_argument for bad shapes or a type the GPU does not run,

@@ -128,7 +128,8 @@ constexpr int kProbeShapes = 6;
 template <class Q>
 constexpr bool kProbedReader = std::is_same_v<Q, Int8Q4_0> || std::is_same_v<Q, Int8Q8_0> ||
                                std::is_same_v<Q, GemvReaderOf<Int8Q4_K>::type> || std::is_same_v<Q, Int8Q6_K> ||
-                               std::is_same_v<Q, Int8Q4_0GroupedWide> || std::is_same_v<Q, Int8Q8_0GroupedWide>;
+                               std::is_same_v<Q, Int8Q4_0GroupedWide> || std::is_same_v<Q, Int8Q8_0GroupedWide> ||
+                               std::is_same_v<Q, Int8Q6_KGroupedWide>;
 
 }  // namespace
 
