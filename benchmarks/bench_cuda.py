@@ -1,8 +1,8 @@
 """Prefill and decode speed of the CUDA backend on synthetic Llama shapes, against the HBM roofline.
 
     python3 benchmarks/bench_cuda.py [--shapes llama-3.2-1b llama-3-8b] [--quants Q4_0 Q4_K_M Q8_0]
-                                     [--layouts gguf grouped] [--prefill 512] [--decode 64]
-                                     [--context 128] [--json out.json]
+                                     [--variants default grouped_rows fused_attention ...]
+                                     [--prefill 512] [--decode 64] [--context 128] [--json out.json]
 
 Weights are random GGUF block bytes with sane f16 scales, made on the host once per tensor shape
 and uploaded to a separate device buffer per layer (so every layer's bytes really stream from
@@ -15,9 +15,10 @@ Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matri
 cycled through copies larger than the L2 (what a decode step could reach without its other costs),
 and one 512-token prefill product per type with int8 tensor cores on and off.
 
-Layouts: "gguf" uploads the blocks as the file has them; "grouped" uploads Q4_0, Q8_0 and Q6_K
-matrices regrouped for 16-byte loads (csrc/cuda/grouped_rows.h; Q4_K_M's Q6_K ones), marked "grp"
-in the tables. The kernel tables always time both layouts; --layouts picks them for the model rows.
+Variants (--variants, model rows): "default", or engine options not yet on by default joined by
+"+": grouped_rows uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
+(csrc/cuda/grouped_rows.h; in Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
+its kernel. The kernel tables always time both weight layouts ("grp": grouped).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -125,11 +126,25 @@ class SyntheticModel:
         self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
 
 
-def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, grouped=False):
+VARIANT_OPTIONS = ("grouped_rows", "fused_attention")  # CudaLlamaModel keyword arguments
+VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fused"}
+
+
+def variant_options(variant: str) -> dict:
+    if variant == "default":
+        return {}
+    names = variant.split("+")
+    unknown = [n for n in names if n not in VARIANT_OPTIONS]
+    if unknown:
+        raise SystemExit(f"unknown variant option(s) {unknown}; known: {', '.join(VARIANT_OPTIONS)}")
+    return {n: True for n in names}
+
+
+def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, variant="default"):
     t0 = time.perf_counter()
     syn = SyntheticModel(shape, quant)
     n_ctx = max(args.prefill, args.context + args.decode + 8) + 8
-    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, n_ctx, 1, grouped_rows=grouped)
+    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, n_ctx, 1, **variant_options(variant))
     setup_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     vocab = syn.config["n_vocab"]
@@ -170,7 +185,7 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, grouped=Fa
     mean_pos = args.context + 4 + args.decode / 2
     bytes_per_token = syn.bytes_per_token + syn.kv_bytes_per_position * mean_pos
     achieved = bytes_per_token * decode_tps
-    row = dict(shape=shape, quant=quant, layout="grouped" if grouped else "gguf",
+    row = dict(shape=shape, quant=quant, variant=variant,
                weights_gb=syn.bytes_per_token / 1e9, setup_s=setup_s,
                prefill_tokens=args.prefill, prefill_tok_s=prefill_tps, decode_tok_s=decode_tps,
                decode_tok_s_kernel_by_kernel=decode_tps_no_graph,
@@ -253,8 +268,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--quants", nargs="+", default=["Q4_0", "Q4_K_M", "Q8_0"], choices=["Q4_0", "Q4_K_M", "Q8_0"])
-    ap.add_argument("--layouts", nargs="+", default=["gguf"], choices=["gguf", "grouped"],
-                    help="weight layouts of the model rows (grouped: Q4_0, Q8_0 and Q6_K matrices regrouped)")
+    ap.add_argument("--variants", nargs="+", default=["default"],
+                    help="engine variants of the model rows: default, or options joined by + "
+                         f"({', '.join(VARIANT_OPTIONS)})")
     ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
@@ -279,17 +295,19 @@ def main(argv=None):
     print(f"HBM bandwidth: measured device-to-device copy {measured / 1e9:.0f} GB/s (read+write); "
           f"nominal {nominal / 1e9:.0f} GB/s" if nominal else "nominal unknown")
     print(f"roofline uses the {source} figure, {bandwidth / 1e9:.0f} GB/s")
-    header = (f"{'shape':<14}{'quant':<10}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
+    for variant in args.variants:
+        variant_options(variant)  # unknown names fail before any model is built
+    header = (f"{'shape':<14}{'quant':<16}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
               f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}")
     print(header)
     rows = []
     for shape in args.shapes:
         for quant in args.quants:
-            for layout in args.layouts:
-                r = bench_one(_cuda, shape, quant, args, bandwidth, source, grouped=layout == "grouped")
+            for variant in args.variants:
+                r = bench_one(_cuda, shape, quant, args, bandwidth, source, variant)
                 rows.append(r)
-                label = quant + (" grp" if layout == "grouped" else "")
-                print(f"{shape:<14}{label:<10}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
+                label = " ".join([quant] + [VARIANT_LABELS[n] for n in variant_options(variant)])
+                print(f"{shape:<14}{label:<16}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
                       f"{r['decode_tok_s']:>14.1f}{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}"
                       f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []

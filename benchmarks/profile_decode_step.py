@@ -2,7 +2,7 @@
 Nsight Compute (the ncu profiler must be on the PATH).
 
     python3 benchmarks/profile_decode_step.py [--shape llama-3-8b] [--quant Q4_0] [--context 128]
-                                              [--grouped-rows]
+                                              [--variant grouped_rows+fused_attention]
 
 Runs its own workload under `ncu --metrics gpu__time_duration.sum` (kernels one by one, graphs
 off: ncu times kernels, not graphs; caches not flushed between them), then takes the last decode step (from its embedding lookup,
@@ -35,7 +35,8 @@ def run_workload(args) -> None:
     from edgellama import _cuda
 
     syn = bench_cuda.SyntheticModel(args.shape, args.quant)
-    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, args.context + 16, 1, grouped_rows=args.grouped_rows)
+    model = _cuda.CudaLlamaModel(syn.config, syn.tensors, args.context + 16, 1,
+                                 **bench_cuda.variant_options(args.variant))
     model.cuda_graphs = False
     rng = np.random.default_rng(1)
     vocab = syn.config["n_vocab"]
@@ -102,10 +103,11 @@ def main(argv=None) -> None:
     ap.add_argument("--quant", default="Q4_0", choices=["Q4_0", "Q4_K_M", "Q8_0"])
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before the decode steps")
     ap.add_argument("--steps", type=int, default=2, help="decode steps run (the last is reported)")
-    ap.add_argument("--grouped-rows", action="store_true",
-                    help="upload Q4_0 / Q8_0 / Q6_K matrices in grouped rows (csrc/cuda/grouped_rows.h)")
+    ap.add_argument("--variant", default="default",
+                    help="engine options joined by + (bench_cuda.py --variants), or default")
     ap.add_argument("--raw", help="also write ncu's CSV output to this file")
     args = ap.parse_args(argv)
+    bench_cuda.variant_options(args.variant)  # an unknown option fails here, not under ncu
     if os.environ.get(CHILD):
         run_workload(args)
         return
@@ -113,15 +115,14 @@ def main(argv=None) -> None:
     # written by the kernel before it and sit in L2 (the weights stream from HBM either way).
     cmd = ["ncu", "--csv", "--clock-control", "none", "--cache-control", "none", "--metrics", "gpu__time_duration.sum",
            sys.executable, os.path.abspath(__file__), "--shape", args.shape, "--quant", args.quant,
-           "--context", str(args.context), "--steps", str(args.steps)] + (["--grouped-rows"] if args.grouped_rows else [])
+           "--context", str(args.context), "--steps", str(args.steps), "--variant", args.variant]
     done = subprocess.run(cmd, env=dict(os.environ, **{CHILD: "1"}), capture_output=True, text=True)
     if args.raw:
         with open(args.raw, "w") as fh:
             fh.write(done.stdout)
     if done.returncode != 0:
         raise SystemExit(f"ncu failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    print(f"{args.shape} {args.quant}{' (grouped rows)' if args.grouped_rows else ''}, "
-          f"{args.context} tokens of context")
+    print(f"{args.shape} {args.quant} ({args.variant}), {args.context} tokens of context")
     report(parse(done.stdout))
 
 

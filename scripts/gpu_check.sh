@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One-command GPU check (under 8 minutes on one H100): build edgellama with its CUDA module for
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
-# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0; each also with its Q4_0 / Q8_0 / Q6_K
-# matrices in grouped rows) against the HBM roofline, decode again
-# with plain launches (EDGELLAMA_CUDA_PDL=0), profile one 8B decode step kernel by kernel (ncu),
-# and, for kernel tuning, compare the GEMV block shapes and read one GEMV launch's counters.
+# Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline, compare the
+# engine options not yet on by default (grouped weight rows, fused attention) in one process,
+# profile one 8B decode step kernel by kernel (ncu), and, for kernel tuning, compare the GEMV
+# block shapes and read one GEMV launch's counters.
 #
 #   scripts/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
 #   CUDA_ARCHS=90 scripts/gpu_check.sh   # other targets than the local GPU (e.g. a dry run without one)
@@ -75,28 +75,29 @@ if [ "$TESTS_RC" -ne 0 ]; then
   step "compute-sanitizer memcheck on the matmul tests"
   if command -v compute-sanitizer >/dev/null; then
     (cd /tmp && timeout 120 compute-sanitizer --tool memcheck --print-limit 20 $PY -m pytest -q -x -p no:cacheprovider \
-       "$REPO/tests/test_cuda.py" -k "matmul and (Q4_0 or Q4_K or Q6_K)" 2>&1) | tee "$RESULTS/memcheck.log" | tail -40 || true
+       "$REPO/tests/test_cuda.py" -k "(matmul and (Q4_0 or Q4_K or Q6_K)) or engine_options" 2>&1) | tee "$RESULTS/memcheck.log" | tail -40 || true
   fi
 fi
 
 # The benchmarks run even after a test failure: one GPU session gets both answers.
 step "benchmarks"
-# Each also with its Q4_0 / Q8_0 / Q6_K rows grouped (csrc/cuda/grouped_rows.h), in the same table.
-(cd /tmp && timeout 300 $PY "$REPO/benchmarks/bench_cuda.py" --layouts gguf grouped --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
+(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
-step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, GGUF and grouped rows"
+# The engine options not yet on by default (csrc/cuda/llama_cuda_model.h: CudaOptions), each
+# against the default in the same process: which to turn on.
+step "decode with the engine options (grouped rows, fused attention) against the default"
+(cd /tmp && timeout 200 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
+   --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention grouped_rows+fused_attention \
+   --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
+
+step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, default and with both options"
 if command -v ncu >/dev/null; then
-  for run in "Q4_0" "Q4_0 --grouped-rows" "Q4_K_M" "Q4_K_M --grouped-rows"; do
+  for run in "Q4_0" "Q4_0 --variant grouped_rows+fused_attention" "Q4_K_M" "Q4_K_M --variant grouped_rows+fused_attention"; do
     (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $run 2>&1) | tee -a "$RESULTS/profile.log" || true
   done
 fi
-
-# What programmatic dependent launch (sm_90+) gains: decode again with plain launches.
-step "decode with EDGELLAMA_CUDA_PDL=0 (plain launches)"
-(cd /tmp && EDGELLAMA_CUDA_PDL=0 timeout 120 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
-   --quants Q4_0 Q4_K_M 2>&1) | tee "$RESULTS/bench_no_pdl.log" || true
 
 # Kernel tuning (GPU_CHECK_QUICK=1 skips it): the GEMV block shapes compared on each type and 8B
 # matrix, and the GEMV kernels' memory behaviour on one launch each of Q4_0 (both layouts) and

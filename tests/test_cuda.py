@@ -359,7 +359,8 @@ def test_attention_block_code_on_host_matches_numpy(head_dim, n_head, n_head_kv,
     """The attention kernels' block code (csrc/cuda/attention_block.cuh: online softmax over 4
     positions a warp step, the warps' and the splits' merges), run on host threads, against float64
     numpy on the same fp16 keys and values. (It found the head-size-128/256 vector loads reading
-    their words through another type, which the compiler was free to drop.)"""
+    their words through another type, which the compiler was free to drop.) The fused form (each
+    query's last split block merges; the counts it resets are checked) gives the same bits."""
     rng = np.random.default_rng(head_dim + n_split)
     n_pos = first_pos + n_tok + 3
     q = rng.standard_normal((n_tok, n_head, head_dim)).astype(np.float32)
@@ -367,6 +368,8 @@ def test_attention_block_code_on_host_matches_numpy(head_dim, n_head, n_head_kv,
     v = rng.standard_normal((n_pos, n_head_kv, head_dim)).astype(np.float16)
     got = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, n_split)
     np.testing.assert_allclose(got, reference_attention(q, k, v, first_pos), rtol=0, atol=2e-6)
+    fused = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, n_split, fused=True)
+    np.testing.assert_array_equal(fused.view(np.uint32), got.view(np.uint32))
 
 
 @needs_module
@@ -397,35 +400,44 @@ def test_empty_attention_splits_change_no_bit(first_pos):
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-def cuda_engine(path, n_ctx, device, grouped_rows=False):
-    """The CUDA engine (edgellama._cuda.CudaLlamaModel) on `device`; -1 executes its forward step
-    on the host (host memory, the kernels' warp and block code on host threads;
-    csrc/cuda/host_backend.cu)."""
+def cuda_engine(path, n_ctx, device, options=()):
+    """The CUDA engine (edgellama._cuda.CudaLlamaModel) on `device` with the CudaOptions named in
+    `options` on ("grouped_rows", "fused_attention"); -1 executes its forward step on the host
+    (host memory, the kernels' warp and block code on host threads; csrc/cuda/host_backend.cu)."""
     model = Llama(str(path), n_ctx=n_ctx, device="cpu").model
     return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, 1, device,
-                                grouped_rows=grouped_rows)
+                                **{name: True for name in options})
 
 
-def host_engine(path, n_ctx, grouped_rows=False):
-    return cuda_engine(path, n_ctx, -1, grouped_rows)
+def host_engine(path, n_ctx, options=()):
+    return cuda_engine(path, n_ctx, -1, options)
+
+
+def case_and_options(case):
+    """("mixed-Q4_K_M-2048", ("grouped_rows", "fused_attention")) for "mixed-Q4_K_M-2048+grouped_rows+fused_attention"."""
+    name, *options = case.split("+")
+    return name, tuple(options)
 
 
 @needs_module
 @pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "head_dim128-Q8_0", "untied-Q4_K-Q6_K_output",
-                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32", "grouped-mixed-Q4_0-Q8_0-F16-Q6_K",
-                                  "grouped-Q8_0-256", "grouped-mixed-Q4_K_M-2048"])
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32",
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
+                                  "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention"])
 def test_engine_step_on_the_host_matches_reference(case_files, case):
     """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
     RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
-    GPU bound of the reference, and truncate/reset rewind it. "grouped-" cases upload Q4_0 / Q8_0 / Q6_K
-    rows grouped (the embedding too, whose rows the grouped decoder then looks up)."""
-    grouped = case.startswith("grouped-")
-    path = case_files[case.removeprefix("grouped-")]
+    GPU bound of the reference, and truncate/reset rewind it. With "+" options (CudaOptions):
+    grouped_rows uploads Q4_0 / Q8_0 / Q6_K rows grouped (the embedding too, whose rows the grouped
+    decoder then looks up); fused_attention merges attention's splits in its kernel."""
+    name, options = case_and_options(case)
+    path = case_files[name]
     seq = PROMPT + DECODE
     ref, _, tol = gpu_tolerance(path, seq)
-    engine = host_engine(path, 64, grouped)
+    engine = host_engine(path, 64, options)
     assert "host execution" in engine.device_name
-    assert engine.grouped_rows == grouped
+    assert engine.grouped_rows == ("grouped_rows" in options)
+    assert engine.fused_attention == ("fused_attention" in options)
     n = len(PROMPT)
     got = engine.forward(np.array(PROMPT, np.int32), True)
     assert got.shape == (n, ref.shape[1])
@@ -443,14 +455,14 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
 
 
 @needs_module
-@pytest.mark.parametrize("case", ["Q4_0", "Q4_K", "grouped-mixed-Q4_0-Q8_0-F16-Q6_K"])
+@pytest.mark.parametrize("case", ["Q4_0", "Q4_K", "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows"])
 def test_engine_tensor_core_prefill_on_the_host_matches_reference(case_files, case):
     """A 20-token prompt takes the tensor-core tiles (from 16 tokens) inside the engine's step."""
-    grouped = case.startswith("grouped-")
-    path = case_files[case.removeprefix("grouped-")]
+    name, options = case_and_options(case)
+    path = case_files[name]
     ids = [int(t) for t in np.random.default_rng(11).integers(0, 300, 20)]
     ref, _, tol = gpu_tolerance(path, ids)
-    engine = host_engine(path, 32, grouped)
+    engine = host_engine(path, 32, options)
     assert engine.tensor_cores
     assert_logits_close(engine.forward(np.array(ids, np.int32), True), ref, tol, f"{case} host-run MMA prefill")
 
@@ -532,20 +544,23 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
 
 
 @needs_gpu
-@pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K", "Q8_0-256", "mixed-Q4_K_M-2048"])
-def test_gpu_grouped_rows_match_reference(case_files, case):
-    """Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the GEMV's 16-byte loads, the tensor-core and
-    embedding readers of that layout): a 20-token prefill (tensor cores) and decode steps within
-    the reference's bound."""
-    path = case_files[case]
+@pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
+                                  "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention"])
+def test_gpu_engine_options_match_reference(case_files, case):
+    """The CudaOptions not yet on by default: Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
+    GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's
+    splits merged in its kernel. A 20-token prefill (tensor cores) and decode steps within the
+    reference's bound."""
+    name, options = case_and_options(case)
+    path = case_files[name]
     ids = [int(t) for t in np.random.default_rng(13).integers(0, 300, 20)] + DECODE
     ref, _, tol = gpu_tolerance(path, ids)
-    gpu = cuda_engine(path, 64, 0, grouped_rows=True)
-    assert gpu.grouped_rows
-    assert_logits_close(gpu.forward(np.array(ids[:20], np.int32), True), ref[:20], tol[:20], f"{case} grouped prefill")
+    gpu = cuda_engine(path, 64, 0, options)
+    assert gpu.grouped_rows == ("grouped_rows" in options)
+    assert_logits_close(gpu.forward(np.array(ids[:20], np.int32), True), ref[:20], tol[:20], f"{case} prefill")
     for i, tok in enumerate(DECODE):
         step = gpu.forward(np.array([tok], np.int32), False)
-        assert_logits_close(step[None], ref[20 + i:21 + i], tol[20 + i:21 + i], f"{case} grouped decode {i}")
+        assert_logits_close(step[None], ref[20 + i:21 + i], tol[20 + i:21 + i], f"{case} decode {i}")
 
 
 @needs_gpu
@@ -653,15 +668,21 @@ def test_gpu_matmul_timing_probe():
 
 @needs_gpu
 @pytest.mark.parametrize("prompt_len", [40, 2100, 5000])
-def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len, monkeypatch):
+@pytest.mark.parametrize("fused", ["0", "1"], ids=["two-pass", "fused"])
+def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len, fused, monkeypatch):
     """The captured decode step (one graph per attention split count, positions read on the
     device, splits of the position rounded up to a power of two) gives the same bits as launching
-    its kernels one by one, also after a truncate rewinds the position the graph replays at."""
+    its kernels one by one, also after a truncate rewinds the position the graph replays at. The
+    graph's attention merges its splits by a separate kernel, or in the attention kernel (the same
+    merge, so the same bits as the kernel-by-kernel two passes, and its split counts must be back
+    at zero for every replay)."""
     path = case_files["Q4_K"]
     monkeypatch.setenv("EDGELLAMA_CUDA_GRAPHS", "0")
     stream = Llama(str(path), n_ctx=8192, device="cuda")
     monkeypatch.delenv("EDGELLAMA_CUDA_GRAPHS")
+    monkeypatch.setenv("EDGELLAMA_CUDA_FUSED_ATTENTION", fused)
     graph = Llama(str(path), n_ctx=8192, device="cuda")
+    assert graph._core.fused_attention == (fused == "1") and not stream._core.fused_attention
     assert graph._core.cuda_graphs and not stream._core.cuda_graphs
     rng = np.random.default_rng(prompt_len)
     prompt = [int(t) for t in rng.integers(0, 300, prompt_len)]

@@ -31,11 +31,14 @@ struct alignas(16) uint4_words {
 };
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
-                                           int n_threads, int device, bool grouped_rows) {
+                                           int n_threads, int device, bool grouped_rows, bool fused_attention) {
     LlamaConfig c = config_from_dict(config);
     LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
     py::gil_scoped_release release;  // the upload copies gigabytes
-    return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, grouped_rows);
+    cuda::CudaOptions options;
+    options.grouped_rows = grouped_rows;
+    options.fused_attention = fused_attention;
+    return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, options);
 }
 
 // Rows are copied into 16-byte aligned buffers, as device rows are, before the GPU code reads them.
@@ -142,7 +145,7 @@ py::tuple rope_store_host(py::array_t<float, py::array::c_style | py::array::for
 py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
                                   const py::array_t<uint16_t, py::array::c_style>& k,
                                   const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos,
-                                  int64_t n_split) {
+                                  int64_t n_split, bool fused) {
     if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || k.shape(0) != v.shape(0) || k.shape(1) != v.shape(1) ||
         k.shape(2) != q.shape(2) || v.shape(2) != q.shape(2)) {
         throw std::invalid_argument("q must be (tokens, heads, dim), k and v (positions, kv heads, dim)");
@@ -154,7 +157,8 @@ py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | 
     {
         py::gil_scoped_release release;
         out = cuda::attention_on_host(dims, q.data(), n_tokens, first_pos, n_split,
-                                      reinterpret_cast<const __half*>(k.data()), reinterpret_cast<const __half*>(v.data()));
+                                      reinterpret_cast<const __half*>(k.data()), reinterpret_cast<const __half*>(v.data()),
+                                      fused);
     }
     py::array_t<float> result({n_tokens, dims.n_head, dims.head_dim});
     std::memcpy(result.mutable_data(), out.data(), out.size() * sizeof(float));
@@ -270,7 +274,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("decode_graph_splits", &edgellama::cuda::decode_graph_splits, py::arg("max_pos"),
           "The split count of the captured decode step for a token that sees max_pos positions.");
     m.def("attention_host", &b::attention_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("first_pos"),
-          py::arg("n_split"), "The GPU's attention kernels' block code run on CPU threads (for tests).");
+          py::arg("n_split"), py::arg("fused") = false,
+          "The GPU's attention kernels' block code run on CPU threads (for tests); fused: the one-kernel form.");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
           py::arg("x"),
           "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's block code on the CPU (for tests).");
@@ -287,7 +292,7 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
-             py::arg("device") = 0, py::arg("grouped_rows") = false)
+             py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false)
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
@@ -298,8 +303,12 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly("device_name", &CudaLlamaModel::device_name)
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
-        .def_property_readonly("grouped_rows", &CudaLlamaModel::grouped_rows,
-                               "Q4_0 / Q8_0 / Q6_K rows uploaded regrouped for 16-byte loads (constructor argument).")
+        .def_property_readonly(
+            "grouped_rows", [](const CudaLlamaModel& m) { return m.options().grouped_rows; },
+            "Q4_0 / Q8_0 / Q6_K rows uploaded regrouped for 16-byte loads (constructor argument).")
+        .def_property_readonly(
+            "fused_attention", [](const CudaLlamaModel& m) { return m.options().fused_attention; },
+            "Attention's splits merged in its own kernel by each query's last block (constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });

@@ -7,7 +7,8 @@
 // weighted value sum over the dims the lane holds), and the block merges its warps into one
 // partial (max, sum, unnormalised output). Pass 2 merges the splits of each (head, token) and
 // divides. Splitting the positions gives a decode step enough blocks to fill the GPU on long
-// contexts.
+// contexts. The fused form runs both passes in one kernel: the last of a (head, token)'s split
+// blocks to finish merges them (attention_fused_block).
 #pragma once
 
 #include <cmath>
@@ -37,14 +38,26 @@ struct AttnArgs {
     float scale;
 };
 
-// The blocks' shared memory: pass 1's per-warp partials, pass 2's split weights.
-struct AttnShared {
-    float m[kAttnWarps], l[kAttnWarps];
-    float acc[kAttnWarps][kMaxHeadDim];
-};
+// The blocks' shared memory: pass 1's per-warp partials, pass 2's split weights (both, and
+// whether this block merges, in the fused form).
 struct CombineShared {
     float weight[kMaxSplitRows];
 };
+struct AttnShared : CombineShared {
+    float m[kAttnWarps], l[kAttnWarps];
+    float acc[kAttnWarps][kMaxHeadDim];
+    bool last;
+};
+
+// A partial written by another block (of this kernel or the previous one), read from L2: a line of
+// this SM's L1 could hold an older value of the reused scratch.
+EDGELLAMA_HD float load_partial(const float* p) {
+#if defined(__CUDA_ARCH__)
+    return __ldcg(p);
+#else
+    return *p;
+#endif
+}
 
 // Which dimensions of a head a lane holds and how it reads them from an fp16 cache row.
 // Any even head_dim up to 256: dims lane, lane + 32, ..., one half at a time.
@@ -189,20 +202,58 @@ EDGELLAMA_HD void attention_combine_block(const Block& block, const float* parti
     const float* part = partials + (t * n_head + h) * n_split * (head_dim + 2);
     float* weight = block.shared().weight;  // exp(split max - overall max); n_split <= kMaxSplitRows
     float mx = -INFINITY;
-    for (int64_t s = 0; s < n_split; ++s) mx = fmaxf(mx, part[s * (head_dim + 2)]);
-    for (int64_t s = thread; s < n_split; s += block.threads()) weight[s] = expf(part[s * (head_dim + 2)] - mx);
+    for (int64_t s = 0; s < n_split; ++s) mx = fmaxf(mx, load_partial(part + s * (head_dim + 2)));
+    for (int64_t s = thread; s < n_split; s += block.threads()) {
+        weight[s] = expf(load_partial(part + s * (head_dim + 2)) - mx);
+    }
     block.sync();
     float total = 0.0f;
-    for (int64_t s = 0; s < n_split; ++s) total += part[s * (head_dim + 2) + 1] * weight[s];
+    for (int64_t s = 0; s < n_split; ++s) total += load_partial(part + s * (head_dim + 2) + 1) * weight[s];
     const float inv = 1.0f / total;
     for (int64_t d = thread; d < head_dim; d += block.threads()) {
         float v = 0.0f;
-        for (int64_t s = 0; s < n_split; ++s) v += part[s * (head_dim + 2) + 2 + d] * weight[s];
+        for (int64_t s = 0; s < n_split; ++s) v += load_partial(part + s * (head_dim + 2) + 2 + d) * weight[s];
         out[t * q_width + h * head_dim + d] = v * inv;
     }
 }
 
 constexpr int kCombineThreads = 128;  // threads of a pass-2 block
+
+// Counts a finished split of a query: true on every thread of the block that finished last, which
+// then merges the splits (the others' partials are visible to it: each block fences its writes
+// before counting). That block resets the count to 0 for the next launch. Every thread calls it.
+// On the host, blocks run one after another: a plain count.
+template <class Block>
+EDGELLAMA_HD bool last_split_of_query(const Block& block, unsigned* count, int64_t n_split) {
+#if defined(__CUDA_ARCH__)
+    __threadfence();
+#endif
+    block.sync();
+    if (block.thread() == 0) {
+#if defined(__CUDA_ARCH__)
+        const unsigned done = atomicAdd(count, 1u);
+        __threadfence();  // the block's reads of the other partials come after the count
+#else
+        const unsigned done = (*count)++;
+#endif
+        block.shared().last = done == static_cast<unsigned>(n_split - 1);
+        if (block.shared().last) *count = 0;
+    }
+    block.sync();
+    return block.shared().last;
+}
+
+// Both passes for split sp of query head h, token t: the split's partial, then, in the block that
+// finishes the query's last split, the merge into out. counts: one per (token, head), zero before
+// the launch and after it.
+template <class Dims, class Block>
+EDGELLAMA_HD void attention_fused_block(const Block& block, const AttnArgs& a, unsigned* counts, float* out,
+                                        int64_t h, int64_t t, int64_t sp) {
+    attention_partial_block<Dims>(block, a, h, t, sp);
+    if (last_split_of_query(block, counts + t * a.n_head + h, a.n_split)) {
+        attention_combine_block(block, a.partials, a.n_head, a.head_dim, a.n_split, a.q_width, out, h, t);
+    }
+}
 
 // The arguments of pass 1 (partials: attention_scratch_floats(dims, n_tokens) floats).
 inline AttnArgs attention_args(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,

@@ -158,7 +158,7 @@ void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_toke
 }
 
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
-                                     int64_t n_split, const __half* k_cache, const __half* v_cache) {
+                                     int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused) {
     if (dims.n_head <= 0 || dims.n_head_kv <= 0 || dims.n_head % dims.n_head_kv != 0 || dims.head_dim <= 0 ||
         dims.head_dim > kMaxHeadDim || dims.head_dim % 2 != 0 || n_tokens <= 0 || first_pos < 0 || n_split < 1 ||
         n_tokens * n_split > std::max<int64_t>(n_tokens, kMaxSplitRows)) {
@@ -166,13 +166,33 @@ std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, 
     }
     std::vector<float> partials(attention_scratch_floats(dims, n_tokens));
     std::vector<float> out(static_cast<size_t>(n_tokens * dims.n_head * dims.head_dim));
-    attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data());
+    std::vector<unsigned> counts(fused ? static_cast<size_t>(n_tokens * dims.n_head) : 0, 0u);
+    attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data(),
+                           fused ? counts.data() : nullptr);
+    for (unsigned c : counts) {
+        if (c != 0) throw std::logic_error("attention_on_host: a split count was not reset");
+    }
     return out;
 }
 
 void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
-                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out) {
+                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
+                            unsigned* split_counts) {
     const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials);
+    if (split_counts != nullptr) {  // the fused kernel's blocks, in the device's grid order
+        dispatch_attention_dims(dims.head_dim, [&](auto policy) {
+            for (int64_t sp = 0; sp < n_split; ++sp) {
+                for (int64_t t = 0; t < n_tokens; ++t) {
+                    for (int64_t h = 0; h < dims.n_head; ++h) {
+                        run_host_block<AttnShared>(kAttnWarps * kWarp, [&](const HostBlock<AttnShared>& block) {
+                            attention_fused_block<decltype(policy)>(block, a, split_counts, out, h, t, sp);
+                        });
+                    }
+                }
+            }
+        });
+        return;
+    }
     dispatch_attention_dims(dims.head_dim, [&](auto policy) {
         using Dims = decltype(policy);
         for (int64_t h = 0; h < dims.n_head; ++h) {

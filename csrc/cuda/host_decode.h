@@ -42,12 +42,15 @@ void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_toke
 
 // Causal grouped-query attention of n_tokens queries q ([token][head][dim]) at positions
 // first_pos + t over the fp16 cache rows ([pos][kv_head][dim]), split n_split ways: the two
-// passes' block code (attention_block.cuh) on host threads. out: [token][head][dim].
+// passes' block code (attention_block.cuh) on host threads, or with `fused` the fused form's
+// (the blocks one after another, each query merged by its last). out: [token][head][dim].
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
-                                     int64_t n_split, const __half* k_cache, const __half* v_cache);
-// The same into caller-owned partials (attention_scratch_floats) and out.
+                                     int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused = false);
+// The same into caller-owned partials (attention_scratch_floats) and out; fused where split_counts
+// (n_tokens * n_head zeros, left zero) are given.
 void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
-                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out);
+                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
+                            unsigned* split_counts = nullptr);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
 // GEMV's block code (gemv_rows.cuh: row groups of the type's shape, tiles of kGemmTile tokens, the

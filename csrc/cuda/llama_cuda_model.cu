@@ -77,9 +77,10 @@ struct CudaLlamaModel::Impl {
     std::vector<uint8_t> step_host;     // its host copy
     bool use_graphs = true;
     bool use_mma = true;  // prefill on int8 tensor cores where it applies (gemm_mma.cu)
-    bool grouped_rows = false;  // Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (grouped_rows.h)
+    CudaOptions options;
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
+    DeviceBuffer split_counts;   // fused attention's finished splits per (token, head), kept at zero
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
     void allocate(DeviceBuffer& buffer, size_t bytes, const std::string& what) { backend->allocate(buffer, bytes, what); }
@@ -100,7 +101,7 @@ struct CudaLlamaModel::Impl {
         const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
         owned.emplace_back();
         allocate(owned.back(), bytes, "weight '" + name + "'");
-        const int32_t device_type = grouped_rows ? grouped_type(w.type, w.cols) : w.type;
+        const int32_t device_type = options.grouped_rows ? grouped_type(w.type, w.cols) : w.type;
         if (device_type == w.type) {
             backend->to_device(owned.back().get(), w.data, bytes, ("upload of " + name).c_str());
         } else {
@@ -228,6 +229,12 @@ struct CudaLlamaModel::Impl {
         f(up, batch * c.n_ff, "ffn_up");
         const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
         f(partials, static_cast<int64_t>(attention_scratch_floats(dims, batch)), "attention partials");
+        if (options.fused_attention) {
+            const std::vector<unsigned> zeros(static_cast<size_t>(batch * c.n_head), 0u);
+            allocate(split_counts, zeros.size() * sizeof(unsigned), "attention split counts");
+            backend->to_device(split_counts.get(), zeros.data(), zeros.size() * sizeof(unsigned), "zeroing split counts");
+            backend->synchronize();  // before `zeros` goes
+        }
         f(logits, kLogitRows * c.n_vocab, "logits");
         // Int8 activation blocks for the widest matmul input, in the formats the weights use.
         const int64_t widest = std::max({c.n_embd, q_width(), c.n_ff});
@@ -320,7 +327,7 @@ struct CudaLlamaModel::Impl {
             backend->rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv,
                                 c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc);
             backend->attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(),
-                               attn_out.as<float>());
+                               attn_out.as<float>(), split_counts.as<unsigned>());
             matmul(l.wo, quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(),
                    true);  // residual add fused
             const MatmulInput ffn_in = normed_input(x.as<float>(), l.ffn_norm, n, {&l.w_gate, &l.w_up});
@@ -381,7 +388,7 @@ struct CudaLlamaModel::Impl {
 };
 
 CudaLlamaModel::CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx,
-                               int n_threads, int device, bool grouped_rows)
+                               int n_threads, int device, const CudaOptions& options)
     : impl_(std::make_unique<Impl>()) {
     if (n_ctx < 1) throw std::invalid_argument("n_ctx must be at least 1");
     Impl& m = *impl_;
@@ -389,7 +396,7 @@ CudaLlamaModel::CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& ho
     m.n_ctx = n_ctx;
     m.n_threads = n_threads;
     m.device = device;
-    m.grouped_rows = grouped_rows;
+    m.options = options;
     m.validate(host_weights);
     m.backend = device < 0 ? make_host_backend() : make_device_backend(device);
     m.upload(host_weights);
@@ -436,7 +443,7 @@ std::string CudaLlamaModel::device_name() const {
 }
 bool CudaLlamaModel::cuda_graphs() const { return impl_->use_graphs; }
 void CudaLlamaModel::set_cuda_graphs(bool enabled) { impl_->use_graphs = enabled; }
-bool CudaLlamaModel::grouped_rows() const { return impl_->grouped_rows; }
+const CudaOptions& CudaLlamaModel::options() const { return impl_->options; }
 bool CudaLlamaModel::tensor_cores() const { return impl_->use_mma; }
 void CudaLlamaModel::set_tensor_cores(bool enabled) { impl_->use_mma = enabled; }
 

@@ -44,17 +44,25 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
 // The names of the GEMV block shapes time_matmul can compare, by index.
 std::vector<std::string> gemv_probe_shapes();
 
+// Choices of how the engine lays out and launches its work, each within the same bound of the
+// reference (tests/test_cuda.py); off by default until measured faster on a GPU.
+struct CudaOptions {
+    // Q4_0, Q8_0 and Q6_K matrices whose rows are whole groups uploaded regrouped for 16-byte loads
+    // (grouped_rows.h; same bytes, results equal up to the order of float additions in the GEMV).
+    bool grouped_rows = false;
+    // Attention's merge of its position splits done by the last split block of each query, in the
+    // same kernel (attention_block.cuh: attention_fused_block; the same bits).
+    bool fused_attention = false;
+};
+
 class CudaLlamaModel {
 public:
     // host_weights point at host memory (the mapped file); they are copied to `device` here and not
     // used afterwards; device -1 runs the same step on the host (backend.h; slow, for tests).
-    // grouped_rows: Q4_0, Q8_0 and Q6_K matrices whose rows are whole groups are uploaded
-    // regrouped for 16-byte loads (grouped_rows.h; same bytes, results equal up to the order of
-    // float additions in the GEMV).
     // Throws std::invalid_argument for bad shapes or a type the GPU does not run,
     // OutOfMemoryError naming the buffer that did not fit, CudaError for other CUDA failures.
     CudaLlamaModel(const LlamaConfig& config, const LlamaWeights& host_weights, int64_t n_ctx, int n_threads,
-                   int device = 0, bool grouped_rows = false);
+                   int device = 0, const CudaOptions& options = {});
     ~CudaLlamaModel();
     CudaLlamaModel(const CudaLlamaModel&) = delete;
     CudaLlamaModel& operator=(const CudaLlamaModel&) = delete;
@@ -77,7 +85,7 @@ public:
     void set_cuda_graphs(bool enabled);
     // Whether long prefills of quantized weights run on int8 tensor cores (default on, sm_80+; off:
     // the dp4a tiles, equal up to the order of float additions).
-    bool grouped_rows() const;
+    const CudaOptions& options() const;
     bool tensor_cores() const;
     void set_tensor_cores(bool enabled);
 

@@ -94,7 +94,9 @@ void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 
 // attention.cu — causal grouped-query attention of n_tokens queries (positions *first_pos + t)
 // over the fp16 cache rows 0 .. *first_pos + t. Query head h reads KV head h / (n_head / n_head_kv).
-// The positions are split over n_split thread blocks per query (attention_splits), merged after.
+// The positions are split over n_split thread blocks per query (attention_splits), merged after:
+// by a second kernel, or, given split_counts (n_tokens * n_head zeros, left zero), by the last of
+// each query's blocks in the same kernel (the same merge: the same bits).
 struct AttentionDims {
     int64_t n_head = 0;
     int64_t n_head_kv = 0;
@@ -112,6 +114,7 @@ int64_t attention_splits(int64_t max_pos, int64_t n_tokens);
 // compute the same partials (the extra splits are empty).
 int64_t decode_graph_splits(int64_t max_pos);
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
-               const __half* k_cache, const __half* v_cache, float* partials, float* out, cudaStream_t stream);
+               const __half* k_cache, const __half* v_cache, float* partials, float* out, unsigned* split_counts,
+               cudaStream_t stream);
 
 }  // namespace edgellama::cuda
