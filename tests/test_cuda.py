@@ -360,7 +360,8 @@ def test_attention_block_code_on_host_matches_numpy(head_dim, n_head, n_head_kv,
     positions a warp step, the warps' and the splits' merges), run on host threads, against float64
     numpy on the same fp16 keys and values. (It found the head-size-128/256 vector loads reading
     their words through another type, which the compiler was free to drop.) The fused form (each
-    query's last split block merges; the counts it resets are checked) gives the same bits."""
+    query's last split block merges; the counts it resets are checked) gives the same bits, and
+    its quantized output the quantize kernel's bytes."""
     rng = np.random.default_rng(head_dim + n_split)
     n_pos = first_pos + n_tok + 3
     q = rng.standard_normal((n_tok, n_head, head_dim)).astype(np.float32)
@@ -370,6 +371,19 @@ def test_attention_block_code_on_host_matches_numpy(head_dim, n_head, n_head_kv,
     np.testing.assert_allclose(got, reference_attention(q, k, v, first_pos), rtol=0, atol=2e-6)
     fused = _cuda.attention_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, n_split, fused=True)
     np.testing.assert_array_equal(fused.view(np.uint32), got.view(np.uint32))
+    # The fused form's quantization of its output (for the 32- and 256-element activation formats,
+    # whose blocks may span heads): the bytes the quantize kernel writes for the same floats.
+    for block, weight_type in ((32, T.Q8_0), (256, T.Q4_K)):
+        whole = head_dim % block == 0 or (block % head_dim == 0 and n_head % (block // head_dim) == 0)
+        if not whole:
+            with pytest.raises(ValueError, match="cannot be quantized"):
+                _cuda.attention_quantized_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, n_split, block)
+            continue
+        out, act = _cuda.attention_quantized_host(q, k.view(np.uint16), v.view(np.uint16), first_pos, n_split, block)
+        np.testing.assert_array_equal(out.view(np.uint32), got.view(np.uint32))
+        want = np.concatenate([np.frombuffer(_cuda.quantize_act_host(int(weight_type), row.reshape(-1)), np.uint8)
+                               for row in got])
+        np.testing.assert_array_equal(act, want, err_msg=f"{block}-element blocks")
 
 
 @needs_module
@@ -423,13 +437,15 @@ def case_and_options(case):
 @pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "head_dim128-Q8_0", "untied-Q4_K-Q6_K_output",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
-                                  "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention"])
+                                  "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention",
+                                  "Q4_K+fused_attention"])
 def test_engine_step_on_the_host_matches_reference(case_files, case):
     """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
     RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
     GPU bound of the reference, and truncate/reset rewind it. With "+" options (CudaOptions):
     grouped_rows uploads Q4_0 / Q8_0 / Q6_K rows grouped (the embedding too, whose rows the grouped
-    decoder then looks up); fused_attention merges attention's splits in its kernel."""
+    decoder then looks up); fused_attention merges attention's splits in its kernel and quantizes
+    its output there (gqa3: 32-element blocks over two heads of 16; Q4_K: 256 over four of 64)."""
     name, options = case_and_options(case)
     path = case_files[name]
     seq = PROMPT + DECODE
@@ -545,7 +561,8 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
 
 @needs_gpu
 @pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
-                                  "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention"])
+                                  "mixed-Q4_K_M-2048+grouped_rows+fused_attention", "gqa3-Q4_1+fused_attention",
+                                  "Q4_K+fused_attention"])
 def test_gpu_engine_options_match_reference(case_files, case):
     """The CudaOptions not yet on by default: Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
     GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's

@@ -142,27 +142,54 @@ py::tuple rope_store_host(py::array_t<float, py::array::c_style | py::array::for
 }
 
 // q: (n_tokens, n_head, head_dim) float32; k, v: (n_pos, n_head_kv, head_dim) float16 bit patterns.
-py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
-                                  const py::array_t<uint16_t, py::array::c_style>& k,
-                                  const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos,
-                                  int64_t n_split, bool fused) {
+// q: (n_tokens, n_head, head_dim) float32; k, v: (n_pos, n_head_kv, head_dim) float16 bit patterns.
+cuda::AttentionDims attention_dims_of(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+                                      const py::array_t<uint16_t, py::array::c_style>& k,
+                                      const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos) {
     if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || k.shape(0) != v.shape(0) || k.shape(1) != v.shape(1) ||
         k.shape(2) != q.shape(2) || v.shape(2) != q.shape(2)) {
         throw std::invalid_argument("q must be (tokens, heads, dim), k and v (positions, kv heads, dim)");
     }
-    const int64_t n_tokens = q.shape(0);
-    if (first_pos < 0 || first_pos + n_tokens > k.shape(0)) throw std::invalid_argument("positions past the cache");
-    const cuda::AttentionDims dims{q.shape(1), k.shape(1), q.shape(2)};
-    std::vector<float> out;
-    {
-        py::gil_scoped_release release;
-        out = cuda::attention_on_host(dims, q.data(), n_tokens, first_pos, n_split,
-                                      reinterpret_cast<const __half*>(k.data()), reinterpret_cast<const __half*>(v.data()),
-                                      fused);
-    }
+    if (first_pos < 0 || first_pos + q.shape(0) > k.shape(0)) throw std::invalid_argument("positions past the cache");
+    return cuda::AttentionDims{q.shape(1), k.shape(1), q.shape(2)};
+}
+
+py::array_t<float> attention_result(const cuda::AttentionDims& dims, int64_t n_tokens, const std::vector<float>& out) {
     py::array_t<float> result({n_tokens, dims.n_head, dims.head_dim});
     std::memcpy(result.mutable_data(), out.data(), out.size() * sizeof(float));
     return result;
+}
+
+py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+                                  const py::array_t<uint16_t, py::array::c_style>& k,
+                                  const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos,
+                                  int64_t n_split, bool fused) {
+    const cuda::AttentionDims dims = attention_dims_of(q, k, v, first_pos);
+    std::vector<float> out;
+    {
+        py::gil_scoped_release release;
+        out = cuda::attention_on_host(dims, q.data(), q.shape(0), first_pos, n_split,
+                                      reinterpret_cast<const __half*>(k.data()), reinterpret_cast<const __half*>(v.data()),
+                                      fused);
+    }
+    return attention_result(dims, q.shape(0), out);
+}
+
+py::tuple attention_quantized_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
+                                   const py::array_t<uint16_t, py::array::c_style>& k,
+                                   const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos,
+                                   int64_t n_split, int act_block) {
+    const cuda::AttentionDims dims = attention_dims_of(q, k, v, first_pos);
+    std::pair<std::vector<float>, std::vector<uint8_t>> result;
+    {
+        py::gil_scoped_release release;
+        result = cuda::attention_quantized_on_host(dims, q.data(), q.shape(0), first_pos, n_split,
+                                                   reinterpret_cast<const __half*>(k.data()),
+                                                   reinterpret_cast<const __half*>(v.data()), act_block);
+    }
+    Bytes act(static_cast<py::ssize_t>(result.second.size()));
+    std::memcpy(act.mutable_data(), result.second.data(), result.second.size());
+    return py::make_tuple(attention_result(dims, q.shape(0), result.first), act);
 }
 
 py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
@@ -276,6 +303,10 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("attention_host", &b::attention_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("first_pos"),
           py::arg("n_split"), py::arg("fused") = false,
           "The GPU's attention kernels' block code run on CPU threads (for tests); fused: the one-kernel form.");
+    m.def("attention_quantized_host", &b::attention_quantized_host, py::arg("q"), py::arg("k"), py::arg("v"),
+          py::arg("first_pos"), py::arg("n_split"), py::arg("act_block"),
+          "(out, int8 activation rows of act_block 32 or 256): the fused attention block code with its quantization, "
+          "run on CPU threads (for tests).");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
           py::arg("x"),
           "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's block code on the CPU (for tests).");

@@ -19,11 +19,11 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
 
 template <class Dims>
 __global__ void __launch_bounds__(kAttnWarps * kWarp)
-attention_fused_kernel(AttnArgs a, unsigned* __restrict__ split_counts, float* __restrict__ out) {
+attention_fused_kernel(AttnArgs a, unsigned* __restrict__ split_counts, float* out, AttnActOut act_out) {
     wait_for_prior_kernels();
     __shared__ AttnShared shared;
-    attention_fused_block<Dims>(DeviceBlock<AttnShared>{shared}, a, split_counts, out, blockIdx.x, blockIdx.y,
-                                blockIdx.z);
+    attention_fused_block<Dims>(DeviceBlock<AttnShared>{shared}, a, split_counts, out, act_out, blockIdx.x,
+                                blockIdx.y, blockIdx.z);
 }
 
 __global__ void attention_combine_kernel(const float* __restrict__ partials, int64_t n_head, int64_t head_dim,
@@ -35,6 +35,11 @@ __global__ void attention_combine_kernel(const float* __restrict__ partials, int
 }
 
 }  // namespace
+
+bool attention_can_quantize(const AttentionDims& dims, int block) {
+    if (dims.head_dim % block == 0) return true;
+    return block % dims.head_dim == 0 && dims.n_head % (block / dims.head_dim) == 0;
+}
 
 int64_t attention_splits(int64_t max_pos, int64_t n_tokens) {
     const int64_t by_length = std::max<int64_t>(1, (max_pos + kMinChunk - 1) / kMinChunk);
@@ -53,7 +58,7 @@ size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens) {
 
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, unsigned* split_counts,
-               cudaStream_t stream) {
+               const AttnActOut& act_out, cudaStream_t stream) {
     if (n_tokens <= 0) return;
     if (n_split < 1 || n_tokens * n_split > std::max(n_tokens, kMaxSplitRows)) {
         throw CudaError("attention: " + std::to_string(n_split) + " splits exceed the scratch for " +
@@ -61,10 +66,13 @@ void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, cons
     }
     const AttnArgs a = attention_args(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials);
     const dim3 grid(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens), static_cast<unsigned>(n_split));
+    if (act_out.rows != nullptr && (split_counts == nullptr || !attention_can_quantize(dims, act_out.block))) {
+        throw CudaError("attention: its output cannot be quantized in the kernel here");
+    }
     if (split_counts != nullptr) {
         dispatch_attention_dims(dims.head_dim, [&](auto policy) {
             launch("attention_fused_kernel", attention_fused_kernel<decltype(policy)>, grid, kAttnWarps * kWarp, stream, a,
-                   split_counts, out);
+                   split_counts, out, act_out);
         });
         return;
     }

@@ -17,6 +17,7 @@
 
 #include <cuda_fp16.h>
 
+#include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/formats.cuh"
 #include "csrc/cuda/ops.h"
 #include "csrc/cuda/warp.cuh"
@@ -243,15 +244,53 @@ EDGELLAMA_HD bool last_split_of_query(const Block& block, unsigned* count, int64
     return block.shared().last;
 }
 
+// The heads whose outputs the fused form merges together, so that they quantize into whole
+// activation blocks: 1, or block / head_dim when a block spans heads (Q8_256 over heads of 128).
+EDGELLAMA_HD int64_t heads_per_merge(int64_t head_dim, const AttnActOut& act) {
+    return act.rows != nullptr && act.block > head_dim ? act.block / head_dim : 1;
+}
+
+// The n merged floats x (at element `first` of token t's row of cols) quantized into act's row t,
+// a warp a block, as quantize_activations does (the same lanes, so the same bits). x was written by
+// this block's threads (synchronized since): plain loads, never the read-only cache.
+template <class Block>
+EDGELLAMA_HD void quantize_merged(const Block& block, const float* x, int64_t n, int64_t first, int64_t cols,
+                                  int64_t t, const AttnActOut& act) {
+    const auto warp = block.warp();
+    const int lane = warp.lane(), n_warps = block.threads() / kWarp;
+    uint8_t* row = act.rows + t * static_cast<int64_t>(act.block == kQK32 ? act_row_bytes(ActFormat::Q8_32, cols)
+                                                                         : act_row_bytes(ActFormat::Q8_256, cols));
+    for (int64_t b = block.thread() / kWarp; b < n / act.block; b += n_warps) {  // warp-uniform
+        const int64_t index = (first + b * act.block) / act.block;
+        if (act.block == kQK32) {
+            quantize_block32_warp(warp, x[b * kQK32 + lane], ActRowOut<kQK32>(row, cols, index));
+        } else {
+            float v[8];
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = x[b * kQK256 + 32 * k + lane];
+            quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, cols, index));
+        }
+    }
+}
+
 // Both passes for split sp of query head h, token t: the split's partial, then, in the block that
-// finishes the query's last split, the merge into out. counts: one per (token, head), zero before
-// the launch and after it.
+// finishes the last split of the merge group's heads (heads_per_merge), their merges into out and,
+// with act_out, their quantization. counts: one per (token, merge group), zero before the launch
+// and after it.
 template <class Dims, class Block>
 EDGELLAMA_HD void attention_fused_block(const Block& block, const AttnArgs& a, unsigned* counts, float* out,
-                                        int64_t h, int64_t t, int64_t sp) {
+                                        const AttnActOut& act_out, int64_t h, int64_t t, int64_t sp) {
     attention_partial_block<Dims>(block, a, h, t, sp);
-    if (last_split_of_query(block, counts + t * a.n_head + h, a.n_split)) {
-        attention_combine_block(block, a.partials, a.n_head, a.head_dim, a.n_split, a.q_width, out, h, t);
+    const int64_t group = heads_per_merge(a.head_dim, act_out);
+    const int64_t g = h / group;
+    if (!last_split_of_query(block, counts + t * (a.n_head / group) + g, a.n_split * group)) return;
+    for (int64_t head = g * group; head < (g + 1) * group; ++head) {
+        attention_combine_block(block, a.partials, a.n_head, a.head_dim, a.n_split, a.q_width, out, head, t);
+        block.sync();  // the split weights are the next head's; the merged floats are read below
+    }
+    if (act_out.rows != nullptr) {
+        const int64_t first = g * group * a.head_dim;
+        quantize_merged(block, out + t * a.q_width + first, group * a.head_dim, first, a.q_width, t, act_out);
     }
 }
 

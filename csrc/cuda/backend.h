@@ -44,7 +44,7 @@ public:
                             const int64_t* first_pos, __half* k_cache, __half* v_cache) = 0;
     virtual void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials,
-                           float* out, unsigned* split_counts) = 0;
+                           float* out, unsigned* split_counts, const AttnActOut& act_out) = 0;
 };
 
 // The GPU `device` (cudaSetDevice'd here), with its own stream.

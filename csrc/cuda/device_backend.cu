@@ -67,8 +67,9 @@ public:
     }
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                    int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                   unsigned* split_counts) override {
-        cuda::attention(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials, out, split_counts, stream_);
+                   unsigned* split_counts, const AttnActOut& act_out) override {
+        cuda::attention(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials, out, split_counts, act_out,
+                        stream_);
     }
 
 private:

@@ -157,35 +157,71 @@ void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_toke
     }
 }
 
-std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
-                                     int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused) {
+namespace {
+
+void check_attention_shape(const AttentionDims& dims, int64_t n_tokens, int64_t first_pos, int64_t n_split) {
     if (dims.n_head <= 0 || dims.n_head_kv <= 0 || dims.n_head % dims.n_head_kv != 0 || dims.head_dim <= 0 ||
         dims.head_dim > kMaxHeadDim || dims.head_dim % 2 != 0 || n_tokens <= 0 || first_pos < 0 || n_split < 1 ||
         n_tokens * n_split > std::max<int64_t>(n_tokens, kMaxSplitRows)) {
         throw std::invalid_argument("attention_on_host: bad shape or split count");
     }
+}
+
+}  // namespace
+
+std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
+                                     int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused) {
+    if (fused) return attention_quantized_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, 0).first;
+    check_attention_shape(dims, n_tokens, first_pos, n_split);
     std::vector<float> partials(attention_scratch_floats(dims, n_tokens));
     std::vector<float> out(static_cast<size_t>(n_tokens * dims.n_head * dims.head_dim));
-    std::vector<unsigned> counts(fused ? static_cast<size_t>(n_tokens * dims.n_head) : 0, 0u);
+    attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data());
+    return out;
+}
+
+std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
+    const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos, int64_t n_split,
+    const __half* k_cache, const __half* v_cache, int act_block) {
+    check_attention_shape(dims, n_tokens, first_pos, n_split);
+    if (act_block != 0 && act_block != kQK32 && act_block != kQK256) {
+        throw std::invalid_argument("activation blocks are of 32 or 256 elements");
+    }
+    if (act_block != 0 && !attention_can_quantize(dims, act_block)) {
+        throw std::invalid_argument("attention: its output cannot be quantized in the kernel here");
+    }
+    const int64_t q_width = dims.n_head * dims.head_dim;
+    std::vector<float> partials(attention_scratch_floats(dims, n_tokens));
+    std::vector<float> out(static_cast<size_t>(n_tokens * q_width));
+    std::vector<unsigned> counts(static_cast<size_t>(n_tokens * dims.n_head), 0u);
+    std::vector<uint8_t> act;
+    AttnActOut act_out;
+    if (act_block != 0) {
+        act.assign(n_tokens * act_row_bytes(act_block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, q_width), 0);
+        act_out.rows = act.data();
+        act_out.block = act_block;
+    }
     attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data(),
-                           fused ? counts.data() : nullptr);
+                           counts.data(), act_out);
     for (unsigned c : counts) {
         if (c != 0) throw std::logic_error("attention_on_host: a split count was not reset");
     }
-    return out;
+    return {std::move(out), std::move(act)};
 }
 
 void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                             int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                            unsigned* split_counts) {
+                            unsigned* split_counts, const AttnActOut& act_out) {
     const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials);
+    if (act_out.rows != nullptr && (split_counts == nullptr || !attention_can_quantize(dims, act_out.block))) {
+        throw std::invalid_argument("attention: its output cannot be quantized in the kernel here");
+    }
     if (split_counts != nullptr) {  // the fused kernel's blocks, in the device's grid order
         dispatch_attention_dims(dims.head_dim, [&](auto policy) {
             for (int64_t sp = 0; sp < n_split; ++sp) {
                 for (int64_t t = 0; t < n_tokens; ++t) {
                     for (int64_t h = 0; h < dims.n_head; ++h) {
                         run_host_block<AttnShared>(kAttnWarps * kWarp, [&](const HostBlock<AttnShared>& block) {
-                            attention_fused_block<decltype(policy)>(block, a, split_counts, out, h, t, sp);
+                            attention_fused_block<decltype(policy)>(block, a, split_counts, out, act_out, h, t, sp);
                         });
                     }
                 }

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "csrc/cuda/ops.h"
@@ -47,10 +48,16 @@ void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_toke
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                                      int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused = false);
 // The same into caller-owned partials (attention_scratch_floats) and out; fused where split_counts
-// (n_tokens * n_head zeros, left zero) are given.
+// (n_tokens * n_head zeros, left zero) are given, and then also quantized into act_out's rows
+// where those are given (ops.h: attention).
 void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                             int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                            unsigned* split_counts = nullptr);
+                            unsigned* split_counts = nullptr, const AttnActOut& act_out = {});
+// The fused form with its quantization into rows of `act_block` (32 or 256) codes: (out, the int8
+// activation rows, n_tokens of act_row_bytes each).
+std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
+    const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos, int64_t n_split,
+    const __half* k_cache, const __half* v_cache, int act_block);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
 // GEMV's block code (gemv_rows.cuh: row groups of the type's shape, tiles of kGemmTile tokens, the

@@ -299,6 +299,22 @@ struct CudaLlamaModel::Impl {
         return input_of(x_norm.as<float>(), n, config.n_embd, needs);
     }
 
+    // Where fused attention also quantizes its output as the input of w (attention_o): its int8
+    // rows when the attention kernel merges its splits and the heads make whole blocks of w's
+    // activation format; none otherwise (quantized by its own kernel, or not at all).
+    AttnActOut attention_act_out(const DeviceMatrix& w) const {
+        AttnActOut act;
+        if (split_counts.get() == nullptr) return act;
+        const ActNeeds needs = act_needs({&w});
+        if (!needs.q8_32 && !needs.q8_256) return act;  // float weights read the floats
+        const int block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
+        const AttentionDims dims{config.n_head, config.n_head_kv, config.head_dim};
+        if (!attention_can_quantize(dims, block)) return act;
+        act.rows = needs.q8_32 ? act32.as<uint8_t>() : act256.as<uint8_t>();
+        act.block = block;
+        return act;
+    }
+
     // The step's first position and token ids, in one upload: kernels read positions on the device
     // so that the captured decode step replays at any position.
     void upload_step(const int32_t* tokens, int64_t n) {
@@ -326,10 +342,13 @@ struct CudaLlamaModel::Impl {
             backend->matmul_group(qkv, 3, attn_in, false);
             backend->rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv,
                                 c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc);
+            const AttnActOut quantized_out = attention_act_out(l.wo);
             backend->attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(),
-                               attn_out.as<float>(), split_counts.as<unsigned>());
-            matmul(l.wo, quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo}), x.as<float>(),
-                   true);  // residual add fused
+                               attn_out.as<float>(), split_counts.as<unsigned>(), quantized_out);
+            const MatmulInput wo_in = quantized_out.rows != nullptr
+                                          ? input_of(attn_out.as<float>(), n, q_width(), act_needs({&l.wo}))
+                                          : quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo});
+            matmul(l.wo, wo_in, x.as<float>(), true);  // residual add fused
             const MatmulInput ffn_in = normed_input(x.as<float>(), l.ffn_norm, n, {&l.w_gate, &l.w_up});
             backend->matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(), up.as<float>());
             matmul(l.w_down, quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true);

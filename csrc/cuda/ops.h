@@ -96,12 +96,19 @@ void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 // over the fp16 cache rows 0 .. *first_pos + t. Query head h reads KV head h / (n_head / n_head_kv).
 // The positions are split over n_split thread blocks per query (attention_splits), merged after:
 // by a second kernel, or, given split_counts (n_tokens * n_head zeros, left zero), by the last of
-// each query's blocks in the same kernel (the same merge: the same bits).
+// each query's blocks in the same kernel (the same merge: the same bits). That fused form can also
+// quantize the output rows into the next matmul's int8 activations (act_out; the bytes
+// quantize_activations would write), where attention_can_quantize says the heads make whole blocks.
 struct AttentionDims {
     int64_t n_head = 0;
     int64_t n_head_kv = 0;
     int64_t head_dim = 0;  // at most kMaxHeadDim
 };
+struct AttnActOut {
+    uint8_t* rows = nullptr;  // null: no quantization
+    int block = 0;            // kQK32 (ActFormat::Q8_32) or kQK256 (Q8_256); rows act_row_bytes apart
+};
+bool attention_can_quantize(const AttentionDims& dims, int block);
 constexpr int kMaxHeadDim = 256;
 // Floats of the scratch `partials` that attention() needs for n_tokens queries.
 size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens);
@@ -115,6 +122,6 @@ int64_t attention_splits(int64_t max_pos, int64_t n_tokens);
 int64_t decode_graph_splits(int64_t max_pos);
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, unsigned* split_counts,
-               cudaStream_t stream);
+               const AttnActOut& act_out, cudaStream_t stream);
 
 }  // namespace edgellama::cuda
