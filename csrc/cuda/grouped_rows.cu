@@ -18,31 +18,53 @@ struct BlockField {
     size_t offset, bytes;
 };
 
-// The fields of a type's blocks in the order a grouped row stores them (grouped_rows.h), or an
-// empty list for a type without a grouped layout.
-struct GroupedFields {
-    BlockField field[4];
-    int count = 0;
+// The fields of a type's blocks in the order a grouped row stores them (grouped_rows.h).
+template <class Block>
+struct GroupedFields;
+template <>
+struct GroupedFields<BlockQ4_0> {
+    static constexpr BlockField kField[] = {{offsetof(BlockQ4_0, qs), sizeof(BlockQ4_0::qs)}, {offsetof(BlockQ4_0, d), 2}};
+};
+template <>
+struct GroupedFields<BlockQ8_0> {
+    static constexpr BlockField kField[] = {{offsetof(BlockQ8_0, qs), sizeof(BlockQ8_0::qs)}, {offsetof(BlockQ8_0, d), 2}};
+};
+template <>
+struct GroupedFields<BlockQ6_K> {
+    static constexpr BlockField kField[] = {{offsetof(BlockQ6_K, ql), sizeof(BlockQ6_K::ql)},
+                                            {offsetof(BlockQ6_K, qh), sizeof(BlockQ6_K::qh)},
+                                            {offsetof(BlockQ6_K, scales), sizeof(BlockQ6_K::scales)},
+                                            {offsetof(BlockQ6_K, d), 2}};
 };
 
-GroupedFields grouped_fields(int32_t type) {
+// fn(Block{}) for a type with a grouped layout; false for the others.
+template <class Fn>
+bool with_grouped_block(int32_t type, Fn&& fn) {
     switch (type) {
-        case 2: return {{{offsetof(BlockQ4_0, qs), sizeof(BlockQ4_0::qs)}, {offsetof(BlockQ4_0, d), 2}}, 2};
-        case 8: return {{{offsetof(BlockQ8_0, qs), sizeof(BlockQ8_0::qs)}, {offsetof(BlockQ8_0, d), 2}}, 2};
-        case 14:
-            return {{{offsetof(BlockQ6_K, ql), sizeof(BlockQ6_K::ql)},
-                     {offsetof(BlockQ6_K, qh), sizeof(BlockQ6_K::qh)},
-                     {offsetof(BlockQ6_K, scales), sizeof(BlockQ6_K::scales)},
-                     {offsetof(BlockQ6_K, d), 2}},
-                    4};
-        default: return {};
+        case 2: fn(BlockQ4_0{}); return true;
+        case 8: fn(BlockQ8_0{}); return true;
+        case 14: fn(BlockQ6_K{}); return true;
+        default: return false;
+    }
+}
+
+// `groups` groups of eight blocks regrouped. The field sizes are constants, so the copies are
+// plain moves (an 8B model's 4 GiB regroup at memory speed).
+template <class Block>
+void group_blocks(const uint8_t* src, uint8_t* dst, size_t groups) {
+    for (size_t g = 0; g < groups; ++g, src += kBlocksPerGroup * sizeof(Block)) {
+        for (const BlockField& field : GroupedFields<Block>::kField) {
+            for (int b = 0; b < kBlocksPerGroup; ++b, dst += field.bytes) {
+                std::memcpy(dst, src + b * sizeof(Block) + field.offset, field.bytes);
+            }
+        }
     }
 }
 
 }  // namespace
 
 int32_t grouped_type(int32_t type, int64_t cols) {
-    if (grouped_fields(type).count == 0 || cols <= 0) return type;
+    if (cols <= 0 || !with_grouped_block(type, [](auto) {})) return type;
     const int64_t group_elements = kBlocksPerGroup * type_traits(type).block_size;
     return cols % group_elements == 0 ? (kGroupedRows | type) : type;
 }
@@ -52,19 +74,8 @@ void group_rows(int32_t type, int64_t cols, const uint8_t* src, uint8_t* dst, in
         throw std::invalid_argument("type " + std::to_string(type) + " rows of " + std::to_string(cols) +
                                     " elements have no grouped layout");
     }
-    const GroupedFields fields = grouped_fields(type);
-    const size_t block = type_traits(type).block_bytes, group = kBlocksPerGroup * block;
-    const size_t groups = row_bytes / group;
-    for (size_t g = 0; g < static_cast<size_t>(rows) * groups; ++g) {
-        const uint8_t* in = src + g * group;
-        uint8_t* out = dst + g * group;
-        for (int f = 0; f < fields.count; ++f) {
-            const BlockField& field = fields.field[f];
-            for (int b = 0; b < kBlocksPerGroup; ++b, out += field.bytes) {
-                std::memcpy(out, in + b * block + field.offset, field.bytes);
-            }
-        }
-    }
+    const size_t groups = static_cast<size_t>(rows) * row_bytes / (kBlocksPerGroup * type_traits(type).block_bytes);
+    with_grouped_block(type, [&](auto block) { group_blocks<decltype(block)>(src, dst, groups); });
 }
 
 }  // namespace edgellama::cuda
