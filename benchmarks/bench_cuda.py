@@ -18,7 +18,8 @@ and one 512-token prefill product per type with int8 tensor cores on and off.
 Variants (--variants, model rows): "default", or engine options not yet on by default joined by
 "+": grouped_rows uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
 (csrc/cuda/grouped_rows.h; in Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
-its kernel. The kernel tables always time both weight layouts ("grp": grouped).
+its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEMV quantize its
+output for ffn_down. The kernel tables always time both weight layouts ("grp": grouped).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -126,8 +127,8 @@ class SyntheticModel:
         self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
 
 
-VARIANT_OPTIONS = ("grouped_rows", "fused_attention")  # CudaLlamaModel keyword arguments
-VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fused"}
+VARIANT_OPTIONS = ("grouped_rows", "fused_attention", "fused_swiglu_quant")  # CudaLlamaModel keyword arguments
+VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fatt", "fused_swiglu_quant": "fsq"}
 
 
 def variant_options(variant: str) -> dict:
@@ -297,7 +298,7 @@ def main(argv=None):
     print(f"roofline uses the {source} figure, {bandwidth / 1e9:.0f} GB/s")
     for variant in args.variants:
         variant_options(variant)  # unknown names fail before any model is built
-    header = (f"{'shape':<14}{'quant':<16}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
+    header = (f"{'shape':<14}{'quant':<22}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
               f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}")
     print(header)
     rows = []
@@ -307,7 +308,7 @@ def main(argv=None):
                 r = bench_one(_cuda, shape, quant, args, bandwidth, source, variant)
                 rows.append(r)
                 label = " ".join([quant] + [VARIANT_LABELS[n] for n in variant_options(variant)])
-                print(f"{shape:<14}{label:<16}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
+                print(f"{shape:<14}{label:<22}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
                       f"{r['decode_tok_s']:>14.1f}{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}"
                       f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []

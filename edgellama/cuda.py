@@ -60,9 +60,11 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     prefill of 32-element formats on int8 tensor cores unless EDGELLAMA_CUDA_MMA=0 (dp4a tiles).
     On sm_90+ kernels are launched as programmatic dependents of the one before (launch latency
     hidden, same results) unless EDGELLAMA_CUDA_PDL=0 (read once per process).
-    Two choices not yet on by default (awaiting their measurement on a GPU):
-    EDGELLAMA_CUDA_GROUPED_ROWS=1 uploads Q4_0 / Q8_0 / Q6_K rows regrouped for 16-byte loads, and
-    EDGELLAMA_CUDA_FUSED_ATTENTION=1 merges attention's position splits inside its kernel.
+    Choices not yet on by default (awaiting their measurement on a GPU):
+    EDGELLAMA_CUDA_GROUPED_ROWS=1 uploads Q4_0 / Q8_0 / Q6_K rows regrouped for 16-byte loads,
+    EDGELLAMA_CUDA_FUSED_ATTENTION=1 merges attention's position splits inside its kernel (and
+    quantizes its output there), EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT=1 has the SwiGLU GEMV quantize
+    its output for ffn_down.
     """
     _cuda = _cuda_module()
     count, why = _cuda.device_count()
@@ -74,7 +76,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     try:
         engine = _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device,
                                       grouped_rows=_env_flag("EDGELLAMA_CUDA_GROUPED_ROWS"),
-                                      fused_attention=_env_flag("EDGELLAMA_CUDA_FUSED_ATTENTION"))
+                                      fused_attention=_env_flag("EDGELLAMA_CUDA_FUSED_ATTENTION"),
+                                      fused_swiglu_quant=_env_flag("EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT"))
     except ValueError as exc:  # std::invalid_argument from the shape checks
         raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
     engine.cuda_graphs = os.environ.get("EDGELLAMA_CUDA_GRAPHS", "1") != "0"

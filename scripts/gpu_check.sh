@@ -2,7 +2,8 @@
 # One-command GPU check (under 8 minutes on one H100): build edgellama with its CUDA module for
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
 # Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline, compare the
-# engine options not yet on by default (grouped weight rows, fused attention) in one process,
+# engine options not yet on by default (grouped weight rows, fused attention, fused SwiGLU
+# quantization) in one process,
 # profile one 8B decode step kernel by kernel (ncu), and, for kernel tuning, compare the GEMV
 # block shapes and read one GEMV launch's counters.
 #
@@ -87,14 +88,15 @@ BENCH_RC=${PIPESTATUS[0]}
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 # The engine options not yet on by default (csrc/cuda/llama_cuda_model.h: CudaOptions), each
 # against the default in the same process: which to turn on.
-step "decode with the engine options (grouped rows, fused attention) against the default"
-(cd /tmp && timeout 200 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
-   --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention grouped_rows+fused_attention \
+ALL_OPTIONS=grouped_rows+fused_attention+fused_swiglu_quant
+step "decode with the engine options (grouped rows, fused attention, fused SwiGLU quantization) against the default"
+(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
+   --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention fused_swiglu_quant $ALL_OPTIONS \
    --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
 
-step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, default and with both options"
+step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, default and with every option"
 if command -v ncu >/dev/null; then
-  for run in "Q4_0" "Q4_0 --variant grouped_rows+fused_attention" "Q4_K_M" "Q4_K_M --variant grouped_rows+fused_attention"; do
+  for run in "Q4_0" "Q4_0 --variant $ALL_OPTIONS" "Q4_K_M" "Q4_K_M --variant $ALL_OPTIONS"; do
     (cd /tmp && timeout 150 $PY "$REPO/benchmarks/profile_decode_step.py" --quant $run 2>&1) | tee -a "$RESULTS/profile.log" || true
   done
 fi

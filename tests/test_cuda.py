@@ -259,6 +259,33 @@ def test_gemv_block_code_on_host_equals_the_lane_dots(reader, n_tokens):
 
 
 @needs_module
+@pytest.mark.parametrize("act_block,act_type", [(32, T.Q8_0), (256, T.Q4_K)], ids=["q8_32", "q8_256"])
+@pytest.mark.parametrize("n_tokens", [1, 11], ids=lambda n: f"{n}tok")  # 11: two tile launches, the counts reused
+@pytest.mark.parametrize("reader", [(T.Q4_0, False), (T.Q8_0, False), (T.Q4_K, False), (T.Q6_K, False),
+                                    (T.Q4_0, True)], ids=reader_id)
+def test_swiglu_gemv_quantizes_its_output_like_the_quantize_kernel(reader, n_tokens, act_block, act_type):
+    """The one-launch SwiGLU GEMV that also quantizes its output for ffn_down (gemv_rows.cuh:
+    quantize_finished_chunk, the block that completes a chunk of rows quantizing it): the same
+    floats as without, and, token by token, the bytes the quantize kernel writes for them (over
+    the launch shapes' 1, 2 and 8 rows a block, chunks of 32 and 256 rows)."""
+    qtype, grouped = reader
+    rng = np.random.default_rng(2800 + int(qtype) + n_tokens + act_block)
+    n, n_rows = row_length(reader, 256), 512
+    gate_rows = [r for _ in range(n_rows // 6 + 1) for r in weight_rows(rng, qtype, n)][:n_rows]
+    up_rows = [r for _ in range(n_rows // 6 + 1) for r in weight_rows(rng, qtype, n)][:n_rows]
+    x = _token_rows(rng, n, n_tokens)
+    type_id, gate = device_rows(qtype, gate_rows, n, grouped)
+    _, up = device_rows(qtype, up_rows, n, grouped)
+    y, act = _cuda.swiglu_quantized_host(type_id, gate, up, n_rows, x, act_block)
+    plain = _cuda.gemv_host(type_id, gate, up, n_rows, x)
+    np.testing.assert_array_equal(y.view(np.uint32), plain.view(np.uint32))
+    want = np.concatenate([np.frombuffer(_cuda.quantize_act_host(int(act_type), row), np.uint8) for row in plain])
+    np.testing.assert_array_equal(act, want)
+    with pytest.raises(ValueError, match="whole blocks"):
+        _cuda.swiglu_quantized_host(type_id, gate[:gate.size // n_rows * 48], up[:up.size // n_rows * 48], 48, x, 32)
+
+
+@needs_module
 @pytest.mark.parametrize("n_tokens", [16, 40], ids=lambda n: f"{n}tok")  # 40: a second, partial token tile
 @pytest.mark.parametrize("reader", READERS, ids=reader_id)
 def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(reader, n_tokens):
@@ -438,14 +465,17 @@ def case_and_options(case):
                                   "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
                                   "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention",
-                                  "Q4_K+fused_attention"])
+                                  "Q4_K+fused_attention+fused_swiglu_quant", "Q8_0-256+fused_swiglu_quant",
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K+fused_swiglu_quant"])
 def test_engine_step_on_the_host_matches_reference(case_files, case):
     """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
     RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
     GPU bound of the reference, and truncate/reset rewind it. With "+" options (CudaOptions):
     grouped_rows uploads Q4_0 / Q8_0 / Q6_K rows grouped (the embedding too, whose rows the grouped
     decoder then looks up); fused_attention merges attention's splits in its kernel and quantizes
-    its output there (gqa3: 32-element blocks over two heads of 16; Q4_K: 256 over four of 64)."""
+    its output there (gqa3: 32-element blocks over two heads of 16; Q4_K: 256 over four of 64);
+    fused_swiglu_quant has the SwiGLU GEMV quantize its output for ffn_down (the mixed file: a
+    F16 gate, so two matmuls and the quantize kernel instead)."""
     name, options = case_and_options(case)
     path = case_files[name]
     seq = PROMPT + DECODE
@@ -454,6 +484,7 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
     assert "host execution" in engine.device_name
     assert engine.grouped_rows == ("grouped_rows" in options)
     assert engine.fused_attention == ("fused_attention" in options)
+    assert engine.fused_swiglu_quant == ("fused_swiglu_quant" in options)
     n = len(PROMPT)
     got = engine.forward(np.array(PROMPT, np.int32), True)
     assert got.shape == (n, ref.shape[1])
@@ -561,13 +592,14 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
 
 @needs_gpu
 @pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
-                                  "mixed-Q4_K_M-2048+grouped_rows+fused_attention", "gqa3-Q4_1+fused_attention",
-                                  "Q4_K+fused_attention"])
+                                  "mixed-Q4_K_M-2048+grouped_rows+fused_attention+fused_swiglu_quant",
+                                  "gqa3-Q4_1+fused_attention", "Q4_K+fused_attention+fused_swiglu_quant",
+                                  "Q8_0-256+fused_swiglu_quant"])
 def test_gpu_engine_options_match_reference(case_files, case):
     """The CudaOptions not yet on by default: Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
     GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's
-    splits merged in its kernel. A 20-token prefill (tensor cores) and decode steps within the
-    reference's bound."""
+    splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output.
+    A 20-token prefill (tensor cores) and decode steps within the reference's bound."""
     name, options = case_and_options(case)
     path = case_files[name]
     ids = [int(t) for t in np.random.default_rng(13).integers(0, 300, 20)] + DECODE

@@ -31,13 +31,15 @@ struct alignas(16) uint4_words {
 };
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
-                                           int n_threads, int device, bool grouped_rows, bool fused_attention) {
+                                           int n_threads, int device, bool grouped_rows, bool fused_attention,
+                                           bool fused_swiglu_quant) {
     LlamaConfig c = config_from_dict(config);
     LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
     py::gil_scoped_release release;  // the upload copies gigabytes
     cuda::CudaOptions options;
     options.grouped_rows = grouped_rows;
     options.fused_attention = fused_attention;
+    options.fused_swiglu_quant = fused_swiglu_quant;
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, options);
 }
 
@@ -217,6 +219,30 @@ py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array:
     return out;
 }
 
+py::tuple swiglu_quantized_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
+                                const py::array_t<uint8_t, py::array::c_style>& up, int64_t rows,
+                                const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int act_block) {
+    if (rows <= 0 || weight.size() % rows != 0 || up.size() != weight.size()) {
+        throw std::invalid_argument("weight and up must be `rows` equal rows each");
+    }
+    if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
+    const std::vector<uint4_words> aligned = aligned_copy(weight), aligned_up = aligned_copy(up);
+    const int64_t n_tokens = x.shape(0), cols = x.shape(1);
+    std::pair<std::vector<float>, std::vector<uint8_t>> result;
+    {
+        py::gil_scoped_release release;
+        result = cuda::swiglu_quantized_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()),
+                                                reinterpret_cast<const uint8_t*>(aligned_up.data()), rows,
+                                                static_cast<size_t>(weight.size() / rows), x.data(), n_tokens, cols,
+                                                act_block);
+    }
+    py::array_t<float> y({n_tokens, rows});
+    std::memcpy(y.mutable_data(), result.first.data(), result.first.size() * sizeof(float));
+    Bytes act(static_cast<py::ssize_t>(result.second.size()));
+    std::memcpy(act.mutable_data(), result.second.data(), result.second.size());
+    return py::make_tuple(y, act);
+}
+
 py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                                    const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
     if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
@@ -310,6 +336,10 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
           py::arg("x"),
           "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's block code on the CPU (for tests).");
+    m.def("swiglu_quantized_host", &b::swiglu_quantized_host, py::arg("type_id"), py::arg("weight"), py::arg("up"),
+          py::arg("rows"), py::arg("x"), py::arg("act_block"),
+          "(silu(x @ W.T) * (x @ U.T), its int8 activation rows of act_block 32 or 256): the one-launch SwiGLU GEMV "
+          "that also quantizes its output, run on CPU threads (for tests).");
     m.def("mma_matmul_host", &b::mma_matmul_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("x"),
           "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
@@ -323,7 +353,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
-             py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false)
+             py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false,
+             py::arg("fused_swiglu_quant") = false)
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
@@ -340,6 +371,9 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly(
             "fused_attention", [](const CudaLlamaModel& m) { return m.options().fused_attention; },
             "Attention's splits merged in its own kernel by each query's last block (constructor argument).")
+        .def_property_readonly(
+            "fused_swiglu_quant", [](const CudaLlamaModel& m) { return m.options().fused_swiglu_quant; },
+            "The SwiGLU GEMV quantizes its output for ffn_down itself (constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });

@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(kAttnWarps * kWarp) attention_partial_kernel(A
 
 template <class Dims>
 __global__ void __launch_bounds__(kAttnWarps * kWarp)
-attention_fused_kernel(AttnArgs a, unsigned* __restrict__ split_counts, float* out, AttnActOut act_out) {
+attention_fused_kernel(AttnArgs a, unsigned* __restrict__ split_counts, float* out, ActRowsOut act_out) {
     wait_for_prior_kernels();
     __shared__ AttnShared shared;
     attention_fused_block<Dims>(DeviceBlock<AttnShared>{shared}, a, split_counts, out, act_out, blockIdx.x,
@@ -58,7 +58,7 @@ size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens) {
 
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, unsigned* split_counts,
-               const AttnActOut& act_out, cudaStream_t stream) {
+               const ActRowsOut& act_out, cudaStream_t stream) {
     if (n_tokens <= 0) return;
     if (n_split < 1 || n_tokens * n_split > std::max(n_tokens, kMaxSplitRows)) {
         throw CudaError("attention: " + std::to_string(n_split) + " splits exceed the scratch for " +

@@ -50,15 +50,6 @@ struct AttnShared : CombineShared {
     bool last;
 };
 
-// A partial written by another block (of this kernel or the previous one), read from L2: a line of
-// this SM's L1 could hold an older value of the reused scratch.
-EDGELLAMA_HD float load_partial(const float* p) {
-#if defined(__CUDA_ARCH__)
-    return __ldcg(p);
-#else
-    return *p;
-#endif
-}
 
 // Which dimensions of a head a lane holds and how it reads them from an fp16 cache row.
 // Any even head_dim up to 256: dims lane, lane + 32, ..., one half at a time.
@@ -203,50 +194,26 @@ EDGELLAMA_HD void attention_combine_block(const Block& block, const float* parti
     const float* part = partials + (t * n_head + h) * n_split * (head_dim + 2);
     float* weight = block.shared().weight;  // exp(split max - overall max); n_split <= kMaxSplitRows
     float mx = -INFINITY;
-    for (int64_t s = 0; s < n_split; ++s) mx = fmaxf(mx, load_partial(part + s * (head_dim + 2)));
+    for (int64_t s = 0; s < n_split; ++s) mx = fmaxf(mx, load_cg(part + s * (head_dim + 2)));
     for (int64_t s = thread; s < n_split; s += block.threads()) {
-        weight[s] = expf(load_partial(part + s * (head_dim + 2)) - mx);
+        weight[s] = expf(load_cg(part + s * (head_dim + 2)) - mx);
     }
     block.sync();
     float total = 0.0f;
-    for (int64_t s = 0; s < n_split; ++s) total += load_partial(part + s * (head_dim + 2) + 1) * weight[s];
+    for (int64_t s = 0; s < n_split; ++s) total += load_cg(part + s * (head_dim + 2) + 1) * weight[s];
     const float inv = 1.0f / total;
     for (int64_t d = thread; d < head_dim; d += block.threads()) {
         float v = 0.0f;
-        for (int64_t s = 0; s < n_split; ++s) v += load_partial(part + s * (head_dim + 2) + 2 + d) * weight[s];
+        for (int64_t s = 0; s < n_split; ++s) v += load_cg(part + s * (head_dim + 2) + 2 + d) * weight[s];
         out[t * q_width + h * head_dim + d] = v * inv;
     }
 }
 
 constexpr int kCombineThreads = 128;  // threads of a pass-2 block
 
-// Counts a finished split of a query: true on every thread of the block that finished last, which
-// then merges the splits (the others' partials are visible to it: each block fences its writes
-// before counting). That block resets the count to 0 for the next launch. Every thread calls it.
-// On the host, blocks run one after another: a plain count.
-template <class Block>
-EDGELLAMA_HD bool last_split_of_query(const Block& block, unsigned* count, int64_t n_split) {
-#if defined(__CUDA_ARCH__)
-    __threadfence();
-#endif
-    block.sync();
-    if (block.thread() == 0) {
-#if defined(__CUDA_ARCH__)
-        const unsigned done = atomicAdd(count, 1u);
-        __threadfence();  // the block's reads of the other partials come after the count
-#else
-        const unsigned done = (*count)++;
-#endif
-        block.shared().last = done == static_cast<unsigned>(n_split - 1);
-        if (block.shared().last) *count = 0;
-    }
-    block.sync();
-    return block.shared().last;
-}
-
 // The heads whose outputs the fused form merges together, so that they quantize into whole
 // activation blocks: 1, or block / head_dim when a block spans heads (Q8_256 over heads of 128).
-EDGELLAMA_HD int64_t heads_per_merge(int64_t head_dim, const AttnActOut& act) {
+EDGELLAMA_HD int64_t heads_per_merge(int64_t head_dim, const ActRowsOut& act) {
     return act.rows != nullptr && act.block > head_dim ? act.block / head_dim : 1;
 }
 
@@ -255,7 +222,7 @@ EDGELLAMA_HD int64_t heads_per_merge(int64_t head_dim, const AttnActOut& act) {
 // this block's threads (synchronized since): plain loads, never the read-only cache.
 template <class Block>
 EDGELLAMA_HD void quantize_merged(const Block& block, const float* x, int64_t n, int64_t first, int64_t cols,
-                                  int64_t t, const AttnActOut& act) {
+                                  int64_t t, const ActRowsOut& act) {
     const auto warp = block.warp();
     const int lane = warp.lane(), n_warps = block.threads() / kWarp;
     uint8_t* row = act.rows + t * static_cast<int64_t>(act.block == kQK32 ? act_row_bytes(ActFormat::Q8_32, cols)
@@ -279,11 +246,12 @@ EDGELLAMA_HD void quantize_merged(const Block& block, const float* x, int64_t n,
 // and after it.
 template <class Dims, class Block>
 EDGELLAMA_HD void attention_fused_block(const Block& block, const AttnArgs& a, unsigned* counts, float* out,
-                                        const AttnActOut& act_out, int64_t h, int64_t t, int64_t sp) {
+                                        const ActRowsOut& act_out, int64_t h, int64_t t, int64_t sp) {
     attention_partial_block<Dims>(block, a, h, t, sp);
     const int64_t group = heads_per_merge(a.head_dim, act_out);
     const int64_t g = h / group;
-    if (!last_split_of_query(block, counts + t * (a.n_head / group) + g, a.n_split * group)) return;
+    const unsigned blocks = static_cast<unsigned>(a.n_split * group);  // the merge group's split blocks
+    if (!last_to_finish(block, counts + t * (a.n_head / group) + g, 1u, blocks)) return;
     for (int64_t head = g * group; head < (g + 1) * group; ++head) {
         attention_combine_block(block, a.partials, a.n_head, a.head_dim, a.n_split, a.q_width, out, head, t);
         block.sync();  // the split weights are the next head's; the merged floats are read below

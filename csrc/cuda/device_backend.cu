@@ -55,9 +55,9 @@ public:
     void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate) override {
         cuda::matmul_group(targets, count, in, accumulate, stream_);
     }
-    void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
-                       float* up) override {
-        cuda::matmul_swiglu(w_gate, w_up, in, gate, up, stream_);
+    bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                       float* up, const ActRowsOut& act_out, unsigned* chunk_counts) override {
+        return cuda::matmul_swiglu(w_gate, w_up, in, gate, up, act_out, chunk_counts, stream_);
     }
     void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
                     int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos,
@@ -67,7 +67,7 @@ public:
     }
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                    int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                   unsigned* split_counts, const AttnActOut& act_out) override {
+                   unsigned* split_counts, const ActRowsOut& act_out) override {
         cuda::attention(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials, out, split_counts, act_out,
                         stream_);
     }

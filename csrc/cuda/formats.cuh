@@ -38,6 +38,17 @@ EDGELLAMA_HD T load_ro(const T* p) {  // through the read-only data cache on the
 #endif
 }
 
+// A value another block wrote (in this kernel, or in the one before into a reused scratch), read
+// from L2: a line of this SM's L1 could hold an older value.
+template <class T>
+EDGELLAMA_HD T load_cg(const T* p) {
+#if defined(__CUDA_ARCH__)
+    return __ldcg(p);
+#else
+    return *p;
+#endif
+}
+
 // Products and sums rounded separately, never fused into an FMA (the formats define two roundings;
 // the host build of these files uses -ffp-contract=off for the same reason).
 EDGELLAMA_HD float mul_rn(float a, float b) {

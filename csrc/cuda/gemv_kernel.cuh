@@ -40,11 +40,11 @@ gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t*
 template <class Q, int NT, class Shape>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
-                        size_t act_row_bytes, int n_tok) {
+                        size_t act_row_bytes, int n_tok, ActRowsOut act_out, unsigned* chunk_counts) {
     wait_for_prior_kernels();
     __shared__ GemvShared<2 * Shape::kRows, NT> shared;
     gemv_int8_swiglu_rows<Q, NT, Shape>(DeviceBlock<GemvShared<2 * Shape::kRows, NT>>{shared}, seg, row_bytes, cols,
-                                        act, act_row_bytes, n_tok, block_first_row<Shape>());
+                                        act, act_row_bytes, n_tok, block_first_row<Shape>(), act_out, chunk_counts);
 }
 
 // A warp's row of the float GEMV, or -1 past the end (the whole warp leaves together).

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/int8_dot.cuh"
 #include "csrc/cuda/row_segments.cuh"
@@ -63,10 +64,12 @@ struct GemvLaunchShapeOf<Int8Q6_KGroupedWide> {
 template <class Q>
 using GemvLaunchShape = typename GemvLaunchShapeOf<Q>::type;
 
-// A block's warp sums of up to R rows x NT tokens, for the group's first thread to add up.
+// A block's warp sums of up to R rows x NT tokens, for the group's first thread to add up; and
+// whether the block finished a chunk of rows to quantize (quantize_finished_chunk).
 template <int R, int NT>
 struct GemvShared {
     float partial[kGemvWarps][R][NT];
+    bool last;
 };
 
 // The int8 rows of the input in the format of Q's activations; throws if they were not prepared.
@@ -188,12 +191,42 @@ EDGELLAMA_HD void gemv_float_row(const Warp& warp, const RowSegments& seg, size_
     if (warp.lane() == 0) store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
 }
 
+// After the block stored its `rows` outputs from block_first on (of n_rows a token, y[t * n_rows
+// + r]): counts them on the chunk of act.block rows they lie in, and if they complete it, this
+// block quantizes the chunk's n_tok token rows into act (a warp a token, as quantize_activations:
+// the same bytes) and resets the count. Every thread of the block calls it.
+template <class Block>
+EDGELLAMA_HD void quantize_finished_chunk(const Block& block, const float* y, int64_t n_rows, int n_tok,
+                                          int64_t block_first, int rows, const ActRowsOut& act, unsigned* counts) {
+    const int64_t chunk = block_first / act.block;
+    if (!last_to_finish(block, counts + chunk, static_cast<unsigned>(rows), static_cast<unsigned>(act.block))) return;
+    const auto warp = block.warp();
+    const int lane = warp.lane();
+    const size_t row_bytes = act_row_bytes(act.block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n_rows);
+    for (int t = block.thread() / kWarp; t < n_tok; t += block.threads() / kWarp) {  // warp-uniform
+        const float* x = y + t * n_rows + chunk * act.block;
+        uint8_t* out = act.rows + t * row_bytes;
+        if (act.block == kQK32) {
+            quantize_block32_warp(warp, load_cg(x + lane), ActRowOut<kQK32>(out, n_rows, chunk));
+        } else {
+            float v[8];
+#pragma unroll
+            for (int k = 0; k < 8; ++k) v[k] = load_cg(x + 32 * k + lane);
+            quantize_block256_warp(warp, v, ActRowOut<kQK256>(out, n_rows, chunk));
+        }
+    }
+}
+
 // seg: {gate, up} with the same rows; output row t of y[0] = silu(gate · x_t) * (up · x_t), as
 // swiglu(), for the block's rows block_first .. block_first + Shape::kRowsPerBlock - 1 (each
-// group's gate rows and the same up rows computed together). Every thread of the block calls it.
+// group's gate rows and the same up rows computed together); with act_out.rows, also quantized
+// into act_out chunk by chunk (quantize_finished_chunk; n_rows a multiple of act_out.block).
+// Every thread of the block calls it.
 template <class Q, int NT, class Shape, class Block>
 EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& seg, size_t row_bytes, int64_t cols,
-                                        const uint8_t* act, size_t act_row_bytes, int n_tok, int64_t block_first) {
+                                        const uint8_t* act, size_t act_row_bytes, int n_tok, int64_t block_first,
+                                        const ActRowsOut& act_out, unsigned* chunk_counts) {
+    static_assert(kQK32 % Shape::kRowsPerBlock == 0, "a block's rows lie in one chunk of activation rows");
     constexpr int R = Shape::kRows;
     const int64_t n_rows = seg.rows[0];
     const int64_t first = block_first + block.thread() / Shape::kThreads * R;
@@ -211,13 +244,21 @@ EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& s
         int8_lane_partial<Q, NT, 2 * R, Shape::kThreads>(rows, cols / Q::kPiece, block.thread() % Shape::kThreads, at,
                                                          acc);
     }
-    if (!sum_over_row_group<Shape>(block, acc)) return;
+    if (sum_over_row_group<Shape>(block, acc)) {
 #pragma unroll
-    for (int i = 0; i < R; ++i) {
+        for (int i = 0; i < R; ++i) {
 #pragma unroll
-        for (int t = 0; t < NT; ++t) {
-            if (t < n_tok && first + i < n_rows) seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[R + i][t]);
+            for (int t = 0; t < NT; ++t) {
+                if (t < n_tok && first + i < n_rows) {
+                    seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[R + i][t]);
+                }
+            }
         }
+    }
+    if (act_out.rows != nullptr) {
+        const int64_t rows = n_rows - block_first < Shape::kRowsPerBlock ? n_rows - block_first : Shape::kRowsPerBlock;
+        quantize_finished_chunk(block, seg.y[0], n_rows, n_tok, block_first, static_cast<int>(rows), act_out,
+                                chunk_counts);
     }
 }
 

@@ -130,10 +130,12 @@ public:
         });
     }
 
-    void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
-                       float* up) override {
+    bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                       float* up, const ActRowsOut& act_out, unsigned* chunk_counts) override {
         if (!host_mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
             const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
+            const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts);
+            const size_t out_row_bytes = quantized.rows ? swiglu_act_row_bytes(w_gate, quantized) : 0;
             const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
                 using Q = decltype(fmt);
                 size_t act_bytes = 0;
@@ -143,15 +145,19 @@ public:
                                                                                  int tile, auto nt, int64_t first) {
                     RowSegments s = seg;
                     s.y[0] += start * w_gate.rows;
-                    gemv_int8_swiglu_rows<Q, decltype(nt)::value, Shape>(
-                        block, s, w_gate.row_bytes, in.cols, act + start * act_bytes, act_bytes, tile, first);
+                    ActRowsOut tile_out = quantized;
+                    if (tile_out.rows) tile_out.rows += start * out_row_bytes;
+                    gemv_int8_swiglu_rows<Q, decltype(nt)::value, Shape>(block, s, w_gate.row_bytes, in.cols,
+                                                                         act + start * act_bytes, act_bytes, tile,
+                                                                         first, tile_out, chunk_counts);
                 });
             });
-            if (fused) return;
+            if (fused) return quantized.rows != nullptr;
         }
         const MatmulTarget both[2] = {{&w_gate, gate}, {&w_up, up}};
         matmul_group(both, 2, in, false);
         for (int64_t i = 0; i < in.n * w_gate.rows; ++i) gate[i] = silu_times(gate[i], up[i]);
+        return false;
     }
 
     void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
@@ -163,7 +169,7 @@ public:
 
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                    int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                   unsigned* split_counts, const AttnActOut& act_out) override {
+                   unsigned* split_counts, const ActRowsOut& act_out) override {
         attention_into_on_host(dims, q, n_tokens, *first_pos, n_split, k_cache, v_cache, partials, out, split_counts,
                                act_out);
     }

@@ -194,7 +194,7 @@ std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
     std::vector<float> out(static_cast<size_t>(n_tokens * q_width));
     std::vector<unsigned> counts(static_cast<size_t>(n_tokens * dims.n_head), 0u);
     std::vector<uint8_t> act;
-    AttnActOut act_out;
+    ActRowsOut act_out;
     if (act_block != 0) {
         act.assign(n_tokens * act_row_bytes(act_block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, q_width), 0);
         act_out.rows = act.data();
@@ -210,7 +210,7 @@ std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
 
 void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                             int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                            unsigned* split_counts, const AttnActOut& act_out) {
+                            unsigned* split_counts, const ActRowsOut& act_out) {
     const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials);
     if (act_out.rows != nullptr && (split_counts == nullptr || !attention_can_quantize(dims, act_out.block))) {
         throw std::invalid_argument("attention: its output cannot be quantized in the kernel here");
@@ -256,7 +256,8 @@ namespace {
 // backend: the same launch cut, tiles and block code as the GPU's matmul.
 std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows,
                                        int64_t n_rows, size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols,
-                                       bool use_mma) {
+                                       bool use_mma, const ActRowsOut& swiglu_act = {},
+                                       unsigned* swiglu_counts = nullptr) {
     if (!dispatch_int8_format(weight_type, [](auto) {})) not_quantized(weight_type);
     const TypeTraits& traits = type_traits(gguf_type_of(weight_type));
     if (cols <= 0 || cols % traits.block_size != 0 || row_bytes != weight_row_bytes(gguf_type_of(weight_type), cols) ||
@@ -285,7 +286,8 @@ std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows,
         DeviceMatrix up = w;
         up.data = up_rows;
         std::vector<float> up_out(y.size());
-        backend->matmul_swiglu(w, up, in, y.data(), up_out.data());
+        const bool quantized = backend->matmul_swiglu(w, up, in, y.data(), up_out.data(), swiglu_act, swiglu_counts);
+        if (quantized != (swiglu_act.rows != nullptr)) throw std::logic_error("matmul_swiglu: quantized unexpectedly");
     } else {
         const MatmulTarget target{&w, y.data()};
         backend->matmul_group(&target, 1, in, false);
@@ -298,6 +300,26 @@ std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows,
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
                                 size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols) {
     return host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false);
+}
+
+std::pair<std::vector<float>, std::vector<uint8_t>> swiglu_quantized_on_host(
+    int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows, size_t row_bytes, const float* x,
+    int64_t n_tokens, int64_t cols, int act_block) {
+    if ((act_block != kQK32 && act_block != kQK256) || n_rows % act_block != 0) {
+        throw std::invalid_argument("the SwiGLU output is quantized in whole blocks of 32 or 256 rows");
+    }
+    const size_t act_bytes = act_row_bytes(act_block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n_rows);
+    std::vector<uint8_t> act(static_cast<size_t>(n_tokens) * act_bytes, 0);
+    std::vector<unsigned> counts(static_cast<size_t>(n_rows / act_block), 0u);
+    ActRowsOut act_out;
+    act_out.rows = act.data();
+    act_out.block = act_block;
+    std::vector<float> y = host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false,
+                                               act_out, counts.data());
+    for (unsigned c : counts) {
+        if (c != 0) throw std::logic_error("swiglu_quantized_on_host: a chunk count was not reset");
+    }
+    return {std::move(y), std::move(act)};
 }
 
 std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, int64_t n_rows, size_t row_bytes,

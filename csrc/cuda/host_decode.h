@@ -52,7 +52,7 @@ std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, 
 // where those are given (ops.h: attention).
 void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                             int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
-                            unsigned* split_counts = nullptr, const AttnActOut& act_out = {});
+                            unsigned* split_counts = nullptr, const ActRowsOut& act_out = {});
 // The fused form with its quantization into rows of `act_block` (32 or 256) codes: (out, the int8
 // activation rows, n_tokens of act_row_bytes each).
 std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
@@ -65,6 +65,13 @@ std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
 // silu(row r · x[t]) * (up row r · x[t]) by its SwiGLU form.
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
                                 size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols);
+
+// gemv_on_host's SwiGLU form that also quantizes its output (the one-launch SwiGLU's chunks of
+// act_block rows, 32 or 256, each by the block that finishes it): (y, the int8 activation rows of
+// y, n_tokens of act_row_bytes(n_rows) each).
+std::pair<std::vector<float>, std::vector<uint8_t>> swiglu_quantized_on_host(
+    int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows, size_t row_bytes, const float* x,
+    int64_t n_tokens, int64_t cols, int act_block);
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] (n_tokens rows
 // of cols floats) by the tensor-core prefill tiles (mma_tiles.cuh), each warp run on 32 host

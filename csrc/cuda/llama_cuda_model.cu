@@ -81,6 +81,8 @@ struct CudaLlamaModel::Impl {
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     DeviceBuffer split_counts;   // fused attention's finished splits per (token, head), kept at zero
+    DeviceBuffer ffn_act;        // fused_swiglu_quant: ffn_down's int8 input (never the SwiGLU's own input)
+    DeviceBuffer ffn_counts;     // fused_swiglu_quant: finished rows per chunk of them, kept at zero
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
     void allocate(DeviceBuffer& buffer, size_t bytes, const std::string& what) { backend->allocate(buffer, bytes, what); }
@@ -229,11 +231,10 @@ struct CudaLlamaModel::Impl {
         f(up, batch * c.n_ff, "ffn_up");
         const AttentionDims dims{c.n_head, c.n_head_kv, c.head_dim};
         f(partials, static_cast<int64_t>(attention_scratch_floats(dims, batch)), "attention partials");
-        if (options.fused_attention) {
-            const std::vector<unsigned> zeros(static_cast<size_t>(batch * c.n_head), 0u);
-            allocate(split_counts, zeros.size() * sizeof(unsigned), "attention split counts");
-            backend->to_device(split_counts.get(), zeros.data(), zeros.size() * sizeof(unsigned), "zeroing split counts");
-            backend->synchronize();  // before `zeros` goes
+        if (options.fused_attention) allocate_zeros(split_counts, batch * c.n_head, "attention split counts");
+        if (options.fused_swiglu_quant) {
+            allocate_zeros(ffn_counts, c.n_ff / act_block_size(ActFormat::Q8_32), "SwiGLU chunk counts");
+            allocate(ffn_act, batch * act_row_bytes(ActFormat::Q8_32, c.n_ff), "scratch int8 ffn_down input");
         }
         f(logits, kLogitRows * c.n_vocab, "logits");
         // Int8 activation blocks for the widest matmul input, in the formats the weights use.
@@ -242,6 +243,14 @@ struct CudaLlamaModel::Impl {
         for_each_matmul_weight([&](const DeviceMatrix& w) { needs.add(w); });
         if (needs.q8_32) allocate(act32, batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
         if (needs.q8_256) allocate(act256, batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
+    }
+
+    // `n` unsigned zeros.
+    void allocate_zeros(DeviceBuffer& buffer, int64_t n, const std::string& what) {
+        const std::vector<unsigned> zeros(static_cast<size_t>(n), 0u);
+        allocate(buffer, zeros.size() * sizeof(unsigned), what);
+        backend->to_device(buffer.get(), zeros.data(), zeros.size() * sizeof(unsigned), ("zeroing " + what).c_str());
+        backend->synchronize();  // before `zeros` goes
     }
 
     // Every matrix a matmul reads (the embedding only when it is also the output).
@@ -302,8 +311,8 @@ struct CudaLlamaModel::Impl {
     // Where fused attention also quantizes its output as the input of w (attention_o): its int8
     // rows when the attention kernel merges its splits and the heads make whole blocks of w's
     // activation format; none otherwise (quantized by its own kernel, or not at all).
-    AttnActOut attention_act_out(const DeviceMatrix& w) const {
-        AttnActOut act;
+    ActRowsOut attention_act_out(const DeviceMatrix& w) const {
+        ActRowsOut act;
         if (split_counts.get() == nullptr) return act;
         const ActNeeds needs = act_needs({&w});
         if (!needs.q8_32 && !needs.q8_256) return act;  // float weights read the floats
@@ -313,6 +322,28 @@ struct CudaLlamaModel::Impl {
         act.rows = needs.q8_32 ? act32.as<uint8_t>() : act256.as<uint8_t>();
         act.block = block;
         return act;
+    }
+
+    // Where the SwiGLU GEMV also quantizes its output as the input of w (ffn_down): ffn_act, in w's
+    // activation format, with fused_swiglu_quant (matmul_swiglu checks the rest); none otherwise.
+    ActRowsOut swiglu_act_out(const DeviceMatrix& w) const {
+        ActRowsOut act;
+        const ActNeeds needs = act_needs({&w});
+        if (ffn_act.get() == nullptr || (!needs.q8_32 && !needs.q8_256)) return act;
+        act.rows = ffn_act.as<uint8_t>();
+        act.block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
+        return act;
+    }
+
+    // The n float rows x (cols each) with their int8 rows in `act` (written by the operation before).
+    MatmulInput input_in(const float* x, int64_t n, int64_t cols, const ActRowsOut& act) const {
+        MatmulInput in;
+        in.x = x;
+        in.n = n;
+        in.cols = cols;
+        (act.block == act_block_size(ActFormat::Q8_32) ? in.act32 : in.act256) = act.rows;
+        in.use_mma = use_mma;
+        return in;
     }
 
     // The step's first position and token ids, in one upload: kernels read positions on the device
@@ -342,7 +373,7 @@ struct CudaLlamaModel::Impl {
             backend->matmul_group(qkv, 3, attn_in, false);
             backend->rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv,
                                 c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc);
-            const AttnActOut quantized_out = attention_act_out(l.wo);
+            const ActRowsOut quantized_out = attention_act_out(l.wo);
             backend->attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(),
                                attn_out.as<float>(), split_counts.as<unsigned>(), quantized_out);
             const MatmulInput wo_in = quantized_out.rows != nullptr
@@ -350,8 +381,12 @@ struct CudaLlamaModel::Impl {
                                           : quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo});
             matmul(l.wo, wo_in, x.as<float>(), true);  // residual add fused
             const MatmulInput ffn_in = normed_input(x.as<float>(), l.ffn_norm, n, {&l.w_gate, &l.w_up});
-            backend->matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(), up.as<float>());
-            matmul(l.w_down, quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down}), x.as<float>(), true);
+            const ActRowsOut down_act = swiglu_act_out(l.w_down);
+            const bool down_quantized = backend->matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(),
+                                                               up.as<float>(), down_act, ffn_counts.as<unsigned>());
+            const MatmulInput down_in = down_quantized ? input_in(gate.as<float>(), n, c.n_ff, down_act)
+                                                       : quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down});
+            matmul(l.w_down, down_in, x.as<float>(), true);
         }
     }
 

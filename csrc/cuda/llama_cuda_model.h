@@ -51,8 +51,12 @@ struct CudaOptions {
     // (grouped_rows.h; same bytes, results equal up to the order of float additions in the GEMV).
     bool grouped_rows = false;
     // Attention's merge of its position splits done by the last split block of each query, in the
-    // same kernel (attention_block.cuh: attention_fused_block; the same bits).
+    // same kernel (attention_block.cuh: attention_fused_block; the same bits), which also quantizes
+    // the merged output for attn_output.
     bool fused_attention = false;
+    // The SwiGLU GEMV quantizes its output for ffn_down itself, chunk by chunk as its blocks
+    // finish (gemv_rows.cuh: quantize_finished_chunk; the same bytes as the quantize kernel).
+    bool fused_swiglu_quant = false;
 };
 
 class CudaLlamaModel {

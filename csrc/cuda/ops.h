@@ -26,6 +26,13 @@ struct DeviceMatrix {
 // Elements each thread decodes at once for a type (see formats.cuh); 0 for an unsupported type.
 int piece_elements(int32_t type);
 
+// Int8 activation rows an operation also writes for the next matmul, as quantize_activations
+// would write them from its float output (the same bytes).
+struct ActRowsOut {
+    uint8_t* rows = nullptr;  // null: no quantization
+    int block = 0;            // kQK32 (ActFormat::Q8_32) or kQK256 (Q8_256); rows act_row_bytes apart
+};
+
 // The input of a matmul: n float rows of `cols` (contiguous) and, for quantized weights, the same
 // rows as int8 activations in the weight type's format (type_traits' act_format; device layout:
 // int8_dot.cuh ActRow32 / ActRow256), rows act_row_bytes(format, cols) apart. A matmul with a
@@ -64,8 +71,12 @@ inline void matmul_group(std::initializer_list<MatmulTarget> targets, const Matm
 }
 // gate = silu(W_gate x) * (W_up x) — one launch per tile when both matrices have one quantized
 // type and shape (a warp computes a row of each), else two matmuls (up into `up`) and swiglu().
-void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
-                   float* up, cudaStream_t stream);
+// The one-launch form also quantizes gate into act_out where act_out.rows is given and gate's
+// rows are whole act_out blocks: the last thread block to finish a block of rows quantizes it,
+// counted in chunk_counts (w_gate.rows / act_out.block zeros, left zero). act_out must not be
+// the input's rows. Returns whether it did.
+bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                   float* up, const ActRowsOut& act_out, unsigned* chunk_counts, cudaStream_t stream);
 // The int8 GEMV's block shapes that benchmarks compare on one token (gemv_rows.cuh: GemvShape;
 // Q4_0, Q8_0, Q4_K and Q6_K weights): their count and names, and one product with shape `shape`.
 int gemv_probe_shape_count();
@@ -97,16 +108,12 @@ void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 // The positions are split over n_split thread blocks per query (attention_splits), merged after:
 // by a second kernel, or, given split_counts (n_tokens * n_head zeros, left zero), by the last of
 // each query's blocks in the same kernel (the same merge: the same bits). That fused form can also
-// quantize the output rows into the next matmul's int8 activations (act_out; the bytes
-// quantize_activations would write), where attention_can_quantize says the heads make whole blocks.
+// quantize the output rows into the next matmul's int8 activations (act_out), where
+// attention_can_quantize says the heads make whole blocks.
 struct AttentionDims {
     int64_t n_head = 0;
     int64_t n_head_kv = 0;
     int64_t head_dim = 0;  // at most kMaxHeadDim
-};
-struct AttnActOut {
-    uint8_t* rows = nullptr;  // null: no quantization
-    int block = 0;            // kQK32 (ActFormat::Q8_32) or kQK256 (Q8_256); rows act_row_bytes apart
 };
 bool attention_can_quantize(const AttentionDims& dims, int block);
 constexpr int kMaxHeadDim = 256;
@@ -122,6 +129,6 @@ int64_t attention_splits(int64_t max_pos, int64_t n_tokens);
 int64_t decode_graph_splits(int64_t max_pos);
 void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos, int64_t n_split,
                const __half* k_cache, const __half* v_cache, float* partials, float* out, unsigned* split_counts,
-               const AttnActOut& act_out, cudaStream_t stream);
+               const ActRowsOut& act_out, cudaStream_t stream);
 
 }  // namespace edgellama::cuda

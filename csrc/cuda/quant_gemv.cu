@@ -77,11 +77,13 @@ void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumul
     matmul_group({MatmulTarget{&w, y}}, in, accumulate, stream);
 }
 
-void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
-                   float* up, cudaStream_t stream) {
+bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
+                   float* up, const ActRowsOut& act_out, unsigned* chunk_counts, cudaStream_t stream) {
     // A long prefill on tensor cores: two products, then SwiGLU.
     if (!mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
         const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
+        const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts);
+        const size_t out_row_bytes = quantized.rows ? swiglu_act_row_bytes(w_gate, quantized) : 0;
         const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);
             using Shape = GemvLaunchShape<Q>;
@@ -91,15 +93,18 @@ void matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
             for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
+                ActRowsOut tile_out = quantized;
+                if (tile_out.rows) tile_out.rows += start * out_row_bytes;
                 launch("gemv_int8_swiglu_kernel", gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape>, grid,
                        kGemvWarps * kWarp, stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes,
-                       tile);
+                       tile, tile_out, chunk_counts);
             });
         });
-        if (fused) return;
+        if (fused) return quantized.rows != nullptr;
     }
     matmul_group({MatmulTarget{&w_gate, gate}, MatmulTarget{&w_up, up}}, in, false, stream);
     swiglu(gate, up, in.n * w_gate.rows, stream);
+    return false;
 }
 
 namespace {

@@ -68,6 +68,19 @@ inline RowSegments swiglu_segments(const DeviceMatrix& w_gate, const DeviceMatri
     return seg;
 }
 
+// What the one-launch SwiGLU quantizes into: act_out where it is asked for, counts are given and
+// the gate rows are whole blocks of it; else nothing.
+inline ActRowsOut swiglu_act_out(const DeviceMatrix& w_gate, const ActRowsOut& act_out, const unsigned* counts) {
+    if (act_out.rows == nullptr || counts == nullptr || act_out.block <= 0 || w_gate.rows % act_out.block != 0) {
+        return ActRowsOut{};
+    }
+    return act_out;
+}
+// Bytes of a token's row of those activations.
+inline size_t swiglu_act_row_bytes(const DeviceMatrix& w_gate, const ActRowsOut& act_out) {
+    return act_row_bytes(act_out.block == 32 ? ActFormat::Q8_32 : ActFormat::Q8_256, w_gate.rows);
+}
+
 // seg advanced to the tile starting at token `start` (every matrix's outputs move `start` rows).
 inline RowSegments at_token(RowSegments seg, int64_t start) {
     for (int k = 0; k < seg.count; ++k) seg.y[k] += start * seg.rows[k];

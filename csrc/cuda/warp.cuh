@@ -117,6 +117,34 @@ __host__ __device__ __forceinline__ float warp_reduce_max(const Warp& warp, floa
     return a[0];
 }
 
+// A block's share of a count that several blocks of a launch add to: after the block's writes are
+// fenced (visible device-wide), adds `amount` to *count and returns, on every thread of the block,
+// whether this made the count reach `total` — that block is the last of them to finish, sees the
+// others' writes (through load_cg) and resets the count to zero for the next launch. Needs a
+// `bool last` in the block's shared memory. Every thread calls it. On the host blocks run one
+// after another: a plain count.
+template <class Block>
+__host__ __device__ __forceinline__ bool last_to_finish(const Block& block, unsigned* count, unsigned amount,
+                                                        unsigned total) {
+#if defined(__CUDA_ARCH__)
+    __threadfence();
+#endif
+    block.sync();
+    if (block.thread() == 0) {
+#if defined(__CUDA_ARCH__)
+        const unsigned before = atomicAdd(count, amount);
+        __threadfence();  // the block's reads of the others' writes come after the count
+#else
+        const unsigned before = *count;
+        *count += amount;
+#endif
+        block.shared().last = before + amount == total;
+        if (block.shared().last) *count = 0;
+    }
+    block.sync();
+    return block.shared().last;
+}
+
 // The sum over the 16 lanes of this lane's half-warp.
 template <class Warp>
 __host__ __device__ __forceinline__ int half_warp_reduce_sum(const Warp& warp, int v) {
