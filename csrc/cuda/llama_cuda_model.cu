@@ -308,7 +308,7 @@ struct CudaLlamaModel::Impl {
         return input_of(x_norm.as<float>(), n, config.n_embd, needs);
     }
 
-    // Where fused attention also quantizes its output as the input of w (attention_o): its int8
+    // Where fused attention also quantizes its output as the input of w (attn_output): its int8
     // rows when the attention kernel merges its splits and the heads make whole blocks of w's
     // activation format; none otherwise (quantized by its own kernel, or not at all).
     ActRowsOut attention_act_out(const DeviceMatrix& w) const {
