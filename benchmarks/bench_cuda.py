@@ -223,14 +223,17 @@ def bench_kernels(_cuda, bandwidth, n_tokens=1):
 
 
 def bench_gemv_shapes(_cuda, bandwidth):
-    """GB/s of one token's product per GEMV block shape (warps sharing a row group x its rows;
-    the model launches one of them), per type and 8B matrix shape: which shape the launch should use."""
+    """GB/s of one token's product per GEMV variant, per type and 8B matrix shape: block shapes
+    (warps sharing a row group x its rows; the model launches one of them), then the launch shape
+    with 2, 4, 8, 16 pieces in flight a lane: which the launch should use."""
     rng = np.random.default_rng(4)
     names = _cuda.gemv_probe_shapes()
     out = []
-    print("\nGEMV block shapes, one token (GB/s; shape = warps sharing a row group x rows in it)")
-    print(f"{'type':<10}{'rows x cols':>14}" + "".join(f"{n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r'):>9}"
-                                                    for n in names))
+    print("\nGEMV variants, one token (GB/s; 'Nw xMr' = N warps sharing a row group of M rows; 'LNf' = the "
+          "launch shape, N pieces in flight)")
+    short = [n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r').replace('launch shape, ', 'L')
+              .replace(' in flight', 'f') for n in names]
+    print(f"{'type':<10}{'rows x cols':>14}" + "".join(f"{n:>9}" for n in short))
     for name, qtype, grouped in KERNEL_CASES:
         for rows, cols in KERNEL_SHAPES:
             w = random_blocks(qtype, rows, cols, rng)
@@ -279,7 +282,7 @@ def main(argv=None):
     ap.add_argument("--no-kernels", dest="kernels", action="store_false",
                     help="skip the per-matrix kernel timings (GB/s of each type on the 8B shape's matrices)")
     ap.add_argument("--gemv-shapes", action="store_true",
-                    help="also compare the GEMV block shapes on each type and 8B matrix shape")
+                    help="also compare the GEMV block shapes and in-flight depths on each type and 8B matrix shape")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
 

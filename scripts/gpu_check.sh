@@ -101,12 +101,12 @@ if command -v ncu >/dev/null; then
   done
 fi
 
-# Kernel tuning (GPU_CHECK_QUICK=1 skips it): the GEMV block shapes compared on each type and 8B
+# Kernel tuning (GPU_CHECK_QUICK=1 skips it): the GEMV block shapes and in-flight depths on each type and 8B
 # matrix, and the GEMV kernels' memory behaviour on one launch each of Q4_0 (both layouts) and
 # Q4_K on the 8B shape's ffn_gate, through Nsight Compute (at most 150 s).
 if [ "${GPU_CHECK_QUICK:-0}" != 1 ]; then
-  step "GEMV block shapes"
-  (cd /tmp && timeout 90 $PY -c "
+  step "GEMV block shapes and pieces in flight"
+  (cd /tmp && timeout 150 $PY -c "
 import sys; sys.path.insert(0, '$REPO/benchmarks')
 import bench_cuda as b; from edgellama import _cuda
 b.bench_gemv_shapes(_cuda, b.nominal_bandwidth(_cuda.device_description(0)) or _cuda.measure_copy_bandwidth())

@@ -349,7 +349,7 @@ PYBIND11_MODULE(_cuda, m) {
           "one token's product by that GEMV block shape (gemv_probe_shapes()); grouped_rows: the matrix uploaded "
           "grouped where its type allows.");
     m.def("gemv_probe_shapes", &edgellama::cuda::gemv_probe_shapes,
-          "Names of the int8 GEMV block shapes time_matmul(gemv_shape=i) compares (Q4_0, Q8_0, Q4_K, Q6_K).");
+          "Names of the int8 GEMV variants time_matmul(gemv_shape=i) compares (block shapes, then pieces in flight).");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),

@@ -225,8 +225,7 @@ EDGELLAMA_HD void quantize_merged(const Block& block, const float* x, int64_t n,
                                   int64_t t, const ActRowsOut& act) {
     const auto warp = block.warp();
     const int lane = warp.lane(), n_warps = block.threads() / kWarp;
-    uint8_t* row = act.rows + t * static_cast<int64_t>(act.block == kQK32 ? act_row_bytes(ActFormat::Q8_32, cols)
-                                                                         : act_row_bytes(ActFormat::Q8_256, cols));
+    uint8_t* row = act.rows + t * act.row_bytes;
     for (int64_t b = block.thread() / kWarp; b < n / act.block; b += n_warps) {  // warp-uniform
         const int64_t index = (first + b * act.block) / act.block;
         if (act.block == kQK32) {

@@ -202,10 +202,9 @@ EDGELLAMA_HD void quantize_finished_chunk(const Block& block, const float* y, in
     if (!last_to_finish(block, counts + chunk, static_cast<unsigned>(rows), static_cast<unsigned>(act.block))) return;
     const auto warp = block.warp();
     const int lane = warp.lane();
-    const size_t row_bytes = act_row_bytes(act.block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n_rows);
     for (int t = block.thread() / kWarp; t < n_tok; t += block.threads() / kWarp) {  // warp-uniform
         const float* x = y + t * n_rows + chunk * act.block;
-        uint8_t* out = act.rows + t * row_bytes;
+        uint8_t* out = act.rows + t * act.row_bytes;
         if (act.block == kQK32) {
             quantize_block32_warp(warp, load_cg(x + lane), ActRowOut<kQK32>(out, n_rows, chunk));
         } else {

@@ -135,7 +135,6 @@ public:
         if (!host_mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
             const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
             const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts);
-            const size_t out_row_bytes = quantized.rows ? swiglu_act_row_bytes(w_gate, quantized) : 0;
             const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
                 using Q = decltype(fmt);
                 size_t act_bytes = 0;
@@ -146,7 +145,7 @@ public:
                     RowSegments s = seg;
                     s.y[0] += start * w_gate.rows;
                     ActRowsOut tile_out = quantized;
-                    if (tile_out.rows) tile_out.rows += start * out_row_bytes;
+                    if (tile_out.rows) tile_out.rows += start * quantized.row_bytes;
                     gemv_int8_swiglu_rows<Q, decltype(nt)::value, Shape>(block, s, w_gate.row_bytes, in.cols,
                                                                          act + start * act_bytes, act_bytes, tile,
                                                                          first, tile_out, chunk_counts);

@@ -196,9 +196,8 @@ std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
     std::vector<uint8_t> act;
     ActRowsOut act_out;
     if (act_block != 0) {
-        act.assign(n_tokens * act_row_bytes(act_block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, q_width), 0);
-        act_out.rows = act.data();
-        act_out.block = act_block;
+        act.assign(n_tokens * act_rows_out(nullptr, act_block, q_width).row_bytes, 0);
+        act_out = act_rows_out(act.data(), act_block, q_width);
     }
     attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data(),
                            counts.data(), act_out);
@@ -308,12 +307,9 @@ std::pair<std::vector<float>, std::vector<uint8_t>> swiglu_quantized_on_host(
     if ((act_block != kQK32 && act_block != kQK256) || n_rows % act_block != 0) {
         throw std::invalid_argument("the SwiGLU output is quantized in whole blocks of 32 or 256 rows");
     }
-    const size_t act_bytes = act_row_bytes(act_block == kQK32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n_rows);
-    std::vector<uint8_t> act(static_cast<size_t>(n_tokens) * act_bytes, 0);
+    std::vector<uint8_t> act(static_cast<size_t>(n_tokens) * act_rows_out(nullptr, act_block, n_rows).row_bytes, 0);
     std::vector<unsigned> counts(static_cast<size_t>(n_rows / act_block), 0u);
-    ActRowsOut act_out;
-    act_out.rows = act.data();
-    act_out.block = act_block;
+    const ActRowsOut act_out = act_rows_out(act.data(), act_block, n_rows);
     std::vector<float> y = host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false,
                                                act_out, counts.data());
     for (unsigned c : counts) {

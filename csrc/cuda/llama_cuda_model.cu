@@ -319,9 +319,7 @@ struct CudaLlamaModel::Impl {
         const int block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
         const AttentionDims dims{config.n_head, config.n_head_kv, config.head_dim};
         if (!attention_can_quantize(dims, block)) return act;
-        act.rows = needs.q8_32 ? act32.as<uint8_t>() : act256.as<uint8_t>();
-        act.block = block;
-        return act;
+        return act_rows_out(needs.q8_32 ? act32.as<uint8_t>() : act256.as<uint8_t>(), block, q_width());
     }
 
     // Where the SwiGLU GEMV also quantizes its output as the input of w (ffn_down): ffn_act, in w's
@@ -330,9 +328,8 @@ struct CudaLlamaModel::Impl {
         ActRowsOut act;
         const ActNeeds needs = act_needs({&w});
         if (ffn_act.get() == nullptr || (!needs.q8_32 && !needs.q8_256)) return act;
-        act.rows = ffn_act.as<uint8_t>();
-        act.block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
-        return act;
+        const int block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
+        return act_rows_out(ffn_act.as<uint8_t>(), block, w.cols);
     }
 
     // The n float rows x (cols each) with their int8 rows in `act` (written by the operation before).

@@ -30,8 +30,13 @@ int piece_elements(int32_t type);
 // would write them from its float output (the same bytes).
 struct ActRowsOut {
     uint8_t* rows = nullptr;  // null: no quantization
-    int block = 0;            // kQK32 (ActFormat::Q8_32) or kQK256 (Q8_256); rows act_row_bytes apart
+    int block = 0;            // kQK32 (ActFormat::Q8_32) or kQK256 (Q8_256)
+    size_t row_bytes = 0;     // act_row_bytes of the format and the row's length (a host function)
 };
+// act_out for n-element rows at `rows` in the format of `block` (32 or 256).
+inline ActRowsOut act_rows_out(uint8_t* rows, int block, int64_t n) {
+    return ActRowsOut{rows, block, act_row_bytes(block == 32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n)};
+}
 
 // The input of a matmul: n float rows of `cols` (contiguous) and, for quantized weights, the same
 // rows as int8 activations in the weight type's format (type_traits' act_format; device layout:
@@ -77,8 +82,10 @@ inline void matmul_group(std::initializer_list<MatmulTarget> targets, const Matm
 // the input's rows. Returns whether it did.
 bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                    float* up, const ActRowsOut& act_out, unsigned* chunk_counts, cudaStream_t stream);
-// The int8 GEMV's block shapes that benchmarks compare on one token (gemv_rows.cuh: GemvShape;
-// Q4_0, Q8_0, Q4_K and Q6_K weights): their count and names, and one product with shape `shape`.
+// The int8 GEMV variants that benchmarks compare on one token (Q4_0, Q8_0, Q4_K, Q6_K weights and
+// the grouped readers): block shapes (gemv_rows.cuh: GemvShape), then the launch shape with other
+// numbers of pieces a lane keeps in flight. Their count and names, and one product by variant
+// `shape`.
 int gemv_probe_shape_count();
 std::string gemv_probe_shape_name(int shape);
 void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput& in, float* y, cudaStream_t stream);

@@ -83,7 +83,6 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
     if (!mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
         const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
         const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts);
-        const size_t out_row_bytes = quantized.rows ? swiglu_act_row_bytes(w_gate, quantized) : 0;
         const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);
             using Shape = GemvLaunchShape<Q>;
@@ -94,7 +93,7 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
                 ActRowsOut tile_out = quantized;
-                if (tile_out.rows) tile_out.rows += start * out_row_bytes;
+                if (tile_out.rows) tile_out.rows += start * quantized.row_bytes;
                 launch("gemv_int8_swiglu_kernel", gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape>, grid,
                        kGemvWarps * kWarp, stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes,
                        tile, tile_out, chunk_counts);
@@ -109,25 +108,48 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
 
 namespace {
 
-// The shapes the benchmarks compare (the launch shapes among them).
+// Reader Q keeping kN pieces in flight a lane instead of its own Q::kInFlight.
+template <class Q, int kN>
+struct WithInFlight : Q {
+    static constexpr int kInFlight = kN;
+};
+
+// What the benchmarks compare: a block shape with the reader's own pieces in flight, or the
+// reader's launch shape (Shape = void) with kInFlight pieces in flight.
+template <class Shape, int kInFlight>
+struct ProbeVariant {
+    template <class Q>
+    using Reader = std::conditional_t<kInFlight == 0, Q, WithInFlight<Q, kInFlight>>;
+    template <class Q>
+    using ShapeFor = std::conditional_t<std::is_void_v<Shape>, GemvLaunchShape<Q>, Shape>;
+};
+
 template <int kSplit, int kRows>
-std::string shape_name(GemvShape<kSplit, kRows>) {
+std::string variant_name(ProbeVariant<GemvShape<kSplit, kRows>, 0>) {
     return std::to_string(kSplit) + " warp(s) x " + std::to_string(kRows) + " row(s)";
+}
+template <int kInFlight>
+std::string variant_name(ProbeVariant<void, kInFlight>) {
+    return "launch shape, " + std::to_string(kInFlight) + " in flight";
 }
 
 template <class Fn>
-bool with_probe_shape(int shape, Fn&& fn) {
-    switch (shape) {
-        case 0: fn(GemvShape<1, 2>{}); return true;
-        case 1: fn(GemvShape<2, 1>{}); return true;
-        case 2: fn(GemvShape<2, 2>{}); return true;
-        case 3: fn(GemvShape<4, 1>{}); return true;
-        case 4: fn(GemvShape<4, 2>{}); return true;
-        case 5: fn(GemvShape<4, 4>{}); return true;
+bool with_probe_variant(int variant, Fn&& fn) {
+    switch (variant) {
+        case 0: fn(ProbeVariant<GemvShape<1, 2>, 0>{}); return true;
+        case 1: fn(ProbeVariant<GemvShape<2, 1>, 0>{}); return true;
+        case 2: fn(ProbeVariant<GemvShape<2, 2>, 0>{}); return true;
+        case 3: fn(ProbeVariant<GemvShape<4, 1>, 0>{}); return true;
+        case 4: fn(ProbeVariant<GemvShape<4, 2>, 0>{}); return true;
+        case 5: fn(ProbeVariant<GemvShape<4, 4>, 0>{}); return true;
+        case 6: fn(ProbeVariant<void, 2>{}); return true;
+        case 7: fn(ProbeVariant<void, 4>{}); return true;
+        case 8: fn(ProbeVariant<void, 8>{}); return true;
+        case 9: fn(ProbeVariant<void, 16>{}); return true;
         default: return false;
     }
 }
-constexpr int kProbeShapes = 6;
+constexpr int kProbeVariants = 10;
 
 // The readers the shapes are compared on (each shape's kernels are built for these alone).
 template <class Q>
@@ -138,11 +160,11 @@ constexpr bool kProbedReader = std::is_same_v<Q, Int8Q4_0> || std::is_same_v<Q, 
 
 }  // namespace
 
-int gemv_probe_shape_count() { return kProbeShapes; }
+int gemv_probe_shape_count() { return kProbeVariants; }
 
 std::string gemv_probe_shape_name(int shape) {
     std::string name;
-    if (!with_probe_shape(shape, [&](auto s) { name = shape_name(s); })) {
+    if (!with_probe_variant(shape, [&](auto v) { name = variant_name(v); })) {
         throw CudaError("no GEMV probe shape " + std::to_string(shape));
     }
     return name;
@@ -153,13 +175,16 @@ void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput&
     const MatmulTarget target{&w, y};
     bool known = false;
     for_each_launch_group(&target, 1, in.cols, [&](const DeviceMatrix&, const RowSegments& seg) {
-        with_probe_shape(shape, [&](auto s) {
+        with_probe_variant(shape, [&](auto v) {
+            using Variant = decltype(v);
             dispatch_gemv_reader(w.type, [&](auto fmt) {
                 using Q = decltype(fmt);
                 if constexpr (kProbedReader<Q>) {
                     size_t act_bytes;
                     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                    launch_int8_gemv_tile<Q, 1, decltype(s)>(seg, w, act, act_bytes, 1, false, stream);
+                    launch_int8_gemv_tile<typename Variant::template Reader<Q>, 1,
+                                          typename Variant::template ShapeFor<Q>>(seg, w, act, act_bytes, 1, false,
+                                                                                   stream);
                     known = true;
                 }
             });

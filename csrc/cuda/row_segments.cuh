@@ -69,16 +69,13 @@ inline RowSegments swiglu_segments(const DeviceMatrix& w_gate, const DeviceMatri
 }
 
 // What the one-launch SwiGLU quantizes into: act_out where it is asked for, counts are given and
-// the gate rows are whole blocks of it; else nothing.
+// the gate rows are whole blocks of it, with rows of w_gate.rows codes; else nothing.
 inline ActRowsOut swiglu_act_out(const DeviceMatrix& w_gate, const ActRowsOut& act_out, const unsigned* counts) {
-    if (act_out.rows == nullptr || counts == nullptr || act_out.block <= 0 || w_gate.rows % act_out.block != 0) {
+    if (act_out.rows == nullptr || counts == nullptr || act_out.block <= 0 || w_gate.rows % act_out.block != 0 ||
+        act_out.row_bytes != act_rows_out(act_out.rows, act_out.block, w_gate.rows).row_bytes) {
         return ActRowsOut{};
     }
     return act_out;
-}
-// Bytes of a token's row of those activations.
-inline size_t swiglu_act_row_bytes(const DeviceMatrix& w_gate, const ActRowsOut& act_out) {
-    return act_row_bytes(act_out.block == 32 ? ActFormat::Q8_32 : ActFormat::Q8_256, w_gate.rows);
 }
 
 // seg advanced to the tile starting at token `start` (every matrix's outputs move `start` rows).
