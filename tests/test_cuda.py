@@ -11,11 +11,17 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     quantization and of the tensor-core prefill tiles, and RoPE's thread code, run on host
     threads (csrc/cuda/host_warp.h, the MMA rebuilt from the PTX fragment layout), against those
     dots, the CPU's bytes, the CPU's scalar vec_dot and numpy;
-  * the engine's whole forward step (llama_cuda_model.cu) on the host backend against the reference;
+  * the grouped weight layouts (csrc/cuda/grouped_rows.h) through every reader above, and the
+    fused forms of attention's merge and of the activation quantizations (each block that finishes
+    last doing the merge or the quantization) against the unfused code's bits;
+  * the engine's whole forward step (llama_cuda_model.cu) on the host backend against the
+    reference, with and without the engine options (CudaOptions);
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
-CPU engine for the tiny models of every type, and for SmolLM2.
+CPU engine for the tiny models of every type, and for SmolLM2, also with the engine options; the
+device kernels against their host execution bit for bit (every GEMV reader, grouped ones too; the
+captured decode step, with fused attention too, against kernel-by-kernel launches).
 
 Tolerance of the GPU path, per row of logits (scale = max|reference logits|), the reference
 keeping an fp16 KV cache as both engines do:
