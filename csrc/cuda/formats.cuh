@@ -211,6 +211,12 @@ EDGELLAMA_HD uint4 load_u128(const uint8_t* p) {
 #endif
 }
 
+// The four words of a 16-byte load into w[0..3].
+template <class T>
+EDGELLAMA_HD void u128_words(const uint4& v, T* w) {
+    w[0] = static_cast<T>(v.x), w[1] = static_cast<T>(v.y), w[2] = static_cast<T>(v.z), w[3] = static_cast<T>(v.w);
+}
+
 // Q5_0 (value = d * (q - 16)) and Q5_1 (value = d * q + m, rounded twice): the nibbles as Q4_0,
 // bit 4 of element j is bit j of qh. Word j of the nibbles holds elements 4j..4j+3 (low) and
 // 4j+16..4j+19 (high).

@@ -254,21 +254,15 @@ struct Int8Block32Wide {
         const uint8_t* codes = Grouped::codes(row, p);
         Codes c;
 #pragma unroll
-        for (int h = 0; h < kCodeWords / 4; ++h) {
-            const uint4 v = load_u128(codes + 16 * h);
-            c.q[4 * h] = v.x, c.q[4 * h + 1] = v.y, c.q[4 * h + 2] = v.z, c.q[4 * h + 3] = v.w;
-        }
+        for (int h = 0; h < kCodeWords / 4; ++h) u128_words(load_u128(codes + 16 * h), c.q + 4 * h);
         c.d = Grouped::scale(row, p);
         return c;
     }
     EDGELLAMA_HD static Slice load_act(const ActRow& a, int64_t p, int) {
         const auto* codes = reinterpret_cast<const uint8_t*>(a.qs + 8 * p);  // 16-byte aligned blocks
-        const uint4 lo = load_u128(codes), hi = load_u128(codes + 16);
         Slice s;
-        s.a[0] = static_cast<int>(lo.x), s.a[1] = static_cast<int>(lo.y);
-        s.a[2] = static_cast<int>(lo.z), s.a[3] = static_cast<int>(lo.w);
-        s.a[4] = static_cast<int>(hi.x), s.a[5] = static_cast<int>(hi.y);
-        s.a[6] = static_cast<int>(hi.z), s.a[7] = static_cast<int>(hi.w);
+        u128_words(load_u128(codes), s.a);
+        u128_words(load_u128(codes + 16), s.a + 4);
         s.d = load_ro(a.d + p);
         return s;
     }
@@ -550,13 +544,11 @@ struct Int8Q6_KGroupedWide {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
         const Q6KParts b = GroupedQ6KFields::at(row, p / 2);
         const int h = static_cast<int>(p % 2);
-        const uint4 ql0 = load_u128(b.ql + 64 * h + 16 * j), ql1 = load_u128(b.ql + 64 * h + 32 + 16 * j);
-        const uint4 qh = load_u128(b.qh + 32 * h + 16 * j);
         const uint2 sc = load_ro(reinterpret_cast<const uint2*>(b.scales + 8 * h));  // 8-byte aligned
         Codes k;
-        k.ql0[0] = ql0.x, k.ql0[1] = ql0.y, k.ql0[2] = ql0.z, k.ql0[3] = ql0.w;
-        k.ql1[0] = ql1.x, k.ql1[1] = ql1.y, k.ql1[2] = ql1.z, k.ql1[3] = ql1.w;
-        k.qh[0] = qh.x, k.qh[1] = qh.y, k.qh[2] = qh.z, k.qh[3] = qh.w;
+        u128_words(load_u128(b.ql + 64 * h + 16 * j), k.ql0);
+        u128_words(load_u128(b.ql + 64 * h + 32 + 16 * j), k.ql1);
+        u128_words(load_u128(b.qh + 32 * h + 16 * j), k.qh);
         k.sc0 = sc.x;
         k.sc1 = sc.y;
         k.d = half_bits_to_float(load_ro(b.d));
@@ -568,9 +560,7 @@ struct Int8Q6_KGroupedWide {
         Slice sl;
 #pragma unroll
         for (int s = 0; s < 4; ++s) {  // words of elements 128h + 32s + 16j ..
-            const uint4 v = load_u128(reinterpret_cast<const uint8_t*>(a.qs + 64 * sb + 32 * h + 8 * s + 4 * j));
-            sl.a[s][0] = static_cast<int>(v.x), sl.a[s][1] = static_cast<int>(v.y);
-            sl.a[s][2] = static_cast<int>(v.z), sl.a[s][3] = static_cast<int>(v.w);
+            u128_words(load_u128(reinterpret_cast<const uint8_t*>(a.qs + 64 * sb + 32 * h + 8 * s + 4 * j)), sl.a[s]);
         }
         sl.d = load_ro(a.d + sb);
         return sl;
