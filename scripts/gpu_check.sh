@@ -85,7 +85,6 @@ step "benchmarks"
 (cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --json "$RESULTS/bench.json") 2>&1 | tee "$RESULTS/bench.log"
 BENCH_RC=${PIPESTATUS[0]}
 
-# Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 # The engine options not yet on by default (csrc/cuda/llama_cuda_model.h: CudaOptions), each
 # against the default in the same process: which to turn on.
 ALL_OPTIONS=grouped_rows+fused_attention+fused_swiglu_quant
@@ -94,6 +93,7 @@ step "decode with the engine options (grouped rows, fused attention, fused SwiGL
    --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention fused_swiglu_quant $ALL_OPTIONS \
    --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
 
+# Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, default and with every option"
 if command -v ncu >/dev/null; then
   for run in "Q4_0" "Q4_0 --variant $ALL_OPTIONS" "Q4_K_M" "Q4_K_M --variant $ALL_OPTIONS"; do
