@@ -717,6 +717,10 @@ def test_gpu_matmul_timing_probe():
     seconds = _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5)
     assert 0 < seconds < 1
     assert 0 < _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5, grouped_rows=True) < 1
+    for variant in range(len(_cuda.gemv_probe_shapes())):  # every block shape and in-flight depth launches
+        for grouped in (False, True):
+            assert 0 < _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, repeats=2, gemv_shape=variant,
+                                         grouped_rows=grouped) < 1
     with pytest.raises(Exception, match="bad weight type or shape"):
         _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096 + 32, n_tokens=1, repeats=5)
 
