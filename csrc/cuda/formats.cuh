@@ -116,80 +116,6 @@ struct FmtBF16 {
     }
 };
 
-// Block p of a grouped row (grouped_rows.h) whose blocks hold kCodeBytes bytes of codes after
-// their f16 scale: its codes (16-byte aligned in a 16-byte aligned row) and its scale.
-template <int kCodeBytes>
-struct GroupedBlock32 {
-    static constexpr int kGroupBytes = kBlocksPerGroup * (kCodeBytes + 2);
-    EDGELLAMA_HD static const uint8_t* codes(const uint8_t* row, int64_t p) {
-        return row + (p / kBlocksPerGroup) * kGroupBytes + (p % kBlocksPerGroup) * kCodeBytes;
-    }
-    EDGELLAMA_HD static float scale(const uint8_t* row, int64_t p) {
-        const auto* d = reinterpret_cast<const uint16_t*>(row + (p / kBlocksPerGroup) * kGroupBytes +
-                                                          kBlocksPerGroup * kCodeBytes);
-        return half_bits_to_float(load_ro(d + p % kBlocksPerGroup));
-    }
-};
-using GroupedQ4_0 = GroupedBlock32<sizeof(BlockQ4_0::qs)>;
-using GroupedQ8_0 = GroupedBlock32<sizeof(BlockQ8_0::qs)>;
-
-// value = d * (q - 8); byte j: element j (low nibble), element j + 16 (high nibble). qs: 2-byte
-// aligned.
-template <class F>
-EDGELLAMA_HD void visit_q4_0_block(float d, const uint8_t* qs, F&& f) {
-    const auto* q16 = reinterpret_cast<const uint16_t*>(qs);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const uint32_t v = load_ro(q16 + j);
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-            const int byte = static_cast<int>((v >> (8 * k)) & 0xffu);
-            f(2 * j + k, d * static_cast<float>((byte & 15) - 8));
-            f(2 * j + k + 16, d * static_cast<float>((byte >> 4) - 8));
-        }
-    }
-}
-
-struct FmtQ4_0 {
-    static constexpr int kPiece = kQK32;
-    template <class F>
-    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
-        const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + p;
-        visit_q4_0_block(half_bits_to_float(load_ro(&b->d)), b->qs, f);
-    }
-};
-
-struct FmtQ4_0Grouped {
-    static constexpr int kPiece = kQK32;
-    template <class F>
-    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
-        visit_q4_0_block(GroupedQ4_0::scale(row, p), GroupedQ4_0::codes(row, p), f);
-    }
-};
-
-// value = d * q + m (rounded twice, as the format defines it).
-struct FmtQ4_1 {
-    static constexpr int kPiece = kQK32;
-    template <class F>
-    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
-        const auto* b = reinterpret_cast<const BlockQ4_1*>(row) + p;
-        const uint32_t dm = load_ro(reinterpret_cast<const uint32_t*>(b));
-        const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xffffu));
-        const float m = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
-        const auto* q32 = reinterpret_cast<const uint32_t*>(b->qs);
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t v = load_ro(q32 + j);
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int byte = byte_of(v, k);
-                f(4 * j + k, add_rn(mul_rn(d, static_cast<float>(byte & 15)), m));
-                f(4 * j + k + 16, add_rn(mul_rn(d, static_cast<float>(byte >> 4)), m));
-            }
-        }
-    }
-};
-
 // Bit 4 of the four elements whose bits are the low four bits of `bits`, placed in bit 4 of each
 // byte: x * 0x00204081 copies bit k of x to bit 8k (the four shifted copies do not overlap).
 EDGELLAMA_HD uint32_t spread_high_bits(uint32_t bits) { return ((bits & 15u) * 0x00204081u & 0x01010101u) << 4; }
@@ -216,6 +142,86 @@ template <class T>
 EDGELLAMA_HD void u128_words(const uint4& v, T* w) {
     w[0] = static_cast<T>(v.x), w[1] = static_cast<T>(v.y), w[2] = static_cast<T>(v.z), w[3] = static_cast<T>(v.w);
 }
+
+// Where block p of a row of Q4_0 or Q8_0 (an f16 scale, then codes) keeps its scale and codes, and
+// word k of its codes as wide a load as their alignment allows: in the GGUF block (Gguf32Fields:
+// 2-byte aligned, two 2-byte loads a word) or in a grouped row (GroupedBlock32, grouped_rows.h:
+// the eight blocks' codes, then their scales; codes 16-byte aligned in a 16-byte aligned row).
+template <class Block>
+struct Gguf32Fields {
+    EDGELLAMA_HD static const uint8_t* codes(const uint8_t* row, int64_t p) {
+        return reinterpret_cast<const uint8_t*>(reinterpret_cast<const Block*>(row)[p].qs);
+    }
+    EDGELLAMA_HD static float scale(const uint8_t* row, int64_t p) {
+        return half_bits_to_float(load_ro(&reinterpret_cast<const Block*>(row)[p].d));
+    }
+    EDGELLAMA_HD static uint32_t code_word(const uint8_t* row, int64_t p, int k) {
+        return load_u32_2aligned(codes(row, p) + 4 * k);
+    }
+};
+template <int kCodeBytes>
+struct GroupedBlock32 {
+    static constexpr int kGroupBytes = kBlocksPerGroup * (kCodeBytes + 2);
+    EDGELLAMA_HD static const uint8_t* codes(const uint8_t* row, int64_t p) {
+        return row + (p / kBlocksPerGroup) * kGroupBytes + (p % kBlocksPerGroup) * kCodeBytes;
+    }
+    EDGELLAMA_HD static float scale(const uint8_t* row, int64_t p) {
+        const auto* d = reinterpret_cast<const uint16_t*>(row + (p / kBlocksPerGroup) * kGroupBytes +
+                                                          kBlocksPerGroup * kCodeBytes);
+        return half_bits_to_float(load_ro(d + p % kBlocksPerGroup));
+    }
+    EDGELLAMA_HD static uint32_t code_word(const uint8_t* row, int64_t p, int k) {
+        return load_ro(reinterpret_cast<const uint32_t*>(codes(row, p)) + k);
+    }
+};
+using GroupedQ4_0 = GroupedBlock32<sizeof(BlockQ4_0::qs)>;
+using GroupedQ8_0 = GroupedBlock32<sizeof(BlockQ8_0::qs)>;
+
+// value = d * (q - 8); byte j: element j (low nibble), element j + 16 (high nibble).
+template <class Fields>
+struct FmtQ4_0Of {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const float d = Fields::scale(row, p);
+        const auto* q16 = reinterpret_cast<const uint16_t*>(Fields::codes(row, p));
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const uint32_t v = load_ro(q16 + j);
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                const int byte = static_cast<int>((v >> (8 * k)) & 0xffu);
+                f(2 * j + k, d * static_cast<float>((byte & 15) - 8));
+                f(2 * j + k + 16, d * static_cast<float>((byte >> 4) - 8));
+            }
+        }
+    }
+};
+using FmtQ4_0 = FmtQ4_0Of<Gguf32Fields<BlockQ4_0>>;
+using FmtQ4_0Grouped = FmtQ4_0Of<GroupedQ4_0>;
+
+// value = d * q + m (rounded twice, as the format defines it).
+struct FmtQ4_1 {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const auto* b = reinterpret_cast<const BlockQ4_1*>(row) + p;
+        const uint32_t dm = load_ro(reinterpret_cast<const uint32_t*>(b));
+        const float d = half_bits_to_float(static_cast<uint16_t>(dm & 0xffffu));
+        const float m = half_bits_to_float(static_cast<uint16_t>(dm >> 16));
+        const auto* q32 = reinterpret_cast<const uint32_t*>(b->qs);
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t v = load_ro(q32 + j);
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int byte = byte_of(v, k);
+                f(4 * j + k, add_rn(mul_rn(d, static_cast<float>(byte & 15)), m));
+                f(4 * j + k + 16, add_rn(mul_rn(d, static_cast<float>(byte >> 4)), m));
+            }
+        }
+    }
+};
 
 // Q5_0 (value = d * (q - 16)) and Q5_1 (value = d * q + m, rounded twice): the nibbles as Q4_0,
 // bit 4 of element j is bit j of qh. Word j of the nibbles holds elements 4j..4j+3 (low) and
@@ -252,34 +258,24 @@ struct Fmt5Bit {
 using FmtQ5_0 = Fmt5Bit<BlockQ5_0, false>;
 using FmtQ5_1 = Fmt5Bit<BlockQ5_1, true>;
 
-// value = d * qs[i]; qs: 2-byte aligned.
-template <class F>
-EDGELLAMA_HD void visit_q8_0_block(float d, const uint8_t* qs, F&& f) {
-    const auto* q16 = reinterpret_cast<const uint16_t*>(qs);
+// value = d * qs[i].
+template <class Fields>
+struct FmtQ8_0Of {
+    static constexpr int kPiece = kQK32;
+    template <class F>
+    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
+        const float d = Fields::scale(row, p);
+        const auto* q16 = reinterpret_cast<const uint16_t*>(Fields::codes(row, p));
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const uint32_t v = load_ro(q16 + j);
-        f(2 * j, d * static_cast<float>(static_cast<int8_t>(v & 0xffu)));
-        f(2 * j + 1, d * static_cast<float>(static_cast<int8_t>(v >> 8)));
-    }
-}
-
-struct FmtQ8_0 {
-    static constexpr int kPiece = kQK32;
-    template <class F>
-    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
-        const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + p;
-        visit_q8_0_block(half_bits_to_float(load_ro(&b->d)), reinterpret_cast<const uint8_t*>(b->qs), f);
+        for (int j = 0; j < 16; ++j) {
+            const uint32_t v = load_ro(q16 + j);
+            f(2 * j, d * static_cast<float>(static_cast<int8_t>(v & 0xffu)));
+            f(2 * j + 1, d * static_cast<float>(static_cast<int8_t>(v >> 8)));
+        }
     }
 };
-
-struct FmtQ8_0Grouped {
-    static constexpr int kPiece = kQK32;
-    template <class F>
-    EDGELLAMA_HD static void visit(const uint8_t* row, int64_t p, F&& f) {
-        visit_q8_0_block(GroupedQ8_0::scale(row, p), GroupedQ8_0::codes(row, p), f);
-    }
-};
+using FmtQ8_0 = FmtQ8_0Of<Gguf32Fields<BlockQ8_0>>;
+using FmtQ8_0Grouped = FmtQ8_0Of<GroupedQ8_0>;
 
 // The 6-bit scale and min of K-quant sub-block j (0..7) from the 12 packed scale bytes, given
 // as three little-endian words (bytes 0-3, 4-7, 8-11) so nothing is indexed in local memory.

@@ -152,16 +152,18 @@ EDGELLAMA_HD void unpack_nibble_word(uint32_t v, int j, uint32_t high_bits, uint
     c.hi = offset ? sub_bytes(hi, offset) : hi;
 }
 
-struct Int8Q4_0 : Block32Int8<false> {
+// Q4_0 and Q8_0, their blocks where Fields says (formats.cuh: Gguf32Fields, GroupedBlock32).
+template <class Fields>
+struct Int8Q4_0Of : Block32Int8<false> {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
-        const auto* b = reinterpret_cast<const BlockQ4_0*>(row) + p;
         Codes c;
-        c.d = half_bits_to_float(load_ro(&b->d));
+        c.d = Fields::scale(row, p);
         c.m = 0.0f;
-        unpack_nibble_word<false>(load_u32_2aligned(b->qs + 4 * j), j, 0, 8, c);
+        unpack_nibble_word<false>(Fields::code_word(row, p, j), j, 0, 8, c);
         return c;
     }
 };
+using Int8Q4_0 = Int8Q4_0Of<Gguf32Fields<BlockQ4_0>>;
 
 struct Int8Q4_1 : Block32Int8<true> {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
@@ -193,43 +195,23 @@ struct Int8Q5 : Block32Int8<kHasMin> {
 using Int8Q5_0 = Int8Q5<BlockQ5_0, false>;
 using Int8Q5_1 = Int8Q5<BlockQ5_1, true>;
 
-struct Int8Q8_0 : Block32Int8<false> {
+template <class Fields>
+struct Int8Q8_0Of : Block32Int8<false> {
     EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
-        const auto* b = reinterpret_cast<const BlockQ8_0*>(row) + p;
-        const auto* qs = reinterpret_cast<const uint8_t*>(b->qs);
         Codes c;
-        c.d = half_bits_to_float(load_ro(&b->d));
+        c.d = Fields::scale(row, p);
         c.m = 0.0f;
-        c.lo = load_u32_2aligned(qs + 4 * j);
-        c.hi = load_u32_2aligned(qs + 16 + 4 * j);
+        c.lo = Fields::code_word(row, p, j);
+        c.hi = Fields::code_word(row, p, 4 + j);
         return c;
     }
 };
+using Int8Q8_0 = Int8Q8_0Of<Gguf32Fields<BlockQ8_0>>;
 
 // Q4_0 and Q8_0 in grouped rows (grouped_rows.h), for the tensor-core tiles: the lanes and codes of
 // Int8Q4_0 / Int8Q8_0, each word of codes one 4-byte load.
-struct Int8Q4_0Grouped : Block32Int8<false> {
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
-        Codes c;
-        c.d = GroupedQ4_0::scale(row, p);
-        c.m = 0.0f;
-        const auto* words = reinterpret_cast<const uint32_t*>(GroupedQ4_0::codes(row, p));
-        unpack_nibble_word<false>(load_ro(words + j), j, 0, 8, c);
-        return c;
-    }
-};
-
-struct Int8Q8_0Grouped : Block32Int8<false> {
-    EDGELLAMA_HD static Codes load(const uint8_t* row, int64_t p, int j) {
-        const auto* words = reinterpret_cast<const uint32_t*>(GroupedQ8_0::codes(row, p));
-        Codes c;
-        c.d = GroupedQ8_0::scale(row, p);
-        c.m = 0.0f;
-        c.lo = load_ro(words + j);
-        c.hi = load_ro(words + 4 + j);
-        return c;
-    }
-};
+using Int8Q4_0Grouped = Int8Q4_0Of<GroupedQ4_0>;
+using Int8Q8_0Grouped = Int8Q8_0Of<GroupedQ8_0>;
 
 // The GEMV's readers of grouped Q4_0 / Q8_0: a lane a block, its codes in one (Q4_0) or two (Q8_0)
 // 16-byte loads and the activation block's in two, so a warp's loads of a step are 512 (1024)
