@@ -16,9 +16,8 @@ quantize_act32_kernel(const float* __restrict__ x, int64_t cols, int64_t n_block
     wait_for_prior_kernels();
     const int64_t blk = static_cast<int64_t>(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;
     if (blk >= n_blocks) return;  // the whole warp leaves together
-    const int lane = threadIdx.x % kWarp;
     const int64_t row = blk / (cols / kQK32), b = blk % (cols / kQK32);
-    quantize_block32_warp(DeviceWarp{}, x[blk * kQK32 + lane], ActRowOut<kQK32>(out + row * row_bytes, cols, b));
+    quantize_block_warp(DeviceWarp{}, kQK32, [&](int i) { return x[blk * kQK32 + i]; }, out + row * row_bytes, cols, b);
 }
 
 // One warp per block of 256.
@@ -28,12 +27,9 @@ quantize_act256_kernel(const float* __restrict__ x, int64_t cols, int64_t n_bloc
     wait_for_prior_kernels();
     const int64_t blk = static_cast<int64_t>(blockIdx.x) * kQuantWarps + threadIdx.x / kWarp;
     if (blk >= n_blocks) return;
-    const int lane = threadIdx.x % kWarp;
     const int64_t row = blk / (cols / kQK256), b = blk % (cols / kQK256);
-    float v[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = x[blk * kQK256 + 32 * k + lane];
-    quantize_block256_warp(DeviceWarp{}, v, ActRowOut<kQK256>(out + row * row_bytes, cols, b));
+    quantize_block_warp(DeviceWarp{}, kQK256, [&](int i) { return x[blk * kQK256 + i]; }, out + row * row_bytes, cols,
+                        b);
 }
 
 }  // namespace

@@ -57,4 +57,21 @@ EDGELLAMA_HD void quantize_block256_warp(const Warp& warp, const float (&v)[8], 
     if (lane == 0) *out.d = d;
 }
 
+// The whole warp quantizes block b of an activation row of `cols` at `row`, in the format of
+// `block` elements (kQK32 or kQK256); element(i) gives the block's i-th float. Which lane holds which
+// element is decided here once, so every kernel that quantizes writes the same bytes.
+template <class Warp, class Element>
+EDGELLAMA_HD void quantize_block_warp(const Warp& warp, int block, Element&& element, uint8_t* row, int64_t cols,
+                                      int64_t b) {
+    const int lane = warp.lane();
+    if (block == kQK32) {
+        quantize_block32_warp(warp, element(lane), ActRowOut<kQK32>(row, cols, b));
+    } else {
+        float v[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = element(32 * k + lane);
+        quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, cols, b));
+    }
+}
+
 }  // namespace edgellama::cuda

@@ -66,7 +66,7 @@ void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, cons
     }
     const AttnArgs a = attention_args(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials);
     const dim3 grid(static_cast<unsigned>(dims.n_head), static_cast<unsigned>(n_tokens), static_cast<unsigned>(n_split));
-    if (act_out.rows != nullptr && (split_counts == nullptr || !attention_can_quantize(dims, act_out.block))) {
+    if (!attention_act_out_allowed(dims, split_counts, act_out)) {
         throw CudaError("attention: its output cannot be quantized in the kernel here");
     }
     if (split_counts != nullptr) {

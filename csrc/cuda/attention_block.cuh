@@ -223,19 +223,10 @@ EDGELLAMA_HD int64_t heads_per_merge(int64_t head_dim, const ActRowsOut& act) {
 template <class Block>
 EDGELLAMA_HD void quantize_merged(const Block& block, const float* x, int64_t n, int64_t first, int64_t cols,
                                   int64_t t, const ActRowsOut& act) {
-    const auto warp = block.warp();
-    const int lane = warp.lane(), n_warps = block.threads() / kWarp;
     uint8_t* row = act.rows + t * act.row_bytes;
-    for (int64_t b = block.thread() / kWarp; b < n / act.block; b += n_warps) {  // warp-uniform
-        const int64_t index = (first + b * act.block) / act.block;
-        if (act.block == kQK32) {
-            quantize_block32_warp(warp, x[b * kQK32 + lane], ActRowOut<kQK32>(row, cols, index));
-        } else {
-            float v[8];
-#pragma unroll
-            for (int k = 0; k < 8; ++k) v[k] = x[b * kQK256 + 32 * k + lane];
-            quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, cols, index));
-        }
+    for (int64_t b = block.thread() / kWarp; b < n / act.block; b += block.threads() / kWarp) {  // warp-uniform
+        quantize_block_warp(block.warp(), act.block, [&](int i) { return x[b * act.block + i]; }, row, cols,
+                            first / act.block + b);
     }
 }
 

@@ -144,11 +144,10 @@ public:
                                                                                  int tile, auto nt, int64_t first) {
                     RowSegments s = seg;
                     s.y[0] += start * w_gate.rows;
-                    ActRowsOut tile_out = quantized;
-                    if (tile_out.rows) tile_out.rows += start * quantized.row_bytes;
                     gemv_int8_swiglu_rows<Q, decltype(nt)::value, Shape>(block, s, w_gate.row_bytes, in.cols,
                                                                          act + start * act_bytes, act_bytes, tile,
-                                                                         first, tile_out, chunk_counts);
+                                                                         first, at_token(quantized, start),
+                                                                         chunk_counts);
                 });
             });
             if (fused) return quantized.rows != nullptr;

@@ -111,15 +111,8 @@ void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row
     if (n % block != 0) throw std::invalid_argument(std::to_string(n) + " elements are not whole activation blocks");
     // The device's warp quantizers (act_quant.cuh), a block at a time, as act_quant.cu runs them.
     run_host_warp([&](const HostWarp& warp) {
-        const int lane = warp.lane();
         for (int64_t b = 0; b < n / block; ++b) {
-            if (block == kQK32) {
-                quantize_block32_warp(warp, x[b * kQK32 + lane], ActRowOut<kQK32>(row, n, b));
-            } else {
-                float v[8];
-                for (int k = 0; k < 8; ++k) v[k] = x[b * kQK256 + 32 * k + lane];
-                quantize_block256_warp(warp, v, ActRowOut<kQK256>(row, n, b));
-            }
+            quantize_block_warp(warp, block, [&](int i) { return x[b * block + i]; }, row, n, b);
         }
     });
 }
@@ -211,7 +204,7 @@ void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n
                             int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
                             unsigned* split_counts, const ActRowsOut& act_out) {
     const AttnArgs a = attention_args(dims, q, n_tokens, &first_pos, n_split, k_cache, v_cache, partials);
-    if (act_out.rows != nullptr && (split_counts == nullptr || !attention_can_quantize(dims, act_out.block))) {
+    if (!attention_act_out_allowed(dims, split_counts, act_out)) {
         throw std::invalid_argument("attention: its output cannot be quantized in the kernel here");
     }
     if (split_counts != nullptr) {  // the fused kernel's blocks, in the device's grid order

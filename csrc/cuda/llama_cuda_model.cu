@@ -312,28 +312,29 @@ struct CudaLlamaModel::Impl {
     // rows when the attention kernel merges its splits and the heads make whole blocks of w's
     // activation format; none otherwise (quantized by its own kernel, or not at all).
     ActRowsOut attention_act_out(const DeviceMatrix& w) const {
-        ActRowsOut act;
-        if (split_counts.get() == nullptr) return act;
-        const ActNeeds needs = act_needs({&w});
-        if (!needs.q8_32 && !needs.q8_256) return act;  // float weights read the floats
-        const int block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
+        const int block = act_block_of(w);
         const AttentionDims dims{config.n_head, config.n_head_kv, config.head_dim};
-        if (!attention_can_quantize(dims, block)) return act;
-        return act_rows_out(needs.q8_32 ? act32.as<uint8_t>() : act256.as<uint8_t>(), block, q_width());
+        if (split_counts.get() == nullptr || block == 0 || !attention_can_quantize(dims, block)) return ActRowsOut{};
+        return act_rows_out(block == act_block_size(ActFormat::Q8_32) ? act32.as<uint8_t>() : act256.as<uint8_t>(),
+                            block, q_width());
     }
 
     // Where the SwiGLU GEMV also quantizes its output as the input of w (ffn_down): ffn_act, in w's
     // activation format, with fused_swiglu_quant (matmul_swiglu checks the rest); none otherwise.
     ActRowsOut swiglu_act_out(const DeviceMatrix& w) const {
-        ActRowsOut act;
-        const ActNeeds needs = act_needs({&w});
-        if (ffn_act.get() == nullptr || (!needs.q8_32 && !needs.q8_256)) return act;
-        const int block = static_cast<int>(act_block_size(needs.q8_32 ? ActFormat::Q8_32 : ActFormat::Q8_256));
+        const int block = act_block_of(w);
+        if (ffn_act.get() == nullptr || block == 0) return ActRowsOut{};
         return act_rows_out(ffn_act.as<uint8_t>(), block, w.cols);
     }
 
-    // The n float rows x (cols each) with their int8 rows in `act` (written by the operation before).
-    MatmulInput input_in(const float* x, int64_t n, int64_t cols, const ActRowsOut& act) const {
+    // The elements of an int8 activation block of w's format; 0 for float weights (they read floats).
+    static int act_block_of(const DeviceMatrix& w) {
+        const ActFormat format = type_traits(gguf_type_of(w.type)).act_format;
+        return format == ActFormat::F32 ? 0 : static_cast<int>(act_block_size(format));
+    }
+
+    // The n float rows x (cols each) whose int8 rows an operation already wrote into `act`.
+    MatmulInput input_quantized_in(const float* x, int64_t n, int64_t cols, const ActRowsOut& act) const {
         MatmulInput in;
         in.x = x;
         in.n = n;
@@ -374,14 +375,14 @@ struct CudaLlamaModel::Impl {
             backend->attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(),
                                attn_out.as<float>(), split_counts.as<unsigned>(), quantized_out);
             const MatmulInput wo_in = quantized_out.rows != nullptr
-                                          ? input_of(attn_out.as<float>(), n, q_width(), act_needs({&l.wo}))
+                                          ? input_quantized_in(attn_out.as<float>(), n, q_width(), quantized_out)
                                           : quantized_input(attn_out.as<float>(), n, q_width(), {&l.wo});
             matmul(l.wo, wo_in, x.as<float>(), true);  // residual add fused
             const MatmulInput ffn_in = normed_input(x.as<float>(), l.ffn_norm, n, {&l.w_gate, &l.w_up});
             const ActRowsOut down_act = swiglu_act_out(l.w_down);
             const bool down_quantized = backend->matmul_swiglu(l.w_gate, l.w_up, ffn_in, gate.as<float>(),
                                                                up.as<float>(), down_act, ffn_counts.as<unsigned>());
-            const MatmulInput down_in = down_quantized ? input_in(gate.as<float>(), n, c.n_ff, down_act)
+            const MatmulInput down_in = down_quantized ? input_quantized_in(gate.as<float>(), n, c.n_ff, down_act)
                                                        : quantized_input(gate.as<float>(), n, c.n_ff, {&l.w_down});
             matmul(l.w_down, down_in, x.as<float>(), true);
         }

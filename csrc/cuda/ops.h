@@ -123,6 +123,12 @@ struct AttentionDims {
     int64_t head_dim = 0;  // at most kMaxHeadDim
 };
 bool attention_can_quantize(const AttentionDims& dims, int block);
+// Whether attention() takes these arguments: act_out only with split_counts, in blocks the heads
+// fill (the device and the host execution check the same).
+inline bool attention_act_out_allowed(const AttentionDims& dims, const unsigned* split_counts,
+                                      const ActRowsOut& act_out) {
+    return act_out.rows == nullptr || (split_counts != nullptr && attention_can_quantize(dims, act_out.block));
+}
 constexpr int kMaxHeadDim = 256;
 // Floats of the scratch `partials` that attention() needs for n_tokens queries.
 size_t attention_scratch_floats(const AttentionDims& dims, int64_t n_tokens);

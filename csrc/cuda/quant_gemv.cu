@@ -92,11 +92,9 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
             for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
-                ActRowsOut tile_out = quantized;
-                if (tile_out.rows) tile_out.rows += start * quantized.row_bytes;
                 launch("gemv_int8_swiglu_kernel", gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape>, grid,
                        kGemvWarps * kWarp, stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes,
-                       tile, tile_out, chunk_counts);
+                       tile, at_token(quantized, start), chunk_counts);
             });
         });
         if (fused) return quantized.rows != nullptr;

@@ -84,6 +84,12 @@ inline RowSegments at_token(RowSegments seg, int64_t start) {
     return seg;
 }
 
+// act advanced to the tile starting at token `start` (unset stays unset).
+inline ActRowsOut at_token(ActRowsOut act, int64_t start) {
+    if (act.rows != nullptr) act.rows += start * act.row_bytes;
+    return act;
+}
+
 // The tiles of up to kGemmTile tokens a matmul of n tokens is cut into (a single token gets the
 // one-token kernel): launch(start, tile, std::integral_constant<int, NT>) for each.
 template <class LaunchTile>
