@@ -43,6 +43,26 @@ std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dic
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, options);
 }
 
+using Bytes = py::array_t<uint8_t, py::array::c_style>;
+
+// The bytes of each of `rows` equal rows of weight; throws unless weight is that.
+size_t equal_row_bytes(const Bytes& weight, int64_t rows) {
+    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    return static_cast<size_t>(weight.size() / rows);
+}
+
+// y, n_tokens rows of `rows` floats, as an array; bytes as an array.
+py::array_t<float> token_rows_array(const std::vector<float>& y, int64_t n_tokens, int64_t rows) {
+    py::array_t<float> out({n_tokens, rows});
+    std::memcpy(out.mutable_data(), y.data(), y.size() * sizeof(float));
+    return out;
+}
+Bytes bytes_array(const std::vector<uint8_t>& bytes) {
+    Bytes out(static_cast<py::ssize_t>(bytes.size()));
+    std::memcpy(out.mutable_data(), bytes.data(), bytes.size());
+    return out;
+}
+
 // Rows are copied into 16-byte aligned buffers, as device rows are, before the GPU code reads them.
 std::vector<uint4_words> aligned_copy(const py::array_t<uint8_t, py::array::c_style>& row) {
     std::vector<uint4_words> aligned((row.size() + 15) / 16);
@@ -72,9 +92,8 @@ float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c
 py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                               int64_t cols, const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
                               bool tensor_cores, bool grouped_rows) {
-    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    const size_t row_bytes = equal_row_bytes(weight, rows);
     if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("x must be (n_tokens, cols)");
-    const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
     const int64_t n_tokens = x.shape(0);
     py::array_t<float> y({n_tokens, rows});
     float* out = y.mutable_data();
@@ -86,7 +105,6 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     return y;
 }
 
-using Bytes = py::array_t<uint8_t, py::array::c_style>;
 
 // (normalized rows, their Q8_32 int8 rows or None, their Q8_256 int8 rows or None).
 py::tuple rms_norm_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
@@ -189,15 +207,13 @@ py::tuple attention_quantized_host(const py::array_t<float, py::array::c_style |
                                                    reinterpret_cast<const __half*>(k.data()),
                                                    reinterpret_cast<const __half*>(v.data()), act_block);
     }
-    Bytes act(static_cast<py::ssize_t>(result.second.size()));
-    std::memcpy(act.mutable_data(), result.second.data(), result.second.size());
-    return py::make_tuple(attention_result(dims, q.shape(0), result.first), act);
+    return py::make_tuple(attention_result(dims, q.shape(0), result.first), bytes_array(result.second));
 }
 
 py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
                              const py::object& up, int64_t rows,
                              const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
-    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    const size_t row_bytes = equal_row_bytes(weight, rows);
     if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
     const std::vector<uint4_words> aligned = aligned_copy(weight);
     std::vector<uint4_words> aligned_up;
@@ -212,19 +228,16 @@ py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array:
         py::gil_scoped_release release;
         y = cuda::gemv_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()),
                                aligned_up.empty() ? nullptr : reinterpret_cast<const uint8_t*>(aligned_up.data()), rows,
-                               static_cast<size_t>(weight.size() / rows), x.data(), n_tokens, cols);
+                               row_bytes, x.data(), n_tokens, cols);
     }
-    py::array_t<float> out({n_tokens, rows});
-    std::memcpy(out.mutable_data(), y.data(), y.size() * sizeof(float));
-    return out;
+    return token_rows_array(y, n_tokens, rows);
 }
 
 py::tuple swiglu_quantized_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
                                 const py::array_t<uint8_t, py::array::c_style>& up, int64_t rows,
                                 const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int act_block) {
-    if (rows <= 0 || weight.size() % rows != 0 || up.size() != weight.size()) {
-        throw std::invalid_argument("weight and up must be `rows` equal rows each");
-    }
+    const size_t row_bytes = equal_row_bytes(weight, rows);
+    if (up.size() != weight.size()) throw std::invalid_argument("up must be as large as weight");
     if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
     const std::vector<uint4_words> aligned = aligned_copy(weight), aligned_up = aligned_copy(up);
     const int64_t n_tokens = x.shape(0), cols = x.shape(1);
@@ -232,38 +245,30 @@ py::tuple swiglu_quantized_host(int32_t type, const py::array_t<uint8_t, py::arr
     {
         py::gil_scoped_release release;
         result = cuda::swiglu_quantized_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()),
-                                                reinterpret_cast<const uint8_t*>(aligned_up.data()), rows,
-                                                static_cast<size_t>(weight.size() / rows), x.data(), n_tokens, cols,
-                                                act_block);
+                                                reinterpret_cast<const uint8_t*>(aligned_up.data()), rows, row_bytes,
+                                                x.data(), n_tokens, cols, act_block);
     }
-    py::array_t<float> y({n_tokens, rows});
-    std::memcpy(y.mutable_data(), result.first.data(), result.first.size() * sizeof(float));
-    Bytes act(static_cast<py::ssize_t>(result.second.size()));
-    std::memcpy(act.mutable_data(), result.second.data(), result.second.size());
-    return py::make_tuple(y, act);
+    return py::make_tuple(token_rows_array(result.first, n_tokens, rows), bytes_array(result.second));
 }
 
 py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                                    const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
-    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    const size_t row_bytes = equal_row_bytes(weight, rows);
     if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
     const std::vector<uint4_words> aligned = aligned_copy(weight);
     const int64_t n_tokens = x.shape(0), cols = x.shape(1);
     std::vector<float> y;
     {
         py::gil_scoped_release release;
-        y = cuda::mma_matmul_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), rows,
-                                     static_cast<size_t>(weight.size() / rows), x.data(), n_tokens, cols);
+        y = cuda::mma_matmul_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), rows, row_bytes, x.data(),
+                                     n_tokens, cols);
     }
-    py::array_t<float> out({n_tokens, rows});
-    std::memcpy(out.mutable_data(), y.data(), y.size() * sizeof(float));
-    return out;
+    return token_rows_array(y, n_tokens, rows);
 }
 
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
                    int64_t n_tokens, int repeats, bool tensor_cores, int gemv_shape, bool grouped_rows) {
-    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
-    const size_t row_bytes = static_cast<size_t>(weight.size() / rows);
+    const size_t row_bytes = equal_row_bytes(weight, rows);
     py::gil_scoped_release release;
     return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores, gemv_shape,
                              grouped_rows);
@@ -272,9 +277,9 @@ double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>&
 // (device type, rows regrouped) of `rows` GGUF rows of `type` and `cols` elements.
 py::tuple group_rows_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                           int64_t cols) {
-    if (rows <= 0 || weight.size() % rows != 0) throw std::invalid_argument("weight bytes are not `rows` equal rows");
+    const size_t row_bytes = equal_row_bytes(weight, rows);
     py::array_t<uint8_t> out(weight.size());
-    cuda::group_rows(type, cols, weight.data(), out.mutable_data(), rows, static_cast<size_t>(weight.size() / rows));
+    cuda::group_rows(type, cols, weight.data(), out.mutable_data(), rows, row_bytes);
     return py::make_tuple(cuda::grouped_type(type, cols), out);
 }
 
