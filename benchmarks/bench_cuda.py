@@ -19,7 +19,7 @@ Variants (--variants, model rows): "default", or engine options not yet on by de
 "+": grouped_rows uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
 (csrc/cuda/grouped_rows.h; in Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
 its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEMV quantize its
-output for ffn_down. The kernel tables always time both weight layouts ("grp": grouped).
+output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache. The kernel tables always time both weight layouts ("grp": grouped).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -127,8 +127,8 @@ class SyntheticModel:
         self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
 
 
-VARIANT_OPTIONS = ("grouped_rows", "fused_attention", "fused_swiglu_quant")  # CudaLlamaModel keyword arguments
-VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fatt", "fused_swiglu_quant": "fsq"}
+VARIANT_OPTIONS = ("grouped_rows", "fused_attention", "fused_swiglu_quant", "fused_rope")  # CudaLlamaModel kwargs
+VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fatt", "fused_swiglu_quant": "fsq", "fused_rope": "frope"}
 
 
 def variant_options(variant: str) -> dict:

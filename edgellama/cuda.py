@@ -64,7 +64,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     EDGELLAMA_CUDA_GROUPED_ROWS=1 uploads Q4_0 / Q8_0 / Q6_K rows regrouped for 16-byte loads,
     EDGELLAMA_CUDA_FUSED_ATTENTION=1 merges attention's position splits inside its kernel (and
     quantizes its output there), EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT=1 has the SwiGLU GEMV quantize
-    its output for ffn_down.
+    its output for ffn_down, EDGELLAMA_CUDA_FUSED_ROPE=1 has a decode step's Q/K/V GEMV apply RoPE
+    and store the keys and values.
     """
     _cuda = _cuda_module()
     count, why = _cuda.device_count()
@@ -77,7 +78,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
         engine = _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device,
                                       grouped_rows=_env_flag("EDGELLAMA_CUDA_GROUPED_ROWS"),
                                       fused_attention=_env_flag("EDGELLAMA_CUDA_FUSED_ATTENTION"),
-                                      fused_swiglu_quant=_env_flag("EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT"))
+                                      fused_swiglu_quant=_env_flag("EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT"),
+                                      fused_rope=_env_flag("EDGELLAMA_CUDA_FUSED_ROPE"))
     except ValueError as exc:  # std::invalid_argument from the shape checks
         raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
     engine.cuda_graphs = os.environ.get("EDGELLAMA_CUDA_GRAPHS", "1") != "0"

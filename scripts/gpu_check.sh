@@ -3,7 +3,7 @@
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
 # Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline, compare the
 # engine options not yet on by default (grouped weight rows, fused attention, fused SwiGLU
-# quantization) in one process,
+# quantization, fused RoPE) in one process,
 # profile one 8B decode step kernel by kernel (ncu), and, for kernel tuning, compare the GEMV
 # block shapes and read one GEMV launch's counters.
 #
@@ -87,10 +87,10 @@ BENCH_RC=${PIPESTATUS[0]}
 
 # The engine options not yet on by default (csrc/cuda/llama_cuda_model.h: CudaOptions), each
 # against the default in the same process: which to turn on.
-ALL_OPTIONS=grouped_rows+fused_attention+fused_swiglu_quant
-step "decode with the engine options (grouped rows, fused attention, fused SwiGLU quantization) against the default"
+ALL_OPTIONS=grouped_rows+fused_attention+fused_swiglu_quant+fused_rope
+step "decode with the engine options (grouped rows, fused attention, fused SwiGLU quantization, fused RoPE) against the default"
 (cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
-   --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention fused_swiglu_quant $ALL_OPTIONS \
+   --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention fused_swiglu_quant fused_rope $ALL_OPTIONS \
    --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.

@@ -12,8 +12,9 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     threads (csrc/cuda/host_warp.h, the MMA rebuilt from the PTX fragment layout), against those
     dots, the CPU's bytes, the CPU's scalar vec_dot and numpy;
   * the grouped weight layouts (csrc/cuda/grouped_rows.h) through every reader above, and the
-    fused forms of attention's merge and of the activation quantizations (each block that finishes
-    last doing the merge or the quantization) against the unfused code's bits;
+    fused forms of attention's merge, of the activation quantizations and of RoPE (each block
+    that finishes last doing the merge, the quantization or the head's rotation) against the
+    unfused code's bits, down to whole engine steps;
   * the engine's whole forward step (llama_cuda_model.cu) on the host backend against the
     reference, with and without the engine options (CudaOptions);
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
@@ -472,7 +473,8 @@ def case_and_options(case):
                                   "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
                                   "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention",
                                   "Q4_K+fused_attention+fused_swiglu_quant", "Q8_0-256+fused_swiglu_quant",
-                                  "mixed-Q4_0-Q8_0-F16-Q6_K+fused_swiglu_quant"])
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K+fused_swiglu_quant", "gqa3-Q4_1+fused_rope",
+                                  "mixed-Q4_K_M-2048+grouped_rows+fused_attention+fused_swiglu_quant+fused_rope"])
 def test_engine_step_on_the_host_matches_reference(case_files, case):
     """The whole forward step of the CUDA engine (llama_cuda_model.cu: buffers, the op sequence,
     RoPE positions, KV-cache rows, logits rows) run on the host: prefill then decode within the
@@ -481,7 +483,9 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
     decoder then looks up); fused_attention merges attention's splits in its kernel and quantizes
     its output there (gqa3: 32-element blocks over two heads of 16; Q4_K: 256 over four of 64);
     fused_swiglu_quant has the SwiGLU GEMV quantize its output for ffn_down (the mixed file: a
-    F16 gate, so two matmuls and the quantize kernel instead)."""
+    F16 gate, so two matmuls and the quantize kernel instead); fused_rope has a decode step's Q/K/V
+    GEMV rotate and cache each head its blocks complete (gqa3: heads of 16 rows; the Q4_K_M mix:
+    Q6_K values in a launch of their own, so a KV head completes across two launches)."""
     name, options = case_and_options(case)
     path = case_files[name]
     seq = PROMPT + DECODE
@@ -491,6 +495,7 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
     assert engine.grouped_rows == ("grouped_rows" in options)
     assert engine.fused_attention == ("fused_attention" in options)
     assert engine.fused_swiglu_quant == ("fused_swiglu_quant" in options)
+    assert engine.fused_rope == ("fused_rope" in options)
     n = len(PROMPT)
     got = engine.forward(np.array(PROMPT, np.int32), True)
     assert got.shape == (n, ref.shape[1])
@@ -505,6 +510,32 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
     engine.reset()
     first = engine.forward(np.array(seq[:1], np.int32), False)
     assert_logits_close(first[None], ref[:1], tol[:1], f"{case} host-run after reset")
+
+
+FUSIONS = ("fused_attention", "fused_swiglu_quant", "fused_rope")
+
+
+@needs_module
+@pytest.mark.parametrize("case", ["gqa3-Q4_1", "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32"])
+def test_engine_fusions_on_the_host_give_the_default_bits(case_files, case):
+    """The fusions move work into another kernel's last blocks without changing a single
+    operation: with all of them on, the host-run engine's prefill and decode logits equal the
+    default engine's bit for bit, step after step (a count left non-zero, or a head rotated twice
+    or not at all, would show from the next step on), and after a truncate. The files mix launch
+    groups (Q/K/V in one to three launches) and fall back where a fusion does not apply (F32
+    matrices: the separate kernels)."""
+    path = case_files[case]
+    plain, fused = host_engine(path, 64), host_engine(path, 64, FUSIONS)
+    assert all(getattr(fused, name) for name in FUSIONS)
+    for engine_step in ([PROMPT], [[t] for t in DECODE]):
+        for tokens in engine_step:
+            want = plain.forward(np.array(tokens, np.int32), True)
+            got = fused.forward(np.array(tokens, np.int32), True)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32), err_msg=f"{case} {tokens}")
+    for engine in (plain, fused):
+        engine.truncate(len(PROMPT) + 1)
+    tok = np.array(DECODE[-1:], np.int32)
+    np.testing.assert_array_equal(fused.forward(tok, False).view(np.uint32), plain.forward(tok, False).view(np.uint32))
 
 
 @needs_module
@@ -600,12 +631,14 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
 @pytest.mark.parametrize("case", ["mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
                                   "mixed-Q4_K_M-2048+grouped_rows+fused_attention+fused_swiglu_quant",
                                   "gqa3-Q4_1+fused_attention", "Q4_K+fused_attention+fused_swiglu_quant",
-                                  "Q8_0-256+fused_swiglu_quant"])
+                                  "Q8_0-256+fused_swiglu_quant", "gqa3-Q4_1+fused_rope",
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows+fused_rope"])
 def test_gpu_engine_options_match_reference(case_files, case):
     """The CudaOptions not yet on by default: Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
     GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's
-    splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output.
-    A 20-token prefill (tensor cores) and decode steps within the reference's bound."""
+    splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output,
+    the decode step's Q/K/V GEMV applying RoPE and filling the KV cache. A 20-token prefill (tensor
+    cores) and decode steps within the reference's bound."""
     name, options = case_and_options(case)
     path = case_files[name]
     ids = [int(t) for t in np.random.default_rng(13).integers(0, 300, 20)] + DECODE
@@ -755,6 +788,27 @@ def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len,
         want, got = stream.eval([tok]), graph.eval([tok])
         np.testing.assert_array_equal(got, want, err_msg=f"step {i}")
     assert graph.n_past == stream.n_past
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "mixed-Q4_0-Q8_0-F16-Q6_K"])
+def test_gpu_fused_decode_step_equals_the_default_bitwise(case_files, case):
+    """On the GPU too, the fusions change no operation: the captured decode step with every fusion
+    on (its last blocks merging attention, quantizing the SwiGLU output, rotating and caching each
+    Q/K/V head, counts reset for the next replay) gives the default step's logits bit for bit,
+    over replays at successive positions and after a truncate."""
+    path = case_files[case]
+    plain, fused = cuda_engine(path, 256, 0), cuda_engine(path, 256, 0, FUSIONS)
+    prompt = [int(t) for t in np.random.default_rng(17).integers(0, 300, 40)]
+    for engine in (plain, fused):
+        engine.forward(np.array(prompt, np.int32), False)
+    for i, tok in enumerate(DECODE * 2):
+        if i == 6:
+            for engine in (plain, fused):
+                engine.truncate(len(prompt) + 2)
+        tok = np.array([tok], np.int32)
+        np.testing.assert_array_equal(fused.forward(tok, False).view(np.uint32),
+                                      plain.forward(tok, False).view(np.uint32), err_msg=f"{case} step {i}")
 
 
 @needs_gpu

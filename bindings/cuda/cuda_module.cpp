@@ -32,7 +32,7 @@ struct alignas(16) uint4_words {
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
                                            int n_threads, int device, bool grouped_rows, bool fused_attention,
-                                           bool fused_swiglu_quant) {
+                                           bool fused_swiglu_quant, bool fused_rope) {
     LlamaConfig c = config_from_dict(config);
     LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
     py::gil_scoped_release release;  // the upload copies gigabytes
@@ -40,6 +40,7 @@ std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dic
     options.grouped_rows = grouped_rows;
     options.fused_attention = fused_attention;
     options.fused_swiglu_quant = fused_swiglu_quant;
+    options.fused_rope = fused_rope;
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, options);
 }
 
@@ -359,7 +360,7 @@ PYBIND11_MODULE(_cuda, m) {
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false,
-             py::arg("fused_swiglu_quant") = false)
+             py::arg("fused_swiglu_quant") = false, py::arg("fused_rope") = false)
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
@@ -379,6 +380,9 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly(
             "fused_swiglu_quant", [](const CudaLlamaModel& m) { return m.options().fused_swiglu_quant; },
             "The SwiGLU GEMV quantizes its output for ffn_down itself (constructor argument).")
+        .def_property_readonly(
+            "fused_rope", [](const CudaLlamaModel& m) { return m.options().fused_rope; },
+            "A one-token step's Q/K/V GEMV applies RoPE and stores keys and values itself (constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });

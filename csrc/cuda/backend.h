@@ -39,9 +39,9 @@ public:
     virtual void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate) = 0;
     virtual bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                                float* up, const ActRowsOut& act_out, unsigned* chunk_counts) = 0;
-    virtual void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head,
-                            int64_t n_head_kv, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
-                            const int64_t* first_pos, __half* k_cache, __half* v_cache) = 0;
+    virtual void rope_store(const RopeStore& rope, int64_t n_tokens) = 0;
+    virtual bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,
+                                 unsigned* head_counts) = 0;
     virtual void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials,
                            float* out, unsigned* split_counts, const ActRowsOut& act_out) = 0;

@@ -59,11 +59,10 @@ public:
                        float* up, const ActRowsOut& act_out, unsigned* chunk_counts) override {
         return cuda::matmul_swiglu(w_gate, w_up, in, gate, up, act_out, chunk_counts, stream_);
     }
-    void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
-                    int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos,
-                    __half* k_cache, __half* v_cache) override {
-        cuda::rope_store(q, k, v, n_tokens, n_head, n_head_kv, head_dim, n_pairs, inv_freq, first_pos, k_cache, v_cache,
-                         stream_);
+    void rope_store(const RopeStore& rope, int64_t n_tokens) override { cuda::rope_store(rope, n_tokens, stream_); }
+    bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,
+                         unsigned* head_counts) override {
+        return cuda::matmul_qkv_rope(qkv, in, rope, head_counts, stream_);
     }
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                    int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,

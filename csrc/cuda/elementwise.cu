@@ -49,14 +49,12 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, i
            eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
 }
 
-void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
-                int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos, __half* k_cache,
-                __half* v_cache, cudaStream_t stream) {
-    const int64_t q_width = n_head * head_dim, kv_width = n_head_kv * head_dim;
+void rope_store(const RopeStore& r, int64_t n_tokens, cudaStream_t stream) {
+    const int64_t q_width = r.n_head * r.head_dim, kv_width = r.n_head_kv * r.head_dim;
     const int64_t total = n_tokens * (q_width + kv_width) / 2;
     if (total <= 0) return;
-    launch("rope_store_kernel", rope_store_kernel, ceil_div(total, kThreads), kThreads, stream, q, k, v, n_tokens, q_width,
-           kv_width, head_dim, n_pairs, inv_freq, first_pos, k_cache, v_cache);
+    launch("rope_store_kernel", rope_store_kernel, ceil_div(total, kThreads), kThreads, stream, r.q, r.k, r.v, n_tokens,
+           q_width, kv_width, r.head_dim, r.n_pairs, r.inv_freq, r.first_pos, r.k_cache, r.v_cache);
 }
 
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {

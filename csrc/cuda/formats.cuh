@@ -49,6 +49,16 @@ EDGELLAMA_HD T load_cg(const T* p) {
 #endif
 }
 
+// A plain load and load_cg as function objects, for code that reads its inputs either way.
+struct PlainLoad {
+    template <class T>
+    EDGELLAMA_HD T operator()(const T* p) const { return *p; }
+};
+struct L2Load {
+    template <class T>
+    EDGELLAMA_HD T operator()(const T* p) const { return load_cg(p); }
+};
+
 // Products and sums rounded separately, never fused into an FMA (the formats define two roundings;
 // the host build of these files uses -ffp-contract=off for the same reason).
 EDGELLAMA_HD float mul_rn(float a, float b) {

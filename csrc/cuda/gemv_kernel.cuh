@@ -6,7 +6,8 @@
 //     (gemv_rows.cuh: GemvShape), its threads share the pieces (int8_dot.cuh: int8_lane_partial),
 //     codes dotted in integers with the int8 activations as the CPU engine does. Its SwiGLU form
 //     takes the gate and up matrices, computes the same rows of both in one group and stores
-//     silu(gate) * up.
+//     silu(gate) * up. Its RoPE form (one token, Q/K/V) also rotates and caches each head its
+//     blocks complete.
 //   * gemv_float_kernel — F32/F16/BF16 weights: a warp a row, lanes striding over its pieces,
 //     decoded to float and multiplied with float32 activations read through the read-only cache.
 #pragma once
@@ -45,6 +46,16 @@ gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const u
     __shared__ GemvShared<2 * Shape::kRows, NT> shared;
     gemv_int8_swiglu_rows<Q, NT, Shape>(DeviceBlock<GemvShared<2 * Shape::kRows, NT>>{shared}, seg, row_bytes, cols,
                                         act, act_row_bytes, n_tok, block_first_row<Shape>(), act_out, chunk_counts);
+}
+
+template <class Q, class Shape>
+__global__ void __launch_bounds__(kGemvWarps * kWarp)
+gemv_int8_rope_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
+                      size_t act_row_bytes, RopeStore rope, unsigned* head_counts) {
+    wait_for_prior_kernels();
+    __shared__ GemvShared<Shape::kRows, 1> shared;
+    gemv_int8_rope_rows<Q, Shape>(DeviceBlock<GemvShared<Shape::kRows, 1>>{shared}, seg, row_bytes, cols, act,
+                                  act_row_bytes, block_first_row<Shape>(), rope, head_counts);
 }
 
 // A warp's row of the float GEMV, or -1 past the end (the whole warp leaves together).

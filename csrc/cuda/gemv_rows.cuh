@@ -12,6 +12,7 @@
 #include "csrc/cuda/act_quant.cuh"
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/int8_dot.cuh"
+#include "csrc/cuda/norm_rope.cuh"
 #include "csrc/cuda/row_segments.cuh"
 #include "csrc/cuda/warp.cuh"
 
@@ -259,6 +260,58 @@ EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& s
         quantize_finished_chunk(block, seg.y[0], n_rows, n_tok, block_first, static_cast<int>(rows), act_out,
                                 chunk_counts);
     }
+}
+
+// The RoPE work a finished head of a Q/K/V launch carries (matmul_qkv_rope): query head h
+// (head_dim rows of wq: its count is h), or KV head g (head_dim rows of wk and the same of wv,
+// counted together at n_head + g: one thread rotates a key pair and stores it with its value pair).
+struct QkvHead {
+    int64_t count = 0;   // index of its count
+    unsigned rows = 0;   // the rows that complete it
+    int64_t first_pair = 0;  // its first element pair in rope_store_pair's numbering of a token's pairs
+};
+EDGELLAMA_HD QkvHead qkv_head_of(const SegmentRow& where, const RopeStore& rope) {
+    const int64_t head = where.row / rope.head_dim;
+    const unsigned head_rows = static_cast<unsigned>(rope.head_dim);
+    if (where.y == rope.q) return QkvHead{head, head_rows, head * rope.head_dim / 2};
+    const int64_t q_width = rope.n_head * rope.head_dim;
+    return QkvHead{rope.n_head + head, 2 * head_rows, (q_width + head * rope.head_dim) / 2};
+}
+
+// A block's rows of a one-token Q/K/V launch (rows of one head: Shape::kRowsPerBlock divides
+// head_dim), then, if they complete their head, that head's RoPE and cache store by this block:
+// rope_store_pair for each of its pairs, reading what other blocks wrote through the L2.
+// Every thread of the block calls it.
+template <class Q, class Shape, class Block>
+EDGELLAMA_HD void gemv_int8_rope_rows(const Block& block, const RowSegments& seg, size_t row_bytes, int64_t cols,
+                                      const uint8_t* act, size_t act_row_bytes, int64_t block_first,
+                                      const RopeStore& rope, unsigned* head_counts) {
+    gemv_int8_rows<Q, 1, Shape>(block, seg, row_bytes, cols, act, act_row_bytes, 1, false, block_first);
+    const int64_t left = seg.total_rows() - block_first;
+    const unsigned rows = static_cast<unsigned>(left < Shape::kRowsPerBlock ? left : Shape::kRowsPerBlock);
+    const QkvHead head = qkv_head_of(locate_row(seg, block_first), rope);
+    if (!last_to_finish(block, head_counts + head.count, rows, head.rows)) return;
+    const int64_t q_width = rope.n_head * rope.head_dim, kv_width = rope.n_head_kv * rope.head_dim;
+    const int64_t first_pos = *rope.first_pos;
+    for (int64_t p = block.thread(); p < rope.head_dim / 2; p += block.threads()) {
+        rope_store_pair(head.first_pair + p, rope.q, rope.k, rope.v, q_width, kv_width, rope.head_dim, rope.n_pairs,
+                        rope.inv_freq, first_pos, rope.k_cache, rope.v_cache, L2Load{});
+    }
+}
+
+// Whether matmul_qkv_rope applies: one token, outputs rope's q, k and v, and every matrix of a
+// quantized type whose GEMV blocks' rows lie in one head.
+inline bool qkv_rope_fusable(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope) {
+    if (in.n != 1 || qkv[0].y != rope.q || qkv[1].y != rope.k || qkv[2].y != rope.v || rope.head_dim <= 0) {
+        return false;
+    }
+    for (const MatmulTarget& target : qkv) {
+        int rows_per_block = 0;
+        dispatch_gemv_reader(target.w->type,
+                             [&](auto fmt) { rows_per_block = GemvLaunchShape<decltype(fmt)>::kRowsPerBlock; });
+        if (rows_per_block == 0 || rope.head_dim % rows_per_block != 0) return false;
+    }
+    return true;
 }
 
 }  // namespace edgellama::cuda

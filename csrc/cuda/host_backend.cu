@@ -158,11 +158,30 @@ public:
         return false;
     }
 
-    void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
-                    int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos,
-                    __half* k_cache, __half* v_cache) override {
-        rope_store_on_host(q, k, v, n_tokens, n_head, n_head_kv, head_dim, n_pairs, inv_freq, *first_pos, k_cache,
-                           v_cache);
+    void rope_store(const RopeStore& r, int64_t n_tokens) override {
+        rope_store_on_host(r.q, r.k, r.v, n_tokens, r.n_head, r.n_head_kv, r.head_dim, r.n_pairs, r.inv_freq,
+                           *r.first_pos, r.k_cache, r.v_cache);
+    }
+
+    bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,
+                         unsigned* head_counts) override {
+        if (head_counts == nullptr || !qkv_rope_fusable(qkv, in, rope)) return false;
+        for_each_launch_group(qkv, 3, in.cols, [&](const DeviceMatrix& first, const RowSegments& seg) {
+            dispatch_gemv_reader(first.type, [&](auto fmt) {
+                using Q = decltype(fmt);
+                using Shape = GemvLaunchShape<Q>;
+                size_t act_bytes = 0;
+                const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+                gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), 1, [&](const auto& block, int64_t, int, auto nt,
+                                                                        int64_t first_row) {
+                    if constexpr (decltype(nt)::value == 1) {
+                        gemv_int8_rope_rows<Q, Shape>(block, seg, first.row_bytes, in.cols, act, act_bytes, first_row,
+                                                      rope, head_counts);
+                    }
+                });
+            });
+        });
+        return true;
     }
 
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,

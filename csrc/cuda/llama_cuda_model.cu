@@ -83,6 +83,7 @@ struct CudaLlamaModel::Impl {
     DeviceBuffer split_counts;   // fused attention's finished splits per (token, head), kept at zero
     DeviceBuffer ffn_act;        // fused_swiglu_quant: ffn_down's int8 input (never the SwiGLU's own input)
     DeviceBuffer ffn_counts;     // fused_swiglu_quant: finished rows per chunk of them, kept at zero
+    DeviceBuffer head_counts;    // fused_rope: finished Q/K/V rows per head, kept at zero
     static constexpr int64_t kLogitRows = 16;  // logits computed and downloaded this many rows at a time
 
     void allocate(DeviceBuffer& buffer, size_t bytes, const std::string& what) { backend->allocate(buffer, bytes, what); }
@@ -236,6 +237,7 @@ struct CudaLlamaModel::Impl {
             allocate_zeros(ffn_counts, c.n_ff / act_block_size(ActFormat::Q8_32), "SwiGLU chunk counts");
             allocate(ffn_act, batch * act_row_bytes(ActFormat::Q8_32, c.n_ff), "scratch int8 ffn_down input");
         }
+        if (options.fused_rope) allocate_zeros(head_counts, c.n_head + c.n_head_kv, "Q/K/V head counts");
         f(logits, kLogitRows * c.n_vocab, "logits");
         // Int8 activation blocks for the widest matmul input, in the formats the weights use.
         const int64_t widest = std::max({c.n_embd, q_width(), c.n_ff});
@@ -368,9 +370,12 @@ struct CudaLlamaModel::Impl {
             __half* vc = v_cache.as<__half>() + li * layer_cache;
             const MatmulInput attn_in = normed_input(x.as<float>(), l.attn_norm, n, {&l.wq, &l.wk, &l.wv});
             const MatmulTarget qkv[3] = {{&l.wq, q.as<float>()}, {&l.wk, k_new.as<float>()}, {&l.wv, v_new.as<float>()}};
-            backend->matmul_group(qkv, 3, attn_in, false);
-            backend->rope_store(q.as<float>(), k_new.as<float>(), v_new.as<float>(), n, c.n_head, c.n_head_kv,
-                                c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc);
+            const RopeStore rope{q.as<float>(), k_new.as<float>(), v_new.as<float>(), c.n_head, c.n_head_kv,
+                                 c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc};
+            if (!backend->matmul_qkv_rope(qkv, attn_in, rope, head_counts.as<unsigned>())) {
+                backend->matmul_group(qkv, 3, attn_in, false);
+                backend->rope_store(rope, n);
+            }
             const ActRowsOut quantized_out = attention_act_out(l.wo);
             backend->attention(dims, q.as<float>(), n, first_pos, n_split, kc, vc, partials.as<float>(),
                                attn_out.as<float>(), split_counts.as<unsigned>(), quantized_out);

@@ -57,6 +57,9 @@ struct CudaOptions {
     // The SwiGLU GEMV quantizes its output for ffn_down itself, chunk by chunk as its blocks
     // finish (gemv_rows.cuh: quantize_finished_chunk; the same bytes as the quantize kernel).
     bool fused_swiglu_quant = false;
+    // A one-token step's Q/K/V GEMV applies RoPE and stores the keys and values itself, head by
+    // head as its blocks finish (gemv_rows.cuh: gemv_int8_rope_rows; the same bits as rope_store).
+    bool fused_rope = false;
 };
 
 class CudaLlamaModel {

@@ -75,10 +75,12 @@ EDGELLAMA_HD void rotate(float& a, float& b, int64_t pos, double inv_freq) {
 
 // Element pair idx of the RoPE-and-store pass (one thread each): pairs of the token's query row,
 // then of its KV row. A query pair is rotated in place when it is a RoPE pair; a key pair is rotated
-// likewise, then key and value pairs are stored as fp16 at the token's cache row.
+// likewise, then key and value pairs are stored as fp16 at the token's cache row. `load` reads q,
+// k and v (L2Load where other blocks of the same kernel wrote them).
+template <class Load = PlainLoad>
 EDGELLAMA_HD void rope_store_pair(int64_t idx, float* q, const float* k, const float* v, int64_t q_width,
                                   int64_t kv_width, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
-                                  int64_t first_pos, __half* k_cache, __half* v_cache) {
+                                  int64_t first_pos, __half* k_cache, __half* v_cache, Load load = {}) {
     const int64_t pairs_per_token = (q_width + kv_width) / 2;
     const int64_t t = idx / pairs_per_token;
     int64_t e = 2 * (idx % pairs_per_token);
@@ -86,14 +88,21 @@ EDGELLAMA_HD void rope_store_pair(int64_t idx, float* q, const float* k, const f
     const int64_t pair = (e % head_dim) / 2;  // q_width is a multiple of head_dim, so this holds for both parts
     if (e < q_width) {
         float* p = q + t * q_width + e;
-        if (pair < n_pairs) rotate(p[0], p[1], pos, inv_freq[pair]);
+        if (pair < n_pairs) {
+            float a = load(p), b = load(p + 1);
+            rotate(a, b, pos, inv_freq[pair]);
+            p[0] = a;
+            p[1] = b;
+        }
         return;
     }
     e -= q_width;
-    float a = k[t * kv_width + e], b = k[t * kv_width + e + 1];
+    const float* kp = k + t * kv_width + e;
+    const float* vp = v + t * kv_width + e;
+    float a = load(kp), b = load(kp + 1);
     if (pair < n_pairs) rotate(a, b, pos, inv_freq[pair]);
     const int64_t dst = pos * kv_width + e;
-    const __half2 kh = __floats2half2_rn(a, b), vh = __floats2half2_rn(v[t * kv_width + e], v[t * kv_width + e + 1]);
+    const __half2 kh = __floats2half2_rn(a, b), vh = __floats2half2_rn(load(vp), load(vp + 1));
     memcpy(k_cache + dst, &kh, sizeof kh);  // one 4-byte store, without writing halves through another type
     memcpy(v_cache + dst, &vh, sizeof vh);
 }

@@ -100,13 +100,32 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, i
               void* act256, cudaStream_t stream);
 // Positions are read on the device (first_pos: a device pointer), so a captured decode step
 // (CUDA graph) replays at any position.
-// RoPE for n_tokens rows of q (in place) and of the new keys k, token t at position
-// *first_pos + t: adjacent pairs (2i, 2i+1), i < n_pairs, of every head rotate by position *
-// inv_freq[i] (double, as the CPU does); then the keys and values v are rounded to fp16 into the
-// caches' rows *first_pos + t (n_head_kv * head_dim elements a row).
-void rope_store(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
-                int64_t head_dim, int64_t n_pairs, const double* inv_freq, const int64_t* first_pos, __half* k_cache,
-                __half* v_cache, cudaStream_t stream);
+// RoPE for the rows of q (in place) and of the new keys k, token t at position *first_pos + t:
+// adjacent pairs (2i, 2i+1), i < n_pairs, of every head rotate by position * inv_freq[i] (double,
+// as the CPU does); then the keys and values v are rounded to fp16 into the caches' rows
+// *first_pos + t (n_head_kv * head_dim elements a row).
+struct RopeStore {
+    float* q = nullptr;
+    const float* k = nullptr;
+    const float* v = nullptr;
+    int64_t n_head = 0;
+    int64_t n_head_kv = 0;
+    int64_t head_dim = 0;
+    int64_t n_pairs = 0;
+    const double* inv_freq = nullptr;
+    const int64_t* first_pos = nullptr;
+    __half* k_cache = nullptr;
+    __half* v_cache = nullptr;
+};
+void rope_store(const RopeStore& rope, int64_t n_tokens, cudaStream_t stream);
+// quant_gemv.cu — the Q/K/V products of a one-token step (qkv: wq into rope.q, wk into rope.k, wv
+// into rope.v) with rope_store's work done in the same launches: the GEMV block that finishes a
+// head's rows (a query head, or a KV head's key and value rows) rotates and stores that head with
+// rope_store's code (the same bits), counted in head_counts (n_head + n_head_kv zeros, left zero).
+// Where that does not apply (more tokens, a float matrix, GEMV blocks whose rows would straddle
+// heads, no head_counts), returns false with nothing enqueued.
+bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,
+                     unsigned* head_counts, cudaStream_t stream);
 // gate = silu(gate) * up over n elements.
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 

@@ -77,6 +77,23 @@ void matmul(const DeviceMatrix& w, const MatmulInput& in, float* y, bool accumul
     matmul_group({MatmulTarget{&w, y}}, in, accumulate, stream);
 }
 
+bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,
+                     unsigned* head_counts, cudaStream_t stream) {
+    if (head_counts == nullptr || !qkv_rope_fusable(qkv, in, rope)) return false;
+    for_each_launch_group(qkv, 3, in.cols, [&](const DeviceMatrix& first, const RowSegments& seg) {
+        dispatch_gemv_reader(first.type, [&](auto fmt) {
+            using Q = decltype(fmt);
+            using Shape = GemvLaunchShape<Q>;
+            size_t act_bytes;
+            const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
+            launch("gemv_int8_rope_kernel", gemv_int8_rope_kernel<Q, Shape>,
+                   ceil_div(seg.total_rows(), Shape::kRowsPerBlock), kGemvWarps * kWarp, stream, seg, first.row_bytes,
+                   first.cols, act, act_bytes, rope, head_counts);
+        });
+    });
+    return true;
+}
+
 bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                    float* up, const ActRowsOut& act_out, unsigned* chunk_counts, cudaStream_t stream) {
     // A long prefill on tensor cores: two products, then SwiGLU.
