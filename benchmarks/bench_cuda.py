@@ -301,19 +301,24 @@ def main(argv=None):
     print(f"roofline uses the {source} figure, {bandwidth / 1e9:.0f} GB/s")
     for variant in args.variants:
         variant_options(variant)  # unknown names fail before any model is built
-    header = (f"{'shape':<14}{'quant':<22}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
-              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}")
+    header = (f"{'shape':<14}{'quant':<28}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
+              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}{'vs default':>12}")
     print(header)
     rows = []
     for shape in args.shapes:
         for quant in args.quants:
+            default_tps = None  # the decode speed of this shape and quant's default row, when measured first
             for variant in args.variants:
                 r = bench_one(_cuda, shape, quant, args, bandwidth, source, variant)
                 rows.append(r)
+                if variant == "default":
+                    default_tps = r["decode_tok_s"]
                 label = " ".join([quant] + [VARIANT_LABELS[n] for n in variant_options(variant)])
-                print(f"{shape:<14}{label:<22}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
+                versus = f"{r['decode_tok_s'] / default_tps:>11.3f}x" if default_tps else f"{'':>12}"
+                print(f"{shape:<14}{label:<28}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
                       f"{r['decode_tok_s']:>14.1f}{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}"
-                      f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}", flush=True)
+                      f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}{versus}",
+                      flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []
     prefill_kernels = bench_prefill_kernels(_cuda) if args.kernels else []
     gemv_shapes = bench_gemv_shapes(_cuda, bandwidth) if args.gemv_shapes else []
