@@ -19,7 +19,9 @@ Variants (--variants, model rows): "default", or engine options not yet on by de
 "+": grouped_rows uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
 (csrc/cuda/grouped_rows.h; in Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
 its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEMV quantize its
-output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache. The kernel tables always time both weight layouts ("grp": grouped).
+output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache,
+prefetch_weights has GEMV blocks prefetch their weight rows into the L2 before waiting for the
+kernel before them (so, under programmatic dependent launch, while it runs). The kernel tables always time both weight layouts ("grp": grouped).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -127,8 +129,10 @@ class SyntheticModel:
         self.kv_bytes_per_position = 2 * L * kv_w * 2  # fp16 keys and values
 
 
-VARIANT_OPTIONS = ("grouped_rows", "fused_attention", "fused_swiglu_quant", "fused_rope")  # CudaLlamaModel kwargs
-VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fatt", "fused_swiglu_quant": "fsq", "fused_rope": "frope"}
+VARIANT_OPTIONS = ("grouped_rows", "fused_attention", "fused_swiglu_quant", "fused_rope",  # CudaLlamaModel kwargs
+                   "prefetch_weights")
+VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fatt", "fused_swiglu_quant": "fsq", "fused_rope": "frope",
+                  "prefetch_weights": "pf"}
 
 
 def variant_options(variant: str) -> dict:
@@ -199,9 +203,12 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, variant="d
 # The 8B shape's matrices (rows, cols): attn_q/attn_output, attn_k/attn_v, ffn_gate/ffn_up, ffn_down.
 KERNEL_SHAPES = [(4096, 4096), (1024, 4096), (14336, 4096), (4096, 14336)]
 KERNEL_TYPES = {"Q4_0": Q4_0, "Q8_0": Q8_0, "Q4_K": Q4_K, "Q6_K": Q6_K}
-# (label, type, grouped rows) of the kernel tables: every type as stored in GGUF, and grouped.
-KERNEL_CASES = [("Q4_0", Q4_0, False), ("Q4_0 grp", Q4_0, True), ("Q8_0", Q8_0, False), ("Q8_0 grp", Q8_0, True),
-                ("Q4_K", Q4_K, False), ("Q6_K", Q6_K, False), ("Q6_K grp", Q6_K, True)]
+# (label, type, grouped rows, prefetched weights) of the kernel tables: every type as stored in
+# GGUF, and grouped; Q4_0 and Q4_K also with each launch prefetching its rows while the one before
+# finishes ("pf").
+KERNEL_CASES = [("Q4_0", Q4_0, False, False), ("Q4_0 pf", Q4_0, False, True), ("Q4_0 grp", Q4_0, True, False),
+                ("Q8_0", Q8_0, False, False), ("Q8_0 grp", Q8_0, True, False), ("Q4_K", Q4_K, False, False),
+                ("Q4_K pf", Q4_K, False, True), ("Q6_K", Q6_K, False, False), ("Q6_K grp", Q6_K, True, False)]
 
 
 def bench_kernels(_cuda, bandwidth, n_tokens=1):
@@ -210,10 +217,11 @@ def bench_kernels(_cuda, bandwidth, n_tokens=1):
     rows_out = []
     print(f"\nmatmul kernels alone ({n_tokens} token{'s' if n_tokens > 1 else ''}; weights streamed from HBM)")
     print(f"{'type':<10}{'rows x cols':>14}{'MB':>8}{'us':>9}{'GB/s':>8}{'of HBM':>8}")
-    for name, qtype, grouped in KERNEL_CASES:
+    for name, qtype, grouped, prefetch in KERNEL_CASES:
         for rows, cols in KERNEL_SHAPES:
             w = random_blocks(qtype, rows, cols, rng)
-            seconds = _cuda.time_matmul(qtype, w, rows, cols, n_tokens=n_tokens, repeats=100, grouped_rows=grouped)
+            seconds = _cuda.time_matmul(qtype, w, rows, cols, n_tokens=n_tokens, repeats=100, grouped_rows=grouped,
+                                        prefetch_weights=prefetch)
             gbs = w.nbytes / seconds / 1e9
             rows_out.append(dict(type=name, rows=rows, cols=cols, n_tokens=n_tokens, us=seconds * 1e6, gb_s=gbs,
                                  fraction=gbs * 1e9 / bandwidth))
@@ -234,7 +242,9 @@ def bench_gemv_shapes(_cuda, bandwidth):
     short = [n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r').replace('launch shape, ', 'L')
               .replace(' in flight', 'f') for n in names]
     print(f"{'type':<10}{'rows x cols':>14}" + "".join(f"{n:>9}" for n in short))
-    for name, qtype, grouped in KERNEL_CASES:
+    for name, qtype, grouped, prefetch in KERNEL_CASES:
+        if prefetch:  # the shapes are compared without it
+            continue
         for rows, cols in KERNEL_SHAPES:
             w = random_blocks(qtype, rows, cols, rng)
             line = f"{name:<10}{f'{rows}x{cols}':>14}"
@@ -255,8 +265,8 @@ def bench_prefill_kernels(_cuda, n_tokens=512, rows=14336, cols=4096):
     out = []
     print(f"\nprefill matmul {rows}x{cols}, {n_tokens} tokens (TOPS = 2*rows*cols*tokens / time)")
     print(f"{'type':<10}{'tensor cores':>14}{'ms':>9}{'TOPS':>8}")
-    for name, qtype, grouped in KERNEL_CASES:
-        if qtype == Q6_K:
+    for name, qtype, grouped, prefetch in KERNEL_CASES:
+        if qtype == Q6_K or prefetch:  # prefill products never prefetch
             continue
         w = random_blocks(qtype, rows, cols, rng)
         for tc in (True, False):

@@ -65,7 +65,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
     EDGELLAMA_CUDA_FUSED_ATTENTION=1 merges attention's position splits inside its kernel (and
     quantizes its output there), EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT=1 has the SwiGLU GEMV quantize
     its output for ffn_down, EDGELLAMA_CUDA_FUSED_ROPE=1 has a decode step's Q/K/V GEMV apply RoPE
-    and store the keys and values.
+    and store the keys and values, EDGELLAMA_CUDA_PREFETCH_WEIGHTS=1 has GEMV blocks prefetch their
+    weight rows into the L2 before waiting for the kernel before them.
     """
     _cuda = _cuda_module()
     count, why = _cuda.device_count()
@@ -79,7 +80,8 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, device: int = 0):
                                       grouped_rows=_env_flag("EDGELLAMA_CUDA_GROUPED_ROWS"),
                                       fused_attention=_env_flag("EDGELLAMA_CUDA_FUSED_ATTENTION"),
                                       fused_swiglu_quant=_env_flag("EDGELLAMA_CUDA_FUSED_SWIGLU_QUANT"),
-                                      fused_rope=_env_flag("EDGELLAMA_CUDA_FUSED_ROPE"))
+                                      fused_rope=_env_flag("EDGELLAMA_CUDA_FUSED_ROPE"),
+                                      prefetch_weights=_env_flag("EDGELLAMA_CUDA_PREFETCH_WEIGHTS"))
     except ValueError as exc:  # std::invalid_argument from the shape checks
         raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
     engine.cuda_graphs = os.environ.get("EDGELLAMA_CUDA_GRAPHS", "1") != "0"

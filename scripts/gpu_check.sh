@@ -3,7 +3,7 @@
 # the local GPU, run the CUDA tests, then benchmark prefill and decode on synthetic
 # Llama-3.2-1B and Llama-3-8B shapes (Q4_0, Q4_K_M, Q8_0) against the HBM roofline, compare the
 # engine options not yet on by default (grouped weight rows, fused attention, fused SwiGLU
-# quantization, fused RoPE) in one process,
+# quantization, fused RoPE, prefetched weights) in one process,
 # profile one 8B decode step kernel by kernel (ncu), and, for kernel tuning, compare the GEMV
 # block shapes and read one GEMV launch's counters.
 #
@@ -86,12 +86,15 @@ step "benchmarks"
 BENCH_RC=${PIPESTATUS[0]}
 
 # The engine options not yet on by default (csrc/cuda/llama_cuda_model.h: CudaOptions), each
-# against the default in the same process: which to turn on.
-ALL_OPTIONS=grouped_rows+fused_attention+fused_swiglu_quant+fused_rope
-step "decode with the engine options (grouped rows, fused attention, fused SwiGLU quantization, fused RoPE) against the default"
-(cd /tmp && timeout 240 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b llama-3.2-1b \
-   --quants Q4_0 Q4_K_M --variants default grouped_rows fused_attention fused_swiglu_quant fused_rope $ALL_OPTIONS \
+# against the default in the same process: which to turn on. The 8B shape takes each option alone
+# and all together; the 1B shape (more of its step is launch overhead) the default and all of them.
+ALL_OPTIONS=grouped_rows+fused_attention+fused_swiglu_quant+fused_rope+prefetch_weights
+step "decode with the engine options (grouped rows, fused attention, fused SwiGLU quantization, fused RoPE, prefetched weights) against the default"
+(cd /tmp && timeout 180 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b --quants Q4_0 Q4_K_M \
+   --variants default grouped_rows fused_attention fused_swiglu_quant fused_rope prefetch_weights $ALL_OPTIONS \
    --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
+(cd /tmp && timeout 60 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3.2-1b --quants Q4_0 Q4_K_M \
+   --variants default $ALL_OPTIONS --json "$RESULTS/bench_variants_1b.json" 2>&1) | tee -a "$RESULTS/bench_variants.log" || true
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, default and with every option"

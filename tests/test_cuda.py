@@ -513,6 +513,9 @@ def test_engine_step_on_the_host_matches_reference(case_files, case):
 
 
 FUSIONS = ("fused_attention", "fused_swiglu_quant", "fused_rope")
+# The engine options that change no operation, only where or when it runs: the fusions, and the
+# GEMV's prefetch of its weight rows (a hint to the L2; the host execution has no L2 to warm).
+SAME_BITS_OPTIONS = FUSIONS + ("prefetch_weights",)
 
 
 @needs_module
@@ -525,8 +528,8 @@ def test_engine_fusions_on_the_host_give_the_default_bits(case_files, case):
     groups (Q/K/V in one to three launches) and fall back where a fusion does not apply (F32
     matrices: the separate kernels)."""
     path = case_files[case]
-    plain, fused = host_engine(path, 64), host_engine(path, 64, FUSIONS)
-    assert all(getattr(fused, name) for name in FUSIONS)
+    plain, fused = host_engine(path, 64), host_engine(path, 64, SAME_BITS_OPTIONS)
+    assert all(getattr(fused, name) for name in SAME_BITS_OPTIONS)
     for engine_step in ([PROMPT], [[t] for t in DECODE]):
         for tokens in engine_step:
             want = plain.forward(np.array(tokens, np.int32), True)
@@ -632,13 +635,13 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
                                   "mixed-Q4_K_M-2048+grouped_rows+fused_attention+fused_swiglu_quant",
                                   "gqa3-Q4_1+fused_attention", "Q4_K+fused_attention+fused_swiglu_quant",
                                   "Q8_0-256+fused_swiglu_quant", "gqa3-Q4_1+fused_rope",
-                                  "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows+fused_rope"])
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows+fused_rope+prefetch_weights"])
 def test_gpu_engine_options_match_reference(case_files, case):
     """The CudaOptions not yet on by default: Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
     GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's
     splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output,
-    the decode step's Q/K/V GEMV applying RoPE and filling the KV cache. A 20-token prefill (tensor
-    cores) and decode steps within the reference's bound."""
+    the decode step's Q/K/V GEMV applying RoPE and filling the KV cache, GEMV blocks prefetching
+    their weights. A 20-token prefill (tensor cores) and decode steps within the reference's bound."""
     name, options = case_and_options(case)
     path = case_files[name]
     ids = [int(t) for t in np.random.default_rng(13).integers(0, 300, 20)] + DECODE
@@ -750,6 +753,7 @@ def test_gpu_matmul_timing_probe():
     seconds = _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5)
     assert 0 < seconds < 1
     assert 0 < _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5, grouped_rows=True) < 1
+    assert 0 < _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, n_tokens=1, repeats=5, prefetch_weights=True) < 1
     for variant in range(len(_cuda.gemv_probe_shapes())):  # every block shape and in-flight depth launches
         for grouped in (False, True):
             assert 0 < _cuda.time_matmul(int(T.Q4_0), rows, 64, 4096, repeats=2, gemv_shape=variant,
@@ -795,10 +799,11 @@ def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len,
 def test_gpu_fused_decode_step_equals_the_default_bitwise(case_files, case):
     """On the GPU too, the fusions change no operation: the captured decode step with every fusion
     on (its last blocks merging attention, quantizing the SwiGLU output, rotating and caching each
-    Q/K/V head, counts reset for the next replay) gives the default step's logits bit for bit,
-    over replays at successive positions and after a truncate."""
+    Q/K/V head, counts reset for the next replay), its GEMVs also prefetching their weights, gives
+    the default step's logits bit for bit, over replays at successive positions and after a
+    truncate."""
     path = case_files[case]
-    plain, fused = cuda_engine(path, 256, 0), cuda_engine(path, 256, 0, FUSIONS)
+    plain, fused = cuda_engine(path, 256, 0), cuda_engine(path, 256, 0, SAME_BITS_OPTIONS)
     prompt = [int(t) for t in np.random.default_rng(17).integers(0, 300, 40)]
     for engine in (plain, fused):
         engine.forward(np.array(prompt, np.int32), False)

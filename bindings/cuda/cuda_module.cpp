@@ -32,7 +32,7 @@ struct alignas(16) uint4_words {
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
                                            int n_threads, int device, bool grouped_rows, bool fused_attention,
-                                           bool fused_swiglu_quant, bool fused_rope) {
+                                           bool fused_swiglu_quant, bool fused_rope, bool prefetch_weights) {
     LlamaConfig c = config_from_dict(config);
     LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
     py::gil_scoped_release release;  // the upload copies gigabytes
@@ -41,6 +41,7 @@ std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dic
     options.fused_attention = fused_attention;
     options.fused_swiglu_quant = fused_swiglu_quant;
     options.fused_rope = fused_rope;
+    options.prefetch_weights = prefetch_weights;
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, options);
 }
 
@@ -268,11 +269,12 @@ py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::
 }
 
 double time_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows, int64_t cols,
-                   int64_t n_tokens, int repeats, bool tensor_cores, int gemv_shape, bool grouped_rows) {
+                   int64_t n_tokens, int repeats, bool tensor_cores, int gemv_shape, bool grouped_rows,
+                   bool prefetch_weights) {
     const size_t row_bytes = equal_row_bytes(weight, rows);
     py::gil_scoped_release release;
     return cuda::time_matmul(type, weight.data(), rows, cols, row_bytes, n_tokens, repeats, tensor_cores, gemv_shape,
-                             grouped_rows);
+                             grouped_rows, prefetch_weights);
 }
 
 // (device type, rows regrouped) of `rows` GGUF rows of `type` and `cols` elements.
@@ -350,17 +352,19 @@ PYBIND11_MODULE(_cuda, m) {
           "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true, py::arg("gemv_shape") = -1,
-          py::arg("grouped_rows") = false,
+          py::arg("grouped_rows") = false, py::arg("prefetch_weights") = false,
           "Seconds per y = W x on GPU 0 (weights streamed from device memory), for benchmarks; gemv_shape >= 0: "
           "one token's product by that GEMV block shape (gemv_probe_shapes()); grouped_rows: the matrix uploaded "
-          "grouped where its type allows.");
+          "grouped where its type allows; prefetch_weights: GEMV blocks prefetch their rows before waiting for the "
+          "launch before.");
     m.def("gemv_probe_shapes", &edgellama::cuda::gemv_probe_shapes,
           "Names of the int8 GEMV variants time_matmul(gemv_shape=i) compares (block shapes, then pieces in flight).");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
     py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
         .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false,
-             py::arg("fused_swiglu_quant") = false, py::arg("fused_rope") = false)
+             py::arg("fused_swiglu_quant") = false, py::arg("fused_rope") = false,
+             py::arg("prefetch_weights") = false)
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
@@ -383,6 +387,10 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly(
             "fused_rope", [](const CudaLlamaModel& m) { return m.options().fused_rope; },
             "A one-token step's Q/K/V GEMV applies RoPE and stores keys and values itself (constructor argument).")
+        .def_property_readonly(
+            "prefetch_weights", [](const CudaLlamaModel& m) { return m.options().prefetch_weights; },
+            "GEMV blocks prefetch their weight rows into the L2 before waiting for the kernel before them "
+            "(constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });

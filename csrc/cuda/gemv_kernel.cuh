@@ -28,30 +28,65 @@ __device__ __forceinline__ int64_t block_first_row() {
     return static_cast<int64_t>(blockIdx.x) * Shape::kRowsPerBlock;
 }
 
-template <class Q, int NT, class Shape>
+// The weights never depend on the kernel before (only the activations do), so a GEMV block may
+// fetch its rows before waiting for that kernel: under programmatic dependent launch (common.cuh)
+// the first blocks of a launch become resident while the previous kernel still runs, and their
+// rows then stream into the L2 during it instead of after it. A hint: no value changes.
+constexpr int kL2Line = 128;
+
+__device__ __forceinline__ void prefetch_to_l2(const uint8_t* bytes, size_t n) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    const uintptr_t end = reinterpret_cast<uintptr_t>(bytes) + n;
+    const uintptr_t first_line = reinterpret_cast<uintptr_t>(bytes) & ~uintptr_t(kL2Line - 1);  // in the allocation
+    for (uintptr_t a = first_line + threadIdx.x * kL2Line; a < end; a += blockDim.x * kL2Line) {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(a));
+    }
+#endif
+}
+
+// The rows block_first .. block_first + Shape::kRowsPerBlock - 1 of a launch (those below the
+// total) into the L2; `also`, when given, the same rows of a second matrix (SwiGLU's up rows).
+template <class Shape>
+__device__ __forceinline__ void prefetch_block_rows(const RowSegments& seg, size_t row_bytes, int64_t block_first,
+                                                    int64_t total_rows, const uint8_t* also = nullptr) {
+    for (int i = 0; i < Shape::kRowsPerBlock && block_first + i < total_rows; ++i) {
+        const SegmentRow r = locate_row(seg, block_first + i);
+        prefetch_to_l2(r.w + static_cast<size_t>(r.row) * row_bytes, row_bytes);
+        if (also != nullptr) prefetch_to_l2(also + static_cast<size_t>(r.row) * row_bytes, row_bytes);
+    }
+}
+
+// kPrefetch: the form that prefetches (a separate instantiation, one-token launches only, so that
+// the kernels without it keep their code and registers).
+template <class Q, int NT, class Shape, bool kPrefetch = false>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                  size_t act_row_bytes, int n_tok, bool accumulate) {
+    if constexpr (kPrefetch) prefetch_block_rows<Shape>(seg, row_bytes, block_first_row<Shape>(), seg.total_rows());
     wait_for_prior_kernels();
     __shared__ GemvShared<Shape::kRows, NT> shared;
     gemv_int8_rows<Q, NT, Shape>(DeviceBlock<GemvShared<Shape::kRows, NT>>{shared}, seg, row_bytes, cols, act,
                                  act_row_bytes, n_tok, accumulate, block_first_row<Shape>());
 }
 
-template <class Q, int NT, class Shape>
+template <class Q, int NT, class Shape, bool kPrefetch = false>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                         size_t act_row_bytes, int n_tok, ActRowsOut act_out, unsigned* chunk_counts) {
+    if constexpr (kPrefetch) {
+        prefetch_block_rows<Shape>(seg, row_bytes, block_first_row<Shape>(), seg.rows[0], seg.w[1]);
+    }
     wait_for_prior_kernels();
     __shared__ GemvShared<2 * Shape::kRows, NT> shared;
     gemv_int8_swiglu_rows<Q, NT, Shape>(DeviceBlock<GemvShared<2 * Shape::kRows, NT>>{shared}, seg, row_bytes, cols,
                                         act, act_row_bytes, n_tok, block_first_row<Shape>(), act_out, chunk_counts);
 }
 
-template <class Q, class Shape>
+template <class Q, class Shape, bool kPrefetch = false>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_rope_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
                       size_t act_row_bytes, RopeStore rope, unsigned* head_counts) {
+    if constexpr (kPrefetch) prefetch_block_rows<Shape>(seg, row_bytes, block_first_row<Shape>(), seg.total_rows());
     wait_for_prior_kernels();
     __shared__ GemvShared<Shape::kRows, 1> shared;
     gemv_int8_rope_rows<Q, Shape>(DeviceBlock<GemvShared<Shape::kRows, 1>>{shared}, seg, row_bytes, cols, act,

@@ -288,6 +288,7 @@ struct CudaLlamaModel::Impl {
         in.act32 = needs.q8_32 ? act32.as<uint8_t>() : nullptr;
         in.act256 = needs.q8_256 ? act256.as<uint8_t>() : nullptr;
         in.use_mma = use_mma;
+        in.prefetch_weights = options.prefetch_weights;
         return in;
     }
 
@@ -343,6 +344,7 @@ struct CudaLlamaModel::Impl {
         in.cols = cols;
         (act.block == act_block_size(ActFormat::Q8_32) ? in.act32 : in.act256) = act.rows;
         in.use_mma = use_mma;
+        in.prefetch_weights = options.prefetch_weights;
         return in;
     }
 

@@ -37,9 +37,11 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 // back-to-back launches after a warm-up, weights cycled through enough copies to miss the L2
 // (csrc/cuda/matmul_probe.cu). For benchmarks: the kernels' own speed, without a step's other costs.
 // gemv_shape >= 0 times one token's product by that GEMV block shape instead (gemv_probe_shapes()).
+// prefetch_weights: the GEMV blocks prefetch their rows before waiting for the launch before
+// (CudaOptions::prefetch_weights), which here is the same product on another copy.
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
                    int64_t n_tokens, int repeats, bool use_mma = true, int gemv_shape = -1, bool grouped_rows = false,
-                   int device = 0);
+                   bool prefetch_weights = false, int device = 0);
 
 // The names of the GEMV block shapes time_matmul can compare, by index.
 std::vector<std::string> gemv_probe_shapes();
@@ -60,6 +62,10 @@ struct CudaOptions {
     // A one-token step's Q/K/V GEMV applies RoPE and stores the keys and values itself, head by
     // head as its blocks finish (gemv_rows.cuh: gemv_int8_rope_rows; the same bits as rope_store).
     bool fused_rope = false;
+    // The int8 GEMV's blocks prefetch their weight rows into the L2 before waiting for the kernel
+    // before them, so that under programmatic dependent launch (sm_90+) the first blocks' weights
+    // stream in while the previous kernel still runs (gemv_kernel.cuh; no value changes).
+    bool prefetch_weights = false;
 };
 
 class CudaLlamaModel {

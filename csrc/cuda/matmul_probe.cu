@@ -114,7 +114,8 @@ void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t co
 }
 
 double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                   int64_t n_tokens, int repeats, bool use_mma, int gemv_shape, bool grouped_rows, int device) {
+                   int64_t n_tokens, int repeats, bool use_mma, int gemv_shape, bool grouped_rows,
+                   bool prefetch_weights, int device) {
     if (repeats < 1) throw CudaError("time_matmul: repeats must be positive");
     check(cudaSetDevice(device), "cudaSetDevice");
     const size_t bytes = static_cast<size_t>(rows) * row_bytes;
@@ -124,6 +125,7 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
     Stream stream;
     Probe probe(type, host_rows, rows, cols, row_bytes, host_x.data(), n_tokens, copies, grouped_rows, stream.get());
     probe.in.use_mma = use_mma;
+    probe.in.prefetch_weights = prefetch_weights;
     EventPair events;
     for (int i = 0; i < copies; ++i) probe.run(i, stream.get(), gemv_shape);  // warm-up
     check(cudaEventRecord(events.start, stream.get()), "cudaEventRecord");

@@ -49,6 +49,9 @@ struct MatmulInput {
     int64_t n = 0;
     int64_t cols = 0;
     bool use_mma = true;  // long prefills of quantized weights on int8 tensor cores (gemm_mma.cu)
+    // The int8 GEMV's blocks prefetch their weight rows into the L2 before waiting for the kernel
+    // before them (gemv_kernel.cuh: prefetch_block_rows; sm_90+, no value changes).
+    bool prefetch_weights = false;
 };
 
 // act_quant.cu — out = the n_rows float rows of x (cols each, contiguous) as `format` blocks.

@@ -24,11 +24,24 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
 }
 
 // One tile's int8 GEMV launch: reader Q in Shape's blocks over the launch's rows.
+// kernel<false>, or where `prefetch` is asked and the launch is one token's, kernel<true>
+// (gemv_kernel.cuh: the prefetching form is built for one-token launches only).
+template <int NT, class Kernel>
+auto with_prefetch(bool prefetch, Kernel kernel) {
+    if constexpr (NT == 1) {
+        if (prefetch) return kernel(std::true_type{});
+    }
+    return kernel(std::false_type{});
+}
+
 template <class Q, int NT, class Shape>
 void launch_int8_gemv_tile(const RowSegments& seg, const DeviceMatrix& first, const uint8_t* act, size_t act_bytes,
-                           int tile, bool accumulate, cudaStream_t stream) {
-    launch("gemv_int8_kernel", gemv_int8_kernel<Q, NT, Shape>, ceil_div(seg.total_rows(), Shape::kRowsPerBlock),
-           kGemvWarps * kWarp, stream, seg, first.row_bytes, first.cols, act, act_bytes, tile, accumulate);
+                           int tile, bool accumulate, bool prefetch, cudaStream_t stream) {
+    with_prefetch<NT>(prefetch, [&](auto kPrefetch) {
+        launch("gemv_int8_kernel", gemv_int8_kernel<Q, NT, Shape, decltype(kPrefetch)::value>,
+               ceil_div(seg.total_rows(), Shape::kRowsPerBlock), kGemvWarps * kWarp, stream, seg, first.row_bytes,
+               first.cols, act, act_bytes, tile, accumulate);
+    });
 }
 
 // One type and width: every matrix in one launch per tile.
@@ -42,7 +55,7 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
         for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
             launch_int8_gemv_tile<Q, decltype(nt)::value, GemvLaunchShape<Q>>(at_token(seg, start), first,
                                                                               act + start * act_bytes, act_bytes, tile,
-                                                                              accumulate, stream);
+                                                                              accumulate, in.prefetch_weights, stream);
         });
     });
     if (quantized) return;
@@ -86,9 +99,11 @@ bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const 
             using Shape = GemvLaunchShape<Q>;
             size_t act_bytes;
             const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-            launch("gemv_int8_rope_kernel", gemv_int8_rope_kernel<Q, Shape>,
-                   ceil_div(seg.total_rows(), Shape::kRowsPerBlock), kGemvWarps * kWarp, stream, seg, first.row_bytes,
-                   first.cols, act, act_bytes, rope, head_counts);
+            with_prefetch<1>(in.prefetch_weights, [&](auto kPrefetch) {
+                launch("gemv_int8_rope_kernel", gemv_int8_rope_kernel<Q, Shape, decltype(kPrefetch)::value>,
+                       ceil_div(seg.total_rows(), Shape::kRowsPerBlock), kGemvWarps * kWarp, stream, seg,
+                       first.row_bytes, first.cols, act, act_bytes, rope, head_counts);
+            });
         });
     });
     return true;
@@ -109,9 +124,13 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
             for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
                 RowSegments s = seg;
                 s.y[0] += start * w_gate.rows;
-                launch("gemv_int8_swiglu_kernel", gemv_int8_swiglu_kernel<Q, decltype(nt)::value, Shape>, grid,
-                       kGemvWarps * kWarp, stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes,
-                       tile, at_token(quantized, start), chunk_counts);
+                constexpr int NT = decltype(nt)::value;
+                with_prefetch<NT>(in.prefetch_weights, [&](auto kPrefetch) {
+                    launch("gemv_int8_swiglu_kernel",
+                           gemv_int8_swiglu_kernel<Q, NT, Shape, decltype(kPrefetch)::value>, grid, kGemvWarps * kWarp,
+                           stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes, tile,
+                           at_token(quantized, start), chunk_counts);
+                });
             });
         });
         if (fused) return quantized.rows != nullptr;
@@ -199,7 +218,7 @@ void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput&
                     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
                     launch_int8_gemv_tile<typename Variant::template Reader<Q>, 1,
                                           typename Variant::template ShapeFor<Q>>(seg, w, act, act_bytes, 1, false,
-                                                                                   stream);
+                                                                                   false, stream);
                     known = true;
                 }
             });
