@@ -266,8 +266,8 @@ EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& s
 // (head_dim rows of wq: its count is h), or KV head g (head_dim rows of wk and the same of wv,
 // counted together at n_head + g: one thread rotates a key pair and stores it with its value pair).
 struct QkvHead {
-    int64_t count = 0;   // index of its count
-    unsigned rows = 0;   // the rows that complete it
+    int64_t count = 0;       // index of its count
+    unsigned rows = 0;       // the rows that complete it
     int64_t first_pair = 0;  // its first element pair in rope_store_pair's numbering of a token's pairs
 };
 EDGELLAMA_HD QkvHead qkv_head_of(const SegmentRow& where, const RopeStore& rope) {

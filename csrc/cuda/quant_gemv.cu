@@ -23,9 +23,9 @@ __global__ void dequantize_rows_kernel(const uint8_t* __restrict__ w, size_t row
     Fmt::visit(w + static_cast<size_t>(id) * row_bytes, p, [&](int i, float v) { dst[i] = v; });
 }
 
-// One tile's int8 GEMV launch: reader Q in Shape's blocks over the launch's rows.
-// kernel<false>, or where `prefetch` is asked and the launch is one token's, kernel<true>
-// (gemv_kernel.cuh: the prefetching form is built for one-token launches only).
+// kernel(std::false_type), or where `prefetch` is asked and the launch is one token's,
+// kernel(std::true_type): the GEMV kernels' prefetching form (gemv_kernel.cuh) is built for
+// one-token launches only.
 template <int NT, class Kernel>
 auto with_prefetch(bool prefetch, Kernel kernel) {
     if constexpr (NT == 1) {
@@ -34,6 +34,7 @@ auto with_prefetch(bool prefetch, Kernel kernel) {
     return kernel(std::false_type{});
 }
 
+// One tile's int8 GEMV launch: reader Q in Shape's blocks over the launch's rows.
 template <class Q, int NT, class Shape>
 void launch_int8_gemv_tile(const RowSegments& seg, const DeviceMatrix& first, const uint8_t* act, size_t act_bytes,
                            int tile, bool accumulate, bool prefetch, cudaStream_t stream) {
