@@ -11,6 +11,7 @@
 #include "csrc/kernels/elementwise.h"
 #include "csrc/kernels/fast_exp.h"
 #include "csrc/kernels/float_convert.h"
+#include "csrc/kernels/log_softmax.h"
 #include "csrc/kernels/matmul.h"
 #include "csrc/kernels/type_traits.h"
 #include "csrc/model/prepared_matmul.h"
@@ -196,6 +197,17 @@ void bind_kernels(py::module_& m) {
             return out;
         },
         py::arg("x"), "The vectorizable float32 exp of SwiGLU and softmax, element by element.");
+    m.def(
+        "log_softmax_at",
+        [](const Floats& logits, int64_t token) {
+            if (logits.ndim() != 1 || logits.size() == 0) throw py::value_error("logits must be a non-empty 1-D array");
+            if (token < 0 || token >= logits.size()) {
+                throw py::index_error("token " + std::to_string(token) + " outside [0, " +
+                                      std::to_string(logits.size()) + ")");
+            }
+            return log_softmax_at(logits.data(), logits.size(), token);
+        },
+        py::arg("logits"), py::arg("token"), "log softmax(logits)[token] over a row of logits (within 1e-6).");
     m.def(
         "swiglu",
         [](const Floats& gate, const Floats& up) {

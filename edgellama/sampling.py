@@ -28,6 +28,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgellama import _core
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -207,10 +209,10 @@ def smallest_set_reaching(key: np.ndarray, probs: np.ndarray, mass: float) -> np
 
 
 def log_softmax_at(logits: np.ndarray, token: int) -> float:
-    """log softmax(logits)[token], computed stably."""
-    x = np.asarray(logits, dtype=np.float32).reshape(-1)
-    m = float(x.max())
-    return float(x[token] - m - np.log(np.sum(np.exp(x - m), dtype=np.float64)))
+    """log softmax(logits)[token], computed stably (within 1e-6) by the core in two vectorized
+    passes: once per generated token over the whole vocabulary, where numpy's exp pass alone took
+    most of a greedy step's sampling time."""
+    return _core.log_softmax_at(np.asarray(logits, dtype=np.float32).reshape(-1), int(token))
 
 
 def params_from(defaults: Optional[SamplingParams] = None, **overrides) -> SamplingParams:

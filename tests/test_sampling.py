@@ -132,6 +132,28 @@ def test_logprob_is_the_models_log_softmax():
     assert log_softmax_at(LOGITS, 5) == pytest.approx(np.log(0.04), abs=1e-5)
 
 
+@pytest.mark.parametrize("scale", [0.01, 1.0, 3.0, 30.0, 300.0])
+@pytest.mark.parametrize("n", [1, 7, 256, 257, 49152, 128256])
+def test_log_softmax_at_is_within_1e_6_of_float64(n, scale):
+    """The core's two vectorized passes (fast exps summed in float lanes, blocks in double) against
+    numpy in float64, at the largest, smallest, first, last and a middle logit, ragged block ends
+    included; with a huge spread most exps underflow and the top token's log-probability is ~0."""
+    x = (np.random.default_rng(n).standard_normal(n) * scale).astype(np.float32)
+    x64 = x.astype(np.float64)
+    lse = x64.max() + np.log(np.exp(x64 - x64.max()).sum())
+    for token in {0, n - 1, n // 2, int(np.argmax(x)), int(np.argmin(x))}:
+        assert abs(log_softmax_at(x, token) - (x64[token] - lse)) <= 1e-6, token
+
+
+def test_log_softmax_at_rejects_bad_tokens():
+    with pytest.raises(IndexError, match="outside"):
+        log_softmax_at(LOGITS, len(LOGITS))
+    with pytest.raises(IndexError, match="outside"):
+        log_softmax_at(LOGITS, -1)
+    with pytest.raises(ValueError, match="non-empty"):
+        log_softmax_at(np.zeros(0, np.float32), 0)
+
+
 @pytest.mark.parametrize("n,k", [(128256, 40), (49152, 1), (1000, 999), (5000, 300)])
 def test_top_k_indices_match_a_full_sort(n, k):
     x = np.random.default_rng(n + k).standard_normal(n).astype(np.float32) * 3
