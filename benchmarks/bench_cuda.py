@@ -10,7 +10,9 @@ HBM); no file is written. Decode reads, per token, every layer matrix, the outpu
 KV cache so far: roofline fraction = (those bytes × tokens/s) ÷ the HBM bandwidth (the card's
 nominal figure where we know it, else the measured device-to-device copy bandwidth, both printed).
 Decode is timed with the captured step (CUDA graph, the default) and, alternating in the same
-process, with its kernels launched one by one ("no-graph"): the difference is launch overhead.
+process, with its kernels launched one by one ("no-graph": the difference is launch overhead) and
+with the step returning only its greedy choice ("greedy": forward_greedy, the logits left on the
+device; the difference is the logits' download).
 Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matrix shapes, weights
 cycled through copies larger than the L2 (what a decode step could reach without its other costs),
 and one 512-token prefill product per type with int8 tensor cores on and off.
@@ -166,34 +168,37 @@ def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, variant="d
     prefill_tps = args.prefill / best
 
     # decode: args.context tokens of context, then args.decode single-token steps; rounds alternate
-    # between the captured step (CUDA graph) and kernel-by-kernel launches, medians of each.
+    # between the captured step (CUDA graph) downloading the logits, the same with kernel-by-kernel
+    # launches, and the captured step returning only its greedy choice; medians of each.
     steps = rng.integers(0, vocab, args.decode).astype(np.int32)
 
-    def decode_round(graphs: bool) -> float:
-        model.cuda_graphs = graphs
+    def decode_round(mode: str) -> float:
+        model.cuda_graphs = mode != "no-graph"
+        step = model.forward_greedy if mode == "greedy" else (lambda ids: model.forward(ids, False))
         model.reset()
         model.forward(prompt[:args.context], False)
         for tok in rng.integers(0, vocab, 4):
-            model.forward(np.array([tok], np.int32), False)
+            step(np.array([tok], np.int32))
         t = time.perf_counter()
         for tok in steps:
-            model.forward(np.array([tok], np.int32), False)
+            step(np.array([tok], np.int32))
         return args.decode / (time.perf_counter() - t)
 
-    by_mode = {True: [], False: []}
+    by_mode = {"graph": [], "no-graph": [], "greedy": []}
     for _ in range(args.rounds):
-        for graphs in (True, False):
-            by_mode[graphs].append(decode_round(graphs))
+        for mode in by_mode:
+            by_mode[mode].append(decode_round(mode))
     model.cuda_graphs = True
-    decode_tps = float(np.median(by_mode[True]))
-    decode_tps_no_graph = float(np.median(by_mode[False]))
+    decode_tps = float(np.median(by_mode["graph"]))
+    decode_tps_no_graph = float(np.median(by_mode["no-graph"]))
+    decode_tps_greedy = float(np.median(by_mode["greedy"]))
     mean_pos = args.context + 4 + args.decode / 2
     bytes_per_token = syn.bytes_per_token + syn.kv_bytes_per_position * mean_pos
     achieved = bytes_per_token * decode_tps
     row = dict(shape=shape, quant=quant, variant=variant,
                weights_gb=syn.bytes_per_token / 1e9, setup_s=setup_s,
                prefill_tokens=args.prefill, prefill_tok_s=prefill_tps, decode_tok_s=decode_tps,
-               decode_tok_s_kernel_by_kernel=decode_tps_no_graph,
+               decode_tok_s_kernel_by_kernel=decode_tps_no_graph, decode_tok_s_greedy_on_device=decode_tps_greedy,
                decode_ms=1e3 / decode_tps, decode_gb_s=achieved / 1e9,
                roofline_fraction=achieved / bandwidth, bandwidth_gb_s=bandwidth / 1e9,
                bandwidth_source=bandwidth_source)
@@ -312,7 +317,7 @@ def main(argv=None):
     for variant in args.variants:
         variant_options(variant)  # unknown names fail before any model is built
     header = (f"{'shape':<14}{'quant':<28}{'GB/tok':>8}{'prefill tok/s':>15}{'decode tok/s':>14}"
-              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}{'vs default':>12}")
+              f"{'ms/tok':>8}{'GB/s':>8}{'roofline':>10}{'no-graph tok/s':>16}{'greedy tok/s':>14}{'vs default':>12}")
     print(header)
     rows = []
     for shape in args.shapes:
@@ -327,7 +332,8 @@ def main(argv=None):
                 versus = f"{r['decode_tok_s'] / default_tps:>11.3f}x" if default_tps else f"{'':>12}"
                 print(f"{shape:<14}{label:<28}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
                       f"{r['decode_tok_s']:>14.1f}{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}"
-                      f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}{versus}",
+                      f"{100 * r['roofline_fraction']:>9.1f}%{r['decode_tok_s_kernel_by_kernel']:>16.1f}"
+                      f"{r['decode_tok_s_greedy_on_device']:>14.1f}{versus}",
                       flush=True)
     kernels = bench_kernels(_cuda, bandwidth) if args.kernels else []
     prefill_kernels = bench_prefill_kernels(_cuda) if args.kernels else []

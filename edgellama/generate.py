@@ -109,8 +109,8 @@ def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, 
     limit = max_tokens if max_tokens is not None else max(0, llm.n_ctx - len(prompt_ids) + 1)
     if limit <= 0:
         return
+    token, logprob = sampler.sample(logits, history)
     while True:
-        token, logprob = sampler.sample(logits, history)
         if token in stop_ids:
             stats.decode_seconds = time.perf_counter() - decode_start
             yield TokenRecord(token, matcher.feed(decoder.flush())[0] + matcher.flush(), logprob, "stop")
@@ -129,7 +129,10 @@ def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, 
             yield TokenRecord(token, text, logprob, "length")
             return
         yield TokenRecord(token, text, logprob)
-        logits = llm.eval([token])
+        if sampler.is_plain_greedy:  # the engine chooses (on a GPU, only the choice comes back)
+            token, logprob = llm.eval_greedy([token])
+        else:
+            token, logprob = sampler.sample(llm.eval([token]), history)
         stats.decode_seconds = time.perf_counter() - decode_start
 
 

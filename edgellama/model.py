@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgellama.errors import ContextOverflowError
 from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
-from edgellama.sampling import Sampler, SamplingParams
+from edgellama.sampling import Sampler, SamplingParams, log_softmax_at
 
 DEFAULT_N_CTX = 2048
 
@@ -62,6 +62,9 @@ class Llama:
             raise ValueError(f"n_threads must be in [1, 1024], got {n_threads}")
         self.device = device
         self._core = _create_backend(device, self.model, n_ctx, n_threads)
+        # The CUDA engine can make a greedy choice itself, so that only the token comes back
+        # (eval_greedy); EDGELLAMA_CUDA_GREEDY=1 until that has run on a GPU.
+        self._greedy_on_device = device == "cuda" and os.environ.get("EDGELLAMA_CUDA_GREEDY", "0") == "1"
         self._lock = threading.Lock()  # the core releases the GIL: one forward at a time
         self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
         self._tokenizer = None
@@ -126,6 +129,22 @@ class Llama:
         """Appends ids to the KV cache and returns float32 logits: shape (n_vocab,) for the last
         token, or (len(ids), n_vocab) with all_logits=True. Raises ContextOverflowError when the
         cache cannot hold them (nothing is evaluated then) and ValueError for ids outside the vocab."""
+        return self._evaluate(ids, lambda tokens: self._core.forward(tokens, all_logits))
+
+    def eval_greedy(self, ids: Sequence[int]) -> Tuple[int, float]:
+        """Appends ids to the KV cache as eval does and returns the greedy choice after them: the
+        first token of the largest logit and its log-probability (log-softmax). With
+        EDGELLAMA_CUDA_GREEDY=1 the CUDA engine makes the choice on the device and returns only
+        those two numbers; otherwise they come from the logits here. The same token either way."""
+        if self._greedy_on_device:
+            token, logprob = self._evaluate(ids, self._core.forward_greedy)
+            return int(token), float(logprob)
+        logits = self.eval(ids)
+        token = int(np.argmax(logits))
+        return token, log_softmax_at(logits, token)
+
+    def _evaluate(self, ids: Sequence[int], forward):
+        """forward(int32 token ids) under the lock, after eval's checks; the ids join the cached ones."""
         tokens = np.asarray(ids, dtype=np.int64).reshape(-1)
         if tokens.size == 0:
             raise ValueError("eval needs at least one token id")
@@ -137,9 +156,9 @@ class Llama:
                 raise ContextOverflowError(
                     f"{tokens.size} new tokens + {self.n_past} cached exceed the context window "
                     f"n_ctx={self.n_ctx}; use a larger n_ctx or a shorter prompt")
-            logits = self._core.forward(tokens.astype(np.int32), all_logits)
+            result = forward(tokens.astype(np.int32))
             self._cached_tokens.extend(int(t) for t in tokens)
-        return logits
+        return result
 
     def reset(self) -> None:
         """Empties the KV cache."""

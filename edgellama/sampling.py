@@ -82,6 +82,13 @@ class Sampler:
             self._bias_ids = np.array([k for k, _ in items], dtype=np.int64)
             self._bias_values = np.array([v for _, v in items], dtype=np.float32)
 
+    @property
+    def is_plain_greedy(self) -> bool:
+        """Whether every choice is the first largest raw logit (greedy, no penalties, no bias):
+        what an engine can choose by itself (Llama.eval_greedy)."""
+        p = self.params
+        return p.temperature <= 0.0 and not p.has_penalties and not p.logit_bias
+
     def __call__(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> int:
         return self.choose(logits, history)
 

@@ -141,6 +141,26 @@ def test_token_records_carry_ids_pieces_and_logprobs(llm):
     assert all(r.logprob <= 0 for r in records)
 
 
+def test_greedy_records_replay_as_argmax_of_eval_and_eval_greedy_agrees(llm):
+    """Greedy generation takes each next token from Llama.eval_greedy (the engine's own choice):
+    every record is the argmax of the logits eval gives for the same sequence, with its
+    log-softmax; and eval_greedy itself, after the same prefix, returns that pair."""
+    ids = llm.tokenize("The capital of France is")
+    records = list(llm.stream_tokens(ids, max_tokens=6, temperature=0))
+    llm.reset()
+    feed = list(ids)
+    for r in records:
+        logits = llm.eval(feed).astype(np.float64)
+        lse = logits.max() + np.log(np.exp(logits - logits.max()).sum())
+        assert r.token == int(np.argmax(logits))
+        assert r.logprob == pytest.approx(logits[r.token] - lse, abs=1e-6)
+        feed = [r.token]
+    llm.reset()
+    llm.eval(ids[:-1])
+    assert llm.eval_greedy(ids[-1:]) == (records[0].token, pytest.approx(records[0].logprob, abs=1e-6))
+    assert llm.n_past == len(ids)
+
+
 def test_stop_string_spanning_two_tokens_is_never_emitted(llm):
     ids = llm.tokenize("The capital of France is")
     free = list(llm.stream_tokens(ids, max_tokens=12, temperature=0))

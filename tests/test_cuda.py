@@ -337,6 +337,24 @@ def test_rms_norm_block_code_on_host_matches_numpy_and_quantizes_like_the_cpu(n)
 
 
 @needs_module
+@pytest.mark.parametrize("n", [1, 5, 1024, 1025, 128256])
+def test_greedy_choice_block_code_on_host_is_numpys_argmax_and_log_softmax(n):
+    """The greedy choice kernel's block code (greedy_block.cuh: 1024 threads, the first largest
+    logit by strided passes and butterflies, the exps summed in double) on host threads: numpy's
+    argmax (the first of tied largest logits) and the float64 log-softmax there within 1e-6, with
+    -inf logits (banned tokens) in the row."""
+    rng = np.random.default_rng(n)
+    x = (rng.standard_normal(n) * 3).astype(np.float32)
+    if n > 4:
+        x[[n // 3, n // 2, n - 1]] = x.max() + 1  # ties: the first wins
+        x[1] = -np.inf
+    token, logprob = _cuda.greedy_choice_host(x)
+    x64 = x.astype(np.float64)
+    assert token == int(np.argmax(x))
+    assert abs(logprob - (x64[token] - x64.max() - np.log(np.exp(x64 - x64.max()).sum()))) <= 1e-6
+
+
+@needs_module
 def test_rope_store_thread_code_on_host_matches_numpy():
     """RoPE of adjacent pairs (the first n_pairs of each head, angle position * inv_freq in double)
     for queries and keys, and the fp16 store of keys and values at their positions."""
@@ -539,6 +557,22 @@ def test_engine_fusions_on_the_host_give_the_default_bits(case_files, case):
         engine.truncate(len(PROMPT) + 1)
     tok = np.array(DECODE[-1:], np.int32)
     np.testing.assert_array_equal(fused.forward(tok, False).view(np.uint32), plain.forward(tok, False).view(np.uint32))
+
+
+@needs_module
+def test_engine_greedy_step_on_the_host_returns_the_choice_of_its_logits(case_files):
+    """forward_greedy (the last token's logits kept on the device, the greedy choice made there)
+    after a prefill and after single-token steps: the argmax of the logits forward gives for the
+    same tokens, and their log-softmax; the cache advances the same."""
+    path = case_files["gqa3-Q4_1"]
+    logits_engine, greedy_engine = host_engine(path, 64), host_engine(path, 64)
+    for tokens in [PROMPT] + [[t] for t in DECODE[:2]]:
+        logits = logits_engine.forward(np.array(tokens, np.int32), False).astype(np.float64)
+        token, logprob = greedy_engine.forward_greedy(np.array(tokens, np.int32))
+        assert token == int(np.argmax(logits))
+        assert logprob == pytest.approx(logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum()),
+                                        abs=1e-6)
+        assert greedy_engine.n_past == logits_engine.n_past
 
 
 @needs_module
@@ -814,6 +848,24 @@ def test_gpu_fused_decode_step_equals_the_default_bitwise(case_files, case):
         tok = np.array([tok], np.int32)
         np.testing.assert_array_equal(fused.forward(tok, False).view(np.uint32),
                                       plain.forward(tok, False).view(np.uint32), err_msg=f"{case} step {i}")
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1"])
+def test_gpu_greedy_generation_chooses_on_the_device_with_the_same_tokens(case_files, case, monkeypatch):
+    """EDGELLAMA_CUDA_GREEDY=1: greedy generation's steps return only the device's choice (its
+    own captured graphs); the tokens are those of choosing from the downloaded logits, the
+    log-probabilities agree within 1e-5, and a plain eval still returns logits afterwards."""
+    prompt = [int(t) for t in np.random.default_rng(19).integers(0, 300, 30)]
+    from_logits = Llama(str(case_files[case]), n_ctx=256, device="cuda")
+    want = list(from_logits.stream_tokens(prompt, max_tokens=12, temperature=0))
+    monkeypatch.setenv("EDGELLAMA_CUDA_GREEDY", "1")
+    on_device = Llama(str(case_files[case]), n_ctx=256, device="cuda")
+    assert on_device._greedy_on_device and not from_logits._greedy_on_device
+    got = list(on_device.stream_tokens(prompt, max_tokens=12, temperature=0))
+    assert [r.token for r in got] == [r.token for r in want]
+    np.testing.assert_allclose([r.logprob for r in got], [r.logprob for r in want], atol=1e-5)
+    assert on_device.eval([got[-1].token]).shape == (on_device.n_vocab,)
 
 
 @needs_gpu

@@ -108,6 +108,25 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
 }
 
 
+py::tuple greedy_choice_host(const FloatArray& logits) {
+    if (logits.ndim() != 1) throw std::invalid_argument("logits must be a 1-D array");
+    const auto [token, logprob] = cuda::greedy_choice_on_host(logits.data(), logits.size());
+    return py::make_tuple(token, logprob);
+}
+
+// (token, log-probability) of the greedy choice after the tokens (CudaLlamaModel::forward_greedy).
+py::tuple forward_greedy(CudaLlamaModel& model,
+                         const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens) {
+    if (tokens.ndim() != 1) throw std::invalid_argument("tokens must be a 1-D array");
+    int32_t token = 0;
+    double logprob = 0.0;
+    {
+        py::gil_scoped_release release;
+        model.forward_greedy(tokens.data(), tokens.shape(0), &token, &logprob);
+    }
+    return py::make_tuple(token, logprob);
+}
+
 // (normalized rows, their Q8_32 int8 rows or None, their Q8_256 int8 rows or None).
 py::tuple rms_norm_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
                         const py::array_t<float, py::array::c_style | py::array::forcecast>& weight, float eps,
@@ -325,6 +344,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("group_rows_host", &b::group_rows_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"),
           py::arg("cols"),
           "(device type id, bytes): GGUF rows regrouped as the GPU keeps them when uploaded with grouped_rows.");
+    m.def("greedy_choice_host", &b::greedy_choice_host, py::arg("logits"),
+          "(token, logprob) of the greedy choice kernel's block code run on host threads.");
     m.def("rms_norm_host", &b::rms_norm_host, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("q8_32"),
           py::arg("q8_256"), "The GPU's RMSNorm block code (with its fused quantization) run on CPU threads (for tests).");
     m.def("rope_store_host", &b::rope_store_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_head"),
@@ -366,6 +387,9 @@ PYBIND11_MODULE(_cuda, m) {
              py::arg("fused_swiglu_quant") = false, py::arg("fused_rope") = false,
              py::arg("prefetch_weights") = false)
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
+        .def("forward_greedy", &b::forward_greedy, py::arg("tokens"),
+             "(token, logprob): forward, then the greedy choice of the last token made on the device (the "
+             "first largest logit and its log-softmax); only those come back.")
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
         .def_property_readonly("n_past", &CudaLlamaModel::n_past)

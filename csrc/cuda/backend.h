@@ -42,6 +42,7 @@ public:
     virtual void rope_store(const RopeStore& rope, int64_t n_tokens) = 0;
     virtual bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,
                                  unsigned* head_counts) = 0;
+    virtual void greedy_choice(const float* logits, int64_t n, void* out) = 0;
     virtual void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                            int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials,
                            float* out, unsigned* split_counts, const ActRowsOut& act_out) = 0;

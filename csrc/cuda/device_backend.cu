@@ -64,6 +64,9 @@ public:
                          unsigned* head_counts) override {
         return cuda::matmul_qkv_rope(qkv, in, rope, head_counts, stream_);
     }
+    void greedy_choice(const float* logits, int64_t n, void* out) override {
+        cuda::greedy_choice(logits, n, out, stream_);
+    }
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,
                    int64_t n_split, const __half* k_cache, const __half* v_cache, float* partials, float* out,
                    unsigned* split_counts, const ActRowsOut& act_out) override {

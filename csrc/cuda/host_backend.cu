@@ -9,6 +9,7 @@
 #include "csrc/cuda/attention_block.cuh"
 #include "csrc/cuda/backend.h"
 #include "csrc/cuda/gemv_rows.cuh"
+#include "csrc/cuda/greedy_block.cuh"
 #include "csrc/cuda/host_decode.h"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/mma_tiles.cuh"
@@ -182,6 +183,12 @@ public:
             });
         });
         return true;
+    }
+
+    void greedy_choice(const float* logits, int64_t n, void* out) override {
+        run_host_block<GreedyShared>(kGreedyThreads, [&](const HostBlock<GreedyShared>& block) {
+            greedy_choice_block(block, logits, n, static_cast<GreedyChoice*>(out));
+        });
     }
 
     void attention(const AttentionDims& dims, const float* q, int64_t n_tokens, const int64_t* first_pos,

@@ -15,6 +15,7 @@
 #include "csrc/cuda/attention_block.cuh"
 #include "csrc/cuda/backend.h"
 #include "csrc/cuda/gemv_rows.cuh"
+#include "csrc/cuda/greedy_block.cuh"
 #include "csrc/cuda/host_warp.h"
 #include "csrc/cuda/int8_dot.cuh"
 #include "csrc/cuda/norm_rope.cuh"
@@ -317,6 +318,13 @@ std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, 
         throw std::invalid_argument("the tensor-core tiles take " + std::to_string(kMmaMinTokens) + " tokens or more");
     }
     return host_backend_matmul(weight_type, rows, nullptr, n_rows, row_bytes, x, n_tokens, cols, true);
+}
+
+std::pair<int32_t, double> greedy_choice_on_host(const float* logits, int64_t n) {
+    if (n <= 0 || n > INT32_MAX) throw std::invalid_argument("greedy choice over " + std::to_string(n) + " logits");
+    GreedyChoice choice;
+    make_host_backend()->greedy_choice(logits, n, &choice);
+    return {choice.token, choice.logprob};
 }
 
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n) {

@@ -59,6 +59,10 @@ std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
     const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos, int64_t n_split,
     const __half* k_cache, const __half* v_cache, int act_block);
 
+// The greedy choice over logits[0, n) by the kernel's block code (greedy_block.cuh) on host
+// threads: (the first index of the largest logit, the log-softmax there).
+std::pair<int32_t, double> greedy_choice_on_host(const float* logits, int64_t n);
+
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
 // GEMV's block code (gemv_rows.cuh: row groups of the type's shape, tiles of kGemmTile tokens, the
 // warps' sums meeting in shared memory) on 128 host threads a block; with up_rows,

@@ -13,6 +13,7 @@
 
 #include "csrc/cuda/backend.h"
 #include "csrc/cuda/common.cuh"
+#include "csrc/cuda/greedy_block.cuh"
 #include "csrc/cuda/grouped_rows.h"
 #include "csrc/cuda/ops.h"
 
@@ -79,6 +80,7 @@ struct CudaLlamaModel::Impl {
     bool use_mma = true;  // prefill on int8 tensor cores where it applies (gemm_mma.cu)
     CudaOptions options;
     DeviceBuffer x, x_norm, q, k_new, v_new, attn_out, gate, up, partials, logits;
+    DeviceBuffer choice;         // the greedy choice of a forward_greedy step (a GreedyChoice)
     DeviceBuffer act32, act256;  // the current matmul input as int8 blocks (ops.h, MatmulInput)
     DeviceBuffer split_counts;   // fused attention's finished splits per (token, head), kept at zero
     DeviceBuffer ffn_act;        // fused_swiglu_quant: ffn_down's int8 input (never the SwiGLU's own input)
@@ -239,6 +241,7 @@ struct CudaLlamaModel::Impl {
         }
         if (options.fused_rope) allocate_zeros(head_counts, c.n_head + c.n_head_kv, "Q/K/V head counts");
         f(logits, kLogitRows * c.n_vocab, "logits");
+        allocate(choice, sizeof(GreedyChoice), "scratch greedy choice");
         // Int8 activation blocks for the widest matmul input, in the formats the weights use.
         const int64_t widest = std::max({c.n_embd, q_width(), c.n_ff});
         ActNeeds needs;
@@ -405,6 +408,13 @@ struct CudaLlamaModel::Impl {
         backend->to_host(host, logits.get(), rows * config.n_vocab * sizeof(float), "download of logits");
     }
 
+    // The greedy choice over the first row of `logits` (device), into `choice`.
+    void enqueue_greedy_choice() { backend->greedy_choice(logits.as<float>(), config.n_vocab, choice.get()); }
+
+    void download_choice(GreedyChoice* host) {
+        backend->to_host(host, choice.get(), sizeof(GreedyChoice), "download of the greedy choice");
+    }
+
     // out (+)= W in, output rows w.rows wide.
     void matmul(const DeviceMatrix& w, const MatmulInput& in, float* out, bool accumulate) {
         const MatmulTarget target{&w, out};
@@ -416,22 +426,35 @@ struct CudaLlamaModel::Impl {
     // addresses and the position comes from the uploaded step; the split count is that of the
     // position rounded up to a power of two (decode_graph_splits), whose extra splits are empty
     // and merge as zero weight, so the logits equal kernel-by-kernel launches bit for bit.
-    void decode_step_as_graph() {
+    // With `greedy`, the step ends with the greedy choice (its own graphs).
+    void decode_step_as_graph(bool greedy) {
         const int64_t n_split = decode_graph_splits(n_past + 1);
-        backend->decode_step(n_split, [&] {
+        backend->decode_step(2 * n_split + (greedy ? 1 : 0), [&] {
             enqueue_layers(1, n_split);
             enqueue_logits(0, 1);
+            if (greedy) enqueue_greedy_choice();
         });
     }
 
-    void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits) {
+    // The n tokens through every layer; then the logits into host_logits (the last row's, or with
+    // all_logits every row's), or the last row's greedy choice into host_choice, or nothing.
+    void forward_batch(const int32_t* tokens, int64_t n, float* host_logits, bool all_logits,
+                       GreedyChoice* host_choice) {
         upload_step(tokens, n);
-        if (n == 1 && host_logits != nullptr && use_graphs) {
-            decode_step_as_graph();
-            download_logits(host_logits, 1);
+        if (n == 1 && (host_logits != nullptr || host_choice != nullptr) && use_graphs) {
+            decode_step_as_graph(host_choice != nullptr);
+            if (host_choice != nullptr) {
+                download_choice(host_choice);
+            } else {
+                download_logits(host_logits, 1);
+            }
         } else {
             enqueue_layers(n, attention_splits(n_past + n, n));
-            if (host_logits != nullptr) {
+            if (host_choice != nullptr) {
+                enqueue_logits(n - 1, 1);
+                enqueue_greedy_choice();
+                download_choice(host_choice);
+            } else if (host_logits != nullptr) {
                 const int64_t first_row = all_logits ? 0 : n - 1;
                 const int64_t n_rows = all_logits ? n : 1;
                 for (int64_t r = 0; r < n_rows; r += kLogitRows) {
@@ -443,6 +466,35 @@ struct CudaLlamaModel::Impl {
         }
         backend->synchronize();
         n_past += n;  // only once every kernel of the batch has finished
+    }
+
+    // forward and forward_greedy: the checks, then the tokens in batches of at most `batch`; the
+    // last batch gives the logits (host_logits) or the greedy choice (host_choice).
+    void forward(const int32_t* tokens, int64_t n_tokens, float* host_logits, bool all_logits,
+                 GreedyChoice* host_choice) {
+        const LlamaConfig& c = config;
+        if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
+        if (n_past + n_tokens > n_ctx) {
+            throw std::length_error("context overflow: " + std::to_string(n_past) + " cached + " +
+                                    std::to_string(n_tokens) + " new tokens exceed n_ctx " + std::to_string(n_ctx));
+        }
+        for (int64_t i = 0; i < n_tokens; ++i) {
+            if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
+                throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
+                                        std::to_string(c.n_vocab) + ")");
+            }
+        }
+        if (device >= 0) check(cudaSetDevice(device), "cudaSetDevice");
+        for (int64_t start = 0; start < n_tokens; start += batch) {
+            const int64_t n = std::min(batch, n_tokens - start);
+            const bool last_chunk = start + n == n_tokens;
+            if (all_logits) {
+                forward_batch(tokens + start, n, host_logits + start * c.n_vocab, true, nullptr);
+            } else {
+                forward_batch(tokens + start, n, last_chunk ? host_logits : nullptr, false,
+                              last_chunk ? host_choice : nullptr);
+            }
+        }
     }
 };
 
@@ -467,29 +519,14 @@ CudaLlamaModel::~CudaLlamaModel() {
 }
 
 void CudaLlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
-    Impl& m = *impl_;
-    const LlamaConfig& c = m.config;
-    if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
-    if (m.n_past + n_tokens > m.n_ctx) {
-        throw std::length_error("context overflow: " + std::to_string(m.n_past) + " cached + " +
-                                std::to_string(n_tokens) + " new tokens exceed n_ctx " + std::to_string(m.n_ctx));
-    }
-    for (int64_t i = 0; i < n_tokens; ++i) {
-        if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
-            throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
-                                    std::to_string(c.n_vocab) + ")");
-        }
-    }
-    if (m.device >= 0) check(cudaSetDevice(m.device), "cudaSetDevice");
-    for (int64_t start = 0; start < n_tokens; start += m.batch) {
-        const int64_t n = std::min(m.batch, n_tokens - start);
-        const bool last_chunk = start + n == n_tokens;
-        if (all_logits) {
-            m.forward_batch(tokens + start, n, logits + start * c.n_vocab, true);
-        } else {
-            m.forward_batch(tokens + start, n, last_chunk ? logits : nullptr, false);
-        }
-    }
+    impl_->forward(tokens, n_tokens, logits, all_logits, nullptr);
+}
+
+void CudaLlamaModel::forward_greedy(const int32_t* tokens, int64_t n_tokens, int32_t* token, double* logprob) {
+    GreedyChoice choice;
+    impl_->forward(tokens, n_tokens, nullptr, false, &choice);
+    *token = choice.token;
+    *logprob = choice.logprob;
 }
 
 int64_t CudaLlamaModel::n_past() const { return impl_->n_past; }

@@ -82,6 +82,9 @@ public:
 
     // As LlamaModel::forward: logits [n_vocab] for the last token or [n_tokens][n_vocab].
     void forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits);
+    // As forward, but the last token's logits stay on the device, which returns only the greedy
+    // choice: the first index of the largest logit (*token) and the log-softmax there (*logprob).
+    void forward_greedy(const int32_t* tokens, int64_t n_tokens, int32_t* token, double* logprob);
 
     int64_t n_past() const;
     int64_t n_ctx() const;

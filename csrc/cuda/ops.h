@@ -132,6 +132,10 @@ bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const 
 // gate = silu(gate) * up over n elements.
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);
 
+// greedy.cu — the greedy choice over a row of n logits into out (a GreedyChoice,
+// greedy_block.cuh: the first index of the largest logit and the log-softmax there).
+void greedy_choice(const float* logits, int64_t n, void* out, cudaStream_t stream);
+
 // attention.cu — causal grouped-query attention of n_tokens queries (positions *first_pos + t)
 // over the fp16 cache rows 0 .. *first_pos + t. Query head h reads KV head h / (n_head / n_head_kv).
 // The positions are split over n_split thread blocks per query (attention_splits), merged after:
