@@ -16,7 +16,8 @@ Runs everywhere (needs only the _cuda module, no GPU), the device code executed 
     that finishes last doing the merge, the quantization or the head's rotation) against the
     unfused code's bits, down to whole engine steps;
   * the engine's whole forward step (llama_cuda_model.cu) on the host backend against the
-    reference, with and without the engine options (CudaOptions);
+    reference, with and without the engine options (CudaOptions), and its greedy step (the choice
+    made where the logits are) against numpy's argmax and log-softmax of its logits;
   * device="cuda" without the module or without a GPU raises DeviceUnavailableError, not a crash.
 
 Needs a GPU (skipped with the reason otherwise): GPU logits against the float64 reference and the
