@@ -467,12 +467,12 @@ def test_empty_attention_splits_change_no_bit(first_pos):
     np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
-def cuda_engine(path, n_ctx, device, options=()):
+def cuda_engine(path, n_ctx, device, options=(), n_threads=1):
     """The CUDA engine (edgellama._cuda.CudaLlamaModel) on `device` with the CudaOptions named in
     `options` on ("grouped_rows", "fused_attention"); -1 executes its forward step on the host
     (host memory, the kernels' warp and block code on host threads; csrc/cuda/host_backend.cu)."""
     model = Llama(str(path), n_ctx=n_ctx, device="cpu").model
-    return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, 1, device,
+    return _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device,
                                 **{name: True for name in options})
 
 
@@ -558,6 +558,17 @@ def test_engine_fusions_on_the_host_give_the_default_bits(case_files, case):
         engine.truncate(len(PROMPT) + 1)
     tok = np.array(DECODE[-1:], np.int32)
     np.testing.assert_array_equal(fused.forward(tok, False).view(np.uint32), plain.forward(tok, False).view(np.uint32))
+
+
+@needs_module
+def test_grouped_upload_on_several_threads_gives_the_same_engine(case_files):
+    """The upload regroups each chunk of rows on n_threads threads (a row range each): three
+    threads give the one-thread engine's logits bit for bit (Q4_0, Q8_0 and 2048-wide Q6_K rows)."""
+    for case in ("mixed-Q4_0-Q8_0-F16-Q6_K", "mixed-Q4_K_M-2048"):
+        one, three = (cuda_engine(case_files[case], 16, -1, ("grouped_rows",), n_threads=t) for t in (1, 3))
+        tokens = np.array(PROMPT, np.int32)
+        np.testing.assert_array_equal(three.forward(tokens, True).view(np.uint32),
+                                      one.forward(tokens, True).view(np.uint32), err_msg=case)
 
 
 @needs_module

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "csrc/core/thread_pool.h"
 #include "csrc/cuda/backend.h"
 #include "csrc/cuda/common.cuh"
 #include "csrc/cuda/greedy_block.cuh"
@@ -68,6 +69,7 @@ struct CudaLlamaModel::Impl {
     std::unique_ptr<Backend> backend;  // the GPU, or the host for tests (backend.h)
 
     std::vector<DeviceBuffer> owned;  // every uploaded weight and norm
+    std::unique_ptr<ThreadPool> upload_threads;  // n_threads threads regrouping rows, during upload()
     DeviceMatrix token_embd, output;
     const float* output_norm = nullptr;
     std::vector<DeviceLayer> layers;
@@ -110,7 +112,7 @@ struct CudaLlamaModel::Impl {
         if (device_type == w.type) {
             backend->to_device(owned.back().get(), w.data, bytes, ("upload of " + name).c_str());
         } else {
-            upload_grouped(w, owned.back().as<uint8_t>(), name);
+            upload_grouped(w, owned.back().as<uint8_t>(), name, *upload_threads);
         }
         weight_bytes += bytes;
         DeviceMatrix d;
@@ -122,16 +124,22 @@ struct CudaLlamaModel::Impl {
         return d;
     }
 
-    // The rows of w regrouped (grouped_rows.h) into dst, a few MiB of rows at a time through a
-    // host buffer (the copy of pageable memory is staged before to_device returns).
-    void upload_grouped(const WeightMatrix& w, uint8_t* dst, const std::string& name) {
-        constexpr size_t kChunkBytes = size_t(8) << 20;
+    // The rows of w regrouped (grouped_rows.h) into dst, some MiB of rows at a time through a
+    // host buffer, each chunk's rows split over the upload threads (the copy of pageable memory is
+    // staged before to_device returns, so the buffer is free again after it).
+    void upload_grouped(const WeightMatrix& w, uint8_t* dst, const std::string& name, ThreadPool& pool) {
+        constexpr size_t kChunkBytes = size_t(32) << 20;
         const int64_t chunk_rows = std::max<int64_t>(1, static_cast<int64_t>(kChunkBytes / w.row_bytes));
         std::vector<uint8_t> staging(static_cast<size_t>(std::min(chunk_rows, w.rows)) * w.row_bytes);
         for (int64_t r = 0; r < w.rows; r += chunk_rows) {
             const int64_t n = std::min(chunk_rows, w.rows - r);
             const size_t offset = static_cast<size_t>(r) * w.row_bytes;
-            group_rows(w.type, w.cols, w.data + offset, staging.data(), n, w.row_bytes);
+            pool.run([&](int thread, int n_threads) {
+                int64_t begin, end;
+                split_range(n, thread, n_threads, begin, end);
+                group_rows(w.type, w.cols, w.data + offset + begin * w.row_bytes, staging.data() + begin * w.row_bytes,
+                           end - begin, w.row_bytes);
+            });
             backend->to_device(dst + offset, staging.data(), static_cast<size_t>(n) * w.row_bytes,
                                ("upload of " + name).c_str());
         }
@@ -182,6 +190,7 @@ struct CudaLlamaModel::Impl {
 
     void upload(const LlamaWeights& w) {
         const LlamaConfig& c = config;
+        if (options.grouped_rows) upload_threads = std::make_unique<ThreadPool>(std::max(1, n_threads));
         token_embd = upload_matrix(w.token_embd, "token_embd.weight");
         output = w.output.data == w.token_embd.data ? token_embd : upload_matrix(w.output, "output.weight");
         output_norm = upload_vector(w.output_norm, c.n_embd, "output_norm.weight");
@@ -211,6 +220,7 @@ struct CudaLlamaModel::Impl {
         allocate(inv_freq, n_pairs * sizeof(double), "RoPE frequencies");
         backend->to_device(inv_freq.get(), freq.data(), n_pairs * sizeof(double), "upload of RoPE frequencies");
         backend->synchronize();  // the host copies (weights are read in place, freq is local) must be done
+        upload_threads.reset();
     }
 
     void allocate_state() {
