@@ -103,6 +103,10 @@ step "decode with the engine options (grouped rows, fused attention, fused SwiGL
    --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
 (cd /tmp && timeout 60 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3.2-1b --quants Q4_0 Q4_K_M \
    --variants default $ALL_OPTIONS --json "$RESULTS/bench_variants_1b.json" 2>&1) | tee -a "$RESULTS/bench_variants.log" || true
+# A long context (4096 tokens cached): attention's share of the step, with and without its fusion.
+(cd /tmp && timeout 90 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b --quants Q4_0 \
+   --prefill 4096 --context 4096 --decode 32 --rounds 2 --variants default fused_attention $ALL_OPTIONS \
+   --json "$RESULTS/bench_long_context.json" 2>&1) | tee -a "$RESULTS/bench_variants.log" || true
 
 # Where a decode step's time goes, kernel by kernel (Nsight Compute), on the 8B shape.
 step "profile of one decode step (ncu): llama-3-8b Q4_0 and Q4_K_M, default and with every option"
