@@ -238,13 +238,15 @@ def bench_kernels(_cuda, bandwidth, n_tokens=1):
 def bench_gemv_shapes(_cuda, bandwidth):
     """GB/s of one token's product per GEMV variant, per type and 8B matrix shape: block shapes
     (warps sharing a row group x its rows; the model launches one of them), then the launch shape
-    with 2, 4, 8, 16 pieces in flight a lane: which the launch should use."""
+    with 2, 4, 8, 16 pieces in flight a lane, and with its registers uncapped: which the launch
+    should use."""
     rng = np.random.default_rng(4)
     names = _cuda.gemv_probe_shapes()
     out = []
     print("\nGEMV variants, one token (GB/s; 'Nw xMr' = N warps sharing a row group of M rows; 'LNf' = the "
-          "launch shape, N pieces in flight)")
+          "launch shape, N pieces in flight; 'Lnocap' = the launch shape, registers uncapped)")
     short = [n.replace(' warp(s) x ', 'w x').replace(' row(s)', 'r').replace('launch shape, ', 'L')
+              .replace('registers uncapped', 'nocap')
               .replace(' in flight', 'f') for n in names]
     print(f"{'type':<10}{'rows x cols':>14}" + "".join(f"{n:>9}" for n in short))
     for name, qtype, grouped, prefetch in KERNEL_CASES:

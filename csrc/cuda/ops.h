@@ -87,8 +87,8 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
                    float* up, const ActRowsOut& act_out, unsigned* chunk_counts, cudaStream_t stream);
 // The int8 GEMV variants that benchmarks compare on one token (Q4_0, Q8_0, Q4_K, Q6_K weights and
 // the grouped readers): block shapes (gemv_rows.cuh: GemvShape), then the launch shape with other
-// numbers of pieces a lane keeps in flight. Their count and names, and one product by variant
-// `shape`.
+// numbers of pieces a lane keeps in flight, and with no register cap. Their count and names, and
+// one product by variant `shape`.
 int gemv_probe_shape_count();
 std::string gemv_probe_shape_name(int shape);
 void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput& in, float* y, cudaStream_t stream);

@@ -159,6 +159,29 @@ struct ProbeVariant {
     using ShapeFor = std::conditional_t<std::is_void_v<Shape>, GemvLaunchShape<Q>, Shape>;
 };
 
+// The reader's launch shape with the registers uncapped (__launch_bounds__ asking for one block a
+// multiprocessor): without it ptxas may trade spills for occupancy, as it does for the grouped Q6_K
+// reader (96 registers and 12 bytes of spills; uncapped, 132 and none). Which is faster is what
+// this variant measures.
+struct UncappedRegisters {};
+template <>
+struct ProbeVariant<UncappedRegisters, 0> {
+    template <class Q>
+    using Reader = Q;
+    template <class Q>
+    using ShapeFor = GemvLaunchShape<Q>;
+};
+
+template <class Q, class Shape>
+__global__ void __launch_bounds__(kGemvWarps * kWarp, 1)
+gemv_int8_uncapped_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
+                          size_t act_row_bytes) {
+    wait_for_prior_kernels();
+    __shared__ GemvShared<Shape::kRows, 1> shared;
+    gemv_int8_rows<Q, 1, Shape>(DeviceBlock<GemvShared<Shape::kRows, 1>>{shared}, seg, row_bytes, cols, act,
+                                act_row_bytes, 1, false, block_first_row<Shape>());
+}
+
 template <int kSplit, int kRows>
 std::string variant_name(ProbeVariant<GemvShape<kSplit, kRows>, 0>) {
     return std::to_string(kSplit) + " warp(s) x " + std::to_string(kRows) + " row(s)";
@@ -167,6 +190,7 @@ template <int kInFlight>
 std::string variant_name(ProbeVariant<void, kInFlight>) {
     return "launch shape, " + std::to_string(kInFlight) + " in flight";
 }
+std::string variant_name(ProbeVariant<UncappedRegisters, 0>) { return "launch shape, registers uncapped"; }
 
 template <class Fn>
 bool with_probe_variant(int variant, Fn&& fn) {
@@ -181,10 +205,11 @@ bool with_probe_variant(int variant, Fn&& fn) {
         case 7: fn(ProbeVariant<void, 4>{}); return true;
         case 8: fn(ProbeVariant<void, 8>{}); return true;
         case 9: fn(ProbeVariant<void, 16>{}); return true;
+        case 10: fn(ProbeVariant<UncappedRegisters, 0>{}); return true;
         default: return false;
     }
 }
-constexpr int kProbeVariants = 10;
+constexpr int kProbeVariants = 11;
 
 // The readers the shapes are compared on (each shape's kernels are built for these alone).
 template <class Q>
@@ -217,9 +242,16 @@ void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput&
                 if constexpr (kProbedReader<Q>) {
                     size_t act_bytes;
                     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                    launch_int8_gemv_tile<typename Variant::template Reader<Q>, 1,
-                                          typename Variant::template ShapeFor<Q>>(seg, w, act, act_bytes, 1, false,
-                                                                                   false, stream);
+                    if constexpr (std::is_same_v<Variant, ProbeVariant<UncappedRegisters, 0>>) {
+                        using Shape = GemvLaunchShape<Q>;
+                        launch("gemv_int8_uncapped_kernel", gemv_int8_uncapped_kernel<Q, Shape>,
+                               ceil_div(seg.total_rows(), Shape::kRowsPerBlock), kGemvWarps * kWarp, stream, seg,
+                               w.row_bytes, w.cols, act, act_bytes);
+                    } else {
+                        launch_int8_gemv_tile<typename Variant::template Reader<Q>, 1,
+                                              typename Variant::template ShapeFor<Q>>(seg, w, act, act_bytes, 1, false,
+                                                                                       false, stream);
+                    }
                     known = true;
                 }
             });
