@@ -114,6 +114,26 @@ py::tuple greedy_choice_host(const FloatArray& logits) {
     return py::make_tuple(token, logprob);
 }
 
+// The engine options (CudaOptions), each a constructor argument and a read-only property.
+struct OptionField {
+    const char* name;
+    bool cuda::CudaOptions::*member;
+    const char* doc;
+};
+constexpr OptionField kOptionFields[] = {
+    {"grouped_rows", &cuda::CudaOptions::grouped_rows,
+     "Q4_0 / Q8_0 / Q6_K rows uploaded regrouped for 16-byte loads (constructor argument)."},
+    {"fused_attention", &cuda::CudaOptions::fused_attention,
+     "Attention's splits merged in its own kernel by each query's last block (constructor argument)."},
+    {"fused_swiglu_quant", &cuda::CudaOptions::fused_swiglu_quant,
+     "The SwiGLU GEMV quantizes its output for ffn_down itself (constructor argument)."},
+    {"fused_rope", &cuda::CudaOptions::fused_rope,
+     "A one-token step's Q/K/V GEMV applies RoPE and stores keys and values itself (constructor argument)."},
+    {"prefetch_weights", &cuda::CudaOptions::prefetch_weights,
+     "GEMV blocks prefetch their weight rows into the L2 before waiting for the kernel before them "
+     "(constructor argument)."},
+};
+
 // (token, log-probability) of the greedy choice after the tokens (CudaLlamaModel::forward_greedy).
 py::tuple forward_greedy(CudaLlamaModel& model,
                          const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& tokens) {
@@ -381,8 +401,8 @@ PYBIND11_MODULE(_cuda, m) {
     m.def("gemv_probe_shapes", &edgellama::cuda::gemv_probe_shapes,
           "Names of the int8 GEMV variants time_matmul(gemv_shape=i) compares (block shapes, then pieces in flight).");
     m.def("device_description", &edgellama::cuda::device_description, py::arg("device") = 0);
-    py::class_<CudaLlamaModel>(m, "CudaLlamaModel")
-        .def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
+    py::class_<CudaLlamaModel> model(m, "CudaLlamaModel");
+    model.def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false,
              py::arg("fused_swiglu_quant") = false, py::arg("fused_rope") = false,
              py::arg("prefetch_weights") = false)
@@ -399,23 +419,12 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly("device_name", &CudaLlamaModel::device_name)
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
-        .def_property_readonly(
-            "grouped_rows", [](const CudaLlamaModel& m) { return m.options().grouped_rows; },
-            "Q4_0 / Q8_0 / Q6_K rows uploaded regrouped for 16-byte loads (constructor argument).")
-        .def_property_readonly(
-            "fused_attention", [](const CudaLlamaModel& m) { return m.options().fused_attention; },
-            "Attention's splits merged in its own kernel by each query's last block (constructor argument).")
-        .def_property_readonly(
-            "fused_swiglu_quant", [](const CudaLlamaModel& m) { return m.options().fused_swiglu_quant; },
-            "The SwiGLU GEMV quantizes its output for ffn_down itself (constructor argument).")
-        .def_property_readonly(
-            "fused_rope", [](const CudaLlamaModel& m) { return m.options().fused_rope; },
-            "A one-token step's Q/K/V GEMV applies RoPE and stores keys and values itself (constructor argument).")
-        .def_property_readonly(
-            "prefetch_weights", [](const CudaLlamaModel& m) { return m.options().prefetch_weights; },
-            "GEMV blocks prefetch their weight rows into the L2 before waiting for the kernel before them "
-            "(constructor argument).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,
                       "Prefill (16+ tokens) of quantized weights on int8 tensor cores (True by default, sm_80+).")
         .def_property_readonly_static("max_batch", [](py::object) { return CudaLlamaModel::kMaxBatch; });
+    for (const b::OptionField& option : b::kOptionFields) {  // each constructor argument, read back
+        model.def_property_readonly(
+            option.name, [member = option.member](const CudaLlamaModel& m) { return m.options().*member; },
+            option.doc);
+    }
 }

@@ -351,13 +351,8 @@ struct CudaLlamaModel::Impl {
 
     // The n float rows x (cols each) whose int8 rows an operation already wrote into `act`.
     MatmulInput input_quantized_in(const float* x, int64_t n, int64_t cols, const ActRowsOut& act) const {
-        MatmulInput in;
-        in.x = x;
-        in.n = n;
-        in.cols = cols;
+        MatmulInput in = input_of(x, n, cols, ActNeeds{});
         (act.block == act_block_size(ActFormat::Q8_32) ? in.act32 : in.act256) = act.rows;
-        in.use_mma = use_mma;
-        in.prefetch_weights = options.prefetch_weights;
         return in;
     }
 
