@@ -110,6 +110,7 @@ def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, 
     if limit <= 0:
         return
     token, logprob = sampler.sample(logits, history)
+    engine_chooses = sampler.is_plain_greedy  # the engine's own greedy choice (on a GPU, only it comes back)
     while True:
         if token in stop_ids:
             stats.decode_seconds = time.perf_counter() - decode_start
@@ -129,7 +130,7 @@ def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, 
             yield TokenRecord(token, text, logprob, "length")
             return
         yield TokenRecord(token, text, logprob)
-        if sampler.is_plain_greedy:  # the engine chooses (on a GPU, only the choice comes back)
+        if engine_chooses:
             token, logprob = llm.eval_greedy([token])
         else:
             token, logprob = sampler.sample(llm.eval([token]), history)

@@ -64,7 +64,11 @@ class Llama:
         self._core = _create_backend(device, self.model, n_ctx, n_threads)
         # The CUDA engine can make a greedy choice itself, so that only the token comes back
         # (eval_greedy); EDGELLAMA_CUDA_GREEDY=1 until that has run on a GPU.
-        self._greedy_on_device = device == "cuda" and os.environ.get("EDGELLAMA_CUDA_GREEDY", "0") == "1"
+        self._greedy_on_device = False
+        if device == "cuda":
+            from edgellama.cuda import _env_flag  # read as the engine's other settings are
+
+            self._greedy_on_device = _env_flag("EDGELLAMA_CUDA_GREEDY")
         self._lock = threading.Lock()  # the core releases the GIL: one forward at a time
         self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
         self._tokenizer = None
