@@ -575,7 +575,8 @@ def test_grouped_upload_on_several_threads_gives_the_same_engine(case_files):
 def test_engine_greedy_step_on_the_host_returns_the_choice_of_its_logits(case_files):
     """forward_greedy (the last token's logits kept on the device, the greedy choice made there)
     after a prefill and after single-token steps: the argmax of the logits forward gives for the
-    same tokens, and their log-softmax; the cache advances the same."""
+    same tokens, and their log-softmax; the cache advances the same. Ids outside the vocabulary and
+    a context overflow are clear errors that evaluate nothing."""
     path = case_files["gqa3-Q4_1"]
     logits_engine, greedy_engine = host_engine(path, 64), host_engine(path, 64)
     for tokens in [PROMPT] + [[t] for t in DECODE[:2]]:
@@ -585,6 +586,12 @@ def test_engine_greedy_step_on_the_host_returns_the_choice_of_its_logits(case_fi
         assert logprob == pytest.approx(logits[token] - logits.max() - np.log(np.exp(logits - logits.max()).sum()),
                                         abs=1e-6)
         assert greedy_engine.n_past == logits_engine.n_past
+    n_past = greedy_engine.n_past
+    with pytest.raises(IndexError, match="outside the vocabulary"):
+        greedy_engine.forward_greedy(np.array([10**6], np.int32))
+    with pytest.raises(ValueError, match="context overflow"):
+        greedy_engine.forward_greedy(np.zeros(64, np.int32))
+    assert greedy_engine.n_past == n_past  # nothing evaluated
 
 
 @needs_module
