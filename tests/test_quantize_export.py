@@ -8,6 +8,7 @@ logits transformers computes for the same ids.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -86,8 +87,11 @@ def hf_logits(model, ids):
         cache = HalfKVCache(config=model.config)
     except TypeError:  # transformers before the config argument
         cache = HalfKVCache()
+    # transformers 5.x renamed forward's past_key_values to cache (the old name goes away in 5.40).
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     with torch.no_grad():
-        return model(torch.tensor([ids]), past_key_values=cache, use_cache=True).logits[0].numpy().astype(np.float64)
+        out = model(torch.tensor([ids]), use_cache=True, **{cache_arg: cache})
+    return out.logits[0].numpy().astype(np.float64)
 
 
 def rel_error(ours, ref):
