@@ -192,6 +192,13 @@ EDGELLAMA_HD void gemv_float_row(const Warp& warp, const RowSegments& seg, size_
     if (warp.lane() == 0) store_row_sums<NT>(acc, n_tok, r.y + r.row, r.ld, accumulate);
 }
 
+// The rows of a launch of total_rows that the block starting at block_first computes.
+template <class Shape>
+EDGELLAMA_HD int rows_of_block(int64_t total_rows, int64_t block_first) {
+    const int64_t left = total_rows - block_first;
+    return static_cast<int>(left < Shape::kRowsPerBlock ? left : Shape::kRowsPerBlock);
+}
+
 // After the block stored its `rows` outputs from block_first on (of n_rows a token, y[t * n_rows
 // + r]): counts them on the chunk of act.block rows they lie in, and if they complete it, this
 // block quantizes the chunk's n_tok token rows into act (a warp a token, as quantize_activations:
@@ -256,9 +263,8 @@ EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& s
         }
     }
     if (act_out.rows != nullptr) {
-        const int64_t rows = n_rows - block_first < Shape::kRowsPerBlock ? n_rows - block_first : Shape::kRowsPerBlock;
-        quantize_finished_chunk(block, seg.y[0], n_rows, n_tok, block_first, static_cast<int>(rows), act_out,
-                                chunk_counts);
+        quantize_finished_chunk(block, seg.y[0], n_rows, n_tok, block_first, rows_of_block<Shape>(n_rows, block_first),
+                                act_out, chunk_counts);
     }
 }
 
@@ -287,8 +293,7 @@ EDGELLAMA_HD void gemv_int8_rope_rows(const Block& block, const RowSegments& seg
                                       const uint8_t* act, size_t act_row_bytes, int64_t block_first,
                                       const RopeStore& rope, unsigned* head_counts) {
     gemv_int8_rows<Q, 1, Shape>(block, seg, row_bytes, cols, act, act_row_bytes, 1, false, block_first);
-    const int64_t left = seg.total_rows() - block_first;
-    const unsigned rows = static_cast<unsigned>(left < Shape::kRowsPerBlock ? left : Shape::kRowsPerBlock);
+    const unsigned rows = static_cast<unsigned>(rows_of_block<Shape>(seg.total_rows(), block_first));
     const QkvHead head = qkv_head_of(locate_row(seg, block_first), rope);
     if (!last_to_finish(block, head_counts + head.count, rows, head.rows)) return;
     const int64_t q_width = rope.n_head * rope.head_dim, kv_width = rope.n_head_kv * rope.head_dim;
