@@ -8,14 +8,19 @@
 from edgellama.errors import (
     ContextOverflowError,
     EdgellamaError,
+    InsufficientMemoryError,
+    InvalidArgumentError,
     InvalidGGUFError,
+    InvalidMetadataError,
+    ModelBusyError,
     ModelLoadError,
     UnsupportedModelError,
 )
 
 __version__ = "0.1.0"
-__all__ = ["Llama", "EdgellamaError", "ModelLoadError", "InvalidGGUFError", "UnsupportedModelError",
-           "ContextOverflowError"]
+__all__ = ["Llama", "EdgellamaError", "ModelLoadError", "InvalidGGUFError", "InvalidMetadataError",
+           "UnsupportedModelError", "ContextOverflowError", "InvalidArgumentError", "InsufficientMemoryError",
+           "ModelBusyError"]
 
 
 def __getattr__(name):
