@@ -2,7 +2,8 @@
 
 The template comes from the GGUF metadata (`tokenizer.chat_template`, a Jinja2 template as Hugging
 Face tokenizers ship it) and is rendered in a sandboxed Jinja2 environment: a model file is
-untrusted input, and a template must not reach Python internals. The environment offers what
+untrusted input, and a template must not reach Python internals, nor run without bounds on time,
+memory or nesting (:mod:`edgellama.chat_sandbox` holds the limits). The environment offers what
 Hugging Face templates expect: the variables `messages`, `add_generation_prompt`, `bos_token`,
 `eos_token` (and the other special tokens), `tools` and `documents` (None unless given), any extra keyword
 (e.g. `date_string`, which Llama 3.x templates read); the functions `raise_exception` and
@@ -12,21 +13,23 @@ Hugging Face templates expect: the variables `messages`, `add_generation_prompt`
 A file without a template gets a built-in one chosen by its vocabulary: `<|eot_id|>` -> llama3,
 a SentencePiece (`llama`) vocabulary -> llama2 (`[INST]`), otherwise (e.g. `<|im_start|>`) ->
 chatml. Each family also names the tokens that end an assistant turn (:attr:`ChatTemplate.stop_tokens`).
+
+Messages are mappings with a string ``role``. ``content`` is a string, None (read as ""; e.g. an
+assistant turn that only calls tools), or a list of OpenAI content parts of type ``text``, whose
+texts are joined with newlines; anything else is refused with :class:`ChatTemplateError`.
+:meth:`ChatTemplate.encode` tokenizes a conversation so that only the template's own markup
+becomes control tokens: a message that spells ``<|im_end|>`` gets the text, not the token
+(:mod:`edgellama.chat_tokens`).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from jinja2 import nodes
-from jinja2.exceptions import TemplateError
-from jinja2.ext import Extension, loopcontrols
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-from edgellama.errors import EdgellamaError
+from edgellama.chat_sandbox import ChatTemplateError, parse_template, render_template
+from edgellama.chat_tokens import control_token_cuts
 
 __all__ = [
     "ChatTemplate", "ChatTemplateError", "BUILTIN_TEMPLATES", "FAMILY_STOP_TOKENS",
@@ -91,46 +94,6 @@ FAMILY_STOP_TOKENS: Mapping[str, Tuple[str, ...]] = {
 }
 
 
-class ChatTemplateError(EdgellamaError, ValueError):
-    """The chat template is malformed, or it rejected the messages (raise_exception)."""
-
-
-def _raise_exception(message: str):
-    raise ChatTemplateError(f"chat template: {message}")
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.now().strftime(fmt)
-
-
-def _tojson(value: Any, ensure_ascii: bool = False, indent: Optional[int] = None,
-            separators: Optional[Tuple[str, str]] = None, sort_keys: bool = False) -> str:
-    # Plain JSON, as Hugging Face renders it (Jinja's own filter HTML-escapes <, >, & and ').
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
-
-
-class _GenerationBlock(Extension):
-    """``{% generation %}...{% endgeneration %}`` marks the assistant's part in training templates;
-    for rendering it is transparent."""
-
-    tags = {"generation"}
-
-    def parse(self, parser):
-        lineno = next(parser.stream).lineno
-        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return nodes.Scope(body, lineno=lineno)
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols, _GenerationBlock])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    return env
-
-
 def detect_family(tokenizer) -> str:
     """``"llama3"`` when the vocabulary has ``<|eot_id|>``, ``"llama2"`` for a SentencePiece
     (``llama``) vocabulary, else ``"chatml"``."""
@@ -155,10 +118,7 @@ class ChatTemplate:
     special_tokens: Dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
-        try:
-            self._template = _environment().from_string(self.source)
-        except TemplateError as exc:
-            raise ChatTemplateError(f"cannot parse the chat template: {exc}") from exc
+        self._template = parse_template(self.source)
 
     @classmethod
     def builtin(cls, family: str, bos_token: str = "", eos_token: str = "") -> "ChatTemplate":
@@ -182,7 +142,7 @@ class ChatTemplate:
         candidates = FAMILY_STOP_TOKENS[family] + ((eos,) if eos else ())
         stops = tuple(t for t in dict.fromkeys(candidates) if tokenizer.token_id(t) is not None)
         source = meta.get("tokenizer.chat_template") or BUILTIN_TEMPLATES[family]
-        return cls(str(source), bos, eos, family, stops, specials)
+        return cls(source, bos, eos, family, stops, specials)
 
     def stop_ids(self, tokenizer) -> FrozenSet[int]:
         """Ids of :attr:`stop_tokens` in ``tokenizer``'s vocabulary, plus its eos/eot."""
@@ -195,28 +155,100 @@ class ChatTemplate:
                tools: Optional[List[Dict[str, Any]]] = None,
                documents: Optional[List[Dict[str, Any]]] = None, **variables: Any) -> str:
         """The prompt text. ``variables`` become template variables too (e.g.
-        ``date_string="26 Jul 2024"`` for Llama 3.x templates)."""
-        for m in messages:
-            if not isinstance(m, Mapping) or "role" not in m:
-                raise ChatTemplateError(f"each message needs a 'role', got {m!r}")
-        context: Dict[str, Any] = dict(self.special_tokens)
-        context.update(bos_token=self.bos_token, eos_token=self.eos_token)
-        # Always defined (None when absent), as templates test `tools is not none`.
-        context.update(tools=tools, documents=documents)
-        context.update(variables)
-        try:
-            return self._template.render(messages=list(messages), add_generation_prompt=add_generation_prompt,
-                                         **context)
-        except ChatTemplateError:
-            raise
-        except TemplateError as exc:
-            raise ChatTemplateError(f"the chat template failed to render: {exc}") from exc
+        ``date_string="26 Jul 2024"`` for Llama 3.x templates).
+
+        The text holds the messages verbatim, so a message may spell a control token; tokenize a
+        conversation with :meth:`encode`, which keeps message text plain, rather than tokenizing
+        this text with ``special=True``. Raises :class:`ChatTemplateError` for malformed messages
+        and for every failure of the template (see :mod:`edgellama.chat_sandbox` for its limits)."""
+        caller = _caller_variables(messages, tools, documents, variables)
+        return self._render(caller, add_generation_prompt)
 
     def encode(self, tokenizer, messages: Sequence[Message], add_generation_prompt: bool = True,
-               **kwargs: Any) -> List[int]:
-        """Render and tokenize (``special=True``: the template's control tokens are real). BOS
-        is added only when the rendered text does not already start with it."""
-        text = self.render(messages, add_generation_prompt=add_generation_prompt, **kwargs)
-        starts_with_bos = bool(self.bos_token) and text.startswith(self.bos_token)
-        add_bos = False if starts_with_bos else None
-        return tokenizer.encode(text, add_bos=add_bos, special=True)
+               tools: Optional[List[Dict[str, Any]]] = None,
+               documents: Optional[List[Dict[str, Any]]] = None, **variables: Any) -> List[int]:
+        """Render and tokenize: the template's markup becomes control tokens, while the text of
+        the messages (and of tools, documents and ``variables``) stays text even where it spells
+        a control token such as ``<|im_end|>`` (:mod:`edgellama.chat_tokens`). When no message
+        spells one, the ids are those of tokenizing :meth:`render`'s output with ``special=True``.
+
+        The vocabulary's BOS (when its ``add_bos`` says so) is added unless the template already
+        wrote it. Raises :class:`ChatTemplateError` when a message holds a control-token string
+        and the template transforms message text, so that it cannot be kept plain safely."""
+        caller = _caller_variables(messages, tools, documents, variables)
+        prompt = self._render(caller, add_generation_prompt)
+        cuts = control_token_cuts(tokenizer, prompt, caller,
+                                  lambda marked: self._render(marked, add_generation_prompt))
+        ids = tokenizer.encode(prompt, add_bos=False, special=True, split_special_at=cuts)
+        if tokenizer.add_bos and not (ids and ids[0] == tokenizer.bos_id):
+            if tokenizer.bos_id is None:
+                raise ChatTemplateError("the vocabulary asks for a BOS token (add_bos) but has none")
+            ids.insert(0, tokenizer.bos_id)
+        return ids
+
+    def _render(self, caller: Dict[str, Any], add_generation_prompt: bool) -> str:
+        context: Dict[str, Any] = dict(self.special_tokens)
+        context.update(bos_token=self.bos_token, eos_token=self.eos_token)
+        context.update(caller)
+        context["add_generation_prompt"] = add_generation_prompt
+        return render_template(self._template, context)
+
+
+# -- messages ----------------------------------------------------------------------------------
+
+
+def _caller_variables(messages: Sequence[Message], tools: Any, documents: Any,
+                      variables: Dict[str, Any]) -> Dict[str, Any]:
+    """The template variables the caller supplies, messages checked and normalized. ``tools`` and
+    ``documents`` are always defined (None when absent), as templates test ``tools is not none``."""
+    caller = dict(variables)
+    caller.update(tools=tools, documents=documents, messages=normalize_messages(messages))
+    return caller
+
+
+def normalize_messages(messages: Sequence[Message]) -> List[Dict[str, Any]]:
+    """Copies of ``messages`` ready for a template: each a dict with a string ``role``; its
+    ``content`` a string (None becomes "", a list of text parts their texts joined with "\\n").
+    Other fields (``name``, ``tool_calls``, ...) are passed on as they are. Raises
+    :class:`ChatTemplateError` naming the message and the problem otherwise."""
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise ChatTemplateError(f"messages must be a list of {{'role', 'content'}} mappings, "
+                                f"got {type(messages).__name__}")
+    return [_normalize_message(i, m) for i, m in enumerate(messages)]
+
+
+def _normalize_message(index: int, message: Any) -> Dict[str, Any]:
+    if not isinstance(message, Mapping):
+        raise ChatTemplateError(f"message {index} must be a mapping with 'role' and 'content', "
+                                f"got {type(message).__name__}")
+    if "role" not in message:
+        raise ChatTemplateError(f"message {index} has no 'role'")
+    if not isinstance(message["role"], str):
+        raise ChatTemplateError(f"message {index}: 'role' must be a string, got {type(message['role']).__name__}")
+    normalized = dict(message)
+    if "content" in message:
+        normalized["content"] = _content_text(index, message["content"])
+    return normalized
+
+
+def _content_text(index: int, content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, (list, tuple)):
+        return "\n".join(_part_text(index, j, part) for j, part in enumerate(content))
+    raise ChatTemplateError(f"message {index}: 'content' must be a string, a list of text parts or "
+                            f"None, got {type(content).__name__}")
+
+
+def _part_text(index: int, part_index: int, part: Any) -> str:
+    where = f"message {index}, content part {part_index}"
+    if not isinstance(part, Mapping):
+        raise ChatTemplateError(f"{where} must be a mapping like {{'type': 'text', 'text': ...}}, "
+                                f"got {type(part).__name__}")
+    if part.get("type") != "text":
+        raise ChatTemplateError(f"{where} has type {repr(part.get('type'))[:40]}; only 'text' parts are supported")
+    if not isinstance(part.get("text"), str):
+        raise ChatTemplateError(f"{where}: 'text' must be a string, got {type(part.get('text')).__name__}")
+    return part["text"]

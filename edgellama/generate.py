@@ -94,7 +94,10 @@ def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, 
 
     The prompt is prefilled reusing the cached prefix it shares with the previous sequence. A
     sampled end-of-turn token is yielded (with the held-back tail as its text) but not counted in
-    stats.generated_tokens and not evaluated. max_tokens=None runs until the context is full."""
+    stats.generated_tokens and not evaluated. max_tokens=None runs until the context is full.
+
+    It uses llm's cache between its steps, so it must run as the model's owner (api.run_records
+    wraps it so); it touches the model no more once it has yielded the record with a finish_reason."""
     from edgellama.tokenizer import StreamDecoder
 
     decoder = StreamDecoder(llm.tokenizer)
@@ -137,9 +140,12 @@ def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, 
         stats.decode_seconds = time.perf_counter() - decode_start
 
 
-def stream_text(llm, prompt_ids: List[int], max_tokens: int, sampler, stops: Sequence[str],
-                stats: GenerationStats) -> Iterator[str]:
-    """Yields text pieces of the continuation of prompt_ids (see Llama.generate); fills stats."""
-    for record in iter_tokens(llm, prompt_ids, max_tokens, sampler, stops, stats):
-        if record.text:
-            yield record.text
+def text_pieces(records: Iterator[TokenRecord]) -> Iterator[str]:
+    """The non-empty texts of records (Llama.generate with stream=True); closing this generator
+    closes records at once, which gives the model back."""
+    try:
+        for record in records:
+            if record.text:
+                yield record.text
+    finally:
+        records.close()

@@ -18,7 +18,7 @@ from typing import Any, Dict, FrozenSet, List, Optional
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from edgellama.errors import InvalidGGUFError
+from edgellama.errors import InvalidGGUFError, InvalidMetadataError
 
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
@@ -125,9 +125,7 @@ def _parse(c: _Cursor, keys: Optional[FrozenSet[str]]) -> GGUFHeader:
         decode = keys is None or key in keys or key == "general.alignment"
         value, item_type = _read_value(c, value_type, key, decode)
         if key == "general.alignment":
-            if value_type != 4 or value == 0 or value & (value - 1):
-                c.fail(f"general.alignment {value!r} is not a power of two stored as uint32")
-            alignment = value
+            alignment = _check_alignment(c, value_type, value)
         if decode and (keys is None or key in keys):
             header.metadata[key] = value
             header.value_types[key] = (value_type, item_type)
@@ -142,6 +140,15 @@ def _parse(c: _Cursor, keys: Optional[FrozenSet[str]]) -> GGUFHeader:
                    "the file is truncated or corrupt", name)
         header.tensors.append(TensorInfo(name, dims, qtype, start, n_bytes))
     return header
+
+
+def _check_alignment(c: _Cursor, value_type: int, value) -> int:
+    """general.alignment: the GGUF spec requires a uint32 multiple of 8 (the block readers rely on
+    tensor data aligned at least that far)."""
+    if value_type != 4 or value == 0 or value % 8:
+        raise InvalidMetadataError(c.path, "general.alignment", value,
+                                   "must be a non-zero multiple of 8 stored as uint32 (GGUF spec)")
+    return value
 
 
 def _read_value(c: _Cursor, value_type: int, key: str, decode: bool):

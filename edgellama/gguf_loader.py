@@ -5,7 +5,9 @@ vocabulary entry, seconds and ~90 MB for a 128k vocabulary) and the file is memo
 read-only: tensor data is never copied, the C++ core receives addresses inside the mapping. Because those addresses are trusted by C++, every
 property the core relies on is checked here first: the architecture, the hyper-parameters, each
 required tensor's presence, type and shape, and that its bytes lie inside the file. A violation
-raises `InvalidGGUFError` or `UnsupportedModelError` naming the file, the tensor and the problem.
+raises `InvalidGGUFError` or `UnsupportedModelError` naming the file, the tensor and the problem;
+a metadata value of the wrong type or outside its range raises `InvalidMetadataError` naming the
+key and the value (every value is read through edgellama.gguf_metadata's typed readers).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Container, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 from gguf import GGMLQuantizationType
@@ -21,6 +23,7 @@ from gguf.quants import dequantize
 
 from edgellama.errors import InvalidGGUFError, UnsupportedModelError
 from edgellama.gguf_header import TensorInfo, read_gguf_header
+from edgellama.gguf_metadata import FLOAT32_TINY, INT32_MAX, TOKENS, MetadataReader, check_tokenizer_metadata
 
 T = GGMLQuantizationType
 
@@ -94,26 +97,48 @@ class GGUFModel:
 
 
 def load_gguf(path) -> GGUFModel:
-    """Opens and validates a llama GGUF file. Raises InvalidGGUFError / UnsupportedModelError."""
+    """Opens and validates a llama GGUF file. Raises InvalidGGUFError (InvalidMetadataError for a
+    metadata value of the wrong type or range) / UnsupportedModelError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     header = read_gguf_header(path)
+    config = validate_llama_metadata(path, header.metadata, {t.name: t.dims for t in header.tensors})
+    _check_tensor_types(path, config, header.tensors)
     metadata = {k: v for k, v in header.metadata.items() if not k.startswith("tokenizer.")}
     tokenizer_metadata = {k: v for k, v in header.metadata.items() if k.startswith("tokenizer.")}
     # Small tokenizer scalars are useful metadata too (the CLI shows them).
     metadata.update({k: v for k, v in tokenizer_metadata.items() if not isinstance(v, list)})
-    arch = metadata.get("general.architecture")
-    if arch is None:
-        raise InvalidGGUFError(path, "metadata key 'general.architecture' is missing")
-    if arch != "llama":
-        raise UnsupportedModelError(path, f"architecture '{arch}' is not supported (edgellama runs 'llama')")
     mapping = np.memmap(path, dtype=np.uint8, mode="r")  # read-only: the core never writes weights
     tensors = {t.name: _tensor_view(t, mapping) for t in header.tensors}
-    config = _read_config(path, metadata, tensors)
-    _validate_tensors(path, config, tensors)
+    _vectors_to_f32(config, tensors)
     return GGUFModel(path, config, tensors, metadata, tokenizer_metadata,
                      _file_type_name(metadata.get("general.file_type")), mapping)
+
+
+def validate_llama_metadata(path, metadata: Mapping[str, Any], dims: Mapping[str, tuple]) -> ModelConfig:
+    """The hyper-parameters of a llama GGUF file, after checking, from its metadata and the dims
+    of its tensors (GGUF order, ne0 first) alone, no tensor data read: the architecture, every
+    hyper-parameter's type and range, the tokenizer metadata, and that every tensor the forward
+    step reads is present with the shape the hyper-parameters imply. Shared by the loader and
+    `edgellama quantize` (which checks what it is about to write the same way).
+
+    Counts are bounded by what the file holds *before* anything loops over them (a block count of
+    2**32-1 in a file of 20 tensors fails at once). Raises InvalidMetadataError naming the key and
+    value, InvalidGGUFError naming the tensor, or UnsupportedModelError.
+    """
+    reader = MetadataReader(path, metadata)
+    arch = reader.text("general.architecture")
+    if arch != "llama":
+        raise UnsupportedModelError(path, f"architecture '{arch}' is not supported (edgellama runs 'llama')")
+    config = _read_config(reader, dims)
+    reader.integer("general.file_type", None, low=0, high=INT32_MAX)
+    tokens = check_tokenizer_metadata(reader)
+    if tokens is not None and len(tokens) != config.n_vocab:
+        reader.fail(TOKENS, tokens, f"has {len(tokens)} tokens but the model's vocabulary (token_embd.weight "
+                                    f"rows) has {config.n_vocab}")
+    _check_tensor_shapes(path, config, dims)
+    return config
 
 
 def _tensor_view(t: TensorInfo, mapping: np.memmap) -> TensorView:
@@ -127,54 +152,82 @@ def _tensor_view(t: TensorInfo, mapping: np.memmap) -> TensorView:
     return TensorView(t.name, t.type, t.dims, data)
 
 
-def _required_int(path, metadata, key) -> int:
-    value = metadata.get(key)
-    if value is None:
-        raise InvalidGGUFError(path, f"metadata key '{key}' is missing")
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise InvalidGGUFError(path, f"metadata key '{key}' must be a positive integer, got {value!r}")
-    return int(value)
+# Tensors of one transformer block, and the ones outside the blocks that every model has.
+LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up",
+                 "ffn_down")
+GLOBAL_TENSORS = ("token_embd.weight", "output_norm.weight")
 
 
-def _read_config(path: Path, md: Dict[str, Any], tensors: Dict[str, TensorView]) -> ModelConfig:
-    n_embd = _required_int(path, md, "llama.embedding_length")
-    n_head = _required_int(path, md, "llama.attention.head_count")
-    n_head_kv = int(md.get("llama.attention.head_count_kv", n_head))
-    head_dim = int(md.get("llama.attention.key_length", n_embd // n_head))
-    value_dim = int(md.get("llama.attention.value_length", head_dim))
+def _layer_tensor_names(layer: int) -> list:
+    return [f"blk.{layer}.{name}.weight" for name in LAYER_TENSORS]
+
+
+def _read_config(r: MetadataReader, dims: Mapping[str, tuple]) -> ModelConfig:
+    """Every hyper-parameter, read with its type and range. The ranges come from the tensors where
+    one determines the value (widths, vocabulary size), so no later step sees a count the file
+    cannot back; the shapes themselves are checked afterwards by _check_tensor_shapes."""
+    def required_dim(name: str, axis: int) -> int:
+        if name not in dims:
+            raise InvalidGGUFError(r.path, "required tensor is missing", name)
+        shape = dims[name]
+        return int(shape[axis]) if axis < len(shape) else 1
+
+    embd_cols, embd_rows = required_dim("token_embd.weight", 0), required_dim("token_embd.weight", 1)
+    n_embd = r.integer("llama.embedding_length", low=1, high=INT32_MAX)
+    if n_embd != embd_cols:
+        r.fail("llama.embedding_length", n_embd, f"token_embd.weight has rows of {embd_cols}")
+    n_vocab = r.integer("llama.vocab_size", embd_rows, low=1, high=INT32_MAX)
+    if n_vocab != embd_rows:
+        r.fail("llama.vocab_size", n_vocab, f"token_embd.weight has {embd_rows} rows (one per token)")
+    # Each block has len(LAYER_TENSORS) tensors of its own: the tensor table bounds the count.
+    max_layers = max(0, len(dims) - len(GLOBAL_TENSORS)) // len(LAYER_TENSORS)
+    n_layer = r.integer("llama.block_count", low=1, high=2**64)  # bounded by the tensors just below
+    if n_layer > max_layers:
+        needed = [*GLOBAL_TENSORS, *(name for i in range(max_layers + 1) for name in _layer_tensor_names(i))]
+        missing = next((name for name in needed if name not in dims), None)
+        r.fail("llama.block_count", n_layer, f"the file has {len(dims)} tensors, room for at most {max_layers} "
+                                            f"blocks of {len(LAYER_TENSORS)}" + (f" ({missing} is missing)"
+                                                                                 if missing else ""))
+    n_head = r.integer("llama.attention.head_count", low=1, high=n_embd)
+    n_head_kv = r.integer("llama.attention.head_count_kv", n_head, low=1, high=n_head)
+    if n_head % n_head_kv:
+        r.fail("llama.attention.head_count_kv", n_head_kv, f"head_count {n_head} is not a multiple of it")
+    q_rows = required_dim("blk.0.attn_q.weight", 1)
+    head_dim = r.integer("llama.attention.key_length", n_embd // n_head, low=1, high=q_rows)
+    value_dim = r.integer("llama.attention.value_length", head_dim, low=1, high=q_rows)
     if value_dim != head_dim:
-        raise UnsupportedModelError(path, f"value_length {value_dim} differs from key_length {head_dim}")
-    if n_head_kv <= 0 or n_head % n_head_kv:
-        raise InvalidGGUFError(path, f"head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")
-    rope_dim = int(md.get("llama.rope.dimension_count", head_dim))
-    if rope_dim <= 0 or rope_dim > head_dim or rope_dim % 2:
-        raise InvalidGGUFError(path, f"rope.dimension_count {rope_dim} must be even and at most head_dim {head_dim}")
-    scaling = md.get("llama.rope.scaling.type")
-    if scaling not in (None, "none") and float(md.get("llama.rope.scaling.factor", 1.0)) != 1.0:
-        raise UnsupportedModelError(path, f"rope scaling type '{scaling}' is not supported yet")
-    embd = tensors.get("token_embd.weight")
-    if embd is None:
-        raise InvalidGGUFError(path, "required tensor is missing", "token_embd.weight")
-    n_vocab = int(md.get("llama.vocab_size", embd.rows))
+        raise UnsupportedModelError(r.path, f"value_length {value_dim} differs from key_length {head_dim}")
+    n_ff = r.integer("llama.feed_forward_length", low=1, high=INT32_MAX)
+    gate_rows = required_dim("blk.0.ffn_gate.weight", 1)
+    if n_ff != gate_rows:
+        r.fail("llama.feed_forward_length", n_ff, f"blk.0.ffn_gate.weight has {gate_rows} rows")
+    rope_dim = r.integer("llama.rope.dimension_count", head_dim, low=2, high=head_dim)
+    if rope_dim % 2:
+        r.fail("llama.rope.dimension_count", rope_dim, "must be even (RoPE rotates pairs of dimensions)")
+    scaling = r.text("llama.rope.scaling.type", None)
+    factor = r.real("llama.rope.scaling.factor", 1.0, low=0.0, low_open=True)
+    if scaling not in (None, "none") and factor != 1.0:
+        raise UnsupportedModelError(r.path, f"rope scaling type '{scaling}' is not supported yet")
     return ModelConfig(
-        n_vocab=n_vocab, n_embd=n_embd,
-        n_layer=_required_int(path, md, "llama.block_count"),
-        n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
-        n_ff=_required_int(path, md, "llama.feed_forward_length"),
-        rope_dim=rope_dim,
-        rope_base=float(md.get("llama.rope.freq_base", 10000.0)),
-        rms_eps=float(md.get("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        context_length=int(md.get("llama.context_length", 2048)),
+        n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
+        n_ff=n_ff, rope_dim=rope_dim,
+        # RoPE computes base ** (-2i / rope_dim): any finite positive base is well defined.
+        rope_base=r.real("llama.rope.freq_base", 10000.0, low=0.0, low_open=True),
+        # RMSNorm divides by sqrt(mean(x^2) + eps): eps must keep that away from 0 (also in
+        # float32, where the core receives it) and not swamp mean(x^2).
+        rms_eps=r.real("llama.attention.layer_norm_rms_epsilon", 1e-5, low=FLOAT32_TINY, high=1.0, high_open=True),
+        context_length=r.integer("llama.context_length", 2048, low=1, high=2**32 - 1),
     )
 
 
-def expected_shapes(c: ModelConfig, tensors: Dict[str, TensorView]) -> Dict[str, tuple]:
-    """GGUF dims (ne0, ne1) of every tensor the llama forward reads."""
+def expected_shapes(c: ModelConfig, tensor_names: Container[str]) -> Dict[str, tuple]:
+    """GGUF dims (ne0, ne1) of every tensor the llama forward reads (tensor_names: the tensors
+    the file has, which decide whether the optional output.weight and rope_freqs.weight are read)."""
     q_width, kv_width = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
     shapes = {"token_embd.weight": (c.n_embd, c.n_vocab), "output_norm.weight": (c.n_embd,)}
-    if "output.weight" in tensors:
+    if "output.weight" in tensor_names:
         shapes["output.weight"] = (c.n_embd, c.n_vocab)
-    if "rope_freqs.weight" in tensors:
+    if "rope_freqs.weight" in tensor_names:
         shapes["rope_freqs.weight"] = (c.rope_dim // 2,)
     for i in range(c.n_layer):
         p = f"blk.{i}."
@@ -192,32 +245,49 @@ def expected_shapes(c: ModelConfig, tensors: Dict[str, TensorView]) -> Dict[str,
     return shapes
 
 
-def _validate_tensors(path: Path, config: ModelConfig, tensors: Dict[str, TensorView]) -> None:
-    for name, shape in expected_shapes(config, tensors).items():
-        t = tensors.get(name)
-        if t is None:
+def _check_tensor_shapes(path: Path, config: ModelConfig, dims: Mapping[str, tuple]) -> None:
+    for name, shape in expected_shapes(config, dims).items():
+        if name not in dims:
             raise InvalidGGUFError(path, "required tensor is missing", name)
-        if t.dims != shape:
-            raise InvalidGGUFError(path, f"shape {list(t.dims)} does not match the hyper-parameters, "
+        if dims[name] != shape:
+            raise InvalidGGUFError(path, f"shape {list(dims[name])} does not match the hyper-parameters, "
                                          f"which imply {list(shape)}", name)
-        if len(shape) == 1:
-            if t.type not in FLOAT_TYPES:
-                raise UnsupportedModelError(path, f"vector tensor of type {t.type.name} (expected F32/F16/BF16)", name)
-            if t.type != T.F32:
-                t.data = np.ascontiguousarray(dequantize(t.data, t.type), dtype=np.float32)
-                t.type = T.F32
-        elif t.type not in SUPPORTED_TYPES:
+
+
+def _check_tensor_types(path: Path, config: ModelConfig, tensors: Sequence[TensorInfo]) -> None:
+    """The forward step's vectors (norms, rope factors) must be float, its matrices of a type the
+    core has kernels for (other tensors in the file are never read)."""
+    used = expected_shapes(config, {t.name for t in tensors})
+    for t in tensors:
+        if t.name not in used:
+            continue
+        if len(t.dims) == 1 and t.type not in FLOAT_TYPES:
+            raise UnsupportedModelError(path, f"vector tensor of type {t.type.name} (expected F32/F16/BF16)", t.name)
+        if len(t.dims) > 1 and t.type not in SUPPORTED_TYPES:
             supported = ", ".join(sorted(q.name for q in SUPPORTED_TYPES))
-            raise UnsupportedModelError(path, f"tensor type {t.type.name} is not supported (supported: {supported})", name)
+            raise UnsupportedModelError(path, f"tensor type {t.type.name} is not supported (supported: {supported})",
+                                        t.name)
+
+
+def _vectors_to_f32(config: ModelConfig, tensors: Dict[str, TensorView]) -> None:
+    """The core reads vectors as float32: F16/BF16 ones the model uses are converted (small)."""
+    for name, shape in expected_shapes(config, tensors).items():
+        t = tensors[name]
+        if len(shape) == 1 and t.type != T.F32:
+            t.data = np.ascontiguousarray(dequantize(t.data, t.type), dtype=np.float32)
+            t.type = T.F32
 
 
 def _file_type_name(file_type) -> Optional[str]:
+    """The name of a general.file_type value (for display: any value is shown somehow)."""
     if file_type is None:
         return None
+    if not isinstance(file_type, int) or isinstance(file_type, bool):
+        return str(file_type)
     try:
         from gguf import LlamaFileType
 
-        return LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
+        return LlamaFileType(file_type).name.removeprefix("MOSTLY_")
     except (ImportError, ValueError):
         return str(file_type)
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgellama import arguments
+from edgellama import resources
 from edgellama.errors import ContextOverflowError
 from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
+from edgellama.ownership import ModelOwnership
 from edgellama.sampling import Sampler, SamplingParams, log_softmax_at
 
 DEFAULT_N_CTX = 2048
@@ -48,20 +51,30 @@ class Llama:
         device: "cpu", or "cuda" for the GPU backend (edgellama.cuda; needs the _cuda module and a GPU).
 
     The KV cache persists between calls: `eval` appends to it, `reset`/`truncate` rewind it.
+
+    Threads: one object may be shared. The cache holds one sequence, so each operation owns the
+    model while it runs (edgellama.ownership): a generation from its first token to its last, eval,
+    eval_greedy, reset and truncate for their call. A call from another thread waits its turn
+    (`busy_timeout` seconds at most, then ModelBusyError; None, the default, waits as long as it
+    takes). A streamed generation takes ownership at its first next() and keeps it until it is
+    exhausted, closed or garbage-collected; while it is unfinished, any other use of the model from
+    the thread that is consuming it raises ModelBusyError (waiting would deadlock). Tokenizing and
+    the chat template need no ownership. Generations never interleave: for several independent
+    conversations at once, use one Llama per conversation.
     """
 
     def __init__(self, model_path: Union[str, Path], n_ctx: Optional[int] = None,
                  n_threads: Optional[int] = None, device: str = "cpu"):
         self.model: GGUFModel = load_gguf(model_path)
         self.config: ModelConfig = self.model.config
-        n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else int(n_ctx)
-        n_threads = default_thread_count() if n_threads is None else int(n_threads)
-        if n_ctx < 1:
-            raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
-        if not 1 <= n_threads <= 1024:
-            raise ValueError(f"n_threads must be in [1, 1024], got {n_threads}")
+        n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else n_ctx
+        n_threads = default_thread_count() if n_threads is None else n_threads
+        # Types, ranges, and whether the window fits in memory, before anything is allocated.
+        n_ctx, n_threads = resources.check_context_request(self.config, n_ctx, n_threads,
+                                                           check_memory=device == "cpu")
         self.device = device
-        self._core = _create_backend(device, self.model, n_ctx, n_threads)
+        with resources.allocation_errors(self.config, n_ctx, n_threads):
+            self._core = _create_backend(device, self.model, n_ctx, n_threads)
         # The CUDA engine can make a greedy choice itself, so that only the token comes back
         # (eval_greedy); EDGELLAMA_CUDA_GREEDY=1 until that has run on a GPU.
         self._greedy_on_device = False
@@ -69,11 +82,14 @@ class Llama:
             from edgellama.cuda import _env_flag  # read as the engine's other settings are
 
             self._greedy_on_device = _env_flag("EDGELLAMA_CUDA_GREEDY")
-        self._lock = threading.Lock()  # the core releases the GIL: one forward at a time
+        # One operation at a time owns the cache (the core releases the GIL during a forward step).
+        self._ownership = ModelOwnership()
         self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
+        self._lazy_lock = threading.Lock()  # builds the tokenizer and the chat template once
         self._tokenizer = None
         self._chat_template = None
-        self.last_stats = None  # GenerationStats of the latest generate()
+        # GenerationStats of the latest generation to start (each generation fills its own object).
+        self.last_stats = None
 
     # --- sizes -----------------------------------------------------------------------------
     @property
@@ -99,40 +115,70 @@ class Llama:
         """Tokens currently held in the KV cache."""
         return self._core.n_past
 
+    @property
+    def busy_timeout(self) -> Optional[float]:
+        """Seconds a call waits for a generation or eval running in another thread before it raises
+        ModelBusyError; None (the default) waits for as long as it takes. A streaming generator that
+        another thread keeps referenced but no longer advances holds the model until it is closed
+        or collected: this timeout is the way out for the threads behind it."""
+        return self._ownership.timeout
+
+    @busy_timeout.setter
+    def busy_timeout(self, seconds: Optional[float]) -> None:
+        self._ownership.timeout = (None if seconds is None
+                                   else arguments.real("busy_timeout", seconds, at_least=0.0))
+
     # --- tokens ----------------------------------------------------------------------------
     @property
     def tokenizer(self):
         if self._tokenizer is None:
             from edgellama.tokenizer import Tokenizer
 
-            self._tokenizer = Tokenizer.from_metadata(self.model.tokenizer_metadata)
+            with self._lazy_lock:  # threads asking at once build it once
+                if self._tokenizer is None:
+                    self._tokenizer = Tokenizer.from_metadata(self.model.tokenizer_metadata)
         return self._tokenizer
 
     def tokenize(self, text: str, add_bos: Optional[bool] = None, special: bool = False) -> List[int]:
-        """Token ids of text. special=True lets control-token strings in text become those tokens."""
-        return self.tokenizer.encode(text, add_bos=add_bos, special=special)
+        """Token ids of text (a str). special=True lets control-token strings in text become those
+        tokens. add_bos: None follows the model's metadata."""
+        text = arguments.text("text", text)
+        add_bos = arguments.optional_flag("add_bos", add_bos)
+        return self.tokenizer.encode(text, add_bos=add_bos, special=arguments.flag("special", special))
 
     def detokenize(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids))
+        """The text of token ids (a flat sequence of integers in [0, n_vocab))."""
+        checked = arguments.token_ids("ids", ids, self.tokenizer.n_vocab, allow_empty=True)
+        return self.tokenizer.decode(checked.tolist())
 
     @property
     def chat_template(self):
         if self._chat_template is None:
             from edgellama.chat import ChatTemplate
 
-            self._chat_template = ChatTemplate.from_tokenizer_metadata(self.model.tokenizer_metadata, self.tokenizer)
+            tokenizer = self.tokenizer
+            with self._lazy_lock:
+                if self._chat_template is None:
+                    self._chat_template = ChatTemplate.from_tokenizer_metadata(self.model.tokenizer_metadata,
+                                                                               tokenizer)
         return self._chat_template
 
     def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
         """The prompt text for a conversation ([{"role": ..., "content": ...}, ...]), rendered with the
-        model's chat template. Tokenize it with special=True: the template's control tokens are real."""
+        model's chat template. The text holds the messages verbatim: tokenizing it with special=True
+        would turn a message that spells a control token ("<|im_end|>") into that token. For the
+        prompt's token ids use ``self.chat_template.encode(self.tokenizer, messages)`` (what
+        create_chat_completion does), which keeps message text plain."""
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
     # --- evaluation ------------------------------------------------------------------------
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
-        """Appends ids to the KV cache and returns float32 logits: shape (n_vocab,) for the last
-        token, or (len(ids), n_vocab) with all_logits=True. Raises ContextOverflowError when the
-        cache cannot hold them (nothing is evaluated then) and ValueError for ids outside the vocab."""
+        """Appends ids (a flat sequence of integer token ids in [0, n_vocab): a list, tuple, range or
+        1-D numpy integer array; not floats, bools or nested lists) to the KV cache and returns
+        float32 logits: shape (n_vocab,) for the last token, or (len(ids), n_vocab) with
+        all_logits=True. Raises InvalidArgumentError for other ids and ContextOverflowError when the
+        cache cannot hold them; nothing is evaluated then. Owns the model for the call."""
+        all_logits = arguments.flag("all_logits", all_logits)
         return self._evaluate(ids, lambda tokens: self._core.forward(tokens, all_logits))
 
     def eval_greedy(self, ids: Sequence[int]) -> Tuple[int, float]:
@@ -148,33 +194,29 @@ class Llama:
         return token, log_softmax_at(logits, token)
 
     def _evaluate(self, ids: Sequence[int], forward):
-        """forward(int32 token ids) under the lock, after eval's checks; the ids join the cached ones."""
-        tokens = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if tokens.size == 0:
-            raise ValueError("eval needs at least one token id")
-        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
-            bad = int(tokens[(tokens < 0) | (tokens >= self.n_vocab)][0])
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.n_vocab})")
-        with self._lock:
+        """forward(int32 token ids) while owning the model, after eval's checks; the ids join the
+        cached ones."""
+        tokens = arguments.token_ids("ids", ids, self.n_vocab)
+        with self._ownership.hold("eval"):
             if self.n_past + tokens.size > self.n_ctx:
                 raise ContextOverflowError(
                     f"{tokens.size} new tokens + {self.n_past} cached exceed the context window "
                     f"n_ctx={self.n_ctx}; use a larger n_ctx or a shorter prompt")
             result = forward(tokens.astype(np.int32))
-            self._cached_tokens.extend(int(t) for t in tokens)
+            self._cached_tokens.extend(tokens.tolist())
         return result
 
     def reset(self) -> None:
-        """Empties the KV cache."""
-        with self._lock:
+        """Empties the KV cache. Owns the model for the call."""
+        with self._ownership.hold("reset"):
             self._core.reset()
             self._cached_tokens.clear()
 
     def truncate(self, n: int) -> None:
-        """Keeps the first n cached tokens, forgetting the rest (0 <= n <= n_past)."""
-        with self._lock:
-            if not 0 <= n <= self.n_past:
-                raise ValueError(f"truncate({n}) outside [0, {self.n_past}]")
+        """Keeps the first n cached tokens, forgetting the rest (n: an integer in [0, n_past]).
+        Owns the model for the call."""
+        with self._ownership.hold("truncate"):
+            n = arguments.integer("n", n, at_least=0, at_most=self.n_past)
             self._core.truncate(n)
             del self._cached_tokens[n:]
 
@@ -195,33 +237,35 @@ class Llama:
         return self.eval(ids[keep:]), keep
 
     # --- generation ------------------------------------------------------------------------
-    def generate(self, prompt: Union[str, Sequence[int]], max_tokens: int = 128, temperature: float = 0.8,
-                 top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None,
-                 stop: Optional[Sequence[str]] = None, stream: bool = False,
+    def generate(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
+                 temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None,
+                 stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
                  add_bos: Optional[bool] = None) -> Union[str, Iterator[str]]:
-        """Continues prompt (text, or token ids). Returns the text, or with stream=True an iterator of
-        text pieces. Stops at max_tokens, an end-of-turn token, a stop string (never included) or a
-        full context window. temperature <= 0 is greedy."""
-        from edgellama.generate import GenerationStats, stream_text
+        """Continues prompt (a str, or a flat sequence of token ids). Returns the text, or with
+        stream=True an iterator of text pieces. Stops at max_tokens (None: a full context window),
+        an end-of-turn token, a stop string (never included) or a full context window.
 
-        if isinstance(prompt, str):
-            ids = self.tokenize(prompt, add_bos=add_bos)
-        else:
-            ids = [int(t) for t in prompt]
-        if not ids:
-            raise ValueError("the prompt is empty: give text or at least one token id")
-        if max_tokens < 0:
-            raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
-        sampler = Sampler(SamplingParams(temperature, top_k, top_p), seed)
-        self.last_stats = GenerationStats()
-        pieces = stream_text(self, ids, max_tokens, sampler, list(stop or []), self.last_stats)
+        Settings follow SamplingParams (temperature 0 is greedy; top_k 0 disables it); seed is None
+        or an integer in [0, 2**64); stop is None, a str or a sequence of str. Every argument is
+        checked here, before any token is evaluated: a wrong one is an InvalidArgumentError naming
+        it. The generation owns the model from its first token to its last (see the class notes);
+        a streamed one from its first next()."""
+        from edgellama.api import run_records
+        from edgellama.generate import text_pieces
+
+        sampler = Sampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p), seed,
+                          n_vocab=self.n_vocab)
+        stream = arguments.flag("stream", stream)
+        pieces = text_pieces(run_records(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop))
         return pieces if stream else "".join(pieces)
 
     # --- OpenAI-style API --------------------------------------------------------------------
-    def _prompt_ids(self, prompt: Union[str, Sequence[int]], add_bos: Optional[bool] = None) -> List[int]:
+    def _prompt_ids(self, prompt: Union[str, Sequence[int]], add_bos: Optional[bool] = None) -> Sequence[int]:
+        """Text is tokenized; anything else is taken for token ids (run_records checks them)."""
         if isinstance(prompt, str):
             return self.tokenize(prompt, add_bos=add_bos)
-        return [int(t) for t in prompt]
+        arguments.optional_flag("add_bos", add_bos)
+        return prompt
 
     def stream_tokens(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
                       temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
@@ -234,11 +278,12 @@ class Llama:
         released), .logprob (log-probability under the model's raw distribution) and
         .finish_reason (None until the last record: "stop" or "length"). A record for a sampled
         end-of-turn token comes last, with finish_reason "stop". max_tokens=None: until the
-        context is full. Sampling knobs as in create_completion."""
+        context is full. Sampling knobs as in create_completion. The iterator owns the model from
+        its first next() until it is exhausted, closed or collected (see the class notes)."""
         from edgellama.api import make_sampler, run_records
 
         sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
-                               presence_penalty, penalty_last_n, logit_bias, seed)
+                               presence_penalty, penalty_last_n, logit_bias, seed, n_vocab=self.n_vocab)
         return run_records(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop)
 
     def create_completion(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 16,
@@ -251,12 +296,18 @@ class Llama:
         """Continues prompt. Returns an OpenAI "text_completion" dict
         ({id, object, created, model, choices: [{index, text, logprobs, finish_reason}], usage}),
         or with stream=True an iterator of such dicts, one per text piece, the last with
-        finish_reason and usage. temperature <= 0 is greedy; seed makes sampling reproducible;
-        stop: a string or list of strings that end the text (never included)."""
+        finish_reason and usage. stop: a string or list of strings that end the text (never
+        included); seed (None or an integer in [0, 2**64)) makes sampling reproducible.
+
+        The sampling settings follow SamplingParams (temperature 0 is greedy, top_k 0 disables it,
+        ...). logit_bias maps token ids (integers in [0, n_vocab), or strings of digits as JSON
+        sends them) to a finite bias or -inf (a ban; banning every token is an error). Every
+        argument is checked when the call is made, before any token is evaluated: a wrong one is
+        an InvalidArgumentError naming it."""
         from edgellama.api import completion, make_sampler
 
         sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
-                               presence_penalty, penalty_last_n, logit_bias, seed)
+                               presence_penalty, penalty_last_n, logit_bias, seed, n_vocab=self.n_vocab)
         return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False)
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
@@ -273,9 +324,10 @@ class Llama:
         of "chat.completion.chunk" dicts: the first delta is {"role": "assistant"}, then
         {"content": piece}, and the last chunk has finish_reason and usage. The prompt is the
         model's chat template; the KV cache of the previous turn is reused, so a follow-up turn
-        prefills only the new messages. max_tokens=None: until the context is full."""
+        prefills only the new messages. max_tokens=None: until the context is full. Arguments are
+        checked as by create_completion."""
         from edgellama.api import chat_prompt_ids, completion, make_sampler
 
         sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
-                               presence_penalty, penalty_last_n, logit_bias, seed)
+                               presence_penalty, penalty_last_n, logit_bias, seed, n_vocab=self.n_vocab)
         return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True)

@@ -27,8 +27,10 @@ import numpy as np
 import gguf
 from gguf import GGMLQuantizationType as QT, GGUFValueType as VT
 
-from edgellama.errors import InvalidCheckpointError, QuantizeError, UnsupportedModelError
+from edgellama.errors import InvalidCheckpointError, InvalidMetadataError, QuantizeError, UnsupportedModelError
 from edgellama.gguf_header import read_gguf_header
+from edgellama.gguf_loader import validate_llama_metadata
+from edgellama.gguf_metadata import INT32_MAX, MetadataReader
 
 # Output types the command accepts: single types and the two mixes.
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M")
@@ -176,7 +178,9 @@ def gguf_source(path: Path, log: Log = _stderr_log) -> ModelSource:
             continue
         vtype, item_type = header.value_types[key]
         metadata.append(MetaEntry(key, value, VT(vtype), VT(item_type) if item_type is not None else None))
-    n_layer = int(header.metadata.get("llama.block_count", 0))
+    # Checked as the loader checks a model (types, ranges, counts the file can hold, shapes), so
+    # nothing impossible is looped over here or copied into the output.
+    n_layer = validate_llama_metadata(path, header.metadata, {t.name: t.dims for t in header.tensors}).n_layer
     mapping = np.memmap(path, dtype=np.uint8, mode="r")
     tensors = []
     quantized = set()
@@ -280,10 +284,12 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
     from edgellama.safetensors_io import open_checkpoint, to_float32
 
     config = hf_config(folder)
+    config_path = folder / "config.json"
+    reader = MetadataReader(config_path, config)  # the loader's typed readers, for config.json's values
     n_embd, n_layer = config["hidden_size"], config["num_hidden_layers"]
     n_head = config["num_attention_heads"]
-    n_head_kv = config.get("num_key_value_heads") or n_head
-    head_dim = config.get("head_dim") or n_embd // n_head
+    n_head_kv = reader.integer("num_key_value_heads", n_head, low=1, high=n_head)
+    head_dim = reader.integer("head_dim", n_embd // n_head, low=1, high=INT32_MAX)
     theta, scaling = _hf_rope(config)
     tied = bool(config.get("tie_word_embeddings", False))
     stored = open_checkpoint(folder)
@@ -295,6 +301,10 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
                  "self_attn.o_proj.weight": "attn_output.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
                  "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
                  "mlp.down_proj.weight": "ffn_down.weight"}
+    if n_layer > len(stored) // len(per_layer):  # bounded before the loop below
+        raise InvalidMetadataError(config_path, "num_hidden_layers", n_layer,
+                                   f"the checkpoint has {len(stored)} tensors, room for at most "
+                                   f"{len(stored) // len(per_layer)} layers of {len(per_layer)}")
     for i in range(n_layer):
         for hf_name, gguf_name in per_layer.items():
             names[f"model.layers.{i}.{hf_name}"] = f"blk.{i}.{gguf_name}"
@@ -335,14 +345,14 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
 
     meta: Dict[str, Any] = {
         "general.name": config.get("_name_or_path") or folder.resolve().name,
-        "llama.context_length": int(config.get("max_position_embeddings", 2048)),
+        "llama.context_length": config.get("max_position_embeddings", 2048),
         "llama.embedding_length": n_embd,
         "llama.block_count": n_layer,
         "llama.feed_forward_length": config["intermediate_size"],
         "llama.rope.dimension_count": head_dim,
         "llama.attention.head_count": n_head,
         "llama.attention.head_count_kv": n_head_kv,
-        "llama.attention.layer_norm_rms_epsilon": float(config.get("rms_norm_eps", 1e-5)),
+        "llama.attention.layer_norm_rms_epsilon": config.get("rms_norm_eps", 1e-5),
         "llama.rope.freq_base": theta,
         "llama.vocab_size": config["vocab_size"],
     }
@@ -350,9 +360,29 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
         meta["llama.attention.key_length"] = head_dim
         meta["llama.attention.value_length"] = head_dim
     meta.update(_hf_tokenizer_metadata(folder, log))
+    dims = {t.name: tuple(reversed(t.shape)) for t in tensors}  # GGUF order
+    _pad_vocabulary(meta, dims["token_embd.weight"][-1])
+    # What is about to be written is checked as the loader will check it (types, ranges, shapes).
+    validate_llama_metadata(config_path, {"general.architecture": "llama", **meta}, dims)
     source = ModelSource(f"Hugging Face {folder} ({'/'.join(sorted(dtypes))})",
                          [meta_entry(k, v) for k, v in meta.items()], tensors, n_layer)
     return source
+
+
+def _pad_vocabulary(meta: Dict[str, Any], n_rows: int) -> None:
+    """A checkpoint may give the embedding more rows than its tokenizer has tokens (padded for
+    speed). GGUF has one token per embedding row: the extra rows get placeholder tokens of type
+    UNUSED, which text never encodes to. More tokens than rows is left for validation to report."""
+    from edgellama.tokenizer import TokenType
+
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list) or len(tokens) >= n_rows or meta.get("llama.vocab_size") != n_rows:
+        return
+    extra = range(len(tokens), n_rows)
+    meta["tokenizer.ggml.tokens"] = tokens + [f"[PAD{i}]" for i in extra]
+    meta["tokenizer.ggml.token_type"] = list(meta["tokenizer.ggml.token_type"]) + [TokenType.UNUSED] * len(extra)
+    if "tokenizer.ggml.scores" in meta:
+        meta["tokenizer.ggml.scores"] = list(meta["tokenizer.ggml.scores"]) + [-1000.0] * len(extra)
 
 
 def _hf_tokenizer_metadata(folder: Path, log: Log) -> Dict[str, Any]:
@@ -468,13 +498,12 @@ def write_gguf(source: ModelSource, out, type_name: str, threads: Optional[int] 
 
     if type_name not in TYPES:
         raise QuantizeError(f"unknown type {type_name!r}; choose one of {', '.join(TYPES)}")
-    out = Path(out)
+    out = check_output_path(out)
     threads = max(1, int(threads or os.cpu_count() or 1))
     plan = [(t, *tensor_type(t.name, t.shape, type_name, source.n_layer)) for t in source.tensors]
     report = QuantizeReport(out, type_name)
     start = time.perf_counter()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -557,6 +586,25 @@ def _is_same_path(a: Path, b: Path) -> bool:
         return False
 
 
+def check_output_path(out) -> Path:
+    """`out` as a Path when a GGUF file can be written there; QuantizeError otherwise, before any
+    work: OUT is a folder (the file name is not guessed: give one), OUT exists but is not a regular
+    file (a device such as /dev/null would be replaced), or OUT's folder is missing or not writable."""
+    out = Path(out)
+    if out.is_dir():
+        raise QuantizeError(f"output {out} is a folder: give the path of the GGUF file to write, "
+                            f"e.g. {out / 'model.gguf'}")
+    if out.exists() and not out.is_file():
+        raise QuantizeError(f"output {out} exists and is not a regular file: choose another output path")
+    folder = out.parent
+    if not folder.is_dir():
+        raise QuantizeError(f"the folder of the output {out} does not exist" if not folder.exists()
+                            else f"the output {out} is not in a folder ({folder} is a file)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise QuantizeError(f"cannot write into {folder} (permission denied): choose another output path")
+    return out
+
+
 def open_source(inp, log: Log = _stderr_log) -> ModelSource:
     inp = Path(inp)
     if inp.is_dir():
@@ -573,12 +621,14 @@ def open_source(inp, log: Log = _stderr_log) -> ModelSource:
 def quantize(inp, out, type_name: str, threads: Optional[int] = None, progress: bool = True,
              log: Log = _stderr_log) -> QuantizeReport:
     """Quantize/export `inp` (a GGUF file or a Hugging Face LlamaForCausalLM folder) to the GGUF
-    file `out` with `type_name` (see TYPES). Refuses out == inp; writes atomically."""
+    file `out` with `type_name` (see TYPES). Refuses out == inp and an output path that cannot
+    take the file (check_output_path), before any work; writes atomically."""
     inp, out = Path(inp), Path(out)
     if type_name not in TYPES:
         raise QuantizeError(f"unknown type {type_name!r}; choose one of {', '.join(TYPES)}")
-    if _is_same_path(inp, out) or (inp.is_dir() and out.is_dir()):
+    if _is_same_path(inp, out):
         raise QuantizeError(f"refusing to overwrite the input {inp}: choose another output path")
+    check_output_path(out)
     source = open_source(inp, log)
     if source.quantized_from:
         log(f"warning: {inp} is already quantized ({source.quantized_from}); requantizing to {type_name} "

@@ -11,6 +11,7 @@ until rows are asked for, so an exporter can stream a checkpoint one tensor (or 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ class SafeTensor:
     def array(self) -> np.ndarray:
         """The raw stored values, memory-mapped (BF16 as uint16)."""
         np_dtype, _ = DTYPES[self.dtype]
-        count = int(np.prod(self.shape)) if self.shape else 1
+        count = math.prod(self.shape)
+        if count == 0:  # nothing to map (and mmap refuses an empty range)
+            return np.empty(self.shape, dtype=np_dtype)
         mm = np.memmap(self.path, dtype=np_dtype, mode="r", offset=self.offset, shape=(count,))
         return mm.reshape(self.shape) if self.shape else mm
 
@@ -53,6 +56,12 @@ def to_float32(values: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         return (np.asarray(values, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
     return np.asarray(values, dtype=np.float32)
+
+
+def _is_count(value) -> bool:
+    """A JSON integer in [0, 2**63) (json gives bool for true/false, and bool is an int subclass;
+    an array dimension or a file offset past int64 means nothing)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
 
 def read_header(path) -> Dict[str, SafeTensor]:
@@ -71,6 +80,8 @@ def read_header(path) -> Dict[str, SafeTensor]:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidCheckpointError(path, f"corrupt safetensors header: not valid JSON ({exc})") from None
+    except RecursionError:  # e.g. "[[[[...": JSON nested deeper than the decoder's recursion limit
+        raise InvalidCheckpointError(path, "corrupt safetensors header: the JSON is nested too deeply") from None
     if not isinstance(header, dict):
         raise InvalidCheckpointError(path, "corrupt safetensors header: the JSON is not an object")
     data_start = 8 + n
@@ -82,15 +93,19 @@ def read_header(path) -> Dict[str, SafeTensor]:
         if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
             raise InvalidCheckpointError(path, f"corrupt safetensors header: entry '{name}' lacks dtype/shape/data_offsets")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise InvalidCheckpointError(path, f"tensor '{name}' has dtype {dtype!r}; supported: "
                                                f"{', '.join(DTYPES)}")
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+        if (not isinstance(shape, list) or not all(_is_count(d) for d in shape)
                 or not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) for o in offsets)):
+                or not all(_is_count(o) for o in offsets)):
             raise InvalidCheckpointError(path, f"corrupt safetensors header: bad shape or data_offsets for '{name}'")
         begin, end = offsets
-        want = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype][1] if shape else DTYPES[dtype][1]
+        # Python integers: a numpy int64 product would wrap (2**32 x 2**32 elements -> 0 bytes).
+        want = math.prod(shape) * DTYPES[dtype][1]
+        if math.prod(d for d in shape if d) * DTYPES[dtype][1] >= 2**63:  # numpy cannot shape it, even empty
+            raise InvalidCheckpointError(path, f"corrupt safetensors header: tensor '{name}' has an impossible "
+                                               f"shape {shape}")
         if not 0 <= begin <= end <= data_size or end - begin != want:
             raise InvalidCheckpointError(path, f"corrupt safetensors header: tensor '{name}' data [{begin}, {end}) "
                                                f"does not match its shape {shape} ({want} bytes) inside the "
@@ -108,8 +123,11 @@ def open_checkpoint(folder) -> Dict[str, SafeTensor]:
     if index_path.is_file():
         try:
             weight_map = json.loads(index_path.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InvalidCheckpointError(index_path, f"unreadable safetensors index ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, RecursionError) as exc:
+            raise InvalidCheckpointError(index_path, f"unreadable safetensors index ({exc!r})") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise InvalidCheckpointError(index_path, "unreadable safetensors index: weight_map must map "
+                                                     "tensor names to file names")
         headers: Dict[str, Dict[str, SafeTensor]] = {}
         for name, file_name in weight_map.items():
             file_path = folder / file_name

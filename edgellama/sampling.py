@@ -7,7 +7,7 @@ The chain, in order (each step is skipped when it is disabled):
    frequency (`frequency_penalty` × occurrences subtracted) and presence (`presence_penalty`
    subtracted once from every token that occurs);
 2. `logit_bias` ({token id: added value}; -inf bans a token);
-3. greedy: temperature <= 0 takes the argmax here;
+3. greedy: temperature 0 takes the argmax here;
 4. temperature: logits / temperature, then the softmax;
 5. top-k: the k most likely tokens;
 6. min-p: tokens whose probability is at least min_p × the largest;
@@ -28,38 +28,55 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgellama import _core
+from edgellama import _core, arguments
+from edgellama.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.8   # <= 0 means greedy (argmax)
-    top_k: int = 40            # <= 0 disables
-    top_p: float = 0.95        # >= 1 disables
-    min_p: float = 0.0         # <= 0 disables
-    typical_p: float = 1.0     # >= 1 disables
-    repeat_penalty: float = 1.0     # 1 disables
+    """The sampling settings, checked when they are made: a wrong type or a value out of range is
+    an InvalidArgumentError naming the field (bools are not numbers). Values are stored in their
+    canonical types (float, int, {int: float}).
+
+    temperature: a finite number >= 0; 0 is greedy (the largest adjusted logit).
+    top_k: an integer >= 0; 0 disables it.
+    top_p: in (0, 1]; 1 disables it.      min_p: in [0, 1]; 0 disables it.
+    typical_p: in (0, 1]; 1 disables it.
+    repeat_penalty: a finite number > 0; 1 disables it.
+    frequency_penalty, presence_penalty: finite numbers (negative ones encourage repeats); 0 disables.
+    penalty_last_n: an integer >= -1: the window of recent tokens the penalties look at; 0 disables
+        them, -1 looks at the whole sequence.
+    logit_bias: None or {token id: bias}; an id is an integer >= 0 or a string of digits (as JSON
+        sends it), a bias is a finite number or -inf (bans the token). Ids are checked against the
+        vocabulary when a Sampler is made for a model (Sampler(..., n_vocab=)).
+    """
+
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repeat_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
-    penalty_last_n: int = 64        # window of recent tokens the penalties look at; 0 disables them, -1 = all
+    penalty_last_n: int = 64
     logit_bias: Optional[Mapping[int, float]] = field(default=None, hash=False, compare=False)
 
     def __post_init__(self):
-        if not np.isfinite(self.temperature):
-            raise ValueError(f"temperature must be finite, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0.0 < self.typical_p <= 1.0:
-            raise ValueError(f"typical_p must be in (0, 1], got {self.typical_p}")
-        if not 0.0 <= self.min_p <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {self.min_p}")
-        if not (np.isfinite(self.repeat_penalty) and self.repeat_penalty > 0.0):
-            raise ValueError(f"repeat_penalty must be a positive number, got {self.repeat_penalty}")
-        for name in ("frequency_penalty", "presence_penalty"):
-            if not np.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        if self.penalty_last_n < -1:
-            raise ValueError(f"penalty_last_n must be >= -1, got {self.penalty_last_n}")
+        checked = {
+            "temperature": arguments.real("temperature", self.temperature, at_least=0.0),
+            "top_k": arguments.integer("top_k", self.top_k, at_least=0),
+            "top_p": arguments.real("top_p", self.top_p, greater_than=0.0, at_most=1.0),
+            "min_p": arguments.real("min_p", self.min_p, at_least=0.0, at_most=1.0),
+            "typical_p": arguments.real("typical_p", self.typical_p, greater_than=0.0, at_most=1.0),
+            "repeat_penalty": arguments.real("repeat_penalty", self.repeat_penalty, greater_than=0.0),
+            "frequency_penalty": arguments.real("frequency_penalty", self.frequency_penalty),
+            "presence_penalty": arguments.real("presence_penalty", self.presence_penalty),
+            "penalty_last_n": arguments.integer("penalty_last_n", self.penalty_last_n, at_least=-1),
+            "logit_bias": arguments.logit_bias(self.logit_bias),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)  # frozen: the canonical value replaces the given one
 
     @property
     def has_penalties(self) -> bool:
@@ -71,14 +88,24 @@ class Sampler:
     """Callable logits -> token id. The same seed, settings and history give the same choices.
 
     `sample(logits, history)` also returns the log-probability of the chosen token under the
-    model's own distribution (log-softmax of the raw logits, before penalties and temperature)."""
+    model's own distribution (log-softmax of the raw logits, before penalties and temperature).
 
-    def __init__(self, params: SamplingParams, seed: Optional[int] = None):
+    seed: None (unpredictable) or an integer in [0, 2**64). n_vocab: the model's vocabulary size,
+    when known: logit_bias ids must lie below it, and a bias that bans every token is refused here,
+    before anything is generated. Without it the logits' length is the vocabulary, checked at each
+    call. Either way a wrong argument is an InvalidArgumentError that names it."""
+
+    def __init__(self, params: SamplingParams, seed: Optional[int] = None, n_vocab: Optional[int] = None):
+        if not isinstance(params, SamplingParams):
+            raise InvalidArgumentError("params", f"must be a SamplingParams, got {type(params).__name__}")
         self.params = params
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(arguments.seed(seed))
         self._bias_ids = self._bias_values = None
         if params.logit_bias:
-            items = sorted((int(k), float(v)) for k, v in params.logit_bias.items())
+            if n_vocab is not None:
+                arguments.logit_bias(params.logit_bias, n_vocab)  # ids below n_vocab
+                arguments.check_bias_leaves_a_token(params.logit_bias, n_vocab)
+            items = sorted(params.logit_bias.items())
             self._bias_ids = np.array([k for k, _ in items], dtype=np.int64)
             self._bias_values = np.array([v for _, v in items], dtype=np.float32)
 
@@ -87,7 +114,7 @@ class Sampler:
         """Whether every choice is the first largest raw logit (greedy, no penalties, no bias):
         what an engine can choose by itself (Llama.eval_greedy)."""
         p = self.params
-        return p.temperature <= 0.0 and not p.has_penalties and not p.logit_bias
+        return p.temperature == 0.0 and not p.has_penalties and not p.logit_bias
 
     def __call__(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> int:
         return self.choose(logits, history)
@@ -113,17 +140,30 @@ class Sampler:
             vals = vals - counts.astype(np.float32) * p.frequency_penalty - p.presence_penalty
             x[ids] = vals
         if self._bias_ids is not None:
+            if self._bias_ids[-1] >= x.shape[0]:  # sorted: the last is the largest
+                raise InvalidArgumentError("logit_bias", f"token id {int(self._bias_ids[-1])} is outside the "
+                                                         f"vocabulary [0, {x.shape[0]})")
             if not copied:
                 x = x.copy()
-            ok = self._bias_ids < x.shape[0]
-            x[self._bias_ids[ok]] += self._bias_values[ok]
+            x[self._bias_ids] += self._bias_values
         return x
+
+    def _nothing_to_choose(self) -> Exception:
+        """The error for logits that leave no token to choose (every one -inf after the bias)."""
+        if self._bias_ids is not None:
+            return InvalidArgumentError("logit_bias", "every token is banned (-inf): nothing is left to choose")
+        return ValueError("every logit is -inf: nothing is left to choose")
 
     def choose(self, logits: np.ndarray, history: Optional[Sequence[int]] = None) -> int:
         p = self.params
         x = self.adjusted_logits(logits, history)
-        if p.temperature <= 0.0:
-            return int(np.argmax(x))
+        if p.temperature == 0.0:
+            token = int(np.argmax(x))  # the first NaN, if any: refused below as the sampling path does
+            if x[token] == -np.inf:
+                raise self._nothing_to_choose()
+            if np.isnan(x[token]):
+                raise ValueError("a logit is nan: the model's output is broken")
+            return token
         n = x.shape[0]
         # Candidates: token ids with their logits (the whole vocabulary until a step narrows it).
         if 0 < p.top_k < n:
@@ -131,17 +171,24 @@ class Sampler:
         else:
             cand = None
         # float32 throughout: the large passes are memory-bound, and sampling needs no more precision.
-        z = (x if cand is None else x[cand]) * np.float32(1.0 / p.temperature)
-        zmax = z.max()
-        if not np.isfinite(zmax):
-            raise ValueError("every token is banned (all logits are -inf) or a logit is +inf/NaN")
+        scaled = x if cand is None else x[cand]
+        top = scaled.max()
+        if top == -np.inf:
+            raise self._nothing_to_choose()
+        if not np.isfinite(top):
+            raise ValueError(f"a logit is {top}: the model's output is broken")
+        # Shifted by the largest logit before the 1/temperature scale (capped at float32's largest),
+        # so that however small the temperature the top stays at 0 and only the others can reach -inf.
+        with np.errstate(over="ignore"):  # far below the top, -inf is the right value
+            z = (scaled - top) * np.float32(min(1.0 / p.temperature, float(np.finfo(np.float32).max)))
+        zmax = np.float32(0.0)
         if p.min_p > 0.0:
             # p_i >= min_p * p_max  <=>  z_i >= z_max + log(min_p): an O(n) mask, no softmax needed.
             keep = np.flatnonzero(z >= zmax + np.float32(np.log(p.min_p)))
             cand = keep if cand is None else cand[keep]
             z = z[keep]
-        elif self._bias_ids is not None:
-            keep = np.flatnonzero(z > -np.inf)  # banned tokens leave the candidates
+        elif self._bias_ids is not None or z.min() == -np.inf:
+            keep = np.flatnonzero(z > -np.inf)  # banned (or, at a tiny temperature, hopeless) tokens leave
             cand = keep if cand is None else cand[keep]
             z = z[keep]
         probs = np.exp(z - zmax)
@@ -149,7 +196,7 @@ class Sampler:
         probs *= np.float32(1.0 / total)
         if p.typical_p < 1.0 and probs.shape[0] > 1:
             logp = z - np.float32(zmax + np.log(total))
-            # (no -inf here: banned tokens were dropped; not np.dot, whose BLAS threads cost more)
+            # (no -inf here: such tokens were dropped; not np.dot, whose BLAS threads cost more)
             entropy = -float(np.sum(probs * logp, dtype=np.float64))
             keep = smallest_set_reaching(np.abs(logp + np.float32(entropy)), probs, p.typical_p)
             cand = keep if cand is None else cand[keep]

@@ -28,21 +28,32 @@ core and as a cross-check in the tests; both give identical ids.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import functools
-from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
+import math
+from typing import Dict, FrozenSet, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import regex
 
-from edgellama.errors import EdgellamaError
+from edgellama.errors import EdgellamaError, InvalidArgumentError, InvalidMetadataError
+from edgellama.gguf_metadata import MetadataReader, check_tokenizer_metadata
+from edgellama.pretokenizer import (  # noqa: F401 (BYTE_TO_CHAR, PRE_TOKENIZERS: part of this module's API)
+    BYTE_TO_CHAR, CHAR_TO_BYTE, PRE_TOKENIZERS, _split_keep_gaps, bytes_to_symbols, symbols_to_bytes)
 
-__all__ = ["Tokenizer", "StreamDecoder", "TokenizerError", "TokenType", "PRE_TOKENIZERS"]
+__all__ = ["Tokenizer", "StreamDecoder", "TokenizerError", "TokenizerMetadataError", "TokenType", "PRE_TOKENIZERS"]
 
 
 class TokenizerError(EdgellamaError, ValueError):
     """The GGUF tokenizer metadata is missing, malformed or describes something unsupported
     (an unknown ``tokenizer.ggml.model`` or ``tokenizer.ggml.pre``), or a call cannot be served
     (e.g. ``add_bos=True`` on a vocabulary without a BOS token, a token id out of range)."""
+
+
+class TokenizerMetadataError(TokenizerError, InvalidMetadataError):
+    """A tokenizer metadata value has the wrong type or lies outside its range (a token list of
+    integers, a score that is NaN, a token id past the vocabulary). Both a TokenizerError and a
+    ModelLoadError (InvalidMetadataError): attributes path, key, value."""
 
 
 class TokenType:
@@ -56,36 +67,6 @@ class TokenType:
     BYTE = 6
 
 
-# ---------------------------------------------------------------------------------------------
-# Pre-tokenizer patterns, by the name stored in ``tokenizer.ggml.pre``.
-
-# The gpt2 pattern. The trailing ``|\s+`` only matters for Python's findall-style matching: it
-# catches a lone non-space whitespace character followed by a non-space (e.g. "\n" in "\nx"),
-# which the other alternatives leave unmatched. Our splitter keeps unmatched gaps anyway, so the
-# two forms give identical pieces; spelling it out keeps the intent obvious.
-_GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-
-# Llama 3's pattern: case-insensitive contractions, letters with one optional leading
-# non-letter/non-digit (not a newline), digits in groups of at most three, punctuation runs
-# swallowing trailing newlines, newline runs.
-_LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-
-# Every digit on its own (applied first for SmolLM vocabularies).
-_SINGLE_DIGIT_PATTERN = r"\p{N}"
-
-#: ``tokenizer.ggml.pre`` name -> regexes applied in sequence.
-#: GGUF files name the plain byte-level pre-tokenizer "gpt-2" (the name edgellama writes, and the
-#: only one other runtimes accept); "gpt2" is read too, for files written by earlier versions.
-PRE_TOKENIZERS: Mapping[str, Tuple[str, ...]] = {
-    "gpt-2": (_GPT2_PATTERN,),  # the name GGUF files use for the plain GPT-2 pattern
-    "gpt2": (_GPT2_PATTERN,),   # also accepted: files written by earlier edgellama versions
-    "llama-bpe": (_LLAMA3_PATTERN,),
-    "smollm": (_SINGLE_DIGIT_PATTERN, _GPT2_PATTERN),
-}
-
 SUPPORTED_MODELS = ("gpt2", "llama")
 
 #: SentencePiece's visible space.
@@ -96,66 +77,7 @@ _STOP_TEXTS = frozenset({"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_tex
 
 
 # ---------------------------------------------------------------------------------------------
-# The gpt2 byte <-> unicode map.
-
-
-def _build_byte_map() -> Tuple[Tuple[str, ...], Dict[str, int]]:
-    """Bytes 33-126, 161-172 and 174-255 map to the code point of the same value; the remaining
-    68 bytes map, in increasing byte order, to U+0100, U+0101, ... so that every byte becomes a
-    printable, non-space character."""
-    printable = set(range(33, 127)) | set(range(161, 173)) | set(range(174, 256))
-    to_char: List[str] = []
-    extra = 0
-    for b in range(256):
-        if b in printable:
-            to_char.append(chr(b))
-        else:
-            to_char.append(chr(256 + extra))
-            extra += 1
-    return tuple(to_char), {c: b for b, c in enumerate(to_char)}
-
-
-BYTE_TO_CHAR, CHAR_TO_BYTE = _build_byte_map()
-
-
-def bytes_to_symbols(data: bytes) -> str:
-    """Map raw bytes to the printable string the vocabulary is written in."""
-    return "".join(BYTE_TO_CHAR[b] for b in data)
-
-
-def symbols_to_bytes(text: str) -> bytes:
-    """Inverse of :func:`bytes_to_symbols`. A character outside the map (which a well-formed
-    vocabulary never contains) is passed through as its own UTF-8 encoding."""
-    out = bytearray()
-    for ch in text:
-        b = CHAR_TO_BYTE.get(ch)
-        if b is None:
-            out += ch.encode("utf-8")
-        else:
-            out.append(b)
-    return bytes(out)
-
-
-# ---------------------------------------------------------------------------------------------
 # Helpers.
-
-
-def _split_keep_gaps(pattern: "regex.Pattern[str]", text: str) -> List[str]:
-    """Split ``text`` into regex matches, keeping the text between matches as pieces too, so the
-    pieces always concatenate back to ``text``."""
-    pieces: List[str] = []
-    pos = 0
-    for m in pattern.finditer(text):
-        start, end = m.span()
-        if start == end:
-            continue
-        if start > pos:
-            pieces.append(text[pos:start])
-        pieces.append(text[start:end])
-        pos = end
-    if pos < len(text):
-        pieces.append(text[pos:])
-    return pieces
 
 
 def _parse_byte_token(text: str) -> Optional[int]:
@@ -168,14 +90,36 @@ def _parse_byte_token(text: str) -> Optional[int]:
     return None
 
 
-def _opt_int(meta: Mapping[str, object], key: str) -> Optional[int]:
-    value = meta.get(key)
-    if value is None:
-        return None
+class _ControlFragments(NamedTuple):
+    """What tells quickly whether a text holds a control-token string or a piece of one."""
+
+    heads: FrozenSet[str]  # proper prefixes of the control-token strings ("<|im_")
+    tails: FrozenSet[str]  # proper suffixes ("end|>")
+    first_chars: str  # their first characters ("<")
+    last_chars: str  # their last characters (">")
+    longest: int
+
+
+def _check_text(text: object) -> None:
+    """Text to tokenize must be a str with a UTF-8 encoding (no lone surrogate, which a string
+    decoded with errors="surrogateescape" or read from broken UTF-16 may hold)."""
+    if not isinstance(text, str):
+        raise InvalidArgumentError("text", f"must be a str, got {type(text).__name__}")
+    if text.isascii():
+        return
     try:
-        return int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise TokenizerError(f"{key} must be an integer token id, got {value!r}") from None
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TokenizerError(
+            f"the text is not valid Unicode: a lone surrogate U+{ord(text[exc.start]):04X} at "
+            f"character {exc.start} has no UTF-8 encoding, so the text cannot be tokenized"
+        ) from None
+
+
+def _opt_int(meta: Mapping[str, object], key: str) -> Optional[int]:
+    """An optional token id that check_tokenizer_metadata has already validated."""
+    value = meta.get(key)
+    return None if value is None else int(value)  # type: ignore[call-overload]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +181,12 @@ class Tokenizer:
             )
         if backend not in ("auto", "core", "python"):
             raise ValueError(f"backend must be 'auto', 'core' or 'python', got {backend!r}")
+        # from_metadata has checked every item (check_tokenizer_metadata); a direct caller gets
+        # the same checks here, cheaply, as one TokenizerError rather than a TypeError deep inside.
+        if not all(isinstance(t, str) for t in tokens):
+            raise TokenizerError("tokenizer.ggml.tokens must be a list of strings")
+        if not all(isinstance(t, int) for t in token_types):
+            raise TokenizerError("tokenizer.ggml.token_type must be a list of integers")
         self._tokens: List[str] = list(tokens)
         self._types: List[int] = [int(t) for t in token_types]
         self._pre = pre if model == "gpt2" else None
@@ -244,7 +194,7 @@ class Tokenizer:
         n = len(self._tokens)
         for key, value in (("bos", bos_id), ("eos", eos_id), ("eot", eot_id), ("padding", pad_id),
                            ("unknown", unk_id)):
-            if value is not None and not 0 <= value < n:
+            if value is not None and (not isinstance(value, int) or not 0 <= value < n):
                 raise TokenizerError(
                     f"tokenizer.ggml.{key}_token_id {value} is outside the vocabulary (n_vocab={n})"
                 )
@@ -305,6 +255,8 @@ class Tokenizer:
             # (left, right) -> rank; lower rank merges first.
             self._ranks: Dict[Tuple[str, str], int] = {}
             for rank, line in enumerate(merges):  # type: ignore[arg-type]
+                if not isinstance(line, str):
+                    raise TokenizerError(f"tokenizer.ggml.merges[{rank}] is not a string: {line!r}")
                 parts = line.split(" ")
                 if len(parts) != 2 or not parts[0] or not parts[1]:
                     raise TokenizerError(f"tokenizer.ggml.merges[{rank}] is not 'left right': {line!r}")
@@ -320,6 +272,8 @@ class Tokenizer:
                 fallback = -1 if self._byte_fallback_id is None else self._byte_fallback_id
                 self._core_bpe = core.ByteLevelBpe(self._tokens, list(BYTE_TO_CHAR), list(merges), fallback)  # type: ignore[arg-type]
         else:
+            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in scores):  # type: ignore[union-attr]
+                raise TokenizerError("tokenizer.ggml.scores must be a list of finite numbers")
             self._scores: List[float] = [float(x) for x in scores]  # type: ignore[union-attr]
             self._patterns = []
             self._byte_ids: Dict[int, int] = {}
@@ -344,13 +298,18 @@ class Tokenizer:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_metadata(cls, meta: Mapping[str, object], backend: str = "auto") -> "Tokenizer":
+    def from_metadata(cls, meta: Mapping[str, object], backend: str = "auto",
+                      source: str = "GGUF tokenizer metadata") -> "Tokenizer":
         """Build a tokenizer from GGUF tokenizer metadata (keys exactly as in the file).
 
         Raises :class:`TokenizerError` for an unknown ``tokenizer.ggml.model`` or (for gpt2
-        vocabularies) ``tokenizer.ggml.pre``, or missing / inconsistent arrays. There is no
+        vocabularies) ``tokenizer.ggml.pre``, or missing arrays, and
+        :class:`TokenizerMetadataError` (also a ModelLoadError) naming the key and the value for a
+        value of the wrong type, arrays of different lengths, or a token id outside the
+        vocabulary. source names where the metadata came from in those messages. There is no
         silent fallback.
         """
+        check_tokenizer_metadata(MetadataReader(source, meta, TokenizerMetadataError))
         model = meta.get("tokenizer.ggml.model")
         if model is None:
             raise TokenizerError("GGUF metadata has no tokenizer.ggml.model")
@@ -486,6 +445,8 @@ class Tokenizer:
         add_bos: Optional[bool] = None,
         special: bool = False,
         add_eos: Optional[bool] = None,
+        *,
+        split_special_at: Iterable[int] = (),
     ) -> List[int]:
         """Tokenize ``text``.
 
@@ -502,7 +463,20 @@ class Tokenizer:
         llama vocabularies: the ``▁`` space prefix goes before the text only (with
         ``special=True``, before the first piece of text when the text does not start with a
         special token).
+
+        ``split_special_at`` (with ``special=True``): character offsets in ``text`` that no
+        special token may straddle. A special-token string that starts before such an offset and
+        ends after it stays plain text (a shorter special token that starts at the same place and
+        ends by the offset is still recognised); the text around it is tokenized exactly as
+        before. Chat rendering passes an offset inside every control-token string that came from
+        a message, so that only the template's own markup becomes control tokens. Without
+        offsets the result is that of ``special=True`` alone.
+
+        Raises :class:`~edgellama.errors.InvalidArgumentError` when ``text`` is not a ``str``, and
+        :class:`TokenizerError` when it is not valid Unicode (a lone surrogate such as
+        ``"a\\ud800"``, which has no UTF-8 encoding).
         """
+        _check_text(text)
         if add_bos is None:
             add_bos = self._add_bos
         if add_eos is None:
@@ -514,11 +488,11 @@ class Tokenizer:
             ids.append(self._bos_id)
         if special and self._special_re is not None:
             pos = 0
-            for m in self._special_re.finditer(text):
-                if m.start() > pos:
-                    self._encode_plain(text[pos:m.start()], ids, pos == 0)
-                ids.append(self._special[m.group()])
-                pos = m.end()
+            for start, end, token_id in self._special_matches(text, split_special_at):
+                if start > pos:
+                    self._encode_plain(text[pos:start], ids, pos == 0)
+                ids.append(token_id)
+                pos = end
             if pos < len(text):
                 self._encode_plain(text[pos:], ids, pos == 0)
         else:
@@ -528,6 +502,76 @@ class Tokenizer:
                 raise TokenizerError("add_eos requested but the vocabulary has no eos_token_id")
             ids.append(self._eos_id)
         return ids
+
+    def _special_matches(self, text: str, split_at: Iterable[int]) -> Iterator[Tuple[int, int, int]]:
+        """(start, end, id) of the special tokens encode(special=True) cuts out of text, leftmost
+        first, longest at each place; none straddles an offset of ``split_at``."""
+        pattern = self._special_re
+        assert pattern is not None
+        cuts = sorted(set(split_at))
+        if not cuts:
+            for m in pattern.finditer(text):
+                yield m.start(), m.end(), self._special[m.group()]
+            return
+        pos = 0
+        while True:
+            m = pattern.search(text, pos)
+            if m is None:
+                return
+            start, end = m.span()
+            i = bisect.bisect_right(cuts, start)
+            if i < len(cuts) and cuts[i] < end:
+                # It straddles an offset: the longest special token that ends by the offset, if
+                # any starts here; otherwise this place is text and the search goes on after it.
+                m = pattern.match(text, start, cuts[i])
+                if m is None:
+                    pos = start + 1
+                    continue
+                end = m.end()
+            yield start, end, self._special[m.group()]
+            pos = end
+
+    def control_token_spans(self, text: str) -> List[Tuple[int, int]]:
+        """(start, end) of each control-token string (type CONTROL, e.g. ``<|im_end|>``) that
+        ``encode(text, special=True)`` would turn into its token."""
+        _check_text(text)
+        fragments = self._control_fragments
+        if self._special_re is None or not any(c in text for c in fragments.first_chars):
+            return []  # the common case, decided without the regex of every special token
+        return [(start, end) for start, end, token_id in self._special_matches(text, ())
+                if self._types[token_id] == TokenType.CONTROL]
+
+    def control_token_edges(self, text: str) -> Tuple[bool, bool]:
+        """Whether ``text`` starts with the end of a control-token string (``end|>``) and whether
+        it ends with the start of one (``<|im_``): text that could complete a control token with
+        what is put before or after it."""
+        fragments = self._control_fragments
+        reach = min(len(text), fragments.longest - 1)
+        # A fragment at the start ends with some token's last character, one at the end starts
+        # with some token's first character: most texts are decided by those alone.
+        starts = (any(c in text[:reach] for c in fragments.last_chars)
+                  and any(text[:k] in fragments.tails for k in range(1, reach + 1)))
+        ends = (any(c in text[len(text) - reach:] for c in fragments.first_chars)
+                and any(text[-k:] in fragments.heads for k in range(1, reach + 1)))
+        return starts, ends
+
+    @property
+    def control_token_chars(self) -> str:
+        """The first and last characters of the control-token strings (``"<>"`` for most
+        vocabularies): a text without any of them holds no control token, nor a piece of one."""
+        fragments = self._control_fragments
+        return "".join(sorted(set(fragments.first_chars + fragments.last_chars)))
+
+    @functools.cached_property
+    def _control_fragments(self) -> "_ControlFragments":
+        texts = [t for t, i in self._special.items() if self._types[i] == TokenType.CONTROL]
+        return _ControlFragments(
+            heads=frozenset(t[:k] for t in texts for k in range(1, len(t))),
+            tails=frozenset(t[k:] for t in texts for k in range(1, len(t))),
+            first_chars="".join(sorted({t[0] for t in texts})),
+            last_chars="".join(sorted({t[-1] for t in texts})),
+            longest=max(map(len, texts), default=0),
+        )
 
     def pre_tokenize(self, text: str) -> List[str]:
         """Split text into pre-tokens with this vocabulary's regex sequence (gpt2 vocabularies;

@@ -208,13 +208,15 @@ def test_llama3_vocabulary_gets_llama3(llama3_tokenizer_dir):
     ref.chat_template = t.source
     assert t.render(CONVERSATION) == ref.apply_chat_template(CONVERSATION, tokenize=False, add_generation_prompt=True)
     # Tokenized: one BOS (the template writes it), control tokens real, user text plain.
-    ids = t.encode(tok, CONVERSATION)
-    assert ids == ref.apply_chat_template(CONVERSATION, tokenize=True, add_generation_prompt=True,
+    benign = CONVERSATION[:3]
+    ids = t.encode(tok, benign)
+    assert ids == ref.apply_chat_template(benign, tokenize=True, add_generation_prompt=True,
                                           return_dict=False)
     assert ids.count(tok.bos_id) == 1
-    # Four turns, plus the "<|eot_id|>" the user typed: rendered into the prompt and tokenized with
-    # special=True, it becomes the control token, in transformers as here.
-    assert ids.count(tok.eot_id) == 5
+    # The "<|eot_id|>" the user typed stays text (transformers would make it the control token):
+    # one <|eot_id|> per turn, four.
+    ids = t.encode(tok, CONVERSATION)
+    assert ids.count(tok.eot_id) == 4 and ids.count(tok.bos_id) == 1
 
 
 def test_chatml_vocabulary_without_template(smollm2_meta):

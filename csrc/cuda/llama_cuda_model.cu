@@ -17,6 +17,7 @@
 #include "csrc/cuda/greedy_block.cuh"
 #include "csrc/cuda/grouped_rows.h"
 #include "csrc/cuda/ops.h"
+#include "csrc/model/checked_size.h"
 
 namespace edgellama::cuda {
 
@@ -225,9 +226,11 @@ struct CudaLlamaModel::Impl {
 
     void allocate_state() {
         const LlamaConfig& c = config;
-        const size_t cache_elems = static_cast<size_t>(c.n_layer) * n_ctx * kv_width();
-        allocate(k_cache, cache_elems * sizeof(__half), "KV cache keys (n_ctx=" + std::to_string(n_ctx) + ")");
-        allocate(v_cache, cache_elems * sizeof(__half), "KV cache values (n_ctx=" + std::to_string(n_ctx) + ")");
+        // Checked: n_ctx comes from the caller, and a wrapped-around size would be a too-small buffer.
+        const size_t cache_bytes = checked_bytes("KV cache (n_ctx=" + std::to_string(n_ctx) + ")", sizeof(__half),
+                                                 {c.n_layer, n_ctx, kv_width()});
+        allocate(k_cache, cache_bytes, "KV cache keys (n_ctx=" + std::to_string(n_ctx) + ")");
+        allocate(v_cache, cache_bytes, "KV cache values (n_ctx=" + std::to_string(n_ctx) + ")");
         batch = std::min(kMaxBatch, n_ctx);
         const auto f = [&](DeviceBuffer& b, int64_t n, const char* what) {
             allocate(b, static_cast<size_t>(n) * sizeof(float), std::string("scratch ") + what);

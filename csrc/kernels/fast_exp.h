@@ -13,9 +13,14 @@
 namespace edgellama {
 
 inline float exp_approx(float x) {
+    // A NaN (corrupt weights can produce one) must never reach the float-to-int conversion
+    // below, where it is undefined behaviour: the clamps are written so that a NaN fails the
+    // first comparison and becomes -87 (exp ~ 1e-38). Returning NaN instead would take a select
+    // that stops the callers' loops from vectorizing; the logits of such a model are NaN anyway
+    // (the matmuls carry the NaN), and generation rejects non-finite logits.
     // Plain comparisons, not std::fmin/fmax: those are library calls that stop vectorization.
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
+    x = x > -87.0f ? x : -87.0f;
+    x = x < 88.0f ? x : 88.0f;
     // n = round(x / ln2) by a truncating conversion (std::floor would be a library call here).
     const float v = x * 1.44269504088896341f;
     const int32_t ni = static_cast<int32_t>(v + (v >= 0.0f ? 0.5f : -0.5f));

@@ -1,10 +1,12 @@
 #include "csrc/model/kv_cache.h"
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include "csrc/kernels/elementwise.h"
 #include "csrc/kernels/float_convert.h"
+#include "csrc/model/checked_size.h"
 
 namespace edgellama {
 
@@ -13,7 +15,12 @@ KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head
     if (n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0) {
         throw std::invalid_argument("KV cache dimensions must be positive");
     }
-    const size_t n = static_cast<size_t>(n_layer) * layer_stride();
+    if (n_ctx > INT64_MAX - kKeyBlock) {  // padded_ctx() would overflow
+        throw std::overflow_error("KV cache: n_ctx " + std::to_string(n_ctx) + " is too large");
+    }
+    // Checked once here: every stride and index below is smaller than this count, so fits int64.
+    const size_t n = checked_count<uint16_t>("KV cache of n_ctx=" + std::to_string(n_ctx),
+                                             {n_layer, n_head_kv, padded_ctx(), head_dim});
     // new T[] without value-initialisation: large blocks come from fresh zero pages on demand.
     keys_.reset(new uint16_t[n]);
     values_.reset(new uint16_t[n]);

@@ -7,6 +7,7 @@
 
 #include "csrc/kernels/attention.h"
 #include "csrc/kernels/elementwise.h"
+#include "csrc/model/checked_size.h"
 
 namespace edgellama {
 
@@ -33,6 +34,7 @@ LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t 
       cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim),
       pool_(n_threads) {
     validate_shapes();
+    allocate_scratch(n_ctx, n_threads);  // before the repack: an impossible size fails at once
     repacked_ = repack_row_groups(pool_, weights_, weights_file_mapped);
     scratch_.embd_row.resize(weights_.token_embd.row_bytes);
     const int64_t n_pairs = config_.rope_dim / 2;
@@ -43,19 +45,27 @@ LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t 
         if (weights_.rope_freqs) freq /= weights_.rope_freqs[i];
         inv_freq_[i] = freq;
     }
+}
+
+void LlamaModel::allocate_scratch(int64_t n_ctx, int n_threads) {
+    const LlamaConfig& c = config_;
     const int64_t batch = std::min(kMaxBatch, n_ctx);
-    const int64_t q_width = config_.n_head * config_.head_dim;
-    scratch_.x.resize(batch * config_.n_embd);
-    scratch_.x_norm.resize(batch * std::max(config_.n_embd, q_width));
-    scratch_.q.resize(batch * q_width);
-    scratch_.attn_out.resize(batch * q_width);
-    scratch_.new_keys.resize(batch * config_.n_head_kv * config_.head_dim);
-    scratch_.new_values.resize(batch * config_.n_head_kv * config_.head_dim);
-    scratch_.ffn_gate.resize(batch * config_.n_ff);
-    scratch_.ffn_up.resize(batch * config_.n_ff);
-    scratch_.rope_cos.resize(batch * n_pairs);
-    scratch_.rope_sin.resize(batch * n_pairs);
-    scratch_.scores.resize(static_cast<size_t>(n_threads) * kMaxTileTokens * (config_.n_head / config_.n_head_kv) * n_ctx);
+    const auto floats = [](const char* what, std::initializer_list<int64_t> counts) {
+        return checked_count<float>(std::string("scratch ") + what, counts);
+    };
+    scratch_.x.resize(floats("x", {batch, c.n_embd}));
+    scratch_.x_norm.resize(floats("x_norm", {batch, std::max(c.n_embd, c.n_head * c.head_dim)}));
+    scratch_.q.resize(floats("q", {batch, c.n_head, c.head_dim}));
+    scratch_.attn_out.resize(floats("attn_out", {batch, c.n_head, c.head_dim}));
+    scratch_.new_keys.resize(floats("new keys", {batch, c.n_head_kv, c.head_dim}));
+    scratch_.new_values.resize(floats("new values", {batch, c.n_head_kv, c.head_dim}));
+    scratch_.ffn_gate.resize(floats("ffn_gate", {batch, c.n_ff}));
+    scratch_.ffn_up.resize(floats("ffn_up", {batch, c.n_ff}));
+    scratch_.rope_cos.resize(floats("rope", {batch, c.rope_dim / 2}));
+    scratch_.rope_sin.resize(floats("rope", {batch, c.rope_dim / 2}));
+    // Every thread's tile of query rows against up to n_ctx positions; attention indexes it in
+    // int64, which the check keeps from wrapping.
+    scratch_.scores.resize(floats("attention scores", {n_threads, kMaxTileTokens, c.n_head / c.n_head_kv, n_ctx}));
 }
 
 void LlamaModel::validate_shapes() const {
@@ -69,6 +79,10 @@ void LlamaModel::validate_shapes() const {
     }
     if (c.rope_dim <= 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
         throw std::invalid_argument("rope dimension must be even and at most head_dim");
+    }
+    // NaN or a non-positive value here would reach the kernels as NaN (RoPE angles, RMSNorm scale).
+    if (!(std::isfinite(c.rope_base) && c.rope_base > 0) || !(std::isfinite(c.rms_eps) && c.rms_eps > 0)) {
+        throw std::invalid_argument("rope_base and rms_eps must be finite and positive");
     }
     if (static_cast<int64_t>(weights_.layers.size()) != c.n_layer) {
         throw std::invalid_argument("layer count does not match n_layer");

@@ -53,6 +53,8 @@ private:
     };
 
     void validate_shapes() const;
+    // Sizes every scratch buffer for n_ctx and n_threads; std::overflow_error when one cannot exist.
+    void allocate_scratch(int64_t n_ctx, int n_threads);
     void forward_batch(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits);
     void embed(const int32_t* tokens, int64_t n_tokens);
     void attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens);

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import List, Optional
 
 from edgellama.cli import bench, chat, list_models, pull, quantize, run
-from edgellama.cli.common import log
-from edgellama.errors import EdgellamaError
+from edgellama.cli.common import EXPECTED_ERRORS, log, one_line
 
 SUBCOMMANDS = [run, chat, pull, list_models, bench, quantize]
 
@@ -22,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs one command; returns the exit status. Expected failures (EdgellamaError, a file that
+    cannot be read or written, a bad value) are one line on stderr and status 1, also when they
+    happen mid-answer; Ctrl-C is status 130 without a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -29,9 +33,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except (EdgellamaError, FileNotFoundError, ValueError) as exc:
-        log(f"edgellama: error: {exc}")
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141
+    except EXPECTED_ERRORS as exc:
+        log(f"edgellama: error: {one_line(exc)}")
         return 1
     except KeyboardInterrupt:
         log("edgellama: interrupted")
         return 130
+
+
+
+def _silence_stdout() -> None:
+    """After the reader of stdout went away (`| head`): point stdout at /dev/null, so that the
+    interpreter's final flush does not raise again, and stop quietly."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (replaced in-process)
+        pass

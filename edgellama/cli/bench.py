@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 from dataclasses import asdict
 
 from edgellama.cli.common import add_device_argument, log, positive_int
+from edgellama.errors import EdgellamaError
+
+MAX_REPS = 1000  # more is a typing mistake that would run for hours: each one is a whole prefill and decode
 
 
 def _thread_list(text: str):
@@ -13,9 +18,24 @@ def _thread_list(text: str):
         values = [int(v) for v in text.split(",") if v]
     except ValueError:
         values = []
-    if not values or min(values) < 1:
-        raise ValueError(f"-t/--threads wants a comma-separated list of positive integers, got {text!r}")
+    if not values or min(values) < 1 or len(values) > 64:
+        raise argparse.ArgumentTypeError(f"wants a comma-separated list of at most 64 positive integers, "
+                                         f"got {text!r}")
     return values
+
+
+def _reps(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_REPS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_REPS}, got {text}")
+    return value
+
+
+def _child_failure(exc: RuntimeError) -> EdgellamaError:
+    """One line from a failed measurement process: the last line of its stderr, the error itself."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else str(exc)
+    return EdgellamaError(f"bench: {last.removeprefix('edgellama.errors.')}")
 
 
 def add_parser(sub) -> None:
@@ -23,9 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("-m", "--model", help="GGUF file (default: the default model)")
     p.add_argument("-p", "--prompt-tokens", type=positive_int, default=512, help="prefill length (default 512)")
     p.add_argument("-n", "--gen-tokens", type=positive_int, default=128, help="decode steps (default 128)")
-    p.add_argument("-t", "--threads", default=None,
+    p.add_argument("-t", "--threads", type=_thread_list, default=None,
                    help="thread counts, e.g. 1,2 (default 1,2 on the CPU; 1 with --device cuda)")
-    p.add_argument("-r", "--reps", type=positive_int, default=3, help="repetitions (default 3; medians reported)")
+    p.add_argument("-r", "--reps", type=_reps, default=3, help="repetitions (default 3; medians reported)")
     p.add_argument("--json", action="store_true", help="print one JSON object per thread count")
     add_device_argument(p)
     p.set_defaults(handler=cmd_bench)
@@ -33,10 +53,12 @@ def add_parser(sub) -> None:
 
 def cmd_bench(args) -> int:
     from edgellama.bench import format_table, run_bench
-    from edgellama.models import ensure_default_model
+    from edgellama.models import resolve_model
 
-    threads = _thread_list(args.threads or ("1" if args.device == "cuda" else "1,2"))
-    model = str(args.model or ensure_default_model(log=log))
+    threads = args.threads or ([1] if args.device == "cuda" else [1, 2])
+    model = str(resolve_model(args.model, log=log))
+    if not os.path.isfile(model):
+        raise FileNotFoundError(f"model file not found: {model}")
     if args.device == "cuda":
         from edgellama.cuda import cuda_status
         from edgellama.errors import DeviceUnavailableError
@@ -44,7 +66,10 @@ def cmd_bench(args) -> int:
         usable, why = cuda_status()  # said once here rather than from each child process
         if not usable:
             raise DeviceUnavailableError(f"--device cuda: {why}")
-    results = run_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.reps, args.device)
+    try:
+        results = run_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.reps, args.device)
+    except RuntimeError as exc:  # run_bench's report of a measurement process that failed
+        raise _child_failure(exc) from None
     if args.json:
         for r in results:
             print(json.dumps(asdict(r)))

@@ -5,6 +5,11 @@ triple quotes (three double-quote characters) opens a block that the next such l
 Slash commands (see HELP) change the session. Ctrl-C stops the current answer and keeps the
 session; Ctrl-D exits. With stdin not a terminal every line is one message (or command), so a
 conversation can be scripted; answers go to stdout, notices and statistics to stderr.
+
+Every input line must be valid UTF-8: a line that is not is reported (with its first bad byte) and
+not sent, and the session goes on. A failing command or answer never ends the session: /set and
+/load check every setting with the API's own rules (SamplingParams, the sampler's seed) and change
+nothing when one is wrong.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional
 
-from edgellama.cli.common import add_device_argument, log, positive_int
+from edgellama.cli.common import (EXPECTED_ERRORS, add_device_argument, any_int, check_text, finite_float, log,
+                                  one_line, positive_int)
 
 HELP = """Commands:
   /help                 this help
@@ -60,23 +66,51 @@ def add_parser(sub) -> None:
                       help="tokens per answer at most (default 512)")
     chat.add_argument("-t", "--threads", type=positive_int, default=None, help="CPU threads (default: all)")
     chat.add_argument("-c", "--ctx", type=positive_int, default=None, help="context window in tokens")
-    chat.add_argument("--temp", type=float, default=DEFAULT_SETTINGS["temperature"], help="temperature (0: greedy)")
-    chat.add_argument("--top-k", type=int, default=DEFAULT_SETTINGS["top_k"])
-    chat.add_argument("--top-p", type=float, default=DEFAULT_SETTINGS["top_p"])
-    chat.add_argument("--min-p", type=float, default=DEFAULT_SETTINGS["min_p"])
-    chat.add_argument("--repeat-penalty", type=float, default=DEFAULT_SETTINGS["repeat_penalty"])
-    chat.add_argument("--seed", type=int, default=None)
+    chat.add_argument("--temp", type=finite_float, default=DEFAULT_SETTINGS["temperature"],
+                      help="temperature (0: greedy)")
+    chat.add_argument("--top-k", type=any_int, default=DEFAULT_SETTINGS["top_k"])
+    chat.add_argument("--top-p", type=finite_float, default=DEFAULT_SETTINGS["top_p"])
+    chat.add_argument("--min-p", type=finite_float, default=DEFAULT_SETTINGS["min_p"])
+    chat.add_argument("--repeat-penalty", type=finite_float, default=DEFAULT_SETTINGS["repeat_penalty"])
+    chat.add_argument("--seed", type=any_int, default=None)
     add_device_argument(chat)
     chat.set_defaults(handler=cmd_chat)
 
 
+NULLABLE = ("seed", "max_tokens")  # settings that may be None ("none" after /set)
+CHAT_FILE_FORMAT = "edgellama-chat/1"
+MAX_CHAT_FILE_BYTES = 16 << 20  # far above any conversation a context window holds
+ROLES = ("system", "user", "assistant")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def checked_settings(settings: Dict[str, Any]) -> Dict[str, Any]:
+    """All the settings, checked by the API's own rules and in their canonical types: the sampling
+    ones by SamplingParams, the seed by the sampler's rule (edgellama.arguments), max_tokens as an
+    integer >= 1 or None. InvalidArgumentError (a ValueError) names the first wrong one."""
+    from edgellama import arguments
+    from edgellama.sampling import SamplingParams
+
+    sampling = {k: v for k, v in settings.items() if k not in NULLABLE}
+    params = SamplingParams(**sampling)
+    checked = {k: getattr(params, k) for k in sampling}
+    checked["seed"] = arguments.seed(settings["seed"])
+    checked["max_tokens"] = arguments.optional_integer("max_tokens", settings["max_tokens"], at_least=1)
+    return checked
+
+
 def parse_setting(name: str, value: str):
-    """(canonical name, typed value) for `/set name value`; ValueError with a reason otherwise."""
+    """(canonical name, typed value) for `/set name value`; ValueError with a reason otherwise
+    (its range is checked by checked_settings)."""
     key = ALIASES.get(name.lower().replace("-", "_"))
     if key is None:
         raise ValueError(f"unknown setting '{name}' (settings: {', '.join(SETTINGS)})")
     kind = SETTINGS[key][0]
-    if key in ("seed", "max_tokens") and value.lower() in ("none", "off", "-"):
+    if key in NULLABLE and value.lower() in ("none", "off", "-"):
         return key, None
     try:
         typed = kind(value)
@@ -85,16 +119,68 @@ def parse_setting(name: str, value: str):
     return key, typed
 
 
+def read_chat_file(path: str) -> Any:
+    """The JSON of a /save file; ValueError when it is not a regular file of UTF-8 JSON text
+    of at most MAX_CHAT_FILE_BYTES (a FIFO or a device would block or never end)."""
+    full = os.path.expanduser(path)
+    if os.path.exists(full) and not os.path.isfile(full):
+        raise ValueError("not a regular file")
+    with open(full, "rb") as f:
+        raw = f.read(MAX_CHAT_FILE_BYTES + 1)
+    if len(raw) > MAX_CHAT_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_CHAT_FILE_BYTES >> 20} MiB, which no saved chat is")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def conversation_messages(data: Any) -> List[Dict[str, str]]:
+    """The checked {role, content} messages of a /save file's JSON (or of a bare list of them)."""
+    if isinstance(data, dict):
+        if data.get("format", CHAT_FILE_FORMAT) != CHAT_FILE_FORMAT:
+            raise ValueError(f"format {_shown(data['format'])} is not {CHAT_FILE_FORMAT}")
+        data = data.get("messages")
+    if not isinstance(data, list):
+        raise ValueError("holds no conversation (a list of {role, content} messages)")
+    messages = []
+    for number, m in enumerate(data, 1):
+        if not isinstance(m, dict):
+            raise ValueError(f"message {number} is {_shown(m)}, not a {{role, content}} object")
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(role, str) or role not in ROLES:
+            raise ValueError(f"message {number} has role {_shown(role)}; roles are {', '.join(ROLES)}")
+        if role == "system" and number != 1:
+            raise ValueError(f"message {number}: a system message can only come first")
+        if not isinstance(content, str):
+            raise ValueError(f"message {number} ({role}) has content {_shown(content)}, which is not text")
+        check_text(content, f"message {number}")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def loaded_settings(data: Any, current: Dict[str, Any]) -> Dict[str, Any]:
+    """`current` updated with the checked settings of a /save file's JSON."""
+    raw = data.get("settings", {}) if isinstance(data, dict) else {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"settings is {_shown(raw)}, not an object")
+    unknown = [key for key in raw if key not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown setting {_shown(unknown[0])} (settings: {', '.join(SETTINGS)})")
+    return checked_settings(dict(current, **raw))
+
+
 class ChatSession:
     """A conversation with one model: history, settings, and the commands that change them."""
 
     def __init__(self, llm, system: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
                  out=None, notice=None):
         self.llm = llm
-        self.settings = dict(DEFAULT_SETTINGS)
-        if settings:
-            self.settings.update(settings)
-        self._check_settings(self.settings)
+        self.settings = checked_settings(dict(DEFAULT_SETTINGS, **(settings or {})))
         self.messages: List[Dict[str, str]] = []
         if system:
             self.messages.append({"role": "system", "content": system})
@@ -104,20 +190,11 @@ class ChatSession:
         self.turns_dropped = 0
 
     # --- settings and history -----------------------------------------------------------------
-    @staticmethod
-    def _check_settings(settings: Dict[str, Any]) -> None:
-        from edgellama.sampling import SamplingParams
-
-        SamplingParams(**{k: v for k, v in settings.items() if k not in ("seed", "max_tokens")})
-        if settings["max_tokens"] is not None and settings["max_tokens"] < 1:
-            raise ValueError("max_tokens must be at least 1")
-
     def set(self, name: str, value: str) -> str:
+        """Changes one setting from its /set text; ValueError, and no change, when it is wrong."""
         key, typed = parse_setting(name, value)
-        trial = dict(self.settings, **{key: typed})
-        self._check_settings(trial)
-        self.settings = trial
-        return f"{key} = {typed}"
+        self.settings = checked_settings(dict(self.settings, **{key: typed}))
+        return f"{key} = {self.settings[key]}"
 
     @property
     def system_prompt(self) -> Optional[str]:
@@ -140,6 +217,9 @@ class ChatSession:
         data = {"format": "edgellama-chat/1", "model": self.llm.model_name, "settings": self.settings,
                 "messages": self.messages}
         target = os.path.abspath(os.path.expanduser(path))
+        if os.path.exists(target) and not os.path.isfile(target):
+            # os.replace would put the file in place of a folder's name or a device such as /dev/null.
+            raise ValueError(f"{path} is not a regular file: give the path of a file to write")
         fd, tmp = tempfile.mkstemp(prefix=".edgellama-chat-", suffix=".json", dir=os.path.dirname(target))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -156,23 +236,16 @@ class ChatSession:
 
     def load(self, path: str) -> int:
         """Replaces the conversation (and the settings it carries) with those of a /save file.
-        Returns the number of messages. ValueError when the file is not such a conversation."""
-        with open(os.path.expanduser(path), encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} is not JSON: {exc}") from None
-        messages = data.get("messages") if isinstance(data, dict) else data
-        if not isinstance(messages, list) or not all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in messages):
-            raise ValueError(f"{path} holds no conversation (a list of {{role, content}} messages)")
-        settings = dict(self.settings)
-        if isinstance(data, dict) and isinstance(data.get("settings"), dict):
-            settings.update({k: v for k, v in data["settings"].items() if k in SETTINGS})
-            self._check_settings(settings)
-        self.settings = settings
-        self.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+        Returns the number of messages. ValueError naming the file and the problem when it is not
+        such a conversation (a setting of the wrong type or range, a message that is not text ...);
+        the session is then unchanged."""
+        try:
+            data = read_chat_file(path)
+            messages = conversation_messages(data)
+            settings = loaded_settings(data, self.settings)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}; nothing was loaded") from None
+        self.settings, self.messages = settings, messages
         return len(self.messages)
 
     # --- answering ----------------------------------------------------------------------------
@@ -209,22 +282,24 @@ class ChatSession:
 
     def ask(self, text: str) -> str:
         """Adds the user's message, streams the answer to out, records it, reports tokens/s.
-        Ctrl-C (KeyboardInterrupt) ends the answer early; what was printed is kept."""
+        Ctrl-C (KeyboardInterrupt) ends the answer early; what was printed is kept. An error
+        (before or during the answer) is raised with the user's message taken back out of the
+        history, so that the conversation has no half turn."""
         from edgellama.api import make_sampler, run_records
 
         self.messages.append({"role": "user", "content": text})
+        s = self.settings
         try:
             ids = self._fit_prompt()
-        except Exception:
+            sampler = make_sampler(s["temperature"], s["top_k"], s["top_p"], s["min_p"], s["typical_p"],
+                                   s["repeat_penalty"], s["frequency_penalty"], s["presence_penalty"],
+                                   s["penalty_last_n"], None, s["seed"])
+            records = run_records(self.llm, ids, s["max_tokens"], sampler, None)
+        except BaseException:
             self.messages.pop()
             raise
-        s = self.settings
-        sampler = make_sampler(s["temperature"], s["top_k"], s["top_p"], s["min_p"], s["typical_p"],
-                               s["repeat_penalty"], s["frequency_penalty"], s["presence_penalty"],
-                               s["penalty_last_n"], None, s["seed"])
         pieces: List[str] = []
         interrupted = False
-        records = run_records(self.llm, ids, s["max_tokens"], sampler, None)
         start = time.perf_counter()
         try:
             for record in records:
@@ -235,6 +310,13 @@ class ChatSession:
         except KeyboardInterrupt:
             interrupted = True
             records.close()
+        except BaseException:
+            records.close()
+            self.messages.pop()
+            if pieces:
+                self.out.write("\n")  # the error message goes on a line of its own
+                self.out.flush()
+            raise
         elapsed = time.perf_counter() - start
         self.out.write("\n")
         self.out.flush()
@@ -300,9 +382,19 @@ class ChatSession:
                 self.notice(self.stats_text())
             else:
                 self.notice(f"unknown command /{name}; /help lists them")
-        except (ValueError, OSError) as exc:
-            self.notice(f"error: {exc}")
+        except EXPECTED_ERRORS as exc:
+            self.notice(f"error: {one_line(exc)}")
+        except Exception as exc:  # a bug must not end the session (and lose the conversation) either
+            self.notice(f"error: /{name} failed unexpectedly: {type(exc).__name__}: {one_line(exc)}")
         return True
+
+
+def use_surrogateescape_stdin() -> None:
+    """Undecodable stdin bytes arrive as lone surrogates (checked per line by check_text) instead of
+    a UnicodeDecodeError that would end the session; input() at a terminal decodes the same way."""
+    reconfigure = getattr(sys.stdin, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
 
 
 def read_message(interactive: bool) -> Optional[str]:
@@ -341,12 +433,17 @@ def cmd_chat(args) -> int:
     from edgellama.model import Llama
     from edgellama.models import resolve_model
 
-    model_path = resolve_model(args.model, log=log)
-    interactive = sys.stdin.isatty()
-    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
+    if sys.stdin is None:
+        raise ValueError("standard input is closed: chat reads the messages from it")
+    system = check_text(args.system, "-s/--system") if args.system else args.system
     settings = {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
                 "repeat_penalty": args.repeat_penalty, "seed": args.seed, "max_tokens": args.max_tokens}
-    session = ChatSession(llm, system=args.system, settings=settings)
+    checked_settings(dict(DEFAULT_SETTINGS, **settings))  # before the model loads
+    model_path = resolve_model(args.model, log=log)
+    interactive = sys.stdin.isatty()
+    use_surrogateescape_stdin()
+    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
+    session = ChatSession(llm, system=system, settings=settings)
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())
@@ -366,11 +463,26 @@ def cmd_chat(args) -> int:
             return 0
         if not text.strip():
             continue
+        if not _send(session, text):
+            return 0
+
+
+def _send(session: ChatSession, text: str) -> bool:
+    """Runs one line of input (a message or a command); False means leave. Errors and Ctrl-C are
+    reported and the session goes on, except a closed stdout (BrokenPipeError), which ends it."""
+    try:
+        check_text(text, "the input line")
+    except ValueError as exc:
+        log(f"error: {exc}; it was not sent")
+        return True
+    try:
         if text.startswith("/"):
-            if not session.command(text):
-                return 0
-            continue
-        try:
-            session.ask(text)
-        except ValueError as exc:
-            log(f"error: {exc}")
+            return session.command(text)
+        session.ask(text)
+    except BrokenPipeError:
+        raise
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # Ctrl-C outside the answer's stream (which ask handles itself)
+    except EXPECTED_ERRORS as exc:
+        log(f"error: {one_line(exc)}")
+    return True

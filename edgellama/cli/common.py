@@ -1,29 +1,112 @@
-"""Argument types and output helpers shared by the subcommands."""
+"""Argument types, text checks and output helpers shared by the subcommands.
+
+Text rule (the same for arguments and standard input): text the model reads (a prompt, a system
+prompt, a chat message) must be valid UTF-8. Python hands undecodable argument and stdin bytes over
+as lone surrogates (U+DC80..U+DCFF, "surrogateescape"); such text is refused with a one-line error
+naming where it came from and the first bad byte, never decoded with replacement behind the user's
+back. File paths (-m, IN, OUT) are exempt: undecodable bytes are legal in POSIX file names.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import sys
+
+from edgellama.errors import EdgellamaError, InvalidArgumentError
+
+# Counts given on the command line (tokens, repetitions) beyond this are typing mistakes, not
+# requests: no context window or benchmark comes near 2**31.
+MAX_COUNT = 2**31 - 1
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _at_most_max_count(value: int, text: str) -> int:
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_COUNT}, got {text}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+    return _at_most_max_count(value, text)
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return _at_most_max_count(value, text)
+
+
+def any_int(text: str) -> int:
+    """An integer whose range the API checks (top-k, seed): argparse only rejects non-integers."""
+    return _integer(text)
+
+
+def finite_float(text: str) -> float:
+    """A number; "nan", "inf" and values that overflow to infinity mean nothing for a setting."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
+
+
+def check_text(text: str, source: str) -> str:
+    """`text` unchanged when it is valid Unicode; InvalidArgumentError naming `source` (e.g.
+    "-p/--prompt", "input line 3") and the first bad character otherwise (see the module's rule)."""
+    bad = _LONE_SURROGATE.search(text)
+    if bad is None:
+        return text
+    code = ord(bad.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte carried through by surrogateescape
+        problem = f"is not valid UTF-8 (byte 0x{code - 0xDC00:02x} at character {bad.start()})"
+    else:
+        problem = f"holds a lone surrogate U+{code:04X} at character {bad.start()}, which is not text"
+    raise InvalidArgumentError(source, problem)
+
+
+def read_stdin_text(source: str = "standard input") -> str:
+    """All of stdin as text, decoded as UTF-8; InvalidArgumentError naming the first bad byte."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgumentError(
+            source, f"is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the forward step runs: cpu (default) or cuda, GPU 0 (needs edgellama's CUDA "
                              "module and an NVIDIA GPU)")
+
+
+# What a command may fail with on purpose (reported in one line, no traceback): our own errors, a
+# file that cannot be read or written, a bad value, memory that ran out.
+EXPECTED_ERRORS = (EdgellamaError, OSError, ValueError, MemoryError)
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's message on one line (a bare MemoryError has none)."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__
+    return text
 
 
 def log(message: str) -> None:

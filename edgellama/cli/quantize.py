@@ -1,9 +1,31 @@
 """`edgellama quantize`: export a GGUF or Hugging Face llama checkpoint to a quantized GGUF, or
-write a synthetic model of a real model's shapes."""
+write a synthetic model of a real model's shapes.
+
+OUT is the path of the file to write: an existing folder, a missing folder or one that cannot be
+written to is refused with a one-line error before any work (the file name is never guessed)."""
 
 from __future__ import annotations
 
-from edgellama.cli.common import log, positive_int
+import argparse
+
+from edgellama.cli.common import any_int, log
+
+# The quantizer's threads; the bound Llama(n_threads) applies too, far above any machine's cores.
+MAX_THREADS = 1024
+
+
+def _thread_count(text: str) -> int:
+    value = any_int(text)
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be in [1, {MAX_THREADS}], got {text}")
+    return value
+
+
+def _weights_seed(text: str) -> int:
+    value = any_int(text)
+    if not 0 <= value < 2**64:  # what numpy's generator takes as a seed
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**64), got {text}")
+    return value
 
 
 def add_parser(sub) -> None:
@@ -14,12 +36,14 @@ def add_parser(sub) -> None:
                        description="edgellama quantize IN OUT --type TYPE, or "
                                    "edgellama quantize --synthetic MODEL OUT --type TYPE")
     p.add_argument("paths", nargs="+", metavar="IN OUT",
-                   help="input (GGUF file or Hugging Face folder) and output GGUF; only OUT with --synthetic")
+                   help="input (GGUF file or Hugging Face folder) and output GGUF file (not a folder; its "
+                        "folder must exist); only OUT with --synthetic")
     p.add_argument("--type", required=True, choices=TYPES, help="weight type or mix")
-    p.add_argument("-t", "--threads", type=positive_int, default=None, help="quantizer threads (default: all)")
+    p.add_argument("-t", "--threads", type=_thread_count, default=None,
+                   help="quantizer threads (default: all)")
     p.add_argument("--synthetic", choices=sorted(MODELS), default=None,
                    help="write random weights with this model's exact shapes instead of reading IN")
-    p.add_argument("--seed", type=int, default=0, help="seed of --synthetic weights")
+    p.add_argument("--seed", type=_weights_seed, default=0, help="seed of --synthetic weights")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (the final table is still shown)")
     p.set_defaults(handler=cmd_quantize)
 
@@ -40,8 +64,10 @@ def cmd_quantize(args) -> int:
     if args.synthetic:
         if len(args.paths) != 1:
             raise QuantizeError("with --synthetic give only OUT")
+        from edgellama.quantize import check_output_path
         from edgellama.synthetic import synthetic_source
 
+        check_output_path(args.paths[0])  # before the weights are drawn
         report = write_gguf(synthetic_source(args.synthetic, seed=args.seed), args.paths[0], args.type,
                             threads=args.threads, progress=not args.quiet, log=log)
     else:
