@@ -215,20 +215,30 @@ def _hf_rope(config: Dict[str, Any]) -> Tuple[float, Optional[Dict[str, Any]]]:
     """(rope_theta, llama3 scaling parameters or None) from either config spelling."""
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or None
-    theta = config.get("rope_theta", params.get("rope_theta", 10000.0))
+    for key, value in (("rope_parameters", params), ("rope_scaling", scaling)):
+        if value is not None and not isinstance(value, dict):
+            raise InvalidMetadataError("config.json", key, value, "must be an object")
+    # A real number > 0 whichever spelling holds it (a string or NaN here would break the maths).
+    theta = MetadataReader("config.json", {"rope_theta": config.get("rope_theta", params.get("rope_theta"))}
+                           ).real("rope_theta", 10000.0, low=0.0, low_open=True)
     if scaling is None and params.get("rope_type", params.get("type", "default")) != "default":
         scaling = params
     if scaling is not None:
         kind = scaling.get("rope_type", scaling.get("type"))
         if kind == "default":
-            return float(theta), None
+            return theta, None
         if kind != "llama3":
             raise UnsupportedModelError("config.json", f"rope scaling type {kind!r} is not supported "
                                                        f"(supported: none, 'llama3')")
+        reader = MetadataReader("config.json", scaling)
         for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
             if k not in scaling:
                 raise UnsupportedModelError("config.json", f"llama3 rope scaling lacks '{k}'")
-    return float(theta), scaling
+            reader.real(k, low=0.0, low_open=True)
+        if not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+            raise InvalidMetadataError("config.json", "rope_scaling", scaling,
+                                       "low_freq_factor must be below high_freq_factor")
+    return theta, scaling
 
 
 def llama3_rope_factors(head_dim: int, theta: float, scaling: Dict[str, Any]) -> np.ndarray:
@@ -264,10 +274,14 @@ def hf_config(folder: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} has no config.json (not a Hugging Face model folder)")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InvalidCheckpointError(path, f"config.json is not valid JSON ({exc})") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidCheckpointError(path, f"config.json is not valid JSON ({exc!r})") from None
+    if not isinstance(config, dict):
+        raise InvalidCheckpointError(path, f"config.json must hold an object, not {type(config).__name__}")
     archs = config.get("architectures") or []
+    if not isinstance(archs, list):
+        raise InvalidCheckpointError(path, f"config.json's 'architectures' must be a list, not {archs!r}")
     if "LlamaForCausalLM" not in archs or config.get("model_type", "llama") != "llama":
         raise UnsupportedModelError(path, f"architecture {archs or config.get('model_type')!r} is not supported "
                                           f"(edgellama exports LlamaForCausalLM)")
@@ -344,7 +358,8 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
         tensors.append(SourceTensor("rope_freqs.weight", factors.shape, lambda a, b, f=factors: f.reshape(1, -1), "F32"))
 
     meta: Dict[str, Any] = {
-        "general.name": config.get("_name_or_path") or folder.resolve().name,
+        "general.name": (config.get("_name_or_path") if isinstance(config.get("_name_or_path"), str) else None)
+                        or folder.resolve().name,
         "llama.context_length": config.get("max_position_embeddings", 2048),
         "llama.embedding_length": n_embd,
         "llama.block_count": n_layer,

@@ -114,6 +114,15 @@ def read_header(path) -> Dict[str, SafeTensor]:
     return tensors
 
 
+def _check_shard_name(index_path: Path, file_name: str) -> None:
+    """A shard is a file of the checkpoint's own folder: a name with a folder part, an absolute
+    path or '..' in a (hostile) index would make the loader read files outside it."""
+    if (not file_name or file_name in (".", "..") or "/" in file_name or "\\" in file_name
+            or "\0" in file_name):
+        raise InvalidCheckpointError(index_path, f"the index names {file_name!r}, which is not a file name "
+                                                 "in the checkpoint's folder")
+
+
 def open_checkpoint(folder) -> Dict[str, SafeTensor]:
     """Every tensor of a Hugging Face folder: through model.safetensors.index.json when there is
     one (each name from the file the index names), else from every *.safetensors file."""
@@ -130,6 +139,7 @@ def open_checkpoint(folder) -> Dict[str, SafeTensor]:
                                                      "tensor names to file names")
         headers: Dict[str, Dict[str, SafeTensor]] = {}
         for name, file_name in weight_map.items():
+            _check_shard_name(index_path, file_name)
             file_path = folder / file_name
             if file_name not in headers:
                 if not file_path.is_file():

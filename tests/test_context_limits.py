@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 import warnings
 
@@ -146,7 +147,11 @@ def test_numpy_integers_and_the_cpu_count_are_accepted(tiny_path):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgellama.cli", *args], capture_output=True, text=True, timeout=120)
+    # Run outside the source tree: `-m` puts the working folder first on sys.path, and a clean
+    # checkout's edgellama/ has no compiled core (the installed package has).
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "edgellama.cli", *args], capture_output=True, text=True,
+                              timeout=120, cwd=cwd)
 
 
 @pytest.mark.parametrize("ctx", [str(2**62), str(2**31 - 1)])

@@ -135,3 +135,19 @@ def test_malformed_index_is_a_checkpoint_error(tmp_path, index):
     (tmp_path / "model.safetensors.index.json").write_text(text)
     with pytest.raises(InvalidCheckpointError):
         open_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "subfolder"])
+def test_index_cannot_name_a_file_outside_the_checkpoint(tmp_path, where):
+    """A hostile index must not make the loader read files elsewhere (the file it names exists and
+    is a valid safetensors file, so only the containment check can refuse it)."""
+    folder = tmp_path / "ckpt"
+    (folder / "sub").mkdir(parents=True)
+    weight = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    outside = {"parent": tmp_path / "outside.safetensors", "absolute": tmp_path / "outside.safetensors",
+               "subfolder": folder / "sub" / "shard.safetensors"}[where]
+    write_safetensors(outside, weight, np.ones(1, np.float32).tobytes())
+    name = {"parent": "../outside.safetensors", "absolute": str(outside), "subfolder": "sub/shard.safetensors"}[where]
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": name}}))
+    with pytest.raises(InvalidCheckpointError, match="not a file name"):
+        open_checkpoint(folder)

@@ -220,3 +220,29 @@ def test_quantize_bounds_a_hugging_face_layer_count(tmp_path):
         quantize(folder, tmp_path / "o.gguf", "F16", log=lambda _: None)
     assert info.value.key == "num_hidden_layers" and "config.json" in str(info.value)
     assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("hostile", [
+    [1, 2], "text", {"architectures": 5}, {"rope_theta": "abc"}, {"rope_theta": float("nan")},
+    {"rope_theta": -1.0}, {"rope_scaling": ["llama3"]}, {"rope_parameters": 7},
+    {"rope_scaling": {"rope_type": "llama3", "factor": "x", "low_freq_factor": 1, "high_freq_factor": 4,
+                      "original_max_position_embeddings": 8192}},
+    {"rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 4,
+                      "original_max_position_embeddings": 8192}},
+], ids=["list", "string", "architectures-int", "theta-str", "theta-nan", "theta-negative", "scaling-list",
+        "parameters-int", "factor-str", "equal-freq-factors"])
+def test_quantize_refuses_a_hostile_hugging_face_config(tmp_path, hostile):
+    """config.json is as hostile as a GGUF header: a value of the wrong type or range is a
+    ModelLoadError naming the file, never a raw TypeError/ValueError/ZeroDivisionError."""
+    from edgellama.errors import ModelLoadError
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+              "vocab_size": 8, "hidden_size": 4, "intermediate_size": 8, "num_hidden_layers": 1,
+              "num_attention_heads": 2}
+    config = {**config, **hostile} if isinstance(hostile, dict) else hostile
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match="config.json"):
+        quantize(folder, tmp_path / "o.gguf", "F16", log=lambda _: None)
+    assert not (tmp_path / "o.gguf").exists()
