@@ -14,13 +14,14 @@ from edgellama.errors import (
     InvalidMetadataError,
     ModelBusyError,
     ModelLoadError,
+    ModelOutputError,
     UnsupportedModelError,
 )
 
 __version__ = "0.1.0"
 __all__ = ["Llama", "EdgellamaError", "ModelLoadError", "InvalidGGUFError", "InvalidMetadataError",
            "UnsupportedModelError", "ContextOverflowError", "InvalidArgumentError", "InsufficientMemoryError",
-           "ModelBusyError"]
+           "ModelBusyError", "ModelOutputError"]
 
 
 def __getattr__(name):

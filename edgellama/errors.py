@@ -45,6 +45,11 @@ class UnsupportedModelError(ModelLoadError):
     than llama, or a tensor type outside F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K."""
 
 
+class ModelOutputError(EdgellamaError, ValueError):
+    """The model computed a NaN logit: its weights hold NaN or infinite values (a corrupt or hostile
+    file whose structure is valid), so no token can be chosen."""
+
+
 class ContextOverflowError(EdgellamaError, ValueError):
     """More tokens were evaluated than the context window (n_ctx) holds."""
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgellama import arguments
 from edgellama import resources
-from edgellama.errors import ContextOverflowError
+from edgellama.errors import ContextOverflowError, ModelOutputError
 from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
 from edgellama.ownership import ModelOwnership
 from edgellama.sampling import Sampler, SamplingParams, log_softmax_at
@@ -190,7 +190,9 @@ class Llama:
             token, logprob = self._evaluate(ids, self._core.forward_greedy)
             return int(token), float(logprob)
         logits = self.eval(ids)
-        token = int(np.argmax(logits))
+        token = int(np.argmax(logits))  # the first NaN, if there is one
+        if np.isnan(logits[token]):
+            raise ModelOutputError("a logit is NaN: the model's weights hold NaN or infinite values")
         return token, log_softmax_at(logits, token)
 
     def _evaluate(self, ids: Sequence[int], forward):

@@ -29,7 +29,7 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from edgellama import _core, arguments
-from edgellama.errors import InvalidArgumentError
+from edgellama.errors import InvalidArgumentError, ModelOutputError
 
 
 @dataclass(frozen=True)
@@ -162,7 +162,7 @@ class Sampler:
             if x[token] == -np.inf:
                 raise self._nothing_to_choose()
             if np.isnan(x[token]):
-                raise ValueError("a logit is nan: the model's output is broken")
+                raise ModelOutputError("a logit is NaN: the model's weights hold NaN or infinite values")
             return token
         n = x.shape[0]
         # Candidates: token ids with their logits (the whole vocabulary until a step narrows it).
@@ -176,7 +176,7 @@ class Sampler:
         if top == -np.inf:
             raise self._nothing_to_choose()
         if not np.isfinite(top):
-            raise ValueError(f"a logit is {top}: the model's output is broken")
+            raise ModelOutputError(f"a logit is {top}: the model's weights hold NaN or infinite values")
         # Shifted by the largest logit before the 1/temperature scale (capped at float32's largest),
         # so that however small the temperature the top stays at 0 and only the others can reach -inf.
         with np.errstate(over="ignore"):  # far below the top, -inf is the right value

@@ -246,3 +246,23 @@ def test_quantize_refuses_a_hostile_hugging_face_config(tmp_path, hostile):
     with pytest.raises(ModelLoadError, match="config.json"):
         quantize(folder, tmp_path / "o.gguf", "F16", log=lambda _: None)
     assert not (tmp_path / "o.gguf").exists()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_nan_weights_are_a_model_output_error(tmp_path, temperature):
+    """A file whose structure is valid but whose output matrix holds NaN loads (its weights are
+    not scanned); choosing a token from its NaN logits is a ModelOutputError, greedy or sampled,
+    never a raw ValueError nor a silent argmax of NaN."""
+    from edgellama import Llama
+    from edgellama.errors import ModelOutputError
+
+    rows = np.random.default_rng(0).normal(0, 0.02, (300, 64)).astype(np.float32)
+    rows[7, 3] = np.nan
+    path = write_tiny_llama(tmp_path / "nan.gguf", tied_output=False,
+                            overrides={"output.weight": {"data": rows}})
+    llm = Llama(str(path), n_ctx=32, n_threads=1)
+    with pytest.raises(ModelOutputError, match="NaN"):
+        llm.generate([1, 2, 3], max_tokens=4, temperature=temperature)
+    llm.reset()
+    with pytest.raises(ModelOutputError):
+        llm.eval_greedy([1, 2, 3])
