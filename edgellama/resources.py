@@ -11,11 +11,11 @@ limits hold for any caller, but the message a user sees comes from here.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import warnings
 from typing import Iterator, Optional, Tuple
 
+from edgellama import arguments
 from edgellama.errors import EdgellamaError, InsufficientMemoryError, InvalidArgumentError
 
 # The largest n_ctx accepted whatever the memory (the CLI's bound on counts too): far past any
@@ -84,12 +84,6 @@ def max_threads() -> int:
     return os.cpu_count() or 1
 
 
-def _require_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidArgumentError(name, f"must be an integer, got {type(value).__name__} {value!r}")
-    return int(value)
-
-
 def check_context_request(config, n_ctx, n_threads, check_memory: bool = True) -> Tuple[int, int]:
     """(n_ctx, n_threads) as ints after checking them for a model of this config (a ModelConfig).
 
@@ -99,8 +93,8 @@ def check_context_request(config, n_ctx, n_threads, check_memory: bool = True) -
     naming the argument and the limit otherwise). check_memory=False skips the host-memory test
     (the CUDA engine keeps its cache on the GPU, and reports a shortage there itself).
     """
-    n_ctx = _require_int("n_ctx", n_ctx)
-    n_threads = _require_int("n_threads", n_threads)
+    n_ctx = arguments.integer("n_ctx", n_ctx)
+    n_threads = arguments.integer("n_threads", n_threads)
     if n_ctx < 1:
         raise InvalidArgumentError("n_ctx", f"must be at least 1, got {n_ctx}")
     limit = max_threads()

@@ -16,6 +16,7 @@ import numpy as np
 import gguf
 from gguf import GGUFValueType as VT
 
+from edgellama.pretokenizer import BYTE_TO_CHAR
 from edgellama.quantize import ModelSource, SourceTensor, llama3_rope_factors, meta_entry
 
 LLAMA3_SCALING = {"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -37,14 +38,7 @@ WEIGHT_STD = 0.02
 def byte_level_vocab(n_vocab: int):
     """(tokens, token types, merges): the 256 byte symbols of a byte-level BPE, two merges,
     begin/end-of-text control tokens, then reserved fillers up to n_vocab."""
-    printable = set(range(ord("!"), ord("~") + 1)) | set(range(0xA1, 0xAD)) | set(range(0xAE, 0x100))
-    symbols, extra = [], 0
-    for b in range(256):
-        if b in printable:
-            symbols.append(chr(b))
-        else:
-            symbols.append(chr(256 + extra))
-            extra += 1
+    symbols = list(BYTE_TO_CHAR)
     merges = [("Ġ", "t"), ("h", "e")]
     tokens = symbols + [a + b for a, b in merges] + ["<|begin_of_text|>", "<|end_of_text|>"]
     types = [int(gguf.TokenType.NORMAL)] * (256 + len(merges)) + [int(gguf.TokenType.CONTROL)] * 2
