@@ -31,7 +31,7 @@ def main() -> None:
         w = llm.last_stats
         messages.append(warm["choices"][0]["message"])
         # The same prompt from an empty cache.
-        saved = list(llm._cached_tokens)
+        saved = llm.cached_tokens
         llm.reset()
         llm.create_chat_completion(messages[:-1], max_tokens=1, temperature=0)
         c = llm.last_stats

@@ -18,10 +18,35 @@ namespace edgellama::bindings {
 namespace {
 
 std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
-                                       int n_threads, bool weights_file_mapped) {
+                                       int n_threads, bool weights_file_mapped, int64_t n_seq) {
     LlamaConfig c = config_from_dict(config);
     return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads,
-                                        weights_file_mapped);
+                                        weights_file_mapped, n_seq);
+}
+
+template <class T>
+using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
+
+// Batched step: 1-D arrays of equal length; returns logits [rows][n_vocab] of the entries whose
+// want_logits is non-zero, in entry order. The GIL is released while the step runs.
+py::array_t<float> forward_batch(LlamaModel& model, CArray<int32_t> tokens, CArray<int32_t> seq_ids,
+                                 CArray<int64_t> positions, CArray<uint8_t> want_logits) {
+    const int64_t n = tokens.ndim() == 1 ? tokens.shape(0) : -1;
+    for (const py::array* a : {static_cast<py::array*>(&seq_ids), static_cast<py::array*>(&positions),
+                               static_cast<py::array*>(&want_logits)}) {
+        if (n < 0 || a->ndim() != 1 || a->shape(0) != n) {
+            throw std::invalid_argument("tokens, seq_ids, positions and want_logits must be 1-D arrays of one length");
+        }
+    }
+    const TokenBatch batch{tokens.data(), seq_ids.data(), positions.data(), want_logits.data(), n};
+    const int64_t rows = count_logits_rows(batch);
+    py::array_t<float> logits({rows, model.config().n_vocab});
+    float* out = logits.mutable_data();
+    {
+        py::gil_scoped_release release;
+        model.forward_batch(batch, out);
+    }
+    return logits;
 }
 
 }  // namespace
@@ -30,12 +55,22 @@ void bind_model(py::module_& m) {
     // module_local: each CPU level's module binds the same C++ types, and a process may load several.
     py::class_<LlamaModel>(m, "LlamaModel", py::module_local())
         .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
-             py::arg("weights_file_mapped") = false)
+             py::arg("weights_file_mapped") = false, py::arg("n_seq") = 1)
+        .def("forward_batch", &forward_batch, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
+             py::arg("want_logits"))
+        .def("seq_n_past", [](const LlamaModel& m, int64_t seq) { return m.n_past(seq); }, py::arg("seq"))
+        .def("seq_clear", [](LlamaModel& m, int64_t seq) { m.cache().clear(seq); }, py::arg("seq"))
+        .def("seq_truncate", [](LlamaModel& m, int64_t seq, int64_t n) { m.cache().truncate(seq, n); },
+             py::arg("seq"), py::arg("n"))
+        .def("seq_copy_prefix", [](LlamaModel& m, int64_t src, int64_t dst, int64_t n) {
+                 m.cache().copy_prefix(src, dst, n);
+             }, py::arg("src"), py::arg("dst"), py::arg("n"))
         .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &LlamaModel::truncate, py::arg("n"))
         .def("reset", &LlamaModel::reset)
-        .def_property_readonly("n_past", &LlamaModel::n_past)
+        .def_property_readonly("n_past", [](const LlamaModel& m) { return m.n_past(0); })
         .def_property_readonly("n_ctx", &LlamaModel::n_ctx)
+        .def_property_readonly("n_seq", &LlamaModel::n_seq)
         .def_property_readonly("n_threads", &LlamaModel::n_threads)
         .def_property_readonly_static("max_batch", [](py::object) { return LlamaModel::kMaxBatch; });
 }

@@ -12,13 +12,15 @@ chunk carries finish_reason and usage. Field names and types follow the OpenAI A
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from edgellama import arguments
-from edgellama.generate import GenerationStats, TokenRecord, iter_tokens
-from edgellama.sampling import Sampler, SamplingParams
+from edgellama.engine.request import GenerationRequest
+from edgellama.generate import GenerationStats, TokenRecord
+from edgellama.sampling import DEFAULTS, Sampler, SamplingParams
 
 Stop = Union[None, str, Sequence[str]]
 
@@ -28,9 +30,10 @@ def stop_list(stop: Stop) -> List[str]:
     return arguments.stop_strings(stop)
 
 
-def make_sampler(temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                 typical_p: float = 1.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                 presence_penalty: float = 0.0, penalty_last_n: int = 64,
+def make_sampler(temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                 top_p: float = DEFAULTS.top_p, min_p: float = DEFAULTS.min_p, typical_p: float = DEFAULTS.typical_p,
+                 repeat_penalty: float = DEFAULTS.repeat_penalty, frequency_penalty: float = DEFAULTS.frequency_penalty,
+                 presence_penalty: float = DEFAULTS.presence_penalty, penalty_last_n: int = DEFAULTS.penalty_last_n,
                  logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
                  n_vocab: Optional[int] = None) -> Sampler:
     """A Sampler for these settings; InvalidArgumentError naming the first wrong one. With n_vocab
@@ -62,31 +65,72 @@ def _model_name(llm) -> str:
     return llm.model_name
 
 
-def run_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop: Stop,
-                stats: Optional[GenerationStats] = None) -> Iterator[TokenRecord]:
-    """The generation's records (iter_tokens), as a generator that owns llm from its first next()
-    until it is exhausted, closed or collected (edgellama.ownership). The arguments are checked
-    here, when the call is made: prompt_ids (a non-empty flat sequence of token ids), max_tokens
-    (None or an integer >= 0) and stop. stats (a fresh GenerationStats by default) is filled as the
-    generation runs, and becomes llm.last_stats when it starts."""
+def _request(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
+             stop: Stop) -> GenerationRequest:
+    """A generation request, its arguments checked now: prompt_ids (a non-empty flat sequence of
+    token ids), max_tokens (None or an integer >= 0) and stop."""
     ids = arguments.token_ids("prompt", prompt_ids, llm.n_vocab).tolist()
     max_tokens = arguments.max_tokens(max_tokens)
     stops = arguments.stop_strings(stop)
-    stats = GenerationStats() if stats is None else stats
+    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx)
 
-    def start() -> Iterator[TokenRecord]:
-        llm.last_stats = stats
-        return iter_tokens(llm, ids, max_tokens, sampler, stops, stats)
 
-    # The record with a finish_reason is the last: the model is free again before the caller sees it.
-    return llm._ownership.owned_iteration(start, "generation",
-                                          is_last=lambda record: record.finish_reason is not None)
+def run_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
+                stop: Stop) -> Iterator[TokenRecord]:
+    """The generation's records, as a generator that joins llm's scheduler at its first next()
+    and holds a sequence until it is exhausted, closed or collected (its last record comes with
+    the sequence already free). The arguments are checked when the call is made. Each record
+    carries the generation's stats, which also become llm.last_stats when it starts."""
+    return _records_of(llm, _request(llm, prompt_ids, max_tokens, sampler, stop))
+
+
+def _records_of(llm, request: GenerationRequest) -> Iterator[TokenRecord]:
+    scheduler = llm._scheduler
+
+    def records() -> Iterator[TokenRecord]:
+        try:
+            llm.last_stats = request.stats
+            scheduler.submit(request)
+            while True:
+                record = scheduler.next_record(request)
+                if record is None:
+                    return
+                yield record
+        finally:
+            scheduler.cancel(request)  # closed early, failed or done: the sequence is free now
+
+    return records()
+
+
+def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
+                  stop: Stop) -> AsyncIterator[TokenRecord]:
+    """run_records as an async generator: waits never block the event loop."""
+    from edgellama.engine.scheduler import AsyncWaker
+
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop)
+    scheduler = llm._scheduler
+
+    async def records() -> AsyncIterator[TokenRecord]:
+        try:
+            request.waker = AsyncWaker(asyncio.get_running_loop())
+            llm.last_stats = request.stats
+            scheduler.submit(request)
+            while True:
+                record = await scheduler.next_record_async(request)
+                if record is None:
+                    return
+                yield record
+        finally:
+            scheduler.cancel(request)
+
+    return records()
 
 
 def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop: Stop,
                stream: bool, chat: bool):
-    stats = GenerationStats()
-    records = run_records(llm, prompt_ids, max_tokens, sampler, stop, stats)
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop)
+    stats = request.stats
+    records = _records_of(llm, request)
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     created = int(time.time())
     if arguments.flag("stream", stream):

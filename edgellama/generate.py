@@ -1,21 +1,24 @@
-"""The generation loop: sample, stream-detokenize, stop on end-of-turn tokens or stop strings."""
+"""The pieces of a generation: its statistics, its records, and stop-string matching (the loop that
+drives them is edgellama.engine)."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence, Tuple
 
 
 @dataclass
 class GenerationStats:
-    """Counts and timings of the last generation (seconds of wall time)."""
+    """Counts and timings of one generation (seconds of wall time). queue_seconds: from its first
+    next() until a sequence slot was free; prefill_seconds: from then to the first token's logits
+    (the time to the first token is their sum); decode_seconds: from then to the last token."""
 
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens whose keys/values were already cached
     prefill_seconds: float = 0.0
     generated_tokens: int = 0
     decode_seconds: float = 0.0
+    queue_seconds: float = 0.0
 
     @property
     def prefill_tokens_per_second(self) -> float:
@@ -86,58 +89,8 @@ class TokenRecord:
     text: str
     logprob: float
     finish_reason: Optional[str] = None
-
-
-def iter_tokens(llm, prompt_ids: List[int], max_tokens: Optional[int], sampler, stops: Sequence[str],
-                stats: GenerationStats) -> Iterator[TokenRecord]:
-    """The generation loop: yields one TokenRecord per sampled token; fills stats as it goes.
-
-    The prompt is prefilled reusing the cached prefix it shares with the previous sequence. A
-    sampled end-of-turn token is yielded (with the held-back tail as its text) but not counted in
-    stats.generated_tokens and not evaluated. max_tokens=None runs until the context is full.
-
-    It uses llm's cache between its steps, so it must run as the model's owner (api.run_records
-    wraps it so); it touches the model no more once it has yielded the record with a finish_reason."""
-    from edgellama.tokenizer import StreamDecoder
-
-    decoder = StreamDecoder(llm.tokenizer)
-    matcher = StopStringMatcher(stops)
-    stop_ids = llm.tokenizer.stop_ids
-    history = list(prompt_ids)  # the penalty window looks at the prompt and the answer
-    stats.prompt_tokens = len(prompt_ids)
-    start = time.perf_counter()
-    logits, stats.reused_tokens = llm._prefill_reusing_cache(prompt_ids)
-    stats.prefill_seconds = time.perf_counter() - start
-    decode_start = time.perf_counter()
-    limit = max_tokens if max_tokens is not None else max(0, llm.n_ctx - len(prompt_ids) + 1)
-    if limit <= 0:
-        return
-    token, logprob = sampler.sample(logits, history)
-    engine_chooses = sampler.is_plain_greedy  # the engine's own greedy choice (on a GPU, only it comes back)
-    while True:
-        if token in stop_ids:
-            stats.decode_seconds = time.perf_counter() - decode_start
-            yield TokenRecord(token, matcher.feed(decoder.flush())[0] + matcher.flush(), logprob, "stop")
-            return
-        stats.generated_tokens += 1
-        history.append(token)
-        text, stopped = matcher.feed(decoder.push(token))
-        if stopped:
-            stats.decode_seconds = time.perf_counter() - decode_start
-            yield TokenRecord(token, text, logprob, "stop")
-            return
-        if stats.generated_tokens >= limit or llm.n_past >= llm.n_ctx:
-            # max_tokens, or the context window is full: release what was held back.
-            text += matcher.feed(decoder.flush())[0] + matcher.flush()
-            stats.decode_seconds = time.perf_counter() - decode_start
-            yield TokenRecord(token, text, logprob, "length")
-            return
-        yield TokenRecord(token, text, logprob)
-        if engine_chooses:
-            token, logprob = llm.eval_greedy([token])
-        else:
-            token, logprob = sampler.sample(llm.eval([token]), history)
-        stats.decode_seconds = time.perf_counter() - decode_start
+    # The generation's own statistics (one object shared by its records, complete on the last).
+    stats: Optional[GenerationStats] = field(default=None, repr=False, compare=False)
 
 
 def text_pieces(records: Iterator[TokenRecord]) -> Iterator[str]:

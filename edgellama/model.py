@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgellama import arguments
 from edgellama import resources
-from edgellama.errors import ContextOverflowError, ModelOutputError
+from edgellama.errors import ContextOverflowError, InvalidArgumentError, ModelOutputError
 from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
-from edgellama.ownership import ModelOwnership
-from edgellama.sampling import Sampler, SamplingParams, log_softmax_at
+from edgellama.sampling import DEFAULTS, SAMPLING_FIELDS, Sampler, SamplingParams, log_softmax_at
 
 DEFAULT_N_CTX = 2048
 
@@ -26,19 +25,30 @@ def default_thread_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int):
-    """The forward-step engine: an object with forward(tokens, all_logits), truncate, reset and the
-    n_past / n_ctx / n_threads properties (the interface of _core.LlamaModel)."""
+MAX_PARALLEL = 256  # sequences one model may hold (n_parallel)
+
+
+def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n_parallel: int):
+    """The forward-step engine, with the batched-step interface of edgellama.engine.backends."""
     if device == "cpu":
         from edgellama import _core
 
         return _core.LlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads,
-                                weights_file_mapped=model.matrices_in_mapping())
+                                weights_file_mapped=model.matrices_in_mapping(), n_seq=n_parallel)
     if device == "cuda":
         from edgellama.cuda import create_cuda_model
+        from edgellama.engine.backends import SingleSequenceBackend
 
-        return create_cuda_model(model, n_ctx, n_threads)
+        return SingleSequenceBackend(create_cuda_model(model, n_ctx, n_threads))
     raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
+
+
+def _check_parallel(n_parallel, device: str) -> int:
+    n_parallel = arguments.integer("n_parallel", n_parallel, at_least=1, at_most=MAX_PARALLEL)
+    if device == "cuda" and n_parallel > 1:
+        raise InvalidArgumentError("n_parallel", f"the CUDA engine runs one sequence; got {n_parallel} "
+                                                 "(use device='cpu' for parallel sequences)")
+    return n_parallel
 
 
 class Llama:
@@ -46,35 +56,43 @@ class Llama:
 
     Args:
         model_path: the .gguf file.
-        n_ctx: context window in tokens (KV cache size); default min(2048, the model's training context).
+        n_ctx: context window of every sequence in tokens (KV cache size); default min(2048, the
+            model's training context).
         n_threads: CPU threads for the forward step; default all cores this process may use.
         device: "cpu", or "cuda" for the GPU backend (edgellama.cuda; needs the _cuda module and a GPU).
+        n_parallel: how many sequences the KV cache holds (default 1): up to this many generations
+            run at once, their decode steps batched; more wait for a free sequence. Each sequence
+            has its own window of n_ctx tokens, so the cache takes n_parallel times the memory of
+            one (reserved up front, resident only as positions fill).
 
-    The KV cache persists between calls: `eval` appends to it, `reset`/`truncate` rewind it.
+    Sequence 0 is the one `eval`, `reset` and `truncate` work on, and `n_past` counts; generations
+    take whichever sequence holds the longest prefix of their prompt, so a follow-up turn of a chat
+    prefills only its new tokens.
 
-    Threads: one object may be shared. The cache holds one sequence, so each operation owns the
-    model while it runs (edgellama.ownership): a generation from its first token to its last, eval,
-    eval_greedy, reset and truncate for their call. A call from another thread waits its turn
-    (`busy_timeout` seconds at most, then ModelBusyError; None, the default, waits as long as it
-    takes). A streamed generation takes ownership at its first next() and keeps it until it is
-    exhausted, closed or garbage-collected; while it is unfinished, any other use of the model from
-    the thread that is consuming it raises ModelBusyError (waiting would deadlock). Tokenizing and
-    the chat template need no ownership. Generations never interleave: for several independent
-    conversations at once, use one Llama per conversation.
+    Threads and asyncio: one object may be shared. Generations started from many threads (or
+    tasks, through `stream_tokens_async`) run side by side up to n_parallel, and queue beyond it;
+    each has its own sampler, seed, stop strings and statistics, and produces exactly what it would
+    alone. A streamed generation takes a sequence at its first next() and keeps it until it is
+    exhausted, closed or garbage-collected. eval, eval_greedy, reset and truncate wait until
+    sequence 0 is free. A wait that only the calling thread could end (every sequence it needs is
+    held by an unfinished stream this thread is consuming) raises ModelBusyError at once; other
+    waits for a sequence last `busy_timeout` seconds at most (None, the default: as long as it
+    takes). Tokenizing and the chat template need no sequence.
     """
 
     def __init__(self, model_path: Union[str, Path], n_ctx: Optional[int] = None,
-                 n_threads: Optional[int] = None, device: str = "cpu"):
+                 n_threads: Optional[int] = None, device: str = "cpu", n_parallel: int = 1):
         self.model: GGUFModel = load_gguf(model_path)
         self.config: ModelConfig = self.model.config
         n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else n_ctx
         n_threads = default_thread_count() if n_threads is None else n_threads
+        n_parallel = _check_parallel(n_parallel, device)
         # Types, ranges, and whether the window fits in memory, before anything is allocated.
         n_ctx, n_threads = resources.check_context_request(self.config, n_ctx, n_threads,
-                                                           check_memory=device == "cpu")
+                                                           check_memory=device == "cpu", n_seq=n_parallel)
         self.device = device
-        with resources.allocation_errors(self.config, n_ctx, n_threads):
-            self._core = _create_backend(device, self.model, n_ctx, n_threads)
+        with resources.allocation_errors(self.config, n_ctx, n_threads, n_parallel):
+            self._core = _create_backend(device, self.model, n_ctx, n_threads, n_parallel)
         # The CUDA engine can make a greedy choice itself, so that only the token comes back
         # (eval_greedy); EDGELLAMA_CUDA_GREEDY=1 until that has run on a GPU.
         self._greedy_on_device = False
@@ -82,13 +100,13 @@ class Llama:
             from edgellama.cuda import _env_flag  # read as the engine's other settings are
 
             self._greedy_on_device = _env_flag("EDGELLAMA_CUDA_GREEDY")
-        # One operation at a time owns the cache (the core releases the GIL during a forward step).
-        self._ownership = ModelOwnership()
-        self._cached_tokens: List[int] = []  # the tokens whose keys/values the cache holds
+        from edgellama.engine import Scheduler
+
+        self._scheduler = Scheduler(self._core, n_ctx, n_parallel)
         self._lazy_lock = threading.Lock()  # builds the tokenizer and the chat template once
         self._tokenizer = None
         self._chat_template = None
-        # GenerationStats of the latest generation to start (each generation fills its own object).
+        # The statistics of the latest generation to start; each record carries its own (.stats).
         self.last_stats = None
 
     # --- sizes -----------------------------------------------------------------------------
@@ -111,21 +129,32 @@ class Llama:
         return name[:-5] if name.lower().endswith(".gguf") else name
 
     @property
+    def n_parallel(self) -> int:
+        """Sequences the KV cache holds: generations that run at once."""
+        return len(self._scheduler.slots)
+
+    @property
+    def cached_tokens(self) -> List[int]:
+        """A copy of the tokens sequence 0 of the KV cache holds, in order (n_past of them)."""
+        with self._scheduler.locked():
+            return list(self._scheduler.slots[0].tokens)
+
+    @property
     def n_past(self) -> int:
-        """Tokens currently held in the KV cache."""
-        return self._core.n_past
+        """Tokens currently held in sequence 0 of the KV cache."""
+        return self._core.seq_n_past(0)
 
     @property
     def busy_timeout(self) -> Optional[float]:
-        """Seconds a call waits for a generation or eval running in another thread before it raises
-        ModelBusyError; None (the default) waits for as long as it takes. A streaming generator that
-        another thread keeps referenced but no longer advances holds the model until it is closed
-        or collected: this timeout is the way out for the threads behind it."""
-        return self._ownership.timeout
+        """Seconds a call waits for a free sequence (a generation, or eval and friends for sequence
+        0) before it raises ModelBusyError; None (the default) waits for as long as it takes. A
+        streaming generator that is kept referenced but no longer advanced holds its sequence until
+        it is closed or collected: this timeout is the way out for the callers behind it."""
+        return self._scheduler.timeout
 
     @busy_timeout.setter
     def busy_timeout(self, seconds: Optional[float]) -> None:
-        self._ownership.timeout = (None if seconds is None
+        self._scheduler.timeout = (None if seconds is None
                                    else arguments.real("busy_timeout", seconds, at_least=0.0))
 
     # --- tokens ----------------------------------------------------------------------------
@@ -177,7 +206,7 @@ class Llama:
         1-D numpy integer array; not floats, bools or nested lists) to the KV cache and returns
         float32 logits: shape (n_vocab,) for the last token, or (len(ids), n_vocab) with
         all_logits=True. Raises InvalidArgumentError for other ids and ContextOverflowError when the
-        cache cannot hold them; nothing is evaluated then. Owns the model for the call."""
+        cache cannot hold them; nothing is evaluated then. Works on sequence 0 (see the class notes)."""
         all_logits = arguments.flag("all_logits", all_logits)
         return self._evaluate(ids, lambda tokens: self._core.forward(tokens, all_logits))
 
@@ -196,70 +225,61 @@ class Llama:
         return token, log_softmax_at(logits, token)
 
     def _evaluate(self, ids: Sequence[int], forward):
-        """forward(int32 token ids) while owning the model, after eval's checks; the ids join the
-        cached ones."""
+        """forward(int32 token ids) on sequence 0, holding it, after eval's checks."""
         tokens = arguments.token_ids("ids", ids, self.n_vocab)
-        with self._ownership.hold("eval"):
-            if self.n_past + tokens.size > self.n_ctx:
+        with self._scheduler.direct(0, "eval") as slot:
+            if len(slot.tokens) + tokens.size > self.n_ctx:
                 raise ContextOverflowError(
-                    f"{tokens.size} new tokens + {self.n_past} cached exceed the context window "
+                    f"{tokens.size} new tokens + {len(slot.tokens)} cached exceed the context window "
                     f"n_ctx={self.n_ctx}; use a larger n_ctx or a shorter prompt")
             result = forward(tokens.astype(np.int32))
-            self._cached_tokens.extend(tokens.tolist())
+            slot.tokens.extend(tokens.tolist())
         return result
 
     def reset(self) -> None:
-        """Empties the KV cache. Owns the model for the call."""
-        with self._ownership.hold("reset"):
-            self._core.reset()
-            self._cached_tokens.clear()
+        """Empties sequence 0 of the KV cache. Waits for the sequence as eval does."""
+        with self._scheduler.direct(0, "reset") as slot:
+            self._core.seq_clear(0)
+            slot.tokens.clear()
 
     def truncate(self, n: int) -> None:
-        """Keeps the first n cached tokens, forgetting the rest (n: an integer in [0, n_past]).
-        Owns the model for the call."""
-        with self._ownership.hold("truncate"):
-            n = arguments.integer("n", n, at_least=0, at_most=self.n_past)
-            self._core.truncate(n)
-            del self._cached_tokens[n:]
-
-    def _prefill_reusing_cache(self, ids: List[int]):
-        """Evaluates ids as a fresh sequence, reusing the cached prefix they share with the last one.
-        Returns (logits of the last token, number of reused tokens)."""
-        from edgellama.generate import common_prefix_length
-
-        if len(ids) > self.n_ctx:
-            raise ContextOverflowError(f"prompt of {len(ids)} tokens exceeds the context window n_ctx={self.n_ctx}")
-        if len(self._cached_tokens) != self.n_past:
-            # An interrupted eval (Ctrl-C between the core's step and our bookkeeping) can leave the
-            # record of cached tokens out of step with the cache: trust neither, start afresh.
-            self.reset()
-        # At least the last token is evaluated again: its logits are what we need.
-        keep = min(common_prefix_length(self._cached_tokens, ids), len(ids) - 1)
-        self.truncate(keep)
-        return self.eval(ids[keep:]), keep
+        """Keeps the first n tokens of sequence 0, forgetting the rest (n: an integer in [0, n_past]).
+        Waits for the sequence as eval does."""
+        with self._scheduler.direct(0, "truncate") as slot:
+            n = arguments.integer("n", n, at_least=0, at_most=len(slot.tokens))
+            self._core.seq_truncate(0, n)
+            del slot.tokens[n:]
 
     # --- generation ------------------------------------------------------------------------
     def generate(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
-                 temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, seed: Optional[int] = None,
+                 temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                 top_p: float = DEFAULTS.top_p, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
                  add_bos: Optional[bool] = None) -> Union[str, Iterator[str]]:
         """Continues prompt (a str, or a flat sequence of token ids). Returns the text, or with
         stream=True an iterator of text pieces. Stops at max_tokens (None: a full context window),
         an end-of-turn token, a stop string (never included) or a full context window.
 
-        Settings follow SamplingParams (temperature 0 is greedy; top_k 0 disables it); seed is None
-        or an integer in [0, 2**64); stop is None, a str or a sequence of str. Every argument is
-        checked here, before any token is evaluated: a wrong one is an InvalidArgumentError naming
-        it. The generation owns the model from its first token to its last (see the class notes);
-        a streamed one from its first next()."""
-        from edgellama.api import run_records
+        The other sampling settings take SamplingParams' defaults (temperature 0 is greedy; top_k
+        0 disables it); seed is None or an integer in [0, 2**64); stop is None, a str or a sequence
+        of str. Every argument is checked here, before any token is evaluated: a wrong one is an
+        InvalidArgumentError naming it. A streamed generation takes its sequence at its first
+        next() (see the class notes)."""
         from edgellama.generate import text_pieces
 
-        sampler = Sampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p), seed,
-                          n_vocab=self.n_vocab)
+        sampler = self._sampler(dict(temperature=temperature, top_k=top_k, top_p=top_p), seed)
         stream = arguments.flag("stream", stream)
-        pieces = text_pieces(run_records(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop))
+        pieces = text_pieces(self._records(self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop))
         return pieces if stream else "".join(pieces)
+
+    def _sampler(self, settings: Mapping[str, Any], seed: Optional[int]) -> Sampler:
+        """A Sampler of SamplingParams(**settings); InvalidArgumentError naming a wrong setting."""
+        return Sampler(SamplingParams(**settings), seed, n_vocab=self.n_vocab)
+
+    def _records(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop):
+        from edgellama.api import run_records  # looked up at each call: the CLI's tests replace it
+
+        return run_records(self, prompt_ids, max_tokens, sampler, stop)
 
     # --- OpenAI-style API --------------------------------------------------------------------
     def _prompt_ids(self, prompt: Union[str, Sequence[int]], add_bos: Optional[bool] = None) -> Sequence[int]:
@@ -270,28 +290,51 @@ class Llama:
         return prompt
 
     def stream_tokens(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
-                      temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                      typical_p: float = 1.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                      presence_penalty: float = 0.0, penalty_last_n: int = 64,
+                      temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                      top_p: float = DEFAULTS.top_p, min_p: float = DEFAULTS.min_p,
+                      typical_p: float = DEFAULTS.typical_p, repeat_penalty: float = DEFAULTS.repeat_penalty,
+                      frequency_penalty: float = DEFAULTS.frequency_penalty,
+                      presence_penalty: float = DEFAULTS.presence_penalty,
+                      penalty_last_n: int = DEFAULTS.penalty_last_n,
                       logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
                       stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None):
         """Iterator of per-token records (edgellama.generate.TokenRecord): .token (id), .text (the
         text this token releases; stop strings and their partial prefixes are held back and never
-        released), .logprob (log-probability under the model's raw distribution) and
-        .finish_reason (None until the last record: "stop" or "length"). A record for a sampled
-        end-of-turn token comes last, with finish_reason "stop". max_tokens=None: until the
-        context is full. Sampling knobs as in create_completion. The iterator owns the model from
-        its first next() until it is exhausted, closed or collected (see the class notes)."""
-        from edgellama.api import make_sampler, run_records
+        released), .logprob (log-probability under the model's raw distribution),
+        .finish_reason (None until the last record: "stop" or "length") and .stats (the
+        generation's GenerationStats). A record for a sampled end-of-turn token comes last, with
+        finish_reason "stop". max_tokens=None: until the context is full. Sampling knobs as in
+        create_completion. The iterator holds a sequence from its first next() until it is
+        exhausted, closed or collected (see the class notes)."""
+        settings = _settings(locals())
+        return self._records(self._prompt_ids(prompt, add_bos), max_tokens, self._sampler(settings, seed), stop)
 
-        sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
-                               presence_penalty, penalty_last_n, logit_bias, seed, n_vocab=self.n_vocab)
-        return run_records(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop)
+    def stream_tokens_async(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
+                            temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                            top_p: float = DEFAULTS.top_p, min_p: float = DEFAULTS.min_p,
+                            typical_p: float = DEFAULTS.typical_p,
+                            repeat_penalty: float = DEFAULTS.repeat_penalty,
+                            frequency_penalty: float = DEFAULTS.frequency_penalty,
+                            presence_penalty: float = DEFAULTS.presence_penalty,
+                            penalty_last_n: int = DEFAULTS.penalty_last_n,
+                            logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
+                            stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None):
+        """stream_tokens as an async iterator, for asyncio code: ``async for record in ...``. It
+        never blocks the event loop (forward steps run in the loop's default executor); closing it
+        (``aclose()``) or dropping it frees its sequence. Arguments are checked at the call."""
+        from edgellama.api import async_records
+
+        settings = _settings(locals())
+        return async_records(self, self._prompt_ids(prompt, add_bos), max_tokens,
+                             self._sampler(settings, seed), stop)
 
     def create_completion(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 16,
-                          temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
-                          typical_p: float = 1.0, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
-                          presence_penalty: float = 0.0, penalty_last_n: int = 64,
+                          temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                          top_p: float = DEFAULTS.top_p, min_p: float = DEFAULTS.min_p,
+                          typical_p: float = DEFAULTS.typical_p, repeat_penalty: float = DEFAULTS.repeat_penalty,
+                          frequency_penalty: float = DEFAULTS.frequency_penalty,
+                          presence_penalty: float = DEFAULTS.presence_penalty,
+                          penalty_last_n: int = DEFAULTS.penalty_last_n,
                           logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
                           stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
                           add_bos: Optional[bool] = None):
@@ -306,17 +349,20 @@ class Llama:
         sends them) to a finite bias or -inf (a ban; banning every token is an error). Every
         argument is checked when the call is made, before any token is evaluated: a wrong one is
         an InvalidArgumentError naming it."""
-        from edgellama.api import completion, make_sampler
+        from edgellama.api import completion
 
-        sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
-                               presence_penalty, penalty_last_n, logit_bias, seed, n_vocab=self.n_vocab)
+        sampler = self._sampler(_settings(locals()), seed)
         return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False)
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
-                               temperature: float = 0.8, top_k: int = 40, top_p: float = 0.95,
-                               min_p: float = 0.05, typical_p: float = 1.0, repeat_penalty: float = 1.0,
-                               frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                               penalty_last_n: int = 64, logit_bias: Optional[Mapping[int, float]] = None,
+                               temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
+                               top_p: float = DEFAULTS.top_p, min_p: float = DEFAULTS.min_p,
+                               typical_p: float = DEFAULTS.typical_p,
+                               repeat_penalty: float = DEFAULTS.repeat_penalty,
+                               frequency_penalty: float = DEFAULTS.frequency_penalty,
+                               presence_penalty: float = DEFAULTS.presence_penalty,
+                               penalty_last_n: int = DEFAULTS.penalty_last_n,
+                               logit_bias: Optional[Mapping[int, float]] = None,
                                seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
                                stream: bool = False):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
@@ -328,8 +374,12 @@ class Llama:
         model's chat template; the KV cache of the previous turn is reused, so a follow-up turn
         prefills only the new messages. max_tokens=None: until the context is full. Arguments are
         checked as by create_completion."""
-        from edgellama.api import chat_prompt_ids, completion, make_sampler
+        from edgellama.api import chat_prompt_ids, completion
 
-        sampler = make_sampler(temperature, top_k, top_p, min_p, typical_p, repeat_penalty, frequency_penalty,
-                               presence_penalty, penalty_last_n, logit_bias, seed, n_vocab=self.n_vocab)
+        sampler = self._sampler(_settings(locals()), seed)
         return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True)
+
+
+def _settings(arguments_given: Mapping[str, Any]) -> Dict[str, Any]:
+    """The SamplingParams fields among a method's arguments (its locals())."""
+    return {name: arguments_given[name] for name in SAMPLING_FIELDS if name in arguments_given}

@@ -34,12 +34,12 @@ class ContextLengthWarning(UserWarning):
     positions past it were never seen in training, and output quality usually degrades there."""
 
 
-def context_bytes(config, n_ctx: int, n_threads: int) -> int:
-    """Bytes the CPU engine allocates for a context window of n_ctx tokens on n_threads threads
+def context_bytes(config, n_ctx: int, n_threads: int, n_seq: int = 1) -> int:
+    """Bytes the CPU engine allocates for n_seq sequences of n_ctx tokens each on n_threads threads
     (Python integers: no overflow, however large the arguments). config: a ModelConfig.
 
     KV cache (csrc/model/kv_cache.cpp), keys and values as 2-byte halves:
-        2 * n_layer * n_head_kv * ceil(n_ctx / 16) * 16 * head_dim * 2
+        2 * n_seq * n_layer * n_head_kv * ceil(n_ctx / 16) * 16 * head_dim * 2
     attention scores scratch (csrc/model/llama_model.cpp), float32:
         n_threads * 4 * (n_head / n_head_kv) * n_ctx * 4
     batch scratch for batch = min(64, n_ctx) tokens, float32:
@@ -52,7 +52,7 @@ def context_bytes(config, n_ctx: int, n_threads: int) -> int:
     """
     c = config
     padded_ctx = -(-n_ctx // KEY_BLOCK) * KEY_BLOCK
-    kv_cache = 2 * c.n_layer * c.n_head_kv * padded_ctx * c.head_dim * 2
+    kv_cache = 2 * n_seq * c.n_layer * c.n_head_kv * padded_ctx * c.head_dim * 2
     scores = n_threads * MAX_TILE_TOKENS * (c.n_head // c.n_head_kv) * n_ctx * 4
     batch = min(MAX_BATCH, n_ctx)
     q_width, kv_width = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
@@ -84,8 +84,9 @@ def max_threads() -> int:
     return os.cpu_count() or 1
 
 
-def check_context_request(config, n_ctx, n_threads, check_memory: bool = True) -> Tuple[int, int]:
-    """(n_ctx, n_threads) as ints after checking them for a model of this config (a ModelConfig).
+def check_context_request(config, n_ctx, n_threads, check_memory: bool = True, n_seq: int = 1) -> Tuple[int, int]:
+    """(n_ctx, n_threads) as ints after checking them for a model of this config (a ModelConfig),
+    whose cache holds n_seq sequences of n_ctx tokens each.
 
     n_ctx: an int >= 1; a window whose buffers (context_bytes) exceed the available memory raises
     InsufficientMemoryError; above MAX_N_CTX InvalidArgumentError; above the model's training
@@ -101,10 +102,10 @@ def check_context_request(config, n_ctx, n_threads, check_memory: bool = True) -
     if not 1 <= n_threads <= limit:
         raise InvalidArgumentError("n_threads", f"must be in [1, {limit}] (the number of CPUs), got {n_threads}")
     if check_memory:
-        needed, available = context_bytes(config, n_ctx, n_threads), available_memory_bytes()
+        needed, available = context_bytes(config, n_ctx, n_threads, n_seq), available_memory_bytes()
         if available is not None and needed > available:
-            raise InsufficientMemoryError(f"a context window of n_ctx={n_ctx} tokens", needed, available,
-                                          "use a smaller n_ctx")
+            raise InsufficientMemoryError(_window_text(n_ctx, n_seq), needed, available,
+                                          "use a smaller n_ctx" + (" or n_parallel" if n_seq > 1 else ""))
     if n_ctx > MAX_N_CTX:
         raise InvalidArgumentError("n_ctx", f"must be at most {MAX_N_CTX}, got {n_ctx}")
     if n_ctx > config.context_length:
@@ -114,8 +115,13 @@ def check_context_request(config, n_ctx, n_threads, check_memory: bool = True) -
     return n_ctx, n_threads
 
 
+def _window_text(n_ctx: int, n_seq: int) -> str:
+    window = f"a context window of n_ctx={n_ctx} tokens"
+    return window if n_seq == 1 else f"{n_seq} sequences (n_parallel) of {window} each"
+
+
 @contextlib.contextmanager
-def allocation_errors(config, n_ctx: int, n_threads: int) -> Iterator[None]:
+def allocation_errors(config, n_ctx: int, n_threads: int, n_seq: int = 1) -> Iterator[None]:
     """Turns an allocation failure of the backend (MemoryError from std::bad_alloc, OverflowError
     from the core's checked size arithmetic) into InsufficientMemoryError with the bytes the window
     needs; the backend's own EdgellamaErrors pass through unchanged."""
@@ -125,7 +131,7 @@ def allocation_errors(config, n_ctx: int, n_threads: int) -> Iterator[None]:
         raise
     except (MemoryError, OverflowError) as exc:
         available = available_memory_bytes()
-        raise InsufficientMemoryError(f"a context window of n_ctx={n_ctx} tokens",
-                                      context_bytes(config, n_ctx, n_threads),
+        raise InsufficientMemoryError(_window_text(n_ctx, n_seq),
+                                      context_bytes(config, n_ctx, n_threads, n_seq),
                                       0 if available is None else available,
                                       f"the allocation failed ({exc}); use a smaller n_ctx") from exc

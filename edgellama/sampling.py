@@ -34,7 +34,7 @@ from edgellama.errors import InvalidArgumentError, ModelOutputError
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """The sampling settings, checked when they are made: a wrong type or a value out of range is
+    """The sampling settings (and their defaults, for every entry point), checked when they are made: a wrong type or a value out of range is
     an InvalidArgumentError naming the field (bools are not numbers). Values are stored in their
     canonical types (float, int, {int: float}).
 
@@ -54,7 +54,7 @@ class SamplingParams:
     temperature: float = 0.8
     top_k: int = 40
     top_p: float = 0.95
-    min_p: float = 0.0
+    min_p: float = 0.05
     typical_p: float = 1.0
     repeat_penalty: float = 1.0
     frequency_penalty: float = 0.0
@@ -267,6 +267,11 @@ def log_softmax_at(logits: np.ndarray, token: int) -> float:
     passes: once per generated token over the whole vocabulary, where numpy's exp pass alone took
     most of a greedy step's sampling time."""
     return _core.log_softmax_at(np.asarray(logits, dtype=np.float32).reshape(-1), int(token))
+
+
+# The one place sampling defaults live: every API signature, the CLI and the server take them from here.
+DEFAULTS = SamplingParams()
+SAMPLING_FIELDS = tuple(SamplingParams.__dataclass_fields__)
 
 
 def params_from(defaults: Optional[SamplingParams] = None, **overrides) -> SamplingParams:

@@ -27,7 +27,7 @@ def primed(llm):
     llm.reset()
     llm.eval(PREFIX)
     yield llm
-    assert llm.n_past == len(PREFIX) and llm._cached_tokens == PREFIX, "a failing call changed the cache"
+    assert llm.n_past == len(PREFIX) and llm.cached_tokens == PREFIX, "a failing call changed the cache"
 
 
 def raises_naming(argument):
@@ -248,7 +248,7 @@ def test_eval_accepts_integer_sequences_of_every_kind_and_they_agree(llm):
     for form in forms:
         llm.reset()
         assert np.array_equal(llm.eval(form, all_logits=True), want), form
-        assert llm._cached_tokens == [4, 8, 12] and all(type(t) is int for t in llm._cached_tokens)
+        assert llm.cached_tokens == [4, 8, 12] and all(type(t) is int for t in llm.cached_tokens)
 
 
 def test_all_logits_is_a_bool(primed):

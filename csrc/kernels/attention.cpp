@@ -210,27 +210,36 @@ void attend_tile_fast(const AttentionShape&, int, const TileTask&) {}
 
 }  // namespace
 
-void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, int64_t n_tokens,
-               int64_t first_pos, const uint16_t* keys, const uint16_t* values, int64_t kv_head_stride, float* out,
-               float* scores, int64_t score_stride) {
+void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, const AttentionRun* runs,
+               int64_t n_runs, int64_t kv_head_stride, float* out, float* scores, int64_t score_stride) {
     const int64_t q_width = shape.n_head * shape.head_dim;
     const int64_t group = shape.n_head / shape.n_head_kv;
     const int tile = tile_size(shape);
-    const int64_t n_tiles = (n_tokens + tile - 1) / tile;
-    const int64_t n_items = n_tiles * shape.n_head_kv;
+    // Work items of run r: [item_start[r], item_start[r + 1]), tile-major then KV head.
+    thread_local std::vector<int64_t> item_start;
+    item_start.assign(static_cast<size_t>(n_runs) + 1, 0);
+    for (int64_t r = 0; r < n_runs; ++r) {
+        item_start[r + 1] = item_start[r] + (runs[r].n_tokens + tile - 1) / tile * shape.n_head_kv;
+    }
+    const int64_t* starts = item_start.data();
     pool.run([&](int ith, int nth) {
         int64_t begin, end;
-        split_range(n_items, ith, nth, begin, end);
+        split_range(starts[n_runs], ith, nth, begin, end);
         float* my_scores = scores + ith * kMaxTileTokens * group * score_stride;
         thread_local std::vector<float> scratch;  // one widened key block (portable path); grows once
+        int64_t r = std::upper_bound(starts, starts + n_runs + 1, begin) - starts - 1;
         for (int64_t item = begin; item < end; ++item) {
-            const int64_t token0 = item / shape.n_head_kv * tile, kv_head = item % shape.n_head_kv;
+            while (item >= starts[r + 1]) ++r;
+            const AttentionRun& run = runs[r];
+            const int64_t local = item - starts[r];
+            const int64_t token0 = local / shape.n_head_kv * tile, kv_head = local % shape.n_head_kv;
             const int64_t head0 = kv_head * group;  // query heads head0 .. head0+group-1 share this KV head
-            const int n = static_cast<int>(std::min<int64_t>(tile, n_tokens - token0));
-            const TileTask task{shape.head_dim, q + token0 * q_width + head0 * shape.head_dim, q_width,
-                                first_pos + token0 + 1, keys + kv_head * kv_head_stride,
-                                values + kv_head * kv_head_stride, my_scores, score_stride,
-                                out + token0 * q_width + head0 * shape.head_dim, q_width};
+            const int64_t row0 = run.first_row + token0;
+            const int n = static_cast<int>(std::min<int64_t>(tile, run.n_tokens - token0));
+            const TileTask task{shape.head_dim, q + row0 * q_width + head0 * shape.head_dim, q_width,
+                                run.first_pos + token0 + 1, run.keys + kv_head * kv_head_stride,
+                                run.values + kv_head * kv_head_stride, my_scores, score_stride,
+                                out + row0 * q_width + head0 * shape.head_dim, q_width};
             if (has_fast_path(shape)) {
                 attend_tile_fast(shape, n, task);
                 continue;
@@ -239,6 +248,13 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, in
             for (int t = 0; t < n; ++t) attend_token_portable(task, group, t, scratch.data());
         }
     });
+}
+
+void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, int64_t n_tokens,
+               int64_t first_pos, const uint16_t* keys, const uint16_t* values, int64_t kv_head_stride, float* out,
+               float* scores, int64_t score_stride) {
+    const AttentionRun run{0, n_tokens, first_pos, keys, values};
+    attention(pool, shape, q, &run, 1, kv_head_stride, out, scores, score_stride);
 }
 
 }  // namespace edgellama

@@ -1,6 +1,8 @@
 #include "csrc/model/kv_cache.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -10,24 +12,34 @@
 
 namespace edgellama {
 
-KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head_dim)
-    : n_layer_(n_layer), n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_(head_dim) {
-    if (n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0) {
+KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, int64_t n_seq)
+    : n_layer_(n_layer), n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_(head_dim), n_seq_(n_seq) {
+    if (n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0 || n_seq <= 0) {
         throw std::invalid_argument("KV cache dimensions must be positive");
     }
     if (n_ctx > INT64_MAX - kKeyBlock) {  // padded_ctx() would overflow
         throw std::overflow_error("KV cache: n_ctx " + std::to_string(n_ctx) + " is too large");
     }
     // Checked once here: every stride and index below is smaller than this count, so fits int64.
-    const size_t n = checked_count<uint16_t>("KV cache of n_ctx=" + std::to_string(n_ctx),
-                                             {n_layer, n_head_kv, padded_ctx(), head_dim});
+    const size_t n = checked_count<uint16_t>(
+        "KV cache of n_ctx=" + std::to_string(n_ctx) + " for " + std::to_string(n_seq) + " sequences",
+        {n_seq, n_layer, n_head_kv, padded_ctx(), head_dim});
+    n_past_.assign(static_cast<size_t>(n_seq), 0);
     // new T[] without value-initialisation: large blocks come from fresh zero pages on demand.
     keys_.reset(new uint16_t[n]);
     values_.reset(new uint16_t[n]);
 }
 
-void KVCache::store(int64_t layer, int64_t first_pos, int64_t n_tokens, const float* new_keys,
+int64_t KVCache::check_seq(int64_t seq) const {
+    if (seq < 0 || seq >= n_seq_) {
+        throw std::out_of_range("sequence " + std::to_string(seq) + " outside [0, " + std::to_string(n_seq_) + ")");
+    }
+    return seq;
+}
+
+void KVCache::store(int64_t seq, int64_t layer, int64_t first_pos, int64_t n_tokens, const float* new_keys,
                     const float* new_values) {
+    check_seq(seq);
     if (layer < 0 || layer >= n_layer_ || first_pos < 0 || n_tokens < 0 || first_pos + n_tokens > n_ctx_) {
         throw std::out_of_range("KV cache store outside its layers or positions");
     }
@@ -36,7 +48,7 @@ void KVCache::store(int64_t layer, int64_t first_pos, int64_t n_tokens, const fl
         const int64_t pos = first_pos + t;
         for (int64_t h = 0; h < n_head_kv_; ++h) {
             const float* key = new_keys + t * row_width + h * head_dim_;
-            const int64_t head = layer * layer_stride() + h * head_stride();
+            const int64_t head = region(seq, layer) + h * head_stride();
             float_to_half_row(new_values + t * row_width + h * head_dim_, values_.get() + head + pos * head_dim_,
                               head_dim_);
             uint16_t* block = keys_.get() + head + pos / kKeyBlock * kKeyBlock * head_dim_;
@@ -45,17 +57,43 @@ void KVCache::store(int64_t layer, int64_t first_pos, int64_t n_tokens, const fl
     }
 }
 
-void KVCache::truncate(int64_t n) {
-    if (n < 0 || n > n_past_) {
-        throw std::out_of_range("truncate(" + std::to_string(n) + ") outside [0, " +
-                                std::to_string(n_past_) + "]");
+void KVCache::truncate(int64_t seq, int64_t n) {
+    const int64_t held = n_past(seq);
+    if (n < 0 || n > held) {
+        throw std::out_of_range("truncate(" + std::to_string(n) + ") outside [0, " + std::to_string(held) + "]");
     }
-    n_past_ = n;
+    n_past_[seq] = n;
 }
 
-void KVCache::advance(int64_t n_tokens) {
-    if (n_past_ + n_tokens > n_ctx_) throw std::length_error("KV cache overflow");
-    n_past_ += n_tokens;
+void KVCache::clear_all() { std::fill(n_past_.begin(), n_past_.end(), 0); }
+
+void KVCache::copy_prefix(int64_t src, int64_t dst, int64_t n) {
+    const int64_t held = n_past(src);
+    check_seq(dst);
+    if (n < 0 || n > held) {
+        throw std::out_of_range("copy of " + std::to_string(n) + " positions from sequence " + std::to_string(src) +
+                                ", which holds " + std::to_string(held));
+    }
+    if (src == dst) {
+        n_past_[dst] = n;
+        return;
+    }
+    // Whole key blocks: the tail of the last one is garbage that attention never reads.
+    const int64_t key_halves = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock * head_dim_;
+    const int64_t value_halves = n * head_dim_;
+    for (int64_t l = 0; l < n_layer_; ++l) {
+        for (int64_t h = 0; h < n_head_kv_; ++h) {
+            const int64_t from = region(src, l) + h * head_stride(), to = region(dst, l) + h * head_stride();
+            std::memcpy(keys_.get() + to, keys_.get() + from, sizeof(uint16_t) * key_halves);
+            std::memcpy(values_.get() + to, values_.get() + from, sizeof(uint16_t) * value_halves);
+        }
+    }
+    n_past_[dst] = n;
+}
+
+void KVCache::advance(int64_t seq, int64_t n_tokens) {
+    if (n_past(seq) + n_tokens > n_ctx_) throw std::length_error("KV cache overflow");
+    n_past_[seq] += n_tokens;
 }
 
 }  // namespace edgellama

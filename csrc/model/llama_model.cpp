@@ -28,10 +28,10 @@ void add_in_place(float* x, const float* delta, int64_t n) {
 }  // namespace
 
 LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
-                       bool weights_file_mapped)
+                       bool weights_file_mapped, int64_t n_seq)
     : config_(config),
       weights_(std::move(weights)),
-      cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim),
+      cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim, n_seq),
       pool_(n_threads) {
     validate_shapes();
     allocate_scratch(n_ctx, n_threads);  // before the repack: an impossible size fails at once
@@ -107,49 +107,62 @@ void LlamaModel::validate_shapes() const {
 
 void LlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
     if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
-    if (n_past() + n_tokens > n_ctx()) {
-        throw std::length_error("context overflow: " + std::to_string(n_past()) + " cached + " +
-                                std::to_string(n_tokens) + " new tokens exceed n_ctx " +
-                                std::to_string(n_ctx()));
-    }
-    for (int64_t i = 0; i < n_tokens; ++i) {
-        if (tokens[i] < 0 || tokens[i] >= config_.n_vocab) {
-            throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
-                                    std::to_string(config_.n_vocab) + ")");
+    const std::vector<int32_t> seq_ids(static_cast<size_t>(n_tokens), 0);
+    std::vector<int64_t> positions(static_cast<size_t>(n_tokens));
+    std::vector<uint8_t> want(static_cast<size_t>(n_tokens), all_logits ? 1 : 0);
+    for (int64_t i = 0; i < n_tokens; ++i) positions[i] = n_past() + i;
+    want.back() = 1;
+    forward_batch(TokenBatch{tokens, seq_ids.data(), positions.data(), want.data(), n_tokens}, logits);
+}
+
+void LlamaModel::forward_batch(const TokenBatch& batch, float* logits) {
+    const std::vector<SequenceRun> runs = plan_batch(batch, config_.n_vocab, cache_.n_seq(), cache_.n_ctx(),
+                                                     [this](int32_t seq) { return cache_.n_past(seq); });
+    const int64_t max_batch = static_cast<int64_t>(scratch_.x.size()) / config_.n_embd;
+    // Chunks of at most max_batch entries; a run crossing a chunk boundary continues in the next
+    // chunk from the positions the previous one stored.
+    std::vector<SequenceRun> chunk_runs;
+    size_t next_run = 0;
+    int64_t run_done = 0;  // entries of runs[next_run] already evaluated
+    for (int64_t start = 0; start < batch.n; start += max_batch) {
+        const int64_t n = std::min(max_batch, batch.n - start);
+        chunk_runs.clear();
+        while (next_run < runs.size() && runs[next_run].first + run_done < start + n) {
+            const SequenceRun& run = runs[next_run];
+            const int64_t take = std::min(run.n_tokens - run_done, start + n - (run.first + run_done));
+            chunk_runs.push_back(SequenceRun{run.seq, run.first + run_done - start, take,
+                                             cache_.n_past(run.seq)});
+            run_done += take;
+            if (run_done == run.n_tokens) {
+                ++next_run;
+                run_done = 0;
+            }
         }
-    }
-    const int64_t batch = static_cast<int64_t>(scratch_.x.size()) / config_.n_embd;
-    for (int64_t start = 0; start < n_tokens; start += batch) {
-        const int64_t n = std::min(batch, n_tokens - start);
-        const bool last_chunk = start + n == n_tokens;
-        float* chunk_logits = all_logits ? logits + start * config_.n_vocab : logits;
-        if (all_logits || last_chunk) {
-            forward_batch(tokens + start, n, chunk_logits, all_logits);
-        } else {
-            forward_batch(tokens + start, n, nullptr, false);
+        step(batch, start, n, chunk_runs, logits);
+        if (logits != nullptr) {
+            for (int64_t i = start; i < start + n; ++i) logits += (batch.want_logits[i] != 0) * config_.n_vocab;
         }
     }
 }
 
-void LlamaModel::forward_batch(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits) {
-    const int64_t first_pos = cache_.n_past();
+void LlamaModel::step(const TokenBatch& batch, int64_t first, int64_t n_tokens, const std::vector<SequenceRun>& runs,
+                      float* logits) {
     const int64_t n_pairs = config_.rope_dim / 2;
-    embed(tokens, n_tokens);
+    embed(batch.tokens + first, n_tokens);
     for (int64_t t = 0; t < n_tokens; ++t) {
-        rope_angles(first_pos + t, inv_freq_.data(), n_pairs, &scratch_.rope_cos[t * n_pairs],
+        rope_angles(batch.positions[first + t], inv_freq_.data(), n_pairs, &scratch_.rope_cos[t * n_pairs],
                     &scratch_.rope_sin[t * n_pairs]);
     }
     for (int64_t l = 0; l < config_.n_layer; ++l) {
-        attention_block(weights_.layers[l], l, n_tokens);
+        attention_block(weights_.layers[l], l, n_tokens, runs);
         ffn_block(weights_.layers[l], n_tokens);
     }
-    cache_.advance(n_tokens);
-    if (logits == nullptr) return;
-    if (all_logits) {
-        output_logits(0, n_tokens, logits);
-    } else {
-        output_logits(n_tokens - 1, 1, logits);
+    for (const SequenceRun& run : runs) cache_.advance(run.seq, run.n_tokens);
+    logits_rows_.clear();
+    for (int64_t t = 0; t < n_tokens; ++t) {
+        if (batch.want_logits[first + t]) logits_rows_.push_back(t);
     }
+    if (!logits_rows_.empty()) output_logits(logits_rows_, logits);
 }
 
 void LlamaModel::embed(const int32_t* tokens, int64_t n_tokens) {
@@ -165,11 +178,11 @@ void LlamaModel::embed(const int32_t* tokens, int64_t n_tokens) {
     }
 }
 
-void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens) {
+void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens,
+                                 const std::vector<SequenceRun>& runs) {
     const LlamaConfig& c = config_;
     const int64_t q_width = c.n_head * c.head_dim, kv_width = c.n_head_kv * c.head_dim;
     const int64_t n_pairs = c.rope_dim / 2;
-    const int64_t first_pos = cache_.n_past();
     float* x = scratch_.x.data();
     float* x_norm = scratch_.x_norm.data();
     for (int64_t t = 0; t < n_tokens; ++t) {
@@ -188,9 +201,15 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
         rope_apply(&scratch_.q[t * q_width], c.n_head, c.head_dim, cos_v, sin_v, n_pairs);
         rope_apply(new_keys + t * kv_width, c.n_head_kv, c.head_dim, cos_v, sin_v, n_pairs);
     }
-    cache_.store(layer_index, first_pos, n_tokens, new_keys, new_values);
-    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), n_tokens, first_pos,
-              cache_.keys(layer_index), cache_.values(layer_index), cache_.head_stride(), scratch_.attn_out.data(),
+    attention_runs_.clear();
+    for (const SequenceRun& run : runs) {
+        cache_.store(run.seq, layer_index, run.first_pos, run.n_tokens, new_keys + run.first * kv_width,
+                     new_values + run.first * kv_width);
+        attention_runs_.push_back(AttentionRun{run.first, run.n_tokens, run.first_pos,
+                                               cache_.keys(run.seq, layer_index), cache_.values(run.seq, layer_index)});
+    }
+    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), attention_runs_.data(),
+              static_cast<int64_t>(attention_runs_.size()), cache_.head_stride(), scratch_.attn_out.data(),
               scratch_.scores.data(), cache_.n_ctx());
     // x_norm is free again: it receives the projection before the residual add.
     matmul(pool_, scratch_.act, layer.wo, scratch_.attn_out.data(), q_width, n_tokens, x_norm, c.n_embd);
@@ -212,12 +231,12 @@ void LlamaModel::ffn_block(const LayerWeights& layer, int64_t n_tokens) {
     add_in_place(x, x_norm, n_tokens * c.n_embd);
 }
 
-void LlamaModel::output_logits(int64_t first_row, int64_t n_rows, float* logits) {
+void LlamaModel::output_logits(const std::vector<int64_t>& rows, float* logits) {
     const LlamaConfig& c = config_;
     float* x_norm = scratch_.x_norm.data();
+    const int64_t n_rows = static_cast<int64_t>(rows.size());
     for (int64_t r = 0; r < n_rows; ++r) {
-        rms_norm(&scratch_.x[(first_row + r) * c.n_embd], weights_.output_norm, x_norm + r * c.n_embd,
-                 c.n_embd, c.rms_eps);
+        rms_norm(&scratch_.x[rows[r] * c.n_embd], weights_.output_norm, x_norm + r * c.n_embd, c.n_embd, c.rms_eps);
     }
     matmul(pool_, scratch_.act, weights_.output, x_norm, c.n_embd, n_rows, logits, c.n_vocab);
 }

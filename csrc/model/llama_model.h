@@ -1,5 +1,7 @@
-// The llama forward step: one call evaluates a batch of tokens (a prompt prefill, or one token
-// while decoding) through every layer, appends their keys/values to the KV cache and writes logits.
+// The llama forward step: one call evaluates a batch of tokens through every layer, appends their
+// keys/values to the KV cache and writes logits. The model holds n_seq independent sequences
+// (KVCache); a batch may hold decode tokens of many of them and prefill chunks of others: every
+// weight matrix is read once for the whole batch, attention runs per sequence over its own cache.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +12,7 @@
 #include "csrc/kernels/matmul.h"
 #include "csrc/model/kv_cache.h"
 #include "csrc/model/llama_weights.h"
+#include "csrc/model/token_batch.h"
 #include "csrc/model/weight_repack.h"
 
 namespace edgellama {
@@ -19,21 +22,28 @@ public:
     // Throws std::invalid_argument when the config and the weight shapes disagree.
     // weights_file_mapped: the weights point into a read-only file mapping, so the pages of the
     // matrices repacked at load can be dropped (see weight_repack.h).
+    // n_ctx: every sequence's window; n_seq: how many sequences the cache holds (see KVCache).
     LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
-               bool weights_file_mapped = false);
+               bool weights_file_mapped = false, int64_t n_seq = 1);
 
-    // Evaluates tokens at positions n_past() .. n_past()+n_tokens-1 and appends them to the cache.
+    // Evaluates a batch (see TokenBatch for its rules) and appends every entry to its sequence's
+    // cache. logits: [rows][n_vocab], one row per entry that wants logits, in entry order.
+    // Throws (std::invalid_argument, std::out_of_range, std::length_error) before anything is
+    // evaluated; the cache is unchanged then.
+    void forward_batch(const TokenBatch& batch, float* logits);
+
+    // Sequence 0 alone: tokens at positions n_past() .. n_past()+n_tokens-1.
     // logits: [n_vocab] for the last token, or [n_tokens][n_vocab] when all_logits.
-    // Throws std::length_error past n_ctx and std::out_of_range for a token id outside the vocab;
-    // the cache is unchanged when it throws.
     void forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits);
 
-    int64_t n_past() const { return cache_.n_past(); }
+    int64_t n_past(int64_t seq = 0) const { return cache_.n_past(seq); }
     int64_t n_ctx() const { return cache_.n_ctx(); }
+    int64_t n_seq() const { return cache_.n_seq(); }
     int n_threads() const { return pool_.size(); }
     const LlamaConfig& config() const { return config_; }
-    void truncate(int64_t n) { cache_.truncate(n); }
-    void reset() { cache_.reset(); }
+    void truncate(int64_t n) { cache_.truncate(0, n); }
+    void reset() { cache_.clear(0); }
+    KVCache& cache() { return cache_; }  // the sequence operations (clear, truncate, copy_prefix)
 
     // Tokens evaluated per internal batch; longer prompts are processed in chunks of this size.
     // The row-group kernels take 8 tokens per pass while a group stays in cache, so 64 loses no
@@ -55,11 +65,16 @@ private:
     void validate_shapes() const;
     // Sizes every scratch buffer for n_ctx and n_threads; std::overflow_error when one cannot exist.
     void allocate_scratch(int64_t n_ctx, int n_threads);
-    void forward_batch(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits);
+    // Entries [first, first + n_tokens) of a checked batch (n_tokens <= kMaxBatch), whose runs
+    // (entry indices relative to first) are `runs`; writes the rows that want logits.
+    void step(const TokenBatch& batch, int64_t first, int64_t n_tokens, const std::vector<SequenceRun>& runs,
+              float* logits);
     void embed(const int32_t* tokens, int64_t n_tokens);
-    void attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens);
+    void attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens,
+                         const std::vector<SequenceRun>& runs);
     void ffn_block(const LayerWeights& layer, int64_t n_tokens);
-    void output_logits(int64_t first_row, int64_t n_rows, float* logits);
+    // Logits of the listed rows of x, written as consecutive rows.
+    void output_logits(const std::vector<int64_t>& rows, float* logits);
 
     LlamaConfig config_;
     LlamaWeights weights_;
@@ -68,6 +83,8 @@ private:
     KVCache cache_;
     ThreadPool pool_;
     Scratch scratch_;
+    std::vector<AttentionRun> attention_runs_;  // reused by every step
+    std::vector<int64_t> logits_rows_;
 };
 
 }  // namespace edgellama

@@ -1,0 +1,56 @@
+#include "csrc/model/token_batch.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace edgellama {
+
+std::vector<SequenceRun> plan_batch(const TokenBatch& batch, int64_t n_vocab, int64_t n_seq, int64_t n_ctx,
+                                    const std::function<int64_t(int32_t)>& n_past) {
+    if (batch.n <= 0) throw std::invalid_argument("forward needs at least one token");
+    std::vector<SequenceRun> runs;
+    std::vector<bool> seen(static_cast<size_t>(n_seq), false);
+    for (int64_t i = 0; i < batch.n; ++i) {
+        const int32_t token = batch.tokens[i], seq = batch.seq_ids[i];
+        if (token < 0 || token >= n_vocab) {
+            throw std::out_of_range("token id " + std::to_string(token) + " outside the vocabulary [0, " +
+                                    std::to_string(n_vocab) + ")");
+        }
+        if (seq < 0 || seq >= n_seq) {
+            throw std::out_of_range("sequence id " + std::to_string(seq) + " outside [0, " + std::to_string(n_seq) +
+                                    ")");
+        }
+        if (runs.empty() || runs.back().seq != seq) {
+            if (seen[seq]) {
+                throw std::invalid_argument("the entries of sequence " + std::to_string(seq) +
+                                            " must be consecutive in the batch");
+            }
+            seen[seq] = true;
+            runs.push_back(SequenceRun{seq, i, 0, n_past(seq)});
+        }
+        SequenceRun& run = runs.back();
+        const int64_t expected = run.first_pos + run.n_tokens;
+        if (batch.positions[i] != expected) {
+            throw std::invalid_argument("sequence " + std::to_string(seq) + ": position " +
+                                        std::to_string(batch.positions[i]) + " where " + std::to_string(expected) +
+                                        " comes next");
+        }
+        run.n_tokens += 1;
+    }
+    for (const SequenceRun& run : runs) {
+        if (run.first_pos + run.n_tokens > n_ctx) {
+            throw std::length_error("context overflow: sequence " + std::to_string(run.seq) + " holds " +
+                                    std::to_string(run.first_pos) + " positions; " + std::to_string(run.n_tokens) +
+                                    " new tokens exceed n_ctx " + std::to_string(n_ctx));
+        }
+    }
+    return runs;
+}
+
+int64_t count_logits_rows(const TokenBatch& batch) {
+    int64_t rows = 0;
+    for (int64_t i = 0; i < batch.n; ++i) rows += batch.want_logits[i] != 0;
+    return rows;
+}
+
+}  // namespace edgellama

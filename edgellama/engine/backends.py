@@ -1,0 +1,62 @@
+"""The batched-step interface the scheduler drives, and its adapter for single-sequence engines.
+
+A backend offers:
+
+- ``forward_batch(tokens, seq_ids, positions, want_logits)``: 1-D arrays of one length (int32,
+  int32, int64, uint8); entry i evaluates tokens[i] at positions[i] of sequence seq_ids[i]. Each
+  sequence's entries are consecutive and continue its cache. Returns float32 logits
+  [rows, n_vocab] of the entries whose want_logits is set, in entry order.
+- ``seq_n_past(seq)``, ``seq_clear(seq)``, ``seq_truncate(seq, n)``, ``seq_copy_prefix(src, dst, n)``.
+- ``forward(tokens, all_logits)`` on sequence 0, and ``n_ctx``, ``n_threads``, ``n_seq``.
+
+The CPU core (_core.LlamaModel) implements it natively for any number of sequences.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SingleSequenceBackend:
+    """The interface over an engine that holds one sequence (the CUDA engine: forward, truncate,
+    reset, n_past): every entry must belong to sequence 0."""
+
+    n_seq = 1
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __getattr__(self, name):  # forward, forward_greedy, n_ctx, n_threads, options ...
+        return getattr(self.engine, name)
+
+    def forward_batch(self, tokens, seq_ids, positions, want_logits) -> np.ndarray:
+        if np.any(seq_ids != 0):
+            raise ValueError("this engine holds one sequence (0)")
+        if positions.size and positions[0] != self.engine.n_past:
+            raise ValueError(f"position {positions[0]} where {self.engine.n_past} comes next")
+        rows = np.flatnonzero(want_logits)
+        if rows.size == 0 or (rows.size == 1 and rows[0] == tokens.size - 1):  # a prefill chunk, a decode token
+            return self.engine.forward(tokens, all_logits=False).reshape(1, -1)[:rows.size]
+        logits = self.engine.forward(tokens, all_logits=True)
+        return logits[rows]
+
+    def _check(self, seq: int) -> None:
+        if seq != 0:
+            raise ValueError(f"sequence {seq} outside [0, 1)")
+
+    def seq_n_past(self, seq: int) -> int:
+        self._check(seq)
+        return self.engine.n_past
+
+    def seq_clear(self, seq: int) -> None:
+        self._check(seq)
+        self.engine.reset()
+
+    def seq_truncate(self, seq: int, n: int) -> None:
+        self._check(seq)
+        self.engine.truncate(n)
+
+    def seq_copy_prefix(self, src: int, dst: int, n: int) -> None:
+        self._check(src)
+        self._check(dst)
+        self.engine.truncate(n)

@@ -1,0 +1,105 @@
+"""One generation as the scheduler drives it: a small state machine that is given the logits of
+its sequence after each step and turns them into records.
+
+A request is WAITING until the scheduler gives it a sequence slot, then PREFILL while its prompt
+(past the prefix the slot already holds) is evaluated in chunks, then DECODE: each step evaluates
+the token it sampled last and hands it the next logits. It ends with a record whose finish_reason
+is set, with a failure, or when its consumer cancels it. Everything here but `records` (taken by
+the consumer under the scheduler's lock) is touched only by the thread running a step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Deque, List, Optional, Sequence
+
+import numpy as np
+
+from edgellama.generate import GenerationStats, StopStringMatcher, TokenRecord
+
+WAITING, PREFILL, DECODE, FINISHED = "waiting", "prefill", "decode", "finished"
+
+
+class GenerationRequest:
+    """prompt_ids: the prompt (checked token ids); max_tokens: None (until the window is full) or
+    an integer >= 0; sampler: an edgellama.sampling.Sampler of its own; stops: stop strings;
+    tokenizer: turns tokens into text (its stop_ids end a turn); n_ctx: the sequence's window."""
+
+    def __init__(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler, stops: Sequence[str],
+                 tokenizer, n_ctx: int):
+        from edgellama.tokenizer import StreamDecoder
+
+        self.prompt: List[int] = list(prompt_ids)
+        self.sampler = sampler
+        self.n_ctx = n_ctx
+        self.limit = max_tokens if max_tokens is not None else max(0, n_ctx - len(self.prompt) + 1)
+        self.stats = GenerationStats(prompt_tokens=len(self.prompt))
+        self._decoder = StreamDecoder(tokenizer)
+        self._matcher = StopStringMatcher(stops)
+        self._stop_ids = tokenizer.stop_ids
+        self._history = list(self.prompt)  # the penalty window looks at the prompt and the answer
+        self.state = WAITING
+        self.slot = None                   # the scheduler's Slot while the request holds one
+        self.to_evaluate: List[int] = []   # the tokens its sequence evaluates next
+        self.records: Deque[TokenRecord] = deque()  # produced, not yet taken by the consumer
+        self.error: Optional[BaseException] = None
+        self.cancelled = False
+        self.consumer_thread: Optional[int] = None  # the thread that last advanced it (None: async)
+        self.consuming = False             # its consumer is inside next() now
+        self.waker = None                  # async consumers: called (any thread) when it may proceed
+        self.submitted_at = self._started = self._decode_start = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.state == FINISHED
+
+    def start(self, reused: int) -> None:
+        """It holds a slot whose first `reused` positions are its prompt's: the rest is to evaluate."""
+        self.state = PREFILL
+        self.stats.reused_tokens = reused
+        self.to_evaluate = self.prompt[reused:]
+        self._started = time.perf_counter()
+
+    def on_logits(self, logits: np.ndarray, n_past: int) -> None:
+        """The logits after its last evaluated token (n_past tokens now in its sequence): sample the
+        next token and record it. Sampling errors propagate (the scheduler fails the request)."""
+        now = time.perf_counter()
+        self.to_evaluate = []
+        if self.state == PREFILL:
+            self.stats.prefill_seconds = now - self._started
+            self._decode_start = now
+            self.state = DECODE
+            if self.limit <= 0:
+                self.finish()
+                return
+        token, logprob = self.sampler.sample(logits, self._history)
+        self.stats.decode_seconds = time.perf_counter() - self._decode_start
+        if token in self._stop_ids:
+            tail = self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
+            self._emit(TokenRecord(token, tail, logprob, "stop", self.stats))
+            return
+        self.stats.generated_tokens += 1
+        self._history.append(token)
+        text, stopped = self._matcher.feed(self._decoder.push(token))
+        if stopped:
+            self._emit(TokenRecord(token, text, logprob, "stop", self.stats))
+        elif self.stats.generated_tokens >= self.limit or n_past >= self.n_ctx:
+            # max_tokens, or the window is full: release what was held back.
+            text += self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
+            self._emit(TokenRecord(token, text, logprob, "length", self.stats))
+        else:
+            self.records.append(TokenRecord(token, text, logprob, None, self.stats))
+            self.to_evaluate = [token]
+
+    def _emit(self, last: TokenRecord) -> None:
+        self.records.append(last)
+        self.finish()
+
+    def finish(self) -> None:
+        self.state = FINISHED
+        self.to_evaluate = []
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.finish()
