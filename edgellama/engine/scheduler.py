@@ -1,9 +1,10 @@
 """Continuous batching: many generations share one model's forward steps.
 
 The model's KV cache holds `n_parallel` sequences, the *slots*. A generation (GenerationRequest)
-waits for a free slot, takes the one whose cached tokens share the longest prefix with its prompt
-(copying a longer prefix from another slot when one has it, so a shared system prompt is computed
-once), and holds it until its last record. One *step* is one batched forward call: the pending
+waits for a free slot, takes the one whose cached tokens are the longest prefix of its prompt
+(copying a longer shared prefix from another slot when one has it, so a shared system prompt is
+computed once and another conversation's cache is not thrown away), and holds it until its last
+record. One *step* is one batched forward call: the pending
 token of every decoding sequence, plus prefill chunks of others under a token budget, so that a
 long prompt is read while the other streams keep flowing. Requests join at step boundaries and
 leave as soon as they finish; a cancelled one (its consumer closed or dropped its iterator) gives
@@ -338,20 +339,31 @@ class Scheduler:
             self._active.append(request)
 
     def _prepare_slot(self, request: GenerationRequest, free: List[Slot]) -> Tuple[Slot, int]:
-        """The free slot sharing the longest prefix with the prompt (the least recently used among
-        equals), its cache cut to that prefix, or given a longer one copied from another slot. At
-        least the last prompt token is evaluated again: its logits are what the request needs."""
+        """The free slot for a request, with its cache cut to the longest prefix of the prompt that
+        any slot holds (copied from that slot when it is another one). Returns (slot, reused).
+
+        The slot is the one sharing the longest prefix with the prompt among those whose whole
+        cache is such a prefix (a follow-up turn finds its conversation; an empty slot qualifies
+        with 0), else the least recently used one. A free slot that shares only part of its cache
+        with the prompt (another conversation with the same system prompt) is thus kept, and the
+        shared part copied from it instead. At least the last prompt token is evaluated again:
+        its logits are what the request needs."""
         for slot in free:
             self._resync(slot)
         prompt = request.prompt
-        slot = max(free, key=lambda s: (common_prefix_length(s.tokens, prompt), -s.last_used))
-        keep = min(common_prefix_length(slot.tokens, prompt), len(prompt) - 1)
-        donor = max(self.slots, key=lambda s: common_prefix_length(s.tokens, prompt))
-        shared = min(common_prefix_length(donor.tokens, prompt), len(prompt) - 1)
-        if shared > keep:
-            self.backend.seq_copy_prefix(donor.index, slot.index, shared)
-            slot.tokens = donor.tokens[:shared]
-            return slot, shared
+        shared = {slot.index: common_prefix_length(slot.tokens, prompt) for slot in self.slots}
+        whole = [slot for slot in free if shared[slot.index] == len(slot.tokens)]
+        if whole:
+            slot = max(whole, key=lambda s: (shared[s.index], -s.last_used))
+        else:
+            slot = min(free, key=lambda s: s.last_used)
+        keep = min(shared[slot.index], len(prompt) - 1)
+        donor = max(self.slots, key=lambda s: shared[s.index])
+        copied = min(shared[donor.index], len(prompt) - 1)
+        if copied > keep:
+            self.backend.seq_copy_prefix(donor.index, slot.index, copied)
+            slot.tokens = donor.tokens[:copied]
+            return slot, copied
         self.backend.seq_truncate(slot.index, keep)
         del slot.tokens[keep:]
         return slot, keep
