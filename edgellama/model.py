@@ -28,7 +28,7 @@ def default_thread_count() -> int:
 MAX_PARALLEL = 256  # sequences one model may hold (n_parallel)
 
 
-def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n_parallel: int):
+def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n_parallel: int, cuda_options):
     """The forward-step engine, with the batched-step interface of edgellama.engine.backends."""
     if device == "cpu":
         from edgellama import _core
@@ -39,7 +39,8 @@ def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n
         from edgellama.cuda import create_cuda_model
         from edgellama.engine.backends import SingleSequenceBackend
 
-        return SingleSequenceBackend(create_cuda_model(model, n_ctx, n_threads))
+        return SingleSequenceBackend(create_cuda_model(model, n_ctx, n_threads, cuda_options),
+                                     greedy_on_device=cuda_options.greedy_on_device)
     raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
 
 
@@ -49,6 +50,16 @@ def _check_parallel(n_parallel, device: str) -> int:
         raise InvalidArgumentError("n_parallel", f"the CUDA engine runs one sequence; got {n_parallel} "
                                                  "(use device='cpu' for parallel sequences)")
     return n_parallel
+
+
+def _check_cuda_options(cuda_options, device: str):
+    if device != "cuda":
+        if cuda_options is not None:
+            raise InvalidArgumentError("cuda_options", f"apply to device='cuda' only, not device={device!r}")
+        return None
+    from edgellama.cuda import CudaOptions
+
+    return CudaOptions.coerce(cuda_options)
 
 
 class Llama:
@@ -64,6 +75,8 @@ class Llama:
             run at once, their decode steps batched; more wait for a free sequence. Each sequence
             has its own window of n_ctx tokens, so the cache takes n_parallel times the memory of
             one (reserved up front, resident only as positions fill).
+        cuda_options: with device="cuda", how the GPU engine runs (an edgellama.cuda.CudaOptions,
+            or a dict of its fields; None: its defaults).
 
     Sequence 0 is the one `eval`, `reset` and `truncate` work on, and `n_past` counts; generations
     take whichever sequence holds the longest prefix of their prompt, so a follow-up turn of a chat
@@ -81,25 +94,23 @@ class Llama:
     """
 
     def __init__(self, model_path: Union[str, Path], n_ctx: Optional[int] = None,
-                 n_threads: Optional[int] = None, device: str = "cpu", n_parallel: int = 1):
+                 n_threads: Optional[int] = None, device: str = "cpu", n_parallel: int = 1,
+                 cuda_options=None):
         self.model: GGUFModel = load_gguf(model_path)
         self.config: ModelConfig = self.model.config
         n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else n_ctx
         n_threads = default_thread_count() if n_threads is None else n_threads
         n_parallel = _check_parallel(n_parallel, device)
+        cuda_options = _check_cuda_options(cuda_options, device)
         # Types, ranges, and whether the window fits in memory, before anything is allocated.
         n_ctx, n_threads = resources.check_context_request(self.config, n_ctx, n_threads,
                                                            check_memory=device == "cpu", n_seq=n_parallel)
         self.device = device
         with resources.allocation_errors(self.config, n_ctx, n_threads, n_parallel):
-            self._core = _create_backend(device, self.model, n_ctx, n_threads, n_parallel)
+            self._core = _create_backend(device, self.model, n_ctx, n_threads, n_parallel, cuda_options)
         # The CUDA engine can make a greedy choice itself, so that only the token comes back
-        # (eval_greedy); EDGELLAMA_CUDA_GREEDY=1 until that has run on a GPU.
-        self._greedy_on_device = False
-        if device == "cuda":
-            from edgellama.cuda import _env_flag  # read as the engine's other settings are
-
-            self._greedy_on_device = _env_flag("EDGELLAMA_CUDA_GREEDY")
+        # (CudaOptions.greedy_on_device; eval_greedy and plain greedy generations).
+        self._greedy_on_device = cuda_options is not None and cuda_options.greedy_on_device
         from edgellama.engine import Scheduler
 
         self._scheduler = Scheduler(self._core, n_ctx, n_parallel)
@@ -213,8 +224,8 @@ class Llama:
     def eval_greedy(self, ids: Sequence[int]) -> Tuple[int, float]:
         """Appends ids to the KV cache as eval does and returns the greedy choice after them: the
         first token of the largest logit and its log-probability (log-softmax). With
-        EDGELLAMA_CUDA_GREEDY=1 the CUDA engine makes the choice on the device and returns only
-        those two numbers; otherwise they come from the logits here. The same token either way."""
+        CudaOptions.greedy_on_device the CUDA engine makes the choice on the device and returns
+        only those two numbers; otherwise they come from the logits here. The same token either way."""
         if self._greedy_on_device:
             token, logprob = self._evaluate(ids, self._core.forward_greedy)
             return int(token), float(logprob)

@@ -77,8 +77,8 @@ TESTS_RC=${PIPESTATUS[0]}
 if [ "$TESTS_RC" -ne 0 ]; then
   # Tells a fault of the captured decode step or of the tensor-core prefill from one of the basic
   # kernels, in the same run.
-  step "CUDA tests again with EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 EDGELLAMA_CUDA_PDL=0 (plain launches one by one, dp4a prefill)"
-  (cd /tmp && EDGELLAMA_CUDA_GRAPHS=0 EDGELLAMA_CUDA_MMA=0 EDGELLAMA_CUDA_PDL=0 timeout 150 $PY -m pytest -q -ra -p no:cacheprovider \
+  step "CUDA tests again with EDGELLAMA_CUDA_OPTIONS=cuda_graphs=0,tensor_cores=0 EDGELLAMA_CUDA_PDL=0 (plain launches one by one, dp4a prefill)"
+  (cd /tmp && EDGELLAMA_CUDA_OPTIONS=cuda_graphs=0,tensor_cores=0 EDGELLAMA_CUDA_PDL=0 timeout 150 $PY -m pytest -q -ra -p no:cacheprovider \
      "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
   # Out-of-bounds or misaligned accesses name the kernel and line here, where wrong numbers do not.
   step "compute-sanitizer memcheck on the matmul tests"

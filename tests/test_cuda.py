@@ -774,15 +774,15 @@ def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(reader, n_tokens)
                                   "mixed-Q4_0-Q8_0-F16-Q6_K"])
 def test_gpu_tensor_core_prefill_matches_reference(case_files, case, monkeypatch):
     """A 40-token prompt (tensor cores from 16 tokens on) within the reference's bound, with and
-    without tensor cores (EDGELLAMA_CUDA_MMA=0: the dp4a tiles)."""
+    without tensor cores (CudaOptions.tensor_cores=False: the dp4a tiles)."""
     path = case_files[case]
     ids = [int(t) for t in np.random.default_rng(9).integers(0, 300, 40)]
     ref, _, tol = gpu_tolerance(path, ids)
-    for mma in ("1", "0"):
-        monkeypatch.setenv("EDGELLAMA_CUDA_MMA", mma)
-        gpu = Llama(str(path), n_ctx=128, device="cuda")
-        assert gpu._core.tensor_cores == (mma == "1")
-        assert_logits_close(gpu.eval(ids, all_logits=True), ref, tol, f"{case} prefill, EDGELLAMA_CUDA_MMA={mma}")
+    monkeypatch.delenv("EDGELLAMA_CUDA_OPTIONS", raising=False)  # the options here are the test's
+    for mma in (True, False):
+        gpu = Llama(str(path), n_ctx=128, device="cuda", cuda_options={"tensor_cores": mma})
+        assert gpu._core.tensor_cores == mma
+        assert_logits_close(gpu.eval(ids, all_logits=True), ref, tol, f"{case} prefill, tensor_cores={mma}")
 
 
 @needs_gpu
@@ -826,10 +826,9 @@ def test_gpu_decode_graph_equals_kernel_by_kernel_decode(case_files, prompt_len,
     merge, so the same bits as the kernel-by-kernel two passes, and its split counts must be back
     at zero for every replay)."""
     path = case_files["Q4_K"]
-    monkeypatch.setenv("EDGELLAMA_CUDA_GRAPHS", "0")
-    stream = Llama(str(path), n_ctx=8192, device="cuda")
-    monkeypatch.delenv("EDGELLAMA_CUDA_GRAPHS")
-    monkeypatch.setenv("EDGELLAMA_CUDA_FUSED_ATTENTION", fused)
+    stream = Llama(str(path), n_ctx=8192, device="cuda", cuda_options={"cuda_graphs": False})
+    # The one environment override, as scripts use it.
+    monkeypatch.setenv("EDGELLAMA_CUDA_OPTIONS", f"fused_attention={fused}")
     graph = Llama(str(path), n_ctx=8192, device="cuda")
     assert graph._core.fused_attention == (fused == "1") and not stream._core.fused_attention
     assert graph._core.cuda_graphs and not stream._core.cuda_graphs
@@ -872,14 +871,14 @@ def test_gpu_fused_decode_step_equals_the_default_bitwise(case_files, case):
 @needs_gpu
 @pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1"])
 def test_gpu_greedy_generation_chooses_on_the_device_with_the_same_tokens(case_files, case, monkeypatch):
-    """EDGELLAMA_CUDA_GREEDY=1: greedy generation's steps return only the device's choice (its
+    """CudaOptions.greedy_on_device: greedy generation's steps return only the device's choice (its
     own captured graphs); the tokens are those of choosing from the downloaded logits, the
     log-probabilities agree within 1e-5, and a plain eval still returns logits afterwards."""
     prompt = [int(t) for t in np.random.default_rng(19).integers(0, 300, 30)]
     from_logits = Llama(str(case_files[case]), n_ctx=256, device="cuda")
     want = list(from_logits.stream_tokens(prompt, max_tokens=12, temperature=0))
-    monkeypatch.setenv("EDGELLAMA_CUDA_GREEDY", "1")
-    on_device = Llama(str(case_files[case]), n_ctx=256, device="cuda")
+    monkeypatch.delenv("EDGELLAMA_CUDA_OPTIONS", raising=False)
+    on_device = Llama(str(case_files[case]), n_ctx=256, device="cuda", cuda_options={"greedy_on_device": True})
     assert on_device._greedy_on_device and not from_logits._greedy_on_device
     got = list(on_device.stream_tokens(prompt, max_tokens=12, temperature=0))
     assert [r.token for r in got] == [r.token for r in want]
@@ -907,3 +906,33 @@ def test_smollm2_gpu_matches_reference_and_cpu(smollm2_path):
     assert_logits_close(got, want, tol_gpu + tol_cpu, "SmolLM2 GPU vs CPU")
     llm_gpu.reset()
     assert "Paris" in llm_gpu.generate("The capital of France is", max_tokens=8, temperature=0)
+
+
+@needs_module
+def test_generations_run_on_the_single_sequence_engine_through_the_scheduler(case_files):
+    """The CUDA engine (executed on the host) behind the scheduler's single-sequence adapter: a
+    generation, a follow-up that reuses its cache (its choice made by the engine's own greedy
+    step, greedy_on_device) and eval on sequence 0 give what driving the engine by hand gives."""
+    from edgellama.engine import Scheduler
+    from edgellama.engine.backends import SingleSequenceBackend
+
+    path = case_files["gqa3-Q4_1"]
+    engine = host_engine(path, 64)
+    prompt_logits = engine.forward(np.array(PROMPT, np.int32), False)
+    want = [int(np.argmax(prompt_logits))]
+    want.append(int(np.argmax(engine.forward(np.array(want, np.int32), False))))
+    engine.reset()
+    llm = Llama(str(path), n_ctx=64, device="cpu")
+    llm._core = SingleSequenceBackend(engine)
+    llm._scheduler = Scheduler(llm._core, 64, 1)
+    llm.tokenizer._stop_ids = frozenset()  # a random model may choose its end-of-turn token
+    assert [r.token for r in llm.stream_tokens(PROMPT, max_tokens=2, temperature=0)] == want
+    llm._core.greedy_on_device = True
+    choices = []
+    greedy_choice = llm._core.greedy_choice
+    llm._core.greedy_choice = lambda tokens: choices.append(greedy_choice(tokens)) or choices[-1]
+    follow_up = list(llm.stream_tokens(PROMPT + want[:1], max_tokens=1, temperature=0))
+    assert [r.token for r in follow_up] == want[1:] and follow_up[0].stats.reused_tokens == len(PROMPT)
+    assert [c[0] for c in choices] == want[1:]  # the engine chose
+    llm.reset()
+    assert np.array_equal(llm.eval(PROMPT), prompt_logits)

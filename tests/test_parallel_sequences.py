@@ -177,3 +177,16 @@ def test_every_sequence_has_its_own_full_window(tiny):
         core.forward_batch(np.arange(16, dtype=np.int32), np.full(16, s, np.int32), np.arange(16, dtype=np.int64),
                            np.zeros(16, np.uint8))
     assert [core.seq_n_past(s) for s in range(3)] == [16, 16, 16]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("n_others", [3, 15])
+def test_smollm2_batched_with_others_gives_the_bits_it_gives_alone(smollm2_path, n_threads, n_others):
+    model = load_gguf(smollm2_path)
+    prompts = prompts_for(n_others + 1, model.config.n_vocab, seed=100 + n_others)
+    alone_core = make_core(model, 1, n_threads)
+    alone = [run_alone(alone_core, p) for p in prompts]
+    tokens, rows = run_batched(make_core(model, n_others + 1, n_threads), prompts, max_chunk=9, seed=n_threads)
+    for s, (want_tokens, want_rows) in enumerate(alone):
+        assert tokens[s] == want_tokens, s
+        assert np.array_equal(rows[s], want_rows), s

@@ -18,6 +18,7 @@
 #include "csrc/cuda/grouped_rows.h"
 #include "csrc/cuda/ops.h"
 #include "csrc/model/checked_size.h"
+#include "csrc/model/token_batch.h"
 
 namespace edgellama::cuda {
 
@@ -49,13 +50,6 @@ struct DeviceLayer {
     const float* ffn_norm = nullptr;
     DeviceMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
-
-void check_matrix(const WeightMatrix& w, int64_t rows, int64_t cols, const std::string& what) {
-    if (w.data == nullptr || w.rows != rows || w.cols != cols) {
-        throw std::invalid_argument(what + ": expected " + std::to_string(rows) + " rows of " + std::to_string(cols) +
-                                    ", got " + std::to_string(w.rows) + " of " + std::to_string(w.cols));
-    }
-}
 
 }  // namespace
 
@@ -155,37 +149,12 @@ struct CudaLlamaModel::Impl {
         return owned.back().as<float>();
     }
 
+    // The shared checks (validate_llama_shapes), then what only the GPU kernels need.
     void validate(const LlamaWeights& w) const {
-        const LlamaConfig& c = config;
-        if (c.n_vocab <= 0 || c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 ||
-            c.head_dim <= 0 || c.n_ff <= 0) {
-            throw std::invalid_argument("model hyper-parameters must be positive");
-        }
-        if (c.n_head % c.n_head_kv != 0) throw std::invalid_argument("n_head must be a multiple of n_head_kv");
-        if (c.rope_dim <= 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0) {
-            throw std::invalid_argument("rope dimension must be even and at most head_dim");
-        }
-        if (c.head_dim > kMaxHeadDim || c.head_dim % 2 != 0) {
+        validate_llama_shapes(config, w);
+        if (config.head_dim > kMaxHeadDim || config.head_dim % 2 != 0) {
             throw std::invalid_argument("the CUDA backend needs an even head_dim of at most " +
-                                        std::to_string(kMaxHeadDim) + ", got " + std::to_string(c.head_dim));
-        }
-        if (static_cast<int64_t>(w.layers.size()) != c.n_layer) {
-            throw std::invalid_argument("layer count does not match n_layer");
-        }
-        if (!w.output_norm) throw std::invalid_argument("output_norm missing");
-        check_matrix(w.token_embd, c.n_vocab, c.n_embd, "token_embd");
-        check_matrix(w.output, c.n_vocab, c.n_embd, "output");
-        for (size_t i = 0; i < w.layers.size(); ++i) {
-            const LayerWeights& l = w.layers[i];
-            const std::string p = "layer " + std::to_string(i) + " ";
-            if (!l.attn_norm || !l.ffn_norm) throw std::invalid_argument(p + "norm weights missing");
-            check_matrix(l.wq, q_width(), c.n_embd, p + "attn_q");
-            check_matrix(l.wk, kv_width(), c.n_embd, p + "attn_k");
-            check_matrix(l.wv, kv_width(), c.n_embd, p + "attn_v");
-            check_matrix(l.wo, c.n_embd, q_width(), p + "attn_output");
-            check_matrix(l.w_gate, c.n_ff, c.n_embd, p + "ffn_gate");
-            check_matrix(l.w_up, c.n_ff, c.n_embd, p + "ffn_up");
-            check_matrix(l.w_down, c.n_embd, c.n_ff, p + "ffn_down");
+                                        std::to_string(kMaxHeadDim) + ", got " + std::to_string(config.head_dim));
         }
     }
 
@@ -481,17 +450,7 @@ struct CudaLlamaModel::Impl {
     void forward(const int32_t* tokens, int64_t n_tokens, float* host_logits, bool all_logits,
                  GreedyChoice* host_choice) {
         const LlamaConfig& c = config;
-        if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
-        if (n_past + n_tokens > n_ctx) {
-            throw std::length_error("context overflow: " + std::to_string(n_past) + " cached + " +
-                                    std::to_string(n_tokens) + " new tokens exceed n_ctx " + std::to_string(n_ctx));
-        }
-        for (int64_t i = 0; i < n_tokens; ++i) {
-            if (tokens[i] < 0 || tokens[i] >= c.n_vocab) {
-                throw std::out_of_range("token id " + std::to_string(tokens[i]) + " outside the vocabulary [0, " +
-                                        std::to_string(c.n_vocab) + ")");
-            }
-        }
+        check_sequence_tokens(tokens, n_tokens, c.n_vocab, n_past, n_ctx);  // the CPU engine's rules (token_batch.h)
         if (device >= 0) check(cudaSetDevice(device), "cudaSetDevice");
         for (int64_t start = 0; start < n_tokens; start += batch) {
             const int64_t n = std::min(batch, n_tokens - start);

@@ -62,7 +62,6 @@ private:
         std::vector<uint8_t> embd_row;  // one token_embd row, when it is read back from row groups
     };
 
-    void validate_shapes() const;
     // Sizes every scratch buffer for n_ctx and n_threads; std::overflow_error when one cannot exist.
     void allocate_scratch(int64_t n_ctx, int n_threads);
     // Entries [first, first + n_tokens) of a checked batch (n_tokens <= kMaxBatch), whose runs

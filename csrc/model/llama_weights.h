@@ -64,4 +64,10 @@ struct LlamaWeights {
 // length that is not a whole number of blocks.
 WeightMatrix make_weight_matrix(const void* data, int32_t type, int64_t rows, int64_t cols);
 
+// The checks every engine (CPU and CUDA) runs on a model before using it: positive
+// hyper-parameters, whole GQA groups, an even RoPE width within the head, finite positive
+// rope_base and rms_eps, and every matrix present with the shape the config implies. Throws
+// std::invalid_argument naming the first problem.
+void validate_llama_shapes(const LlamaConfig& config, const LlamaWeights& weights);
+
 }  // namespace edgellama

@@ -5,6 +5,31 @@
 
 namespace edgellama {
 
+namespace {
+
+void check_token(int32_t token, int64_t n_vocab) {
+    if (token < 0 || token >= n_vocab) {
+        throw std::out_of_range("token id " + std::to_string(token) + " outside the vocabulary [0, " +
+                                std::to_string(n_vocab) + ")");
+    }
+}
+
+void check_window(int64_t seq, int64_t n_past, int64_t n_tokens, int64_t n_ctx) {
+    if (n_past + n_tokens > n_ctx) {
+        throw std::length_error("context overflow: sequence " + std::to_string(seq) + " holds " +
+                                std::to_string(n_past) + " positions; " + std::to_string(n_tokens) +
+                                " new tokens exceed n_ctx " + std::to_string(n_ctx));
+    }
+}
+
+}  // namespace
+
+void check_sequence_tokens(const int32_t* tokens, int64_t n_tokens, int64_t n_vocab, int64_t n_past, int64_t n_ctx) {
+    if (n_tokens <= 0) throw std::invalid_argument("forward needs at least one token");
+    for (int64_t i = 0; i < n_tokens; ++i) check_token(tokens[i], n_vocab);
+    check_window(0, n_past, n_tokens, n_ctx);
+}
+
 std::vector<SequenceRun> plan_batch(const TokenBatch& batch, int64_t n_vocab, int64_t n_seq, int64_t n_ctx,
                                     const std::function<int64_t(int32_t)>& n_past) {
     if (batch.n <= 0) throw std::invalid_argument("forward needs at least one token");
@@ -12,10 +37,7 @@ std::vector<SequenceRun> plan_batch(const TokenBatch& batch, int64_t n_vocab, in
     std::vector<bool> seen(static_cast<size_t>(n_seq), false);
     for (int64_t i = 0; i < batch.n; ++i) {
         const int32_t token = batch.tokens[i], seq = batch.seq_ids[i];
-        if (token < 0 || token >= n_vocab) {
-            throw std::out_of_range("token id " + std::to_string(token) + " outside the vocabulary [0, " +
-                                    std::to_string(n_vocab) + ")");
-        }
+        check_token(token, n_vocab);
         if (seq < 0 || seq >= n_seq) {
             throw std::out_of_range("sequence id " + std::to_string(seq) + " outside [0, " + std::to_string(n_seq) +
                                     ")");
@@ -37,13 +59,7 @@ std::vector<SequenceRun> plan_batch(const TokenBatch& batch, int64_t n_vocab, in
         }
         run.n_tokens += 1;
     }
-    for (const SequenceRun& run : runs) {
-        if (run.first_pos + run.n_tokens > n_ctx) {
-            throw std::length_error("context overflow: sequence " + std::to_string(run.seq) + " holds " +
-                                    std::to_string(run.first_pos) + " positions; " + std::to_string(run.n_tokens) +
-                                    " new tokens exceed n_ctx " + std::to_string(n_ctx));
-        }
-    }
+    for (const SequenceRun& run : runs) check_window(run.seq, run.first_pos, run.n_tokens, n_ctx);
     return runs;
 }
 

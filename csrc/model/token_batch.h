@@ -35,6 +35,9 @@ struct SequenceRun {
 std::vector<SequenceRun> plan_batch(const TokenBatch& batch, int64_t n_vocab, int64_t n_seq, int64_t n_ctx,
                                    const std::function<int64_t(int32_t)>& n_past);
 
+// The same checks for an engine that holds one sequence: n_tokens tokens after n_past cached ones.
+void check_sequence_tokens(const int32_t* tokens, int64_t n_tokens, int64_t n_vocab, int64_t n_past, int64_t n_ctx);
+
 // How many entries want logits: the rows of the logits output.
 int64_t count_logits_rows(const TokenBatch& batch);
 

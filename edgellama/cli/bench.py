@@ -24,6 +24,15 @@ def _thread_list(text: str):
     return values
 
 
+def _parallel_list(text: str):
+    from edgellama.model import MAX_PARALLEL
+
+    values = _thread_list(text)
+    if max(values) > MAX_PARALLEL:
+        raise argparse.ArgumentTypeError(f"counts must be at most {MAX_PARALLEL}, got {max(values)}")
+    return values
+
+
 def _reps(text: str) -> int:
     value = positive_int(text)
     if value > MAX_REPS:
@@ -46,7 +55,10 @@ def add_parser(sub) -> None:
     p.add_argument("-t", "--threads", type=_thread_list, default=None,
                    help="thread counts, e.g. 1,2 (default 1,2 on the CPU; 1 with --device cuda)")
     p.add_argument("-r", "--reps", type=_reps, default=3, help="repetitions (default 3; medians reported)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per thread count")
+    p.add_argument("--parallel", type=_parallel_list, default=None,
+                   help="parallel generation counts, e.g. 1,2,4,8,16: aggregate and per-sequence decode "
+                        "tok/s and time to first token of that many concurrent greedy generations")
+    p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     add_device_argument(p)
     p.set_defaults(handler=cmd_bench)
 
@@ -66,13 +78,23 @@ def cmd_bench(args) -> int:
         usable, why = cuda_status()  # said once here rather than from each child process
         if not usable:
             raise DeviceUnavailableError(f"--device cuda: {why}")
+    if args.parallel and args.device == "cuda":
+        raise EdgellamaError("bench --parallel: the CUDA engine runs one sequence; use --device cpu")
     try:
-        results = run_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.reps, args.device)
-    except RuntimeError as exc:  # run_bench's report of a measurement process that failed
+        if args.parallel:
+            from edgellama.bench_parallel import format_parallel_table, run_parallel_bench
+
+            results = run_parallel_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.parallel,
+                                         args.reps)
+            table = format_parallel_table(results)
+        else:
+            results = run_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.reps, args.device)
+            table = format_table(results)
+    except RuntimeError as exc:  # the report of a measurement process that failed
         raise _child_failure(exc) from None
     if args.json:
         for r in results:
             print(json.dumps(asdict(r)))
     else:
-        print(format_table(results))
+        print(table)
     return 0

@@ -8,6 +8,8 @@ A backend offers:
   [rows, n_vocab] of the entries whose want_logits is set, in entry order.
 - ``seq_n_past(seq)``, ``seq_clear(seq)``, ``seq_truncate(seq, n)``, ``seq_copy_prefix(src, dst, n)``.
 - ``forward(tokens, all_logits)`` on sequence 0, and ``n_ctx``, ``n_threads``, ``n_seq``.
+- optionally ``greedy_on_device`` (true) with ``greedy_choice(tokens)``: the engine chooses the
+  first largest logit after tokens itself and returns (token, log-probability).
 
 The CPU core (_core.LlamaModel) implements it natively for any number of sequences.
 """
@@ -19,12 +21,21 @@ import numpy as np
 
 class SingleSequenceBackend:
     """The interface over an engine that holds one sequence (the CUDA engine: forward, truncate,
-    reset, n_past): every entry must belong to sequence 0."""
+    reset, n_past): every entry must belong to sequence 0.
+
+    greedy_on_device: the engine's forward_greedy makes a plain greedy choice itself
+    (greedy_choice), so that only the token and its log-probability come back."""
 
     n_seq = 1
 
-    def __init__(self, engine):
+    def __init__(self, engine, greedy_on_device: bool = False):
         self.engine = engine
+        self.greedy_on_device = greedy_on_device
+
+    def greedy_choice(self, tokens: np.ndarray):
+        """Evaluates tokens (sequence 0) and returns (token, log-probability) of the first largest logit."""
+        token, logprob = self.engine.forward_greedy(tokens)
+        return int(token), float(logprob)
 
     def __getattr__(self, name):  # forward, forward_greedy, n_ctx, n_threads, options ...
         return getattr(self.engine, name)

@@ -61,19 +61,37 @@ class GenerationRequest:
         self.to_evaluate = self.prompt[reused:]
         self._started = time.perf_counter()
 
+    @property
+    def plain_greedy(self) -> bool:
+        """Whether every choice is the first largest raw logit: what an engine can make itself."""
+        return self.sampler.is_plain_greedy
+
     def on_logits(self, logits: np.ndarray, n_past: int) -> None:
         """The logits after its last evaluated token (n_past tokens now in its sequence): sample the
         next token and record it. Sampling errors propagate (the scheduler fails the request)."""
-        now = time.perf_counter()
+        if self._begin_token():
+            token, logprob = self.sampler.sample(logits, self._history)
+            self._accept(token, logprob, n_past)
+
+    def on_choice(self, token: int, logprob: float, n_past: int) -> None:
+        """The engine's own greedy choice after its last evaluated token (plain_greedy requests)."""
+        if self._begin_token():
+            self._accept(token, logprob, n_past)
+
+    def _begin_token(self) -> bool:
+        """Bookkeeping before a token is chosen; False when none is to be (max_tokens 0)."""
         self.to_evaluate = []
         if self.state == PREFILL:
+            now = time.perf_counter()
             self.stats.prefill_seconds = now - self._started
             self._decode_start = now
             self.state = DECODE
             if self.limit <= 0:
                 self.finish()
-                return
-        token, logprob = self.sampler.sample(logits, self._history)
+                return False
+        return True
+
+    def _accept(self, token: int, logprob: float, n_past: int) -> None:
         self.stats.decode_seconds = time.perf_counter() - self._decode_start
         if token in self._stop_ids:
             tail = self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()

@@ -292,10 +292,14 @@ class Scheduler:
         return plan
 
     def _evaluate(self, plan: _Plan) -> None:
+        device_choice = self._device_greedy(plan)
         try:
-            logits = self.backend.forward_batch(
-                np.asarray(plan.tokens, dtype=np.int32), np.asarray(plan.seq_ids, dtype=np.int32),
-                np.asarray(plan.positions, dtype=np.int64), np.asarray(plan.want, dtype=np.uint8))
+            if device_choice:
+                choice = self.backend.greedy_choice(np.asarray(plan.tokens, dtype=np.int32))
+            else:
+                logits = self.backend.forward_batch(
+                    np.asarray(plan.tokens, dtype=np.int32), np.asarray(plan.seq_ids, dtype=np.int32),
+                    np.asarray(plan.positions, dtype=np.int64), np.asarray(plan.want, dtype=np.uint8))
         except BaseException as exc:
             with self._changed:
                 for request, slot, _, _ in plan.runs:
@@ -315,7 +319,10 @@ class Scheduler:
                 continue
             if not request.cancelled:
                 try:
-                    request.on_logits(logits[row], len(slot.tokens))
+                    if device_choice:
+                        request.on_choice(*choice, len(slot.tokens))
+                    else:
+                        request.on_logits(logits[row], len(slot.tokens))
                 except Exception as exc:  # noqa: BLE001 - the request's failure, raised to its consumer
                     request.fail(exc)
             row += 1
@@ -323,6 +330,14 @@ class Scheduler:
             for request, _, _, _ in plan.runs:
                 if request.done:
                     self._release(request)
+
+    def _device_greedy(self, plan: _Plan) -> bool:
+        """Whether the engine makes this step's choice itself: a backend that offers it, one
+        sequence whose request is plain greedy, and logits wanted after its last entry only."""
+        if not getattr(self.backend, "greedy_on_device", False) or len(plan.runs) != 1:
+            return False
+        request, _, _, wants_logits = plan.runs[0]
+        return wants_logits and request.plain_greedy and sum(plan.want) == 1
 
     def _admit(self) -> None:
         """Gives free slots to waiting requests, first come first served."""
