@@ -7,7 +7,6 @@ threads with a time limit, so a deadlock fails the test instead of hanging the s
 
 import asyncio
 import random
-import threading
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from edgellama import InvalidArgumentError, Llama, ModelBusyError
 from edgellama.engine import scheduler as scheduler_module
+import test_thread_safety  # its run_watched: bodies in daemon threads under a time limit
 
 PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "The three primary colours are",
            "Water boils at", "In 1492, Columbus", "My favourite food is", "The best way to learn is"]
@@ -33,25 +33,7 @@ def parallel(smollm2_path):
 
 
 def run_watched(*bodies, limit=TIME_LIMIT):
-    errors = []
-
-    def wrap(body):
-        def run():
-            try:
-                body()
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-                errors.append(exc)
-        return run
-
-    threads = [threading.Thread(target=wrap(b), daemon=True) for b in bodies]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + limit
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), f"still running after {limit} s: a deadlock or a hang"
-    if errors:
-        raise errors[0]
+    return test_thread_safety.run_watched(*bodies, limit=limit)
 
 
 def records_of(llm, prompt, **kw):

@@ -36,6 +36,7 @@ import numpy as np
 
 from edgellama.engine.request import DECODE, PREFILL, GenerationRequest
 from edgellama.errors import ContextOverflowError, ModelBusyError
+from edgellama.generate import common_prefix_length
 
 # Records a sequence may run ahead of its consumer before it sits out steps.
 MAX_AHEAD = 8
@@ -45,15 +46,6 @@ DEFAULT_STEP_TOKENS = 64
 # Tokens per step while nobody decodes: a prompt is read in chunks this long (the wait a new
 # request can see before it joins).
 IDLE_STEP_TOKENS = 512
-
-
-def common_prefix_length(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass
