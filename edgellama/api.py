@@ -13,16 +13,16 @@ chunk carries finish_reason and usage. Field names and types follow the OpenAI A
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from edgellama import arguments
 from edgellama.engine.request import GenerationRequest
 from edgellama.generate import GenerationStats, TokenRecord
+from edgellama.openai_shapes import ResponseShape, usage
 from edgellama.sampling import DEFAULTS, Sampler, SamplingParams
 
 Stop = Union[None, str, Sequence[str]]
+MAX_TOP_LOGPROBS = 20  # as OpenAI's API
 
 
 def stop_list(stop: Stop) -> List[str]:
@@ -54,25 +54,18 @@ def chat_prompt_ids(llm, messages: Sequence[Mapping[str, Any]]) -> List[int]:
     return llm.chat_template.encode(llm.tokenizer, messages, add_generation_prompt=True)
 
 
-def _usage(stats: GenerationStats) -> Dict[str, int]:
-    """Usage of one generation, from its own stats (never llm.last_stats, which a generation
-    started later, in another thread, replaces)."""
-    return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.generated_tokens,
-            "total_tokens": stats.prompt_tokens + stats.generated_tokens}
-
-
 def _model_name(llm) -> str:
     return llm.model_name
 
 
 def _request(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-             stop: Stop) -> GenerationRequest:
+             stop: Stop, top_logprobs: int = 0) -> GenerationRequest:
     """A generation request, its arguments checked now: prompt_ids (a non-empty flat sequence of
     token ids), max_tokens (None or an integer >= 0) and stop."""
     ids = arguments.token_ids("prompt", prompt_ids, llm.n_vocab).tolist()
     max_tokens = arguments.max_tokens(max_tokens)
     stops = arguments.stop_strings(stop)
-    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx)
+    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx, top_logprobs)
 
 
 def run_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
@@ -127,62 +120,37 @@ def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sam
 
 
 def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop: Stop,
-               stream: bool, chat: bool):
-    request = _request(llm, prompt_ids, max_tokens, sampler, stop)
-    stats = request.stats
+               stream: bool, chat: bool, top_logprobs: Optional[int] = None):
+    """An OpenAI-shaped response (or, streamed, its chunks) of one generation. top_logprobs: None
+    for no log-probabilities, else the number of alternatives each token lists (0 to 20)."""
+    if top_logprobs is not None:
+        top_logprobs = arguments.integer("top_logprobs", top_logprobs, at_least=0, at_most=MAX_TOP_LOGPROBS)
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs or 0)
+    shape = ResponseShape(llm.tokenizer, _model_name(llm), chat, logprobs=top_logprobs is not None)
     records = _records_of(llm, request)
-    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-    created = int(time.time())
     if arguments.flag("stream", stream):
-        return _chunks(llm, records, stats, ident, created, chat)
-    pieces, finish = [], "length"
-    for record in records:
-        pieces.append(record.text)
-        if record.finish_reason:
-            finish = record.finish_reason
-    text = "".join(pieces)
-    if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
-    return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
-            "model": _model_name(llm), "choices": [choice], "usage": _usage(stats)}
+        return _chunks(shape, records, request.stats)
+    return shape.response([shape.choice(0, list(records))], [request.stats])
 
 
-def _chunks(llm, records: Iterator[TokenRecord], stats: GenerationStats, ident: str, created: int,
-            chat: bool) -> Iterator[Dict[str, Any]]:
-    obj = "chat.completion.chunk" if chat else "text_completion"
-    model = _model_name(llm)
-
-    def chunk(text: Optional[str], finish: Optional[str], role: bool = False) -> Dict[str, Any]:
-        if chat:
-            delta: Dict[str, Any] = {}
-            if role:
-                delta["role"] = "assistant"
-            if text is not None:
-                delta["content"] = text
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
-        return {"id": ident, "object": obj, "created": created, "model": model, "choices": [choice]}
-
+def _chunks(shape: ResponseShape, records: Iterator[TokenRecord], stats: GenerationStats) -> Iterator[Dict[str, Any]]:
+    """A chunk per released piece of text (per record when log-probabilities are asked for, so
+    that none is lost); the last has finish_reason and usage."""
     try:
-        if chat:
-            yield chunk(None, None, role=True)
-        finish = "length"
+        if shape.chat:
+            yield shape.chunk(0, None, role=True)
+        finish, last, offset = "length", None, 0
         for record in records:
             if record.finish_reason:
-                finish = record.finish_reason
+                finish, last = record.finish_reason, record
                 break
-            if record.text:
-                yield chunk(record.text, None)
-        else:
-            record = None
+            if record.text or shape.logprobs:
+                yield shape.chunk(0, record.text, records=[record], text_offset=offset)
+                offset += len(record.text)
     finally:
-        records.close()  # closed early (or done): the generation gives the model back now
-    last = chunk(record.text if record is not None and record.text else None, finish)
-    if not chat and record is None:
-        last["choices"][0]["text"] = ""
-    last["usage"] = _usage(stats)
-    yield last
+        records.close()  # closed early (or done): the generation gives its sequence back now
+    text = last.text if last is not None and last.text else None
+    chunk = shape.chunk(0, text if shape.chat else (text or ""), finish,
+                        records=[last] if last is not None else (), text_offset=offset)
+    chunk["usage"] = usage([stats])
+    yield chunk

@@ -4,7 +4,7 @@ drives them is edgellama.engine)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 
 @dataclass
@@ -91,6 +91,8 @@ class TokenRecord:
     finish_reason: Optional[str] = None
     # The generation's own statistics (one object shared by its records, complete on the last).
     stats: Optional[GenerationStats] = field(default=None, repr=False, compare=False)
+    # With top_logprobs=k: the k most likely tokens of the raw distribution and their log-probabilities.
+    top_logprobs: Optional[List[Tuple[int, float]]] = field(default=None, compare=False)
 
 
 def text_pieces(records: Iterator[TokenRecord]) -> Iterator[str]:

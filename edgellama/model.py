@@ -348,7 +348,7 @@ class Llama:
                           penalty_last_n: int = DEFAULTS.penalty_last_n,
                           logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
                           stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
-                          add_bos: Optional[bool] = None):
+                          add_bos: Optional[bool] = None, logprobs: Optional[int] = None):
         """Continues prompt. Returns an OpenAI "text_completion" dict
         ({id, object, created, model, choices: [{index, text, logprobs, finish_reason}], usage}),
         or with stream=True an iterator of such dicts, one per text piece, the last with
@@ -359,11 +359,14 @@ class Llama:
         ...). logit_bias maps token ids (integers in [0, n_vocab), or strings of digits as JSON
         sends them) to a finite bias or -inf (a ban; banning every token is an error). Every
         argument is checked when the call is made, before any token is evaluated: a wrong one is
-        an InvalidArgumentError naming it."""
+        an InvalidArgumentError naming it. logprobs: None, or an integer in [0, 20]: each choice
+        then has OpenAI's legacy "logprobs" ({tokens, token_logprobs, top_logprobs, text_offset})
+        with that many alternatives per token."""
         from edgellama.api import completion
 
         sampler = self._sampler(_settings(locals()), seed)
-        return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False)
+        return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False,
+                          top_logprobs=logprobs)
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
                                temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
@@ -375,7 +378,7 @@ class Llama:
                                penalty_last_n: int = DEFAULTS.penalty_last_n,
                                logit_bias: Optional[Mapping[int, float]] = None,
                                seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
-                               stream: bool = False):
+                               stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
         Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
@@ -384,11 +387,16 @@ class Llama:
         {"content": piece}, and the last chunk has finish_reason and usage. The prompt is the
         model's chat template; the KV cache of the previous turn is reused, so a follow-up turn
         prefills only the new messages. max_tokens=None: until the context is full. Arguments are
-        checked as by create_completion."""
+        checked as by create_completion. logprobs=True gives each choice OpenAI's "logprobs"
+        ({"content": [{token, logprob, bytes, top_logprobs}]}), with top_logprobs (0 to 20)
+        alternatives per token."""
         from edgellama.api import chat_prompt_ids, completion
 
         sampler = self._sampler(_settings(locals()), seed)
-        return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True)
+        if not arguments.flag("logprobs", logprobs) and top_logprobs is not None:
+            raise InvalidArgumentError("top_logprobs", "needs logprobs=True")
+        return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True,
+                          top_logprobs=(top_logprobs or 0) if logprobs else None)
 
 
 def _settings(arguments_given: Mapping[str, Any]) -> Dict[str, Any]:

@@ -24,7 +24,7 @@ entries for Llama 3) is touched only by O(n) passes (masks, a histogram) and nev
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -272,6 +272,18 @@ def log_softmax_at(logits: np.ndarray, token: int) -> float:
 # The one place sampling defaults live: every API signature, the CLI and the server take them from here.
 DEFAULTS = SamplingParams()
 SAMPLING_FIELDS = tuple(SamplingParams.__dataclass_fields__)
+
+
+def top_log_probs(logits: np.ndarray, k: int) -> List[Tuple[int, float]]:
+    """The k most likely tokens of the raw distribution, most likely first, with their
+    log-probabilities (log-softmax of the logits; ties in index order)."""
+    x = np.asarray(logits, dtype=np.float32).reshape(-1)
+    k = min(k, x.shape[0])
+    top = top_k_indices(x, k)
+    top = top[np.lexsort((top, -x[top]))]
+    shift = float(x.max())
+    log_total = shift + float(np.log(np.sum(np.exp(x.astype(np.float64) - shift))))
+    return [(int(t), float(x[t]) - log_total) for t in top]
 
 
 def params_from(defaults: Optional[SamplingParams] = None, **overrides) -> SamplingParams:

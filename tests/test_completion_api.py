@@ -189,3 +189,56 @@ def test_follow_up_turn_prefills_only_the_new_messages(llm):
     # message (about 16 tokens) are prefilled.
     assert warm.reused_tokens == cold.prompt_tokens + cold.generated_tokens - 1
     assert warm.prompt_tokens - warm.reused_tokens < 20
+
+
+def _log_softmax(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x - x.max() - np.log(np.exp(x - x.max()).sum())
+
+
+def test_chat_logprobs_are_the_models_log_softmax_with_its_top_alternatives(llm):
+    messages = [{"role": "user", "content": "Name a colour."}]
+    got = llm.create_chat_completion(messages, max_tokens=5, temperature=0, logprobs=True, top_logprobs=3)
+    entries = got["choices"][0]["logprobs"]["content"]
+    ids = llm.chat_template.encode(llm.tokenizer, messages, add_generation_prompt=True)
+    llm.reset()
+    logits = llm.eval(ids)
+    text = ""
+    for entry in entries:
+        ref = _log_softmax(logits)
+        token = int(np.argmax(logits))
+        assert bytes(entry["bytes"]) == llm.tokenizer.piece_bytes(token, render_special=True)
+        assert entry["logprob"] == pytest.approx(ref[token], abs=1e-4)
+        order = np.argsort(-ref, kind="stable")[:3]
+        assert [bytes(t["bytes"]) for t in entry["top_logprobs"]] == [
+            llm.tokenizer.piece_bytes(int(t), render_special=True) for t in order]
+        assert [t["logprob"] for t in entry["top_logprobs"]] == pytest.approx(ref[order].tolist(), abs=1e-4)
+        text += entry["token"]
+        if token in llm.tokenizer.stop_ids:
+            break
+        logits = llm.eval([token])
+    assert got["choices"][0]["message"]["content"] in text
+
+
+def test_completion_logprobs_legacy_shape_and_streamed_chunks_lose_no_token(llm):
+    whole = llm.create_completion("The capital of France is", max_tokens=6, temperature=0, logprobs=2)
+    lp = whole["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["top_logprobs"]) == len(lp["text_offset"])
+    assert all(len(alts) == 2 and max(alts.values()) >= lp["token_logprobs"][i] - 1e-6
+               for i, alts in enumerate(lp["top_logprobs"]))
+    assert lp["text_offset"][0] == 0
+    streamed = list(llm.create_completion("The capital of France is", max_tokens=6, temperature=0, logprobs=2,
+                                          stream=True))
+    tokens = [t for c in streamed if c["choices"][0]["logprobs"] for t in c["choices"][0]["logprobs"]["tokens"]]
+    assert tokens == lp["tokens"]
+    plain = llm.create_completion("The capital of France is", max_tokens=6, temperature=0)
+    assert plain["choices"][0]["logprobs"] is None and plain["choices"][0]["text"] == whole["choices"][0]["text"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_logprobs=2), dict(logprobs=True, top_logprobs=21),
+                                    dict(logprobs=True, top_logprobs=-1), dict(logprobs="yes")])
+def test_wrong_logprob_settings_are_refused(llm, kwargs):
+    from edgellama import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError):
+        llm.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=1, **kwargs)

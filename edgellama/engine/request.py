@@ -17,6 +17,7 @@ from typing import Deque, List, Optional, Sequence
 import numpy as np
 
 from edgellama.generate import GenerationStats, StopStringMatcher, TokenRecord
+from edgellama.sampling import top_log_probs
 
 WAITING, PREFILL, DECODE, FINISHED = "waiting", "prefill", "decode", "finished"
 
@@ -27,10 +28,12 @@ class GenerationRequest:
     tokenizer: turns tokens into text (its stop_ids end a turn); n_ctx: the sequence's window."""
 
     def __init__(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler, stops: Sequence[str],
-                 tokenizer, n_ctx: int):
+                 tokenizer, n_ctx: int, top_logprobs: int = 0):
         from edgellama.tokenizer import StreamDecoder
 
         self.prompt: List[int] = list(prompt_ids)
+        self.top_logprobs = top_logprobs  # alternatives recorded per token (0: none)
+        self._top: Optional[list] = None
         self.sampler = sampler
         self.n_ctx = n_ctx
         self.limit = max_tokens if max_tokens is not None else max(0, n_ctx - len(self.prompt) + 1)
@@ -63,14 +66,17 @@ class GenerationRequest:
 
     @property
     def plain_greedy(self) -> bool:
-        """Whether every choice is the first largest raw logit: what an engine can make itself."""
-        return self.sampler.is_plain_greedy
+        """Whether every choice is the first largest raw logit and nothing else of the logits is
+        needed: what an engine can make itself."""
+        return self.sampler.is_plain_greedy and not self.top_logprobs
 
     def on_logits(self, logits: np.ndarray, n_past: int) -> None:
         """The logits after its last evaluated token (n_past tokens now in its sequence): sample the
         next token and record it. Sampling errors propagate (the scheduler fails the request)."""
         if self._begin_token():
             token, logprob = self.sampler.sample(logits, self._history)
+            if self.top_logprobs:
+                self._top = top_log_probs(logits, self.top_logprobs)
             self._accept(token, logprob, n_past)
 
     def on_choice(self, token: int, logprob: float, n_past: int) -> None:
@@ -95,20 +101,23 @@ class GenerationRequest:
         self.stats.decode_seconds = time.perf_counter() - self._decode_start
         if token in self._stop_ids:
             tail = self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
-            self._emit(TokenRecord(token, tail, logprob, "stop", self.stats))
+            self._emit(self._record(token, tail, logprob, "stop"))
             return
         self.stats.generated_tokens += 1
         self._history.append(token)
         text, stopped = self._matcher.feed(self._decoder.push(token))
         if stopped:
-            self._emit(TokenRecord(token, text, logprob, "stop", self.stats))
+            self._emit(self._record(token, text, logprob, "stop"))
         elif self.stats.generated_tokens >= self.limit or n_past >= self.n_ctx:
             # max_tokens, or the window is full: release what was held back.
             text += self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
-            self._emit(TokenRecord(token, text, logprob, "length", self.stats))
+            self._emit(self._record(token, text, logprob, "length"))
         else:
-            self.records.append(TokenRecord(token, text, logprob, None, self.stats))
+            self.records.append(self._record(token, text, logprob, None))
             self.to_evaluate = [token]
+
+    def _record(self, token: int, text: str, logprob: float, finish: Optional[str]) -> TokenRecord:
+        return TokenRecord(token, text, logprob, finish, self.stats, self._top)
 
     def _emit(self, last: TokenRecord) -> None:
         self.records.append(last)
