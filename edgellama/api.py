@@ -96,11 +96,12 @@ def _records_of(llm, request: GenerationRequest) -> Iterator[TokenRecord]:
 
 
 def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-                  stop: Stop) -> AsyncIterator[TokenRecord]:
-    """run_records as an async generator: waits never block the event loop."""
+                  stop: Stop, top_logprobs: int = 0) -> AsyncIterator[TokenRecord]:
+    """run_records as an async generator: waits never block the event loop. top_logprobs: the
+    alternatives each record lists (TokenRecord.top_logprobs)."""
     from edgellama.engine.scheduler import AsyncWaker
 
-    request = _request(llm, prompt_ids, max_tokens, sampler, stop)
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs)
     scheduler = llm._scheduler
 
     async def records() -> AsyncIterator[TokenRecord]:

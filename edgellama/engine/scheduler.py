@@ -211,6 +211,11 @@ class Scheduler:
         return (isinstance(holder, GenerationRequest) and holder.waker is None and not holder.consuming
                 and holder.consumer_thread == thread)
 
+    def queue_depth(self) -> int:
+        """Requests waiting for a free sequence slot."""
+        with self._changed:
+            return len(self._waiting)
+
     def locked(self):
         """The scheduler's lock, for reading its state consistently."""
         return self._changed
