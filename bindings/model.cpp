@@ -27,10 +27,11 @@ std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& t
 template <class T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
-// Batched step: 1-D arrays of equal length; returns logits [rows][n_vocab] of the entries whose
-// want_logits is non-zero, in entry order. The GIL is released while the step runs.
-py::array_t<float> forward_batch(LlamaModel& model, CArray<int32_t> tokens, CArray<int32_t> seq_ids,
-                                 CArray<int64_t> positions, CArray<uint8_t> want_logits) {
+// Batched step: 1-D arrays of equal length; returns logits [rows][n_vocab] (or with hidden the final
+// hidden states [rows][n_embd]) of the entries whose want_logits is non-zero, in entry order. The
+// GIL is released while the step runs.
+py::array_t<float> evaluate(LlamaModel& model, CArray<int32_t> tokens, CArray<int32_t> seq_ids,
+                            CArray<int64_t> positions, CArray<uint8_t> want_logits, bool hidden) {
     const int64_t n = tokens.ndim() == 1 ? tokens.shape(0) : -1;
     for (const py::array* a : {static_cast<py::array*>(&seq_ids), static_cast<py::array*>(&positions),
                                static_cast<py::array*>(&want_logits)}) {
@@ -40,13 +41,27 @@ py::array_t<float> forward_batch(LlamaModel& model, CArray<int32_t> tokens, CArr
     }
     const TokenBatch batch{tokens.data(), seq_ids.data(), positions.data(), want_logits.data(), n};
     const int64_t rows = count_logits_rows(batch);
-    py::array_t<float> logits({rows, model.config().n_vocab});
-    float* out = logits.mutable_data();
+    py::array_t<float> result({rows, hidden ? model.config().n_embd : model.config().n_vocab});
+    float* out = result.mutable_data();
     {
         py::gil_scoped_release release;
-        model.forward_batch(batch, out);
+        if (hidden) {
+            model.forward_hidden(batch, out);
+        } else {
+            model.forward_batch(batch, out);
+        }
     }
-    return logits;
+    return result;
+}
+
+py::array_t<float> forward_batch(LlamaModel& model, CArray<int32_t> tokens, CArray<int32_t> seq_ids,
+                                 CArray<int64_t> positions, CArray<uint8_t> want_logits) {
+    return evaluate(model, tokens, seq_ids, positions, want_logits, false);
+}
+
+py::array_t<float> forward_hidden(LlamaModel& model, CArray<int32_t> tokens, CArray<int32_t> seq_ids,
+                                  CArray<int64_t> positions, CArray<uint8_t> want) {
+    return evaluate(model, tokens, seq_ids, positions, want, true);
 }
 
 }  // namespace
@@ -58,6 +73,8 @@ void bind_model(py::module_& m) {
              py::arg("weights_file_mapped") = false, py::arg("n_seq") = 1)
         .def("forward_batch", &forward_batch, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
              py::arg("want_logits"))
+        .def("forward_hidden", &forward_hidden, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
+             py::arg("want"))
         .def("seq_n_past", [](const LlamaModel& m, int64_t seq) { return m.n_past(seq); }, py::arg("seq"))
         .def("seq_clear", [](LlamaModel& m, int64_t seq) { m.cache().clear(seq); }, py::arg("seq"))
         .def("seq_truncate", [](LlamaModel& m, int64_t seq, int64_t n) { m.cache().truncate(seq, n); },

@@ -261,6 +261,23 @@ class Llama:
             self._core.seq_truncate(0, n)
             del slot.tokens[n:]
 
+    # --- embeddings ------------------------------------------------------------------------
+    def embed(self, input: Union[str, Sequence[int], Sequence[str], Sequence[Sequence[int]]]) -> List[List[float]]:
+        """Unit-length embeddings (n_embd floats each) of a str, a list of str, token ids or a list
+        of token-id lists: the mean of the model's final hidden state over each input's tokens
+        (edgellama.embeddings says what that means for a generative model). CPU engine only."""
+        from edgellama.embeddings import embed_ids, input_ids
+
+        return [embed_ids(self, ids).tolist() for ids in input_ids(self, input)]
+
+    def create_embedding(self, input: Union[str, Sequence[int], Sequence[str], Sequence[Sequence[int]]],
+                         model: Optional[str] = None) -> Dict[str, Any]:
+        """embed() as OpenAI's response: {"object": "list", "data": [{"object": "embedding",
+        "embedding", "index"}], "model", "usage"}."""
+        from edgellama.embeddings import embedding_response
+
+        return embedding_response(self, input, model or self.model_name)
+
     # --- generation ------------------------------------------------------------------------
     def generate(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
                  temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,

@@ -179,6 +179,11 @@ class ReferenceModel:
         runs the same math in float32 (only to measure float32 rounding for the tolerances)."""
         if dtype != np.float64:
             return _Float32View(self, dtype).logits(token_ids, act_quant)
+        return self.matmul(self.hidden(token_ids, act_quant), self.output, act_quant)
+
+    def hidden(self, token_ids: Sequence[int], act_quant: bool = False) -> np.ndarray:
+        """The final hidden state (len(ids), n_embd): the last layer's output after the output
+        RMSNorm, which the output projection turns into logits."""
         hp = self.hp
         ids = np.asarray(token_ids, dtype=np.int64)
         n = len(ids)
@@ -209,7 +214,7 @@ class ReferenceModel:
             gate = self.matmul(h, layer["ffn_gate"], act_quant)
             up = self.matmul(h, layer["ffn_up"], act_quant)
             x = x + self.matmul(gate / (1.0 + np.exp(-gate)) * up, layer["ffn_down"], act_quant)
-        return self.matmul(self.rmsnorm(x, self.output_norm), self.output, act_quant)
+        return self.rmsnorm(x, self.output_norm)
 
 
 class _Float32View(ReferenceModel):

@@ -224,3 +224,17 @@ def test_a_full_queue_is_503_with_retry_after(llm, server):
         for stream in held:
             stream.__exit__(None, None, None)
     assert all_free(llm, timeout=10)
+
+
+def test_embeddings_through_the_client_equal_the_python_api(llm, client, server):
+    texts = ["The cat sat on the mat.", "Quarterly revenue rose."]
+    want = llm.embed(texts)
+    got = client.embeddings.create(model=MODEL, input=texts)  # the client asks for base64 by default
+    assert [d.index for d in got.data] == [0, 1]
+    np.testing.assert_allclose([d.embedding for d in got.data], want, rtol=0, atol=1e-7)
+    raw = httpx.post(server + "/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"model": MODEL, "input": [llm.tokenize(texts[0])], "encoding_format": "float"}).json()
+    np.testing.assert_allclose(raw["data"][0]["embedding"], want[0], atol=1e-7)
+    bad = httpx.post(server + "/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"model": MODEL, "input": "x", "dimensions": 8})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "dimensions"

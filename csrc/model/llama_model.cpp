@@ -70,7 +70,11 @@ void LlamaModel::forward(const int32_t* tokens, int64_t n_tokens, float* logits,
     forward_batch(TokenBatch{tokens, seq_ids.data(), positions.data(), want.data(), n_tokens}, logits);
 }
 
-void LlamaModel::forward_batch(const TokenBatch& batch, float* logits) {
+void LlamaModel::forward_batch(const TokenBatch& batch, float* logits) { evaluate(batch, logits, Output::kLogits); }
+
+void LlamaModel::forward_hidden(const TokenBatch& batch, float* hidden) { evaluate(batch, hidden, Output::kHidden); }
+
+void LlamaModel::evaluate(const TokenBatch& batch, float* out, Output output) {
     const std::vector<SequenceRun> runs = plan_batch(batch, config_.n_vocab, cache_.n_seq(), cache_.n_ctx(),
                                                      [this](int32_t seq) { return cache_.n_past(seq); });
     const int64_t max_batch = static_cast<int64_t>(scratch_.x.size()) / config_.n_embd;
@@ -93,15 +97,16 @@ void LlamaModel::forward_batch(const TokenBatch& batch, float* logits) {
                 run_done = 0;
             }
         }
-        step(batch, start, n, chunk_runs, logits);
-        if (logits != nullptr) {
-            for (int64_t i = start; i < start + n; ++i) logits += (batch.want_logits[i] != 0) * config_.n_vocab;
+        step(batch, start, n, chunk_runs, out, output);
+        const int64_t row_width = output == Output::kLogits ? config_.n_vocab : config_.n_embd;
+        if (out != nullptr) {
+            for (int64_t i = start; i < start + n; ++i) out += (batch.want_logits[i] != 0) * row_width;
         }
     }
 }
 
 void LlamaModel::step(const TokenBatch& batch, int64_t first, int64_t n_tokens, const std::vector<SequenceRun>& runs,
-                      float* logits) {
+                      float* out, Output output) {
     const int64_t n_pairs = config_.rope_dim / 2;
     embed(batch.tokens + first, n_tokens);
     for (int64_t t = 0; t < n_tokens; ++t) {
@@ -117,7 +122,13 @@ void LlamaModel::step(const TokenBatch& batch, int64_t first, int64_t n_tokens, 
     for (int64_t t = 0; t < n_tokens; ++t) {
         if (batch.want_logits[first + t]) logits_rows_.push_back(t);
     }
-    if (!logits_rows_.empty()) output_logits(logits_rows_, logits);
+    if (logits_rows_.empty()) return;
+    if (output == Output::kLogits) {
+        output_logits(logits_rows_, out);
+        return;
+    }
+    output_norm(logits_rows_);
+    std::copy(scratch_.x_norm.begin(), scratch_.x_norm.begin() + logits_rows_.size() * config_.n_embd, out);
 }
 
 void LlamaModel::embed(const int32_t* tokens, int64_t n_tokens) {
@@ -186,14 +197,19 @@ void LlamaModel::ffn_block(const LayerWeights& layer, int64_t n_tokens) {
     add_in_place(x, x_norm, n_tokens * c.n_embd);
 }
 
+void LlamaModel::output_norm(const std::vector<int64_t>& rows) {
+    const LlamaConfig& c = config_;
+    for (size_t r = 0; r < rows.size(); ++r) {
+        rms_norm(&scratch_.x[rows[r] * c.n_embd], weights_.output_norm, &scratch_.x_norm[r * c.n_embd], c.n_embd,
+                 c.rms_eps);
+    }
+}
+
 void LlamaModel::output_logits(const std::vector<int64_t>& rows, float* logits) {
     const LlamaConfig& c = config_;
-    float* x_norm = scratch_.x_norm.data();
-    const int64_t n_rows = static_cast<int64_t>(rows.size());
-    for (int64_t r = 0; r < n_rows; ++r) {
-        rms_norm(&scratch_.x[rows[r] * c.n_embd], weights_.output_norm, x_norm + r * c.n_embd, c.n_embd, c.rms_eps);
-    }
-    matmul(pool_, scratch_.act, weights_.output, x_norm, c.n_embd, n_rows, logits, c.n_vocab);
+    output_norm(rows);
+    matmul(pool_, scratch_.act, weights_.output, scratch_.x_norm.data(), c.n_embd, static_cast<int64_t>(rows.size()),
+           logits, c.n_vocab);
 }
 
 }  // namespace edgellama

@@ -32,6 +32,10 @@ public:
     // evaluated; the cache is unchanged then.
     void forward_batch(const TokenBatch& batch, float* logits);
 
+    // The same evaluation, but what the entries that ask get is the final hidden state: the last
+    // layer's output after the output RMSNorm, [rows][n_embd] (embeddings are pooled from it).
+    void forward_hidden(const TokenBatch& batch, float* hidden);
+
     // Sequence 0 alone: tokens at positions n_past() .. n_past()+n_tokens-1.
     // logits: [n_vocab] for the last token, or [n_tokens][n_vocab] when all_logits.
     void forward(const int32_t* tokens, int64_t n_tokens, float* logits, bool all_logits);
@@ -66,13 +70,16 @@ private:
     void allocate_scratch(int64_t n_ctx, int n_threads);
     // Entries [first, first + n_tokens) of a checked batch (n_tokens <= kMaxBatch), whose runs
     // (entry indices relative to first) are `runs`; writes the rows that want logits.
+    enum class Output { kLogits, kHidden };
+    void evaluate(const TokenBatch& batch, float* out, Output output);
     void step(const TokenBatch& batch, int64_t first, int64_t n_tokens, const std::vector<SequenceRun>& runs,
-              float* logits);
+              float* out, Output output);
     void embed(const int32_t* tokens, int64_t n_tokens);
     void attention_block(const LayerWeights& layer, int64_t layer_index, int64_t n_tokens,
                          const std::vector<SequenceRun>& runs);
     void ffn_block(const LayerWeights& layer, int64_t n_tokens);
-    // Logits of the listed rows of x, written as consecutive rows.
+    // The listed rows of x after the output RMSNorm into x_norm's first rows; then their logits.
+    void output_norm(const std::vector<int64_t>& rows);
     void output_logits(const std::vector<int64_t>& rows, float* logits);
 
     LlamaConfig config_;

@@ -222,24 +222,29 @@ class Scheduler:
 
     # --- direct use of one sequence -----------------------------------------------------------
     @contextmanager
-    def direct(self, index: int, purpose: str) -> Iterator[Slot]:
-        """Holds slot `index` and the backend for a with-block (Llama.eval and friends)."""
+    def direct(self, index: Optional[int], purpose: str) -> Iterator[Slot]:
+        """Holds slot `index` (None: whichever is free, least recently used first) and the backend
+        for a with-block (Llama.eval and friends, embeddings)."""
         me = threading.get_ident()
-        slot = self.slots[index]
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         with self._changed:
-            while slot.holder is not None or self._engine_busy:
-                if self._held_by_suspended(slot, me):
+            while True:
+                slot = self._free_slot() if index is None else self.slots[index]
+                if slot is not None and slot.holder is None and not self._engine_busy:
+                    break
+                needed = self.slots if index is None else [self.slots[index]]
+                if all(self._held_by_suspended(s, me) for s in needed):
                     raise ModelBusyError(
-                        f"{purpose} cannot start: this Llama's sequence {index} is in use by an unfinished "
-                        "generation that this thread is consuming (waiting would deadlock); exhaust or "
-                        "close() it first, or use a second Llama object")
+                        f"{purpose} cannot start: the sequence it needs is in use by an unfinished generation "
+                        "that this thread is consuming (waiting would deadlock); exhaust or close() it first, "
+                        "or use a second Llama object")
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise ModelBusyError(f"{purpose} waited {self.timeout} s (busy_timeout) for a generation "
                                          "in another thread to finish with this Llama")
                 self._changed.wait(remaining)
-            slot.holder, self._engine_busy = _DirectUse(purpose, me), True
+            self._uses += 1
+            slot.holder, slot.last_used, self._engine_busy = _DirectUse(purpose, me), self._uses, True
         try:
             self._resync(slot)
             yield slot
@@ -248,6 +253,10 @@ class Scheduler:
                 slot.holder, self._engine_busy = None, False
                 self._changed.notify_all()
             self._wake_async()
+
+    def _free_slot(self) -> Optional[Slot]:
+        free = [slot for slot in self.slots if slot.holder is None]
+        return min(free, key=lambda s: s.last_used) if free else None
 
     # --- steps --------------------------------------------------------------------------------
     def _has_work(self) -> bool:

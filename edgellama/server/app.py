@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP app over one shared Llama (FastAPI; served by uvicorn in
-edgellama.cli.serve). Routes: /health, /v1/models, /v1/chat/completions, /v1/completions.
+edgellama.cli.serve). Routes: /health, /v1/models, /v1/chat/completions, /v1/completions,
+/v1/embeddings.
 
 Concurrent requests run as parallel sequences of the Llama (its n_parallel) and queue beyond it, up
 to `max_queue` waiting requests; more get a 503 with Retry-After. Streamed responses are
@@ -9,11 +10,14 @@ which frees their sequences within a step.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hmac
 import json
 import time
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
@@ -23,7 +27,7 @@ from edgellama.api import chat_prompt_ids
 from edgellama.sampling import Sampler, SamplingParams
 from edgellama.server import generation
 from edgellama.server.errors import APIError, api_error, install_handlers, queue_full
-from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest
+from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 MAX_BODY_BYTES = 8 << 20  # a request body beyond this is a 413
 DEFAULT_MAX_QUEUE = 64    # requests waiting for a sequence before new ones get a 503
@@ -79,6 +83,21 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
         ids = _prompt_ids(llm, body.prompt)
         max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
         return await _respond(llm, config, body, ids, max_tokens, body.logprobs, chat=False)
+
+    @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
+    async def embeddings(body: EmbeddingRequest):
+        from edgellama.embeddings import embedding_response
+
+        _check_model(config, body.model)
+        loop = asyncio.get_running_loop()
+        try:  # evaluated in a worker thread: the event loop keeps serving the streams
+            response = await loop.run_in_executor(None, embedding_response, llm, body.input, config.model_id)
+        except Exception as exc:  # noqa: BLE001
+            raise api_error(exc) from exc
+        if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends them
+            for item in response["data"]:
+                item["embedding"] = base64.b64encode(np.asarray(item["embedding"], "<f4").tobytes()).decode()
+        return response
 
     return app
 

@@ -8,7 +8,7 @@ request is turned into a generation, with the same InvalidArgumentError the Pyth
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
@@ -63,3 +63,10 @@ class ChatCompletionRequest(_Generation):
 class CompletionRequest(_Generation):
     prompt: Union[StrictStr, List[StrictInt], List[StrictStr]]
     logprobs: Optional[StrictInt] = Field(None, ge=0, le=20)
+
+
+class EmbeddingRequest(_Strict):
+    model: StrictStr
+    input: Union[StrictStr, List[StrictStr], List[StrictInt], List[List[StrictInt]]]
+    encoding_format: Optional[Literal["float", "base64"]] = None
+    user: Optional[StrictStr] = None
