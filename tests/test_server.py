@@ -238,3 +238,22 @@ def test_embeddings_through_the_client_equal_the_python_api(llm, client, server)
     bad = httpx.post(server + "/v1/embeddings", headers={"Authorization": f"Bearer {KEY}"},
                      json={"model": MODEL, "input": "x", "dimensions": 8})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "dimensions"
+
+
+def test_metrics_count_requests_tokens_and_errors(server, client):
+    def value(text, name):
+        lines = [l for l in text.splitlines() if l.startswith(name + " ") or l.startswith(name + "{")]
+        return sum(float(l.rsplit(" ", 1)[1]) for l in lines)
+
+    before = httpx.get(server + "/metrics").text
+    client.completions.create(model=MODEL, prompt="Hello", max_tokens=3, temperature=0)
+    httpx.post(server + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+               json={"model": MODEL, "prompt": "Hello", "bogus": 1})
+    after = httpx.get(server + "/metrics").text
+    assert value(after, "edgellama_generated_tokens_total") - value(before, "edgellama_generated_tokens_total") == 3
+    assert value(after, "edgellama_prompt_tokens_total") > value(before, "edgellama_prompt_tokens_total")
+    assert value(after, 'edgellama_errors_total{kind="invalid_request_error"}') == \
+        value(before, 'edgellama_errors_total{kind="invalid_request_error"}') + 1
+    assert 'edgellama_requests_total{endpoint="/v1/completions",status="200"}' in after
+    assert value(after, "edgellama_kv_cache_capacity_tokens") == 512 * 4
+    assert "edgellama_queue_depth 0.0" in after and "edgellama_time_to_first_token_seconds_count" in after

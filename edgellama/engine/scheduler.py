@@ -212,9 +212,9 @@ class Scheduler:
                 and holder.consumer_thread == thread)
 
     def queue_depth(self) -> int:
-        """Requests waiting for a free sequence slot."""
+        """Requests waiting that the free sequence slots cannot take: those that will queue."""
         with self._changed:
-            return len(self._waiting)
+            return max(0, len(self._waiting) - sum(slot.holder is None for slot in self.slots))
 
     def locked(self):
         """The scheduler's lock, for reading its state consistently."""

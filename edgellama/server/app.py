@@ -1,6 +1,6 @@
 """The OpenAI-compatible HTTP app over one shared Llama (FastAPI; served by uvicorn in
-edgellama.cli.serve). Routes: /health, /v1/models, /v1/chat/completions, /v1/completions,
-/v1/embeddings.
+edgellama.cli.serve). Routes: /health, /metrics (Prometheus), /v1/models, /v1/chat/completions,
+/v1/completions, /v1/embeddings.
 
 Concurrent requests run as parallel sequences of the Llama (its n_parallel) and queue beyond it, up
 to `max_queue` waiting requests; more get a 503 with Retry-After. Streamed responses are
@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from edgellama import arguments
@@ -27,9 +27,11 @@ from edgellama.api import chat_prompt_ids
 from edgellama.sampling import Sampler, SamplingParams
 from edgellama.server import generation
 from edgellama.server.errors import APIError, api_error, install_handlers, queue_full
+from edgellama.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
 MAX_BODY_BYTES = 8 << 20  # a request body beyond this is a 413
+KNOWN_PATHS = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 DEFAULT_MAX_QUEUE = 64    # requests waiting for a sequence before new ones get a 503
 
 
@@ -48,8 +50,10 @@ class ServerConfig:
 def create_app(llm, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="edgellama", summary="OpenAI-compatible API of a local model", docs_url=None,
                   redoc_url=None)
-    install_handlers(app)
+    metrics = Metrics(llm)
+    install_handlers(app, lambda error: metrics.errors.labels(error.kind).inc())
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(RequestCounter, metrics=metrics)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -61,6 +65,10 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
     @app.get("/health")
     async def health() -> Dict[str, Any]:
         return {"status": "ok", "model": config.model_id}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models", dependencies=[Depends(authorized)])
     async def models() -> Dict[str, Any]:
@@ -75,14 +83,14 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        return await _respond(llm, config, body, ids, max_tokens, top, chat=True)
+        return await _respond(llm, config, metrics, body, ids, max_tokens, top, chat=True)
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def completions(body: CompletionRequest):
         _check_model(config, body.model)
         ids = _prompt_ids(llm, body.prompt)
         max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
-        return await _respond(llm, config, body, ids, max_tokens, body.logprobs, chat=False)
+        return await _respond(llm, config, metrics, body, ids, max_tokens, body.logprobs, chat=False)
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
     async def embeddings(body: EmbeddingRequest):
@@ -145,8 +153,9 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
     return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage)
 
 
-async def _respond(llm, config: ServerConfig, body, ids, max_tokens, top, chat: bool):
+async def _respond(llm, config: ServerConfig, metrics: Metrics, body, ids, max_tokens, top, chat: bool):
     plan = _plan(llm, config, body, ids, max_tokens, top, chat)
+    plan.on_finished = metrics.generations
     if llm._scheduler.queue_depth() + len(plan.samplers) > config.max_queue:
         raise queue_full(f"the server is busy: {llm._scheduler.queue_depth()} requests are waiting "
                          f"(--max-queue {config.max_queue}); retry shortly")
@@ -155,15 +164,17 @@ async def _respond(llm, config: ServerConfig, body, ids, max_tokens, top, chat: 
             return JSONResponse(await generation.complete(llm, plan))
         except Exception as exc:  # noqa: BLE001
             raise api_error(exc) from exc
-    return EventSourceResponse(_events(llm, plan), ping=15)
+    return EventSourceResponse(_events(llm, plan, metrics), ping=15)
 
 
-async def _events(llm, plan: generation.Plan):
+async def _events(llm, plan: generation.Plan, metrics: Metrics):
     try:
         async for chunk in generation.stream(llm, plan):
             yield {"data": json.dumps(chunk, ensure_ascii=False)}
     except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes in an event
-        yield {"data": json.dumps(api_error(exc).body(), ensure_ascii=False)}
+        error = api_error(exc)
+        metrics.errors.labels(error.kind).inc()
+        yield {"data": json.dumps(error.body(), ensure_ascii=False)}
     yield {"data": "[DONE]"}
 
 
@@ -179,6 +190,26 @@ def _authorization(api_key: Optional[str]):
                            code="invalid_api_key")
 
     return check
+
+
+class RequestCounter:
+    """ASGI middleware: counts answered requests by route and status (Metrics.requests)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        endpoint = path if path in KNOWN_PATHS else "other"
+
+        async def counted_send(message):
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(endpoint, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted_send)
 
 
 class BodyLimit:

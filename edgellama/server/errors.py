@@ -13,7 +13,7 @@ the status a client can act on; never a traceback, never a 5xx for a bad request
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +39,10 @@ class APIError(Exception):
 
     def body(self) -> Dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    @property
+    def kind(self) -> str:
+        return f"{self.type}:{self.code}" if self.code else self.type
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -82,19 +86,25 @@ def _validation_error(exc: RequestValidationError) -> APIError:
     return APIError(400, f"{param or 'body'}: {first.get('msg', 'invalid value')}", param=param)
 
 
-def install_handlers(app: FastAPI) -> None:
+def install_handlers(app: FastAPI, count: Callable[[APIError], None]) -> None:
+    """Handlers that answer every failure with its APIError; count(error) records each (metrics)."""
+
+    def respond(error: APIError) -> JSONResponse:
+        count(error)
+        return error.response()
+
     @app.exception_handler(RequestValidationError)
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+        return respond(_validation_error(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return APIError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)).response()
+        return respond(APIError(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(APIError)
     async def on_api(_: Request, exc: APIError) -> JSONResponse:
-        return exc.response()
+        return respond(exc)
 
     @app.exception_handler(Exception)
     async def on_any(_: Request, exc: Exception) -> JSONResponse:
-        return api_error(exc).response()
+        return respond(api_error(exc))

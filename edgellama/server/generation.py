@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgellama.api import async_records
 from edgellama.errors import ContextOverflowError
@@ -26,6 +26,7 @@ class Plan:
     top_logprobs: Optional[int]  # None: no log-probabilities
     shape: ResponseShape
     include_usage: bool = False
+    on_finished: Optional[Callable[[List[GenerationStats]], None]] = None  # the metrics, when all is generated
 
 
 def check_fits(llm, prompt_ids: Sequence[int]) -> None:
@@ -56,6 +57,8 @@ async def complete(llm, plan: Plan) -> Dict[str, Any]:
         for c in choices:
             await c.aclose()
     stats = [s for _, s in results if s is not None] or [GenerationStats(prompt_tokens=len(plan.prompt_ids))]
+    if plan.on_finished is not None:
+        plan.on_finished(stats)
     return plan.shape.response([plan.shape.choice(i, records) for i, (records, _) in enumerate(results)], stats)
 
 
@@ -118,6 +121,8 @@ async def stream(llm, plan: Plan) -> AsyncIterator[Dict[str, Any]]:
     for i in range(len(choices)):
         if i not in stats:  # a choice with no record at all (max_tokens 0)
             yield shape.chunk(i, "" if shape.chat else None, "length")
+    finished = [stats[i] for i in sorted(stats)] or [GenerationStats(prompt_tokens=len(plan.prompt_ids))]
+    if plan.on_finished is not None:
+        plan.on_finished(finished)
     if plan.include_usage:
-        yield shape.usage_chunk([stats[i] for i in sorted(stats)] or
-                                [GenerationStats(prompt_tokens=len(plan.prompt_ids))])
+        yield shape.usage_chunk(finished)
