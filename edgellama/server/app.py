@@ -15,6 +15,7 @@ import base64
 import hmac
 import json
 import time
+import weakref
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -51,6 +52,7 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
     app = FastAPI(title="edgellama", summary="OpenAI-compatible API of a local model", docs_url=None,
                   redoc_url=None)
     metrics = Metrics(llm)
+    admission = Admission(llm.n_parallel + config.max_queue)
     install_handlers(app, lambda error: metrics.errors.labels(error.kind).inc())
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(RequestCounter, metrics=metrics)
@@ -83,14 +85,14 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        return await _respond(llm, config, metrics, body, ids, max_tokens, top, chat=True)
+        return await _respond(llm, config, metrics, admission, body, ids, max_tokens, top, chat=True)
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
     async def completions(body: CompletionRequest):
         _check_model(config, body.model)
         ids = _prompt_ids(llm, body.prompt)
         max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
-        return await _respond(llm, config, metrics, body, ids, max_tokens, body.logprobs, chat=False)
+        return await _respond(llm, config, metrics, admission, body, ids, max_tokens, body.logprobs, chat=False)
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
     async def embeddings(body: EmbeddingRequest):
@@ -153,21 +155,50 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
     return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage)
 
 
-async def _respond(llm, config: ServerConfig, metrics: Metrics, body, ids, max_tokens, top, chat: bool):
+class Admission:
+    """Choices in flight (generating or waiting for a sequence): a request whose choices would
+    take them past the sequences plus `max_queue` is refused with a 503 before anything starts."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.in_flight = 0
+
+    def enter(self, n: int) -> None:
+        if self.in_flight + n > self.capacity:
+            raise queue_full(f"the server is busy: {self.in_flight} generations are running or waiting "
+                             f"(sequences plus --max-queue: {self.capacity}); retry shortly")
+        self.in_flight += n
+
+    def leave(self, n: int) -> None:
+        self.in_flight -= n
+
+
+async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admission, body, ids, max_tokens, top,
+                   chat: bool):
     plan = _plan(llm, config, body, ids, max_tokens, top, chat)
     plan.on_finished = metrics.generations
-    if llm._scheduler.queue_depth() + len(plan.samplers) > config.max_queue:
-        raise queue_full(f"the server is busy: {llm._scheduler.queue_depth()} requests are waiting "
-                         f"(--max-queue {config.max_queue}); retry shortly")
+    n = len(plan.samplers)
+    admission.enter(n)  # the event loop's thread only: no lock needed
     if not body.stream:
         try:
             return JSONResponse(await generation.complete(llm, plan))
         except Exception as exc:  # noqa: BLE001
             raise api_error(exc) from exc
-    return EventSourceResponse(_events(llm, plan, metrics), ping=15)
+        finally:
+            admission.leave(n)
+    left = []
+
+    def done() -> None:  # once, whether the stream ends, fails, or is never started and collected
+        if not left:
+            left.append(True)
+            admission.leave(n)
+
+    events = _events(llm, plan, metrics, done)
+    weakref.finalize(events, done)
+    return EventSourceResponse(events, ping=15)
 
 
-async def _events(llm, plan: generation.Plan, metrics: Metrics):
+async def _events(llm, plan: generation.Plan, metrics: Metrics, done):
     try:
         async for chunk in generation.stream(llm, plan):
             yield {"data": json.dumps(chunk, ensure_ascii=False)}
@@ -175,6 +206,8 @@ async def _events(llm, plan: generation.Plan, metrics: Metrics):
         error = api_error(exc)
         metrics.errors.labels(error.kind).inc()
         yield {"data": json.dumps(error.body(), ensure_ascii=False)}
+    finally:
+        done()
     yield {"data": "[DONE]"}
 
 
