@@ -1,6 +1,7 @@
 """`edgellama serve` as a process: it prints its URL and a ready line, answers, and stops cleanly on
 SIGINT and SIGTERM (exit status 0, nothing hangs)."""
 
+import json
 import os
 import signal
 import socket
@@ -39,7 +40,15 @@ def test_serve_starts_answers_and_stops_on_a_signal(smollm2_path, tmp_path, stop
         r = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
                        json={"model": model, "prompt": "Hello", "max_tokens": 3, "temperature": 0}, timeout=60)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
-        proc.send_signal(stop_signal)
+        # A stream in flight when the server stops ends with an error event, then [DONE].
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", timeout=60,
+                          json={"model": model, "prompt": "Once upon a time", "max_tokens": 2000,
+                                "stream": True, "logit_bias": {"2": -100, "0": -100}}) as stream:
+            events = (line[6:] for line in stream.iter_lines() if line.startswith("data: "))
+            assert json.loads(next(events))["choices"]
+            proc.send_signal(stop_signal)
+            rest = list(events)
+        assert rest[-1] == "[DONE]" and json.loads(rest[-2])["error"]["code"] == "server_shutdown"
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:

@@ -18,6 +18,7 @@ import time
 import weakref
 from typing import Any, Dict, List, Optional
 
+import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +35,7 @@ from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, E
 MAX_BODY_BYTES = 8 << 20  # a request body beyond this is a 413
 KNOWN_PATHS = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 DEFAULT_MAX_QUEUE = 64    # requests waiting for a sequence before new ones get a 503
+SHUTDOWN_GRACE_SECONDS = 2.0  # a stream's time to send its error event when the server stops
 
 
 class ServerConfig:
@@ -193,20 +195,30 @@ async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admis
             left.append(True)
             admission.leave(n)
 
-    events = _events(llm, plan, metrics, done)
+    stopping = anyio.Event()  # set by sse-starlette when the server shuts down
+    events = _events(llm, plan, metrics, done, stopping)
     weakref.finalize(events, done)
-    return EventSourceResponse(events, ping=15)
+    return EventSourceResponse(events, ping=15, shutdown_event=stopping, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS)
 
 
-async def _events(llm, plan: generation.Plan, metrics: Metrics, done):
+async def _events(llm, plan: generation.Plan, metrics: Metrics, done, stopping):
+    """The stream's events; a failure after the start, or the server shutting down, ends it with
+    an error event (then [DONE]) so that clients can tell it from a complete answer."""
+    chunks = generation.stream(llm, plan)
     try:
-        async for chunk in generation.stream(llm, plan):
+        async for chunk in chunks:
+            if stopping.is_set():
+                error = APIError(503, "the server is shutting down; the answer is incomplete", type_="server_error",
+                                 code="server_shutdown")
+                yield {"data": json.dumps(error.body())}
+                break
             yield {"data": json.dumps(chunk, ensure_ascii=False)}
     except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes in an event
         error = api_error(exc)
         metrics.errors.labels(error.kind).inc()
         yield {"data": json.dumps(error.body(), ensure_ascii=False)}
     finally:
+        await chunks.aclose()  # frees the sequences now, also when cut short
         done()
     yield {"data": "[DONE]"}
 
