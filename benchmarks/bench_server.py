@@ -5,7 +5,7 @@ file, threads and parallel sequences, driven by the same streaming clients.
         -t 2 --parallel 8 --clients 1,8,32 -p 128 -n 64
 
 For each client count C, C clients at once each stream one /v1/completions request (a prompt of
-about p tokens of random words, n generated tokens with the end-of-text tokens banned through
+p random token ids, different for each client, n generated tokens with the end-of-text tokens banned through
 logit_bias so every answer has its full length, greedy). Reported per server and C: aggregate
 tok/s (all generated tokens over the wall time of the round) and time to first token, p50 and
 p95 over the clients (from sending the request to the first chunk with text). Rounds alternate
@@ -28,8 +28,7 @@ import time
 
 import httpx
 
-WORDS = ("river stone lantern quiet market garden winter copper signal orbit meadow harbor pencil "
-         "thunder velvet canyon ember island ladder mirror").split()
+FIRST_ID = 1000  # prompt ids are drawn above the special and byte tokens of the vocabularies at hand
 
 
 def free_port() -> int:
@@ -38,11 +37,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_ids(model: str):
+def vocabulary(model: str):
+    """(n_vocab, the end-of-turn token ids) of a model file."""
     from edgellama.gguf_loader import load_gguf
     from edgellama.tokenizer import Tokenizer
 
-    return sorted(Tokenizer.from_metadata(load_gguf(model).tokenizer_metadata).stop_ids)
+    gguf = load_gguf(model)
+    return gguf.config.n_vocab, sorted(Tokenizer.from_metadata(gguf.tokenizer_metadata).stop_ids)
 
 
 def start(cmd, url: str, log_path: str) -> subprocess.Popen:
@@ -81,8 +82,8 @@ async def one_client(client, url: str, model: str, prompt: str, n_gen: int, bias
     return first, tokens if tokens is not None else chunks
 
 
-async def round_of(url: str, model: str, clients: int, n_prompt: int, n_gen: int, bias, rng) -> dict:
-    prompts = [" ".join(rng.choice(WORDS) for _ in range(n_prompt)) for _ in range(clients)]
+async def round_of(url: str, model: str, clients: int, n_prompt: int, n_gen: int, bias, rng, n_vocab: int) -> dict:
+    prompts = [[rng.randrange(FIRST_ID, n_vocab) for _ in range(n_prompt)] for _ in range(clients)]
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         start = time.perf_counter()
@@ -100,13 +101,14 @@ def main() -> None:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--parallel", type=int, default=8)
     ap.add_argument("--clients", default="1,8,32")
-    ap.add_argument("-p", "--prompt-words", type=int, default=128)
+    ap.add_argument("-p", "--prompt-tokens", type=int, default=128)
     ap.add_argument("-n", "--gen-tokens", type=int, default=64)
     ap.add_argument("-r", "--rounds", type=int, default=3)
     args = ap.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    window = args.prompt_words * 2 + args.gen_tokens + 64  # random words: up to ~2 tokens each
-    bias = {str(t): -100 for t in stop_ids(args.model)}
+    window = args.prompt_tokens + args.gen_tokens + 64
+    n_vocab, stops = vocabulary(args.model)
+    bias = {str(t): -100 for t in stops}
     ours_port, theirs_port = free_port(), free_port()
     servers = {
         "edgellama": ([sys.executable, "-m", "edgellama.cli", "serve", "-m", args.model, "--port", str(ours_port),
@@ -124,18 +126,18 @@ def main() -> None:
         rng = random.Random(0)
         figures = {(name, c): [] for name in servers for c in clients}
         for name, (_, url) in servers.items():  # warm up: page in the weights
-            asyncio.run(round_of(url, "bench", 1, 8, 4, bias, rng))
+            asyncio.run(round_of(url, "bench", 1, 8, 4, bias, rng, n_vocab))
         for _ in range(args.rounds):
             for c in clients:
                 for name, (_, url) in servers.items():
-                    figures[(name, c)].append(asyncio.run(round_of(url, "bench", c, args.prompt_words,
-                                                                   args.gen_tokens, bias, rng)))
+                    figures[(name, c)].append(asyncio.run(round_of(url, "bench", c, args.prompt_tokens,
+                                                                   args.gen_tokens, bias, rng, n_vocab)))
     finally:
         for proc in procs.values():
             proc.terminate()
             proc.wait(30)
     print(f"{os.path.basename(args.model)}: {args.threads} threads, --parallel {args.parallel}, prompt "
-          f"{args.prompt_words} words, {args.gen_tokens} tokens, medians of {args.rounds} rounds")
+          f"{args.prompt_tokens} tokens, {args.gen_tokens} generated, medians of {args.rounds} rounds")
     print(f"{'clients':>7} {'server':<13} {'tok/s':>8} {'TTFT p50 s':>11} {'TTFT p95 s':>11}")
     for c in clients:
         for name in servers:

@@ -149,7 +149,7 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
     samplers = [_call(Sampler, params, seed, llm.n_vocab) for seed in seeds]
     _call(arguments.max_tokens, max_tokens)
     _call(arguments.stop_strings, body.stop)
-    _call(generation.check_fits, llm, ids)
+    generation.check_fits(llm, ids, "messages" if chat else "prompt")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream_options is not None and not body.stream:
         raise APIError(400, "stream_options needs stream: true", param="stream_options")

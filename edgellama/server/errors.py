@@ -53,7 +53,7 @@ def api_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, ContextOverflowError):
-        return APIError(400, str(exc), param="messages", code="context_length_exceeded")
+        return APIError(400, str(exc), code="context_length_exceeded")
     if isinstance(exc, InvalidArgumentError):
         return APIError(400, str(exc), param=exc.argument)
     if isinstance(exc, ChatTemplateError):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgellama.api import async_records
-from edgellama.errors import ContextOverflowError
 from edgellama.generate import GenerationStats, TokenRecord
 from edgellama.openai_shapes import ResponseShape
+from edgellama.server.errors import APIError
 
 
 @dataclass
@@ -29,11 +29,12 @@ class Plan:
     on_finished: Optional[Callable[[List[GenerationStats]], None]] = None  # the metrics, when all is generated
 
 
-def check_fits(llm, prompt_ids: Sequence[int]) -> None:
-    """Before any response starts: a prompt longer than the window is a 400, not a broken stream."""
+def check_fits(llm, prompt_ids: Sequence[int], param: str) -> None:
+    """Before any response starts: a prompt longer than the window is a 400 naming `param` (the
+    request's messages or prompt), not a broken stream."""
     if len(prompt_ids) > llm.n_ctx:
-        raise ContextOverflowError(f"the prompt has {len(prompt_ids)} tokens, more than the context window "
-                                   f"of {llm.n_ctx} tokens; shorten it")
+        raise APIError(400, f"the prompt has {len(prompt_ids)} tokens, more than the context window of "
+                            f"{llm.n_ctx} tokens; shorten it", param=param, code="context_length_exceeded")
 
 
 def _choices(llm, plan: Plan) -> List[AsyncIterator[TokenRecord]]:
