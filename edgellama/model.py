@@ -348,7 +348,7 @@ class Llama:
                             logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
                             stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None):
         """stream_tokens as an async iterator, for asyncio code: ``async for record in ...``. It
-        never blocks the event loop (forward steps run in the loop's default executor); closing it
+        never blocks the event loop (forward steps run on the scheduler's own step thread); closing it
         (``aclose()``) or dropping it frees its sequence. Arguments are checked at the call."""
         from edgellama.api import async_records
 

@@ -12,7 +12,8 @@ its slot back at once.
 
 There is no scheduler thread. Whichever consumer needs a record and finds the engine idle runs the
 next step for everybody, with the GIL released inside the core; the others wait on a condition (or,
-for asyncio consumers, an event) and take the records the step left them. A lone generation thus
+for asyncio consumers, an event) and take the records the step left them. An asyncio consumer runs
+its steps on one step thread the scheduler starts on first use. A lone generation thus
 runs exactly as a plain loop would, in its own thread. A sequence whose consumer has not taken its
 last MAX_AHEAD records sits out the steps until it does, so an abandoned iterator holds its slot
 but costs no compute.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -103,6 +105,7 @@ class Scheduler:
         self._async: set = set()                     # requests with a waker
         self._engine_busy = False                    # a step or a direct use holds the backend
         self._uses = 0
+        self._executor: Optional[ThreadPoolExecutor] = None
 
     # --- the consumer's side ----------------------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
@@ -144,8 +147,8 @@ class Scheduler:
             self._run_step()
 
     async def next_record_async(self, request: GenerationRequest):
-        """next_record for an asyncio consumer: the event loop never blocks (steps run in the
-        loop's default executor; waits are an asyncio.Event)."""
+        """next_record for an asyncio consumer: the event loop never blocks (steps run on the
+        scheduler's step thread; waits are an asyncio.Event)."""
         loop = asyncio.get_running_loop()
         event = request.waker.event
         while True:
@@ -159,9 +162,17 @@ class Scheduler:
                 else:
                     event.clear()
             if step:
-                await loop.run_in_executor(None, self._run_step)
+                await loop.run_in_executor(self._step_executor(), self._run_step)
             else:
                 await event.wait()
+
+    def _step_executor(self) -> ThreadPoolExecutor:
+        """The one thread async consumers run steps on: its own, so that steps never wait behind
+        other work of the loop's default executor (which may itself be waiting for a sequence)."""
+        with self._changed:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="edgellama-step")
+            return self._executor
 
     def cancel(self, request: GenerationRequest) -> None:
         """The consumer is gone: drop the request's records and give its slot back now."""
