@@ -25,7 +25,7 @@ def default_thread_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-MAX_PARALLEL = 256  # sequences one model may hold (n_parallel)
+MAX_PARALLEL = resources.MAX_PARALLEL
 
 
 def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n_parallel: int, cuda_options):

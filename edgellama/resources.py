@@ -21,6 +21,7 @@ from edgellama.errors import EdgellamaError, InsufficientMemoryError, InvalidArg
 # The largest n_ctx accepted whatever the memory (the CLI's bound on counts too): far past any
 # model's training context, and every position then fits a 32-bit int, as token ids do.
 MAX_N_CTX = 2**31 - 1
+MAX_PARALLEL = 256  # sequences one model may hold (Llama's n_parallel)
 
 # The CPU engine's constants the estimate mirrors (csrc/model/llama_model.h, csrc/kernels/attention.h).
 KEY_BLOCK = 16        # kAttentionKeyBlock: the KV cache rounds n_ctx up to whole blocks of positions

@@ -279,3 +279,30 @@ def test_eval_works_on_sequence_0_beside_running_generations(parallel):
     logits = parallel.eval([1, 2, 3])
     assert logits.shape == (parallel.n_vocab,) and parallel.cached_tokens == [1, 2, 3]
     assert_all_sequences_free(parallel)
+
+
+def test_async_consumers_cancelled_at_any_moment_leave_the_engine_free(parallel):
+    """A task cancelled while its step waits for the step thread must not cancel the step (whose
+    end gives the engine back): afterwards the engine is free and sequence 0 usable at once."""
+    async def main():
+        for i in range(60):
+            async def consume():
+                async for _ in parallel.stream_tokens_async(PROMPTS[i % 8], max_tokens=30, temperature=0):
+                    pass
+
+            tasks = [asyncio.create_task(consume()) for _ in range(3)]
+            await asyncio.sleep((i % 6) * 0.002)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(main(), TIME_LIMIT))
+    deadline = time.monotonic() + 10
+    while parallel._scheduler._engine_busy and time.monotonic() < deadline:  # a step may still be ending
+        time.sleep(0.01)
+    parallel.busy_timeout = 5.0
+    try:
+        parallel.reset()  # ModelBusyError if the engine were left busy
+    finally:
+        parallel.busy_timeout = None
+    assert_all_sequences_free(parallel)

@@ -25,7 +25,7 @@ def _thread_list(text: str):
 
 
 def _parallel_list(text: str):
-    from edgellama.model import MAX_PARALLEL
+    from edgellama.resources import MAX_PARALLEL
 
     values = _thread_list(text)
     if max(values) > MAX_PARALLEL:

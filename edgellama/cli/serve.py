@@ -20,7 +20,7 @@ def _port(text: str) -> int:
 
 
 def add_parser(sub) -> None:
-    from edgellama.model import MAX_PARALLEL
+    from edgellama.resources import MAX_PARALLEL
 
     p = sub.add_parser("serve", help="serve the model over an OpenAI-compatible HTTP API")
     p.add_argument("-m", "--model", help="model name, GGUF file or OWNER/REPO (default: the default model)")

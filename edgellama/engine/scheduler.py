@@ -162,7 +162,9 @@ class Scheduler:
                 else:
                     event.clear()
             if step:
-                await loop.run_in_executor(self._step_executor(), self._run_step)
+                # Shielded: a consumer cancelled while the step is queued on the step thread must
+                # not cancel the step itself, whose end gives the engine back (_run_step's finally).
+                await asyncio.shield(loop.run_in_executor(self._step_executor(), self._run_step))
             else:
                 await event.wait()
 
