@@ -54,10 +54,6 @@ def chat_prompt_ids(llm, messages: Sequence[Mapping[str, Any]]) -> List[int]:
     return llm.chat_template.encode(llm.tokenizer, messages, add_generation_prompt=True)
 
 
-def _model_name(llm) -> str:
-    return llm.model_name
-
-
 def _request(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
              stop: Stop, top_logprobs: int = 0) -> GenerationRequest:
     """A generation request, its arguments checked now: prompt_ids (a non-empty flat sequence of
@@ -127,7 +123,7 @@ def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sample
     if top_logprobs is not None:
         top_logprobs = arguments.integer("top_logprobs", top_logprobs, at_least=0, at_most=MAX_TOP_LOGPROBS)
     request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs or 0)
-    shape = ResponseShape(llm.tokenizer, _model_name(llm), chat, logprobs=top_logprobs is not None)
+    shape = ResponseShape(llm.tokenizer, llm.model_name, chat, logprobs=top_logprobs is not None)
     records = _records_of(llm, request)
     if arguments.flag("stream", stream):
         return _chunks(shape, records, request.stats)

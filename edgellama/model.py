@@ -108,9 +108,6 @@ class Llama:
         self.device = device
         with resources.allocation_errors(self.config, n_ctx, n_threads, n_parallel):
             self._core = _create_backend(device, self.model, n_ctx, n_threads, n_parallel, cuda_options)
-        # The CUDA engine can make a greedy choice itself, so that only the token comes back
-        # (CudaOptions.greedy_on_device; eval_greedy and plain greedy generations).
-        self._greedy_on_device = cuda_options is not None and cuda_options.greedy_on_device
         from edgellama.engine import Scheduler
 
         self._scheduler = Scheduler(self._core, n_ctx, n_parallel)
@@ -119,6 +116,12 @@ class Llama:
         self._chat_template = None
         # The statistics of the latest generation to start; each record carries its own (.stats).
         self.last_stats = None
+
+    @property
+    def _greedy_on_device(self) -> bool:
+        """Whether the engine makes a plain greedy choice itself, so that only the token comes back
+        (CudaOptions.greedy_on_device; eval_greedy and plain greedy generations): the backend's flag."""
+        return getattr(self._core, "greedy_on_device", False)
 
     # --- sizes -----------------------------------------------------------------------------
     @property

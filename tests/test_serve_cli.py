@@ -4,7 +4,6 @@ SIGINT and SIGTERM (exit status 0, nothing hangs)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,7 @@ import pytest
 pytest.importorskip("uvicorn", reason="the server extra is not installed")
 httpx = pytest.importorskip("httpx")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from test_server import free_port  # noqa: E402
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])

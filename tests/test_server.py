@@ -40,11 +40,12 @@ def llm(smollm2_path):
     return Llama(smollm2_path, n_ctx=512, n_threads=2, n_parallel=4)
 
 
-@pytest.fixture(scope="module")
-def server(llm):
+def serving(llm, config):
+    """A live uvicorn server of create_app(llm, config) on a free loopback port, in a daemon thread:
+    a generator that yields its URL and stops the server when resumed (a fixture's body)."""
     port = free_port()
-    app = create_app(llm, ServerConfig(MODEL, api_key=KEY, max_queue=4, max_body_bytes=64 << 10))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(create_app(llm, config), host="127.0.0.1", port=port,
+                                        log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -54,6 +55,11 @@ def server(llm):
     yield f"http://127.0.0.1:{port}"
     srv.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(llm):
+    yield from serving(llm, ServerConfig(MODEL, api_key=KEY, max_queue=4, max_body_bytes=64 << 10))
 
 
 @pytest.fixture(scope="module")

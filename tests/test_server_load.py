@@ -5,7 +5,6 @@ stream. Every completed greedy answer must equal the same request answered alone
 import asyncio
 import json
 import socket
-import threading
 import time
 
 import pytest
@@ -14,28 +13,14 @@ pytest.importorskip("fastapi", reason="the server extra (fastapi) is not install
 httpx = pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 
+import test_server  # noqa: E402  (its live-server fixture body and sequence check)
 from edgellama import Llama  # noqa: E402
-from edgellama.server.app import ServerConfig, create_app  # noqa: E402
+from edgellama.server.app import ServerConfig  # noqa: E402
 
 MODEL = "smollm2"
 PROMPTS = ["The capital of France is", "Once upon a time", "def fibonacci(n):", "Water boils at",
            "The three primary colours are", "In 1492, Columbus", "My favourite food is", "The best way to learn is"]
 N_TOKENS = 12
-
-
-def start_server(llm, **config):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(llm, ServerConfig(MODEL, **config)), host="127.0.0.1",
-                                        port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    return srv, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +35,11 @@ def reference(llm):
 
 @pytest.fixture
 def served(llm, request):
-    srv, thread, url = start_server(llm, **getattr(request, "param", {}))
-    yield url
-    srv.should_exit = True
-    thread.join(10)
+    yield from test_server.serving(llm, ServerConfig(MODEL, **getattr(request, "param", {})))
 
 
-def all_free(llm, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with llm._scheduler.locked():
-            if all(s.holder is None for s in llm._scheduler.slots) and not llm._scheduler._waiting:
-                return True
-        time.sleep(0.05)
-    return False
+def all_free(llm):
+    return test_server.all_free(llm, timeout=10.0)
 
 
 async def stream_one(client, url, prompt, disconnect_after=None):
