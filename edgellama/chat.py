@@ -228,6 +228,8 @@ def _normalize_message(index: int, message: Any) -> Dict[str, Any]:
     normalized = dict(message)
     if "content" in message:
         normalized["content"] = _content_text(index, message["content"])
+    elif "tool_calls" not in message:  # only an assistant's tool calls stand without content
+        raise ChatTemplateError(f"message {index} has no 'content'")
     return normalized
 
 

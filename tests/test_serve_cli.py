@@ -51,7 +51,8 @@ def test_serve_starts_answers_and_stops_on_a_signal(smollm2_path, tmp_path, stop
             proc.wait()
 
 
-def test_serve_refuses_a_bad_port(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "edgellama.cli", "serve", "--port", "70000"], capture_output=True,
+@pytest.mark.parametrize("flag, value", [("--port", "70000"), ("--timeout", "0"), ("--timeout", "nan")])
+def test_serve_refuses_a_bad_flag(tmp_path, flag, value):
+    out = subprocess.run([sys.executable, "-m", "edgellama.cli", "serve", flag, value], capture_output=True,
                          text=True, cwd=tmp_path)  # outside the source tree: the installed package
-    assert out.returncode == 2 and "port" in out.stderr
+    assert out.returncode == 2 and flag in out.stderr

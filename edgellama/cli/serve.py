@@ -19,6 +19,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_parser(sub) -> None:
     from edgellama.resources import MAX_PARALLEL
 
@@ -34,6 +46,9 @@ def add_parser(sub) -> None:
     p.add_argument("--alias", default=None, help="the model id clients ask for (default: the file's name)")
     p.add_argument("--max-queue", type=positive_int, default=None,
                    help="requests that may wait for a sequence before new ones get a 503 (default 64)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="most seconds a request may take from its arrival, waiting and generating "
+                        "included (default 600); a late answer is a 504, a late stream ends with an error event")
     p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
                    help="allow browser requests from ORIGIN (repeatable; off by default)")
     p.set_defaults(handler=cmd_serve)
@@ -43,7 +58,7 @@ def cmd_serve(args) -> int:
     try:
         import uvicorn
 
-        from edgellama.server.app import DEFAULT_MAX_QUEUE, ServerConfig, create_app
+        from edgellama.server.app import DEFAULT_MAX_QUEUE, DEFAULT_TIMEOUT_SECONDS, ServerConfig, create_app
     except ImportError as exc:
         raise EdgellamaError(f"edgellama serve needs the server extra ({exc.name} is missing): "
                              'pip install "edgellama[server]"') from None
@@ -53,7 +68,8 @@ def cmd_serve(args) -> int:
     path = resolve_model(args.model, log=log)
     llm = Llama(path, n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel)
     config = ServerConfig(args.alias or _model_id(args.model, llm), api_key=args.api_key,
-                          max_queue=args.max_queue or DEFAULT_MAX_QUEUE, cors_origins=args.cors)
+                          max_queue=args.max_queue or DEFAULT_MAX_QUEUE, cors_origins=args.cors,
+                          timeout=args.timeout or DEFAULT_TIMEOUT_SECONDS)
     app = create_app(llm, config)
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     log(f"serving {config.model_id} ({llm.n_parallel} parallel sequences of {llm.n_ctx} tokens, "

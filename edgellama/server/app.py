@@ -27,7 +27,7 @@ from sse_starlette.sse import EventSourceResponse
 from edgellama import arguments
 from edgellama.api import chat_prompt_ids
 from edgellama.sampling import Sampler, SamplingParams
-from edgellama.server import generation
+from edgellama.server import generation, responses
 from edgellama.server.errors import APIError, api_error, install_handlers, queue_full
 from edgellama.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -35,19 +35,25 @@ from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, E
 MAX_BODY_BYTES = 8 << 20  # a request body beyond this is a 413
 KNOWN_PATHS = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 DEFAULT_MAX_QUEUE = 64    # requests waiting for a sequence before new ones get a 503
+DEFAULT_TIMEOUT_SECONDS = 600.0  # a request's time from arrival to its last byte
 SHUTDOWN_GRACE_SECONDS = 2.0  # a stream's time to send its error event when the server stops
 
 
 class ServerConfig:
-    """The model's public id, the API key (None: none needed), queue and body limits, CORS origins."""
+    """The model's public id, the API key (None: none needed), queue and body limits, CORS origins,
+    and the timeout: the most seconds a request may take from its arrival, reading its body,
+    waiting for a sequence and generating included (a body late past it is a 408; an answer late
+    past it a 504, or an error event once its stream has started; its sequences are freed)."""
 
     def __init__(self, model_id: str, api_key: Optional[str] = None, max_queue: int = DEFAULT_MAX_QUEUE,
-                 max_body_bytes: int = MAX_BODY_BYTES, cors_origins: Optional[List[str]] = None):
+                 max_body_bytes: int = MAX_BODY_BYTES, cors_origins: Optional[List[str]] = None,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS):
         self.model_id = model_id
         self.api_key = api_key
         self.max_queue = max_queue
         self.max_body_bytes = max_body_bytes
         self.cors_origins = cors_origins or []
+        self.timeout = timeout
 
 
 def create_app(llm, config: ServerConfig) -> FastAPI:
@@ -56,7 +62,7 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
     metrics = Metrics(llm)
     admission = Admission(llm.n_parallel + config.max_queue)
     install_handlers(app, lambda error: metrics.errors.labels(error.kind).inc())
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes, timeout=config.timeout)
     app.add_middleware(RequestCounter, metrics=metrics)
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -65,38 +71,49 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
                            allow_headers=["*"])
     authorized = _authorization(config.api_key)
     created = int(time.time())
+    schema = app.openapi
+    app.openapi = lambda: app.openapi_schema or responses.finish_schema(schema(), config.model_id)
 
-    @app.get("/health")
+    @app.get("/health", response_model=responses.Health)
     async def health() -> Dict[str, Any]:
         return {"status": "ok", "model": config.model_id}
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                              "description": "the counters, in Prometheus' text format"}})
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    @app.get("/v1/models", dependencies=[Depends(authorized)], response_model=responses.ModelList,
+             responses=responses.error_responses(401))
     async def models() -> Dict[str, Any]:
         return {"object": "list", "data": [{"id": config.model_id, "object": "model", "created": created,
                                             "owned_by": "edgellama"}]}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
-    async def chat_completions(body: ChatCompletionRequest):
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)], response_model=None,
+              responses=responses.generation_responses(responses.ChatCompletion, "chat.completion.chunk"))
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(config, body.model)
-        ids = _call(chat_prompt_ids, llm, body.messages)
+        ids = _call(chat_prompt_ids, llm, [m.model_dump(exclude_unset=True) for m in body.messages])
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        return await _respond(llm, config, metrics, admission, body, ids, max_tokens, top, chat=True)
+        return await _respond(llm, config, metrics, admission, body, ids, max_tokens, top, chat=True,
+                              deadline=_deadline(request, config))
 
-    @app.post("/v1/completions", dependencies=[Depends(authorized)])
-    async def completions(body: CompletionRequest):
+    @app.post("/v1/completions", dependencies=[Depends(authorized)], response_model=None,
+              responses=responses.generation_responses(responses.Completion, "text_completion"))
+    async def completions(body: CompletionRequest, request: Request):
         _check_model(config, body.model)
         ids = _prompt_ids(llm, body.prompt)
         max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
-        return await _respond(llm, config, metrics, admission, body, ids, max_tokens, body.logprobs, chat=False)
+        return await _respond(llm, config, metrics, admission, body, ids, max_tokens, body.logprobs, chat=False,
+                              deadline=_deadline(request, config))
 
-    @app.post("/v1/embeddings", dependencies=[Depends(authorized)])
+    @app.post("/v1/embeddings", dependencies=[Depends(authorized)], response_model=None,
+              responses={200: {"model": responses.EmbeddingList, "description": "one embedding per input"},
+                         **responses.error_responses(400, 401, 404, 408, 413, 500, 503)})
     async def embeddings(body: EmbeddingRequest):
         from edgellama.embeddings import embedding_response
 
@@ -109,7 +126,7 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
         if body.encoding_format == "base64":  # little-endian float32, as OpenAI sends them
             for item in response["data"]:
                 item["embedding"] = base64.b64encode(np.asarray(item["embedding"], "<f4").tobytes()).decode()
-        return response
+        return JSONResponse(response)
 
     return app
 
@@ -176,14 +193,16 @@ class Admission:
 
 
 async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admission, body, ids, max_tokens, top,
-                   chat: bool):
+                   chat: bool, deadline: float):
     plan = _plan(llm, config, body, ids, max_tokens, top, chat)
     plan.on_finished = metrics.generations
     n = len(plan.samplers)
     admission.enter(n)  # the event loop's thread only: no lock needed
     if not body.stream:
         try:
-            return JSONResponse(await generation.complete(llm, plan))
+            return JSONResponse(await asyncio.wait_for(generation.complete(llm, plan), _left(deadline)))
+        except asyncio.TimeoutError:
+            raise _timed_out(config) from None
         except Exception as exc:  # noqa: BLE001
             raise api_error(exc) from exc
         finally:
@@ -196,22 +215,26 @@ async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admis
             admission.leave(n)
 
     stopping = anyio.Event()  # set by sse-starlette when the server shuts down
-    events = _events(llm, plan, metrics, done, stopping)
+    events = _events(generation.stream(llm, plan), metrics, done, stopping, deadline, config)
     weakref.finalize(events, done)
     return EventSourceResponse(events, ping=15, shutdown_event=stopping, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS)
 
 
-async def _events(llm, plan: generation.Plan, metrics: Metrics, done, stopping):
-    """The stream's events; a failure after the start, or the server shutting down, ends it with
-    an error event (then [DONE]) so that clients can tell it from a complete answer."""
-    chunks = generation.stream(llm, plan)
+async def _events(chunks, metrics: Metrics, done, stopping, deadline: float, config: ServerConfig):
+    """The stream's events; a failure after the start, the deadline passing, or the server
+    shutting down, ends it with an error event (then [DONE]) so that clients can tell it from a
+    complete answer."""
     try:
-        async for chunk in chunks:
-            if stopping.is_set():
-                error = APIError(503, "the server is shutting down; the answer is incomplete", type_="server_error",
-                                 code="server_shutdown")
-                yield {"data": json.dumps(error.body())}
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), _left(deadline))
+            except StopAsyncIteration:
                 break
+            except asyncio.TimeoutError:
+                raise _timed_out(config) from None
+            if stopping.is_set():
+                raise APIError(503, "the server is shutting down; the answer is incomplete", type_="server_error",
+                               code="server_shutdown")
             yield {"data": json.dumps(chunk, ensure_ascii=False)}
     except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes in an event
         error = api_error(exc)
@@ -221,6 +244,21 @@ async def _events(llm, plan: generation.Plan, metrics: Metrics, done, stopping):
         await chunks.aclose()  # frees the sequences now, also when cut short
         done()
     yield {"data": "[DONE]"}
+
+
+def _deadline(request: Request, config: ServerConfig) -> float:
+    """When the request's time is up (time.monotonic), counted from its arrival (BodyLimit)."""
+    return request.scope.get("edgellama.arrived", time.monotonic()) + config.timeout
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _timed_out(config: ServerConfig) -> APIError:
+    return APIError(504, f"the answer took longer than the server's timeout of {config.timeout:g} s; "
+                         "ask for fewer tokens or retry when the server is less busy", type_="server_error",
+                    code="timeout")
 
 
 def _authorization(api_key: Optional[str]):
@@ -258,27 +296,36 @@ class RequestCounter:
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a request body over `limit` bytes, by its Content-Length or, for a
-    chunked body, as soon as the bytes received pass the limit (nothing more is read)."""
+    """ASGI middleware: notes the request's arrival (the start of its timeout); 413 for a request
+    body over `limit` bytes, by its Content-Length or, for a chunked body, as soon as the bytes
+    received pass the limit (nothing more is read); 408 for a body still incomplete after
+    `timeout` seconds (a client that stalls cannot hold a connection's worker)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        scope["edgellama.arrived"] = arrived = time.monotonic()
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await self._refuse(scope, receive, send)
-        received = 0
+        received, complete = 0, False
 
         async def counted():
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in: what comes now is the client's disconnect, whenever it comes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), _left(arrived + self.timeout))
+            except asyncio.TimeoutError:  # FastAPI passes an HTTPException on to the handlers
+                raise HTTPException(408, f"the request body did not arrive within {self.timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:  # FastAPI passes an HTTPException on to the handlers
+                complete = not message.get("more_body", False)
+                if received > self.limit:
                     raise HTTPException(413, f"the request body exceeds {self.limit} bytes")
             return message
 

@@ -13,7 +13,7 @@ the status a client can act on; never a traceback, never a 5xx for a bad request
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -73,17 +73,34 @@ def queue_full(message: str) -> APIError:
 
 
 def _validation_error(exc: RequestValidationError) -> APIError:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = loc[0] if loc else None  # the request's parameter (deeper parts name pydantic's types)
+    errors = exc.errors()
+    first = _most_telling(errors) if errors else {}
+    param = _param(first)  # the request's parameter (deeper parts name pydantic's types)
     kind = first.get("type", "")
     if kind == "json_invalid":
         return APIError(400, "the request body is not valid JSON")
     if kind == "extra_forbidden":
         return APIError(400, f"unknown or unsupported parameter: {param}", param=param)
     if kind == "missing":
+        if param is None:
+            return APIError(400, "the request has no body; send a JSON object")
         return APIError(400, f"missing required parameter: {param}", param=param)
     return APIError(400, f"{param or 'body'}: {first.get('msg', 'invalid value')}", param=param)
+
+
+def _param(error: Dict[str, Any]) -> Optional[str]:
+    loc = [str(part) for part in error.get("loc", ()) if part != "body"]
+    return loc[0] if loc else None
+
+
+def _most_telling(errors: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Of the errors about the first parameter at fault (one per alternative a union type
+    allows), the one that says most: a broken rule rather than a wrong type, from the
+    alternative that got deepest into the value. [-1] as a prompt is a negative token id, not
+    'not a string'."""
+    param = _param(errors[0])
+    same = [e for e in errors if _param(e) == param]
+    return min(same, key=lambda e: (e.get("type", "").endswith("_type"), -len(e.get("loc", ()))))
 
 
 def install_handlers(app: FastAPI, count: Callable[[APIError], None]) -> None:

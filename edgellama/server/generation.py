@@ -31,7 +31,9 @@ class Plan:
 
 def check_fits(llm, prompt_ids: Sequence[int], param: str) -> None:
     """Before any response starts: a prompt longer than the window is a 400 naming `param` (the
-    request's messages or prompt), not a broken stream."""
+    request's messages or prompt), and so is an empty one, not a broken stream."""
+    if not prompt_ids:
+        raise APIError(400, f"the {param} holds no tokens; give at least one", param=param)
     if len(prompt_ids) > llm.n_ctx:
         raise APIError(400, f"the prompt has {len(prompt_ids)} tokens, more than the context window of "
                             f"{llm.n_ctx} tokens; shorten it", param=param, code="context_length_exceeded")

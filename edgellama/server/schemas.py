@@ -8,11 +8,14 @@ request is turned into a generation, with the same InvalidArgumentError the Pyth
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Literal, Optional, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 Number = Union[StrictInt, StrictFloat]
+TokenId = Annotated[StrictInt, Field(ge=0)]
+TokenIds = Annotated[List[TokenId], Field(min_length=1)]
+Text = Annotated[StrictStr, Field(min_length=1)]
 MAX_STOP_STRINGS = 16
 MAX_MESSAGES = 4096
 MAX_N = 16  # choices per request (each one a parallel sequence)
@@ -31,15 +34,15 @@ class _Generation(_Strict):
 
     model: StrictStr
     max_tokens: Optional[StrictInt] = Field(None, ge=0)
-    temperature: Optional[Number] = None
-    top_p: Optional[Number] = None
-    top_k: Optional[StrictInt] = None
-    min_p: Optional[Number] = None
-    repeat_penalty: Optional[Number] = None
-    presence_penalty: Optional[Number] = None
-    frequency_penalty: Optional[Number] = None
-    logit_bias: Optional[Dict[StrictStr, Number]] = None
-    seed: Optional[StrictInt] = None
+    temperature: Optional[Number] = Field(None, ge=0, allow_inf_nan=False)
+    top_p: Optional[Number] = Field(None, gt=0, le=1)
+    top_k: Optional[StrictInt] = Field(None, ge=0)
+    min_p: Optional[Number] = Field(None, ge=0, le=1)
+    repeat_penalty: Optional[Number] = Field(None, gt=0, allow_inf_nan=False)
+    presence_penalty: Optional[Number] = Field(None, allow_inf_nan=False)
+    frequency_penalty: Optional[Number] = Field(None, allow_inf_nan=False)
+    logit_bias: Optional[Dict[StrictStr, Number]] = None  # token id (digits) -> bias
+    seed: Optional[StrictInt] = Field(None, ge=0, le=2**64 - 1)
     stop: Union[None, StrictStr, List[StrictStr]] = Field(None, max_length=MAX_STOP_STRINGS)
     n: Optional[StrictInt] = Field(None, ge=1, le=MAX_N)
     stream: Optional[StrictBool] = None
@@ -53,20 +56,31 @@ class _Generation(_Strict):
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
+class ChatMessage(BaseModel):
+    """A message as the chat template receives it: a role and its content (a string, null, or a
+    list of parts whose text parts are joined); further fields (name, tool_calls, ...) pass on to
+    the template, which decides what it accepts."""
+
+    model_config = ConfigDict(extra="allow")
+    role: StrictStr
+    content: Union[StrictStr, None, List[Dict[str, Any]]] = None
+
+
 class ChatCompletionRequest(_Generation):
-    messages: List[Dict[str, Any]] = Field(..., min_length=1, max_length=MAX_MESSAGES)
+    messages: List[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: Optional[StrictInt] = Field(None, ge=0)
     logprobs: Optional[StrictBool] = None
     top_logprobs: Optional[StrictInt] = Field(None, ge=0, le=20)
 
 
 class CompletionRequest(_Generation):
-    prompt: Union[StrictStr, List[StrictInt], List[StrictStr]]
+    prompt: Union[Text, TokenIds, List[Text]] = Field(..., description="a text, token ids, or a list of one text")
     logprobs: Optional[StrictInt] = Field(None, ge=0, le=20)
 
 
 class EmbeddingRequest(_Strict):
     model: StrictStr
-    input: Union[StrictStr, List[StrictStr], List[StrictInt], List[List[StrictInt]]]
+    input: Union[Text, Annotated[List[Text], Field(min_length=1)], TokenIds,
+                 Annotated[List[TokenIds], Field(min_length=1)]]
     encoding_format: Optional[Literal["float", "base64"]] = None
     user: Optional[StrictStr] = None
