@@ -55,22 +55,25 @@ def chat_prompt_ids(llm, messages: Sequence[Mapping[str, Any]]) -> List[int]:
 
 
 def _request(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-             stop: Stop, top_logprobs: int = 0) -> GenerationRequest:
+             stop: Stop, top_logprobs: int = 0, constraint=None) -> GenerationRequest:
     """A generation request, its arguments checked now: prompt_ids (a non-empty flat sequence of
-    token ids), max_tokens (None or an integer >= 0) and stop."""
+    token ids), max_tokens (None or an integer >= 0) and stop. constraint: None or an
+    edgellama.constraints.Constraint the output follows."""
     ids = arguments.token_ids("prompt", prompt_ids, llm.n_vocab).tolist()
     max_tokens = arguments.max_tokens(max_tokens)
     stops = arguments.stop_strings(stop)
-    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx, top_logprobs)
+    grammar = constraint.state() if constraint is not None else None
+    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx, top_logprobs, grammar)
 
 
 def run_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-                stop: Stop) -> Iterator[TokenRecord]:
+                stop: Stop, constraint=None) -> Iterator[TokenRecord]:
     """The generation's records, as a generator that joins llm's scheduler at its first next()
     and holds a sequence until it is exhausted, closed or collected (its last record comes with
     the sequence already free). The arguments are checked when the call is made. Each record
-    carries the generation's stats, which also become llm.last_stats when it starts."""
-    return _records_of(llm, _request(llm, prompt_ids, max_tokens, sampler, stop))
+    carries the generation's stats, which also become llm.last_stats when it starts. constraint:
+    None or the edgellama.constraints.Constraint the output follows."""
+    return _records_of(llm, _request(llm, prompt_ids, max_tokens, sampler, stop, constraint=constraint))
 
 
 def _records_of(llm, request: GenerationRequest) -> Iterator[TokenRecord]:
@@ -92,12 +95,12 @@ def _records_of(llm, request: GenerationRequest) -> Iterator[TokenRecord]:
 
 
 def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-                  stop: Stop, top_logprobs: int = 0) -> AsyncIterator[TokenRecord]:
+                  stop: Stop, top_logprobs: int = 0, constraint=None) -> AsyncIterator[TokenRecord]:
     """run_records as an async generator: waits never block the event loop. top_logprobs: the
-    alternatives each record lists (TokenRecord.top_logprobs)."""
+    alternatives each record lists (TokenRecord.top_logprobs); constraint: as for _request."""
     from edgellama.engine.scheduler import AsyncWaker
 
-    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs)
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs, constraint)
     scheduler = llm._scheduler
 
     async def records() -> AsyncIterator[TokenRecord]:
@@ -117,12 +120,13 @@ def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sam
 
 
 def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop: Stop,
-               stream: bool, chat: bool, top_logprobs: Optional[int] = None):
+               stream: bool, chat: bool, top_logprobs: Optional[int] = None, constraint=None):
     """An OpenAI-shaped response (or, streamed, its chunks) of one generation. top_logprobs: None
-    for no log-probabilities, else the number of alternatives each token lists (0 to 20)."""
+    for no log-probabilities, else the number of alternatives each token lists (0 to 20);
+    constraint: None or the Constraint the output follows."""
     if top_logprobs is not None:
         top_logprobs = arguments.integer("top_logprobs", top_logprobs, at_least=0, at_most=MAX_TOP_LOGPROBS)
-    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs or 0)
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs or 0, constraint)
     shape = ResponseShape(llm.tokenizer, llm.model_name, chat, logprobs=top_logprobs is not None)
     records = _records_of(llm, request)
     if arguments.flag("stream", stream):

@@ -368,7 +368,9 @@ class Llama:
                           penalty_last_n: int = DEFAULTS.penalty_last_n,
                           logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
                           stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
-                          add_bos: Optional[bool] = None, logprobs: Optional[int] = None):
+                          add_bos: Optional[bool] = None, logprobs: Optional[int] = None,
+                          response_format: Optional[Mapping[str, Any]] = None, grammar: Optional[str] = None,
+                          regex: Optional[str] = None):
         """Continues prompt. Returns an OpenAI "text_completion" dict
         ({id, object, created, model, choices: [{index, text, logprobs, finish_reason}], usage}),
         or with stream=True an iterator of such dicts, one per text piece, the last with
@@ -381,12 +383,19 @@ class Llama:
         argument is checked when the call is made, before any token is evaluated: a wrong one is
         an InvalidArgumentError naming it. logprobs: None, or an integer in [0, 20]: each choice
         then has OpenAI's legacy "logprobs" ({tokens, token_logprobs, top_logprobs, text_offset})
-        with that many alternatives per token."""
+        with that many alternatives per token.
+
+        Structured output (the `structured` extra): response_format={"type": "json_object"} or
+        {"type": "json_schema", "json_schema": {"name", "schema"}}, grammar= (Lark or GBNF text)
+        or regex= constrain the text to that format; it ends with finish_reason "stop" where the
+        format is complete, or "length" when max_tokens cut it first (then it is not valid). An
+        invalid schema, grammar or regex is an InvalidArgumentError before any token."""
         from edgellama.api import completion
 
         sampler = self._sampler(_settings(locals()), seed)
+        constraint = self._constraint(response_format, grammar, regex)
         return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False,
-                          top_logprobs=logprobs)
+                          top_logprobs=logprobs, constraint=constraint)
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
                                temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
@@ -398,7 +407,9 @@ class Llama:
                                penalty_last_n: int = DEFAULTS.penalty_last_n,
                                logit_bias: Optional[Mapping[int, float]] = None,
                                seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
-                               stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None):
+                               stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
+                               response_format: Optional[Mapping[str, Any]] = None, grammar: Optional[str] = None,
+                               regex: Optional[str] = None):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
         Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
@@ -409,14 +420,24 @@ class Llama:
         prefills only the new messages. max_tokens=None: until the context is full. Arguments are
         checked as by create_completion. logprobs=True gives each choice OpenAI's "logprobs"
         ({"content": [{token, logprob, bytes, top_logprobs}]}), with top_logprobs (0 to 20)
-        alternatives per token."""
+        alternatives per token. response_format, grammar and regex constrain the answer as in
+        create_completion."""
         from edgellama.api import chat_prompt_ids, completion
 
         sampler = self._sampler(_settings(locals()), seed)
         if not arguments.flag("logprobs", logprobs) and top_logprobs is not None:
             raise InvalidArgumentError("top_logprobs", "needs logprobs=True")
+        constraint = self._constraint(response_format, grammar, regex)
         return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True,
-                          top_logprobs=(top_logprobs or 0) if logprobs else None)
+                          top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint)
+
+    def _constraint(self, response_format, grammar, regex):
+        """The checked Constraint of a request's structured-output arguments (None: free text)."""
+        if response_format is None and grammar is None and regex is None:
+            return None  # free text needs no constraint engine installed
+        from edgellama.constraints import constraint_from
+
+        return constraint_from(self.tokenizer, self.n_vocab, response_format, grammar, regex)
 
 
 def _settings(arguments_given: Mapping[str, Any]) -> Dict[str, Any]:

@@ -6,6 +6,7 @@ bodies are checked against the openai package's own pydantic types."""
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -260,3 +261,36 @@ def test_metrics_count_requests_tokens_and_errors(server, client):
     assert 'edgellama_requests_total{endpoint="/v1/completions",status="200"}' in after
     assert value(after, "edgellama_kv_cache_capacity_tokens") == 512 * 4
     assert "edgellama_queue_depth 0.0" in after and "edgellama_time_to_first_token_seconds_count" in after
+
+
+def test_structured_output_through_the_client(llm, client, server):
+    """response_format as the openai client sends it (parse() builds a strict json_schema from a
+    pydantic model), streamed and whole; grammar and regex as llama.cpp's server takes them."""
+    pytest.importorskip("llguidance", reason="structured output needs llguidance")
+    from pydantic import BaseModel, Field
+
+    class City(BaseModel):
+        name: str = Field(max_length=20)
+        population: int = Field(ge=0, le=50_000_000)
+
+    ask = [{"role": "user", "content": "Give a city as JSON."}]
+    parsed = client.chat.completions.parse(model=MODEL, messages=ask, response_format=City, max_tokens=60,
+                                           temperature=0)
+    assert parsed.choices[0].finish_reason == "stop" and isinstance(parsed.choices[0].message.parsed, City)
+    strict = {**City.model_json_schema(), "additionalProperties": False}  # as parse() sends it
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": strict}}
+    want = llm.create_chat_completion(ask, max_tokens=60, temperature=0, response_format=fmt)
+    assert parsed.choices[0].message.content == want["choices"][0]["message"]["content"]
+    chunks = client.chat.completions.create(model=MODEL, messages=ask, response_format=fmt, max_tokens=60,
+                                            temperature=0, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == want["choices"][0]["message"]["content"]
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for extra, pattern in (({"regex": "[0-9]{3}"}, "[0-9]{3}"), ({"grammar": 'root ::= "yes" | "no"'}, "yes|no")):
+        r = httpx.post(server + "/v1/completions", headers=headers,
+                       json={"model": MODEL, "prompt": "Answer:", "max_tokens": 10, **extra}).json()
+        assert re.fullmatch(pattern, r["choices"][0]["text"]) and r["choices"][0]["finish_reason"] == "stop"
+    bad = httpx.post(server + "/v1/chat/completions", headers=headers,
+                     json={"model": MODEL, "messages": ask, "response_format": {
+                         "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "foo"}}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
+    assert all_free(llm)

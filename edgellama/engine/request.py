@@ -25,16 +25,19 @@ WAITING, PREFILL, DECODE, FINISHED = "waiting", "prefill", "decode", "finished"
 class GenerationRequest:
     """prompt_ids: the prompt (checked token ids); max_tokens: None (until the window is full) or
     an integer >= 0; sampler: an edgellama.sampling.Sampler of its own; stops: stop strings;
-    tokenizer: turns tokens into text (its stop_ids end a turn); n_ctx: the sequence's window."""
+    tokenizer: turns tokens into text (its stop_ids end a turn); n_ctx: the sequence's window;
+    grammar: None, or an edgellama.constraints.GrammarState the output must follow (the tokens it
+    forbids are banned before sampling; the generation stops with "stop" where it is complete)."""
 
     def __init__(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler, stops: Sequence[str],
-                 tokenizer, n_ctx: int, top_logprobs: int = 0):
+                 tokenizer, n_ctx: int, top_logprobs: int = 0, grammar=None):
         from edgellama.tokenizer import StreamDecoder
 
         self.prompt: List[int] = list(prompt_ids)
         self.top_logprobs = top_logprobs  # alternatives recorded per token (0: none)
         self._top: Optional[list] = None
         self.sampler = sampler
+        self.grammar = grammar
         self.n_ctx = n_ctx
         self.limit = max_tokens if max_tokens is not None else max(0, n_ctx - len(self.prompt) + 1)
         self.stats = GenerationStats(prompt_tokens=len(self.prompt))
@@ -68,12 +71,14 @@ class GenerationRequest:
     def plain_greedy(self) -> bool:
         """Whether every choice is the first largest raw logit and nothing else of the logits is
         needed: what an engine can make itself."""
-        return self.sampler.is_plain_greedy and not self.top_logprobs
+        return self.sampler.is_plain_greedy and not self.top_logprobs and self.grammar is None
 
     def on_logits(self, logits: np.ndarray, n_past: int) -> None:
         """The logits after its last evaluated token (n_past tokens now in its sequence): sample the
         next token and record it. Sampling errors propagate (the scheduler fails the request)."""
         if self._begin_token():
+            if self.grammar is not None:
+                self.grammar.mask(logits)
             token, logprob = self.sampler.sample(logits, self._history)
             if self.top_logprobs:
                 self._top = top_log_probs(logits, self.top_logprobs)
@@ -106,12 +111,13 @@ class GenerationRequest:
         self.stats.generated_tokens += 1
         self._history.append(token)
         text, stopped = self._matcher.feed(self._decoder.push(token))
+        complete = self.grammar is not None and self.grammar.advance(token)
         if stopped:
             self._emit(self._record(token, text, logprob, "stop"))
-        elif self.stats.generated_tokens >= self.limit or n_past >= self.n_ctx:
-            # max_tokens, or the window is full: release what was held back.
+        elif complete or self.stats.generated_tokens >= self.limit or n_past >= self.n_ctx:
+            # The grammar is complete, max_tokens, or the window is full: release what was held back.
             text += self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
-            self._emit(self._record(token, text, logprob, "length"))
+            self._emit(self._record(token, text, logprob, "stop" if complete else "length"))
         else:
             self.records.append(self._record(token, text, logprob, None))
             self.to_evaluate = [token]
@@ -126,6 +132,8 @@ class GenerationRequest:
     def finish(self) -> None:
         self.state = FINISHED
         self.to_evaluate = []
+        if self.grammar is not None:
+            self.grammar.close()
 
     def fail(self, error: BaseException) -> None:
         self.error = error

@@ -171,7 +171,8 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
     if body.stream_options is not None and not body.stream:
         raise APIError(400, "stream_options needs stream: true", param="stream_options")
     shape = ResponseShape(llm.tokenizer, config.model_id, chat, logprobs=top is not None)
-    return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage)
+    constraint = _call(lambda: llm._constraint(**body.constraint_settings()))
+    return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage, constraint=constraint)
 
 
 class Admission:

@@ -26,6 +26,7 @@ class Plan:
     top_logprobs: Optional[int]  # None: no log-probabilities
     shape: ResponseShape
     include_usage: bool = False
+    constraint: Any = None  # None, or the edgellama.constraints.Constraint every choice follows
     on_finished: Optional[Callable[[List[GenerationStats]], None]] = None  # the metrics, when all is generated
 
 
@@ -40,8 +41,8 @@ def check_fits(llm, prompt_ids: Sequence[int], param: str) -> None:
 
 
 def _choices(llm, plan: Plan) -> List[AsyncIterator[TokenRecord]]:
-    return [async_records(llm, plan.prompt_ids, plan.max_tokens, sampler, plan.stop, plan.top_logprobs or 0)
-            for sampler in plan.samplers]
+    return [async_records(llm, plan.prompt_ids, plan.max_tokens, sampler, plan.stop, plan.top_logprobs or 0,
+                          plan.constraint) for sampler in plan.samplers]
 
 
 async def _collect(records: AsyncIterator[TokenRecord]) -> Tuple[List[TokenRecord], Optional[GenerationStats]]:

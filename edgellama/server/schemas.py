@@ -29,6 +29,18 @@ class StreamOptions(_Strict):
     include_usage: Optional[StrictBool] = None
 
 
+class JsonSchemaFormat(_Strict):
+    name: StrictStr = Field(..., max_length=64)
+    description: Optional[StrictStr] = None
+    schema_: Union[Dict[str, Any], StrictBool, None] = Field(None, alias="schema")
+    strict: Optional[StrictBool] = None  # the schema is always enforced
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JsonSchemaFormat] = None
+
+
 class _Generation(_Strict):
     """What chat and text completions share."""
 
@@ -48,6 +60,16 @@ class _Generation(_Strict):
     stream: Optional[StrictBool] = None
     stream_options: Optional[StreamOptions] = None
     user: Optional[StrictStr] = None
+    response_format: Optional[ResponseFormat] = None
+    grammar: Optional[StrictStr] = None  # Lark or GBNF, as llama.cpp's server takes it
+    regex: Optional[StrictStr] = None
+
+    def constraint_settings(self) -> Dict[str, Any]:
+        """The structured-output arguments, as the Python API takes them."""
+        response_format = None
+        if self.response_format is not None:
+            response_format = self.response_format.model_dump(by_alias=True, exclude_none=True)
+        return {"response_format": response_format, "grammar": self.grammar, "regex": self.regex}
 
     def sampling_settings(self) -> Dict[str, Any]:
         """The SamplingParams fields the request sets (the others keep their defaults)."""
