@@ -1,7 +1,8 @@
 """Structured output: validity, mask cost per token, and decode speed with and without a constraint.
 
     python benchmarks/bench_structured.py [--model SMOLLM2.gguf] [--big LLAMA-1B.gguf]
-        [--llama3-tokenizer DIR] [-t 2] [--seeds 8] [--tokens 96] [-r 3]
+        [--llama3-tokenizer DIR] [-t 2] [--seeds 8] [--tokens 96] [-r 5]
+        [--only validity|mask|decode]
 
 1. Validity: the schema battery of tests/test_structured_output.py on the model, at --seeds seeds
    at temperatures 0.7 and 1.0 plus greedy: outputs, finished ("stop"), valid (parse and validate
@@ -115,12 +116,16 @@ def main() -> None:
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=96)
-    ap.add_argument("-r", "--reps", type=int, default=3)
+    ap.add_argument("-r", "--reps", type=int, default=5)
+    ap.add_argument("--only", choices=("validity", "mask", "decode"), default=None, help="run one part")
     args = ap.parse_args()
+    wanted = lambda part: args.only in (None, part)  # noqa: E731
 
     llm = Llama(args.model or ensure_default_model(), n_threads=args.threads, n_ctx=1024)
-    report = {"validity": validity(llm, args.seeds)}
-    print(json.dumps(report), flush=True)
+    report = {}
+    if wanted("validity"):
+        report["validity"] = validity(llm, args.seeds)
+        print(json.dumps(report), flush=True)
     vocabularies = {f"{llm.model_name} ({llm.n_vocab})": (llm.tokenizer, llm.n_vocab)}
     if Path(args.llama3_tokenizer, "tokenizer.json").is_file():
         from edgellama.tokenizer import Tokenizer
@@ -128,12 +133,14 @@ def main() -> None:
 
         llama3 = Tokenizer.from_metadata(tokenizer_metadata_from_hf(args.llama3_tokenizer))
         vocabularies[f"Llama 3 ({llama3.n_vocab})"] = (llama3, llama3.n_vocab)
-    report["mask_cost"] = {
+    report["mask_cost"] = {} if not wanted("mask") else {
         f"{vocab} / {grammar}": mask_cost(tok, n, kwargs, text)
         for vocab, (tok, n) in vocabularies.items()
         for grammar, kwargs, text in (("JSON schema", {"response_format": json_format(PERSON)}, PERSON_TEXT),
                                       ("free text", {"regex": FREE_TEXT_GRAMMAR}, FREE_TEXT))}
     print(json.dumps(report["mask_cost"]), flush=True)
+    if not wanted("decode"):
+        return
     report["decode"] = {llm.model_name: decode_rates(llm, args.tokens, args.reps)}
     if args.big:
         big = Llama(args.big, n_threads=args.threads, n_ctx=1024)

@@ -286,7 +286,8 @@ class Llama:
                  temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
                  top_p: float = DEFAULTS.top_p, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
-                 add_bos: Optional[bool] = None) -> Union[str, Iterator[str]]:
+                 add_bos: Optional[bool] = None, response_format: Optional[Mapping[str, Any]] = None,
+                 grammar: Optional[str] = None, regex: Optional[str] = None) -> Union[str, Iterator[str]]:
         """Continues prompt (a str, or a flat sequence of token ids). Returns the text, or with
         stream=True an iterator of text pieces. Stops at max_tokens (None: a full context window),
         an end-of-turn token, a stop string (never included) or a full context window.
@@ -295,22 +296,27 @@ class Llama:
         0 disables it); seed is None or an integer in [0, 2**64); stop is None, a str or a sequence
         of str. Every argument is checked here, before any token is evaluated: a wrong one is an
         InvalidArgumentError naming it. A streamed generation takes its sequence at its first
-        next() (see the class notes)."""
+        next() (see the class notes). response_format, grammar and regex constrain the text as in
+        create_completion."""
         from edgellama.generate import text_pieces
 
         sampler = self._sampler(dict(temperature=temperature, top_k=top_k, top_p=top_p), seed)
         stream = arguments.flag("stream", stream)
-        pieces = text_pieces(self._records(self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop))
+        constraint = self._constraint(response_format, grammar, regex)
+        pieces = text_pieces(self._records(self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, constraint))
         return pieces if stream else "".join(pieces)
 
     def _sampler(self, settings: Mapping[str, Any], seed: Optional[int]) -> Sampler:
         """A Sampler of SamplingParams(**settings); InvalidArgumentError naming a wrong setting."""
         return Sampler(SamplingParams(**settings), seed, n_vocab=self.n_vocab)
 
-    def _records(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop):
+    def _records(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop,
+                 constraint=None):
         from edgellama.api import run_records  # looked up at each call: the CLI's tests replace it
 
-        return run_records(self, prompt_ids, max_tokens, sampler, stop)
+        if constraint is None:
+            return run_records(self, prompt_ids, max_tokens, sampler, stop)
+        return run_records(self, prompt_ids, max_tokens, sampler, stop, constraint)
 
     # --- OpenAI-style API --------------------------------------------------------------------
     def _prompt_ids(self, prompt: Union[str, Sequence[int]], add_bos: Optional[bool] = None) -> Sequence[int]:

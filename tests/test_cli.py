@@ -104,3 +104,38 @@ def test_device_cuda_runs_and_benches_on_the_gpu(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == 1 and rows[0]["device"] != "cpu" and rows[0]["decode_tok_s"] > 0
+
+
+def test_run_with_a_json_schema_a_grammar_or_a_regex(smollm2_path, tmp_path):
+    pytest.importorskip("llguidance", reason="structured output needs llguidance")
+    import re
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"colour": {"enum": ["red", "green"]},
+                                               "n": {"type": "integer", "minimum": 1, "maximum": 9}},
+              "required": ["colour", "n"], "additionalProperties": False}
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    (tmp_path / "yes_no.gbnf").write_text('root ::= "yes" | "no"\n')
+    common = ("run", "-m", str(smollm2_path), "-p", "Answer: ", "-n", "40", "--temp", "0", "-t", "2")
+    out = run_cli(*common, "--json-schema", str(tmp_path / "schema.json"))
+    assert out.returncode == 0, out.stderr
+    jsonschema.validate(json.loads(out.stdout[len("Answer: "):]), schema)
+    out = run_cli(*common, "--grammar", str(tmp_path / "yes_no.gbnf"))
+    assert out.returncode == 0 and out.stdout.strip() in ("Answer: yes", "Answer: no"), out.stderr
+    out = run_cli(*common, "--regex", "[0-9]{3}")
+    assert out.returncode == 0 and re.fullmatch(r"Answer: [0-9]{3}\n", out.stdout), out.stderr
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--regex", "(ab", "unclosed group"),
+    ("--json-schema", "missing.json", "cannot read"),
+    ("--json-schema", "bad.json", "not JSON"),
+])
+def test_run_refuses_a_bad_constraint_before_echoing_anything(smollm2_path, tmp_path, flag, value, message):
+    pytest.importorskip("llguidance", reason="structured output needs llguidance")
+    (tmp_path / "bad.json").write_text("{bad")
+    out = run_cli("run", "-m", str(smollm2_path), "-p", "Answer: ", "-n", "4", flag,
+                  str(tmp_path / value) if value.endswith(".json") else value)
+    assert out.returncode == 1 and message in out.stderr and flag.strip("-").split("-")[0] in out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr

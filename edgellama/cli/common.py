@@ -90,6 +90,26 @@ def read_stdin_text(source: str = "standard input") -> str:
             source, f"is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
 
 
+MAX_TEXT_FILE_BYTES = 16 << 20  # a schema or grammar file; anything larger is not one
+
+
+def read_text_file(path: str, source: str) -> str:
+    """A small UTF-8 text file given by a flag (a schema, a grammar); InvalidArgumentError naming
+    the flag when it cannot be read, is too large or is not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_TEXT_FILE_BYTES + 1)
+    except OSError as exc:
+        raise InvalidArgumentError(source, f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TEXT_FILE_BYTES:
+        raise InvalidArgumentError(source, f"{path} is over {MAX_TEXT_FILE_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgumentError(source, f"{path} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                                           f"{exc.start})") from None
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the forward step runs: cpu (default) or cuda, GPU 0 (needs edgellama's CUDA "

@@ -9,7 +9,8 @@ import sys
 import time
 
 from edgellama.cli.common import (add_device_argument, any_int, check_text, finite_float, log, non_negative_int,
-                                  positive_int, read_stdin_text)
+                                  positive_int, read_stdin_text, read_text_file)
+from edgellama.errors import EdgellamaError
 
 
 def add_parser(sub) -> None:
@@ -26,6 +27,10 @@ def add_parser(sub) -> None:
     run.add_argument("--top-p", type=finite_float, default=0.95)
     run.add_argument("--seed", type=any_int, default=None)
     run.add_argument("--stats", action="store_true", help="print load time and tokens/s to stderr")
+    shape = run.add_mutually_exclusive_group()
+    shape.add_argument("--json-schema", metavar="FILE", help="the text is JSON valid under this JSON schema")
+    shape.add_argument("--grammar", metavar="FILE", help="the text follows this grammar (Lark or llama.cpp GBNF)")
+    shape.add_argument("--regex", metavar="REGEX", help="the text matches this regular expression")
     add_device_argument(run)
     run.set_defaults(handler=cmd_run)
 
@@ -36,23 +41,45 @@ def _prompt_text(args) -> str:
     return check_text(args.prompt, "-p/--prompt")
 
 
+def _structure(args) -> dict:
+    """The structured-output arguments of generate() from --json-schema, --grammar and --regex,
+    their files read (and a schema parsed) before the model loads."""
+    import json
+
+    if args.json_schema is not None:
+        try:
+            schema = json.loads(read_text_file(args.json_schema, "--json-schema"))
+        except json.JSONDecodeError as exc:
+            raise EdgellamaError(f"--json-schema {args.json_schema}: not JSON: {exc}") from None
+        return {"response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}}
+    if args.grammar is not None:
+        return {"grammar": read_text_file(args.grammar, "--grammar")}
+    if args.regex is not None:
+        return {"regex": check_text(args.regex, "--regex")}
+    return {}
+
+
 def cmd_run(args) -> int:
     from edgellama.model import Llama
     from edgellama.models import resolve_model
     from edgellama.sampling import Sampler, SamplingParams
 
     prompt = _prompt_text(args)
+    structure = _structure(args)
     # The sampler generate() builds, built once here: a bad setting is reported before the model loads.
     Sampler(SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p), args.seed)
     model_path = resolve_model(args.model, log=log)
     start = time.perf_counter()
     llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
     load_seconds = time.perf_counter() - start
+    # Every argument is checked when generate() is called, before the prompt is echoed: an error
+    # is a line of its own.
+    pieces = llm.generate(prompt, max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k,
+                          top_p=args.top_p, seed=args.seed, stream=True, **structure)
     sys.stdout.write(prompt)
     sys.stdout.flush()
     try:
-        for piece in llm.generate(prompt, max_tokens=args.max_tokens, temperature=args.temp,
-                                  top_k=args.top_k, top_p=args.top_p, seed=args.seed, stream=True):
+        for piece in pieces:
             sys.stdout.write(piece)
             sys.stdout.flush()
     finally:
