@@ -13,12 +13,13 @@ chunk carries finish_reason and usage. Field names and types follow the OpenAI A
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+import re
+from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from edgellama import arguments
 from edgellama.engine.request import GenerationRequest
 from edgellama.generate import GenerationStats, TokenRecord
-from edgellama.openai_shapes import ResponseShape, usage
+from edgellama.openai_shapes import ChoiceStream, ResponseShape, usage
 from edgellama.sampling import DEFAULTS, Sampler, SamplingParams
 
 Stop = Union[None, str, Sequence[str]]
@@ -45,13 +46,29 @@ def make_sampler(temperature: float = DEFAULTS.temperature, top_k: int = DEFAULT
     return Sampler(params, seed, n_vocab=n_vocab)
 
 
-def chat_prompt_ids(llm, messages: Sequence[Mapping[str, Any]]) -> List[int]:
+def chat_prompt_ids(llm, messages: Sequence[Mapping[str, Any]], tools=None) -> List[int]:
     """The token ids of a conversation rendered with the model's chat template, ready for the
     assistant's answer (ChatTemplate.encode). The template's markup becomes control tokens; the
     messages' text stays text even where it spells one (``<|im_end|>``), so a user cannot forge
     a turn. A BOS the template writes itself is not doubled by the tokenizer's own add_bos.
-    Raises ChatTemplateError for malformed messages or a failing template."""
-    return llm.chat_template.encode(llm.tokenizer, messages, add_generation_prompt=True)
+    tools: None or an edgellama.tools.ToolUse; a template that takes ``tools`` renders them, for
+    one that does not they are listed in a system message. Raises ChatTemplateError for
+    malformed messages or a failing template."""
+    messages, extra = template_arguments(llm, messages, tools)
+    return llm.chat_template.encode(llm.tokenizer, messages, add_generation_prompt=True, **extra)
+
+
+_TAKES_TOOLS = re.compile(r"\btools\b")  # the template reads the tools variable
+
+
+def template_arguments(llm, messages: Sequence[Mapping[str, Any]], tools) -> Tuple[Sequence[Mapping[str, Any]],
+                                                                                  Dict[str, Any]]:
+    """The messages and extra variables the chat template renders for a ToolUse (or None)."""
+    if tools is None:
+        return messages, {}
+    if _TAKES_TOOLS.search(llm.chat_template.source):
+        return messages, {"tools": tools.template_tools()}
+    return tools.plain_messages(messages), {}
 
 
 def _request(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
@@ -120,14 +137,17 @@ def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sam
 
 
 def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop: Stop,
-               stream: bool, chat: bool, top_logprobs: Optional[int] = None, constraint=None):
+               stream: bool, chat: bool, top_logprobs: Optional[int] = None, constraint=None,
+               tool_names: Optional[Sequence[str]] = None):
     """An OpenAI-shaped response (or, streamed, its chunks) of one generation. top_logprobs: None
     for no log-probabilities, else the number of alternatives each token lists (0 to 20);
-    constraint: None or the Constraint the output follows."""
+    constraint: None or the Constraint the output follows; tool_names: the functions the answer
+    may call (it is read for tool calls), or None."""
     if top_logprobs is not None:
         top_logprobs = arguments.integer("top_logprobs", top_logprobs, at_least=0, at_most=MAX_TOP_LOGPROBS)
     request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs or 0, constraint)
-    shape = ResponseShape(llm.tokenizer, llm.model_name, chat, logprobs=top_logprobs is not None)
+    shape = ResponseShape(llm.tokenizer, llm.model_name, chat, logprobs=top_logprobs is not None,
+                          tool_names=tool_names)
     records = _records_of(llm, request)
     if arguments.flag("stream", stream):
         return _chunks(shape, records, request.stats)
@@ -136,22 +156,22 @@ def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sample
 
 def _chunks(shape: ResponseShape, records: Iterator[TokenRecord], stats: GenerationStats) -> Iterator[Dict[str, Any]]:
     """A chunk per released piece of text (per record when log-probabilities are asked for, so
-    that none is lost); the last has finish_reason and usage."""
+    that none is lost; tool calls as their deltas); the last has finish_reason and usage."""
+    stream = ChoiceStream(shape, 0)
+    last = None
     try:
-        if shape.chat:
-            yield shape.chunk(0, None, role=True)
-        finish, last, offset = "length", None, 0
+        yield from stream.start(role_text=None)
         for record in records:
+            for chunk in stream.feed(record):
+                if chunk["choices"][0]["finish_reason"]:
+                    last = chunk  # sent below, with the usage
+                else:
+                    yield chunk
             if record.finish_reason:
-                finish, last = record.finish_reason, record
                 break
-            if record.text or shape.logprobs:
-                yield shape.chunk(0, record.text, records=[record], text_offset=offset)
-                offset += len(record.text)
     finally:
         records.close()  # closed early (or done): the generation gives its sequence back now
-    text = last.text if last is not None and last.text else None
-    chunk = shape.chunk(0, text if shape.chat else (text or ""), finish,
-                        records=[last] if last is not None else (), text_offset=offset)
-    chunk["usage"] = usage([stats])
-    yield chunk
+    if last is None:
+        last = stream.end_without_records()
+    last["usage"] = usage([stats])
+    yield last

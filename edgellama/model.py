@@ -206,13 +206,19 @@ class Llama:
                                                                                tokenizer)
         return self._chat_template
 
-    def apply_chat_template(self, messages, add_generation_prompt: bool = True) -> str:
+    def apply_chat_template(self, messages, add_generation_prompt: bool = True,
+                            tools: Optional[Sequence[Mapping[str, Any]]] = None) -> str:
         """The prompt text for a conversation ([{"role": ..., "content": ...}, ...]), rendered with the
-        model's chat template. The text holds the messages verbatim: tokenizing it with special=True
+        model's chat template, with OpenAI function tools when given (as create_chat_completion
+        renders them). The text holds the messages verbatim: tokenizing it with special=True
         would turn a message that spells a control token ("<|im_end|>") into that token. For the
         prompt's token ids use ``self.chat_template.encode(self.tokenizer, messages)`` (what
         create_chat_completion does), which keeps message text plain."""
-        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
+        from edgellama.api import template_arguments
+        from edgellama.tools import tool_use
+
+        messages, extra = template_arguments(self, messages, tool_use(tools, None))
+        return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt, **extra)
 
     # --- evaluation ------------------------------------------------------------------------
     def eval(self, ids: Sequence[int], all_logits: bool = False) -> np.ndarray:
@@ -415,7 +421,8 @@ class Llama:
                                seed: Optional[int] = None, stop: Union[None, str, Sequence[str]] = None,
                                stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
                                response_format: Optional[Mapping[str, Any]] = None, grammar: Optional[str] = None,
-                               regex: Optional[str] = None):
+                               regex: Optional[str] = None, tools: Optional[Sequence[Mapping[str, Any]]] = None,
+                               tool_choice: Union[None, str, Mapping[str, Any]] = None):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
         Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
@@ -427,23 +434,44 @@ class Llama:
         checked as by create_completion. logprobs=True gives each choice OpenAI's "logprobs"
         ({"content": [{token, logprob, bytes, top_logprobs}]}), with top_logprobs (0 to 20)
         alternatives per token. response_format, grammar and regex constrain the answer as in
-        create_completion."""
+        create_completion.
+
+        tools: OpenAI function tools ([{"type": "function", "function": {"name", "description",
+        "parameters"}}]), rendered through the chat template (listed in a system message when
+        the template takes none). tool_choice: "auto" (the default with tools), "none",
+        "required", or {"type": "function", "function": {"name": ...}}; with the last two the call
+        is constrained to the functions' parameter schemas. An answer that calls tools has
+        message.tool_calls ([{id, type: "function", function: {name, arguments: JSON text}}]),
+        content None and finish_reason "tool_calls"; streamed, tool-call deltas."""
         from edgellama.api import chat_prompt_ids, completion
+        from edgellama.tools import tool_use
 
         sampler = self._sampler(_settings(locals()), seed)
         if not arguments.flag("logprobs", logprobs) and top_logprobs is not None:
             raise InvalidArgumentError("top_logprobs", "needs logprobs=True")
-        constraint = self._constraint(response_format, grammar, regex)
-        return completion(self, chat_prompt_ids(self, messages), max_tokens, sampler, stop, stream, chat=True,
-                          top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint)
+        use = tool_use(tools, tool_choice)
+        constraint = self._constraint(response_format, grammar, regex, use)
+        return completion(self, chat_prompt_ids(self, messages, use), max_tokens, sampler, stop, stream, chat=True,
+                          top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint,
+                          tool_names=use.names if use is not None and use.parses_calls else None)
 
-    def _constraint(self, response_format, grammar, regex):
-        """The checked Constraint of a request's structured-output arguments (None: free text)."""
+    def _constraint(self, response_format, grammar, regex, tools=None):
+        """The checked Constraint of a request's structured-output arguments and of a tool
+        choice that forces a call (tools: None or a ToolUse); None for free text."""
+        forced = tools.call_schema() if tools is not None else None
+        if forced is not None:
+            if not (response_format is None and grammar is None and regex is None):
+                raise InvalidArgumentError("tool_choice", "a forced tool call has its own format; "
+                                                          "leave out response_format, grammar and regex")
+            from edgellama.constraints.grammar import json_schema_constraint
+
+            return json_schema_constraint(self.tokenizer, self.n_vocab, forced, "tools")
         if response_format is None and grammar is None and regex is None:
             return None  # free text needs no constraint engine installed
         from edgellama.constraints import constraint_from
 
         return constraint_from(self.tokenizer, self.n_vocab, response_format, grammar, regex)
+
 
 
 def _settings(arguments_given: Mapping[str, Any]) -> Dict[str, Any]:

@@ -294,3 +294,33 @@ def test_structured_output_through_the_client(llm, client, server):
                          "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "foo"}}}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format"
     assert all_free(llm)
+
+
+def test_tool_calls_through_the_client(llm, client):
+    """A forced call comes back as OpenAI tool_calls, whole and as streamed deltas (validated by
+    the client's own types), and a follow-up with the tool's result renders."""
+    pytest.importorskip("llguidance", reason="forced tool calls need llguidance")
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                       "required": ["city"], "additionalProperties": False}}}]
+    ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+    got = client.chat.completions.create(model=MODEL, messages=ask, tools=tools, tool_choice="required",
+                                         temperature=0, max_tokens=40)
+    ChatCompletion.model_validate(got.model_dump())
+    call = got.choices[0].message.tool_calls[0]
+    assert got.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=ask, tools=tools, tool_choice="required",
+                                                 temperature=0, max_tokens=40, stream=True))
+    for c in chunks:
+        ChatCompletionChunk.model_validate(c.model_dump())
+    deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    assert [d.function.name for d in deltas] == ["get_weather"]
+    assert "".join(d.function.arguments for d in deltas) == call.function.arguments
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    follow_up = ask + [got.choices[0].message.model_dump(exclude_none=True),
+                       {"role": "tool", "tool_call_id": call.id, "content": '{"temperature": 21}'}]
+    answer = client.chat.completions.create(model=MODEL, messages=follow_up, tools=tools, max_tokens=8,
+                                            temperature=0)
+    assert answer.choices[0].message.content

@@ -55,19 +55,34 @@ def constraint_from(tokenizer, n_logits: int, response_format: Any = None, gramm
     llguidance = llguidance_module()
     argument = given[0]
     if argument == "response_format":
-        text = _json_grammar(llguidance, _json_format(response_format))
-    else:
-        value = grammar if argument == "grammar" else regex
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidArgumentError(argument, f"must be a non-empty string, got {_shown(value)}")
-        try:
-            text = llguidance.grammar_from("grammar" if argument == "grammar" else "regex", value)
-        except ValueError as exc:
-            raise InvalidArgumentError(argument, f"invalid {argument}: {exc}") from None
+        return json_schema_constraint(tokenizer, n_logits, _json_format(response_format), "response_format")
+    value = grammar if argument == "grammar" else regex
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(argument, f"must be a non-empty string, got {_shown(value)}")
+    try:
+        text = llguidance.grammar_from("grammar" if argument == "grammar" else "regex", value)
+    except ValueError as exc:
+        raise InvalidArgumentError(argument, f"invalid {argument}: {exc}") from None
+    return _checked(llguidance, text, tokenizer, n_logits, argument, argument)
+
+
+def json_schema_constraint(tokenizer, n_logits: int, schema: Any, argument: str) -> Constraint:
+    """JSON valid under `schema`, laid out on one line; an invalid schema is an
+    InvalidArgumentError naming `argument` (the request's field it came from)."""
+    llguidance = llguidance_module()
+    try:
+        text = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema, allow_nan=False),
+                                                              defaults=JSON_LAYOUT)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(argument, f"invalid JSON schema: {exc}") from None
+    return _checked(llguidance, text, tokenizer, n_logits, argument, "JSON schema")
+
+
+def _checked(llguidance, text: str, tokenizer, n_logits: int, argument: str, what: str) -> Constraint:
     lt = ll_tokenizer(tokenizer, n_logits)
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(text, lt)
     if failed:
-        raise InvalidArgumentError(argument, f"invalid {_what(argument)}: {'; '.join(messages)}")
+        raise InvalidArgumentError(argument, f"invalid {what}: {'; '.join(messages)}")
     return Constraint(text, lt, argument)
 
 
@@ -99,22 +114,10 @@ def _json_format(response_format: Any) -> Optional[Mapping[str, Any]]:
     return schema
 
 
-def _json_grammar(llguidance, schema: Any) -> str:
-    try:
-        text = json.dumps(schema, allow_nan=False)
-        return llguidance.LLMatcher.grammar_from_json_schema(text, defaults=JSON_LAYOUT)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError("response_format", f"invalid JSON schema: {exc}") from None
-
-
 def _no_unknown_keys(where: str, mapping: Mapping[str, Any], known) -> None:
     unknown = sorted(str(k) for k in mapping if k not in known)
     if unknown:
         raise InvalidArgumentError("response_format", f"{where} has unknown field(s) {', '.join(unknown)}")
-
-
-def _what(argument: str) -> str:
-    return {"response_format": "JSON schema", "grammar": "grammar", "regex": "regex"}[argument]
 
 
 def _shown(value: Any) -> str:

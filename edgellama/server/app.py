@@ -27,6 +27,7 @@ from sse_starlette.sse import EventSourceResponse
 from edgellama import arguments
 from edgellama.api import chat_prompt_ids
 from edgellama.sampling import Sampler, SamplingParams
+from edgellama.tools import tool_use
 from edgellama.server import generation, responses
 from edgellama.server.errors import APIError, api_error, install_handlers, queue_full
 from edgellama.server.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -94,13 +95,14 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
               responses=responses.generation_responses(responses.ChatCompletion, "chat.completion.chunk"))
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(config, body.model)
-        ids = _call(chat_prompt_ids, llm, [m.model_dump(exclude_unset=True) for m in body.messages])
+        tools = _call(lambda: tool_use(**body.tool_settings()))
+        ids = _call(chat_prompt_ids, llm, [m.model_dump(exclude_unset=True) for m in body.messages], tools)
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         return await _respond(llm, config, metrics, admission, body, ids, max_tokens, top, chat=True,
-                              deadline=_deadline(request, config))
+                              deadline=_deadline(request, config), tools=tools)
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)], response_model=None,
               responses=responses.generation_responses(responses.Completion, "text_completion"))
@@ -109,7 +111,7 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
         ids = _prompt_ids(llm, body.prompt)
         max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
         return await _respond(llm, config, metrics, admission, body, ids, max_tokens, body.logprobs, chat=False,
-                              deadline=_deadline(request, config))
+                              deadline=_deadline(request, config), tools=None)
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)], response_model=None,
               responses={200: {"model": responses.EmbeddingList, "description": "one embedding per input"},
@@ -156,7 +158,7 @@ def _prompt_ids(llm, prompt) -> List[int]:
     return _call(arguments.token_ids, "prompt", prompt, llm.n_vocab).tolist()
 
 
-def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat: bool) -> generation.Plan:
+def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat: bool, tools) -> generation.Plan:
     from edgellama.openai_shapes import ResponseShape
 
     n = body.n or 1
@@ -170,8 +172,9 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream_options is not None and not body.stream:
         raise APIError(400, "stream_options needs stream: true", param="stream_options")
-    shape = ResponseShape(llm.tokenizer, config.model_id, chat, logprobs=top is not None)
-    constraint = _call(lambda: llm._constraint(**body.constraint_settings()))
+    shape = ResponseShape(llm.tokenizer, config.model_id, chat, logprobs=top is not None,
+                          tool_names=tools.names if tools is not None and tools.parses_calls else None)
+    constraint = _call(lambda: llm._constraint(**body.constraint_settings(), tools=tools))
     return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage, constraint=constraint)
 
 
@@ -194,8 +197,8 @@ class Admission:
 
 
 async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admission, body, ids, max_tokens, top,
-                   chat: bool, deadline: float):
-    plan = _plan(llm, config, body, ids, max_tokens, top, chat)
+                   chat: bool, deadline: float, tools):
+    plan = _plan(llm, config, body, ids, max_tokens, top, chat, tools)
     plan.on_finished = metrics.generations
     n = len(plan.samplers)
     admission.enter(n)  # the event loop's thread only: no lock needed

@@ -11,7 +11,7 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence,
 
 from edgellama.api import async_records
 from edgellama.generate import GenerationStats, TokenRecord
-from edgellama.openai_shapes import ResponseShape
+from edgellama.openai_shapes import ChoiceStream, ResponseShape
 from edgellama.server.errors import APIError
 
 
@@ -107,24 +107,22 @@ async def stream(llm, plan: Plan) -> AsyncIterator[Dict[str, Any]]:
     choice with its finish_reason; with include_usage a final chunk with no choices and the usage."""
     shape = plan.shape
     choices = _choices(llm, plan)
+    streams = [ChoiceStream(shape, i) for i in range(len(choices))]
     stats: Dict[int, GenerationStats] = {}
-    offsets = [0] * len(choices)
     try:
-        if shape.chat:
-            for i in range(len(choices)):
-                yield shape.chunk(i, "", role=True)
+        for choice in streams:
+            for chunk in choice.start():
+                yield chunk
         async for index, record in _merged(choices):
             stats[index] = record.stats
-            if record.text or shape.logprobs or record.finish_reason:
-                yield shape.chunk(index, record.text, record.finish_reason, records=[record],
-                                  text_offset=offsets[index])
-                offsets[index] += len(record.text)
+            for chunk in streams[index].feed(record):
+                yield chunk
     finally:
         for c in choices:
             await c.aclose()
     for i in range(len(choices)):
         if i not in stats:  # a choice with no record at all (max_tokens 0)
-            yield shape.chunk(i, "" if shape.chat else None, "length")
+            yield streams[i].end_without_records()
     finished = [stats[i] for i in sorted(stats)] or [GenerationStats(prompt_tokens=len(plan.prompt_ids))]
     if plan.on_finished is not None:
         plan.on_finished(finished)

@@ -88,8 +88,37 @@ class ChatMessage(BaseModel):
     content: Union[StrictStr, None, List[Dict[str, Any]]] = None
 
 
+class FunctionDefinition(_Strict):
+    name: StrictStr = Field(..., pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: Optional[StrictStr] = None
+    parameters: Optional[Dict[str, Any]] = None  # a JSON schema of the arguments
+    strict: Optional[StrictBool] = None  # a forced call always follows the schema
+
+
+class Tool(_Strict):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(_Strict):
+    name: StrictStr
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"]
+    function: FunctionName
+
+
 class ChatCompletionRequest(_Generation):
     messages: List[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
+    tools: Optional[List[Tool]] = Field(None, max_length=128)
+    tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None
+
+    def tool_settings(self) -> Dict[str, Any]:
+        """tools and tool_choice as the Python API takes them."""
+        tools = None if self.tools is None else [t.model_dump(exclude_none=True) for t in self.tools]
+        choice = self.tool_choice
+        return {"tools": tools, "tool_choice": choice.model_dump() if isinstance(choice, BaseModel) else choice}
     max_completion_tokens: Optional[StrictInt] = Field(None, ge=0)
     logprobs: Optional[StrictBool] = None
     top_logprobs: Optional[StrictInt] = Field(None, ge=0, le=20)
