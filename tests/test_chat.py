@@ -192,13 +192,13 @@ CHATML_SOURCE = BUILTIN_TEMPLATES["chatml"]
 # -- choice of the built-in by vocabulary ---------------------------------------------------
 
 
-def test_llama3_vocabulary_gets_llama3(llama3_tokenizer_dir):
+def test_llama32_vocabulary_gets_llama31(llama3_tokenizer_dir):
     meta = tokenizer_metadata_from_hf(llama3_tokenizer_dir)
     assert "tokenizer.chat_template" not in meta  # the base model's config has none
     tok = Tokenizer.from_metadata(meta)
-    assert detect_family(tok) == "llama3"
+    assert detect_family(tok) == "llama3.1"  # it names <|python_tag|> (test_chat_tools_template: 3.0)
     t = ChatTemplate.from_tokenizer_metadata(meta, tok)
-    assert t.family == "llama3" and t.source == BUILTIN_TEMPLATES["llama3"]
+    assert t.family == "llama3.1" and t.source == BUILTIN_TEMPLATES["llama3.1"]
     assert t.stop_tokens == ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
     assert t.stop_ids(tok) == frozenset({128009, 128008, 128001})
     assert t.stop_ids(tok) <= tok.stop_ids  # generation stops at each of them

@@ -162,8 +162,7 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
     from edgellama.openai_shapes import ResponseShape
 
     n = body.n or 1
-    seed = _call(arguments.seed, body.seed)  # choice i samples with seed + i: n different answers
-    seeds = [None if seed is None else (seed + i) % 2**64 for i in range(n)]
+    seeds = _call(arguments.choice_seeds, body.seed, n)  # choice i samples with seed + i
     params = _call(lambda: SamplingParams(**body.sampling_settings()))
     samplers = [_call(Sampler, params, seed, llm.n_vocab) for seed in seeds]
     _call(arguments.max_tokens, max_tokens)

@@ -12,13 +12,15 @@ from typing import Annotated, Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from edgellama.arguments import MAX_CHOICES
+
 Number = Union[StrictInt, StrictFloat]
 TokenId = Annotated[StrictInt, Field(ge=0)]
 TokenIds = Annotated[List[TokenId], Field(min_length=1)]
 Text = Annotated[StrictStr, Field(min_length=1)]
 MAX_STOP_STRINGS = 16
 MAX_MESSAGES = 4096
-MAX_N = 16  # choices per request (each one a parallel sequence)
+MAX_N = MAX_CHOICES  # choices per request (each one a parallel sequence)
 
 
 class _Strict(BaseModel):
