@@ -376,7 +376,7 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
         meta["llama.attention.value_length"] = head_dim
     meta.update(_hf_tokenizer_metadata(folder, log))
     dims = {t.name: tuple(reversed(t.shape)) for t in tensors}  # GGUF order
-    _pad_vocabulary(meta, dims["token_embd.weight"][-1])
+    _fit_vocabulary(meta, dims["token_embd.weight"][-1], log)
     # What is about to be written is checked as the loader will check it (types, ranges, shapes).
     validate_llama_metadata(config_path, {"general.architecture": "llama", **meta}, dims)
     source = ModelSource(f"Hugging Face {folder} ({'/'.join(sorted(dtypes))})",
@@ -384,20 +384,49 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
     return source
 
 
-def _pad_vocabulary(meta: Dict[str, Any], n_rows: int) -> None:
-    """A checkpoint may give the embedding more rows than its tokenizer has tokens (padded for
-    speed). GGUF has one token per embedding row: the extra rows get placeholder tokens of type
-    UNUSED, which text never encodes to. More tokens than rows is left for validation to report."""
+def _fit_vocabulary(meta: Dict[str, Any], n_rows: int, log: Log) -> None:
+    """GGUF has one token per embedding row, and other runtimes refuse a file where the counts
+    differ. A checkpoint may give the embedding more rows than its tokenizer has tokens (padded for
+    speed): the extra rows get placeholder tokens of type UNUSED, which text never encodes to. A
+    tokenizer may have more tokens than the embedding has rows (Llama 3.2 Vision's tokenizer adds
+    <|image|> past a text model's 128256): added control tokens past the last row are dropped with
+    a note, as no row can hold them; anything else is left for validation to report."""
+    tokens = meta.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list) or meta.get("llama.vocab_size") != n_rows:
+        return
+    if len(tokens) < n_rows:
+        _pad_tokens(meta, tokens, n_rows)
+    elif len(tokens) > n_rows:
+        _drop_tokens_past(meta, tokens, n_rows, log)
+
+
+def _pad_tokens(meta: Dict[str, Any], tokens: List[str], n_rows: int) -> None:
     from edgellama.tokenizer import TokenType
 
-    tokens = meta.get("tokenizer.ggml.tokens")
-    if not isinstance(tokens, list) or len(tokens) >= n_rows or meta.get("llama.vocab_size") != n_rows:
-        return
     extra = range(len(tokens), n_rows)
     meta["tokenizer.ggml.tokens"] = tokens + [f"[PAD{i}]" for i in extra]
     meta["tokenizer.ggml.token_type"] = list(meta["tokenizer.ggml.token_type"]) + [TokenType.UNUSED] * len(extra)
     if "tokenizer.ggml.scores" in meta:
         meta["tokenizer.ggml.scores"] = list(meta["tokenizer.ggml.scores"]) + [-1000.0] * len(extra)
+
+
+def _drop_tokens_past(meta: Dict[str, Any], tokens: List[str], n_rows: int, log: Log) -> None:
+    from edgellama.tokenizer import TokenType
+
+    types = list(meta.get("tokenizer.ggml.token_type") or [])
+    extra = range(n_rows, len(tokens))
+    referenced = {meta.get(k) for k in meta if k.startswith("tokenizer.ggml.") and k.endswith("_token_id")}
+    droppable = len(types) == len(tokens) and all(
+        types[i] in (TokenType.CONTROL, TokenType.USER_DEFINED) and i not in referenced for i in extra)
+    if not droppable:
+        return  # validation names the mismatch
+    dropped = ", ".join(f"{i} {tokens[i]!r}" for i in extra)
+    log(f"note: the tokenizer has {len(tokens)} tokens but the embedding {n_rows} rows: dropped the added "
+        f"token(s) past the last row ({dropped}); the model cannot produce them")
+    meta["tokenizer.ggml.tokens"] = tokens[:n_rows]
+    meta["tokenizer.ggml.token_type"] = types[:n_rows]
+    if "tokenizer.ggml.scores" in meta:
+        meta["tokenizer.ggml.scores"] = list(meta["tokenizer.ggml.scores"])[:n_rows]
 
 
 def _hf_tokenizer_metadata(folder: Path, log: Log) -> Dict[str, Any]:

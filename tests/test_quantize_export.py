@@ -178,6 +178,28 @@ def test_hf_metadata(hf_models, tmp_path):
     np.testing.assert_allclose(transformers_inv / np.asarray(freqs, np.float64), inv_freq.numpy(), rtol=1e-5)
 
 
+def test_a_tokenizer_with_a_token_past_the_embedding_exports_for_every_runtime(llama3_tokenizer_dir, tmp_path):
+    """Llama 3.2's published tokenizer has 128257 tokens (<|image|>, for the Vision models) and the
+    text models 128256 embedding rows. The added token past the last row is dropped with a note,
+    so that the file has one token per row, as every GGUF runtime requires."""
+    folder = tmp_path / "hf"
+    config = transformers.LlamaConfig(vocab_size=128256, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+                                      tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128009)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(llama3_tokenizer_dir / name, folder / name)
+    notes = []
+    quantize(folder, tmp_path / "m.gguf", "F32", threads=2, log=notes.append)
+    assert any("dropped" in n and "<|image|>" in n for n in notes), notes
+    model = load_gguf(tmp_path / "m.gguf")
+    tokens = model.tokenizer_metadata["tokenizer.ggml.tokens"]
+    assert len(tokens) == model.config.n_vocab == 128256 and "<|image|>" not in tokens
+    llm = Llama(tmp_path / "m.gguf", n_ctx=32, n_threads=2)
+    assert llm.tokenize("<|image|>", special=True) != [128256]  # spelled in text, not the token
+    assert llm.chat_template.family == "llama3.1"
+
+
 def _copy_folder(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
