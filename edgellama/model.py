@@ -446,7 +446,7 @@ class Llama:
                                tool_choice: Union[None, str, Mapping[str, Any]] = None, n: int = 1,
                                max_completion_tokens: Optional[int] = None,
                                stream_options: Optional[Mapping[str, Any]] = None, model: Optional[str] = None,
-                               user: Optional[str] = None):
+                               user: Optional[str] = None, guard=None, code_shield=None, guard_every: int = 64):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
         Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
@@ -469,7 +469,13 @@ class Llama:
         content None and finish_reason "tool_calls"; streamed, tool-call deltas.
 
         n, stream_options, model and user as in create_completion; max_completion_tokens is
-        OpenAI's newer name for max_tokens (give one, or both equal)."""
+        OpenAI's newer name for max_tokens (give one, or both equal).
+
+        guard: an edgellama.guard.LlamaGuard that checks the last user message before any token is
+        evaluated and the answer when it ends (streamed: also every guard_every pieces);
+        code_shield: an edgellama.guard.CodeShield that scans each code block as it closes and the
+        code in tool calls. A blocked request or answer has finish_reason "content_filter",
+        content None, a "refusal" message and the verdicts in a "guard" field."""
         from edgellama.api import chat_prompt_ids, completion
         from edgellama.tools import tool_use
 
@@ -482,11 +488,22 @@ class Llama:
             max_tokens = max_completion_tokens
         use = tool_use(tools, tool_choice)
         constraint = self._constraint(response_format, grammar, regex, use)
-        return completion(self, chat_prompt_ids(self, messages, use), max_tokens, samplers, stop, stream, chat=True,
-                          top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint,
-                          tool_names=use.names if use is not None and use.parses_calls else None,
-                          model=_names("model", model, user),
-                          include_usage=arguments.include_usage(stream_options, stream))
+        ids = chat_prompt_ids(self, messages, use)
+        include_usage = arguments.include_usage(stream_options, stream)
+
+        def respond():
+            return completion(self, ids, max_tokens, samplers, stop, stream, chat=True,
+                              top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint,
+                              tool_names=use.names if use is not None and use.parses_calls else None,
+                              model=_names("model", model, user), include_usage=include_usage)
+
+        if guard is None and code_shield is None:
+            return respond()
+        from edgellama.guard.chat import Guards, guarded
+
+        every = arguments.integer("guard_every", guard_every, at_least=1)
+        return guarded(self, messages, Guards(guard, code_shield, every), arguments.flag("stream", stream),
+                       len(samplers), model, respond)
 
     def _constraint(self, response_format, grammar, regex, tools=None):
         """The checked Constraint of a request's structured-output arguments and of a tool

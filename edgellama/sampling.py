@@ -226,13 +226,13 @@ def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
     bound = -np.inf
     if stride > 1:
         sub = x[::stride]
-        sub = sub[sub > -np.inf]  # banned entries, all equal, are numpy partition's slow case
+        sub = sub[sub != -np.inf]  # banned entries, all equal, are numpy partition's slow case (NaN stays)
         if sub.shape[0] >= k:
             bound = np.partition(sub, sub.shape[0] - k)[sub.shape[0] - k]
     if bound == -np.inf:
         # Most entries are banned (a grammar's mask): partitioning them all, equal as they are,
         # would take 18 ms at 128k; the allowed ones are few.
-        pool = np.flatnonzero(x > -np.inf)
+        pool = np.flatnonzero(x != -np.inf)  # NaN stays, for the caller to refuse
         if pool.shape[0] <= k:
             return pool if pool.shape[0] else np.arange(min(k, n))
     else:

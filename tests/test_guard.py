@@ -182,3 +182,87 @@ def test_the_prompt_prefix_is_reused_between_checks(guard_model):
     total = len(guard.prompt.encode(guard.llm.tokenizer, guard_turns([{"role": "user", "content": "x"}])))
     # the second evaluates only its question and the instructions after it, not the categories before
     assert evaluated[0] >= total - 1 and evaluated[1] < evaluated[0] // 2
+
+
+# --- guarded chats ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chat_model(smollm2_path):
+    return Llama(smollm2_path, n_ctx=1024, n_threads=2)
+
+
+AFTER_TOOL = [{"role": "user", "content": "What's the weather?"},
+              {"role": "assistant", "content": None, "tool_calls": [
+                  {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+              {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C."}]
+
+
+def test_a_blocked_request_never_reaches_the_model(chat_model, guard_model):
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    guard = LlamaGuard(guard_model("unsafe"), n_threads=2)
+    before = chat_model.last_stats
+    reply = chat_model.create_chat_completion(ASK, guard=guard, max_tokens=8)
+    ChatCompletion.model_validate(reply)
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "content_filter" and choice["message"]["content"] is None
+    assert "S1 Violent Crimes" in choice["message"]["refusal"] and reply["guard"]["input"]["categories"] == ["S1"]
+    assert chat_model.last_stats is before and reply["usage"]["completion_tokens"] == 0
+    chunks = list(chat_model.create_chat_completion(ASK, guard=guard, max_tokens=8, stream=True))
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter" and "guard" in chunks[-1]
+
+
+def test_a_safe_verdict_changes_nothing(chat_model, guard_model):
+    guard = LlamaGuard(guard_model("safe"), n_threads=2)
+    plain = chat_model.create_chat_completion(ASK, max_tokens=12, temperature=0)
+    guarded = chat_model.create_chat_completion(ASK, max_tokens=12, temperature=0, guard=guard)
+    assert guarded["choices"] == plain["choices"] and "guard" not in guarded
+    streamed = list(chat_model.create_chat_completion(ASK, max_tokens=12, temperature=0, guard=guard, stream=True))
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in streamed) == \
+        plain["choices"][0]["message"]["content"]
+
+
+def test_an_unsafe_answer_is_withheld_whole_or_cut_in_its_stream(chat_model, guard_model):
+    guard = LlamaGuard(guard_model("unsafe"), n_threads=2)  # the request ends with a tool result: not checked
+    reply = chat_model.create_chat_completion(AFTER_TOOL, max_tokens=12, temperature=0, guard=guard)
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "content_filter" and choice["message"]["content"] is None
+    assert reply["guard"]["choices"]["0"]["output"]["checked"] == "Agent"
+    chunks = list(chat_model.create_chat_completion(AFTER_TOOL, max_tokens=200, temperature=0, guard=guard,
+                                                    guard_every=4, stream=True,
+                                                    logit_bias={2: float("-inf"), 0: float("-inf")}))
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert sum(1 for c in chunks if c["choices"][0]["delta"].get("content")) <= 4  # cut at the first check
+    assert all(slot.holder is None for slot in chat_model._scheduler.slots)  # its sequence is free
+
+
+def test_a_failing_guard_blocks_and_says_so(chat_model, guard_model):
+    guard = LlamaGuard(guard_model("safe"), n_threads=2)
+
+    def broken(ids, all_logits=False):
+        raise RuntimeError("device lost")
+
+    guard.llm.eval = broken
+    reply = chat_model.create_chat_completion(ASK, max_tokens=4, guard=guard)
+    assert reply["choices"][0]["finish_reason"] == "content_filter"
+    assert "device lost" in reply["choices"][0]["message"]["refusal"]
+
+
+def test_code_shield_withholds_an_answer_with_insecure_code(chat_model):
+    pytest.importorskip("codeshield.cs", reason="Code Shield needs the codeshield package (the guard extra)")
+    pytest.importorskip("llguidance", reason="the test forces the answer's code with a regex")
+    from edgellama.guard import CodeShield
+
+    shield = CodeShield()
+    forced = r"```c\nchar buf\[64\];\ngets\(buf\);\n```"
+    reply = chat_model.create_chat_completion(ASK, regex=forced, code_shield=shield, max_tokens=40)
+    assert reply["choices"][0]["finish_reason"] == "content_filter"
+    assert "CWE-242" in reply["choices"][0]["message"]["refusal"]
+    chunks = list(chat_model.create_chat_completion(ASK, regex=forced, code_shield=shield, max_tokens=40,
+                                                    stream=True))
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    safe = chat_model.create_chat_completion(ASK, regex=r"```c\nputs\(\"hi\"\);\n```", code_shield=shield,
+                                             max_tokens=40)
+    assert safe["choices"][0]["finish_reason"] == "stop"
