@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import List, Optional
+
+from edgellama.child_process import run_child
 
 
 @dataclass
@@ -89,7 +90,8 @@ def measure_parallel(model_path: str, threads: int, n_prompt: int, n_gen: int, p
     ban = {token: float("-inf") for token in llm.tokenizer.stop_ids}
     rng = np.random.default_rng(seed)
     results = []
-    llm.generate(rng.integers(0, llm.n_vocab, size=8).tolist(), max_tokens=2)  # warm up: page in the weights
+    # Warm up (page in the weights) within the window, also for a prompt shorter than 8 tokens.
+    llm.generate(rng.integers(0, llm.n_vocab, size=min(8, n_prompt)).tolist(), max_tokens=2)
     for p in parallel:
         rounds = []
         for _ in range(reps):
@@ -110,9 +112,8 @@ def run_parallel_bench(model_path: str, threads: List[int], n_prompt: int, n_gen
     """One child process per thread count, as edgellama.bench does."""
     results = []
     for t in threads:
-        cmd = [sys.executable, "-m", "edgellama.bench_parallel", model_path, str(t), str(n_prompt), str(n_gen),
-               ",".join(map(str, parallel)), str(reps)]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = run_child("edgellama.bench_parallel", [model_path, str(t), str(n_prompt), str(n_gen),
+                                                     ",".join(map(str, parallel)), str(reps)])
         if out.returncode != 0:
             raise RuntimeError(f"parallel benchmark with {t} threads failed: {out.stderr.strip()[-800:]}")
         results += [ParallelResult(**json.loads(line)) for line in out.stdout.strip().splitlines()]

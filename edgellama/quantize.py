@@ -31,6 +31,7 @@ from edgellama.errors import InvalidCheckpointError, InvalidMetadataError, Quant
 from edgellama.gguf_header import read_gguf_header
 from edgellama.gguf_loader import validate_llama_metadata
 from edgellama.gguf_metadata import INT32_MAX, MetadataReader
+from edgellama.progress import Progress
 
 # Output types the command accepts: single types and the two mixes.
 TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M", "Q5_K_M")
@@ -536,10 +537,10 @@ def _row_bytes(type_name: str, cols: int) -> int:
 
 
 def write_gguf(source: ModelSource, out, type_name: str, threads: Optional[int] = None,
-               progress: bool = True, log: Log = _stderr_log) -> QuantizeReport:
-    """Writes `source` as a GGUF llama file at `out` (atomically) and returns the report."""
-    from edgellama import _core
-
+               progress: bool = False, log: Log = _stderr_log) -> QuantizeReport:
+    """Writes `source` as a GGUF llama file at `out` (atomically) and returns the report.
+    progress=True shows how far it is (edgellama.progress: a bar on a terminal, else a line
+    through `log` every tenth of the weights)."""
     if type_name not in TYPES:
         raise QuantizeError(f"unknown type {type_name!r}; choose one of {', '.join(TYPES)}")
     out = check_output_path(out)
@@ -570,28 +571,14 @@ def write_gguf(source: ModelSource, out, type_name: str, threads: Optional[int] 
         fout = writer.fout[0]
         alignment = writer.data_alignment
         total_elements = sum(t.n_elements for t in source.tensors)
-        done_elements = 0
-        for index, (t, ttype, note) in enumerate(plan):
-            tensor_start = time.perf_counter()
-            pad = -fout.tell() % alignment
-            fout.write(b"\0" * pad)
-            step = max(1, CHUNK_ELEMENTS // t.cols)
-            sse = 0.0
-            for a in range(0, t.rows, step):
-                b = min(t.rows, a + step)
-                rows = t.read(a, b)
-                if rows.shape != (b - a, t.cols):
-                    raise QuantizeError(f"tensor '{t.name}': read {rows.shape}, expected {(b - a, t.cols)}")
-                data, chunk_sse = _core.quantize_rows(int(QT[ttype]), rows, threads)
-                sse += chunk_sse
-                fout.write(memoryview(data).cast("B"))
-                if t.release is not None:
-                    t.release()
-            done_elements += t.n_elements
-            rmse = float(np.sqrt(sse / t.n_elements))
-            report.tensors.append(TensorReport(t.name, ttype, t.shape, t.rows * _row_bytes(ttype, t.cols), rmse, note))
-            if progress:
-                _progress(log, index + 1, len(plan), t, ttype, tensor_start, done_elements, total_elements, start)
+        if progress:
+            log(f"Quantizing {len(plan)} tensors ({total_elements:,} weights) to {type_name} with {threads} "
+                f"threads into {out} ...")
+        with Progress(total_elements, "Quantizing", log, enabled=progress, unit="weights") as bar:
+            for t, ttype, note in plan:
+                rmse = _write_tensor(fout, alignment, t, ttype, threads, lambda n, name=t.name: bar.update(n, name))
+                report.tensors.append(TensorReport(t.name, ttype, t.shape, t.rows * _row_bytes(ttype, t.cols),
+                                                   rmse, note))
         fout.write(b"\0" * (-fout.tell() % alignment))
         fout.flush()
         os.fsync(fout.fileno())
@@ -607,20 +594,31 @@ def write_gguf(source: ModelSource, out, type_name: str, threads: Optional[int] 
     return report
 
 
-def _progress(log: Log, i: int, n: int, t: SourceTensor, ttype: str, tensor_start: float,
-              done: int, total: int, start: float) -> None:
-    now = time.perf_counter()
-    rate = t.n_elements / max(now - tensor_start, 1e-9) / 1e6
-    overall = done / max(now - start, 1e-9) / 1e6
-    width = 24
-    filled = int(width * done / max(1, total))
-    bar = "#" * filled + "." * (width - filled)
-    log(f"[{bar}] {i:>4}/{n} {t.name:<28} {t.source_type:>5} -> {ttype:<5} {rate:8.1f} Mw/s "
-        f"(overall {overall:.1f} Mw/s)")
-
-
 # ----------------------------------------------------------------------------------------------
 # Entry point
+
+
+def _write_tensor(fout, alignment: int, t: SourceTensor, ttype: str, threads: int,
+                  done: Callable[[int], None]) -> float:
+    """Quantizes `t` to `ttype` chunk by chunk onto fout (after the alignment padding), calling
+    done(weights) after each chunk; returns the tensor's RMS quantization error."""
+    from edgellama import _core
+
+    fout.write(b"\0" * (-fout.tell() % alignment))
+    step = max(1, CHUNK_ELEMENTS // t.cols)
+    sse = 0.0
+    for a in range(0, t.rows, step):
+        b = min(t.rows, a + step)
+        rows = t.read(a, b)
+        if rows.shape != (b - a, t.cols):
+            raise QuantizeError(f"tensor '{t.name}': read {rows.shape}, expected {(b - a, t.cols)}")
+        data, chunk_sse = _core.quantize_rows(int(QT[ttype]), rows, threads)
+        sse += chunk_sse
+        fout.write(memoryview(data).cast("B"))
+        if t.release is not None:
+            t.release()
+        done((b - a) * t.cols)
+    return float(np.sqrt(sse / t.n_elements))
 
 
 def _is_same_path(a: Path, b: Path) -> bool:
@@ -662,11 +660,12 @@ def open_source(inp, log: Log = _stderr_log) -> ModelSource:
     return gguf_source(inp, log)
 
 
-def quantize(inp, out, type_name: str, threads: Optional[int] = None, progress: bool = True,
+def quantize(inp, out, type_name: str, threads: Optional[int] = None, progress: bool = False,
              log: Log = _stderr_log) -> QuantizeReport:
     """Quantize/export `inp` (a GGUF file or a Hugging Face LlamaForCausalLM folder) to the GGUF
     file `out` with `type_name` (see TYPES). Refuses out == inp and an output path that cannot
-    take the file (check_output_path), before any work; writes atomically."""
+    take the file (check_output_path), before any work; writes atomically. Warnings go through
+    `log`; progress as for write_gguf."""
     inp, out = Path(inp), Path(out)
     if type_name not in TYPES:
         raise QuantizeError(f"unknown type {type_name!r}; choose one of {', '.join(TYPES)}")

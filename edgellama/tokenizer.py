@@ -312,7 +312,8 @@ class Tokenizer:
         check_tokenizer_metadata(MetadataReader(source, meta, TokenizerMetadataError))
         model = meta.get("tokenizer.ggml.model")
         if model is None:
-            raise TokenizerError("GGUF metadata has no tokenizer.ggml.model")
+            raise TokenizerError("this model file has no tokenizer (no tokenizer.ggml.model in its GGUF metadata): "
+                                 "it takes token ids, not text")
         if model not in SUPPORTED_MODELS:
             raise TokenizerError(
                 f"unsupported tokenizer.ggml.model {model!r}; edgellama handles "

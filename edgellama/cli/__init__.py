@@ -14,8 +14,34 @@ from edgellama.cli.common import EXPECTED_ERRORS, log, one_line
 SUBCOMMANDS = [run, chat, serve, pull, list_models, bench, quantize]
 
 
+def package_version() -> str:
+    """The installed distribution's version; edgellama.__version__ where there is none (a source
+    tree on PYTHONPATH)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("edgellama")
+    except metadata.PackageNotFoundError:
+        import edgellama
+
+        return getattr(edgellama, "__version__", "unknown")
+
+
+class _VersionAction(argparse.Action):
+    """--version: prints the version (looked up only when asked) and exits."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0,
+                         help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"edgellama {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgellama", description="Run Llama-family GGUF models on-device.")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(sub)

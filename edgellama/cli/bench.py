@@ -68,7 +68,7 @@ def cmd_bench(args) -> int:
     from edgellama.models import resolve_model
 
     threads = args.threads or ([1] if args.device == "cuda" else [1, 2])
-    model = str(resolve_model(args.model, log=log))
+    model = str(resolve_model(args.model, log=log, progress=True))
     if not os.path.isfile(model):
         raise FileNotFoundError(f"model file not found: {model}")
     if args.device == "cuda":

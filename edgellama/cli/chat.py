@@ -10,6 +10,9 @@ Every input line must be valid UTF-8: a line that is not is reported (with its f
 not sent, and the session goes on. A failing command or answer never ends the session: /set and
 /load check every setting with the API's own rules (SamplingParams, the sampler's seed) and change
 nothing when one is wrong.
+
+Settings given as command-line flags win over a /load file: /load replaces the conversation and the
+file's other settings, keeps those, and says which it changed and which it kept.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from edgellama.cli.common import (EXPECTED_ERRORS, add_device_argument, any_int, check_text, finite_float, log,
-                                  one_line, positive_int)
+from edgellama.cli.common import (EXPECTED_ERRORS, add_device_argument, any_int, check_text, finite_float,
+                                  has_tokenizer, log, one_line, positive_int)
+from edgellama.errors import EdgellamaError
 
 HELP = """Commands:
   /help                 this help
@@ -30,7 +34,8 @@ HELP = """Commands:
   /system TEXT          set the system prompt (/system alone removes it)
   /set NAME VALUE       change a setting (/set alone lists them), e.g. /set temp 0.7
   /save FILE            write the conversation and settings to FILE (JSON)
-  /load FILE            read a conversation saved with /save
+  /load FILE            read a conversation saved with /save (settings given as
+                        command-line flags are kept)
   /stats                tokens and speed of the last answer, context use
   /exit                 leave (as does Ctrl-D)
 Input: end a line with \\ to continue it; a line of \"\"\" opens and closes a multi-line block.
@@ -62,16 +67,16 @@ def add_parser(sub) -> None:
     chat = sub.add_parser("chat", help="talk with a model (streamed answers, history, /commands)")
     chat.add_argument("-m", "--model", help="GGUF file or a model name in the cache (default: SmolLM2-135M-Instruct)")
     chat.add_argument("-s", "--system", help="system prompt")
-    chat.add_argument("-n", "--max-tokens", type=positive_int, default=DEFAULT_SETTINGS["max_tokens"],
+    # The settings' flags default to None, so that those the user typed are known (they win over /load).
+    chat.add_argument("-n", "--max-tokens", type=positive_int, default=None,
                       help="tokens per answer at most (default 512)")
     chat.add_argument("-t", "--threads", type=positive_int, default=None, help="CPU threads (default: all)")
     chat.add_argument("-c", "--ctx", type=positive_int, default=None, help="context window in tokens")
-    chat.add_argument("--temp", type=finite_float, default=DEFAULT_SETTINGS["temperature"],
-                      help="temperature (0: greedy)")
-    chat.add_argument("--top-k", type=any_int, default=DEFAULT_SETTINGS["top_k"])
-    chat.add_argument("--top-p", type=finite_float, default=DEFAULT_SETTINGS["top_p"])
-    chat.add_argument("--min-p", type=finite_float, default=DEFAULT_SETTINGS["min_p"])
-    chat.add_argument("--repeat-penalty", type=finite_float, default=DEFAULT_SETTINGS["repeat_penalty"])
+    chat.add_argument("--temp", type=finite_float, default=None, help="temperature (0: greedy; default 0.7)")
+    chat.add_argument("--top-k", type=any_int, default=None, help="default 40")
+    chat.add_argument("--top-p", type=finite_float, default=None, help="default 0.95")
+    chat.add_argument("--min-p", type=finite_float, default=None, help="default 0.05")
+    chat.add_argument("--repeat-penalty", type=finite_float, default=None, help="default 1.1")
     chat.add_argument("--seed", type=any_int, default=None)
     add_device_argument(chat)
     chat.set_defaults(handler=cmd_chat)
@@ -178,9 +183,15 @@ class ChatSession:
     """A conversation with one model: history, settings, and the commands that change them."""
 
     def __init__(self, llm, system: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
-                 out=None, notice=None):
+                 out=None, notice=None, pinned: Iterable[str] = ()):
+        """pinned: names of settings a /load file does not change (those given as command-line
+        flags)."""
         self.llm = llm
         self.settings = checked_settings(dict(DEFAULT_SETTINGS, **(settings or {})))
+        self.pinned = frozenset(pinned)
+        unknown = sorted(self.pinned - set(SETTINGS))
+        if unknown:
+            raise ValueError(f"pinned: unknown setting {unknown[0]!r}")
         self.messages: List[Dict[str, str]] = []
         if system:
             self.messages.append({"role": "system", "content": system})
@@ -234,19 +245,23 @@ class ChatSession:
                 pass
             raise
 
-    def load(self, path: str) -> int:
-        """Replaces the conversation (and the settings it carries) with those of a /save file.
-        Returns the number of messages. ValueError naming the file and the problem when it is not
-        such a conversation (a setting of the wrong type or range, a message that is not text ...);
-        the session is then unchanged."""
+    def load(self, path: str) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
+        """Replaces the conversation, and the settings it carries except the pinned ones, with
+        those of a /save file. Returns (number of messages, settings it changed, pinned settings
+        it would have changed: their file values). ValueError naming the file and the problem
+        when it is not such a conversation (a setting of the wrong type or range, a message that
+        is not text ...); the session is then unchanged."""
         try:
             data = read_chat_file(path)
             messages = conversation_messages(data)
-            settings = loaded_settings(data, self.settings)
+            wanted = loaded_settings(data, self.settings)  # every value checked, the pinned ones too
+            settings = checked_settings({k: self.settings[k] if k in self.pinned else v for k, v in wanted.items()})
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}; nothing was loaded") from None
+        changed = {k: v for k, v in settings.items() if v != self.settings[k]}
+        kept = {k: wanted[k] for k in SETTINGS if k in self.pinned and wanted[k] != self.settings[k]}
         self.settings, self.messages = settings, messages
-        return len(self.messages)
+        return len(self.messages), changed, kept
 
     # --- answering ----------------------------------------------------------------------------
     def _fit_prompt(self) -> List[int]:
@@ -344,6 +359,14 @@ class ChatSession:
         return "\n".join(lines)
 
     # --- commands -----------------------------------------------------------------------------
+    def _loaded_text(self, path: str, n: int, changed: Dict[str, Any], kept: Dict[str, Any]) -> str:
+        text = f"[loaded {n} messages from {path}; "
+        text += ("settings changed: " + _listed(changed)) if changed else "settings unchanged"
+        if kept:
+            text += ("; kept as given on the command line: "
+                     + ", ".join(f"{k}={self.settings[k]} (the file has {v})" for k, v in kept.items()))
+        return text + "]"
+
     def command(self, line: str) -> bool:
         """Runs a slash command; False means leave. Problems are reported, never raised."""
         name, _, rest = line[1:].strip().partition(" ")
@@ -376,8 +399,7 @@ class ChatSession:
             elif name == "load":
                 if not rest:
                     raise ValueError("usage: /load FILE")
-                n = self.load(rest)
-                self.notice(f"[loaded {n} messages from {rest}]")
+                self.notice(self._loaded_text(rest, *self.load(rest)))
             elif name == "stats":
                 self.notice(self.stats_text())
             else:
@@ -387,6 +409,10 @@ class ChatSession:
         except Exception as exc:  # a bug must not end the session (and lose the conversation) either
             self.notice(f"error: /{name} failed unexpectedly: {type(exc).__name__}: {one_line(exc)}")
         return True
+
+
+def _listed(settings: Dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 def use_surrogateescape_stdin() -> None:
@@ -436,14 +462,17 @@ def cmd_chat(args) -> int:
     if sys.stdin is None:
         raise ValueError("standard input is closed: chat reads the messages from it")
     system = check_text(args.system, "-s/--system") if args.system else args.system
-    settings = {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
-                "repeat_penalty": args.repeat_penalty, "seed": args.seed, "max_tokens": args.max_tokens}
+    flags = {"temperature": args.temp, "top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p,
+             "repeat_penalty": args.repeat_penalty, "seed": args.seed, "max_tokens": args.max_tokens}
+    settings = {k: v for k, v in flags.items() if v is not None}  # the flags the user typed
     checked_settings(dict(DEFAULT_SETTINGS, **settings))  # before the model loads
-    model_path = resolve_model(args.model, log=log)
+    model_path = resolve_model(args.model, log=log, progress=True)
     interactive = sys.stdin.isatty()
     use_surrogateescape_stdin()
     llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
-    session = ChatSession(llm, system=system, settings=settings)
+    if not has_tokenizer(llm):
+        raise EdgellamaError("this file has no tokenizer, which chat needs (`edgellama run --ids` takes token ids)")
+    session = ChatSession(llm, system=system, settings=settings, pinned=settings)
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())

@@ -110,6 +110,11 @@ def read_text_file(path: str, source: str) -> str:
                                            f"{exc.start})") from None
 
 
+def has_tokenizer(llm) -> bool:
+    """Whether the model file carries a tokenizer (a GGUF may hold the weights alone)."""
+    return "tokenizer.ggml.model" in llm.model.tokenizer_metadata
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the forward step runs: cpu (default) or cuda, GPU 0 (needs edgellama's CUDA "

@@ -15,6 +15,6 @@ def add_parser(sub) -> None:
 def cmd_pull(args) -> int:
     from edgellama.models import model_name, pull_model
 
-    path = pull_model(args.name, filename=args.file, log=log)
+    path = pull_model(args.name, filename=args.file, log=log, progress=True)
     print(f"{model_name(path)}\t{path}")
     return 0

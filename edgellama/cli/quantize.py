@@ -1,8 +1,11 @@
 """`edgellama quantize`: export a GGUF or Hugging Face llama checkpoint to a quantized GGUF, or
 write a synthetic model of a real model's shapes.
 
+IN is a GGUF file or Hugging Face folder, or a model `-m` accepts (a name in the cache, OWNER/REPO).
 OUT is the path of the file to write: an existing folder, a missing folder or one that cannot be
-written to is refused with a one-line error before any work (the file name is never guessed)."""
+written to is refused with a one-line error before any work (the file name is never guessed).
+Progress goes to stderr (a bar on a terminal, a line every tenth otherwise); the report, one line
+per tensor and a total, goes to stdout."""
 
 from __future__ import annotations
 
@@ -36,15 +39,16 @@ def add_parser(sub) -> None:
                        description="edgellama quantize IN OUT --type TYPE, or "
                                    "edgellama quantize --synthetic MODEL OUT --type TYPE")
     p.add_argument("paths", nargs="+", metavar="IN OUT",
-                   help="input (GGUF file or Hugging Face folder) and output GGUF file (not a folder; its "
-                        "folder must exist); only OUT with --synthetic")
+                   help="input (GGUF file, Hugging Face folder, or a model name in the cache or OWNER/REPO as "
+                        "-m takes them) and output GGUF file (not a folder; its folder must exist); only OUT "
+                        "with --synthetic")
     p.add_argument("--type", required=True, choices=TYPES, help="weight type or mix")
     p.add_argument("-t", "--threads", type=_thread_count, default=None,
                    help="quantizer threads (default: all)")
     p.add_argument("--synthetic", choices=sorted(MODELS), default=None,
                    help="write random weights with this model's exact shapes instead of reading IN")
     p.add_argument("--seed", type=_weights_seed, default=0, help="seed of --synthetic weights")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (the final table is still shown)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress (the final report is still printed)")
     p.set_defaults(handler=cmd_quantize)
 
 
@@ -73,7 +77,18 @@ def cmd_quantize(args) -> int:
     else:
         if len(args.paths) != 2:
             raise QuantizeError("give IN and OUT (or --synthetic MODEL OUT)")
-        report = quantize(args.paths[0], args.paths[1], args.type, threads=args.threads,
+        report = quantize(_input_path(args.paths[0]), args.paths[1], args.type, threads=args.threads,
                           progress=not args.quiet, log=log)
-    log(report.table())
+    print(report.table())
     return 0
+
+
+def _input_path(spec: str):
+    """IN as given when it exists (a file or a Hugging Face folder); else a model as -m finds it."""
+    import os
+
+    from edgellama.models import resolve_model
+
+    if os.path.exists(spec):
+        return spec
+    return resolve_model(spec, log=log, progress=True)

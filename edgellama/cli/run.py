@@ -1,22 +1,30 @@
 """`edgellama run`: continue a prompt and print the text.
 
 The prompt is valid UTF-8 text: `-p -` reads it from standard input; undecodable bytes in either
-place are refused with a one-line error (see edgellama.cli.common)."""
+place are refused with a one-line error (see edgellama.cli.common). `--ids 1,2,3` gives the prompt
+as token ids instead; a model file without a tokenizer takes only those, and its continuation is
+printed as token ids too (comma-separated, as --ids takes them)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import sys
 import time
+from typing import List
 
-from edgellama.cli.common import (add_device_argument, any_int, check_text, finite_float, log, non_negative_int,
-                                  positive_int, read_stdin_text, read_text_file)
+from edgellama.cli.common import (add_device_argument, any_int, check_text, finite_float, has_tokenizer, log,
+                                  non_negative_int, positive_int, read_stdin_text, read_text_file)
 from edgellama.errors import EdgellamaError
 
 
 def add_parser(sub) -> None:
     run = sub.add_parser("run", help="continue a prompt and print the text")
-    run.add_argument("-p", "--prompt", required=True,
-                     help="the text to continue (UTF-8); - reads it from standard input")
+    prompt = run.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("-p", "--prompt", help="the text to continue (UTF-8); - reads it from standard input")
+    prompt.add_argument("--ids", type=token_id_list, metavar="ID,ID,...",
+                        help="the prompt as token ids, e.g. 1,2,3 (for a model file without a tokenizer)")
+    run.add_argument("--no-echo", action="store_true", help="print only the continuation, not the prompt")
     run.add_argument("-m", "--model", help="GGUF file or a model name in the cache (default: SmolLM2-135M-Instruct, "
                                            "fetched on first use)")
     run.add_argument("-n", "--max-tokens", type=non_negative_int, default=64, help="tokens to generate (default 64)")
@@ -33,6 +41,23 @@ def add_parser(sub) -> None:
     shape.add_argument("--regex", metavar="REGEX", help="the text matches this regular expression")
     add_device_argument(run)
     run.set_defaults(handler=cmd_run)
+
+
+MAX_IDS = 1 << 20  # more token ids than any context window holds is a mistake
+
+
+def token_id_list(text: str) -> List[int]:
+    """--ids: comma-separated non-negative integers (their range is the model's vocabulary,
+    checked once it is loaded)."""
+    parts = [part.strip() for part in text.split(",")]
+    for part in parts:
+        if not (part.isascii() and part.isdigit()):
+            shown = repr(part) if part else "an empty one"
+            raise argparse.ArgumentTypeError(f"wants comma-separated token ids (integers >= 0), got {shown} "
+                                             f"in {text!r}")
+    if len(parts) > MAX_IDS:
+        raise argparse.ArgumentTypeError(f"holds {len(parts)} token ids, more than {MAX_IDS}")
+    return [int(part) for part in parts]
 
 
 def _prompt_text(args) -> str:
@@ -60,35 +85,90 @@ def _structure(args) -> dict:
 
 
 def cmd_run(args) -> int:
+    from edgellama import arguments
     from edgellama.model import Llama
     from edgellama.models import resolve_model
     from edgellama.sampling import Sampler, SamplingParams
 
-    prompt = _prompt_text(args)
+    prompt = args.ids if args.ids is not None else _prompt_text(args)
     structure = _structure(args)
     # The sampler generate() builds, built once here: a bad setting is reported before the model loads.
     Sampler(SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p), args.seed)
-    model_path = resolve_model(args.model, log=log)
+    model_path = resolve_model(args.model, log=log, progress=True)
     start = time.perf_counter()
     llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
     load_seconds = time.perf_counter() - start
+    if args.ids is not None:
+        arguments.token_ids("--ids", args.ids, llm.n_vocab)  # the range, named by the flag
+    if has_tokenizer(llm):
+        stats = _continue_text(llm, prompt, args, structure)
+    elif args.ids is None:
+        raise EdgellamaError("this file has no tokenizer; give token ids with --ids")
+    elif structure:
+        raise EdgellamaError("this file has no tokenizer, which --json-schema, --grammar and --regex need")
+    else:
+        stats = _continue_ids(llm, args)
+    if args.stats:
+        log(f"load {load_seconds:.2f} s | prefill {stats.prompt_tokens} tokens at "
+            f"{stats.prefill_tokens_per_second:.1f} tok/s | decode {stats.generated_tokens} tokens at "
+            f"{stats.decode_tokens_per_second:.1f} tok/s"
+            f" | {'GPU (cuda)' if args.device == 'cuda' else f'{llm.n_threads} threads'}")
+    return 0
+
+
+def _continue_text(llm, prompt, args, structure: dict):
+    """Streams the continuation of prompt (text, or token ids) to stdout after the prompt's text
+    (unless --no-echo); returns the generation's stats."""
     # Every argument is checked when generate() is called, before the prompt is echoed: an error
     # is a line of its own.
     pieces = llm.generate(prompt, max_tokens=args.max_tokens, temperature=args.temp, top_k=args.top_k,
                           top_p=args.top_p, seed=args.seed, stream=True, **structure)
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    try:
+    if not args.no_echo:
+        _write(prompt if isinstance(prompt, str) else llm.detokenize(prompt))
+    with _ending_line():
         for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
+            _write(piece)
+    return llm.last_stats
+
+
+def _continue_ids(llm, args):
+    """The continuation of --ids for a model without a tokenizer, printed as token ids. Without a
+    tokenizer no end-of-turn token is known: it stops after -n tokens or a full context window."""
+    from edgellama.generate import GenerationStats
+    from edgellama.sampling import Sampler, SamplingParams
+
+    sampler = Sampler(SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p), args.seed,
+                      n_vocab=llm.n_vocab)
+    history = list(args.ids)
+    stats = GenerationStats(prompt_tokens=len(history))
+    start = time.perf_counter()
+    logits = llm.eval(history)  # a prompt longer than the window fails here, before any output
+    stats.prefill_seconds = time.perf_counter() - start
+    if not args.no_echo:
+        _write(",".join(map(str, history)))
+    n_new = min(args.max_tokens, llm.n_ctx - len(history))
+    with _ending_line():
+        for i in range(n_new):
+            token = sampler(logits, history)
+            _write(("," if i or not args.no_echo else "") + str(token))
+            history.append(token)
+            stats.generated_tokens += 1
+            if i + 1 < n_new:
+                logits = llm.eval([token])
+    stats.decode_seconds = time.perf_counter() - start - stats.prefill_seconds
+    return stats
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _ending_line():
+    """Ends the output with a newline, also after an error or Ctrl-C mid-answer, so that the
+    message starts on a line of its own."""
+    try:
+        yield
     finally:
-        # Also after an error or Ctrl-C mid-answer, so that the message starts on a line of its own.
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    if args.stats:
-        s = llm.last_stats
-        log(f"load {load_seconds:.2f} s | prefill {s.prompt_tokens} tokens at {s.prefill_tokens_per_second:.1f} tok/s"
-         f" | decode {s.generated_tokens} tokens at {s.decode_tokens_per_second:.1f} tok/s"
-         f" | {'GPU (cuda)' if args.device == 'cuda' else f'{llm.n_threads} threads'}")
-    return 0
+        _write("\n")

@@ -65,7 +65,7 @@ def cmd_serve(args) -> int:
     from edgellama.model import Llama
     from edgellama.models import resolve_model
 
-    path = resolve_model(args.model, log=log)
+    path = resolve_model(args.model, log=log, progress=True)
     llm = Llama(path, n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel)
     config = ServerConfig(args.alias or _model_id(args.model, llm), api_key=args.api_key,
                           max_queue=args.max_queue or DEFAULT_MAX_QUEUE, cors_origins=args.cors,
