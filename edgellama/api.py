@@ -63,10 +63,15 @@ _TAKES_TOOLS = re.compile(r"\btools\b")  # the template reads the tools variable
 
 def template_arguments(llm, messages: Sequence[Mapping[str, Any]], tools) -> Tuple[Sequence[Mapping[str, Any]],
                                                                                   Dict[str, Any]]:
-    """The messages and extra variables the chat template renders for a ToolUse (or None)."""
+    """The messages and extra variables the chat template renders for a ToolUse (or None). A
+    template that takes no tools gets earlier tool calls written as the JSON the model answers
+    with, also when this request offers no tools."""
+    from edgellama.tools.definitions import calls_as_text
+
+    takes_tools = _TAKES_TOOLS.search(llm.chat_template.source)
     if tools is None:
-        return messages, {}
-    if _TAKES_TOOLS.search(llm.chat_template.source):
+        return (messages if takes_tools else calls_as_text(messages)), {}
+    if takes_tools:
         return messages, {"tools": tools.template_tools()}
     return tools.plain_messages(messages), {}
 

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urljoin
 
+import numpy as np
 import pytest
 
 from edgellama.models import cache_dir, ensure_default_model
@@ -131,3 +132,50 @@ def meta_llama_templates() -> dict:
                     assert _sha256(partial) == sha, f"checksum mismatch for {member}"
                     partial.replace(files[version])
     return {version: path.read_text(encoding="utf-8") for version, path in files.items()}
+
+
+# Llama Guard's first tokens in the Llama 3 vocabulary, and the ones its answer "unsafe\nS1" is made of.
+GUARD_SAFE, GUARD_UNSAFE, BLANK_LINE, NEWLINE, S, ONE, EOT = 19193, 39257, 271, 198, 50, 16, 128009
+
+
+@pytest.fixture(scope="session")
+def guard_model(llama3_tokenizer_dir, tmp_path_factory):
+    """guard_model(verdict) -> path of a one-layer model with the real Llama 3.2 vocabulary whose
+    attention and FFN write nothing, so each step's logits depend on its last token alone; the
+    output rows make the greedy answer "unsafe\\nS1" then end of turn, or "safe"."""
+    from edgellama.tokenizer_convert import tokenizer_metadata_from_hf
+
+    meta = tokenizer_metadata_from_hf(llama3_tokenizer_dir)
+    n_vocab, n_embd = 128256, 64
+    tokenizer_keys = {k: v for k, v in meta.items() if k.startswith("tokenizer.") and k != "tokenizer.chat_template"}
+    tokenizer_keys["tokenizer.ggml.tokens"] = meta["tokenizer.ggml.tokens"][:n_vocab]  # without <|image|>
+    tokenizer_keys["tokenizer.ggml.token_type"] = list(meta["tokenizer.ggml.token_type"])[:n_vocab]
+    rng = np.random.default_rng(0)
+    embedding = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
+    from tiny_models import write_tiny_llama
+
+    folder = tmp_path_factory.mktemp("guard")
+    built = {}
+
+    def build(verdict: str):
+        if verdict in built:
+            return built[verdict]
+        output = np.zeros((n_vocab, n_embd), np.float32)
+        chain = [(BLANK_LINE, GUARD_UNSAFE), (GUARD_UNSAFE, NEWLINE), (NEWLINE, S), (S, ONE), (ONE, EOT)] \
+            if verdict == "unsafe" else [(BLANK_LINE, GUARD_SAFE), (GUARD_SAFE, EOT)]
+        for previous, following in chain:  # after `previous`, `following` has the largest logit
+            output[following] += 10 * embedding[previous]
+        zero = lambda shape: {"data": np.zeros(shape, np.float32)}  # noqa: E731
+        path = write_tiny_llama(folder / f"{verdict}.gguf", n_vocab=n_vocab, n_embd=n_embd, n_head=4, n_head_kv=2,
+                                n_ff=128, n_layer=1, tied_output=False, context_length=2048, overrides={
+                                    **tokenizer_keys, "general.name": "Llama Guard 3 1B (synthetic)",
+                                    "token_embd.weight": {"data": embedding}, "output.weight": {"data": output},
+                                    "output_norm.weight": {"data": np.ones(n_embd, np.float32)},
+                                    "blk.0.attn_output.weight": zero((n_embd, n_embd)),
+                                    "blk.0.ffn_down.weight": zero((n_embd, 128))})
+        built[verdict] = path
+        return path
+
+    return build
+
+

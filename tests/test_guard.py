@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import guard_prompts as pinned
-from tiny_models import write_tiny_llama
 
 from edgellama import Llama
 from edgellama.errors import InvalidArgumentError
@@ -22,7 +21,7 @@ ASK = [{"role": "system", "content": "not assessed"}, {"role": "user", "content"
 ANSWERED = ASK + [{"role": "assistant", "content": AGENT}]
 PINNED = {"lg2": (pinned.LG2_USER, pinned.LG2_AGENT), "lg3-8b": (pinned.LG3_8B_USER, pinned.LG3_8B_AGENT),
           "lg3-1b": (pinned.LG3_1B_USER, pinned.LG3_1B_AGENT)}
-SAFE, UNSAFE, BLANK_LINE, NEWLINE, S, ONE, EOT = 19193, 39257, 271, 198, 50, 16, 128009
+UNSAFE, EOT = 39257, 128009
 
 
 def pinned_text(template: str, guard_format: str, user: str = USER, agent: str = AGENT) -> str:
@@ -92,45 +91,6 @@ def test_unsafe_probability_is_a_float64_softmax():
     logits = rng.standard_normal(1000).astype(np.float32) * 4
     want = np.exp(logits.astype(np.float64) - logits.max())
     assert unsafe_probability(logits, [7, 9]) == pytest.approx((want[7] + want[9]) / want.sum(), rel=1e-12)
-
-
-@pytest.fixture(scope="module")
-def guard_model(llama3_tokenizer_dir, tmp_path_factory):
-    """guard_model(verdict) -> path of a one-layer model with the real Llama 3.2 vocabulary whose
-    attention and FFN write nothing, so each step's logits depend on its last token alone; the
-    output rows make the greedy answer "unsafe\\nS1" then end of turn, or "safe"."""
-    from edgellama.tokenizer_convert import tokenizer_metadata_from_hf
-
-    meta = tokenizer_metadata_from_hf(llama3_tokenizer_dir)
-    n_vocab, n_embd = 128256, 64
-    tokenizer_keys = {k: v for k, v in meta.items() if k.startswith("tokenizer.") and k != "tokenizer.chat_template"}
-    tokenizer_keys["tokenizer.ggml.tokens"] = meta["tokenizer.ggml.tokens"][:n_vocab]  # without <|image|>
-    tokenizer_keys["tokenizer.ggml.token_type"] = list(meta["tokenizer.ggml.token_type"])[:n_vocab]
-    rng = np.random.default_rng(0)
-    embedding = rng.standard_normal((n_vocab, n_embd)).astype(np.float32)
-    folder = tmp_path_factory.mktemp("guard")
-    built = {}
-
-    def build(verdict: str):
-        if verdict in built:
-            return built[verdict]
-        output = np.zeros((n_vocab, n_embd), np.float32)
-        chain = [(BLANK_LINE, UNSAFE), (UNSAFE, NEWLINE), (NEWLINE, S), (S, ONE), (ONE, EOT)] \
-            if verdict == "unsafe" else [(BLANK_LINE, SAFE), (SAFE, EOT)]
-        for previous, following in chain:  # after `previous`, `following` has the largest logit
-            output[following] += 10 * embedding[previous]
-        zero = lambda shape: {"data": np.zeros(shape, np.float32)}  # noqa: E731
-        path = write_tiny_llama(folder / f"{verdict}.gguf", n_vocab=n_vocab, n_embd=n_embd, n_head=4, n_head_kv=2,
-                                n_ff=128, n_layer=1, tied_output=False, context_length=2048, overrides={
-                                    **tokenizer_keys, "general.name": "Llama Guard 3 1B (synthetic)",
-                                    "token_embd.weight": {"data": embedding}, "output.weight": {"data": output},
-                                    "output_norm.weight": {"data": np.ones(n_embd, np.float32)},
-                                    "blk.0.attn_output.weight": zero((n_embd, n_embd)),
-                                    "blk.0.ffn_down.weight": zero((n_embd, 128))})
-        built[verdict] = path
-        return path
-
-    return build
 
 
 def test_a_model_answering_unsafe_is_flagged_with_its_category(guard_model):

@@ -49,6 +49,11 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
                    help="most seconds a request may take from its arrival, waiting and generating "
                         "included (default 600); a late answer is a 504, a late stream ends with an error event")
+    p.add_argument("--guard", metavar="MODEL", default=None,
+                   help="a Llama Guard model (name, file or OWNER/REPO): every chat's request and answer are "
+                        "checked, and /v1/moderations answers")
+    p.add_argument("--code-shield", action="store_true",
+                   help="scan the code in every answer with Code Shield (needs the guard extra)")
     p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
                    help="allow browser requests from ORIGIN (repeatable; off by default)")
     p.set_defaults(handler=cmd_serve)
@@ -70,6 +75,7 @@ def cmd_serve(args) -> int:
     config = ServerConfig(args.alias or _model_id(args.model, llm), api_key=args.api_key,
                           max_queue=args.max_queue or DEFAULT_MAX_QUEUE, cors_origins=args.cors,
                           timeout=args.timeout or DEFAULT_TIMEOUT_SECONDS)
+    _add_guards(config, args)
     app = create_app(llm, config)
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     log(f"serving {config.model_id} ({llm.n_parallel} parallel sequences of {llm.n_ctx} tokens, "
@@ -89,6 +95,21 @@ def cmd_serve(args) -> int:
             signal.signal(sig, handler)
     log("stopped")
     return 0
+
+
+def _add_guards(config, args) -> None:
+    """The safeguards --guard and --code-shield ask for, loaded before the server starts."""
+    if args.guard is not None:
+        from edgellama.guard import LlamaGuard
+        from edgellama.models import resolve_model
+
+        guard = LlamaGuard(resolve_model(args.guard, log=log), n_threads=args.threads)
+        config.guard, config.guard_id = guard, _model_id(args.guard, guard.llm)
+        log(f"guarding with {config.guard_id} (Llama Guard format {guard.format.name})")
+    if args.code_shield:
+        from edgellama.guard import CodeShield
+
+        config.code_shield = CodeShield()
 
 
 def _model_id(spec, llm) -> str:

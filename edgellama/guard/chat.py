@@ -109,11 +109,7 @@ def guarded(llm, messages: Sequence[Mapping[str, Any]], guards: Guards, stream: 
     blocked = guards.check_request(messages)
     if blocked is not None:
         shape = ResponseShape(llm.tokenizer, model or llm.model_name, chat=True)
-        if not stream:
-            return blocked_response(shape, blocked, GenerationStats())
-        first = shape.chunk(0, None, role=True)
-        return iter([first, _filtered_chunk({**first, "usage": {"prompt_tokens": 0, "completion_tokens": 0,
-                                                                "total_tokens": 0}}, blocked)])
+        return iter(blocked_stream(shape, blocked)) if stream else blocked_response(shape, blocked, GenerationStats())
     response = respond()
     return guard_stream(guards, messages, response) if stream else guard_whole(guards, messages, response)
 
@@ -130,36 +126,58 @@ def guard_whole(guards: Guards, messages: Sequence[Mapping[str, Any]], response:
     return response
 
 
+class StreamGuard:
+    """The checks of one streamed answer (one choice), chunk by chunk: each code block when it
+    closes, Llama Guard every `every` pieces and at the end. check(chunk) returns the
+    content_filter chunk that ends the stream when the answer so far is blocked, else None."""
+
+    def __init__(self, guards: Guards, messages: Sequence[Mapping[str, Any]]):
+        self.guards, self.messages = guards, list(messages)
+        self._watcher = CodeBlockWatcher()
+        self._text, self._pieces, self._calls = "", 0, []
+
+    def check(self, chunk: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        guards = self.guards
+        choice = chunk["choices"][0] if chunk["choices"] else None
+        piece = (choice or {}).get("delta", {}).get("content") or ""
+        self._text += piece
+        self._pieces += 1
+        self._calls += _calls_of(chunk) or []
+        finished = choice is not None and choice.get("finish_reason") is not None
+        blocked = _scan_blocks(guards, self._watcher.feed(piece) + (self._watcher.finish() if finished else []))
+        if blocked is None and finished:
+            blocked = guards.scan_code("", self._calls or None)  # the code in tool calls
+        if blocked is None and guards.guard is not None and (finished or self._pieces % guards.every == 0):
+            answer = {"role": "assistant", "content": self._text,
+                      **({"tool_calls": self._calls} if self._calls else {})}
+            verdict = guards._verdict(guards.guard.check_output, self.messages + [answer])
+            blocked = None if verdict.get("safe") else {"output": verdict}
+        return None if blocked is None else _filtered_chunk(chunk, blocked)
+
+
 def guard_stream(guards: Guards, messages: Sequence[Mapping[str, Any]],
                  chunks: Iterator[Dict[str, Any]]) -> Iterator[Dict[str, Any]]:
-    """A streamed answer (one choice) checked as it goes: each code block when it closes, Llama
-    Guard every `every` pieces and at the end. A block ends the stream with a content_filter chunk
-    carrying the refusal and the verdict; the generation is closed then, freeing its sequence."""
-    watcher = CodeBlockWatcher()
-    text, pieces, calls = "", 0, []
+    """A streamed answer checked as it goes (StreamGuard); a block ends the stream with its
+    content_filter chunk, and the generation is closed then, freeing its sequence."""
+    stream_guard = StreamGuard(guards, messages)
     try:
         for chunk in chunks:
-            choice = chunk["choices"][0] if chunk["choices"] else None
-            piece = (choice or {}).get("delta", {}).get("content") or ""
-            text += piece
-            pieces += 1
-            calls += _calls_of(chunk) or []
-            finished = choice is not None and choice.get("finish_reason") is not None
-            blocked = _scan_blocks(guards, watcher.feed(piece) + (watcher.finish() if finished else []))
-            if blocked is None and finished:
-                blocked = guards.scan_code("", calls or None)  # the code in tool calls
-            if blocked is None and guards.guard is not None and (finished or pieces % guards.every == 0):
-                answer = {"role": "assistant", "content": text, **({"tool_calls": calls} if calls else {})}
-                verdict = guards._verdict(guards.guard.check_output, list(messages) + [answer])
-                blocked = None if verdict.get("safe") else {"output": verdict}
-            if blocked is not None:
-                yield _filtered_chunk(chunk, blocked)
+            filtered = stream_guard.check(chunk)
+            if filtered is not None:
+                yield filtered
                 return
             yield chunk
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+
+
+def blocked_stream(shape, blocked: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The chunks of a blocked request's stream: the role, then the content_filter chunk."""
+    first = shape.chunk(0, None, role=True)
+    return [first, _filtered_chunk({**first, "usage": {"prompt_tokens": 0, "completion_tokens": 0,
+                                                       "total_tokens": 0}}, blocked)]
 
 
 def _scan_blocks(guards: Guards, blocks) -> Optional[Dict[str, Any]]:

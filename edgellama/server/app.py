@@ -28,13 +28,15 @@ from edgellama import arguments
 from edgellama.api import chat_prompt_ids
 from edgellama.sampling import Sampler, SamplingParams
 from edgellama.tools import tool_use
-from edgellama.server import generation, responses
+from edgellama.guard.chat import Guards
+from edgellama.server import generation, guarding, responses
 from edgellama.server.errors import APIError, api_error, install_handlers, queue_full
 from edgellama.server.metrics import CONTENT_TYPE_LATEST, Metrics
-from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from edgellama.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, ModerationRequest
 
 MAX_BODY_BYTES = 8 << 20  # a request body beyond this is a 413
-KNOWN_PATHS = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+KNOWN_PATHS = ("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+               "/v1/moderations")
 DEFAULT_MAX_QUEUE = 64    # requests waiting for a sequence before new ones get a 503
 DEFAULT_TIMEOUT_SECONDS = 600.0  # a request's time from arrival to its last byte
 SHUTDOWN_GRACE_SECONDS = 2.0  # a stream's time to send its error event when the server stops
@@ -44,17 +46,23 @@ class ServerConfig:
     """The model's public id, the API key (None: none needed), queue and body limits, CORS origins,
     and the timeout: the most seconds a request may take from its arrival, reading its body,
     waiting for a sequence and generating included (a body late past it is a 408; an answer late
-    past it a 504, or an error event once its stream has started; its sequences are freed)."""
+    past it a 504, or an error event once its stream has started; its sequences are freed).
+    guard / code_shield: the safeguards of every chat (edgellama.guard); guard_id: the guard
+    model's id in /v1/moderations."""
 
     def __init__(self, model_id: str, api_key: Optional[str] = None, max_queue: int = DEFAULT_MAX_QUEUE,
                  max_body_bytes: int = MAX_BODY_BYTES, cors_origins: Optional[List[str]] = None,
-                 timeout: float = DEFAULT_TIMEOUT_SECONDS):
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS, guard=None, code_shield=None,
+                 guard_id: Optional[str] = None):
         self.model_id = model_id
         self.api_key = api_key
         self.max_queue = max_queue
         self.max_body_bytes = max_body_bytes
         self.cors_origins = cors_origins or []
         self.timeout = timeout
+        self.guard = guard              # a LlamaGuard: guarded chats and /v1/moderations
+        self.code_shield = code_shield  # a CodeShield: the code in answers scanned
+        self.guard_id = guard_id or "llama-guard"
 
 
 def create_app(llm, config: ServerConfig) -> FastAPI:
@@ -72,6 +80,7 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
                            allow_headers=["*"])
     authorized = _authorization(config.api_key)
     created = int(time.time())
+    guards = Guards(config.guard, config.code_shield) if config.guard or config.code_shield else None
     schema = app.openapi
     app.openapi = lambda: app.openapi_schema or responses.finish_schema(schema(), config.model_id)
 
@@ -96,13 +105,19 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         _check_model(config, body.model)
         tools = _call(lambda: tool_use(**body.tool_settings()))
-        ids = _call(chat_prompt_ids, llm, [m.model_dump(exclude_unset=True) for m in body.messages], tools)
+        messages = [m.model_dump(exclude_unset=True) for m in body.messages]
+        ids = _call(chat_prompt_ids, llm, messages, tools)
         top = (body.top_logprobs or 0) if body.logprobs else None
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        if guards is not None:
+            blocked = await guarding.check_request(guards, messages)
+            if blocked is not None:
+                return guarding.blocked_reply(llm, config.model_id, bool(body.stream), blocked)
         return await _respond(llm, config, metrics, admission, body, ids, max_tokens, top, chat=True,
-                              deadline=_deadline(request, config), tools=tools)
+                              deadline=_deadline(request, config), tools=tools,
+                              guarded=(guards, messages) if guards is not None else None)
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)], response_model=None,
               responses=responses.generation_responses(responses.Completion, "text_completion"))
@@ -112,6 +127,22 @@ def create_app(llm, config: ServerConfig) -> FastAPI:
         max_tokens = body.max_tokens if body.max_tokens is not None else 16  # OpenAI's default
         return await _respond(llm, config, metrics, admission, body, ids, max_tokens, body.logprobs, chat=False,
                               deadline=_deadline(request, config), tools=None)
+
+    @app.post("/v1/moderations", dependencies=[Depends(authorized)], response_model=None,
+              responses={200: {"model": responses.ModerationList, "description": "one result per input"},
+                         **responses.error_responses(400, 401, 404, 408, 413, 500)})
+    async def moderations(body: ModerationRequest):
+        if config.guard is None:
+            raise APIError(404, "this server has no moderation model; start it with --guard MODEL",
+                           code="model_not_found")
+        if body.model is not None and body.model != config.guard_id:
+            raise APIError(404, f"model {body.model!r} is not served here; the moderation model is "
+                                f"{config.guard_id!r}", param="model", code="model_not_found")
+        inputs = [body.input] if isinstance(body.input, str) else body.input
+        try:
+            return JSONResponse(await guarding.moderations(config.guard, inputs, config.guard_id))
+        except Exception as exc:  # noqa: BLE001
+            raise api_error(exc) from exc
 
     @app.post("/v1/embeddings", dependencies=[Depends(authorized)], response_model=None,
               responses={200: {"model": responses.EmbeddingList, "description": "one embedding per input"},
@@ -196,20 +227,25 @@ class Admission:
 
 
 async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admission, body, ids, max_tokens, top,
-                   chat: bool, deadline: float, tools):
+                   chat: bool, deadline: float, tools, guarded=None):
     plan = _plan(llm, config, body, ids, max_tokens, top, chat, tools)
+    guards, messages = guarded if guarded is not None else (None, None)
     plan.on_finished = metrics.generations
     n = len(plan.samplers)
     admission.enter(n)  # the event loop's thread only: no lock needed
     if not body.stream:
         try:
-            return JSONResponse(await asyncio.wait_for(generation.complete(llm, plan), _left(deadline)))
+            response = await asyncio.wait_for(generation.complete(llm, plan), _left(deadline))
+            if guards is not None:
+                response = await guarding.check_whole(guards, messages, response)
+            return JSONResponse(response)
         except asyncio.TimeoutError:
             raise _timed_out(config) from None
         except Exception as exc:  # noqa: BLE001
             raise api_error(exc) from exc
         finally:
             admission.leave(n)
+    checks = guarding.stream_guard(guards, messages, n)
     left = []
 
     def done() -> None:  # once, whether the stream ends, fails, or is never started and collected
@@ -218,15 +254,16 @@ async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admis
             admission.leave(n)
 
     stopping = anyio.Event()  # set by sse-starlette when the server shuts down
-    events = _events(generation.stream(llm, plan), metrics, done, stopping, deadline, config)
+    events = _events(generation.stream(llm, plan), metrics, done, stopping, deadline, config, checks)
     weakref.finalize(events, done)
     return EventSourceResponse(events, ping=15, shutdown_event=stopping, shutdown_grace_period=SHUTDOWN_GRACE_SECONDS)
 
 
-async def _events(chunks, metrics: Metrics, done, stopping, deadline: float, config: ServerConfig):
+async def _events(chunks, metrics: Metrics, done, stopping, deadline: float, config: ServerConfig, checks=None):
     """The stream's events; a failure after the start, the deadline passing, or the server
     shutting down, ends it with an error event (then [DONE]) so that clients can tell it from a
-    complete answer."""
+    complete answer. checks: None or the StreamGuard of a guarded chat, whose content_filter
+    chunk ends a blocked answer."""
     try:
         while True:
             try:
@@ -238,7 +275,10 @@ async def _events(chunks, metrics: Metrics, done, stopping, deadline: float, con
             if stopping.is_set():
                 raise APIError(503, "the server is shutting down; the answer is incomplete", type_="server_error",
                                code="server_shutdown")
-            yield {"data": json.dumps(chunk, ensure_ascii=False)}
+            filtered = await guarding.in_worker(checks.check, chunk) if checks is not None else None
+            yield {"data": json.dumps(filtered or chunk, ensure_ascii=False)}
+            if filtered is not None:
+                break
     except Exception as exc:  # noqa: BLE001 - the stream has started: the error goes in an event
         error = api_error(exc)
         metrics.errors.labels(error.kind).inc()

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Literal, Optional, Union
 
 from pydantic import BaseModel
 
-FinishReason = Literal["stop", "length", "tool_calls"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
 
 class ErrorDetail(BaseModel):
@@ -76,8 +76,9 @@ class ToolCall(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"]
-    content: Optional[str]  # None when the answer is tool calls
+    content: Optional[str]  # None when the answer is tool calls, or withheld
     tool_calls: Optional[List[ToolCall]] = None
+    refusal: Optional[str] = None  # why a guarded answer was withheld
 
 
 class ChatChoice(BaseModel):
@@ -96,6 +97,7 @@ class ChatCompletion(BaseModel):
     model: str
     choices: List[ChatChoice]
     usage: Usage
+    guard: Optional[Dict[str, Any]] = None  # the verdicts of a guarded chat that blocked something
 
 
 class TextLogprobs(BaseModel):
@@ -119,6 +121,20 @@ class Completion(BaseModel):
     model: str
     choices: List[TextChoice]
     usage: Usage
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: Dict[str, bool]
+    category_scores: Dict[str, float]
+    category_applied_input_types: Dict[str, List[str]]
+    llama_guard: Dict[str, Any]  # the verdict: safe, categories (codes and names), p_unsafe, ...
+
+
+class ModerationList(BaseModel):
+    id: str
+    model: str
+    results: List[ModerationResult]
 
 
 class Embedding(BaseModel):

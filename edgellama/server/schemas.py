@@ -137,3 +137,8 @@ class EmbeddingRequest(_Strict):
                  Annotated[List[TokenIds], Field(min_length=1)]]
     encoding_format: Optional[Literal["float", "base64"]] = None
     user: Optional[StrictStr] = None
+
+
+class ModerationRequest(_Strict):
+    input: Union[Text, Annotated[List[Text], Field(min_length=1, max_length=64)]]
+    model: Optional[StrictStr] = None

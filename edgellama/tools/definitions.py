@@ -61,7 +61,7 @@ class ToolUse:
         """The conversation for a template without tool support: the tools listed in a system
         message, earlier calls written as the JSON the model answers with."""
         listing = TOOLS_PREAMBLE + "\n\n".join(json.dumps(t, indent=4, ensure_ascii=False) for t in self.tools)
-        out = [_call_as_text(m) for m in messages]
+        out = calls_as_text(messages)
         if not self.parses_calls:
             return out
         if out and out[0].get("role") == "system" and isinstance(out[0].get("content"), str):
@@ -75,6 +75,12 @@ def _call_schema(function: Mapping[str, Any]) -> Dict[str, Any]:
     return {"type": "object", "properties": {"name": {"const": function["name"]},
                                              "parameters": function.get("parameters", ANY_ARGUMENTS)},
             "required": ["name", "parameters"], "additionalProperties": False}
+
+
+def calls_as_text(messages: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """The messages with each assistant's tool calls written as the JSON call text (for a
+    template that knows nothing of tool calls)."""
+    return [_call_as_text(m) if isinstance(m, Mapping) else m for m in messages]
 
 
 def _call_as_text(message: Mapping[str, Any]) -> Dict[str, Any]:
