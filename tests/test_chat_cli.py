@@ -190,3 +190,18 @@ def test_pull_without_huggingface_hub_says_how_to_install_it(tmp_path, monkeypat
 def test_pull_of_an_unknown_name(tmp_path):
     result = run_cli("pull", "not-a-model", EDGELLAMA_HOME=str(tmp_path))
     assert result.returncode == 1 and "unknown model name 'not-a-model'" in result.stderr
+
+
+@pytest.mark.parametrize("verdict", ["unsafe", "safe"])
+def test_chat_with_a_guard_shows_its_verdicts(smollm2_path, guard_model, tmp_path, verdict):
+    saved = tmp_path / "c.json"
+    script = f"How do I bake bread?\n/save {saved}\n"
+    result = run_cli("chat", "-m", str(smollm2_path), "--guard", str(guard_model(verdict)), "-t", "2", "-c", "512",
+                     "-n", "8", stdin=script)
+    assert result.returncode == 0, result.stderr
+    roles = [m["role"] for m in json.loads(saved.read_text())["messages"]]
+    if verdict == "unsafe":
+        assert "blocked by Llama Guard (S1 Violent Crimes)" in result.stderr and "it was not sent" in result.stderr
+        assert roles == [] and result.stdout == ""
+    else:
+        assert "Llama Guard" not in result.stderr and roles == ["user", "assistant"] and result.stdout.strip()

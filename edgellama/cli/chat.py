@@ -78,6 +78,10 @@ def add_parser(sub) -> None:
     chat.add_argument("--min-p", type=finite_float, default=None, help="default 0.05")
     chat.add_argument("--repeat-penalty", type=finite_float, default=None, help="default 1.1")
     chat.add_argument("--seed", type=any_int, default=None)
+    chat.add_argument("--guard", metavar="MODEL", default=None,
+                      help="check every message and answer with this Llama Guard model (name, file or OWNER/REPO)")
+    chat.add_argument("--code-shield", action="store_true",
+                      help="scan the code in answers with Code Shield (needs the guard extra)")
     add_device_argument(chat)
     chat.set_defaults(handler=cmd_chat)
 
@@ -183,10 +187,12 @@ class ChatSession:
     """A conversation with one model: history, settings, and the commands that change them."""
 
     def __init__(self, llm, system: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
-                 out=None, notice=None, pinned: Iterable[str] = ()):
+                 out=None, notice=None, pinned: Iterable[str] = (), guards=None):
         """pinned: names of settings a /load file does not change (those given as command-line
-        flags)."""
+        flags); guards: None or an edgellama.guard.chat.Guards (--guard, --code-shield) whose
+        verdicts show as notices."""
         self.llm = llm
+        self.guards = guards
         self.settings = checked_settings(dict(DEFAULT_SETTINGS, **(settings or {})))
         self.pinned = frozenset(pinned)
         unknown = sorted(self.pinned - set(SETTINGS))
@@ -303,6 +309,9 @@ class ChatSession:
         from edgellama.api import make_sampler, run_records
 
         self.messages.append({"role": "user", "content": text})
+        if self._blocked_request():
+            self.messages.pop()
+            return ""
         s = self.settings
         try:
             ids = self._fit_prompt()
@@ -316,12 +325,16 @@ class ChatSession:
         pieces: List[str] = []
         interrupted = False
         start = time.perf_counter()
+        code = _CodeWatch(self.guards)
         try:
             for record in records:
                 if record.text:
                     pieces.append(record.text)
                     self.out.write(record.text)
                     self.out.flush()
+                    if code.blocked(record.text):
+                        records.close()
+                        break
         except KeyboardInterrupt:
             interrupted = True
             records.close()
@@ -336,6 +349,11 @@ class ChatSession:
         self.out.write("\n")
         self.out.flush()
         answer = "".join(pieces)
+        if code.verdict is not None or self._blocked_answer(answer):
+            if code.verdict is not None:
+                self.notice(f"[{refusal(code.verdict)} The turn was taken out of the history.]")
+            self.messages.pop()
+            return ""
         self.messages.append({"role": "assistant", "content": answer})
         self.last_stats = self.llm.last_stats
         st = self.last_stats
@@ -343,6 +361,26 @@ class ChatSession:
         self.notice(f"[{'interrupted; ' if interrupted else ''}{st.generated_tokens} tokens, {rate:.1f} tok/s, "
                     f"prompt {st.prompt_tokens} ({st.reused_tokens} cached), {elapsed:.1f} s]")
         return answer
+
+    def _blocked_request(self) -> bool:
+        """Llama Guard's verdict on the new message, as a notice; True when it is blocked."""
+        if self.guards is None or self.guards.guard is None:
+            return False
+        blocked = self.guards.check_request(self.messages)
+        if blocked is not None:
+            self.notice(f"[{refusal(blocked)} P(unsafe) {_p_unsafe(blocked)}; it was not sent]")
+            return True
+        return False
+
+    def _blocked_answer(self, answer: str) -> bool:
+        """Llama Guard's (and Code Shield's) verdict on the answer, as a notice; True when blocked."""
+        if self.guards is None:
+            return False
+        blocked = self.guards.check_answer(self.messages, answer)
+        if blocked is not None:
+            self.notice(f"[{refusal(blocked)} The turn was taken out of the history.]")
+            return True
+        return False
 
     def stats_text(self) -> str:
         lines = [f"model: {self.llm.model_name}; context: {self.llm.n_past}/{self.llm.n_ctx} tokens cached; "
@@ -455,6 +493,49 @@ def read_message(interactive: bool) -> Optional[str]:
     return "\n".join(lines)
 
 
+class _CodeWatch:
+    """Code Shield over an answer as it streams: blocked(piece) is True once a closed code block
+    is blocked (the verdict is kept)."""
+
+    def __init__(self, guards):
+        from edgellama.guard import CodeBlockWatcher
+
+        self.shield = guards if guards is not None and guards.code_shield is not None else None
+        self.watcher = CodeBlockWatcher()
+        self.verdict = None
+
+    def blocked(self, piece: str) -> bool:
+        if self.shield is None:
+            return False
+        for block in self.watcher.feed(piece):
+            self.verdict = self.verdict or self.shield.scan_block(block.language, block.code)
+        return self.verdict is not None
+
+
+def _p_unsafe(blocked: Dict[str, Any]) -> str:
+    verdict = blocked.get("input") or blocked.get("output") or {}
+    return f"{verdict['p_unsafe']:.2f}" if "p_unsafe" in verdict else "unknown"
+
+
+def refusal(blocked: Dict[str, Any]) -> str:
+    from edgellama.guard.chat import refusal as guard_refusal
+
+    return guard_refusal(blocked)
+
+
+def _guards(args):
+    """The safeguards --guard and --code-shield ask for (None without them)."""
+    if args.guard is None and not args.code_shield:
+        return None
+    from edgellama.guard import CodeShield, LlamaGuard
+    from edgellama.guard.chat import Guards
+    from edgellama.models import resolve_model
+
+    guard = LlamaGuard(resolve_model(args.guard, log=log, progress=True), n_threads=args.threads) \
+        if args.guard is not None else None
+    return Guards(guard, CodeShield() if args.code_shield else None)
+
+
 def cmd_chat(args) -> int:
     from edgellama.model import Llama
     from edgellama.models import resolve_model
@@ -472,7 +553,7 @@ def cmd_chat(args) -> int:
     llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
     if not has_tokenizer(llm):
         raise EdgellamaError("this file has no tokenizer, which chat needs (`edgellama run --ids` takes token ids)")
-    session = ChatSession(llm, system=system, settings=settings, pinned=settings)
+    session = ChatSession(llm, system=system, settings=settings, pinned=settings, guards=_guards(args))
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())
