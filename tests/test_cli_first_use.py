@@ -99,7 +99,7 @@ def test_a_repo_id_that_was_never_pulled_says_how_to_pull_it(cache_home, tmp_pat
 # --- 2. progress ---------------------------------------------------------------------------------
 
 def test_quantize_piped_prints_a_few_lines_and_the_report_on_stdout(tiny, tmp_path):
-    out = run_cli("quantize", tiny, str(tmp_path / "o.gguf"), "--type", "Q8_0")
+    out = run_cli("quantize", tiny, str(tmp_path / "o.gguf"), "--type", "q8_0")  # any case
     assert out.returncode == 0, out.stderr
     assert "\r" not in out.stderr and len(out.stderr.splitlines()) <= 12, out.stderr
     assert out.stderr.startswith("Quantizing 20 tensors")

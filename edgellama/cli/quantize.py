@@ -42,7 +42,8 @@ def add_parser(sub) -> None:
                    help="input (GGUF file, Hugging Face folder, or a model name in the cache or OWNER/REPO as "
                         "-m takes them) and output GGUF file (not a folder; its folder must exist); only OUT "
                         "with --synthetic")
-    p.add_argument("--type", required=True, choices=TYPES, help="weight type or mix")
+    p.add_argument("--type", required=True, type=str.upper, choices=TYPES,
+                   help="weight type or mix, in any case (q4_k_m is Q4_K_M)")
     p.add_argument("-t", "--threads", type=_thread_count, default=None,
                    help="quantizer threads (default: all)")
     p.add_argument("--synthetic", choices=sorted(MODELS), default=None,
