@@ -33,6 +33,11 @@ _SINGLE_DIGIT_PATTERN = r"\p{N}"
 #: ``tokenizer.ggml.pre`` name -> regexes applied in sequence.
 #: GGUF files name the plain byte-level pre-tokenizer "gpt-2" (the name edgellama writes, and the
 #: only one other runtimes accept); "gpt2" is read too, for files written by earlier versions.
+# Pre-tokenizers whose BPE takes a pre-token that is a token whole as that token, without merging
+# (Llama 3's tiktoken BPE; Meta's tokenizer.json says "ignore_merges": true, and llama.cpp decides
+# by these pre-tokenizer names, as a GGUF file has no flag of its own).
+IGNORE_MERGES = frozenset({"llama-bpe"})
+
 PRE_TOKENIZERS: Mapping[str, Tuple[str, ...]] = {
     "gpt-2": (_GPT2_PATTERN,),  # the name GGUF files use for the plain GPT-2 pattern
     "gpt2": (_GPT2_PATTERN,),   # also accepted: files written by earlier edgellama versions

@@ -39,7 +39,7 @@ import regex
 from edgellama.errors import EdgellamaError, InvalidArgumentError, InvalidMetadataError
 from edgellama.gguf_metadata import MetadataReader, check_tokenizer_metadata
 from edgellama.pretokenizer import (  # noqa: F401 (BYTE_TO_CHAR, PRE_TOKENIZERS: part of this module's API)
-    BYTE_TO_CHAR, CHAR_TO_BYTE, PRE_TOKENIZERS, _split_keep_gaps, bytes_to_symbols, symbols_to_bytes)
+    BYTE_TO_CHAR, CHAR_TO_BYTE, IGNORE_MERGES, PRE_TOKENIZERS, _split_keep_gaps, bytes_to_symbols, symbols_to_bytes)
 
 __all__ = ["Tokenizer", "StreamDecoder", "TokenizerError", "TokenizerMetadataError", "TokenType", "PRE_TOKENIZERS"]
 
@@ -190,6 +190,7 @@ class Tokenizer:
         self._tokens: List[str] = list(tokens)
         self._types: List[int] = [int(t) for t in token_types]
         self._pre = pre if model == "gpt2" else None
+        self._ignore_merges = self._pre in IGNORE_MERGES
         self._add_space_prefix = bool(add_space_prefix) and model == "llama"
         n = len(self._tokens)
         for key, value in (("bos", bos_id), ("eos", eos_id), ("eot", eot_id), ("padding", pad_id),
@@ -602,6 +603,33 @@ class Tokenizer:
                 self._spm_python(escaped, out)
             return
         pieces = self.pre_tokenize(text)
+        if self._ignore_merges:
+            self._encode_whole_first(pieces, out)
+        elif self._core_bpe is not None:
+            out.extend(self._core_bpe.encode_pieces(pieces))
+        else:
+            for piece in pieces:
+                out.extend(self._bpe_cached(piece))
+
+    def _encode_whole_first(self, pieces: List[str], out: List[int]) -> None:
+        """BPE where a pre-token that is a token whole is that token (IGNORE_MERGES): merging
+        could split it differently ("Cửa Việt" -> 3 tokens, not 5). The others merge as usual,
+        in runs, so that the core's loop keeps its batches."""
+        vocab = self._vocab
+        run: List[str] = []
+        for piece in pieces:
+            whole = vocab.get("".join(bytes_to_symbols(piece.encode("utf-8"))))
+            if whole is None:
+                run.append(piece)
+                continue
+            self._merge_run(run, out)
+            run = []
+            out.append(whole)
+        self._merge_run(run, out)
+
+    def _merge_run(self, pieces: List[str], out: List[int]) -> None:
+        if not pieces:
+            return
         if self._core_bpe is not None:
             out.extend(self._core_bpe.encode_pieces(pieces))
         else:

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
+from edgellama.pretokenizer import IGNORE_MERGES
 from edgellama.tokenizer import PRE_TOKENIZERS, TokenizerError, TokenType
 
 __all__ = ["tokenizer_metadata_from_hf", "detect_pre_tokenizer"]
@@ -106,6 +107,10 @@ def _from_tokenizer_json(tj: Mapping[str, Any], config: Mapping[str, Any], path:
                              "for byte-level BPE")
     pre = detect_pre_tokenizer(tj.get("pre_tokenizer"))
     model = tj["model"]
+    if model.get("ignore_merges") and pre not in IGNORE_MERGES:
+        # GGUF has no flag for it: runtimes take it from the pre-tokenizer's name.
+        raise TokenizerError(f"{path}: \"ignore_merges\": true with the {pre!r} pre-tokenizer cannot be written to "
+                             f"GGUF (only {', '.join(sorted(IGNORE_MERGES))} implies it)")
     vocab: Mapping[str, int] = model.get("vocab") or {}
     added: List[Mapping[str, Any]] = list(tj.get("added_tokens") or [])
     n = max([int(i) for i in vocab.values()] + [int(a["id"]) for a in added] + [-1]) + 1

