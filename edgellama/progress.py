@@ -57,6 +57,14 @@ class Progress:
             self._log(f"{self._description}: {step * 100 // STEPS}% ({time.perf_counter() - self._start:.0f} s)")
             self._next_step = step + 1
 
+    def set_total(self, total: int) -> None:
+        """The total, once it is known (e.g. after the first piece)."""
+        if self._total != total:
+            self._total = total
+            if self._bar is not None:
+                self._bar.total = total
+                self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -8,10 +8,10 @@ import os
 import sys
 from typing import List, Optional
 
-from edgellama.cli import bench, chat, list_models, pull, quantize, run, serve
+from edgellama.cli import bench, chat, list_models, perplexity, pull, quantize, run, serve
 from edgellama.cli.common import EXPECTED_ERRORS, log, one_line
 
-SUBCOMMANDS = [run, chat, serve, pull, list_models, bench, quantize]
+SUBCOMMANDS = [run, chat, serve, pull, list_models, bench, quantize, perplexity]
 
 
 def package_version() -> str:
