@@ -2,16 +2,11 @@
 fetched once per machine into the edgellama cache."""
 
 import hashlib
-import html
-import re
 import subprocess
 import sys
-import tarfile
 import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
-from urllib.parse import urljoin
 
 import numpy as np
 import pytest
@@ -93,52 +88,28 @@ def smollm2_tokenizer_meta(smollm2_path) -> dict:
     return {name: field.contents() for name, field in reader.fields.items() if name.startswith("tokenizer.")}
 
 
-def _download_sdist(filename: str, sha256: str, folder: Path) -> Path:
-    """The sdist ``filename`` from PyPI, found in its simple index (as pip finds it) and checked by
-    sha256. Not with `pip download`: pip prepares an sdist's metadata, which imports its build
-    backend (scikit-build-core here) and fails where that is not installed. Skips the test when
-    PyPI cannot be reached."""
-    project = filename.split("-")[0].replace("_", "-")
-    index = f"https://pypi.org/simple/{project}/"
-    dest = folder / "sdist.tar.gz"
-    try:
-        with urllib.request.urlopen(index, timeout=60) as response:
-            page = response.read().decode("utf-8")
-        link = re.search(r'href="([^"#]*/' + re.escape(filename) + r')[#"]', page)
-        if link is None:
-            pytest.skip(f"{filename} is not listed in {index}")
-        digest = hashlib.sha256()
-        with urllib.request.urlopen(urljoin(index, html.unescape(link.group(1))), timeout=60) as response, \
-                dest.open("wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-    except (OSError, UnicodeDecodeError) as exc:  # URLError and timeouts are OSErrors
-        pytest.skip(f"cannot download {filename} from PyPI (network?): {exc!r}")
-    assert digest.hexdigest() == sha256, f"checksum mismatch for {filename}"
-    return dest
-
-
 def _sdist_members(members: dict, cache_name: str) -> dict:
     """{key: path} of members of the llama_cpp_python sdist ({key: (member, sha256)}), extracted
-    once per machine into the edgellama cache (only those members; each checked by sha256)."""
+    once per machine into the edgellama cache (only those members; each checked by sha256). Skips
+    the test when PyPI cannot be reached."""
+    from edgellama.errors import ModelFetchError
+    from edgellama.eval_text import sdist_members
+
     target = cache_dir() / cache_name
     files = {key: target / Path(member).name for key, (member, _) in members.items()}
-    if not all(files[k].is_file() and _sha256(files[k]) == sha for k, (_, sha) in members.items()):
+    missing = [key for key, (_, sha) in members.items() if not (files[key].is_file() and _sha256(files[key]) == sha)]
+    if missing:
         target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="edgellama-fetch-") as tmp:
-            sdist = _download_sdist(*LLAMA_CPP_SDIST, Path(tmp))
-            with tarfile.open(sdist, "r:gz") as archive:
-                for key, (member, sha) in members.items():
-                    try:
-                        source = archive.extractfile(member)  # one member's bytes; nothing else is written
-                    except KeyError:
-                        source = None
-                    assert source is not None, f"{member} is not a file in the sdist"
-                    partial = files[key].with_name(files[key].name + ".partial")
-                    partial.write_bytes(source.read())
-                    assert _sha256(partial) == sha, f"checksum mismatch for {member}"
-                    partial.replace(files[key])
+        try:
+            found = sdist_members(LLAMA_CPP_SDIST, [members[key] for key in missing])
+        except ModelFetchError as exc:
+            if "checksum" in str(exc):
+                raise
+            pytest.skip(f"cannot fetch {missing} from PyPI (network?): {exc}")
+        for key, data in zip(missing, found):
+            partial = files[key].with_name(files[key].name + ".partial")
+            partial.write_bytes(data)
+            partial.replace(files[key])
     return files
 
 

