@@ -121,11 +121,7 @@ def fuzz(target: str, *, seconds: Optional[int] = None, runs: Optional[int] = No
         start, cpu_start = time.monotonic(), _children_cpu()
         with open(log_path, "wb") as log:
             limit = (seconds or 0) + SETUP_SLACK_S + (3600 * 24 if runs else 0) + 4 * per_input
-            try:
-                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_child_env(scratch),
-                                    timeout=limit).returncode
-            except subprocess.TimeoutExpired:
-                rc = -9
+            rc = _run_from_a_small_process(cmd, log, _child_env(scratch), limit)
         text = log_path.read_text(errors="replace")
         if not quiet:
             sys.stderr.write(text[-4000:])
@@ -143,6 +139,28 @@ def fuzz(target: str, *, seconds: Optional[int] = None, runs: Optional[int] = No
         shutil.rmtree(work, ignore_errors=True)
         if artifacts is not None and artifacts.is_dir() and not any(artifacts.iterdir()):
             artifacts.rmdir()  # nothing found: leave no empty folder behind
+
+
+# libFuzzer's -rss_limit_mb reads getrusage's peak RSS, which Linux carries into a process from the
+# memory of the one that spawned it (exec records the old address space's peak): spawned straight
+# from a test run that once held 2.6 GB, the worker would start "out of memory". A small
+# intermediate Python spawns it instead, so that its peak starts from a few MB.
+_TRAMPOLINE = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
+def _run_from_a_small_process(cmd: List[str], log, env, limit: float) -> int:
+    """The worker's exit status (-9 when it ran past `limit` seconds and was killed, with its
+    intermediate: they share a process group)."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-c", _TRAMPOLINE, *cmd], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return -9
 
 
 def replay(target: str, files: List[Path], timeout: Optional[int] = None) -> subprocess.CompletedProcess:
