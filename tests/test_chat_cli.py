@@ -16,6 +16,14 @@ from edgellama.models import DEFAULT_MODEL_NAME, pull_model, resolve_model
 PROMPT = ">>> "
 
 
+def default_sigint():
+    """In the child: Ctrl-C as a terminal delivers it, also when this test run was started in the
+    background of a script, whose jobs inherit SIGINT ignored (Python then keeps it ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_env(**extra):
     env = dict(os.environ)
     if env.get("PYTHONPATH"):
@@ -42,7 +50,8 @@ def home_with_model(tmp_path, smollm2_path):
 def test_chat_in_a_terminal(smollm2_path, tmp_path):
     child = pexpect.spawn(sys.executable, ["-m", "edgellama.cli", "chat", "-m", str(smollm2_path), "-t", "2",
                                            "-c", "1024", "-n", "24", "--seed", "3"],
-                          env=cli_env(), cwd=str(tmp_path), encoding="utf-8", timeout=120, dimensions=(40, 200))
+                          env=cli_env(), cwd=str(tmp_path), encoding="utf-8", timeout=120, dimensions=(40, 200),
+                          preexec_fn=default_sigint)
     try:
         child.expect("/help for commands")
         child.expect_exact(PROMPT)
