@@ -114,18 +114,25 @@ def _sdist_members(members: dict, cache_name: str) -> dict:
 
 
 @pytest.fixture(scope="session")
-def meta_llama_templates() -> dict:
-    """Meta's chat templates {"3.1": source, "3.2": source} (checked by sha256), the reference
-    for the Llama 3.1 format."""
-    files = _sdist_members(META_TEMPLATE_MEMBERS, "meta-llama-templates")
-    return {version: path.read_text(encoding="utf-8") for version, path in files.items()}
+def llama_cpp_files() -> dict:
+    """The files the tests take from the llama_cpp_python sdist, fetched in one download:
+    {"3.1", "3.2"}: Meta's chat templates; {"vocab", "inp", "out"}: llama.cpp's tokenizer test
+    of its Llama 3 vocabulary."""
+    return _sdist_members({**META_TEMPLATE_MEMBERS, **LLAMA_BPE_VECTORS}, "llama-cpp-files")
 
 
 @pytest.fixture(scope="session")
-def llama_bpe_vectors() -> dict:
+def meta_llama_templates(llama_cpp_files) -> dict:
+    """Meta's chat templates {"3.1": source, "3.2": source} (checked by sha256), the reference
+    for the Llama 3.1 format."""
+    return {version: llama_cpp_files[version].read_text(encoding="utf-8") for version in META_TEMPLATE_MEMBERS}
+
+
+@pytest.fixture(scope="session")
+def llama_bpe_vectors(llama_cpp_files) -> dict:
     """llama.cpp's tokenizer test of the Llama 3 vocabulary: {"vocab": the vocab-only GGUF,
     "inp": its test texts, "out": the token ids llama.cpp gives them}, as paths."""
-    return _sdist_members(LLAMA_BPE_VECTORS, "llama-cpp-vocab-tests")
+    return {key: llama_cpp_files[key] for key in LLAMA_BPE_VECTORS}
 
 
 # Llama Guard's first tokens in the Llama 3 vocabulary, and the ones its answer "unsafe\nS1" is made of.
