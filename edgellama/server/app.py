@@ -189,7 +189,8 @@ def _prompt_ids(llm, prompt) -> List[int]:
     return _call(arguments.token_ids, "prompt", prompt, llm.n_vocab).tolist()
 
 
-def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat: bool, tools) -> generation.Plan:
+def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat: bool, tools,
+          constraint) -> generation.Plan:
     from edgellama.openai_shapes import ResponseShape
 
     n = body.n or 1
@@ -204,7 +205,6 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
         raise APIError(400, "stream_options needs stream: true", param="stream_options")
     shape = ResponseShape(llm.tokenizer, config.model_id, chat, logprobs=top is not None,
                           tool_names=tools.names if tools is not None and tools.parses_calls else None)
-    constraint = _call(lambda: llm._constraint(**body.constraint_settings(), tools=tools))
     return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage, constraint=constraint)
 
 
@@ -228,7 +228,10 @@ class Admission:
 
 async def _respond(llm, config: ServerConfig, metrics: Metrics, admission: Admission, body, ids, max_tokens, top,
                    chat: bool, deadline: float, tools, guarded=None):
-    plan = _plan(llm, config, body, ids, max_tokens, top, chat, tools)
+    # A schema or grammar is compiled in a worker thread: a large one must not stall other streams.
+    constraint = await asyncio.get_running_loop().run_in_executor(
+        None, lambda: _call(lambda: llm._constraint(**body.constraint_settings(), tools=tools)))
+    plan = _plan(llm, config, body, ids, max_tokens, top, chat, tools, constraint)
     guards, messages = guarded if guarded is not None else (None, None)
     plan.on_finished = metrics.generations
     n = len(plan.samplers)
