@@ -114,9 +114,9 @@ class Llama:
     def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
                    special: bool = False) -> bytes:
         ids = arguments.token_ids("tokens", tokens, self._llm.n_vocab, allow_empty=True).tolist()
-        render = special or False
-        return b"".join(self._llm.tokenizer.piece_bytes(t, render_special=render) for t in ids
-                        if render or not self._llm.tokenizer.is_special(t))
+        special = arguments.flag("special", special)
+        return b"".join(self._llm.tokenizer.piece_bytes(t, render_special=special) for t in ids
+                        if special or not self._llm.tokenizer.is_special(t))
 
     def n_ctx(self) -> int:
         return self._llm.n_ctx

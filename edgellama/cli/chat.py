@@ -350,6 +350,8 @@ class ChatSession:
         self.out.flush()
         answer = "".join(pieces)
         if code.verdict is not None or self._blocked_answer(answer):
+            from edgellama.guard.chat import refusal
+
             if code.verdict is not None:
                 self.notice(f"[{refusal(code.verdict)} The turn was taken out of the history.]")
             self.messages.pop()
@@ -366,6 +368,8 @@ class ChatSession:
         """Llama Guard's verdict on the new message, as a notice; True when it is blocked."""
         if self.guards is None or self.guards.guard is None:
             return False
+        from edgellama.guard.chat import refusal
+
         blocked = self.guards.check_request(self.messages)
         if blocked is not None:
             self.notice(f"[{refusal(blocked)} P(unsafe) {_p_unsafe(blocked)}; it was not sent]")
@@ -376,6 +380,8 @@ class ChatSession:
         """Llama Guard's (and Code Shield's) verdict on the answer, as a notice; True when blocked."""
         if self.guards is None:
             return False
+        from edgellama.guard.chat import refusal
+
         blocked = self.guards.check_answer(self.messages, answer)
         if blocked is not None:
             self.notice(f"[{refusal(blocked)} The turn was taken out of the history.]")
@@ -515,12 +521,6 @@ class _CodeWatch:
 def _p_unsafe(blocked: Dict[str, Any]) -> str:
     verdict = blocked.get("input") or blocked.get("output") or {}
     return f"{verdict['p_unsafe']:.2f}" if "p_unsafe" in verdict else "unknown"
-
-
-def refusal(blocked: Dict[str, Any]) -> str:
-    from edgellama.guard.chat import refusal as guard_refusal
-
-    return guard_refusal(blocked)
 
 
 def _guards(args):

@@ -36,6 +36,11 @@ class Guards:
         blocked = self.scan_code(text, tool_calls)
         if blocked is not None:
             return blocked
+        return self.judge_answer(messages, text, tool_calls)
+
+    def judge_answer(self, messages: Sequence[Mapping[str, Any]], text: str,
+                     tool_calls: Optional[List[Dict[str, Any]]] = None) -> Optional[Dict[str, Any]]:
+        """Llama Guard's "guard" field for a blocked answer (None: safe, or no guard)."""
         if self.guard is None:
             return None
         answer = {"role": "assistant", "content": text, **({"tool_calls": tool_calls} if tool_calls else {})}
@@ -86,12 +91,9 @@ def refusal(blocked: Dict[str, Any]) -> str:
 
 def blocked_response(shape, blocked: Dict[str, Any], stats) -> Dict[str, Any]:
     """A whole response for a blocked request."""
-    from edgellama.openai_shapes import usage
-
     choice = {"index": 0, "message": {"role": "assistant", "content": None, "refusal": refusal(blocked)},
               "logprobs": None, "finish_reason": "content_filter"}
     body = shape.response([choice], [stats])
-    body["usage"] = usage([stats])
     body["guard"] = blocked
     return body
 
@@ -148,10 +150,7 @@ class StreamGuard:
         if blocked is None and finished:
             blocked = guards.scan_code("", self._calls or None)  # the code in tool calls
         if blocked is None and guards.guard is not None and (finished or self._pieces % guards.every == 0):
-            answer = {"role": "assistant", "content": self._text,
-                      **({"tool_calls": self._calls} if self._calls else {})}
-            verdict = guards._verdict(guards.guard.check_output, self.messages + [answer])
-            blocked = None if verdict.get("safe") else {"output": verdict}
+            blocked = guards.judge_answer(self.messages, self._text, self._calls or None)
         return None if blocked is None else _filtered_chunk(chunk, blocked)
 
 
