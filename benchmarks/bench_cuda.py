@@ -17,8 +17,8 @@ Then each matmul kernel alone: GB/s per weight type on the 8B shape's four matri
 cycled through copies larger than the L2 (what a decode step could reach without its other costs),
 and one 512-token prefill product per type with int8 tensor cores on and off.
 
-Variants (--variants, model rows): "default", or engine options not yet on by default joined by
-"+": grouped_rows uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
+Variants (--variants, model rows): "default" (what Llama(device="cuda") runs), or changes to it
+joined by "+", an option's name turning it on and "no-NAME" off: grouped_rows (on by default) uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
 (csrc/cuda/grouped_rows.h; in Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
 its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEMV quantize its
 output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache,
@@ -137,14 +137,33 @@ VARIANT_LABELS = {"grouped_rows": "grp", "fused_attention": "fatt", "fused_swigl
                   "prefetch_weights": "pf"}
 
 
+def default_options() -> dict:
+    """The engine options Llama(path, device="cuda") runs with (edgellama.cuda.CudaOptions)."""
+    from edgellama.cuda import CudaOptions
+    return CudaOptions().engine_options()
+
+
 def variant_options(variant: str) -> dict:
+    """The engine options of a variant: "default", or changes to the default joined by "+", each
+    an option's name (on) or the name after "no-" (off): "fused_attention+no-grouped_rows"."""
+    options = default_options()
     if variant == "default":
-        return {}
-    names = variant.split("+")
-    unknown = [n for n in names if n not in VARIANT_OPTIONS]
-    if unknown:
-        raise SystemExit(f"unknown variant option(s) {unknown}; known: {', '.join(VARIANT_OPTIONS)}")
-    return {n: True for n in names}
+        return options
+    for item in variant.split("+"):
+        name, on = (item[3:], False) if item.startswith("no-") else (item, True)
+        if name not in VARIANT_OPTIONS:
+            raise SystemExit(f"unknown variant option {item!r}; known: {', '.join(VARIANT_OPTIONS)} (each also "
+                             "as no-NAME)")
+        options[name] = on
+    return options
+
+
+def variant_label(quant: str, variant: str) -> str:
+    """quant and the options that differ from the default: "Q4_0 fatt no-grp"."""
+    default = default_options()
+    changes = [("" if on else "no-") + VARIANT_LABELS[name]
+               for name, on in variant_options(variant).items() if on != default[name]]
+    return " ".join([quant] + changes)
 
 
 def bench_one(_cuda, shape, quant, args, bandwidth, bandwidth_source, variant="default"):
@@ -290,8 +309,8 @@ def main(argv=None):
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     ap.add_argument("--quants", nargs="+", default=["Q4_0", "Q4_K_M", "Q8_0"], choices=["Q4_0", "Q4_K_M", "Q8_0"])
     ap.add_argument("--variants", nargs="+", default=["default"],
-                    help="engine variants of the model rows: default, or options joined by + "
-                         f"({', '.join(VARIANT_OPTIONS)})")
+                    help="engine variants of the model rows: default, or changes to the default joined by + "
+                         f"(an option's name turns it on, no-NAME off: {', '.join(VARIANT_OPTIONS)})")
     ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")
@@ -330,7 +349,7 @@ def main(argv=None):
                 rows.append(r)
                 if variant == "default":
                     default_tps = r["decode_tok_s"]
-                label = " ".join([quant] + [VARIANT_LABELS[n] for n in variant_options(variant)])
+                label = variant_label(quant, variant)
                 versus = f"{r['decode_tok_s'] / default_tps:>11.3f}x" if default_tps else f"{'':>12}"
                 print(f"{shape:<14}{label:<28}{r['weights_gb']:>8.2f}{r['prefill_tok_s']:>15.0f}"
                       f"{r['decode_tok_s']:>14.1f}{r['decode_ms']:>8.2f}{r['decode_gb_s']:>8.0f}"

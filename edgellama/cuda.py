@@ -63,8 +63,9 @@ class CudaOptions:
     greedy_on_device: a plain greedy generation (temperature 0, no penalties, no logit_bias)
         takes each token from the engine's own choice on the device, so only the token and its
         log-probability come back instead of the logits.
-    Not yet on by default (awaiting their measurement on a GPU; scripts/gpu_check.sh):
     grouped_rows: Q4_0 / Q8_0 / Q6_K rows uploaded regrouped for 16-byte loads.
+    Off by default, because they measured slower than the default on an H100
+    (scripts/gpu_check.sh; README, "Benchmarks"):
     fused_attention: attention merges its position splits inside its kernel (and quantizes its output).
     fused_swiglu_quant: the SwiGLU GEMV quantizes its output for ffn_down.
     fused_rope: a decode step's Q/K/V GEMV applies RoPE and stores the keys and values.
@@ -79,8 +80,8 @@ class CudaOptions:
 
     cuda_graphs: bool = True
     tensor_cores: bool = True
-    greedy_on_device: bool = False
-    grouped_rows: bool = False
+    greedy_on_device: bool = True
+    grouped_rows: bool = True
     fused_attention: bool = False
     fused_swiglu_quant: bool = False
     fused_rope: bool = False

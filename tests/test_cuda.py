@@ -690,7 +690,7 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
                                   "Q8_0-256+fused_swiglu_quant", "gqa3-Q4_1+fused_rope",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows+fused_rope+prefetch_weights"])
 def test_gpu_engine_options_match_reference(case_files, case):
-    """The CudaOptions not yet on by default: Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
+    """The CudaOptions on the raw engine (each off unless named; Llama turns grouped rows on): Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the
     GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's
     splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output,
     the decode step's Q/K/V GEMV applying RoPE and filling the KV cache, GEMV blocks prefetching
@@ -875,7 +875,7 @@ def test_gpu_greedy_generation_chooses_on_the_device_with_the_same_tokens(case_f
     own captured graphs); the tokens are those of choosing from the downloaded logits, the
     log-probabilities agree within 1e-5, and a plain eval still returns logits afterwards."""
     prompt = [int(t) for t in np.random.default_rng(19).integers(0, 300, 30)]
-    from_logits = Llama(str(case_files[case]), n_ctx=256, device="cuda")
+    from_logits = Llama(str(case_files[case]), n_ctx=256, device="cuda", cuda_options={"greedy_on_device": False})
     want = list(from_logits.stream_tokens(prompt, max_tokens=12, temperature=0))
     monkeypatch.delenv("EDGELLAMA_CUDA_OPTIONS", raising=False)
     on_device = Llama(str(case_files[case]), n_ctx=256, device="cuda", cuda_options={"greedy_on_device": True})
@@ -891,7 +891,7 @@ def test_gpu_out_of_memory_names_what_did_not_fit(case_files):
     from edgellama.errors import DeviceOutOfMemoryError
 
     with pytest.raises(DeviceOutOfMemoryError, match="KV cache"):
-        Llama(str(case_files["F32"]), n_ctx=1 << 36, device="cuda")
+        Llama(str(case_files["F32"]), n_ctx=(1 << 31) - 1, device="cuda")
 
 
 @needs_gpu

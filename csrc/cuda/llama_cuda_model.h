@@ -47,11 +47,12 @@ double time_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t
 std::vector<std::string> gemv_probe_shapes();
 
 // Choices of how the engine lays out and launches its work, each within the same bound of the
-// reference (tests/test_cuda.py); off by default until measured faster on a GPU.
+// reference (tests/test_cuda.py). grouped_rows is on by default; the others measured slower than
+// without them on an H100 (README, "Benchmarks").
 struct CudaOptions {
     // Q4_0, Q8_0 and Q6_K matrices whose rows are whole groups uploaded regrouped for 16-byte loads
     // (grouped_rows.h; same bytes, results equal up to the order of float additions in the GEMV).
-    bool grouped_rows = false;
+    bool grouped_rows = true;
     // Attention's merge of its position splits done by the last split block of each query, in the
     // same kernel (attention_block.cuh: attention_fused_block; the same bits), which also quantizes
     // the merged output for attn_output.

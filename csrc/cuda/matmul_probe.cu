@@ -67,7 +67,7 @@ struct Probe {
         weights.resize(copies);
         for (DeviceBuffer& w : weights) {
             w.allocate(bytes, "probe weight matrix");
-            check(cudaMemcpy(w.get(), host_rows, bytes, cudaMemcpyHostToDevice), "upload of the probe matrix");
+            check(cudaMemcpyAsync(w.get(), host_rows, bytes, cudaMemcpyHostToDevice, stream), "upload of the probe matrix");
         }
         matrix.data = weights[0].as<uint8_t>();
         matrix.type = device_type;
@@ -75,7 +75,12 @@ struct Probe {
         matrix.cols = cols;
         matrix.row_bytes = row_bytes;
         x.allocate(static_cast<size_t>(n_tokens * cols) * sizeof(float), "probe input");
-        check(cudaMemcpy(x.get(), host_x, x.bytes(), cudaMemcpyHostToDevice), "upload of the probe input");
+        check(cudaMemcpyAsync(x.get(), host_x, x.bytes(), cudaMemcpyHostToDevice, stream), "upload of the probe input");
+        // The uploads go on the probe's own stream: a plain cudaMemcpy from pageable memory may
+        // return before its DMA lands, and the probe's non-blocking stream does not wait for the
+        // legacy stream, so kernels read half-copied inputs under load (seen on an H100 with 8
+        // test processes). Waiting here also keeps `regrouped` alive until it has been read.
+        check(cudaStreamSynchronize(stream), "upload of the probe matrix and input");
         y.allocate(static_cast<size_t>(n_tokens * rows) * sizeof(float), "probe output");
         in.x = x.as<float>();
         in.n = n_tokens;
