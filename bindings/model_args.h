@@ -28,6 +28,7 @@ inline LlamaConfig config_from_dict(const pybind11::dict& d) {
     c.rope_dim = d["rope_dim"].cast<int64_t>();
     c.rope_base = d["rope_base"].cast<float>();
     c.rms_eps = d["rms_eps"].cast<float>();
+    if (d.contains("rope_magnitude")) c.rope_magnitude = d["rope_magnitude"].cast<float>();
     return c;
 }
 

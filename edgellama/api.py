@@ -58,6 +58,24 @@ def chat_prompt_ids(llm, messages: Sequence[Mapping[str, Any]], tools=None) -> L
     return llm.chat_template.encode(llm.tokenizer, messages, add_generation_prompt=True, **extra)
 
 
+def system_prefix_length(llm, messages: Sequence[Mapping[str, Any]], prompt_ids: Sequence[int]) -> Optional[int]:
+    """How many of prompt_ids render the conversation's leading system messages (what a context
+    shift keeps by default), or None when there are none or the template renders them only with
+    a turn after them (then the shift keeps the BOS)."""
+    from edgellama.errors import EdgellamaError
+    from edgellama.generate import common_prefix_length
+
+    count = next((i for i, m in enumerate(messages) if not (isinstance(m, Mapping) and m.get("role") == "system")),
+                 len(messages))
+    if count == 0:
+        return None
+    try:
+        system = llm.chat_template.encode(llm.tokenizer, list(messages[:count]), add_generation_prompt=False)
+    except EdgellamaError:
+        return None
+    return common_prefix_length(list(system), list(prompt_ids)) or None
+
+
 _TAKES_TOOLS = re.compile(r"\btools\b")  # the template reads the tools variable
 
 
@@ -77,25 +95,27 @@ def template_arguments(llm, messages: Sequence[Mapping[str, Any]], tools) -> Tup
 
 
 def _request(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-             stop: Stop, top_logprobs: int = 0, constraint=None) -> GenerationRequest:
+             stop: Stop, top_logprobs: int = 0, constraint=None, keep: Optional[int] = None) -> GenerationRequest:
     """A generation request, its arguments checked now: prompt_ids (a non-empty flat sequence of
     token ids), max_tokens (None or an integer >= 0) and stop. constraint: None or an
-    edgellama.constraints.Constraint the output follows."""
+    edgellama.constraints.Constraint the output follows. keep: None, or the tokens a context shift
+    keeps (Llama._context_keep)."""
     ids = arguments.token_ids("prompt", prompt_ids, llm.n_vocab).tolist()
     max_tokens = arguments.max_tokens(max_tokens)
     stops = arguments.stop_strings(stop)
     grammar = constraint.state() if constraint is not None else None
-    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx, top_logprobs, grammar)
+    return GenerationRequest(ids, max_tokens, sampler, stops, llm.tokenizer, llm.n_ctx, top_logprobs, grammar,
+                             keep)
 
 
 def run_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-                stop: Stop, constraint=None) -> Iterator[TokenRecord]:
+                stop: Stop, constraint=None, keep: Optional[int] = None) -> Iterator[TokenRecord]:
     """The generation's records, as a generator that joins llm's scheduler at its first next()
     and holds a sequence until it is exhausted, closed or collected (its last record comes with
     the sequence already free). The arguments are checked when the call is made. Each record
     carries the generation's stats, which also become llm.last_stats when it starts. constraint:
-    None or the edgellama.constraints.Constraint the output follows."""
-    return _records_of(llm, _request(llm, prompt_ids, max_tokens, sampler, stop, constraint=constraint))
+    None or the edgellama.constraints.Constraint the output follows; keep: as for _request."""
+    return _records_of(llm, _request(llm, prompt_ids, max_tokens, sampler, stop, constraint=constraint, keep=keep))
 
 
 def _records_of(llm, request: GenerationRequest) -> Iterator[TokenRecord]:
@@ -117,12 +137,13 @@ def _records_of(llm, request: GenerationRequest) -> Iterator[TokenRecord]:
 
 
 def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler,
-                  stop: Stop, top_logprobs: int = 0, constraint=None) -> AsyncIterator[TokenRecord]:
+                  stop: Stop, top_logprobs: int = 0, constraint=None,
+                  keep: Optional[int] = None) -> AsyncIterator[TokenRecord]:
     """run_records as an async generator: waits never block the event loop. top_logprobs: the
-    alternatives each record lists (TokenRecord.top_logprobs); constraint: as for _request."""
+    alternatives each record lists (TokenRecord.top_logprobs); constraint and keep: as for _request."""
     from edgellama.engine.scheduler import AsyncWaker
 
-    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs, constraint)
+    request = _request(llm, prompt_ids, max_tokens, sampler, stop, top_logprobs, constraint, keep)
     scheduler = llm._scheduler
 
     async def records() -> AsyncIterator[TokenRecord]:
@@ -144,17 +165,18 @@ def async_records(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], sam
 def completion(llm, prompt_ids: Sequence[int], max_tokens: Optional[int], samplers: Sequence[Sampler], stop: Stop,
                stream: bool, chat: bool, top_logprobs: Optional[int] = None, constraint=None,
                tool_names: Optional[Sequence[str]] = None, model: Optional[str] = None, echo: bool = False,
-               include_usage: bool = False):
+               include_usage: bool = False, keep: Optional[int] = None):
     """An OpenAI-shaped response (or, streamed, its chunks) with one choice per sampler, generated
     as parallel sequences (n_parallel at a time). top_logprobs: None for no log-probabilities,
     else the number of alternatives each token lists (0 to 20); constraint: None or the
     Constraint every choice follows; tool_names: the functions an answer may call (it is read for
     tool calls), or None; model: the id the response names (default: the model's name); echo:
     each text starts with the prompt; include_usage: a stream ends with a usage chunk with no
-    choices (OpenAI's stream_options), instead of the usage on its last chunk."""
+    choices (OpenAI's stream_options), instead of the usage on its last chunk; keep: as for _request."""
     if top_logprobs is not None:
         top_logprobs = arguments.integer("top_logprobs", top_logprobs, at_least=0, at_most=MAX_TOP_LOGPROBS)
-    requests = [_request(llm, prompt_ids, max_tokens, s, stop, top_logprobs or 0, constraint) for s in samplers]
+    requests = [_request(llm, prompt_ids, max_tokens, s, stop, top_logprobs or 0, constraint, keep)
+                for s in samplers]
     shape = ResponseShape(llm.tokenizer, model or llm.model_name, chat, logprobs=top_logprobs is not None,
                           tool_names=tool_names)
     echoed = llm.tokenizer.decode(prompt_ids) if echo else None

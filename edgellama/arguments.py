@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -150,6 +150,16 @@ def stop_strings(value: Any, name: str = "stop") -> List[str]:
         if not isinstance(item, str):
             raise InvalidArgumentError(name, f"must hold only str, got {_shown(item)} among {_shown(value)}")
     return [s for s in stops if s]
+
+
+def context_shift(value: Any) -> Union[None, bool, int]:
+    """context_shift checked: False (off) gives None; True, or an integer >= 0 (the tokens kept),
+    as given."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return True
+    return integer("context_shift", value, at_least=0)
 
 
 def token_ids(name: str, value: Any, n_vocab: int, *, allow_empty: bool = False) -> np.ndarray:

@@ -20,7 +20,9 @@ What maps, and how:
   ``n_ctx()``, ``n_vocab()``, ``n_embd()``, ``token_bos()``, ``token_eos()``; ``create_embedding``,
   ``embed``; ``reset``, ``eval``, ``set_seed``; ``Llama.from_pretrained(repo_id, filename)`` through
   huggingface_hub.
-- Not yet: ``save_state`` / ``load_state`` (edgellama has no saved state yet).
+- ``save_state()`` -> a state object, ``load_state(state)``: edgellama's LlamaState (the tokens and
+  KV cache of sequence 0; Llama.save_state), not llama-cpp-python's byte layout, so a state moves
+  between these objects, not between the two libraries. ``n_tokens`` is the same attribute.
 """
 
 from __future__ import annotations
@@ -146,6 +148,14 @@ class Llama:
 
     def reset(self) -> None:
         self._llm.reset()
+
+    def save_state(self):
+        """The tokens and KV cache of sequence 0 (edgellama.session.LlamaState)."""
+        return self._llm.save_state()
+
+    def load_state(self, state) -> None:
+        """Restores a save_state() of this model (StateError for another model's)."""
+        self._llm.load_state(state)
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Appends tokens to sequence 0 (llama-cpp-python keeps the scores; edgellama returns them

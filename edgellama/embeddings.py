@@ -59,7 +59,7 @@ def embed_ids(llm, ids: List[int]) -> np.ndarray:
                              f"device={llm.device!r}")
     with llm._scheduler.direct(None, "an embedding") as slot:
         core.seq_clear(slot.index)
-        slot.tokens = []
+        slot.keep_first(0)
         n = len(ids)
         hidden = core.forward_hidden(np.asarray(ids, dtype=np.int32), np.full(n, slot.index, dtype=np.int32),
                                      np.arange(n, dtype=np.int64), np.ones(n, dtype=np.uint8))

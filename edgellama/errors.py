@@ -109,3 +109,9 @@ class ModelBusyError(EdgellamaError, RuntimeError):
     """The model is in use by a generation that has not finished (e.g. a second streaming
     generator started from the thread that is still consuming the first). Finish or close the
     first one, or use a second Llama object."""
+
+
+class StateError(EdgellamaError, ValueError):
+    """A saved state (Llama.save_state, save_session) that cannot be used here: one from another
+    model, longer than this n_ctx, a session file that is corrupt, truncated or of an unknown
+    version, or an engine that cannot save its cache."""

@@ -24,6 +24,7 @@ from gguf.quants import dequantize
 from edgellama.errors import InvalidGGUFError, UnsupportedModelError
 from edgellama.gguf_header import TensorInfo, read_gguf_header
 from edgellama.gguf_metadata import FLOAT32_TINY, INT32_MAX, TOKENS, MetadataReader, check_tokenizer_metadata
+from edgellama.rope_scaling import RopeScaling, combined_divisors
 
 T = GGMLQuantizationType
 
@@ -48,9 +49,15 @@ class ModelConfig:
     rope_base: float
     rms_eps: float
     context_length: int
+    rope_scaling: RopeScaling = RopeScaling()
 
     def core_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The config as the C++ core reads it: of the RoPE scaling, its magnitude on the rotated
+        queries and keys (the frequencies reach the core as rope_freqs.weight: core_tensors)."""
+        d = asdict(self)
+        d.pop("rope_scaling")
+        d["rope_magnitude"] = self.rope_scaling.magnitude
+        return d
 
 
 @dataclass
@@ -84,8 +91,22 @@ class GGUFModel:
     mapping: np.memmap  # the read-only map of the whole file: alive as long as the tensors are used
 
     def core_tensors(self) -> Dict[str, tuple]:
-        """{name: (address, type id, rows, cols)} for the C++ core."""
-        return {name: (t.data.ctypes.data, int(t.type), t.rows, t.cols) for name, t in self.tensors.items()}
+        """{name: (address, type id, rows, cols)} for the C++ core. Its rope_freqs.weight is the one
+        divisor vector of the rotary frequencies: the file's times its RoPE scaling's."""
+        tensors = {name: (t.data.ctypes.data, int(t.type), t.rows, t.cols) for name, t in self.tensors.items()}
+        divisors = self.rope_divisors()
+        if divisors is not None:
+            tensors["rope_freqs.weight"] = (divisors.ctypes.data, int(GGMLQuantizationType.F32), 1, divisors.size)
+        return tensors
+
+    def rope_divisors(self) -> Optional[np.ndarray]:
+        """float32 [rope_dim/2] divisors of the rotary frequencies (rope_scaling.combined_divisors),
+        or None for plain RoPE; computed once and kept alive with the model for the core."""
+        if not hasattr(self, "_rope_divisors"):
+            c, freqs = self.config, self.tensors.get("rope_freqs.weight")
+            self._rope_divisors = combined_divisors(c.rope_scaling, c.rope_dim, c.rope_base,
+                                                    None if freqs is None else freqs.data)
+        return self._rope_divisors
 
     def matrices_in_mapping(self) -> bool:
         """True when every weight matrix still lies inside the read-only file mapping (the core may
@@ -204,10 +225,7 @@ def _read_config(r: MetadataReader, dims: Mapping[str, tuple]) -> ModelConfig:
     rope_dim = r.integer("llama.rope.dimension_count", head_dim, low=2, high=head_dim)
     if rope_dim % 2:
         r.fail("llama.rope.dimension_count", rope_dim, "must be even (RoPE rotates pairs of dimensions)")
-    scaling = r.text("llama.rope.scaling.type", None)
-    factor = r.real("llama.rope.scaling.factor", 1.0, low=0.0, low_open=True)
-    if scaling not in (None, "none") and factor != 1.0:
-        raise UnsupportedModelError(r.path, f"rope scaling type '{scaling}' is not supported yet")
+    context_length = r.integer("llama.context_length", 2048, low=1, high=2**32 - 1)
     return ModelConfig(
         n_vocab=n_vocab, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_head_kv=n_head_kv, head_dim=head_dim,
         n_ff=n_ff, rope_dim=rope_dim,
@@ -216,7 +234,8 @@ def _read_config(r: MetadataReader, dims: Mapping[str, tuple]) -> ModelConfig:
         # RMSNorm divides by sqrt(mean(x^2) + eps): eps must keep that away from 0 (also in
         # float32, where the core receives it) and not swamp mean(x^2).
         rms_eps=r.real("llama.attention.layer_norm_rms_epsilon", 1e-5, low=FLOAT32_TINY, high=1.0, high_open=True),
-        context_length=r.integer("llama.context_length", 2048, low=1, high=2**32 - 1),
+        context_length=context_length,
+        rope_scaling=RopeScaling.read(r, "llama", context_length),
     )
 
 

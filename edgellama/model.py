@@ -11,7 +11,7 @@ import numpy as np
 
 from edgellama import arguments
 from edgellama import resources
-from edgellama.errors import ContextOverflowError, InvalidArgumentError, ModelOutputError
+from edgellama.errors import ContextOverflowError, InvalidArgumentError, ModelOutputError, StateError
 from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
 from edgellama.sampling import DEFAULTS, SAMPLING_FIELDS, Sampler, SamplingParams, log_softmax_at
 
@@ -114,6 +114,7 @@ class Llama:
         self._lazy_lock = threading.Lock()  # builds the tokenizer and the chat template once
         self._tokenizer = None
         self._chat_template = None
+        self._identity: Optional[str] = None  # model_identity, computed when a state first needs it
         # The statistics of the latest generation to start; each record carries its own (.stats).
         self.last_stats = None
 
@@ -260,7 +261,7 @@ class Llama:
         """Empties sequence 0 of the KV cache. Waits for the sequence as eval does."""
         with self._scheduler.direct(0, "reset") as slot:
             self._core.seq_clear(0)
-            slot.tokens.clear()
+            slot.keep_first(0)
 
     def truncate(self, n: int) -> None:
         """Keeps the first n tokens of sequence 0, forgetting the rest (n: an integer in [0, n_past]).
@@ -268,7 +269,67 @@ class Llama:
         with self._scheduler.direct(0, "truncate") as slot:
             n = arguments.integer("n", n, at_least=0, at_most=len(slot.tokens))
             self._core.seq_truncate(0, n)
-            del slot.tokens[n:]
+            slot.keep_first(n)
+
+    # --- saved state -----------------------------------------------------------------------
+    def save_state(self, n_tokens: Optional[int] = None) -> "LlamaState":
+        """Sequence 0's tokens and KV cache, copied (edgellama.session.LlamaState); n_tokens: only
+        the first n_tokens. Waits for the sequence as eval does. After a context shift, only the
+        kept prefix whose cache is what a fresh evaluation gives is saved. StateError on an
+        engine that cannot save its cache (CUDA)."""
+        from edgellama.session import LlamaState
+
+        read = self._cache_access("seq_read")
+        with self._scheduler.direct(0, "save_state") as slot:
+            n = len(slot.tokens) if slot.exact is None else slot.exact
+            if n_tokens is not None:
+                n = min(n, arguments.integer("n_tokens", n_tokens, at_least=0))
+            keys, values = read(0)
+            return LlamaState(self.identity, tuple(slot.tokens[:n]), np.ascontiguousarray(keys[:, :, :n]),
+                              np.ascontiguousarray(values[:, :, :n]))
+
+    def load_state(self, state: "LlamaState") -> None:
+        """Makes sequence 0 hold a state from save_state: a later generation whose prompt starts
+        with its tokens evaluates only the rest. StateError for another model's state or one
+        longer than n_ctx; the cache is unchanged then."""
+        from edgellama.session import check_state
+
+        write = self._cache_access("seq_write")
+        c = self.config
+        state = check_state(state, self.identity, (c.n_layer, c.n_head_kv, c.head_dim), self.n_ctx)
+        with self._scheduler.direct(0, "load_state") as slot:
+            write(0, state.keys, state.values)
+            slot.tokens, slot.exact = list(state.tokens), None
+
+    def save_session(self, path: Union[str, Path], n_tokens: Optional[int] = None) -> None:
+        """save_state(n_tokens) written to a file, atomically, with a version, the model's identity
+        and a checksum (edgellama/session.py)."""
+        from edgellama.session import write_session
+
+        write_session(path, self.save_state(n_tokens))
+
+    def load_session(self, path: Union[str, Path]) -> None:
+        """load_state() of a file from save_session. StateError for a corrupt, truncated or
+        foreign file (the cache is unchanged then); FileNotFoundError when there is none."""
+        from edgellama.session import read_session
+
+        self.load_state(read_session(path))
+
+    @property
+    def identity(self) -> str:
+        """A digest naming this model's weights and vocabulary, which saved states carry
+        (edgellama.session.model_identity)."""
+        if self._identity is None:
+            from edgellama.session import model_identity
+
+            self._identity = model_identity(self.model)
+        return self._identity
+
+    def _cache_access(self, name: str):
+        method = getattr(self._core, name, None)
+        if method is None:
+            raise StateError(f"the {self.device} engine cannot save or load its KV cache yet")
+        return method
 
     # --- embeddings ------------------------------------------------------------------------
     def embed(self, input: Union[str, Sequence[int], Sequence[str], Sequence[Sequence[int]]]) -> List[List[float]]:
@@ -293,7 +354,8 @@ class Llama:
                  top_p: float = DEFAULTS.top_p, seed: Optional[int] = None,
                  stop: Union[None, str, Sequence[str]] = None, stream: bool = False,
                  add_bos: Optional[bool] = None, response_format: Optional[Mapping[str, Any]] = None,
-                 grammar: Optional[str] = None, regex: Optional[str] = None) -> Union[str, Iterator[str]]:
+                 grammar: Optional[str] = None, regex: Optional[str] = None,
+                 context_shift: Union[bool, int] = False) -> Union[str, Iterator[str]]:
         """Continues prompt (a str, or a flat sequence of token ids). Returns the text, or with
         stream=True an iterator of text pieces. Stops at max_tokens (None: a full context window),
         an end-of-turn token, a stop string (never included) or a full context window.
@@ -302,14 +364,16 @@ class Llama:
         0 disables it); seed is None or an integer in [0, 2**64); stop is None, a str or a sequence
         of str. Every argument is checked here, before any token is evaluated: a wrong one is an
         InvalidArgumentError naming it. A streamed generation takes its sequence at its first
-        next() (see the class notes). response_format, grammar and regex constrain the text as in
+        next() (see the class notes). response_format, grammar, regex and context_shift as in
         create_completion."""
         from edgellama.generate import text_pieces
 
         sampler = self._sampler(dict(temperature=temperature, top_k=top_k, top_p=top_p), seed)
         stream = arguments.flag("stream", stream)
         constraint = self._constraint(response_format, grammar, regex)
-        pieces = text_pieces(self._records(self._prompt_ids(prompt, add_bos), max_tokens, sampler, stop, constraint))
+        ids = self._prompt_ids(prompt, add_bos)
+        pieces = text_pieces(self._records(ids, max_tokens, sampler, stop, constraint,
+                                           self._context_keep(context_shift, ids)))
         return pieces if stream else "".join(pieces)
 
     def _sampler(self, settings: Mapping[str, Any], seed: Optional[int]) -> Sampler:
@@ -322,12 +386,31 @@ class Llama:
         return [Sampler(params, s, n_vocab=self.n_vocab) for s in arguments.choice_seeds(seed, n)]
 
     def _records(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler: Sampler, stop,
-                 constraint=None):
+                 constraint=None, keep: Optional[int] = None):
         from edgellama.api import run_records  # looked up at each call: the CLI's tests replace it
 
-        if constraint is None:
-            return run_records(self, prompt_ids, max_tokens, sampler, stop)
-        return run_records(self, prompt_ids, max_tokens, sampler, stop, constraint)
+        extra = {name: value for name, value in (("constraint", constraint), ("keep", keep)) if value is not None}
+        return run_records(self, prompt_ids, max_tokens, sampler, stop, **extra)
+
+    def _context_keep(self, context_shift: Any, prompt_ids: Sequence[int],
+                      default_keep: Optional[int] = None) -> Optional[int]:
+        """None without a context shift, else the number of leading tokens it keeps: context_shift
+        itself when it is an integer, else default_keep (None: the prompt's BOS, if it has one), at
+        most half the window (a shift must leave room to go on)."""
+        keep = arguments.context_shift(context_shift)
+        if keep is None:
+            return None
+        if not hasattr(self._core, "seq_shift"):
+            raise InvalidArgumentError("context_shift", f"is not supported by the {self.device} engine yet")
+        if keep is True:
+            bos = self.tokenizer.bos_id
+            keep = default_keep if default_keep is not None else int(
+                len(prompt_ids) > 0 and bos is not None and int(prompt_ids[0]) == bos)
+            keep = min(keep, self.n_ctx // 2)
+        if keep > self.n_ctx - 2:
+            raise InvalidArgumentError("context_shift", f"keeps {keep} tokens, which leaves no room in "
+                                                        f"n_ctx={self.n_ctx} (at most {self.n_ctx - 2})")
+        return keep
 
     # --- OpenAI-style API --------------------------------------------------------------------
     def _prompt_ids(self, prompt: Union[str, Sequence[int]], add_bos: Optional[bool] = None) -> Sequence[int]:
@@ -345,17 +428,20 @@ class Llama:
                       presence_penalty: float = DEFAULTS.presence_penalty,
                       penalty_last_n: int = DEFAULTS.penalty_last_n,
                       logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
-                      stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None):
+                      stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None,
+                      context_shift: Union[bool, int] = False):
         """Iterator of per-token records (edgellama.generate.TokenRecord): .token (id), .text (the
         text this token releases; stop strings and their partial prefixes are held back and never
         released), .logprob (log-probability under the model's raw distribution),
         .finish_reason (None until the last record: "stop" or "length") and .stats (the
         generation's GenerationStats). A record for a sampled end-of-turn token comes last, with
         finish_reason "stop". max_tokens=None: until the context is full. Sampling knobs as in
-        create_completion. The iterator holds a sequence from its first next() until it is
-        exhausted, closed or collected (see the class notes)."""
+        create_completion, and context_shift. The iterator holds a sequence from its first next()
+        until it is exhausted, closed or collected (see the class notes)."""
         settings = _settings(locals())
-        return self._records(self._prompt_ids(prompt, add_bos), max_tokens, self._sampler(settings, seed), stop)
+        ids = self._prompt_ids(prompt, add_bos)
+        return self._records(ids, max_tokens, self._sampler(settings, seed), stop,
+                             keep=self._context_keep(context_shift, ids))
 
     def stream_tokens_async(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 128,
                             temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
@@ -366,15 +452,17 @@ class Llama:
                             presence_penalty: float = DEFAULTS.presence_penalty,
                             penalty_last_n: int = DEFAULTS.penalty_last_n,
                             logit_bias: Optional[Mapping[int, float]] = None, seed: Optional[int] = None,
-                            stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None):
+                            stop: Union[None, str, Sequence[str]] = None, add_bos: Optional[bool] = None,
+                            context_shift: Union[bool, int] = False):
         """stream_tokens as an async iterator, for asyncio code: ``async for record in ...``. It
         never blocks the event loop (forward steps run on the scheduler's own step thread); closing it
         (``aclose()``) or dropping it frees its sequence. Arguments are checked at the call."""
         from edgellama.api import async_records
 
         settings = _settings(locals())
-        return async_records(self, self._prompt_ids(prompt, add_bos), max_tokens,
-                             self._sampler(settings, seed), stop)
+        ids = self._prompt_ids(prompt, add_bos)
+        return async_records(self, ids, max_tokens, self._sampler(settings, seed), stop,
+                             keep=self._context_keep(context_shift, ids))
 
     def create_completion(self, prompt: Union[str, Sequence[int]], max_tokens: Optional[int] = 16,
                           temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
@@ -390,7 +478,7 @@ class Llama:
                           regex: Optional[str] = None, n: int = 1, best_of: Optional[int] = None,
                           echo: bool = False, suffix: Optional[str] = None,
                           stream_options: Optional[Mapping[str, Any]] = None, model: Optional[str] = None,
-                          user: Optional[str] = None):
+                          user: Optional[str] = None, context_shift: Union[bool, int] = False):
         """Continues prompt. Returns an OpenAI "text_completion" dict
         ({id, object, created, model, choices: [{index, text, logprobs, finish_reason}], usage}),
         or with stream=True an iterator of such dicts, one per text piece, the last with
@@ -415,7 +503,14 @@ class Llama:
         as parallel sequences, n_parallel at a time); best_of only as n; echo starts each text
         with the prompt (not with logprobs); stream_options={"include_usage": True} ends a stream
         with a usage chunk with no choices; model names the response's model; user is accepted
-        and not kept. suffix (fill-in-the-middle) is not supported: an InvalidArgumentError."""
+        and not kept. suffix (fill-in-the-middle) is not supported: an InvalidArgumentError.
+
+        context_shift: when the window fills, instead of ending with finish_reason "length", drop
+        the older half of the tokens after a kept prefix and go on, the kept keys rotated to their
+        new positions in place (no recomputation; llama.cpp's context shift). True keeps the BOS
+        (create_chat_completion: the system prompt), an integer n the first n tokens. The text
+        after a shift no longer sees the dropped tokens. max_tokens=None then means one window's
+        worth of tokens. The CPU engine only."""
         from edgellama.api import completion
 
         n = _choices(n, best_of)
@@ -426,9 +521,11 @@ class Llama:
         if arguments.flag("echo", echo) and logprobs is not None:
             raise InvalidArgumentError("echo", "with logprobs is not supported (the prompt's log-probabilities)")
         constraint = self._constraint(response_format, grammar, regex)
-        return completion(self, self._prompt_ids(prompt, add_bos), max_tokens, samplers, stop, stream, chat=False,
+        ids = self._prompt_ids(prompt, add_bos)
+        return completion(self, ids, max_tokens, samplers, stop, stream, chat=False,
                           top_logprobs=logprobs, constraint=constraint, model=_names("model", model, user),
-                          echo=echo, include_usage=arguments.include_usage(stream_options, stream))
+                          echo=echo, include_usage=arguments.include_usage(stream_options, stream),
+                          keep=self._context_keep(context_shift, ids))
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], max_tokens: Optional[int] = None,
                                temperature: float = DEFAULTS.temperature, top_k: int = DEFAULTS.top_k,
@@ -446,7 +543,8 @@ class Llama:
                                tool_choice: Union[None, str, Mapping[str, Any]] = None, n: int = 1,
                                max_completion_tokens: Optional[int] = None,
                                stream_options: Optional[Mapping[str, Any]] = None, model: Optional[str] = None,
-                               user: Optional[str] = None, guard=None, code_shield=None, guard_every: int = 64):
+                               user: Optional[str] = None, guard=None, code_shield=None, guard_every: int = 64,
+                               context_shift: Union[bool, int] = False):
         """Answers a conversation ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
 
         Returns an OpenAI "chat.completion" dict ({id, object, created, model, choices: [{index,
@@ -476,7 +574,7 @@ class Llama:
         code_shield: an edgellama.guard.CodeShield that scans each code block as it closes and the
         code in tool calls. A blocked request or answer has finish_reason "content_filter",
         content None, a "refusal" message and the verdicts in a "guard" field."""
-        from edgellama.api import chat_prompt_ids, completion
+        from edgellama.api import chat_prompt_ids, completion, system_prefix_length
         from edgellama.tools import tool_use
 
         samplers = self._samplers(_settings(locals()), seed, _choices(n, None))
@@ -490,12 +588,14 @@ class Llama:
         constraint = self._constraint(response_format, grammar, regex, use)
         ids = chat_prompt_ids(self, messages, use)
         include_usage = arguments.include_usage(stream_options, stream)
+        keep = self._context_keep(context_shift, ids, system_prefix_length(self, messages, ids)
+                                  if context_shift is True else None)
 
         def respond():
             return completion(self, ids, max_tokens, samplers, stop, stream, chat=True,
                               top_logprobs=(top_logprobs or 0) if logprobs else None, constraint=constraint,
                               tool_names=use.names if use is not None and use.parses_calls else None,
-                              model=_names("model", model, user), include_usage=include_usage)
+                              model=_names("model", model, user), include_usage=include_usage, keep=keep)
 
         if guard is None and code_shield is None:
             return respond()

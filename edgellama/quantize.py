@@ -14,6 +14,7 @@ folder and renamed over OUT only when complete: an interrupted or failed run lea
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import sys
@@ -213,7 +214,8 @@ _REQUIRED_SETTINGS = {"hidden_act": ("silu",), "attention_bias": (False, None), 
 
 
 def _hf_rope(config: Dict[str, Any]) -> Tuple[float, Optional[Dict[str, Any]]]:
-    """(rope_theta, llama3 scaling parameters or None) from either config spelling."""
+    """(rope_theta, scaling parameters with their "rope_type" or None) from either config spelling.
+    Supported types: llama3 (written as rope_freqs.weight), linear and yarn (written as metadata)."""
     params = config.get("rope_parameters") or {}
     scaling = config.get("rope_scaling") or None
     for key, value in (("rope_parameters", params), ("rope_scaling", scaling)):
@@ -224,22 +226,53 @@ def _hf_rope(config: Dict[str, Any]) -> Tuple[float, Optional[Dict[str, Any]]]:
                            ).real("rope_theta", 10000.0, low=0.0, low_open=True)
     if scaling is None and params.get("rope_type", params.get("type", "default")) != "default":
         scaling = params
-    if scaling is not None:
-        kind = scaling.get("rope_type", scaling.get("type"))
-        if kind == "default":
-            return theta, None
-        if kind != "llama3":
-            raise UnsupportedModelError("config.json", f"rope scaling type {kind!r} is not supported "
-                                                       f"(supported: none, 'llama3')")
+    if scaling is None:
+        return theta, None
+    kind = scaling.get("rope_type", scaling.get("type"))
+    if kind == "default":
+        return theta, None
+    if kind not in ("llama3", "linear", "yarn"):
+        raise UnsupportedModelError("config.json", f"rope scaling type {kind!r} is not supported "
+                                                   f"(supported: none, 'llama3', 'linear', 'yarn')")
+    reader = MetadataReader("config.json", scaling)
+    required = {"llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+                "linear": ("factor",), "yarn": ("factor",)}[kind]
+    for k in required:
+        if k not in scaling:
+            raise UnsupportedModelError("config.json", f"{kind} rope scaling lacks '{k}'")
+        reader.real(k, low=0.0, low_open=True)
+    if kind == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+        raise InvalidMetadataError("config.json", "rope_scaling", scaling,
+                                   "low_freq_factor must be below high_freq_factor")
+    if kind == "yarn":
+        for k in ("mscale", "mscale_all_dim"):
+            if scaling.get(k):
+                raise UnsupportedModelError("config.json", f"yarn rope scaling with '{k}' is not supported")
+        if scaling.get("truncate", True) is not True:
+            raise UnsupportedModelError("config.json", "yarn rope scaling with truncate=false is not supported")
+    return theta, dict(scaling, rope_type=kind)
+
+
+def rope_scaling_metadata(scaling: Optional[Dict[str, Any]], context_length: int) -> Dict[str, Any]:
+    """The GGUF keys of a linear or YaRN scaling (edgellama/rope_scaling.py reads them back). An
+    explicit YaRN attention_factor is the whole magnitude in transformers, while the GGUF
+    attn_factor multiplies 1 + 0.1 ln(factor): it is divided by that here."""
+    if scaling is None or scaling["rope_type"] not in ("linear", "yarn"):
+        return {}
+    factor = float(scaling["factor"])
+    meta = {"llama.rope.scaling.type": scaling["rope_type"], "llama.rope.scaling.factor": factor}
+    if scaling["rope_type"] == "yarn":
         reader = MetadataReader("config.json", scaling)
-        for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
-            if k not in scaling:
-                raise UnsupportedModelError("config.json", f"llama3 rope scaling lacks '{k}'")
-            reader.real(k, low=0.0, low_open=True)
-        if not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
-            raise InvalidMetadataError("config.json", "rope_scaling", scaling,
-                                       "low_freq_factor must be below high_freq_factor")
-    return theta, scaling
+        meta["llama.rope.scaling.original_context_length"] = reader.integer(
+            "original_max_position_embeddings", context_length, low=1)
+        for hf_key, gguf_key in (("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow")):
+            if scaling.get(hf_key):
+                meta["llama.rope.scaling." + gguf_key] = reader.real(hf_key, low=0.0, low_open=True)
+        attention_factor = reader.real("attention_factor", None, low=0.0, low_open=True)
+        if attention_factor is not None:
+            default = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+            meta["llama.rope.scaling.attn_factor"] = attention_factor / default
+    return meta
 
 
 def llama3_rope_factors(head_dim: int, theta: float, scaling: Dict[str, Any]) -> np.ndarray:
@@ -354,7 +387,7 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
         tensors.append(SourceTensor(gguf_name, st.shape, _rows_reader(array, lambda p, d=st.dtype: to_float32(p, d),
                                                                        row_index), st.dtype,
                                     release=lambda a=array: drop_mapped_pages(a)))
-    if scaling is not None:
+    if scaling is not None and scaling["rope_type"] == "llama3":
         factors = llama3_rope_factors(head_dim, theta, scaling)
         tensors.append(SourceTensor("rope_freqs.weight", factors.shape, lambda a, b, f=factors: f.reshape(1, -1), "F32"))
 
@@ -372,6 +405,7 @@ def hf_source(folder: Path, log: Log = _stderr_log) -> ModelSource:
         "llama.rope.freq_base": theta,
         "llama.vocab_size": config["vocab_size"],
     }
+    meta.update(rope_scaling_metadata(scaling, meta["llama.context_length"]))
     if head_dim * n_head != n_embd:
         meta["llama.attention.key_length"] = head_dim
         meta["llama.attention.value_length"] = head_dim

@@ -129,6 +129,8 @@ class ReferenceModel:
         self.output_norm = load("output_norm.weight").w
         self.output = load("output.weight") if "output.weight" in tensors else self.embd
         self.rope_freqs = load("rope_freqs.weight").w if "rope_freqs.weight" in tensors else None
+        self.rope_scaling = {k: _field(reader, f"llama.rope.scaling.{k}") for k in
+                             ("type", "factor", "original_context_length", "attn_factor")}
         self.layers = []
         for i in range(hp.n_layer):
             p = f"blk.{i}."
@@ -160,8 +162,9 @@ class ReferenceModel:
         inv_freq = hp.rope_base ** (-2.0 * np.arange(half) / hp.rope_dim)
         if self.rope_freqs is not None and self.use_rope_freqs:
             inv_freq = inv_freq / self.rope_freqs[:half]
+        inv_freq, magnitude = self.scaled_frequencies(inv_freq)
         angle = positions[:, None].astype(np.float64) * inv_freq[None, :]     # (n, half)
-        cos, sin = np.cos(angle)[:, None, :], np.sin(angle)[:, None, :]
+        cos, sin = magnitude * np.cos(angle)[:, None, :], magnitude * np.sin(angle)[:, None, :]
         out = x.copy()
         if self.rope_neox:      # the other convention: pairs (x[i], x[i + rope_dim/2])
             first, second = slice(0, half), slice(half, hp.rope_dim)
@@ -171,6 +174,27 @@ class ReferenceModel:
         out[..., first] = x0 * cos - x1 * sin
         out[..., second] = x0 * sin + x1 * cos
         return out
+
+    def scaled_frequencies(self, inv_freq: np.ndarray) -> Tuple[np.ndarray, float]:
+        """(frequencies, magnitude on the rotated vectors) under the file's rope.scaling.
+        linear: every frequency / factor. YaRN (Peng et al. 2023, and the authors' code): with
+        d(b) = rope_dim ln(L / (2 pi b)) / (2 ln base) the pair index that turns b times over the
+        original window L, pairs below floor(d(32)) keep their frequency, pairs above ceil(d(1))
+        are divided by the factor, a linear ramp over the index blends between; queries and keys
+        are scaled by attn_factor (0.1 ln(factor) + 1)."""
+        s, hp = self.rope_scaling, self.hp
+        kind, factor = s["type"] or "none", float(s["factor"] or 1.0)
+        magnitude = float(s["attn_factor"] or 1.0)
+        if kind == "linear":
+            return inv_freq / factor, magnitude
+        if kind != "yarn":
+            return inv_freq, magnitude
+        window = float(s["original_context_length"] or hp.n_ctx_train)
+        turning = lambda b: hp.rope_dim * np.log(window / (2 * np.pi * b)) / (2 * np.log(hp.rope_base))  # noqa: E731
+        low, high = max(0.0, np.floor(turning(32.0))), min(hp.rope_dim - 1.0, np.ceil(turning(1.0)))
+        interpolate = np.clip((np.arange(len(inv_freq)) - low) / max(high - low, 1e-3), 0.0, 1.0)
+        scaled = inv_freq * (1 - interpolate) + inv_freq / factor * interpolate
+        return scaled, magnitude * (0.1 * np.log(factor) + 1.0 if factor > 1 else 1.0)
 
     # -- forward ---------------------------------------------------------------------------
 
@@ -225,7 +249,7 @@ class _Float32View(ReferenceModel):
         cast = lambda m: Matrix(m.w.astype(dtype), m.qtype)  # noqa: E731
         self.embd, self.output = cast(base.embd), cast(base.output)
         self.output_norm = base.output_norm.astype(dtype)
-        self.rope_freqs = base.rope_freqs
+        self.rope_freqs, self.rope_scaling = base.rope_freqs, base.rope_scaling
         self.layers = [{k: (cast(v) if isinstance(v, Matrix) else v.astype(dtype)) for k, v in layer.items()}
                        for layer in base.layers]
         for flag in ("rope_neox", "gqa_modulo", "use_rope_freqs", "act_scale_dtype", "kv_fp16"):

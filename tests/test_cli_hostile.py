@@ -212,14 +212,14 @@ def test_chat_answer_that_fails_midway_keeps_the_session(monkeypatch, tiny, tmp_
     real_run_records = edgellama.api.run_records
     calls = []
 
-    def run_records(llm, ids, *args):
+    def run_records(llm, ids, *args, **kwargs):
         calls.append(ids)
         if len(calls) == 1:
             def failing():
                 yield SimpleNamespace(text="half an ans")
                 raise EdgellamaError("the device failed")
             return failing()
-        return real_run_records(llm, ids, *args)
+        return real_run_records(llm, ids, *args, **kwargs)
 
     monkeypatch.setattr(edgellama.api, "run_records", run_records)
     saved = tmp_path / "c.json"

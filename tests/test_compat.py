@@ -110,3 +110,16 @@ def test_from_pretrained_needs_huggingface_hub_or_downloads_through_it(smollm2_p
     assert Llama.from_pretrained("someone/model-GGUF", "*Q4_1.gguf", verbose=False).n_vocab() == 49152
     with pytest.raises(InvalidArgumentError, match="matches 2 files"):
         Llama.from_pretrained("someone/model-GGUF", "*.gguf", verbose=False)
+
+
+def test_save_state_and_load_state_restore_the_cache(smollm2_path):
+    llm = Llama(smollm2_path, n_ctx=256, verbose=False)
+    tokens = llm.tokenize(b"The capital of France is")
+    llm.eval(tokens)
+    state = llm.save_state()
+    assert state.n_tokens == len(tokens)
+    want = llm("The capital of France is", max_tokens=6, temperature=0)["choices"][0]["text"]
+    llm.reset()
+    other = Llama(smollm2_path, n_ctx=256, verbose=False)
+    other.load_state(state)
+    assert other("The capital of France is", max_tokens=6, temperature=0)["choices"][0]["text"] == want

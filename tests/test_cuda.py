@@ -488,7 +488,7 @@ def case_and_options(case):
 
 @needs_module
 @pytest.mark.parametrize("case", ["Q4_K", "gqa3-Q4_1", "head_dim128-Q8_0", "untied-Q4_K-Q6_K_output",
-                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32",
+                                  "mixed-Q4_0-Q8_0-F16-Q6_K", "rope_freqs-F32", "rope_yarn-rope_freqs-Q4_1",
                                   "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows", "Q8_0-256+grouped_rows+fused_attention",
                                   "mixed-Q4_K_M-2048+grouped_rows", "gqa3-Q4_1+fused_attention",
                                   "Q4_K+fused_attention+fused_swiglu_quant", "Q8_0-256+fused_swiglu_quant",

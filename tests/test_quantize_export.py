@@ -44,6 +44,10 @@ HF_VARIANTS = {
     "llama31-rope-scaling": dict(tied=False, n_kv=1, rope_scaling={
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64}),
+    "linear-rope-scaling": dict(tied=True, n_kv=2, rope_scaling={"rope_type": "linear", "factor": 4.0}),
+    # The ramp spans pairs 0-3 of 8; an explicit attention_factor (the whole magnitude here).
+    "yarn-rope-scaling": dict(tied=False, n_kv=2, rope_scaling={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": 1.3}),
 }
 
 
@@ -120,7 +124,9 @@ def test_hf_f32_export_matches_transformers(hf_models, variant, tmp_path):
     assert all(t.rmse == 0 for t in report.tensors)
     model = load_gguf(out)
     assert ("output.weight" in model.tensors) == (not HF_VARIANTS[variant]["tied"])
-    assert ("rope_freqs.weight" in model.tensors) == ("rope_scaling" in HF_VARIANTS[variant])
+    scaling = HF_VARIANTS[variant].get("rope_scaling") or {}
+    assert ("rope_freqs.weight" in model.tensors) == (scaling.get("rope_type") == "llama3")
+    assert model.config.rope_scaling.kind == {"linear": "linear", "yarn": "yarn"}.get(scaling.get("rope_type"), "none")
     assert not model.tokenizer_metadata  # no tokenizer files in the folder
     ours = Llama(out, n_threads=2).eval(IDS, all_logits=True)
     assert ours.shape == ref.shape
@@ -242,7 +248,9 @@ def test_safetensors_offsets_outside_the_file(hf_models, tmp_path):
     ({"architectures": ["MistralForCausalLM"], "model_type": "mistral"}, "MistralForCausalLM"),
     ({"hidden_act": "gelu"}, "hidden_act"),
     ({"attention_bias": True}, "attention_bias"),
-    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0}}, "yarn"),
+    ({"rope_parameters": {"rope_type": "longrope", "factor": 4.0, "rope_theta": 10000.0}}, "longrope"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "mscale": 0.7,
+                          "mscale_all_dim": 0.7}}, "mscale"),
 ])
 def test_unsupported_configs_name_the_problem(hf_models, tmp_path, change, message):
     folder = _copy_folder(hf_models["gqa-untied"][0], tmp_path / "cfg")

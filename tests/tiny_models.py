@@ -448,6 +448,15 @@ FORWARD_CASES = {
     "untied-Q4_K-Q6_K_output": dict(weight_type="Q4_K", output_type="Q6_K", tied_output=False, **K_SHAPE),
     "rope_freqs-F32": dict(weight_type="F32", rope_freqs=True, tied_output=False),
     "rope_freqs-Q4_1": dict(weight_type="Q4_1", rope_freqs=True),
+    # RoPE context extension (edgellama/rope_scaling.py); YaRN's ramp spans pairs 0-3 of 8 here.
+    "rope_linear-F32": dict(weight_type="F32", overrides={
+        "llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 4.0}),
+    "rope_yarn-F32": dict(weight_type="F32", tied_output=False, overrides={
+        "llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+        "llama.rope.scaling.original_context_length": 64}),
+    "rope_yarn-rope_freqs-Q4_1": dict(weight_type="Q4_1", rope_freqs=True, overrides={
+        "llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 8.0,
+        "llama.rope.scaling.original_context_length": 128, "llama.rope.scaling.attn_factor": 1.25}),
     "Q8_0_embd-Q4_1": dict(weight_type="Q4_1", embd_type="Q8_0", rope_base=100000.0, **GQA3),
     # Files that mix types as llama.cpp's mixes do: matrices sharing an input (Q/K/V, gate/up) in
     # different types or activation formats, a K-quant output head over 32-block layers.

@@ -21,11 +21,12 @@ __global__ void rope_store_kernel(float* __restrict__ q, const float* __restrict
                                   int64_t n_tokens, int64_t q_width, int64_t kv_width, int64_t head_dim,
                                   int64_t n_pairs, const double* __restrict__ inv_freq,
                                   const int64_t* __restrict__ first_pos, __half* __restrict__ k_cache,
-                                  __half* __restrict__ v_cache) {
+                                  __half* __restrict__ v_cache, float magnitude) {
     wait_for_prior_kernels();
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= n_tokens * (q_width + kv_width) / 2) return;
-    rope_store_pair(idx, q, k, v, q_width, kv_width, head_dim, n_pairs, inv_freq, *first_pos, k_cache, v_cache);
+    rope_store_pair(idx, q, k, v, q_width, kv_width, head_dim, n_pairs, inv_freq, magnitude, *first_pos, k_cache,
+                    v_cache);
 }
 
 __global__ void swiglu_kernel(float* __restrict__ gate, const float* __restrict__ up, int64_t n) {
@@ -54,7 +55,7 @@ void rope_store(const RopeStore& r, int64_t n_tokens, cudaStream_t stream) {
     const int64_t total = n_tokens * (q_width + kv_width) / 2;
     if (total <= 0) return;
     launch("rope_store_kernel", rope_store_kernel, ceil_div(total, kThreads), kThreads, stream, r.q, r.k, r.v, n_tokens,
-           q_width, kv_width, r.head_dim, r.n_pairs, r.inv_freq, r.first_pos, r.k_cache, r.v_cache);
+           q_width, kv_width, r.head_dim, r.n_pairs, r.inv_freq, r.first_pos, r.k_cache, r.v_cache, r.magnitude);
 }
 
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream) {

@@ -300,7 +300,7 @@ EDGELLAMA_HD void gemv_int8_rope_rows(const Block& block, const RowSegments& seg
     const int64_t first_pos = *rope.first_pos;
     for (int64_t p = block.thread(); p < rope.head_dim / 2; p += block.threads()) {
         rope_store_pair(head.first_pair + p, rope.q, rope.k, rope.v, q_width, kv_width, rope.head_dim, rope.n_pairs,
-                        rope.inv_freq, first_pos, rope.k_cache, rope.v_cache, L2Load{});
+                        rope.inv_freq, rope.magnitude, first_pos, rope.k_cache, rope.v_cache, L2Load{});
     }
 }
 

@@ -161,7 +161,7 @@ public:
 
     void rope_store(const RopeStore& r, int64_t n_tokens) override {
         rope_store_on_host(r.q, r.k, r.v, n_tokens, r.n_head, r.n_head_kv, r.head_dim, r.n_pairs, r.inv_freq,
-                           *r.first_pos, r.k_cache, r.v_cache);
+                           *r.first_pos, r.k_cache, r.v_cache, r.magnitude);
     }
 
     bool matmul_qkv_rope(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope,

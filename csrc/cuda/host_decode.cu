@@ -144,10 +144,11 @@ void rms_norm_on_host(const float* x, const float* weight, float* out, int64_t n
 
 void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
                         int64_t head_dim, int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache,
-                        __half* v_cache) {
+                        __half* v_cache, float magnitude) {
     const int64_t q_width = n_head * head_dim, kv_width = n_head_kv * head_dim;
     for (int64_t idx = 0; idx < n_tokens * (q_width + kv_width) / 2; ++idx) {
-        rope_store_pair(idx, q, k, v, q_width, kv_width, head_dim, n_pairs, inv_freq, first_pos, k_cache, v_cache);
+        rope_store_pair(idx, q, k, v, q_width, kv_width, head_dim, n_pairs, inv_freq, magnitude, first_pos, k_cache,
+                        v_cache);
     }
 }
 

@@ -39,7 +39,7 @@ void rms_norm_on_host(const float* x, const float* weight, float* out, int64_t n
 // threads do (norm_rope.cuh: rope_store_pair).
 void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_tokens, int64_t n_head, int64_t n_head_kv,
                         int64_t head_dim, int64_t n_pairs, const double* inv_freq, int64_t first_pos, __half* k_cache,
-                        __half* v_cache);
+                        __half* v_cache, float magnitude = 1.0f);
 
 // Causal grouped-query attention of n_tokens queries q ([token][head][dim]) at positions
 // first_pos + t over the fp16 cache rows ([pos][kv_head][dim]), split n_split ways: the two

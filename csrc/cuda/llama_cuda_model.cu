@@ -353,7 +353,7 @@ struct CudaLlamaModel::Impl {
             const MatmulInput attn_in = normed_input(x.as<float>(), l.attn_norm, n, {&l.wq, &l.wk, &l.wv});
             const MatmulTarget qkv[3] = {{&l.wq, q.as<float>()}, {&l.wk, k_new.as<float>()}, {&l.wv, v_new.as<float>()}};
             const RopeStore rope{q.as<float>(), k_new.as<float>(), v_new.as<float>(), c.n_head, c.n_head_kv,
-                                 c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc};
+                                 c.head_dim, n_pairs, inv_freq.as<double>(), first_pos, kc, vc, c.rope_magnitude};
             if (!backend->matmul_qkv_rope(qkv, attn_in, rope, head_counts.as<unsigned>())) {
                 backend->matmul_group(qkv, 3, attn_in, false);
                 backend->rope_store(rope, n);

@@ -64,10 +64,10 @@ EDGELLAMA_HD void rms_norm_block(const Block& block, const float* x, const float
     }
 }
 
-EDGELLAMA_HD void rotate(float& a, float& b, int64_t pos, double inv_freq) {
+EDGELLAMA_HD void rotate(float& a, float& b, int64_t pos, double inv_freq, float magnitude) {
     double s, c;
     sincos(static_cast<double>(pos) * inv_freq, &s, &c);
-    const float cf = static_cast<float>(c), sf = static_cast<float>(s);
+    const float cf = static_cast<float>(c) * magnitude, sf = static_cast<float>(s) * magnitude;
     const float x = a, y = b;
     a = x * cf - y * sf;
     b = x * sf + y * cf;
@@ -80,7 +80,8 @@ EDGELLAMA_HD void rotate(float& a, float& b, int64_t pos, double inv_freq) {
 template <class Load = PlainLoad>
 EDGELLAMA_HD void rope_store_pair(int64_t idx, float* q, const float* k, const float* v, int64_t q_width,
                                   int64_t kv_width, int64_t head_dim, int64_t n_pairs, const double* inv_freq,
-                                  int64_t first_pos, __half* k_cache, __half* v_cache, Load load = {}) {
+                                  float magnitude, int64_t first_pos, __half* k_cache, __half* v_cache,
+                                  Load load = {}) {
     const int64_t pairs_per_token = (q_width + kv_width) / 2;
     const int64_t t = idx / pairs_per_token;
     int64_t e = 2 * (idx % pairs_per_token);
@@ -90,7 +91,7 @@ EDGELLAMA_HD void rope_store_pair(int64_t idx, float* q, const float* k, const f
         float* p = q + t * q_width + e;
         if (pair < n_pairs) {
             float a = load(p), b = load(p + 1);
-            rotate(a, b, pos, inv_freq[pair]);
+            rotate(a, b, pos, inv_freq[pair], magnitude);
             p[0] = a;
             p[1] = b;
         }
@@ -100,7 +101,7 @@ EDGELLAMA_HD void rope_store_pair(int64_t idx, float* q, const float* k, const f
     const float* kp = k + t * kv_width + e;
     const float* vp = v + t * kv_width + e;
     float a = load(kp), b = load(kp + 1);
-    if (pair < n_pairs) rotate(a, b, pos, inv_freq[pair]);
+    if (pair < n_pairs) rotate(a, b, pos, inv_freq[pair], magnitude);
     const int64_t dst = pos * kv_width + e;
     const __half2 kh = __floats2half2_rn(a, b), vh = __floats2half2_rn(load(vp), load(vp + 1));
     memcpy(k_cache + dst, &kh, sizeof kh);  // one 4-byte store, without writing halves through another type

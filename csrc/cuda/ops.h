@@ -119,6 +119,7 @@ struct RopeStore {
     const int64_t* first_pos = nullptr;
     __half* k_cache = nullptr;
     __half* v_cache = nullptr;
+    float magnitude = 1.0f;  // on cos and sin (LlamaConfig::rope_magnitude)
 };
 void rope_store(const RopeStore& rope, int64_t n_tokens, cudaStream_t stream);
 // quant_gemv.cu — the Q/K/V products of a one-token step (qkv: wq into rope.q, wk into rope.k, wv

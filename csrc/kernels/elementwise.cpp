@@ -19,11 +19,12 @@ void rms_norm(const float* x, const float* weight, float* out, int64_t n, float 
     for (int64_t i = 0; i < n; ++i) out[i] = x[i] * scale * weight[i];
 }
 
-void rope_angles(int64_t pos, const double* inv_freq, int64_t n_pairs, float* cos_out, float* sin_out) {
+void rope_angles(int64_t pos, const double* inv_freq, int64_t n_pairs, float* cos_out, float* sin_out,
+                 float magnitude) {
     for (int64_t i = 0; i < n_pairs; ++i) {
         const double angle = static_cast<double>(pos) * inv_freq[i];
-        cos_out[i] = static_cast<float>(std::cos(angle));
-        sin_out[i] = static_cast<float>(std::sin(angle));
+        cos_out[i] = static_cast<float>(std::cos(angle)) * magnitude;
+        sin_out[i] = static_cast<float>(std::sin(angle)) * magnitude;
     }
 }
 

@@ -8,8 +8,10 @@ namespace edgellama {
 // out[i] = x[i] / sqrt(mean(x²) + eps) * weight[i]; out may alias x.
 void rms_norm(const float* x, const float* weight, float* out, int64_t n, float eps);
 
-// Angles of one position: cos/sin[i] of pos * inv_freq[i] for the rope_dim/2 rotated pairs.
-void rope_angles(int64_t pos, const double* inv_freq, int64_t n_pairs, float* cos_out, float* sin_out);
+// Angles of one position: cos/sin[i] of pos * inv_freq[i] for the rope_dim/2 rotated pairs, times
+// magnitude (YaRN's scale of the rotated vectors; 1 for plain RoPE).
+void rope_angles(int64_t pos, const double* inv_freq, int64_t n_pairs, float* cos_out, float* sin_out,
+                 float magnitude = 1.0f);
 
 // Rotates adjacent pairs (x[2i], x[2i+1]) of each of n_heads heads (head_dim apart) in place;
 // only the first n_pairs pairs of a head rotate (the GGUF llama convention).

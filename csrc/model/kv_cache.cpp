@@ -91,6 +91,68 @@ void KVCache::copy_prefix(int64_t src, int64_t dst, int64_t n) {
     n_past_[dst] = n;
 }
 
+void KVCache::shift(int64_t seq, int64_t n_keep, int64_t n_discard, const float* cos_v, const float* sin_v,
+                    int64_t n_pairs) {
+    const int64_t held = n_past(seq);
+    if (n_keep < 0 || n_discard < 1 || n_keep > held - n_discard || n_pairs < 0 || 2 * n_pairs > head_dim_) {
+        throw std::out_of_range("shift of " + std::to_string(n_discard) + " positions after " + std::to_string(n_keep) +
+                                " in a sequence of " + std::to_string(held));
+    }
+    std::vector<float> key(static_cast<size_t>(head_dim_));
+    for (int64_t l = 0; l < n_layer_; ++l) {
+        for (int64_t h = 0; h < n_head_kv_; ++h) {
+            const int64_t head = region(seq, l) + h * head_stride();
+            uint16_t* keys = keys_.get() + head;
+            uint16_t* values = values_.get() + head;
+            for (int64_t to = n_keep; to < held - n_discard; ++to) {  // upwards: reads stay ahead of writes
+                const int64_t from = to + n_discard;
+                const uint16_t* src = keys + from / kKeyBlock * kKeyBlock * head_dim_ + from % kKeyBlock;
+                uint16_t* dst = keys + to / kKeyBlock * kKeyBlock * head_dim_ + to % kKeyBlock;
+                for (int64_t d = 0; d < head_dim_; ++d) key[d] = fp16_to_fp32(src[d * kKeyBlock]);
+                rope_apply(key.data(), 1, head_dim_, cos_v, sin_v, n_pairs);
+                for (int64_t d = 0; d < head_dim_; ++d) dst[d * kKeyBlock] = fp32_to_fp16(key[d]);
+                std::memcpy(values + to * head_dim_, values + from * head_dim_, sizeof(uint16_t) * head_dim_);
+            }
+        }
+    }
+    n_past_[seq] = held - n_discard;
+}
+
+void KVCache::read(int64_t seq, uint16_t* keys_out, uint16_t* values_out) const {
+    const int64_t n = n_past(seq);
+    for (int64_t l = 0; l < n_layer_; ++l) {
+        for (int64_t h = 0; h < n_head_kv_; ++h) {
+            const int64_t head = region(seq, l) + h * head_stride();
+            const int64_t out = (l * n_head_kv_ + h) * n * head_dim_;
+            std::memcpy(values_out + out, values_.get() + head, sizeof(uint16_t) * n * head_dim_);
+            for (int64_t p = 0; p < n; ++p) {
+                const uint16_t* block = keys_.get() + head + p / kKeyBlock * kKeyBlock * head_dim_ + p % kKeyBlock;
+                for (int64_t d = 0; d < head_dim_; ++d) keys_out[out + p * head_dim_ + d] = block[d * kKeyBlock];
+            }
+        }
+    }
+}
+
+void KVCache::write(int64_t seq, int64_t n, const uint16_t* keys_in, const uint16_t* values_in) {
+    check_seq(seq);
+    if (n < 0 || n > n_ctx_) {
+        throw std::out_of_range("a state of " + std::to_string(n) + " positions does not fit a window of " +
+                                std::to_string(n_ctx_));
+    }
+    for (int64_t l = 0; l < n_layer_; ++l) {
+        for (int64_t h = 0; h < n_head_kv_; ++h) {
+            const int64_t head = region(seq, l) + h * head_stride();
+            const int64_t in = (l * n_head_kv_ + h) * n * head_dim_;
+            std::memcpy(values_.get() + head, values_in + in, sizeof(uint16_t) * n * head_dim_);
+            for (int64_t p = 0; p < n; ++p) {
+                uint16_t* block = keys_.get() + head + p / kKeyBlock * kKeyBlock * head_dim_ + p % kKeyBlock;
+                for (int64_t d = 0; d < head_dim_; ++d) block[d * kKeyBlock] = keys_in[in + p * head_dim_ + d];
+            }
+        }
+    }
+    n_past_[seq] = n;
+}
+
 void KVCache::advance(int64_t seq, int64_t n_tokens) {
     if (n_past(seq) + n_tokens > n_ctx_) throw std::length_error("KV cache overflow");
     n_past_[seq] += n_tokens;

@@ -51,7 +51,19 @@ public:
     // dst holds the first n positions of src afterwards (src unchanged); a shared prompt prefix is
     // computed once. dst == src truncates.
     void copy_prefix(int64_t src, int64_t dst, int64_t n);
+    // Context shift: positions [n_keep, n_keep + n_discard) of seq are dropped and the later ones
+    // move down by n_discard, each key's leading n_pairs RoPE pairs rotated by the angle whose
+    // cos and sin are given per pair (RoPE of position -n_discard): the keys then hold what RoPE
+    // at their new positions gives, without recomputing them.
+    void shift(int64_t seq, int64_t n_keep, int64_t n_discard, const float* cos_v, const float* sin_v,
+               int64_t n_pairs);
     void advance(int64_t seq, int64_t n_tokens);
+
+    // The positions seq holds, out of the cache as halves in the plain layout
+    // [n_layer][n_head_kv][n_past][head_dim] (keys and values alike), for saved state and tests;
+    // write() makes seq hold n positions given so.
+    void read(int64_t seq, uint16_t* keys_out, uint16_t* values_out) const;
+    void write(int64_t seq, int64_t n, const uint16_t* keys_in, const uint16_t* values_in);
 
 private:
     int64_t padded_ctx() const { return (n_ctx_ + kKeyBlock - 1) / kKeyBlock * kKeyBlock; }

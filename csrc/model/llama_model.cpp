@@ -105,13 +105,22 @@ void LlamaModel::evaluate(const TokenBatch& batch, float* out, Output output) {
     }
 }
 
+void LlamaModel::seq_shift(int64_t seq, int64_t n_keep, int64_t n_discard) {
+    // RoPE of position -n_discard: composed with a key's rotation at position p it gives the
+    // rotation at p - n_discard. Magnitude 1: the keys already carry YaRN's scale.
+    const int64_t n_pairs = config_.rope_dim / 2;
+    std::vector<float> cos_v(static_cast<size_t>(n_pairs)), sin_v(static_cast<size_t>(n_pairs));
+    rope_angles(-n_discard, inv_freq_.data(), n_pairs, cos_v.data(), sin_v.data());
+    cache_.shift(seq, n_keep, n_discard, cos_v.data(), sin_v.data(), n_pairs);
+}
+
 void LlamaModel::step(const TokenBatch& batch, int64_t first, int64_t n_tokens, const std::vector<SequenceRun>& runs,
                       float* out, Output output) {
     const int64_t n_pairs = config_.rope_dim / 2;
     embed(batch.tokens + first, n_tokens);
     for (int64_t t = 0; t < n_tokens; ++t) {
         rope_angles(batch.positions[first + t], inv_freq_.data(), n_pairs, &scratch_.rope_cos[t * n_pairs],
-                    &scratch_.rope_sin[t * n_pairs]);
+                    &scratch_.rope_sin[t * n_pairs], config_.rope_magnitude);
     }
     for (int64_t l = 0; l < config_.n_layer; ++l) {
         attention_block(weights_.layers[l], l, n_tokens, runs);
@@ -167,6 +176,7 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
         rope_apply(&scratch_.q[t * q_width], c.n_head, c.head_dim, cos_v, sin_v, n_pairs);
         rope_apply(new_keys + t * kv_width, c.n_head_kv, c.head_dim, cos_v, sin_v, n_pairs);
     }
+
     attention_runs_.clear();
     for (const SequenceRun& run : runs) {
         cache_.store(run.seq, layer_index, run.first_pos, run.n_tokens, new_keys + run.first * kv_width,

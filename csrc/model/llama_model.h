@@ -47,6 +47,9 @@ public:
     const LlamaConfig& config() const { return config_; }
     void truncate(int64_t n) { cache_.truncate(0, n); }
     void reset() { cache_.clear(0); }
+    // Context shift of one sequence (KVCache::shift): positions [n_keep, n_keep + n_discard) are
+    // dropped, the later keys rotated to their new positions.
+    void seq_shift(int64_t seq, int64_t n_keep, int64_t n_discard);
     KVCache& cache() { return cache_; }  // the sequence operations (clear, truncate, copy_prefix)
 
     // Tokens evaluated per internal batch; longer prompts are processed in chunks of this size.

@@ -50,8 +50,9 @@ void validate_llama_shapes(const LlamaConfig& c, const LlamaWeights& weights) {
         throw std::invalid_argument("rope dimension must be even and at most head_dim");
     }
     // NaN or a non-positive value here would reach the kernels as NaN (RoPE angles, RMSNorm scale).
-    if (!(std::isfinite(c.rope_base) && c.rope_base > 0) || !(std::isfinite(c.rms_eps) && c.rms_eps > 0)) {
-        throw std::invalid_argument("rope_base and rms_eps must be finite and positive");
+    if (!(std::isfinite(c.rope_base) && c.rope_base > 0) || !(std::isfinite(c.rms_eps) && c.rms_eps > 0) ||
+        !(std::isfinite(c.rope_magnitude) && c.rope_magnitude > 0)) {
+        throw std::invalid_argument("rope_base, rms_eps and rope_magnitude must be finite and positive");
     }
     if (static_cast<int64_t>(weights.layers.size()) != c.n_layer) {
         throw std::invalid_argument("layer count does not match n_layer");

@@ -21,6 +21,9 @@ struct LlamaConfig {
     int64_t rope_dim = 0;   // leading dims of each head that RoPE rotates (== head_dim for llama)
     float rope_base = 10000.0f;
     float rms_eps = 1e-5f;
+    // Multiplies RoPE's cos and sin, so the rotated queries and keys (cached so) scale by it:
+    // YaRN's magnitude (edgellama/rope_scaling.py); 1 for plain RoPE.
+    float rope_magnitude = 1.0f;
 };
 
 // A 2-D weight stored row by row: `rows` rows of `cols` elements in GGUF block format `type`.

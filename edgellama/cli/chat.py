@@ -24,8 +24,9 @@ import tempfile
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from edgellama.cli.common import (EXPECTED_ERRORS, add_device_argument, any_int, check_text, finite_float,
-                                  has_tokenizer, log, one_line, positive_int)
+from edgellama.cli.common import (EXPECTED_ERRORS, add_device_argument, add_prompt_cache_argument, any_int,
+                                  check_text, finite_float, has_tokenizer, load_prompt_cache, log, one_line,
+                                  positive_int, save_prompt_cache)
 from edgellama.errors import EdgellamaError
 
 HELP = """Commands:
@@ -82,6 +83,10 @@ def add_parser(sub) -> None:
                       help="check every message and answer with this Llama Guard model (name, file or OWNER/REPO)")
     chat.add_argument("--code-shield", action="store_true",
                       help="scan the code in answers with Code Shield (needs the guard extra)")
+    chat.add_argument("--no-context-shift", action="store_true",
+                      help="end an answer that fills the context window (default: drop the oldest tokens after the "
+                           "system prompt and go on)")
+    add_prompt_cache_argument(chat)
     add_device_argument(chat)
     chat.set_defaults(handler=cmd_chat)
 
@@ -187,12 +192,22 @@ class ChatSession:
     """A conversation with one model: history, settings, and the commands that change them."""
 
     def __init__(self, llm, system: Optional[str] = None, settings: Optional[Dict[str, Any]] = None,
-                 out=None, notice=None, pinned: Iterable[str] = (), guards=None):
+                 out=None, notice=None, pinned: Iterable[str] = (), guards=None, context_shift: bool = True,
+                 prompt_cache: Optional[str] = None):
         """pinned: names of settings a /load file does not change (those given as command-line
         flags); guards: None or an edgellama.guard.chat.Guards (--guard, --code-shield) whose
-        verdicts show as notices."""
+        verdicts show as notices. context_shift: an answer that fills the window goes on after
+        dropping old tokens past the system prompt (on engines that can; Llama.create_completion's
+        context_shift). prompt_cache: a session file that keeps the evaluated system prompt for the
+        next process (read at start, written after the first answer when it did not hold it)."""
         self.llm = llm
         self.guards = guards
+        self.context_shift = context_shift and hasattr(llm._core, "seq_shift")
+        self.prompt_cache = prompt_cache
+        self._cached_prefix: List[int] = []
+        if prompt_cache is not None:
+            load_prompt_cache(llm, prompt_cache)
+            self._cached_prefix = llm.cached_tokens
         self.settings = checked_settings(dict(DEFAULT_SETTINGS, **(settings or {})))
         self.pinned = frozenset(pinned)
         unknown = sorted(self.pinned - set(SETTINGS))
@@ -306,7 +321,7 @@ class ChatSession:
         Ctrl-C (KeyboardInterrupt) ends the answer early; what was printed is kept. An error
         (before or during the answer) is raised with the user's message taken back out of the
         history, so that the conversation has no half turn."""
-        from edgellama.api import make_sampler, run_records
+        from edgellama.api import make_sampler, run_records, system_prefix_length
 
         self.messages.append({"role": "user", "content": text})
         if self._blocked_request():
@@ -318,7 +333,9 @@ class ChatSession:
             sampler = make_sampler(s["temperature"], s["top_k"], s["top_p"], s["min_p"], s["typical_p"],
                                    s["repeat_penalty"], s["frequency_penalty"], s["presence_penalty"],
                                    s["penalty_last_n"], None, s["seed"])
-            records = run_records(self.llm, ids, s["max_tokens"], sampler, None)
+            keep = system_prefix_length(self.llm, self.messages, ids)
+            shift = {"keep": self.llm._context_keep(True, ids, keep)} if self.context_shift else {}
+            records = run_records(self.llm, ids, s["max_tokens"], sampler, None, **shift)
         except BaseException:
             self.messages.pop()
             raise
@@ -357,12 +374,22 @@ class ChatSession:
             self.messages.pop()
             return ""
         self.messages.append({"role": "assistant", "content": answer})
+        self._save_prompt_cache(keep)
         self.last_stats = self.llm.last_stats
         st = self.last_stats
         rate = st.generated_tokens / st.decode_seconds if st.decode_seconds > 0 else 0.0
         self.notice(f"[{'interrupted; ' if interrupted else ''}{st.generated_tokens} tokens, {rate:.1f} tok/s, "
                     f"prompt {st.prompt_tokens} ({st.reused_tokens} cached), {elapsed:.1f} s]")
         return answer
+
+    def _save_prompt_cache(self, n_system: Optional[int]) -> None:
+        """Writes the evaluated system prompt to the --prompt-cache file, unless it holds it already."""
+        if self.prompt_cache is None or not n_system:
+            return
+        prefix = self.llm.cached_tokens[:n_system]
+        if len(prefix) == n_system and prefix != self._cached_prefix:
+            save_prompt_cache(self.llm, self.prompt_cache, n_system)
+            self._cached_prefix = prefix
 
     def _blocked_request(self) -> bool:
         """Llama Guard's verdict on the new message, as a notice; True when it is blocked."""
@@ -553,7 +580,8 @@ def cmd_chat(args) -> int:
     llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device)
     if not has_tokenizer(llm):
         raise EdgellamaError("this file has no tokenizer, which chat needs (`edgellama run --ids` takes token ids)")
-    session = ChatSession(llm, system=system, settings=settings, pinned=settings, guards=_guards(args))
+    session = ChatSession(llm, system=system, settings=settings, pinned=settings, guards=_guards(args),
+                          context_shift=not args.no_context_shift, prompt_cache=args.prompt_cache)
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())

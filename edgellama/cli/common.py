@@ -137,3 +137,37 @@ def one_line(exc: BaseException) -> str:
 def log(message: str) -> None:
     """A status line for the user, on stderr (stdout carries only generated text)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def add_prompt_cache_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt-cache", metavar="FILE", default=None,
+                        help="a session file (Llama.save_session) holding the evaluated prompt: read at start when "
+                             "it belongs to this model, so a prompt starting with the same tokens is not evaluated "
+                             "again; written (atomically) with this run's prompt")
+
+
+def load_prompt_cache(llm, path) -> int:
+    """Loads a --prompt-cache file into sequence 0; returns how many tokens it held. A missing
+    file gives 0; one from another model, or a corrupt one, gives 0 with a note (it is rewritten
+    later), since a cache is never worth failing the command for."""
+    from edgellama.errors import StateError
+
+    try:
+        llm.load_session(path)
+    except FileNotFoundError:
+        return 0
+    except StateError as exc:
+        log(f"note: not using the prompt cache: {one_line(exc)}")
+        return 0
+    return llm.n_past
+
+
+def save_prompt_cache(llm, path, n_tokens: int) -> None:
+    """The first n_tokens of sequence 0 written to a --prompt-cache file (atomically); an engine
+    that cannot save its cache gives a note instead."""
+    from edgellama.errors import StateError
+
+    try:
+        llm.save_session(path, n_tokens=n_tokens)
+    except StateError as exc:
+        log(f"note: the prompt cache was not written: {one_line(exc)}")

@@ -13,8 +13,9 @@ import sys
 import time
 from typing import List
 
-from edgellama.cli.common import (add_device_argument, any_int, check_text, finite_float, has_tokenizer, log,
-                                  non_negative_int, positive_int, read_stdin_text, read_text_file)
+from edgellama.cli.common import (add_device_argument, add_prompt_cache_argument, any_int, check_text, finite_float,
+                                  has_tokenizer, load_prompt_cache, log, non_negative_int, positive_int,
+                                  read_stdin_text, read_text_file, save_prompt_cache)
 from edgellama.errors import EdgellamaError
 
 
@@ -35,6 +36,7 @@ def add_parser(sub) -> None:
     run.add_argument("--top-p", type=finite_float, default=0.95)
     run.add_argument("--seed", type=any_int, default=None)
     run.add_argument("--stats", action="store_true", help="print load time and tokens/s to stderr")
+    add_prompt_cache_argument(run)
     shape = run.add_mutually_exclusive_group()
     shape.add_argument("--json-schema", metavar="FILE", help="the text is JSON valid under this JSON schema")
     shape.add_argument("--grammar", metavar="FILE", help="the text follows this grammar (Lark or llama.cpp GBNF)")
@@ -100,6 +102,8 @@ def cmd_run(args) -> int:
     load_seconds = time.perf_counter() - start
     if args.ids is not None:
         arguments.token_ids("--ids", args.ids, llm.n_vocab)  # the range, named by the flag
+    if args.prompt_cache is not None:
+        load_prompt_cache(llm, args.prompt_cache)
     if has_tokenizer(llm):
         stats = _continue_text(llm, prompt, args, structure)
     elif args.ids is None:
@@ -108,6 +112,8 @@ def cmd_run(args) -> int:
         raise EdgellamaError("this file has no tokenizer, which --json-schema, --grammar and --regex need")
     else:
         stats = _continue_ids(llm, args)
+    if args.prompt_cache is not None:
+        save_prompt_cache(llm, args.prompt_cache, stats.prompt_tokens)
     if args.stats:
         log(f"load {load_seconds:.2f} s | prefill {stats.prompt_tokens} tokens at "
             f"{stats.prefill_tokens_per_second:.1f} tok/s | decode {stats.generated_tokens} tokens at "
@@ -134,7 +140,7 @@ def _continue_text(llm, prompt, args, structure: dict):
 def _continue_ids(llm, args):
     """The continuation of --ids for a model without a tokenizer, printed as token ids. Without a
     tokenizer no end-of-turn token is known: it stops after -n tokens or a full context window."""
-    from edgellama.generate import GenerationStats
+    from edgellama.generate import GenerationStats, common_prefix_length
     from edgellama.sampling import Sampler, SamplingParams
 
     sampler = Sampler(SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p), args.seed,
@@ -142,7 +148,10 @@ def _continue_ids(llm, args):
     history = list(args.ids)
     stats = GenerationStats(prompt_tokens=len(history))
     start = time.perf_counter()
-    logits = llm.eval(history)  # a prompt longer than the window fails here, before any output
+    # What sequence 0 already holds of the prompt (a --prompt-cache) is not evaluated again.
+    shared = min(common_prefix_length(llm.cached_tokens, history), len(history) - 1)
+    llm.truncate(shared)
+    logits = llm.eval(history[shared:])  # a prompt longer than the window fails here, before any output
     stats.prefill_seconds = time.perf_counter() - start
     if not args.no_echo:
         _write(",".join(map(str, history)))

@@ -27,10 +27,13 @@ class GenerationRequest:
     an integer >= 0; sampler: an edgellama.sampling.Sampler of its own; stops: stop strings;
     tokenizer: turns tokens into text (its stop_ids end a turn); n_ctx: the sequence's window;
     grammar: None, or an edgellama.constraints.GrammarState the output must follow (the tokens it
-    forbids are banned before sampling; the generation stops with "stop" where it is complete)."""
+    forbids are banned before sampling; the generation stops with "stop" where it is complete).
+    keep: None, or the context shift's kept prefix: when the window is full the scheduler drops
+    half of the tokens after the first `keep` (Scheduler._shift) instead of ending with "length";
+    max_tokens None then means one window of new tokens."""
 
     def __init__(self, prompt_ids: Sequence[int], max_tokens: Optional[int], sampler, stops: Sequence[str],
-                 tokenizer, n_ctx: int, top_logprobs: int = 0, grammar=None):
+                 tokenizer, n_ctx: int, top_logprobs: int = 0, grammar=None, keep: Optional[int] = None):
         from edgellama.tokenizer import StreamDecoder
 
         self.prompt: List[int] = list(prompt_ids)
@@ -39,7 +42,11 @@ class GenerationRequest:
         self.sampler = sampler
         self.grammar = grammar
         self.n_ctx = n_ctx
-        self.limit = max_tokens if max_tokens is not None else max(0, n_ctx - len(self.prompt) + 1)
+        self.keep = keep
+        if max_tokens is not None:
+            self.limit = max_tokens
+        else:
+            self.limit = n_ctx if keep is not None else max(0, n_ctx - len(self.prompt) + 1)
         self.stats = GenerationStats(prompt_tokens=len(self.prompt))
         self._decoder = StreamDecoder(tokenizer)
         self._matcher = StopStringMatcher(stops)
@@ -114,13 +121,18 @@ class GenerationRequest:
         complete = self.grammar is not None and self.grammar.advance(token)
         if stopped:
             self._emit(self._record(token, text, logprob, "stop"))
-        elif complete or self.stats.generated_tokens >= self.limit or n_past >= self.n_ctx:
+        elif complete or self.stats.generated_tokens >= self.limit or (n_past >= self.n_ctx and not self.can_shift(n_past)):
             # The grammar is complete, max_tokens, or the window is full: release what was held back.
             text += self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
             self._emit(self._record(token, text, logprob, "stop" if complete else "length"))
         else:
             self.records.append(self._record(token, text, logprob, None))
             self.to_evaluate = [token]
+
+    def can_shift(self, n_past: int) -> bool:
+        """Whether a context shift can make room in a sequence of n_past tokens: it is on and keeps
+        fewer than n_past - 1 of them (at least two go, so that a token fits and one remains)."""
+        return self.keep is not None and n_past - self.keep >= 2
 
     def _record(self, token: int, text: str, logprob: float, finish: Optional[str]) -> TokenRecord:
         return TokenRecord(token, text, logprob, finish, self.stats, self._top)

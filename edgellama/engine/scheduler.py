@@ -58,6 +58,20 @@ class Slot:
     tokens: List[int] = field(default_factory=list)
     holder: object = None  # a GenerationRequest, a _DirectUse, or None when free
     last_used: int = 0
+    # After a context shift only the first `exact` tokens' cache is what evaluating them afresh
+    # gives (the later ones were computed with the dropped tokens in view): None when all are.
+    exact: Optional[int] = None
+
+    def reusable(self, prompt: List[int]) -> int:
+        """How many of prompt's first tokens this slot's cache holds as a fresh evaluation would."""
+        shared = common_prefix_length(self.tokens, prompt)
+        return shared if self.exact is None else min(shared, self.exact)
+
+    def keep_first(self, n: int) -> None:
+        """Its record after the cache was cut to the first n tokens."""
+        del self.tokens[n:]
+        if self.exact is not None and n <= self.exact:
+            self.exact = None
 
 
 @dataclass
@@ -299,6 +313,8 @@ class Scheduler:
             return None
         plan = _Plan()
         for request in decoding:
+            if len(request.slot.tokens) + len(request.to_evaluate) > self.n_ctx:
+                self._shift(request.slot, request.keep)
             plan.add(request, request.slot, request.to_evaluate, True)
         budget = self.step_tokens if decoding else max(self.step_tokens, IDLE_STEP_TOKENS)
         room = max(budget - len(decoding), 0 if decoding else 1)
@@ -350,6 +366,15 @@ class Scheduler:
                 if request.done:
                     self._release(request)
 
+    def _shift(self, slot: Slot, keep: int) -> None:
+        """Context shift of a full sequence (GenerationRequest.keep): drops half of the tokens after
+        the first `keep`, as llama.cpp does, and rotates the later keys to their new positions in
+        place (LlamaModel::seq_shift), so generation goes on without evaluating anything again."""
+        discard = max(1, (len(slot.tokens) - keep) // 2)
+        self.backend.seq_shift(slot.index, keep, discard)
+        del slot.tokens[keep:keep + discard]
+        slot.exact = keep if slot.exact is None else min(slot.exact, keep)
+
     def _device_greedy(self, plan: _Plan) -> bool:
         """Whether the engine makes this step's choice itself: a backend that offers it, one
         sequence whose request is plain greedy, and logits wanted after its last entry only."""
@@ -385,7 +410,7 @@ class Scheduler:
         for slot in free:
             self._resync(slot)
         prompt = request.prompt
-        shared = {slot.index: common_prefix_length(slot.tokens, prompt) for slot in self.slots}
+        shared = {slot.index: slot.reusable(prompt) for slot in self.slots}
         whole = [slot for slot in free if shared[slot.index] == len(slot.tokens)]
         if whole:
             slot = max(whole, key=lambda s: (shared[s.index], -s.last_used))
@@ -396,10 +421,10 @@ class Scheduler:
         copied = min(shared[donor.index], len(prompt) - 1)
         if copied > keep:
             self.backend.seq_copy_prefix(donor.index, slot.index, copied)
-            slot.tokens = donor.tokens[:copied]
+            slot.tokens, slot.exact = donor.tokens[:copied], None
             return slot, copied
         self.backend.seq_truncate(slot.index, keep)
-        del slot.tokens[keep:]
+        slot.keep_first(keep)
         return slot, keep
 
     def _resync(self, slot: Slot) -> None:
@@ -407,7 +432,7 @@ class Scheduler:
         short by an exception between the core's return and our bookkeeping)."""
         if self.backend.seq_n_past(slot.index) != len(slot.tokens):
             self.backend.seq_clear(slot.index)
-            slot.tokens = []
+            slot.tokens, slot.exact = [], None
 
     def _release(self, request: GenerationRequest) -> None:
         slot, request.slot = request.slot, None
