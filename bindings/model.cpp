@@ -56,36 +56,6 @@ py::array_t<float> evaluate(LlamaModel& model, CArray<int32_t> tokens, CArray<in
     return result;
 }
 
-// The cache of one sequence as two uint16 arrays (fp16 bits) [n_layer][n_head_kv][n_past][head_dim].
-py::tuple seq_read(LlamaModel& model, int64_t seq) {
-    const LlamaConfig& c = model.config();
-    const std::vector<py::ssize_t> shape{c.n_layer, c.n_head_kv, model.n_past(seq), c.head_dim};
-    py::array_t<uint16_t> keys(shape), values(shape);
-    uint16_t* k = keys.mutable_data();
-    uint16_t* v = values.mutable_data();
-    {
-        py::gil_scoped_release release;
-        model.cache().read(seq, k, v);
-    }
-    return py::make_tuple(keys, values);
-}
-
-// Makes one sequence hold the positions given as seq_read returns them.
-void seq_write(LlamaModel& model, int64_t seq, CArray<uint16_t> keys, CArray<uint16_t> values) {
-    const LlamaConfig& c = model.config();
-    if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(0) != c.n_layer || keys.shape(1) != c.n_head_kv ||
-        keys.shape(3) != c.head_dim) {
-        throw std::invalid_argument("keys must be a [n_layer][n_head_kv][n][head_dim] array of this model's shape");
-    }
-    for (int d = 0; d < 4; ++d) {
-        if (values.shape(d) != keys.shape(d)) throw std::invalid_argument("keys and values differ in shape");
-    }
-    const uint16_t* k = keys.data();
-    const uint16_t* v = values.data();
-    py::gil_scoped_release release;
-    model.cache().write(seq, keys.shape(2), k, v);
-}
-
 py::array_t<float> forward_batch(LlamaModel& model, CArray<int32_t> tokens, CArray<int32_t> seq_ids,
                                  CArray<int64_t> positions, CArray<uint8_t> want_logits) {
     return evaluate(model, tokens, seq_ids, positions, want_logits, false);
@@ -116,8 +86,13 @@ void bind_model(py::module_& m) {
              }, py::arg("src"), py::arg("dst"), py::arg("n"))
         .def("seq_shift", &LlamaModel::seq_shift, py::arg("seq"), py::arg("n_keep"), py::arg("n_discard"),
              py::call_guard<py::gil_scoped_release>())
-        .def("seq_read", &seq_read, py::arg("seq"))
-        .def("seq_write", &seq_write, py::arg("seq"), py::arg("keys"), py::arg("values"))
+        .def("seq_read", [](LlamaModel& m, int64_t seq) {
+                 return cache_arrays(m.config(), m.n_past(seq), [&](uint16_t* k, uint16_t* v) { m.cache().read(seq, k, v); });
+             }, py::arg("seq"))
+        .def("seq_write", [](LlamaModel& m, int64_t seq, const HalfBits& keys, const HalfBits& values) {
+                 cache_from_arrays(m.config(), keys, values,
+                                   [&](int64_t n, const uint16_t* k, const uint16_t* v) { m.cache().write(seq, n, k, v); });
+             }, py::arg("seq"), py::arg("keys"), py::arg("values"))
         .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &LlamaModel::truncate, py::arg("n"))
         .def("reset", &LlamaModel::reset)

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "csrc/model/llama_loader.h"
 
@@ -41,6 +42,39 @@ inline TensorMap tensors_from_dict(const pybind11::dict& d) {
             TensorRef{reinterpret_cast<const void*>(std::get<0>(t)), std::get<1>(t), std::get<2>(t), std::get<3>(t)};
     }
     return map;
+}
+
+using HalfBits = pybind11::array_t<uint16_t, pybind11::array::c_style | pybind11::array::forcecast>;
+
+// A sequence's KV cache as two uint16 arrays of fp16 bits [n_layer][n_head_kv][n_past][head_dim],
+// filled by read(keys, values) with the GIL released (saved state).
+template <class Read>
+pybind11::tuple cache_arrays(const LlamaConfig& c, int64_t n_past, Read&& read) {
+    const std::vector<pybind11::ssize_t> shape{c.n_layer, c.n_head_kv, n_past, c.head_dim};
+    pybind11::array_t<uint16_t> keys(shape), values(shape);
+    uint16_t* k = keys.mutable_data();
+    uint16_t* v = values.mutable_data();
+    {
+        pybind11::gil_scoped_release release;
+        read(k, v);
+    }
+    return pybind11::make_tuple(keys, values);
+}
+
+// The inverse: write(n, keys, values) makes the sequence hold arrays of that shape (checked here).
+template <class Write>
+void cache_from_arrays(const LlamaConfig& c, const HalfBits& keys, const HalfBits& values, Write&& write) {
+    if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(0) != c.n_layer || keys.shape(1) != c.n_head_kv ||
+        keys.shape(3) != c.head_dim) {
+        throw std::invalid_argument("keys must be a [n_layer][n_head_kv][n][head_dim] array of this model's shape");
+    }
+    for (int d = 0; d < 4; ++d) {
+        if (values.shape(d) != keys.shape(d)) throw std::invalid_argument("keys and values differ in shape");
+    }
+    const uint16_t* k = keys.data();
+    const uint16_t* v = values.data();
+    pybind11::gil_scoped_release release;
+    write(keys.shape(2), k, v);
 }
 
 // Runs engine.forward (the CPU LlamaModel or the GPU engine: same signature) on a 1-D token array

@@ -275,8 +275,8 @@ class Llama:
     def save_state(self, n_tokens: Optional[int] = None) -> "LlamaState":
         """Sequence 0's tokens and KV cache, copied (edgellama.session.LlamaState); n_tokens: only
         the first n_tokens. Waits for the sequence as eval does. After a context shift, only the
-        kept prefix whose cache is what a fresh evaluation gives is saved. StateError on an
-        engine that cannot save its cache (CUDA)."""
+        kept prefix whose cache is what a fresh evaluation gives is saved. The same layout on
+        every engine."""
         from edgellama.session import LlamaState
 
         read = self._cache_access("seq_read")
@@ -400,8 +400,6 @@ class Llama:
         keep = arguments.context_shift(context_shift)
         if keep is None:
             return None
-        if not hasattr(self._core, "seq_shift"):
-            raise InvalidArgumentError("context_shift", f"is not supported by the {self.device} engine yet")
         if keep is True:
             bos = self.tokenizer.bos_id
             keep = default_keep if default_keep is not None else int(
@@ -510,7 +508,7 @@ class Llama:
         new positions in place (no recomputation; llama.cpp's context shift). True keeps the BOS
         (create_chat_completion: the system prompt), an integer n the first n tokens. The text
         after a shift no longer sees the dropped tokens. max_tokens=None then means one window's
-        worth of tokens. The CPU engine only."""
+        worth of tokens."""
         from edgellama.api import completion
 
         n = _choices(n, best_of)

@@ -412,6 +412,15 @@ PYBIND11_MODULE(_cuda, m) {
              "first largest logit and its log-softmax); only those come back.")
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
+        .def("read_cache", [](CudaLlamaModel& m) {
+                 return b::cache_arrays(m.config(), m.n_past(), [&](uint16_t* k, uint16_t* v) { m.read_cache(k, v); });
+             }, "(keys, values) of the cache as fp16 bits [n_layer][n_head_kv][n_past][head_dim].")
+        .def("write_cache", [](CudaLlamaModel& m, const b::HalfBits& keys, const b::HalfBits& values) {
+                 b::cache_from_arrays(m.config(), keys, values,
+                                      [&](int64_t n, const uint16_t* k, const uint16_t* v) { m.write_cache(n, k, v); });
+             }, py::arg("keys"), py::arg("values"))
+        .def("shift", &CudaLlamaModel::shift, py::arg("n_keep"), py::arg("n_discard"),
+             py::call_guard<py::gil_scoped_release>())
         .def_property_readonly("n_past", &CudaLlamaModel::n_past)
         .def_property_readonly("n_ctx", &CudaLlamaModel::n_ctx)
         .def_property_readonly("n_threads", &CudaLlamaModel::n_threads)

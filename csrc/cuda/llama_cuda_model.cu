@@ -70,6 +70,7 @@ struct CudaLlamaModel::Impl {
     std::vector<DeviceLayer> layers;
 
     DeviceBuffer inv_freq;          // [rope_dim/2] double
+    std::vector<double> inv_freq_host;  // its host copy (context shift)
     DeviceBuffer k_cache, v_cache;  // [n_layer][n_ctx][kv_width] fp16
     DeviceBuffer step;                  // first position (int64) and token ids (int32) of a step
     std::vector<uint8_t> step_host;     // its host copy
@@ -187,6 +188,7 @@ struct CudaLlamaModel::Impl {
                                -2.0 * static_cast<double>(i) / static_cast<double>(c.rope_dim));
             if (w.rope_freqs) freq[i] /= w.rope_freqs[i];
         }
+        inv_freq_host = freq;
         allocate(inv_freq, n_pairs * sizeof(double), "RoPE frequencies");
         backend->to_device(inv_freq.get(), freq.data(), n_pairs * sizeof(double), "upload of RoPE frequencies");
         backend->synchronize();  // the host copies (weights are read in place, freq is local) must be done
@@ -518,5 +520,100 @@ void CudaLlamaModel::truncate(int64_t n) {
 }
 
 void CudaLlamaModel::reset() { impl_->n_past = 0; }
+
+namespace {
+
+// Rows [first, first + n) of one layer's cache ([n_ctx][width] halves) to or from the host.
+void cache_rows_to_host(Backend& b, __half* host, const __half* layer, int64_t first, int64_t n, int64_t width) {
+    b.to_host(host, layer + first * width, static_cast<size_t>(n * width) * sizeof(__half), "download of the KV cache");
+    b.synchronize();
+}
+
+void cache_rows_to_device(Backend& b, __half* layer, const __half* host, int64_t first, int64_t n, int64_t width) {
+    b.to_device(layer + first * width, host, static_cast<size_t>(n * width) * sizeof(__half), "upload of the KV cache");
+    b.synchronize();
+}
+
+}  // namespace
+
+void CudaLlamaModel::read_cache(uint16_t* keys, uint16_t* values) {
+    Impl& m = *impl_;
+    const LlamaConfig& c = m.config;
+    const int64_t n = m.n_past, width = m.kv_width();
+    std::vector<__half> rows(static_cast<size_t>(std::max<int64_t>(1, n * width)));
+    for (int which = 0; which < 2; ++which) {
+        const __half* cache = (which == 0 ? m.k_cache : m.v_cache).as<__half>();
+        uint16_t* out = which == 0 ? keys : values;
+        for (int64_t l = 0; l < c.n_layer; ++l) {
+            cache_rows_to_host(*m.backend, rows.data(), cache + l * m.n_ctx * width, 0, n, width);
+            for (int64_t h = 0; h < c.n_head_kv; ++h) {
+                for (int64_t p = 0; p < n; ++p) {
+                    std::memcpy(out + ((l * c.n_head_kv + h) * n + p) * c.head_dim, &rows[p * width + h * c.head_dim],
+                                sizeof(uint16_t) * c.head_dim);
+                }
+            }
+        }
+    }
+}
+
+void CudaLlamaModel::write_cache(int64_t n, const uint16_t* keys, const uint16_t* values) {
+    Impl& m = *impl_;
+    const LlamaConfig& c = m.config;
+    if (n < 0 || n > m.n_ctx) {
+        throw std::out_of_range("a state of " + std::to_string(n) + " positions does not fit a window of " +
+                                std::to_string(m.n_ctx));
+    }
+    const int64_t width = m.kv_width();
+    std::vector<__half> rows(static_cast<size_t>(std::max<int64_t>(1, n * width)));
+    for (int which = 0; which < 2; ++which) {
+        __half* cache = (which == 0 ? m.k_cache : m.v_cache).as<__half>();
+        const uint16_t* in = which == 0 ? keys : values;
+        for (int64_t l = 0; l < c.n_layer; ++l) {
+            for (int64_t h = 0; h < c.n_head_kv; ++h) {
+                for (int64_t p = 0; p < n; ++p) {
+                    std::memcpy(&rows[p * width + h * c.head_dim], in + ((l * c.n_head_kv + h) * n + p) * c.head_dim,
+                                sizeof(uint16_t) * c.head_dim);
+                }
+            }
+            cache_rows_to_device(*m.backend, cache + l * m.n_ctx * width, rows.data(), 0, n, width);
+        }
+    }
+    m.n_past = n;
+}
+
+void CudaLlamaModel::shift(int64_t n_keep, int64_t n_discard) {
+    Impl& m = *impl_;
+    const LlamaConfig& c = m.config;
+    const int64_t held = m.n_past;
+    if (n_keep < 0 || n_discard < 1 || n_keep > held - n_discard) {
+        throw std::out_of_range("shift of " + std::to_string(n_discard) + " positions after " + std::to_string(n_keep) +
+                                " in a sequence of " + std::to_string(held));
+    }
+    const int64_t width = m.kv_width(), n_move = held - n_keep - n_discard, n_pairs = c.rope_dim / 2;
+    std::vector<float> cos_v(n_pairs), sin_v(n_pairs);  // RoPE of position -n_discard, as the CPU's rope_angles
+    for (int64_t i = 0; i < n_pairs; ++i) {
+        const double angle = -static_cast<double>(n_discard) * m.inv_freq_host[i];
+        cos_v[i] = static_cast<float>(std::cos(angle));
+        sin_v[i] = static_cast<float>(std::sin(angle));
+    }
+    std::vector<__half> rows(static_cast<size_t>(std::max<int64_t>(1, n_move * width)));
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+        __half* keys = m.k_cache.as<__half>() + l * m.n_ctx * width;
+        __half* values = m.v_cache.as<__half>() + l * m.n_ctx * width;
+        cache_rows_to_host(*m.backend, rows.data(), values, n_keep + n_discard, n_move, width);
+        cache_rows_to_device(*m.backend, values, rows.data(), n_keep, n_move, width);
+        cache_rows_to_host(*m.backend, rows.data(), keys, n_keep + n_discard, n_move, width);
+        for (int64_t r = 0; r < n_move * c.n_head_kv; ++r) {  // one key of one head
+            __half* key = &rows[r * c.head_dim];
+            for (int64_t i = 0; i < n_pairs; ++i) {
+                const float a = __half2float(key[2 * i]), b = __half2float(key[2 * i + 1]);
+                key[2 * i] = __float2half_rn(a * cos_v[i] - b * sin_v[i]);
+                key[2 * i + 1] = __float2half_rn(a * sin_v[i] + b * cos_v[i]);
+            }
+        }
+        cache_rows_to_device(*m.backend, keys, rows.data(), n_keep, n_move, width);
+    }
+    m.n_past = held - n_discard;
+}
 
 }  // namespace edgellama::cuda

@@ -93,6 +93,15 @@ public:
     const LlamaConfig& config() const;
     void truncate(int64_t n);
     void reset();
+    // The cache's positions on the host as fp16 bits [n_layer][n_head_kv][n_past][head_dim], keys and
+    // values alike (saved state; the CPU engine's KVCache::read layout); write_cache makes the
+    // engine hold n positions given so.
+    void read_cache(uint16_t* keys, uint16_t* values);
+    void write_cache(int64_t n, const uint16_t* keys, const uint16_t* values);
+    // Context shift as the CPU engine's KVCache::shift: positions [n_keep, n_keep + n_discard) are
+    // dropped and the later ones move down, their keys rotated by RoPE of -n_discard (on the host,
+    // through the cache's rows; a shift is rare and its copy is a fraction of a prefill's work).
+    void shift(int64_t n_keep, int64_t n_discard);
     // Bytes of weights uploaded to the device (what a decode step reads, plus the embedding).
     size_t weight_bytes() const;
     std::string device_name() const;

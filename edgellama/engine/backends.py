@@ -7,6 +7,8 @@ A backend offers:
   sequence's entries are consecutive and continue its cache. Returns float32 logits
   [rows, n_vocab] of the entries whose want_logits is set, in entry order.
 - ``seq_n_past(seq)``, ``seq_clear(seq)``, ``seq_truncate(seq, n)``, ``seq_copy_prefix(src, dst, n)``.
+- ``seq_shift(seq, n_keep, n_discard)`` (context shift), ``seq_read(seq)`` -> (keys, values) and
+  ``seq_write(seq, keys, values)`` (saved state: uint16 fp16 bits [n_layer][n_head_kv][n][head_dim]).
 - ``forward(tokens, all_logits)`` on sequence 0, and ``n_ctx``, ``n_threads``, ``n_seq``.
 - optionally ``greedy_on_device`` (true) with ``greedy_choice(tokens)``: the engine chooses the
   first largest logit after tokens itself and returns (token, log-probability).
@@ -71,3 +73,15 @@ class SingleSequenceBackend:
         self._check(src)
         self._check(dst)
         self.engine.truncate(n)
+
+    def seq_shift(self, seq: int, n_keep: int, n_discard: int) -> None:
+        self._check(seq)
+        self.engine.shift(n_keep, n_discard)
+
+    def seq_read(self, seq: int):
+        self._check(seq)
+        return self.engine.read_cache()
+
+    def seq_write(self, seq: int, keys, values) -> None:
+        self._check(seq)
+        self.engine.write_cache(keys, values)
