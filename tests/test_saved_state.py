@@ -138,3 +138,16 @@ def test_run_prompt_cache_is_written_then_reused(files, tmp_path):
     assert second.stdout == first.stdout
     other = run_cli("run", "-m", str(files["b"]), "--ids", "1,2,3", "-n", "1", "--prompt-cache", str(cache))
     assert other.returncode == 0 and "not using the prompt cache" in other.stderr
+
+
+def test_chat_prompt_cache_keeps_the_system_prompt_across_processes(files, tmp_path):
+    cache = tmp_path / "chat.cache"
+    args = ["chat", "-m", str(files["a"]), "-s", "You are a helpful assistant with a long system prompt.",
+            "-n", "4", "--temp", "0", "--prompt-cache", str(cache)]
+    first = run_cli(*args, input="hello there\n")
+    assert first.returncode == 0, first.stderr
+    assert "(0 cached)" in first.stderr and cache.is_file()
+    held = read_session(cache).n_tokens
+    second = run_cli(*args, input="something else\n")
+    assert second.returncode == 0, second.stderr
+    assert f"({held} cached)" in second.stderr
