@@ -12,7 +12,7 @@ llama-cpp-python lives in its own virtualenv, outside edgellama's dependencies a
    tool-call outputs parse and fit their schemas, the tokens, the detokenized text and the sizes.
 2. A deterministic probe: greedy completions (temperature 0) of a few prompts, compared token by
    token (the libraries round activations differently, so a late divergence on a near tie is
-   possible: the table shows where each first differs), and the embedding's cosine similarity.
+   possible: the table shows where each first differs), and embed()'s shape and cosine similarity.
 """
 
 from __future__ import annotations
@@ -114,8 +114,13 @@ def compare_greedy(python_ours: str, python_theirs: str, model: str) -> None:
                      min(len(a["tokens"]), len(b["tokens"])))
         print(f"  {a['prompt']!r:<30} {first:>3}/{max(len(a['tokens']), len(b['tokens']))}  "
               f"{a['text']!r} | {b['text']!r}")
-    x, y = np.array(ours[-1]["embedding"]), np.array(theirs[-1]["embedding"])
-    print(f"embedding cosine similarity: {float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))):.6f}")
+    x, y = np.atleast_2d(ours[-1]["embedding"]), np.atleast_2d(theirs[-1]["embedding"])
+    if x.shape != y.shape:
+        print(f"embedding shapes differ: {x.shape} | {y.shape}")
+        return
+    cosine = (x * y).sum(axis=1) / (np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1))
+    print(f"embed('Hello, world!'): shape {x.shape} in both; cosine similarity per vector, min "
+          f"{cosine.min():.6f}; largest |difference| / largest |value| {np.abs(x - y).max() / np.abs(y).max():.2e}")
 
 
 def main(argv=None) -> None:

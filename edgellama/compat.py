@@ -9,7 +9,9 @@ What maps, and how:
   error), ``seed`` (the default seed of every call; -1 or 0xFFFFFFFF: random), ``verbose`` (a load
   line on stderr), ``chat_format`` (None: the file's template; "chatml", "llama-2", "llama-3" and
   the function-calling formats pick a template family; tools work with any template),
-  ``embedding`` and ``logits_all`` (accepted: embeddings always work; eval keeps scores), and
+  ``embedding`` and ``logits_all`` (accepted: embeddings always work; eval keeps scores),
+  ``pooling_type`` (llama.cpp's numbers: -1 or 0 one vector per token, as llama-cpp-python gives a
+  llama model by default; 1 mean, 2 first token, 3 last token), and
   llama.cpp's tuning knobs that change nothing here (``use_mmap``, ``flash_attn``...).
 - ``__call__`` / ``create_completion`` / ``create_chat_completion``: llama-cpp-python's defaults
   (temperature 0.8 for completions, 0.2 for chat; ``max_tokens`` None or <= 0: until the window is
@@ -17,8 +19,10 @@ What maps, and how:
   ``grammar`` as GBNF text. Samplers edgellama lacks (mirostat, tfs_z) and callback hooks
   (logits_processor, stopping_criteria) are an InvalidArgumentError when set.
 - ``tokenize(bytes, add_bos=True, special=False)`` -> ids; ``detokenize(ids)`` -> bytes;
-  ``n_ctx()``, ``n_vocab()``, ``n_embd()``, ``token_bos()``, ``token_eos()``; ``create_embedding``,
-  ``embed``; ``reset``, ``eval``, ``set_seed``; ``Llama.from_pretrained(repo_id, filename)`` through
+  ``n_ctx()``, ``n_vocab()``, ``n_embd()``, ``token_bos()``, ``token_eos()``; ``create_embedding``
+  and ``embed`` as llama-cpp-python gives them (the final hidden states, pooled as pooling_type
+  says, unnormalized unless ``normalize=True``; edgellama's own ``Llama.embed`` is mean-pooled
+  and unit length); ``reset``, ``eval``, ``set_seed``; ``Llama.from_pretrained(repo_id, filename)`` through
   huggingface_hub.
 - ``save_state()`` -> a state object, ``load_state(state)``: edgellama's LlamaState (the tokens and
   KV cache of sequence 0; Llama.save_state), not llama-cpp-python's byte layout, so a state moves
@@ -30,6 +34,8 @@ from __future__ import annotations
 import fnmatch
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
 
 from edgellama import arguments
 from edgellama.errors import InvalidArgumentError
@@ -45,8 +51,12 @@ CHAT_FORMATS = {
 IGNORED_OPTIONS = {
     "use_mmap", "use_mlock", "n_ubatch", "n_threads_batch", "offload_kqv", "flash_attn", "numa",
     "last_n_tokens_size", "mul_mat_q", "main_gpu", "vocab_only", "kv_overrides", "type_k", "type_v",
-    "rope_scaling_type", "pooling_type", "swa_full", "op_offload", "spm_infill", "lora_path",
+    "rope_scaling_type", "swa_full", "op_offload", "spm_infill", "lora_path",
 }
+# llama.cpp's pooling types (llama_pooling_type) that embed() offers: UNSPECIFIED (-1: a llama
+# model's default, NONE), NONE (0: one vector per token), MEAN (1), CLS (2: the first token's),
+# LAST (3). RANK (4) belongs to rerankers.
+POOLING = {-1: "none", 0: "none", 1: "mean", 2: "first", 3: "last"}
 
 
 class Llama:
@@ -55,13 +65,18 @@ class Llama:
     def __init__(self, model_path: str, *, n_gpu_layers: int = 0, seed: int = 0xFFFFFFFF, n_ctx: int = 512,
                  n_batch: int = 512, n_threads: Optional[int] = None, embedding: bool = False,
                  logits_all: bool = False, chat_format: Optional[str] = None, verbose: bool = True,
-                 **options: Any):
+                 pooling_type: int = -1, **options: Any):
         unknown = sorted(set(options) - IGNORED_OPTIONS)
         if unknown:
             raise InvalidArgumentError(unknown[0], "is not a llama-cpp-python option edgellama supports")
         self.model_path = str(model_path)
         arguments.integer("n_batch", n_batch, at_least=1)
         arguments.flag("embedding", embedding)
+        pooling_type = arguments.integer("pooling_type", pooling_type, at_least=-1)
+        if pooling_type not in POOLING:
+            raise InvalidArgumentError("pooling_type", f"{pooling_type} is not supported (supported: "
+                                                       f"{', '.join(map(str, POOLING))})")
+        self.pooling = POOLING[pooling_type]
         self.logits_all = arguments.flag("logits_all", logits_all)
         self.verbose = arguments.flag("verbose", verbose)
         n_ctx = arguments.integer("n_ctx", n_ctx, at_least=0)
@@ -111,7 +126,9 @@ class Llama:
             decoded = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidArgumentError("text", f"is not valid UTF-8 (byte {exc.start})") from None
-        return self._llm.tokenize(decoded, add_bos=add_bos, special=special)
+        # add_bos=True adds a BOS where the model's vocabulary asks for one (llama.cpp's add_special).
+        return self._llm.tokenize(decoded, add_bos=None if arguments.flag("add_bos", add_bos) else False,
+                                  special=special)
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Optional[Sequence[int]] = None,
                    special: bool = False) -> bytes:
@@ -200,13 +217,19 @@ class Llama:
                 tool_choice = {"type": "function", "function": {"name": function_call.get("name")}}
             elif function_call in ("auto", "none"):
                 tool_choice = function_call
-        return self._llm.create_chat_completion(
+        response = self._llm.create_chat_completion(
             messages, max_tokens=_max_tokens(max_tokens), temperature=temperature, top_k=top_k, top_p=top_p,
             min_p=min_p, typical_p=typical_p, repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, logit_bias=logit_bias, seed=self._seed_of(seed), stop=stop or None,
             stream=stream, logprobs=bool(logprobs), top_logprobs=top_logprobs if logprobs else None,
             response_format=_response_format(response_format), grammar=_grammar_text(grammar), tools=tools,
             tool_choice=tool_choice, model=model or self.model_path)
+        if not stream:  # llama-cpp-python also gives a call as the legacy message.function_call
+            for choice in response["choices"]:
+                calls = choice["message"].get("tool_calls")
+                if calls:
+                    choice["message"]["function_call"] = dict(calls[0]["function"])
+        return response
 
     def _seed_of(self, seed: Optional[int]) -> Optional[int]:
         if seed is None or seed in RANDOM_SEEDS:
@@ -215,21 +238,39 @@ class Llama:
 
     # --- embeddings ------------------------------------------------------------------------------
     def create_embedding(self, input: Union[str, List[str]], model: Optional[str] = None) -> Dict[str, Any]:
-        return self._llm.create_embedding(input, model=model or self.model_path)
+        """OpenAI's embeddings response with llama-cpp-python's content: each input's embed()
+        (unnormalized; per token unless a pooling_type pools them)."""
+        vectors, count = self.embed(input, return_count=True)
+        vectors = [vectors] if isinstance(input, str) else vectors
+        return {"object": "list", "model": model or self.model_path,
+                "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+                "usage": {"prompt_tokens": count, "total_tokens": count}}
 
-    def embed(self, input: Union[str, List[str]], normalize: bool = True, truncate: bool = True,
+    def embed(self, input: Union[str, List[str]], normalize: bool = False, truncate: bool = True,
               return_count: bool = False):
-        """One embedding (a list of floats) for a str, a list of them for a list of str; edgellama's
-        embeddings are always unit length (normalize=False is an error)."""
-        if not arguments.flag("normalize", normalize):
-            raise InvalidArgumentError("normalize", "edgellama's embeddings are always unit length")
+        """As llama-cpp-python: the final hidden states of a str's tokens (a list per token with the
+        default pooling, NONE for llama models; one list with pooling_type MEAN, CLS or LAST), each
+        scaled to unit length with normalize=True; a list of those for a list of str."""
+        from edgellama.embeddings import hidden_states, input_ids
+
+        normalize = arguments.flag("normalize", normalize)
         arguments.flag("truncate", truncate)
-        vectors = self._llm.embed(input)
-        result = vectors[0] if isinstance(input, str) else vectors
+        all_ids = input_ids(self._llm, input)
+        results = [self._pooled(hidden_states(self._llm, ids), normalize) for ids in all_ids]
+        result = results[0] if isinstance(input, str) else results
         if arguments.flag("return_count", return_count):
-            count = self._llm.create_embedding(input)["usage"]["prompt_tokens"]
-            return result, count
+            return result, sum(len(ids) for ids in all_ids)
         return result
+
+    def _pooled(self, hidden: np.ndarray, normalize: bool):
+        rows = hidden.astype(np.float64)
+        if self.pooling != "none":
+            rows = {"mean": rows.mean(axis=0), "first": rows[0], "last": rows[-1]}[self.pooling][None]
+        if normalize:
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+            rows = rows / np.where(norms > 0, norms, 1.0)
+        vectors = rows.astype(np.float32).tolist()
+        return vectors if self.pooling == "none" else vectors[0]
 
 
 def _device(n_gpu_layers: Any, model_path: str) -> str:

@@ -53,6 +53,14 @@ def input_ids(llm, value: Input) -> List[List[int]]:
 
 def embed_ids(llm, ids: List[int]) -> np.ndarray:
     """The unit-length mean hidden state (float32, n_embd) of one input's token ids."""
+    mean = hidden_states(llm, ids).astype(np.float64).mean(axis=0)
+    norm = np.linalg.norm(mean)
+    return (mean / norm if norm > 0 else mean).astype(np.float32)
+
+
+def hidden_states(llm, ids: List[int]) -> np.ndarray:
+    """The final hidden state (after the output norm) of every token of one input, float32
+    [len(ids), n_embd], evaluated in a free sequence of its own."""
     core = llm._core
     if not hasattr(core, "forward_hidden"):
         raise EdgellamaError("embeddings run on the CPU engine (device='cpu'); this Llama runs on "
@@ -64,9 +72,7 @@ def embed_ids(llm, ids: List[int]) -> np.ndarray:
         hidden = core.forward_hidden(np.asarray(ids, dtype=np.int32), np.full(n, slot.index, dtype=np.int32),
                                      np.arange(n, dtype=np.int64), np.ones(n, dtype=np.uint8))
         slot.tokens = list(ids)
-    mean = hidden.astype(np.float64).mean(axis=0)
-    norm = np.linalg.norm(mean)
-    return (mean / norm if norm > 0 else mean).astype(np.float32)
+    return hidden
 
 
 def embedding_response(llm, value: Input, model: str) -> Dict[str, Any]:

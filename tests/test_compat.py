@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgellama import Llama as NativeLlama
@@ -58,12 +59,18 @@ def test_the_readme_json_and_function_calling_examples(readme_run):
     call = readme_run["function_call"]["choices"][0]["message"]["tool_calls"][0]["function"]
     arguments = json.loads(call["arguments"])
     assert call["name"] == "UserDetail" and isinstance(arguments["name"], str) and isinstance(arguments["age"], int)
+    assert readme_run["function_call"]["choices"][0]["message"]["function_call"] == call  # the legacy field too
 
 
 def test_the_readme_embedding_and_tokenizer_examples(readme_run, native):
-    assert readme_run["embedding"] == pytest.approx(native.embed("Hello, world!")[0][:4], abs=1e-6)
-    assert readme_run["embed"] == native.config.n_embd
-    assert readme_run["tokens"] == native.tokenize("Hello, world!", add_bos=True)
+    # As llama-cpp-python for a llama model (pooling NONE): one unnormalized vector per token.
+    from edgellama.embeddings import hidden_states
+
+    tokens = native.tokenize("Hello, world!")
+    want = hidden_states(native, tokens)
+    assert readme_run["embed"] == len(tokens)
+    np.testing.assert_allclose(np.array(readme_run["embedding"]), want[:4], atol=1e-5)
+    assert readme_run["tokens"] == native.tokenize("Hello, world!")  # BOS only where the vocabulary asks
     assert readme_run["detokenized"] == "Hello, world!"
     assert readme_run["sizes"][:3] == [512, native.n_vocab, native.config.n_embd]  # llama-cpp-python's default n_ctx
 
@@ -110,6 +117,23 @@ def test_from_pretrained_needs_huggingface_hub_or_downloads_through_it(smollm2_p
     assert Llama.from_pretrained("someone/model-GGUF", "*Q4_1.gguf", verbose=False).n_vocab() == 49152
     with pytest.raises(InvalidArgumentError, match="matches 2 files"):
         Llama.from_pretrained("someone/model-GGUF", "*.gguf", verbose=False)
+
+
+@pytest.mark.parametrize("pooling, pick", [(1, lambda h: h.mean(axis=0)), (2, lambda h: h[0]), (3, lambda h: h[-1])])
+def test_pooling_types_and_normalize(smollm2_path, native, pooling, pick):
+    from edgellama.embeddings import hidden_states
+
+    llm = Llama(smollm2_path, embedding=True, pooling_type=pooling, verbose=False)
+    want = pick(hidden_states(native, native.tokenize("Hello, world!")).astype(np.float64))
+    np.testing.assert_allclose(llm.embed("Hello, world!"), want, rtol=1e-5, atol=1e-5)
+    unit = np.array(llm.embed(["Hello, world!", "Bye"], normalize=True))
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
+    if pooling == 1:  # mean pooling, unit length: edgellama's own embed
+        np.testing.assert_allclose(unit[0], native.embed("Hello, world!")[0], atol=1e-6)
+    response = llm.create_embedding(["Hello, world!", "Bye"])
+    assert [d["index"] for d in response["data"]] == [0, 1] and response["usage"]["prompt_tokens"] > 2
+    with pytest.raises(InvalidArgumentError, match="pooling_type"):
+        Llama(smollm2_path, pooling_type=4, verbose=False)
 
 
 def test_save_state_and_load_state_restore_the_cache(smollm2_path):
