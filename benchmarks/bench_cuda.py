@@ -18,8 +18,9 @@ cycled through copies larger than the L2 (what a decode step could reach without
 and one 512-token prefill product per type with int8 tensor cores on and off.
 
 Variants (--variants, model rows): "default" (what Llama(device="cuda") runs), or changes to it
-joined by "+", an option's name turning it on and "no-NAME" off: grouped_rows (on by default) uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads
-(csrc/cuda/grouped_rows.h; in Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
+joined by "+", an option's name turning it on and "no-NAME" off: grouped_rows (on by default)
+uploads Q4_0, Q8_0 and Q6_K matrices regrouped for 16-byte loads (csrc/cuda/grouped_rows.h; in
+Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
 its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEMV quantize its
 output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache,
 prefetch_weights has GEMV blocks prefetch their weight rows into the L2 before waiting for the

@@ -64,7 +64,8 @@ def run(python: str, source: str, model: str, library: str) -> list:
 def key_structure(value):
     """The nested keys of a response object (values dropped), for shape comparison."""
     if isinstance(value, dict):
-        return {k: key_structure(v) for k, v in sorted(value.items()) if k not in ("id", "created", "system_fingerprint")}
+        return {k: key_structure(v) for k, v in sorted(value.items())
+                if k not in ("id", "created", "system_fingerprint")}
     if isinstance(value, list):
         return [key_structure(value[0])] if value else []
     return type(value).__name__ if value is not None else "null"

@@ -121,7 +121,8 @@ class GenerationRequest:
         complete = self.grammar is not None and self.grammar.advance(token)
         if stopped:
             self._emit(self._record(token, text, logprob, "stop"))
-        elif complete or self.stats.generated_tokens >= self.limit or (n_past >= self.n_ctx and not self.can_shift(n_past)):
+        elif (complete or self.stats.generated_tokens >= self.limit
+              or (n_past >= self.n_ctx and not self.can_shift(n_past))):
             # The grammar is complete, max_tokens, or the window is full: release what was held back.
             text += self._matcher.feed(self._decoder.flush())[0] + self._matcher.flush()
             self._emit(self._record(token, text, logprob, "stop" if complete else "length"))
