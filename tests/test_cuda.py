@@ -691,8 +691,8 @@ def test_gpu_prefill_then_decode_matches_reference_and_cpu(case_files, case):
                                   "mixed-Q4_0-Q8_0-F16-Q6_K+grouped_rows+fused_rope+prefetch_weights"])
 def test_gpu_engine_options_match_reference(case_files, case):
     """The CudaOptions on the raw engine (each off unless named; Llama turns grouped rows on):
-    Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the GEMV's 16-byte loads, the tensor-core and embedding readers of that layout), attention's
-    splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output,
+    Q4_0 / Q8_0 / Q6_K uploaded in grouped rows (the GEMV's 16-byte loads, the tensor-core and
+    embedding readers of that layout), attention's splits merged (and its output quantized) in its kernel, the SwiGLU GEMV quantizing its output,
     the decode step's Q/K/V GEMV applying RoPE and filling the KV cache, GEMV blocks prefetching
     their weights. A 20-token prefill (tensor cores) and decode steps within the reference's bound."""
     name, options = case_and_options(case)
