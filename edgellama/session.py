@@ -123,20 +123,30 @@ def read_session(path: Union[str, Path]) -> LlamaState:
     with open(path, "rb") as f:
         if f.read(len(MAGIC)) != MAGIC:
             raise StateError(f"{path}: not an edgellama session file")
-        line = f.readline(MAX_HEADER_BYTES)
-        header = _header(path, line)
-        body = f.read()
-    n, shape = header["n_tokens"], header["shape"]
-    cache_bytes = 2 * math.prod(shape)
-    if len(body) != 4 * n + 2 * cache_bytes:
-        raise StateError(f"{path}: the file is cut short or has extra bytes ({len(body)} body bytes, "
-                         f"{4 * n + 2 * cache_bytes} expected)")
-    if hashlib.sha256(body).hexdigest() != header["sha256"]:
+        header = _header(path, f.readline(MAX_HEADER_BYTES))
+        n, shape = header["n_tokens"], header["shape"]
+        body_bytes = os.fstat(f.fileno()).st_size - f.tell()
+        if body_bytes != 4 * n + 4 * math.prod(shape):  # checked before anything that size is allocated
+            raise StateError(f"{path}: the file is cut short or has extra bytes ({body_bytes} body bytes, "
+                             f"{4 * n + 4 * math.prod(shape)} expected)")
+        # Read straight into the arrays, hashing as it goes: no second copy of a large cache.
+        digest = hashlib.sha256()
+        tokens = _read_array(f, np.dtype("<i4"), (n,), digest)
+        keys = _read_array(f, np.dtype("<u2"), tuple(shape), digest)
+        values = _read_array(f, np.dtype("<u2"), tuple(shape), digest)
+    if digest.hexdigest() != header["sha256"]:
         raise StateError(f"{path}: the checksum does not match: the file is corrupt")
-    tokens = np.frombuffer(body, dtype="<i4", count=n)
-    keys = np.frombuffer(body, dtype="<u2", count=cache_bytes // 2, offset=4 * n).astype(np.uint16).reshape(shape)
-    values = np.frombuffer(body, dtype="<u2", offset=4 * n + cache_bytes).astype(np.uint16).reshape(shape)
-    return LlamaState(header["model"], tuple(int(t) for t in tokens), keys, values)
+    return LlamaState(header["model"], tuple(int(t) for t in tokens), keys.astype(np.uint16, copy=False),
+                      values.astype(np.uint16, copy=False))
+
+
+def _read_array(f, dtype: np.dtype, shape: tuple, digest) -> np.ndarray:
+    array = np.empty(shape, dtype=dtype)
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    if f.readinto(view) != len(view):
+        raise StateError(f"{f.name}: the file is cut short")
+    digest.update(view)
+    return array
 
 
 def _header(path: Path, line: bytes) -> dict:
