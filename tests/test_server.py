@@ -23,6 +23,7 @@ from openai.types import Completion  # noqa: E402
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 
 from edgellama import Llama  # noqa: E402
+from edgellama.api import chat_prompt_ids, system_prefix_length  # noqa: E402
 from edgellama.server.app import ServerConfig, create_app  # noqa: E402
 
 MODEL = "smollm2"
@@ -324,3 +325,27 @@ def test_tool_calls_through_the_client(llm, client):
     answer = client.chat.completions.create(model=MODEL, messages=follow_up, tools=tools, max_tokens=8,
                                             temperature=0)
     assert answer.choices[0].message.content
+
+
+def test_context_shift_lets_an_answer_go_past_the_window(smollm2_path):
+    """With ServerConfig(context_shift=True) an answer longer than the window goes on (the
+    system prompt kept); without it, the same request ends with "length" at the window."""
+    small = Llama(smollm2_path, n_ctx=96, n_threads=2)
+    messages = [{"role": "system", "content": "You are a storyteller."},
+                {"role": "user", "content": "Tell a very long story."}]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 150, "temperature": 0,
+            "logit_bias": {str(small.tokenizer.eos_id): -100}}
+    for shift, want in ((False, None), (True, 150)):
+        srv = serving(small, ServerConfig(MODEL, context_shift=shift))
+        url = next(srv)
+        try:
+            ids = chat_prompt_ids(small, messages)
+            reply = httpx.post(url + "/v1/chat/completions", json=body, timeout=120).json()
+            assert reply["choices"][0]["finish_reason"] == "length"
+            got = reply["usage"]["completion_tokens"]
+            assert got == (want if want is not None else 96 - len(ids) + 1)
+            if shift:
+                n_system = system_prefix_length(small, messages, ids)
+                assert small.cached_tokens[:n_system] == ids[:n_system]
+        finally:
+            next(srv, None)

@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
                         "checked, and /v1/moderations answers")
     p.add_argument("--code-shield", action="store_true",
                    help="scan the code in every answer with Code Shield (needs the guard extra)")
+    p.add_argument("--context-shift", action="store_true",
+                   help="an answer that fills its context window goes on after dropping the oldest tokens past the "
+                        "system prompt (default: it ends with finish_reason \"length\")")
     p.add_argument("--cors", action="append", default=None, metavar="ORIGIN",
                    help="allow browser requests from ORIGIN (repeatable; off by default)")
     p.set_defaults(handler=cmd_serve)
@@ -74,7 +77,7 @@ def cmd_serve(args) -> int:
     llm = Llama(path, n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel)
     config = ServerConfig(args.alias or _model_id(args.model, llm), api_key=args.api_key,
                           max_queue=args.max_queue or DEFAULT_MAX_QUEUE, cors_origins=args.cors,
-                          timeout=args.timeout or DEFAULT_TIMEOUT_SECONDS)
+                          timeout=args.timeout or DEFAULT_TIMEOUT_SECONDS, context_shift=args.context_shift)
     _add_guards(config, args)
     app = create_app(llm, config)
     url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"

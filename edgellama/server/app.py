@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from edgellama import arguments
-from edgellama.api import chat_prompt_ids
+from edgellama.api import chat_prompt_ids, system_prefix_length
 from edgellama.sampling import Sampler, SamplingParams
 from edgellama.tools import tool_use
 from edgellama.guard.chat import Guards
@@ -48,12 +48,14 @@ class ServerConfig:
     waiting for a sequence and generating included (a body late past it is a 408; an answer late
     past it a 504, or an error event once its stream has started; its sequences are freed).
     guard / code_shield: the safeguards of every chat (edgellama.guard); guard_id: the guard
-    model's id in /v1/moderations."""
+    model's id in /v1/moderations. context_shift: an answer that fills its window goes on after a
+    context shift (keeping a chat's system prompt, a completion's BOS) instead of ending with
+    finish_reason "length"."""
 
     def __init__(self, model_id: str, api_key: Optional[str] = None, max_queue: int = DEFAULT_MAX_QUEUE,
                  max_body_bytes: int = MAX_BODY_BYTES, cors_origins: Optional[List[str]] = None,
                  timeout: float = DEFAULT_TIMEOUT_SECONDS, guard=None, code_shield=None,
-                 guard_id: Optional[str] = None):
+                 guard_id: Optional[str] = None, context_shift: bool = False):
         self.model_id = model_id
         self.api_key = api_key
         self.max_queue = max_queue
@@ -63,6 +65,7 @@ class ServerConfig:
         self.guard = guard              # a LlamaGuard: guarded chats and /v1/moderations
         self.code_shield = code_shield  # a CodeShield: the code in answers scanned
         self.guard_id = guard_id or "llama-guard"
+        self.context_shift = context_shift
 
 
 def create_app(llm, config: ServerConfig) -> FastAPI:
@@ -205,7 +208,13 @@ def _plan(llm, config: ServerConfig, body, ids: List[int], max_tokens, top, chat
         raise APIError(400, "stream_options needs stream: true", param="stream_options")
     shape = ResponseShape(llm.tokenizer, config.model_id, chat, logprobs=top is not None,
                           tool_names=tools.names if tools is not None and tools.parses_calls else None)
-    return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage, constraint=constraint)
+    keep = None
+    if config.context_shift:
+        system = (system_prefix_length(llm, [m.model_dump(exclude_unset=True) for m in body.messages], ids)
+                  if chat else None)
+        keep = _call(llm._context_keep, True, ids, system)
+    return generation.Plan(ids, max_tokens, samplers, body.stop, top, shape, include_usage, constraint=constraint,
+                           keep=keep)
 
 
 class Admission:

@@ -28,6 +28,7 @@ class Plan:
     include_usage: bool = False
     constraint: Any = None  # None, or the edgellama.constraints.Constraint every choice follows
     on_finished: Optional[Callable[[List[GenerationStats]], None]] = None  # the metrics, when all is generated
+    keep: Optional[int] = None  # None, or the prefix a context shift keeps (ServerConfig.context_shift)
 
 
 def check_fits(llm, prompt_ids: Sequence[int], param: str) -> None:
@@ -42,7 +43,7 @@ def check_fits(llm, prompt_ids: Sequence[int], param: str) -> None:
 
 def _choices(llm, plan: Plan) -> List[AsyncIterator[TokenRecord]]:
     return [async_records(llm, plan.prompt_ids, plan.max_tokens, sampler, plan.stop, plan.top_logprobs or 0,
-                          plan.constraint) for sampler in plan.samplers]
+                          plan.constraint, plan.keep) for sampler in plan.samplers]
 
 
 async def _collect(records: AsyncIterator[TokenRecord]) -> Tuple[List[TokenRecord], Optional[GenerationStats]]:
