@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -123,7 +124,10 @@ def test_wrong_states_are_refused(files):
 
 
 def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "edgellama", *args], capture_output=True, text=True, timeout=120, **kw)
+    """The command in a subprocess outside the source tree (which lacks the built modules), as a user runs it."""
+    with tempfile.TemporaryDirectory() as cwd:
+        return subprocess.run([sys.executable, "-m", "edgellama", *args], capture_output=True, text=True, timeout=120,
+                              cwd=cwd, **kw)
 
 
 def test_run_prompt_cache_is_written_then_reused(files, tmp_path):
