@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
 #include <stdexcept>
 #include <vector>
 
@@ -20,10 +22,37 @@ namespace edgellama::bindings {
 namespace {
 
 std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
-                                       int n_threads, bool weights_file_mapped, int64_t n_seq) {
+                                       int n_threads, bool weights_file_mapped, int64_t n_seq,
+                                       const std::string& cache_type_k, const std::string& cache_type_v) {
     LlamaConfig c = config_from_dict(config);
+    const CacheTypes types{cache_type_from_name(cache_type_k), cache_type_from_name(cache_type_v)};
     return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads,
-                                        weights_file_mapped, n_seq);
+                                        weights_file_mapped, n_seq, types);
+}
+
+py::tuple seq_read(LlamaModel& m, int64_t seq, std::optional<int64_t> n) {
+    const int64_t count = n.value_or(m.n_past(seq));
+    py::array keys = cache_rows(m.config(), count, m.cache().types().keys);
+    py::array values = cache_rows(m.config(), count, m.cache().types().values);
+    auto* k = static_cast<uint8_t*>(keys.mutable_data());
+    auto* v = static_cast<uint8_t*>(values.mutable_data());
+    {
+        py::gil_scoped_release release;
+        m.cache().read(seq, count, k, v);
+    }
+    return py::make_tuple(keys, values);
+}
+
+void seq_write(LlamaModel& m, int64_t seq, const py::array& keys, const py::array& values) {
+    const CacheTypes types = m.cache().types();
+    const int64_t n = cache_rows_count(m.config(), keys, types.keys, "keys");
+    if (cache_rows_count(m.config(), values, types.values, "values") != n) {
+        throw std::invalid_argument("keys and values hold different numbers of positions");
+    }
+    const auto* k = static_cast<const uint8_t*>(keys.data());
+    const auto* v = static_cast<const uint8_t*>(values.data());
+    py::gil_scoped_release release;
+    m.cache().write(seq, n, k, v);
 }
 
 template <class T>
@@ -72,7 +101,8 @@ void bind_model(py::module_& m) {
     // module_local: each CPU level's module binds the same C++ types, and a process may load several.
     py::class_<LlamaModel>(m, "LlamaModel", py::module_local())
         .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
-             py::arg("weights_file_mapped") = false, py::arg("n_seq") = 1)
+             py::arg("weights_file_mapped") = false, py::arg("n_seq") = 1, py::arg("cache_type_k") = "f16",
+             py::arg("cache_type_v") = "f16")
         .def("forward_batch", &forward_batch, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
              py::arg("want_logits"))
         .def("forward_hidden", &forward_hidden, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
@@ -86,13 +116,11 @@ void bind_model(py::module_& m) {
              }, py::arg("src"), py::arg("dst"), py::arg("n"))
         .def("seq_shift", &LlamaModel::seq_shift, py::arg("seq"), py::arg("n_keep"), py::arg("n_discard"),
              py::call_guard<py::gil_scoped_release>())
-        .def("seq_read", [](LlamaModel& m, int64_t seq) {
-                 return cache_arrays(m.config(), m.n_past(seq), [&](uint16_t* k, uint16_t* v) { m.cache().read(seq, k, v); });
-             }, py::arg("seq"))
-        .def("seq_write", [](LlamaModel& m, int64_t seq, const HalfBits& keys, const HalfBits& values) {
-                 cache_from_arrays(m.config(), keys, values,
-                                   [&](int64_t n, const uint16_t* k, const uint16_t* v) { m.cache().write(seq, n, k, v); });
-             }, py::arg("seq"), py::arg("keys"), py::arg("values"))
+        .def("seq_read", &seq_read, py::arg("seq"), py::arg("n") = py::none())
+        .def("seq_write", &seq_write, py::arg("seq"), py::arg("keys"), py::arg("values"))
+        .def_property_readonly("cache_types", [](LlamaModel& m) {
+            return py::make_tuple(cache_type_name(m.cache().types().keys), cache_type_name(m.cache().types().values));
+        })
         .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &LlamaModel::truncate, py::arg("n"))
         .def("reset", &LlamaModel::reset)

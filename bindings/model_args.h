@@ -13,6 +13,7 @@
 #include <tuple>
 #include <vector>
 
+#include "csrc/kernels/kv_blocks.h"
 #include "csrc/model/llama_loader.h"
 
 namespace edgellama::bindings {
@@ -75,6 +76,32 @@ void cache_from_arrays(const LlamaConfig& c, const HalfBits& keys, const HalfBit
     const uint16_t* v = values.data();
     pybind11::gil_scoped_release release;
     write(keys.shape(2), k, v);
+}
+
+// The CPU engine's plain cache rows (KVCache::read): uint16 arrays of fp16 bits
+// [n_layer][n_head_kv][n][head_dim] for an f16 cache, uint8 arrays of GGUF blocks
+// [n_layer][n_head_kv][n][row bytes] for a quantized one.
+inline pybind11::array cache_rows(const LlamaConfig& c, int64_t n, CacheType type) {
+    const bool halves = type == CacheType::kF16;
+    const std::vector<pybind11::ssize_t> shape{c.n_layer, c.n_head_kv, n, halves ? c.head_dim : row_bytes(type, c.head_dim)};
+    return halves ? pybind11::array(pybind11::dtype::of<uint16_t>(), shape)
+                  : pybind11::array(pybind11::dtype::of<uint8_t>(), shape);
+}
+
+// Whether rows is an array cache_rows(c, n, type) could have made, for some n; returns that n.
+inline int64_t cache_rows_count(const LlamaConfig& c, const pybind11::array& rows, CacheType type, const char* name) {
+    const pybind11::array like = cache_rows(c, 0, type);
+    const bool ok = rows.ndim() == 4 && rows.dtype().is(like.dtype()) &&
+                    (rows.flags() & pybind11::array::c_style) && rows.shape(0) == like.shape(0) &&
+                    rows.shape(1) == like.shape(1) && rows.shape(3) == like.shape(3);
+    if (!ok) {
+        throw std::invalid_argument(std::string(name) + " must be a C-contiguous " +
+                                    (type == CacheType::kF16 ? "uint16" : "uint8") + " array [" +
+                                    std::to_string(c.n_layer) + "][" + std::to_string(c.n_head_kv) + "][n][" +
+                                    std::to_string(like.shape(3)) + "] for this model's " + cache_type_name(type) +
+                                    " cache");
+    }
+    return rows.shape(2);
 }
 
 // Runs engine.forward (the CPU LlamaModel or the GPU engine: same signature) on a 1-D token array

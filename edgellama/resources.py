@@ -35,12 +35,44 @@ class ContextLengthWarning(UserWarning):
     positions past it were never seen in training, and output quality usually degrades there."""
 
 
-def context_bytes(config, n_ctx: int, n_threads: int, n_seq: int = 1) -> int:
+# Bytes per 32 elements of each KV cache type (csrc/kernels/kv_blocks.h): halves, or GGUF blocks.
+CACHE_TYPE_BYTES = {"f16": 64, "q8_0": 34, "q4_0": 18}
+F16_CACHE = ("f16", "f16")
+
+
+def check_cache_types(config, cache_type_k, cache_type_v, device: str = "cpu") -> Tuple[str, str]:
+    """(cache_type_k, cache_type_v) after checking that this model's cache can hold them:
+    InvalidArgumentError naming the argument otherwise."""
+    types = []
+    for name, value in (("cache_type_k", cache_type_k), ("cache_type_v", cache_type_v)):
+        value = arguments.text(name, value)
+        if value not in CACHE_TYPE_BYTES:
+            raise InvalidArgumentError(name, f"must be one of {', '.join(CACHE_TYPE_BYTES)}, got {value!r}")
+        if value != "f16" and device != "cpu":
+            raise InvalidArgumentError(name, f"the {device} engine's KV cache holds f16 only, got {value!r}")
+        if value != "f16" and (config.head_dim % 32 or config.head_dim > 1024):
+            raise InvalidArgumentError(name, f"{value} needs a head size that is a multiple of 32 (at most 1024); "
+                                             f"this model's is {config.head_dim}")
+        types.append(value)
+    return types[0], types[1]
+
+
+def kv_cache_bytes(config, n_ctx: int, n_seq: int = 1, cache_types: Tuple[str, str] = F16_CACHE) -> int:
+    """Bytes of the CPU engine's KV cache: n_seq windows of n_ctx tokens, keys and values in the
+    given types (n_ctx rounded up to whole key tiles of 16 positions)."""
+    padded_ctx = -(-n_ctx // KEY_BLOCK) * KEY_BLOCK
+    per_position = sum(CACHE_TYPE_BYTES[t] for t in cache_types) * config.head_dim // 32
+    return n_seq * config.n_layer * config.n_head_kv * padded_ctx * per_position
+
+
+def context_bytes(config, n_ctx: int, n_threads: int, n_seq: int = 1,
+                  cache_types: Tuple[str, str] = F16_CACHE) -> int:
     """Bytes the CPU engine allocates for n_seq sequences of n_ctx tokens each on n_threads threads
     (Python integers: no overflow, however large the arguments). config: a ModelConfig.
 
-    KV cache (csrc/model/kv_cache.cpp), keys and values as 2-byte halves:
+    KV cache (csrc/model/kv_cache.cpp), kv_cache_bytes: for keys and values as 2-byte halves
         2 * n_seq * n_layer * n_head_kv * ceil(n_ctx / 16) * 16 * head_dim * 2
+    (q8_0: 34 bytes, q4_0: 18 bytes per 32 elements instead of 64);
     attention scores scratch (csrc/model/llama_model.cpp), float32:
         n_threads * 4 * (n_head / n_head_kv) * n_ctx * 4
     batch scratch for batch = min(64, n_ctx) tokens, float32:
@@ -52,8 +84,7 @@ def context_bytes(config, n_ctx: int, n_threads: int, n_seq: int = 1) -> int:
     Weights are not counted: they are mapped from the file (and repacked at load) whatever n_ctx.
     """
     c = config
-    padded_ctx = -(-n_ctx // KEY_BLOCK) * KEY_BLOCK
-    kv_cache = 2 * n_seq * c.n_layer * c.n_head_kv * padded_ctx * c.head_dim * 2
+    kv_cache = kv_cache_bytes(c, n_ctx, n_seq, cache_types)
     scores = n_threads * MAX_TILE_TOKENS * (c.n_head // c.n_head_kv) * n_ctx * 4
     batch = min(MAX_BATCH, n_ctx)
     q_width, kv_width = c.n_head * c.head_dim, c.n_head_kv * c.head_dim
@@ -85,7 +116,8 @@ def max_threads() -> int:
     return os.cpu_count() or 1
 
 
-def check_context_request(config, n_ctx, n_threads, check_memory: bool = True, n_seq: int = 1) -> Tuple[int, int]:
+def check_context_request(config, n_ctx, n_threads, check_memory: bool = True, n_seq: int = 1,
+                          cache_types: Tuple[str, str] = F16_CACHE) -> Tuple[int, int]:
     """(n_ctx, n_threads) as ints after checking them for a model of this config (a ModelConfig),
     whose cache holds n_seq sequences of n_ctx tokens each.
 
@@ -103,7 +135,7 @@ def check_context_request(config, n_ctx, n_threads, check_memory: bool = True, n
     if not 1 <= n_threads <= limit:
         raise InvalidArgumentError("n_threads", f"must be in [1, {limit}] (the number of CPUs), got {n_threads}")
     if check_memory:
-        needed, available = context_bytes(config, n_ctx, n_threads, n_seq), available_memory_bytes()
+        needed, available = context_bytes(config, n_ctx, n_threads, n_seq, cache_types), available_memory_bytes()
         if available is not None and needed > available:
             raise InsufficientMemoryError(_window_text(n_ctx, n_seq), needed, available,
                                           "use a smaller n_ctx" + (" or n_parallel" if n_seq > 1 else ""))
@@ -122,7 +154,8 @@ def _window_text(n_ctx: int, n_seq: int) -> str:
 
 
 @contextlib.contextmanager
-def allocation_errors(config, n_ctx: int, n_threads: int, n_seq: int = 1) -> Iterator[None]:
+def allocation_errors(config, n_ctx: int, n_threads: int, n_seq: int = 1,
+                      cache_types: Tuple[str, str] = F16_CACHE) -> Iterator[None]:
     """Turns an allocation failure of the backend (MemoryError from std::bad_alloc, OverflowError
     from the core's checked size arithmetic) into InsufficientMemoryError with the bytes the window
     needs; the backend's own EdgellamaErrors pass through unchanged."""
@@ -133,6 +166,6 @@ def allocation_errors(config, n_ctx: int, n_threads: int, n_seq: int = 1) -> Ite
     except (MemoryError, OverflowError) as exc:
         available = available_memory_bytes()
         raise InsufficientMemoryError(_window_text(n_ctx, n_seq),
-                                      context_bytes(config, n_ctx, n_threads, n_seq),
+                                      context_bytes(config, n_ctx, n_threads, n_seq, cache_types),
                                       0 if available is None else available,
                                       f"the allocation failed ({exc}); use a smaller n_ctx") from exc

@@ -5,13 +5,19 @@ hyper-parameters with the RoPE scaling, every tensor's name, type and shape, the
 vectors, the start of the embedding and the vocabulary). Loading another model's state is a
 StateError, as is a file that is corrupt, cut short or of an unknown version.
 
-Session file (version 1), written atomically (a temporary file beside it, flushed to disk, then
+A state also names its cache's types (Llama's cache_type_k / cache_type_v): a model whose cache
+stores keys or values otherwise cannot load it (StateError).
+
+Session file (version 2), written atomically (a temporary file beside it, flushed to disk, then
 renamed over the target, so a crash leaves the old file or the new one, never half of one):
     b"edgellama-session\\n"
-    one line of JSON: {"version": 1, "model": identity, "n_tokens": n,
-                       "shape": [n_layer, n_head_kv, n, head_dim], "sha256": of the body}
-    body: the tokens (little-endian int32), then the keys, then the values (little-endian uint16:
-    fp16 bits, [n_layer][n_head_kv][n][head_dim] each).
+    one line of JSON: {"version": 2, "model": identity, "n_tokens": n, "cache_types": [k, v],
+                       "key_shape": [n_layer, n_head_kv, n, width], "value_shape": [...],
+                       "sha256": of the body}
+    body: the tokens (little-endian int32), then the keys, then the values, each
+    [n_layer][n_head_kv][n][width]: for an f16 cache little-endian uint16 fp16 bits (width
+    head_dim), for a q8_0 / q4_0 cache the bytes of the format's GGUF blocks (width the row's bytes).
+Version 1 files (f16 caches, one "shape" for both) are read as well.
 """
 
 from __future__ import annotations
@@ -30,20 +36,25 @@ import numpy as np
 from edgellama.errors import StateError
 
 MAGIC = b"edgellama-session\n"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+F16_CACHE = ("f16", "f16")
+BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}  # per 32 elements
 MAX_HEADER_BYTES = 4096
 EMBEDDING_SAMPLE_BYTES = 1 << 16
 
 
 @dataclass(frozen=True, eq=False)
 class LlamaState:
-    """Sequence 0 of a model's KV cache: its tokens and their keys and values (uint16 arrays of fp16
-    bits, [n_layer][n_head_kv][n_tokens][head_dim]). model: the model_identity it belongs to."""
+    """Sequence 0 of a model's KV cache: its tokens and their keys and values,
+    [n_layer][n_head_kv][n_tokens][width] each (row_format). model: the model_identity it belongs
+    to; cache_types: how its cache stores (keys, values)."""
 
     model: str
     tokens: Tuple[int, ...]
     keys: np.ndarray
     values: np.ndarray
+    cache_types: Tuple[str, str] = F16_CACHE
 
     @property
     def n_tokens(self) -> int:
@@ -73,19 +84,33 @@ def model_identity(model) -> str:
     return digest.hexdigest()[:32]
 
 
-def check_state(state, identity: str, shape: Tuple[int, int, int], n_ctx: int) -> LlamaState:
-    """state if it fits a model of this identity, cache shape (n_layer, n_head_kv, head_dim) and
-    window; StateError otherwise."""
+def row_format(cache_type: str, head_dim: int) -> Tuple[np.dtype, int]:
+    """(dtype, width) of one position's row of a cache of that type: uint16 fp16 bits × head_dim,
+    or the bytes of head_dim / 32 GGUF blocks."""
+    if cache_type == "f16":
+        return np.dtype(np.uint16), head_dim
+    return np.dtype(np.uint8), head_dim // 32 * BLOCK_BYTES[cache_type]
+
+
+def check_state(state, identity: str, shape: Tuple[int, int, int], n_ctx: int,
+                cache_types: Tuple[str, str] = F16_CACHE) -> LlamaState:
+    """state if it fits a model of this identity, cache shape (n_layer, n_head_kv, head_dim),
+    window and cache types; StateError otherwise."""
     if not isinstance(state, LlamaState):
         raise StateError(f"expected a LlamaState (from Llama.save_state), got {type(state).__name__}")
     if state.model != identity:
         raise StateError("this state was saved from another model (its identity differs); load it into the "
                          "model it came from")
+    if tuple(state.cache_types) != tuple(cache_types):
+        raise StateError(f"this state holds a {'/'.join(state.cache_types)} cache (keys/values); this model's is "
+                         f"{'/'.join(cache_types)}: create the Llama with cache_type_k={state.cache_types[0]!r}, "
+                         f"cache_type_v={state.cache_types[1]!r} to load it")
     n = state.n_tokens
-    want = (shape[0], shape[1], n, shape[2])
-    for name, array in (("keys", state.keys), ("values", state.values)):
-        if not isinstance(array, np.ndarray) or array.dtype != np.uint16 or array.shape != want:
-            raise StateError(f"the state's {name} are not a uint16 array of shape {want}")
+    for name, array, cache_type in (("keys", state.keys, cache_types[0]), ("values", state.values, cache_types[1])):
+        dtype, width = row_format(cache_type, shape[2])
+        want = (shape[0], shape[1], n, width)
+        if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != want:
+            raise StateError(f"the state's {name} are not a {dtype.name} array of shape {want}")
     if n > n_ctx:
         raise StateError(f"the state holds {n} tokens, more than this model's n_ctx={n_ctx}")
     return state
@@ -95,12 +120,14 @@ def write_session(path: Union[str, Path], state: LlamaState) -> None:
     """state to path, atomically (the module notes)."""
     path = Path(path)
     tokens = np.asarray(state.tokens, dtype="<i4")
-    body = [tokens.tobytes(), state.keys.astype("<u2").tobytes(), state.values.astype("<u2").tobytes()]
+    little = lambda a: a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()  # noqa: E731
+    body = [tokens.tobytes(), little(state.keys), little(state.values)]
     digest = hashlib.sha256()
     for part in body:
         digest.update(part)
     header = {"version": VERSION, "model": state.model, "n_tokens": state.n_tokens,
-              "shape": list(state.keys.shape), "sha256": digest.hexdigest()}
+              "cache_types": list(state.cache_types), "key_shape": list(state.keys.shape),
+              "value_shape": list(state.values.shape), "sha256": digest.hexdigest()}
     folder = path.parent if str(path.parent) else Path(".")
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
@@ -118,26 +145,28 @@ def write_session(path: Union[str, Path], state: LlamaState) -> None:
 
 def read_session(path: Union[str, Path]) -> LlamaState:
     """The state in a session file; StateError naming the problem for anything but a whole,
-    intact version-1 file (FileNotFoundError when there is none)."""
+    intact file of a version this edgellama reads (FileNotFoundError when there is none)."""
     path = Path(path)
     with open(path, "rb") as f:
         if f.read(len(MAGIC)) != MAGIC:
             raise StateError(f"{path}: not an edgellama session file")
         header = _header(path, f.readline(MAX_HEADER_BYTES))
-        n, shape = header["n_tokens"], header["shape"]
+        n, types = header["n_tokens"], tuple(header["cache_types"])
+        dtypes = [np.dtype("<u2") if t == "f16" else np.dtype(np.uint8) for t in types]
+        shapes = [tuple(header["key_shape"]), tuple(header["value_shape"])]
+        expected = 4 * n + sum(math.prod(shape) * dtype.itemsize for shape, dtype in zip(shapes, dtypes))
         body_bytes = os.fstat(f.fileno()).st_size - f.tell()
-        if body_bytes != 4 * n + 4 * math.prod(shape):  # checked before anything that size is allocated
+        if body_bytes != expected:  # checked before anything that size is allocated
             raise StateError(f"{path}: the file is cut short or has extra bytes ({body_bytes} body bytes, "
-                             f"{4 * n + 4 * math.prod(shape)} expected)")
+                             f"{expected} expected)")
         # Read straight into the arrays, hashing as it goes: no second copy of a large cache.
         digest = hashlib.sha256()
         tokens = _read_array(f, np.dtype("<i4"), (n,), digest)
-        keys = _read_array(f, np.dtype("<u2"), tuple(shape), digest)
-        values = _read_array(f, np.dtype("<u2"), tuple(shape), digest)
+        keys, values = (_read_array(f, dtype, shape, digest) for dtype, shape in zip(dtypes, shapes))
     if digest.hexdigest() != header["sha256"]:
         raise StateError(f"{path}: the checksum does not match: the file is corrupt")
-    return LlamaState(header["model"], tuple(int(t) for t in tokens), keys.astype(np.uint16, copy=False),
-                      values.astype(np.uint16, copy=False))
+    native = lambda a: a.astype(a.dtype.newbyteorder("="), copy=False)  # noqa: E731
+    return LlamaState(header["model"], tuple(int(t) for t in tokens), native(keys), native(values), types)
 
 
 def _read_array(f, dtype: np.dtype, shape: tuple, digest) -> np.ndarray:
@@ -156,15 +185,23 @@ def _header(path: Path, line: bytes) -> dict:
         header = json.loads(line)
     except ValueError:
         raise StateError(f"{path}: the header is not JSON") from None
-    if not isinstance(header, dict) or header.get("version") != VERSION:
-        version = header.get("version") if isinstance(header, dict) else None
+    version = header.get("version") if isinstance(header, dict) else None
+    if version not in READABLE_VERSIONS:
         raise StateError(f"{path}: session format version {version!r} is not supported (this edgellama reads "
-                         f"version {VERSION})")
-    n, shape = header.get("n_tokens"), header.get("shape")
+                         f"versions {', '.join(map(str, READABLE_VERSIONS))})")
+    if version == 1:  # an f16 cache, one shape for keys and values
+        header = dict(header, cache_types=list(F16_CACHE), key_shape=header.get("shape"),
+                      value_shape=header.get("shape"))
+    n, types = header.get("n_tokens"), header.get("cache_types")
     good_n = isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31
-    good_shape = (isinstance(shape, list) and len(shape) == 4
-                  and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape))
-    if not (good_n and good_shape and shape[2] == n and isinstance(header.get("model"), str)
+    good_types = isinstance(types, list) and len(types) == 2 and all(t == "f16" or t in BLOCK_BYTES for t in types)
+    good_shapes = all(_good_shape(header.get(key), n) for key in ("key_shape", "value_shape"))
+    if not (good_n and good_types and good_shapes and isinstance(header.get("model"), str)
             and isinstance(header.get("sha256"), str)):
         raise StateError(f"{path}: the header's fields are missing or malformed")
     return header
+
+
+def _good_shape(shape, n) -> bool:
+    return (isinstance(shape, list) and len(shape) == 4 and shape[2] == n
+            and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31 for d in shape))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import gguf
@@ -97,6 +97,12 @@ class ReferenceModel:
     use_rope_freqs = True      # False: ignore rope_freqs.weight
     act_scale_dtype = np.float32   # storage of the int8 block scale in act_quant (np.float16: as ggml's Q8_0)
     kv_fp16 = False            # round keys and values to fp16 after RoPE (the CUDA KV cache)
+    # (key type, value type): store keys and values as a quantized KV cache does ("q8_0"/"q4_0"
+    # blocks along head_dim, gguf.quants' reference rounding of the float32 values; "f16").
+    kv_types: Optional[Tuple[str, str]] = None
+    # Per layer, (keys, values) [n][n_head_kv][head_dim] to attend instead of the computed ones
+    # (an engine's cache contents, to check its attention alone).
+    kv_override: Optional[List[Tuple[np.ndarray, np.ndarray]]] = None
 
     def __init__(self, path):
         self.path = str(path)
@@ -215,7 +221,7 @@ class ReferenceModel:
         x = self.embd.w[ids].copy()
         group = hp.n_head // hp.n_head_kv
         mask = np.triu(np.full((n, n), -np.inf, dtype=x.dtype), k=1)
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             h = self.rmsnorm(x, layer["attn_norm"])
             q = self.matmul(h, layer["attn_q"], act_quant).reshape(n, hp.n_head, hp.head_dim)
             k = self.matmul(h, layer["attn_k"], act_quant).reshape(n, hp.n_head_kv, hp.head_dim)
@@ -223,6 +229,10 @@ class ReferenceModel:
             q, k = self.rope(q, pos), self.rope(k, pos)
             if self.kv_fp16:  # the CUDA backend keeps its KV cache in fp16
                 k, v = k.astype(np.float16).astype(x.dtype), v.astype(np.float16).astype(x.dtype)
+            if self.kv_types is not None:
+                k, v = (cache_rounded(a, t).astype(x.dtype) for a, t in zip((k, v), self.kv_types))
+            if self.kv_override is not None:
+                k, v = (a.astype(x.dtype) for a in self.kv_override[index])
             if self.gqa_modulo:
                 k, v = np.tile(k, (1, group, 1)), np.tile(v, (1, group, 1))
             else:
@@ -241,6 +251,16 @@ class ReferenceModel:
         return self.rmsnorm(x, self.output_norm)
 
 
+def cache_rounded(a: np.ndarray, cache_type: str) -> np.ndarray:
+    """a ([..., head_dim] rows) as a KV cache of that type holds it: fp16, or quantized in blocks of
+    32 along the last axis by gguf.quants (float32 input, as the engine quantizes)."""
+    if cache_type == "f16":
+        return a.astype(np.float16).astype(np.float64)
+    qtype = {"q8_0": QT.Q8_0, "q4_0": QT.Q4_0}[cache_type]
+    rows = np.ascontiguousarray(a, dtype=np.float32).reshape(-1, a.shape[-1])
+    return gguf.quants.dequantize(gguf.quants.quantize(rows, qtype), qtype).astype(np.float64).reshape(a.shape)
+
+
 class _Float32View(ReferenceModel):
     """The same model with every weight cast to a narrower float dtype."""
 
@@ -252,7 +272,8 @@ class _Float32View(ReferenceModel):
         self.rope_freqs, self.rope_scaling = base.rope_freqs, base.rope_scaling
         self.layers = [{k: (cast(v) if isinstance(v, Matrix) else v.astype(dtype)) for k, v in layer.items()}
                        for layer in base.layers]
-        for flag in ("rope_neox", "gqa_modulo", "use_rope_freqs", "act_scale_dtype", "kv_fp16"):
+        for flag in ("rope_neox", "gqa_modulo", "use_rope_freqs", "act_scale_dtype", "kv_fp16", "kv_types",
+                     "kv_override"):
             setattr(self, flag, getattr(base, flag))
 
     def logits(self, token_ids, act_quant=False, dtype=None):

@@ -69,6 +69,23 @@ def test_session_file_round_trip_and_identity(files, tmp_path):
         Llama(files["a"], n_ctx=8).load_session(path)
 
 
+def test_version_1_files_of_an_f16_cache_still_load(files, tmp_path):
+    llm = Llama(files["a"], n_ctx=64)
+    llm.eval(IDS)
+    path = tmp_path / "s.session"
+    llm.save_session(path)
+    data = path.read_bytes()
+    header_end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC):header_end])
+    assert header["version"] == 2 and header["cache_types"] == ["f16", "f16"]
+    old = {"version": 1, "model": header["model"], "n_tokens": header["n_tokens"], "shape": header["key_shape"],
+           "sha256": header["sha256"]}
+    path.write_bytes(MAGIC + json.dumps(old).encode() + data[header_end:])
+    fresh = Llama(files["a"], n_ctx=64)
+    fresh.load_session(path)
+    np.testing.assert_array_equal(fresh.eval([3]), llm.eval([3]))
+
+
 def damaged(path, how):
     data = bytearray(path.read_bytes())
     header_end = data.index(b"\n", len(MAGIC))
@@ -86,7 +103,11 @@ def damaged(path, how):
         data[len(MAGIC):header_end] = b"{not json"
     elif how == "shape":
         header = json.loads(data[len(MAGIC):header_end])
-        header["shape"] = [2, 2, -1, 16]
+        header["key_shape"] = [2, 2, -1, 16]
+        data[len(MAGIC):header_end] = json.dumps(header).encode()
+    elif how == "cache type":
+        header = json.loads(data[len(MAGIC):header_end])
+        header["cache_types"] = ["q9_0", "f16"]
         data[len(MAGIC):header_end] = json.dumps(header).encode()
     elif how == "no header end":
         data[len(MAGIC):] = b"x" * 5000
@@ -96,6 +117,7 @@ def damaged(path, how):
 @pytest.mark.parametrize("how, message", [("magic", "not an edgellama session"), ("cut", "cut short"),
                                           ("flipped", "checksum"), ("version", "version 99"),
                                           ("header", "not JSON"), ("shape", "malformed"),
+                                          ("cache type", "malformed"),
                                           ("no header end", "header")])
 def test_damaged_session_files_are_refused_and_change_nothing(files, tmp_path, how, message):
     llm = Llama(files["a"], n_ctx=64)

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <vector>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 
@@ -412,9 +413,12 @@ PYBIND11_MODULE(_cuda, m) {
              "first largest logit and its log-softmax); only those come back.")
         .def("truncate", &CudaLlamaModel::truncate, py::arg("n"))
         .def("reset", &CudaLlamaModel::reset)
-        .def("read_cache", [](CudaLlamaModel& m) {
-                 return b::cache_arrays(m.config(), m.n_past(), [&](uint16_t* k, uint16_t* v) { m.read_cache(k, v); });
-             }, "(keys, values) of the cache as fp16 bits [n_layer][n_head_kv][n_past][head_dim].")
+        .def("read_cache", [](CudaLlamaModel& m, std::optional<int64_t> n) {
+                 const int64_t count = n.value_or(m.n_past());
+                 if (count < 0 || count > m.n_past()) throw std::out_of_range("read_cache: n outside [0, n_past]");
+                 return b::cache_arrays(m.config(), count, [&](uint16_t* k, uint16_t* v) { m.read_cache(count, k, v); });
+             }, py::arg("n") = py::none(),
+             "(keys, values) of the first n positions (default all) as fp16 bits [n_layer][n_head_kv][n][head_dim].")
         .def("write_cache", [](CudaLlamaModel& m, const b::HalfBits& keys, const b::HalfBits& values) {
                  b::cache_from_arrays(m.config(), keys, values,
                                       [&](int64_t n, const uint16_t* k, const uint16_t* v) { m.write_cache(n, k, v); });

@@ -536,10 +536,13 @@ void cache_rows_to_device(Backend& b, __half* layer, const __half* host, int64_t
 
 }  // namespace
 
-void CudaLlamaModel::read_cache(uint16_t* keys, uint16_t* values) {
+void CudaLlamaModel::read_cache(int64_t n, uint16_t* keys, uint16_t* values) {
     Impl& m = *impl_;
     const LlamaConfig& c = m.config;
-    const int64_t n = m.n_past, width = m.kv_width();
+    if (n < 0 || n > m.n_past) {
+        throw std::out_of_range("read of " + std::to_string(n) + " positions from a cache of " + std::to_string(m.n_past));
+    }
+    const int64_t width = m.kv_width();
     std::vector<__half> rows(static_cast<size_t>(std::max<int64_t>(1, n * width)));
     for (int which = 0; which < 2; ++which) {
         const __half* cache = (which == 0 ? m.k_cache : m.v_cache).as<__half>();

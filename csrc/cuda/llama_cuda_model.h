@@ -93,10 +93,10 @@ public:
     const LlamaConfig& config() const;
     void truncate(int64_t n);
     void reset();
-    // The cache's positions on the host as fp16 bits [n_layer][n_head_kv][n_past][head_dim], keys and
-    // values alike (saved state; the CPU engine's KVCache::read layout); write_cache makes the
-    // engine hold n positions given so.
-    void read_cache(uint16_t* keys, uint16_t* values);
+    // The cache's first n positions (n <= n_past) on the host as fp16 bits
+    // [n_layer][n_head_kv][n][head_dim], keys and values alike (saved state; the CPU engine's
+    // KVCache::read layout of an f16 cache); write_cache makes the engine hold n positions given so.
+    void read_cache(int64_t n, uint16_t* keys, uint16_t* values);
     void write_cache(int64_t n, const uint16_t* keys, const uint16_t* values);
     // Context shift as the CPU engine's KVCache::shift: positions [n_keep, n_keep + n_discard) are
     // dropped and the later ones move down, their keys rotated by RoPE of -n_discard (on the host,

@@ -8,6 +8,8 @@
 
 #include "csrc/kernels/elementwise.h"
 #include "csrc/kernels/fast_exp.h"
+#include "csrc/kernels/float_convert.h"
+#include "quantize/block_formats.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -44,8 +46,10 @@ struct TileTask {
     const float* q;  // token t's group (G × head_dim) at q + t * q_stride
     int64_t q_stride;
     int64_t n_pos0;  // token t attends positions [0, n_pos0 + t)
-    const uint16_t* keys;
-    const uint16_t* values;
+    const uint8_t* keys;    // this KV head's key tiles
+    const uint8_t* values;  // this KV head's value rows
+    CacheTypes types;
+    int64_t key_tile_bytes, value_row_bytes;
     float* scores;  // row r at scores + r * score_stride
     int64_t score_stride;
     float* out;  // token t's group outputs at out + t * out_stride
@@ -66,7 +70,7 @@ void attend_token_portable(const TileTask& task, int64_t group, int t, float* sc
     float* out_group = task.out + t * task.out_stride;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
     for (int64_t p0 = 0; p0 < n_pos; p0 += kBlock) {
-        half_to_float_row(task.keys + p0 * head_dim, scratch, head_dim * kBlock);
+        widen_key_tile(task.types.keys, task.keys + p0 / kBlock * task.key_tile_bytes, head_dim, scratch);
         const int64_t n = std::min(kBlock, n_pos - p0);
         for (int64_t g = 0; g < group; ++g) {
             const float* q = q_group + g * head_dim;
@@ -87,7 +91,7 @@ void attend_token_portable(const TileTask& task, int64_t group, int t, float* sc
     for (int64_t g = 0; g < group; ++g) softmax(scores + g * task.score_stride, n_pos);
     std::memset(out_group, 0, sizeof(float) * group * head_dim);
     for (int64_t p = 0; p < n_pos; ++p) {
-        half_to_float_row(task.values + p * head_dim, scratch, head_dim);
+        widen_value_row(task.types.values, task.values + p * task.value_row_bytes, head_dim, scratch);
         for (int64_t g = 0; g < group; ++g) {
             const float prob = scores[g * task.score_stride + p];
             float* out = out_group + g * head_dim;
@@ -101,26 +105,83 @@ inline __m512 load_halves(const uint16_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
 
-// scores[t][g][p] = q_tg·k_p · scale: per block of 16 positions, each dimension's 16 keys are
+// Dimension d of a key tile's 16 positions, one lane each: the halves, or a quantized tile's codes
+// (q4_0: minus 8) before their block's scale.
+template <CacheType KT>
+inline __m512 load_key_dim(const uint8_t* tile, int64_t d) {
+    if constexpr (KT == CacheType::kF16) {
+        return load_halves(reinterpret_cast<const uint16_t*>(tile) + d * kBlock);
+    } else if constexpr (KT == CacheType::kQ8_0) {
+        const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tile + d * kBlock));
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes));
+    } else {
+        const __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(tile + d * kBlock / 2));
+        const __m128i mask = _mm_set1_epi8(0x0f);
+        const __m128i codes = _mm_unpacklo_epi64(_mm_and_si128(packed, mask),
+                                                 _mm_and_si128(_mm_srli_epi16(packed, 4), mask));
+        return _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(codes), _mm512_set1_epi32(8)));
+    }
+}
+
+// Dimensions [d0, d0 + 16) of a value row as floats (d0 a multiple of 16: inside one block).
+template <CacheType VT>
+inline __m512 load_value_chunk(const uint8_t* row, int64_t d0) {
+    if constexpr (VT == CacheType::kF16) {
+        return load_halves(reinterpret_cast<const uint16_t*>(row) + d0);
+    } else if constexpr (VT == CacheType::kQ8_0) {
+        const BlockQ8_0& block = reinterpret_cast<const BlockQ8_0*>(row)[d0 / kQK32];
+        const __m128i codes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs + d0 % kQK32));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(codes)), _mm512_set1_ps(fp16_to_fp32(block.d)));
+    } else {
+        const BlockQ4_0& block = reinterpret_cast<const BlockQ4_0*>(row)[d0 / kQK32];
+        const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block.qs));
+        const __m128i codes = _mm_and_si128(_mm_srli_epi16(packed, d0 % kQK32 == 0 ? 0 : 4), _mm_set1_epi8(0x0f));
+        const __m512 centred = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(codes), _mm512_set1_epi32(8)));
+        return _mm512_mul_ps(centred, _mm512_set1_ps(fp16_to_fp32(block.d)));
+    }
+}
+
+// scores[t][g][p] = q_tg·k_p · scale: per tile of 16 positions, each dimension's 16 keys are
 // widened once and multiplied into every row's sums, lane i holding position p0 + i. Even and odd
-// dimensions go to separate sums (two chains of dependent FMAs per row, not one). A row's
+// dimensions go to separate sums (two chains of dependent FMAs per row, not one); a quantized
+// tile's sums run over one block of 32 dimensions, then take the block's 16 scales. A row's
 // arithmetic does not depend on NT, so a prefill and a token-by-token decode agree bit for bit.
-template <int G, int NT>
+template <int G, int NT, CacheType KT>
 void tile_scores(const TileTask& task) {
     const int64_t head_dim = task.head_dim, n_max = task.n_pos0 + NT - 1;
     const __m512 scale = _mm512_set1_ps(1.0f / std::sqrt(static_cast<float>(head_dim)));
+    const int64_t span = KT == CacheType::kF16 ? head_dim : kQK32;  // dimensions per scale
     for (int64_t p0 = 0; p0 < n_max; p0 += kBlock) {
-        const uint16_t* block = task.keys + p0 * head_dim;
-        __m512 even[NT][G], odd[NT][G];
+        const uint8_t* tile = task.keys + p0 / kBlock * task.key_tile_bytes;
+        const uint16_t* scales = nullptr;  // a quantized tile's [head_dim / 32][16] scales, after its codes
+        if constexpr (KT != CacheType::kF16) {
+            scales = reinterpret_cast<const uint16_t*>(tile + task.key_tile_bytes) - head_dim / kQK32 * kBlock;
+        }
+        __m512 total[NT][G];
         for (int t = 0; t < NT; ++t)
-            for (int g = 0; g < G; ++g) even[t][g] = odd[t][g] = _mm512_setzero_ps();
-        for (int64_t d = 0; d < head_dim; d += 2) {
-            const __m512 k0 = load_halves(block + d * kBlock), k1 = load_halves(block + (d + 1) * kBlock);
+            for (int g = 0; g < G; ++g) total[t][g] = _mm512_setzero_ps();
+        for (int64_t b0 = 0; b0 < head_dim; b0 += span) {
+            __m512 even[NT][G], odd[NT][G];
+            for (int t = 0; t < NT; ++t)
+                for (int g = 0; g < G; ++g) even[t][g] = odd[t][g] = _mm512_setzero_ps();
+            for (int64_t d = b0; d < b0 + span; d += 2) {
+                const __m512 k0 = load_key_dim<KT>(tile, d), k1 = load_key_dim<KT>(tile, d + 1);
+                for (int t = 0; t < NT; ++t) {
+                    for (int g = 0; g < G; ++g) {
+                        const float* q = task.q + t * task.q_stride + g * head_dim + d;
+                        even[t][g] = _mm512_fmadd_ps(_mm512_set1_ps(q[0]), k0, even[t][g]);
+                        odd[t][g] = _mm512_fmadd_ps(_mm512_set1_ps(q[1]), k1, odd[t][g]);
+                    }
+                }
+            }
             for (int t = 0; t < NT; ++t) {
                 for (int g = 0; g < G; ++g) {
-                    const float* q = task.q + t * task.q_stride + g * head_dim + d;
-                    even[t][g] = _mm512_fmadd_ps(_mm512_set1_ps(q[0]), k0, even[t][g]);
-                    odd[t][g] = _mm512_fmadd_ps(_mm512_set1_ps(q[1]), k1, odd[t][g]);
+                    const __m512 sum = _mm512_add_ps(even[t][g], odd[t][g]);
+                    if constexpr (KT == CacheType::kF16) {
+                        total[t][g] = sum;
+                    } else {
+                        total[t][g] = _mm512_fmadd_ps(sum, load_halves(scales + b0 / kQK32 * kBlock), total[t][g]);
+                    }
                 }
             }
         }
@@ -130,7 +191,7 @@ void tile_scores(const TileTask& task) {
             const auto valid = static_cast<__mmask16>((1u << std::min(kBlock, n_pos - p0)) - 1u);
             for (int g = 0; g < G; ++g) {
                 _mm512_mask_storeu_ps(task.scores + (t * G + g) * task.score_stride + p0, valid,
-                                      _mm512_mul_ps(_mm512_add_ps(even[t][g], odd[t][g]), scale));
+                                      _mm512_mul_ps(total[t][g], scale));
             }
         }
     }
@@ -140,7 +201,7 @@ void tile_scores(const TileTask& task) {
 // registers: each value row is widened once for the tile. Positions every token attends come
 // first, then the last NT - 1, each for the tokens that attend it (each row's sum runs over its
 // positions in order, whatever NT).
-template <int G, int NT, int kChunks>
+template <int G, int NT, int kChunks, CacheType VT>
 void tile_values(const TileTask& task) {
     const int64_t head_dim = task.head_dim;
     for (int64_t d0 = 0; d0 < head_dim; d0 += 16 * kChunks) {
@@ -148,8 +209,9 @@ void tile_values(const TileTask& task) {
         for (int r = 0; r < NT * G; ++r)
             for (int c = 0; c < kChunks; ++c) acc[r][c] = _mm512_setzero_ps();
         auto add_position = [&](int64_t p, int first_token) {
+            const uint8_t* row = task.values + p * task.value_row_bytes;
             __m512 v[kChunks];
-            for (int c = 0; c < kChunks; ++c) v[c] = load_halves(task.values + p * head_dim + d0 + 16 * c);
+            for (int c = 0; c < kChunks; ++c) v[c] = load_value_chunk<VT>(row, d0 + 16 * c);
             for (int r = first_token * G; r < NT * G; ++r) {
                 const __m512 prob = _mm512_set1_ps(task.scores[r * task.score_stride + p]);
                 for (int c = 0; c < kChunks; ++c) acc[r][c] = _mm512_fmadd_ps(prob, v[c], acc[r][c]);
@@ -165,32 +227,55 @@ void tile_values(const TileTask& task) {
 }
 
 template <int G, int NT>
-void attend_tile_avx512(const TileTask& task) {
-    tile_scores<G, NT>(task);
+void softmax_rows(const TileTask& task) {
     for (int r = 0; r < NT * G; ++r) softmax(task.scores + r * task.score_stride, task.n_pos0 + r / G);
-    tile_values<G, NT, (NT * G <= 6 ? 4 : 2)>(task);  // at most 24 accumulators in flight
 }
 
 // Tokens per tile for a group of G query heads: at most 8 rows (16 score sums in registers).
 constexpr int tile_tokens(int group) { return group <= 2 ? 4 : group <= 4 ? 2 : 1; }
 
 using TileFn = void (*)(const TileTask&);
+constexpr int kTypes = 3;  // CacheType values
+using TileFns = std::array<std::array<TileFn, kMaxTileTokens + 1>, 9>;  // [group][tokens]
 
-template <int G, int NT>
+// Per tile: the scores (by key type), the softmax, the weighted values (by value type).
+template <int G, int NT, int Stage, CacheType T>
 constexpr TileFn tile_fn() {
-    if constexpr (NT <= tile_tokens(G)) return attend_tile_avx512<G, NT>;
-    return nullptr;
+    if constexpr (NT > tile_tokens(G)) {
+        return nullptr;
+    } else if constexpr (Stage == 0) {
+        return tile_scores<G, NT, T>;
+    } else if constexpr (Stage == 1) {
+        return softmax_rows<G, NT>;
+    } else {
+        return tile_values<G, NT, (NT * G <= 6 ? 4 : 2), T>;  // at most 24 accumulators in flight
+    }
 }
 
-template <int G>
-constexpr std::array<TileFn, kMaxTileTokens + 1> tile_fns() {
-    return {nullptr, tile_fn<G, 1>(), tile_fn<G, 2>(), tile_fn<G, 3>(), tile_fn<G, 4>()};
+template <int Stage, CacheType T, int G>
+constexpr std::array<TileFn, kMaxTileTokens + 1> tile_fns_of_group() {
+    return {nullptr, tile_fn<G, 1, Stage, T>(), tile_fn<G, 2, Stage, T>(), tile_fn<G, 3, Stage, T>(),
+            tile_fn<G, 4, Stage, T>()};
 }
 
 // Groups of 1 to 8 query heads (Llama 3: 4, TinyLlama: 8) with head_dim a multiple of 64.
-constexpr std::array<std::array<TileFn, kMaxTileTokens + 1>, 9> kTileFns = {
-    std::array<TileFn, kMaxTileTokens + 1>{}, tile_fns<1>(), tile_fns<2>(), tile_fns<3>(), tile_fns<4>(),
-    tile_fns<5>(), tile_fns<6>(), tile_fns<7>(), tile_fns<8>()};
+template <int Stage, CacheType T>
+constexpr TileFns tile_fns() {
+    return {std::array<TileFn, kMaxTileTokens + 1>{}, tile_fns_of_group<Stage, T, 1>(),
+            tile_fns_of_group<Stage, T, 2>(), tile_fns_of_group<Stage, T, 3>(), tile_fns_of_group<Stage, T, 4>(),
+            tile_fns_of_group<Stage, T, 5>(), tile_fns_of_group<Stage, T, 6>(), tile_fns_of_group<Stage, T, 7>(),
+            tile_fns_of_group<Stage, T, 8>()};
+}
+
+template <int Stage>
+constexpr std::array<TileFns, kTypes> stage_fns() {
+    return {tile_fns<Stage, CacheType::kF16>(), tile_fns<Stage, CacheType::kQ8_0>(),
+            tile_fns<Stage, CacheType::kQ4_0>()};
+}
+
+constexpr std::array<TileFns, kTypes> kScoreFns = stage_fns<0>();
+constexpr TileFns kSoftmaxFns = tile_fns<1, CacheType::kF16>();
+constexpr std::array<TileFns, kTypes> kValueFns = stage_fns<2>();
 
 bool has_fast_path(const AttentionShape& shape) {
     const int64_t group = shape.n_head / shape.n_head_kv;
@@ -200,7 +285,10 @@ int tile_size(const AttentionShape& shape) {
     return has_fast_path(shape) ? tile_tokens(static_cast<int>(shape.n_head / shape.n_head_kv)) : 1;
 }
 void attend_tile_fast(const AttentionShape& shape, int n_tokens, const TileTask& task) {
-    kTileFns[shape.n_head / shape.n_head_kv][n_tokens](task);
+    const int64_t group = shape.n_head / shape.n_head_kv;
+    kScoreFns[static_cast<int>(task.types.keys)][group][n_tokens](task);
+    kSoftmaxFns[group][n_tokens](task);
+    kValueFns[static_cast<int>(task.types.values)][group][n_tokens](task);
 }
 #else
 bool has_fast_path(const AttentionShape&) { return false; }
@@ -210,8 +298,8 @@ void attend_tile_fast(const AttentionShape&, int, const TileTask&) {}
 
 }  // namespace
 
-void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, const AttentionRun* runs,
-               int64_t n_runs, int64_t kv_head_stride, float* out, float* scores, int64_t score_stride) {
+void attention(ThreadPool& pool, const AttentionShape& shape, const KVLayout& layout, const float* q,
+               const AttentionRun* runs, int64_t n_runs, float* out, float* scores, int64_t score_stride) {
     const int64_t q_width = shape.n_head * shape.head_dim;
     const int64_t group = shape.n_head / shape.n_head_kv;
     const int tile = tile_size(shape);
@@ -236,10 +324,19 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, co
             const int64_t head0 = kv_head * group;  // query heads head0 .. head0+group-1 share this KV head
             const int64_t row0 = run.first_row + token0;
             const int n = static_cast<int>(std::min<int64_t>(tile, run.n_tokens - token0));
-            const TileTask task{shape.head_dim, q + row0 * q_width + head0 * shape.head_dim, q_width,
-                                run.first_pos + token0 + 1, run.keys + kv_head * kv_head_stride,
-                                run.values + kv_head * kv_head_stride, my_scores, score_stride,
-                                out + row0 * q_width + head0 * shape.head_dim, q_width};
+            const TileTask task{shape.head_dim,
+                                q + row0 * q_width + head0 * shape.head_dim,
+                                q_width,
+                                run.first_pos + token0 + 1,
+                                run.keys + kv_head * layout.key_head_stride,
+                                run.values + kv_head * layout.value_head_stride,
+                                layout.types,
+                                key_tile_bytes(layout.types.keys, shape.head_dim),
+                                row_bytes(layout.types.values, shape.head_dim),
+                                my_scores,
+                                score_stride,
+                                out + row0 * q_width + head0 * shape.head_dim,
+                                q_width};
             if (has_fast_path(shape)) {
                 attend_tile_fast(shape, n, task);
                 continue;
@@ -248,13 +345,6 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, co
             for (int t = 0; t < n; ++t) attend_token_portable(task, group, t, scratch.data());
         }
     });
-}
-
-void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, int64_t n_tokens,
-               int64_t first_pos, const uint16_t* keys, const uint16_t* values, int64_t kv_head_stride, float* out,
-               float* scores, int64_t score_stride) {
-    const AttentionRun run{0, n_tokens, first_pos, keys, values};
-    attention(pool, shape, q, &run, 1, kv_head_stride, out, scores, score_stride);
 }
 
 }  // namespace edgellama

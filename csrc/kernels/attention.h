@@ -4,10 +4,10 @@
 #include <cstdint>
 
 #include "csrc/core/thread_pool.h"
+#include "csrc/kernels/kv_blocks.h"
 
 namespace edgellama {
 
-constexpr int64_t kAttentionKeyBlock = 16;
 // A prefill attends up to this many consecutive tokens of a KV head together (the scores scratch
 // holds as many rows per query head).
 constexpr int kMaxTileTokens = 4;
@@ -18,19 +18,26 @@ struct AttentionShape {
     int64_t head_dim;
 };
 
+// How a layer of the KV cache is stored (csrc/kernels/kv_blocks.h): the element formats of keys
+// and values, and the bytes from one KV head's keys (values) to the next's.
+struct KVLayout {
+    CacheTypes types;
+    int64_t key_head_stride;
+    int64_t value_head_stride;
+};
+
 // Consecutive tokens of one sequence in a batch: rows [first_row, first_row + n_tokens) of q and
 // out, at positions first_pos .. first_pos + n_tokens - 1, attending that sequence's cache.
-// keys, values: the sequence's layer of IEEE halves (widened to float32 as they are read; all
-//               arithmetic is float32), KV head h at + h * kv_head_stride, positions
-//               [0, first_pos + n_tokens) valid: values one head_dim row per position; keys in
-//               blocks of kAttentionKeyBlock positions, element (p, d) of a head at
-//               (p / 16) * 16 * head_dim + d * 16 + p % 16
+// keys, values: the sequence's layer, KV head h at + h * the layout's head stride, positions
+//               [0, first_pos + n_tokens) valid, in the layout of kv_blocks.h (key tiles, value
+//               rows). Elements are widened to float32 as they are read (a quantized block's
+//               codes first, its scale applied to their sums); all arithmetic is float32.
 struct AttentionRun {
     int64_t first_row;
     int64_t n_tokens;
     int64_t first_pos;
-    const uint16_t* keys;
-    const uint16_t* values;
+    const uint8_t* keys;
+    const uint8_t* values;
 };
 
 // q:   [rows][n_head*head_dim]; out: the same shape, every row of every run written.
@@ -41,12 +48,7 @@ struct AttentionRun {
 // runs (run × token tile × KV head) is split across the pool in one job; a token's arithmetic does
 // not depend on its run's length, the other runs or the thread count, so a sequence's outputs are
 // the same bits alone or batched with others.
-void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, const AttentionRun* runs,
-               int64_t n_runs, int64_t kv_head_stride, float* out, float* scores, int64_t score_stride);
-
-// One run: tokens [0, n_tokens) at positions first_pos ...
-void attention(ThreadPool& pool, const AttentionShape& shape, const float* q, int64_t n_tokens,
-               int64_t first_pos, const uint16_t* keys, const uint16_t* values, int64_t kv_head_stride, float* out,
-               float* scores, int64_t score_stride);
+void attention(ThreadPool& pool, const AttentionShape& shape, const KVLayout& layout, const float* q,
+               const AttentionRun* runs, int64_t n_runs, float* out, float* scores, int64_t score_stride);
 
 }  // namespace edgellama

@@ -7,27 +7,36 @@
 #include <string>
 
 #include "csrc/kernels/elementwise.h"
-#include "csrc/kernels/float_convert.h"
 #include "csrc/model/checked_size.h"
 
 namespace edgellama {
 
-KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, int64_t n_seq)
-    : n_layer_(n_layer), n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_(head_dim), n_seq_(n_seq) {
+KVCache::KVCache(int64_t n_layer, int64_t n_ctx, int64_t n_head_kv, int64_t head_dim, int64_t n_seq,
+                 CacheTypes types)
+    : n_layer_(n_layer), n_ctx_(n_ctx), n_head_kv_(n_head_kv), head_dim_(head_dim), n_seq_(n_seq), types_(types) {
     if (n_layer <= 0 || n_ctx <= 0 || n_head_kv <= 0 || head_dim <= 0 || n_seq <= 0) {
         throw std::invalid_argument("KV cache dimensions must be positive");
+    }
+    for (CacheType type : {types.keys, types.values}) {
+        if (!cache_type_fits(type, head_dim)) {
+            throw std::invalid_argument(std::string("a ") + cache_type_name(type) + " KV cache needs head_dim a multiple of 32 " +
+                                        "and at most " + std::to_string(kMaxQuantizedHeadDim) + "; this model's is " +
+                                        std::to_string(head_dim));
+        }
     }
     if (n_ctx > INT64_MAX - kKeyBlock) {  // padded_ctx() would overflow
         throw std::overflow_error("KV cache: n_ctx " + std::to_string(n_ctx) + " is too large");
     }
-    // Checked once here: every stride and index below is smaller than this count, so fits int64.
-    const size_t n = checked_count<uint16_t>(
-        "KV cache of n_ctx=" + std::to_string(n_ctx) + " for " + std::to_string(n_seq) + " sequences",
-        {n_seq, n_layer, n_head_kv, padded_ctx(), head_dim});
+    key_tile_bytes_ = key_tile_bytes(types.keys, head_dim);
+    // Checked once here: every stride and index below is smaller than these counts, so fits int64.
+    const std::string what = "KV cache of n_ctx=" + std::to_string(n_ctx) + " for " + std::to_string(n_seq) + " sequences";
+    const size_t n_keys =
+        checked_count<uint8_t>(what, {n_seq, n_layer, n_head_kv, padded_ctx() / kKeyBlock, key_tile_bytes_});
+    const size_t n_values = checked_count<uint8_t>(what, {n_seq, n_layer, n_head_kv, padded_ctx(), value_row_bytes()});
     n_past_.assign(static_cast<size_t>(n_seq), 0);
     // new T[] without value-initialisation: large blocks come from fresh zero pages on demand.
-    keys_.reset(new uint16_t[n]);
-    values_.reset(new uint16_t[n]);
+    keys_.reset(new uint8_t[n_keys]);
+    values_.reset(new uint8_t[n_values]);
 }
 
 int64_t KVCache::check_seq(int64_t seq) const {
@@ -47,12 +56,11 @@ void KVCache::store(int64_t seq, int64_t layer, int64_t first_pos, int64_t n_tok
     for (int64_t t = 0; t < n_tokens; ++t) {
         const int64_t pos = first_pos + t;
         for (int64_t h = 0; h < n_head_kv_; ++h) {
-            const float* key = new_keys + t * row_width + h * head_dim_;
-            const int64_t head = region(seq, layer) + h * head_stride();
-            float_to_half_row(new_values + t * row_width + h * head_dim_, values_.get() + head + pos * head_dim_,
-                              head_dim_);
-            uint16_t* block = keys_.get() + head + pos / kKeyBlock * kKeyBlock * head_dim_;
-            for (int64_t d = 0; d < head_dim_; ++d) block[d * kKeyBlock + pos % kKeyBlock] = fp32_to_fp16(key[d]);
+            const int64_t at = t * row_width + h * head_dim_;
+            store_value(types_.values, new_values + at, head_dim_,
+                        value_head(seq, layer, h) + pos * value_row_bytes());
+            store_key(types_.keys, new_keys + at, head_dim_,
+                      key_head(seq, layer, h) + pos / kKeyBlock * key_tile_bytes_, pos % kKeyBlock);
         }
     }
 }
@@ -78,14 +86,13 @@ void KVCache::copy_prefix(int64_t src, int64_t dst, int64_t n) {
         n_past_[dst] = n;
         return;
     }
-    // Whole key blocks: the tail of the last one is garbage that attention never reads.
-    const int64_t key_halves = (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock * head_dim_;
-    const int64_t value_halves = n * head_dim_;
+    // Whole key tiles: the tail of the last one is garbage that attention never reads.
+    const int64_t key_bytes = (n + kKeyBlock - 1) / kKeyBlock * key_tile_bytes_;
+    const int64_t value_bytes = n * value_row_bytes();
     for (int64_t l = 0; l < n_layer_; ++l) {
         for (int64_t h = 0; h < n_head_kv_; ++h) {
-            const int64_t from = region(src, l) + h * head_stride(), to = region(dst, l) + h * head_stride();
-            std::memcpy(keys_.get() + to, keys_.get() + from, sizeof(uint16_t) * key_halves);
-            std::memcpy(values_.get() + to, values_.get() + from, sizeof(uint16_t) * value_halves);
+            std::memcpy(key_head(dst, l, h), key_head(src, l, h), key_bytes);
+            std::memcpy(value_head(dst, l, h), value_head(src, l, h), value_bytes);
         }
     }
     n_past_[dst] = n;
@@ -98,55 +105,59 @@ void KVCache::shift(int64_t seq, int64_t n_keep, int64_t n_discard, const float*
         throw std::out_of_range("shift of " + std::to_string(n_discard) + " positions after " + std::to_string(n_keep) +
                                 " in a sequence of " + std::to_string(held));
     }
+    // A quantized key is widened, rotated and quantized again (as llama.cpp shifts such a cache).
     std::vector<float> key(static_cast<size_t>(head_dim_));
+    const int64_t value_bytes = value_row_bytes();
     for (int64_t l = 0; l < n_layer_; ++l) {
         for (int64_t h = 0; h < n_head_kv_; ++h) {
-            const int64_t head = region(seq, l) + h * head_stride();
-            uint16_t* keys = keys_.get() + head;
-            uint16_t* values = values_.get() + head;
+            uint8_t* keys = key_head(seq, l, h);
+            uint8_t* values = value_head(seq, l, h);
             for (int64_t to = n_keep; to < held - n_discard; ++to) {  // upwards: reads stay ahead of writes
                 const int64_t from = to + n_discard;
-                const uint16_t* src = keys + from / kKeyBlock * kKeyBlock * head_dim_ + from % kKeyBlock;
-                uint16_t* dst = keys + to / kKeyBlock * kKeyBlock * head_dim_ + to % kKeyBlock;
-                for (int64_t d = 0; d < head_dim_; ++d) key[d] = fp16_to_fp32(src[d * kKeyBlock]);
+                load_key(types_.keys, keys + from / kKeyBlock * key_tile_bytes_, from % kKeyBlock, head_dim_, key.data());
                 rope_apply(key.data(), 1, head_dim_, cos_v, sin_v, n_pairs);
-                for (int64_t d = 0; d < head_dim_; ++d) dst[d * kKeyBlock] = fp32_to_fp16(key[d]);
-                std::memcpy(values + to * head_dim_, values + from * head_dim_, sizeof(uint16_t) * head_dim_);
+                store_key(types_.keys, key.data(), head_dim_, keys + to / kKeyBlock * key_tile_bytes_, to % kKeyBlock);
+                std::memcpy(values + to * value_bytes, values + from * value_bytes, value_bytes);
             }
         }
     }
     n_past_[seq] = held - n_discard;
 }
 
-void KVCache::read(int64_t seq, uint16_t* keys_out, uint16_t* values_out) const {
-    const int64_t n = n_past(seq);
+void KVCache::read(int64_t seq, int64_t n, uint8_t* keys_out, uint8_t* values_out) const {
+    const int64_t held = n_past(seq);
+    if (n < 0 || n > held) {
+        throw std::out_of_range("read of " + std::to_string(n) + " positions from a sequence of " + std::to_string(held));
+    }
+    const int64_t key_bytes = key_row_bytes(), value_bytes = value_row_bytes();
     for (int64_t l = 0; l < n_layer_; ++l) {
         for (int64_t h = 0; h < n_head_kv_; ++h) {
-            const int64_t head = region(seq, l) + h * head_stride();
-            const int64_t out = (l * n_head_kv_ + h) * n * head_dim_;
-            std::memcpy(values_out + out, values_.get() + head, sizeof(uint16_t) * n * head_dim_);
+            const int64_t head = (l * n_head_kv_ + h) * n;
+            std::memcpy(values_out + head * value_bytes, value_head(seq, l, h), n * value_bytes);
+            const uint8_t* keys = key_head(seq, l, h);
             for (int64_t p = 0; p < n; ++p) {
-                const uint16_t* block = keys_.get() + head + p / kKeyBlock * kKeyBlock * head_dim_ + p % kKeyBlock;
-                for (int64_t d = 0; d < head_dim_; ++d) keys_out[out + p * head_dim_ + d] = block[d * kKeyBlock];
+                key_to_row(types_.keys, keys + p / kKeyBlock * key_tile_bytes_, p % kKeyBlock, head_dim_,
+                           keys_out + (head + p) * key_bytes);
             }
         }
     }
 }
 
-void KVCache::write(int64_t seq, int64_t n, const uint16_t* keys_in, const uint16_t* values_in) {
+void KVCache::write(int64_t seq, int64_t n, const uint8_t* keys_in, const uint8_t* values_in) {
     check_seq(seq);
     if (n < 0 || n > n_ctx_) {
         throw std::out_of_range("a state of " + std::to_string(n) + " positions does not fit a window of " +
                                 std::to_string(n_ctx_));
     }
+    const int64_t key_bytes = key_row_bytes(), value_bytes = value_row_bytes();
     for (int64_t l = 0; l < n_layer_; ++l) {
         for (int64_t h = 0; h < n_head_kv_; ++h) {
-            const int64_t head = region(seq, l) + h * head_stride();
-            const int64_t in = (l * n_head_kv_ + h) * n * head_dim_;
-            std::memcpy(values_.get() + head, values_in + in, sizeof(uint16_t) * n * head_dim_);
+            const int64_t head = (l * n_head_kv_ + h) * n;
+            std::memcpy(value_head(seq, l, h), values_in + head * value_bytes, n * value_bytes);
+            uint8_t* keys = key_head(seq, l, h);
             for (int64_t p = 0; p < n; ++p) {
-                uint16_t* block = keys_.get() + head + p / kKeyBlock * kKeyBlock * head_dim_ + p % kKeyBlock;
-                for (int64_t d = 0; d < head_dim_; ++d) block[d * kKeyBlock] = keys_in[in + p * head_dim_ + d];
+                key_from_row(types_.keys, keys_in + (head + p) * key_bytes, head_dim_,
+                             keys + p / kKeyBlock * key_tile_bytes_, p % kKeyBlock);
             }
         }
     }

@@ -20,10 +20,10 @@ void add_in_place(float* x, const float* delta, int64_t n) {
 }  // namespace
 
 LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
-                       bool weights_file_mapped, int64_t n_seq)
+                       bool weights_file_mapped, int64_t n_seq, CacheTypes cache_types)
     : config_(config),
       weights_(std::move(weights)),
-      cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim, n_seq),
+      cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim, n_seq, cache_types),
       pool_(n_threads) {
     validate_llama_shapes(config_, weights_);
     allocate_scratch(n_ctx, n_threads);  // before the repack: an impossible size fails at once
@@ -169,7 +169,7 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
                                 {&layer.wk, new_keys, kv_width},
                                 {&layer.wv, new_values, kv_width}};
     matmul_shared_input(pool_, scratch_.act, qkv, 3, x_norm, c.n_embd, n_tokens);
-    // RoPE in float32, then the new keys and values go into this layer's cache rows as halves.
+    // RoPE in float32, then the new keys and values go into this layer's cache rows (halves or blocks).
     for (int64_t t = 0; t < n_tokens; ++t) {
         const float* cos_v = &scratch_.rope_cos[t * n_pairs];
         const float* sin_v = &scratch_.rope_sin[t * n_pairs];
@@ -184,8 +184,8 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
         attention_runs_.push_back(AttentionRun{run.first, run.n_tokens, run.first_pos,
                                                cache_.keys(run.seq, layer_index), cache_.values(run.seq, layer_index)});
     }
-    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, scratch_.q.data(), attention_runs_.data(),
-              static_cast<int64_t>(attention_runs_.size()), cache_.head_stride(), scratch_.attn_out.data(),
+    attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, cache_.layout(), scratch_.q.data(),
+              attention_runs_.data(), static_cast<int64_t>(attention_runs_.size()), scratch_.attn_out.data(),
               scratch_.scores.data(), cache_.n_ctx());
     // x_norm is free again: it receives the projection before the residual add.
     matmul(pool_, scratch_.act, layer.wo, scratch_.attn_out.data(), q_width, n_tokens, x_norm, c.n_embd);

@@ -22,9 +22,10 @@ public:
     // Throws std::invalid_argument when the config and the weight shapes disagree.
     // weights_file_mapped: the weights point into a read-only file mapping, so the pages of the
     // matrices repacked at load can be dropped (see weight_repack.h).
-    // n_ctx: every sequence's window; n_seq: how many sequences the cache holds (see KVCache).
+    // n_ctx: every sequence's window; n_seq: how many sequences the cache holds; cache_types: its
+    // element formats (see KVCache).
     LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
-               bool weights_file_mapped = false, int64_t n_seq = 1);
+               bool weights_file_mapped = false, int64_t n_seq = 1, CacheTypes cache_types = {});
 
     // Evaluates a batch (see TokenBatch for its rules) and appends every entry to its sequence's
     // cache. logits: [rows][n_vocab], one row per entry that wants logits, in entry order.
@@ -62,7 +63,7 @@ private:
     // Scratch for one batch: sized at construction, reused by every call.
     struct Scratch {
         std::vector<float> x, x_norm, q, attn_out, ffn_gate, ffn_up;  // [kMaxBatch][width]
-        std::vector<float> new_keys, new_values;  // [kMaxBatch][kv width], before they go to the cache as halves
+        std::vector<float> new_keys, new_values;  // [kMaxBatch][kv width], before they go to the cache
         std::vector<float> rope_cos, rope_sin;                        // [kMaxBatch][rope_dim/2]
         std::vector<float> scores;  // [n_threads][kMaxTileTokens][group][n_ctx]
         ActivationBuffer act;

@@ -197,12 +197,12 @@ class ChatSession:
         """pinned: names of settings a /load file does not change (those given as command-line
         flags); guards: None or an edgellama.guard.chat.Guards (--guard, --code-shield) whose
         verdicts show as notices. context_shift: an answer that fills the window goes on after
-        dropping old tokens past the system prompt (on engines that can; Llama.create_completion's
-        context_shift). prompt_cache: a session file that keeps the evaluated system prompt for the
+        dropping old tokens past the system prompt (Llama.create_completion's context_shift).
+        prompt_cache: a session file that keeps the evaluated system prompt for the
         next process (read at start, written after the first answer when it did not hold it)."""
         self.llm = llm
         self.guards = guards
-        self.context_shift = context_shift and hasattr(llm._core, "seq_shift")
+        self.context_shift = context_shift
         self.prompt_cache = prompt_cache
         self._cached_prefix: List[int] = []
         if prompt_cache is not None:

@@ -7,8 +7,11 @@ A backend offers:
   sequence's entries are consecutive and continue its cache. Returns float32 logits
   [rows, n_vocab] of the entries whose want_logits is set, in entry order.
 - ``seq_n_past(seq)``, ``seq_clear(seq)``, ``seq_truncate(seq, n)``, ``seq_copy_prefix(src, dst, n)``.
-- ``seq_shift(seq, n_keep, n_discard)`` (context shift), ``seq_read(seq)`` -> (keys, values) and
-  ``seq_write(seq, keys, values)`` (saved state: uint16 fp16 bits [n_layer][n_head_kv][n][head_dim]).
+- ``seq_shift(seq, n_keep, n_discard)`` (context shift), ``seq_read(seq, n=None)`` -> (keys,
+  values) of the first n positions (default all) and ``seq_write(seq, keys, values)`` (saved
+  state: uint16 fp16 bits [n_layer][n_head_kv][n][head_dim] for an f16 cache; for a quantized one,
+  uint8 rows of the format's GGUF blocks [n_layer][n_head_kv][n][row bytes]).
+- ``cache_types`` -> (keys, values): the cache's element formats ("f16", "q8_0", "q4_0").
 - ``forward(tokens, all_logits)`` on sequence 0, and ``n_ctx``, ``n_threads``, ``n_seq``.
 - optionally ``greedy_on_device`` (true) with ``greedy_choice(tokens)``: the engine chooses the
   first largest logit after tokens itself and returns (token, log-probability).
@@ -17,6 +20,8 @@ The CPU core (_core.LlamaModel) implements it natively for any number of sequenc
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
@@ -33,6 +38,8 @@ class SingleSequenceBackend:
     def __init__(self, engine, greedy_on_device: bool = False):
         self.engine = engine
         self.greedy_on_device = greedy_on_device
+
+    cache_types = ("f16", "f16")  # the GPU engine's cache holds halves
 
     def greedy_choice(self, tokens: np.ndarray):
         """Evaluates tokens (sequence 0) and returns (token, log-probability) of the first largest logit."""
@@ -78,9 +85,9 @@ class SingleSequenceBackend:
         self._check(seq)
         self.engine.shift(n_keep, n_discard)
 
-    def seq_read(self, seq: int):
+    def seq_read(self, seq: int, n: Optional[int] = None):
         self._check(seq)
-        return self.engine.read_cache()
+        return self.engine.read_cache(n)
 
     def seq_write(self, seq: int, keys, values) -> None:
         self._check(seq)

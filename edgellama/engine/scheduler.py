@@ -67,6 +67,11 @@ class Slot:
         shared = common_prefix_length(self.tokens, prompt)
         return shared if self.exact is None else min(shared, self.exact)
 
+    def hold(self, tokens: List[int]) -> None:
+        """Its record after its cache was replaced by a fresh evaluation's of tokens (a copied
+        prefix, a loaded state, or nothing)."""
+        self.tokens, self.exact = list(tokens), None
+
     def keep_first(self, n: int) -> None:
         """Its record after the cache was cut to the first n tokens."""
         del self.tokens[n:]
@@ -421,7 +426,7 @@ class Scheduler:
         copied = min(shared[donor.index], len(prompt) - 1)
         if copied > keep:
             self.backend.seq_copy_prefix(donor.index, slot.index, copied)
-            slot.tokens, slot.exact = donor.tokens[:copied], None
+            slot.hold(donor.tokens[:copied])
             return slot, copied
         self.backend.seq_truncate(slot.index, keep)
         slot.keep_first(keep)
@@ -432,7 +437,7 @@ class Scheduler:
         short by an exception between the core's return and our bookkeeping)."""
         if self.backend.seq_n_past(slot.index) != len(slot.tokens):
             self.backend.seq_clear(slot.index)
-            slot.tokens, slot.exact = [], None
+            slot.hold([])
 
     def _release(self, request: GenerationRequest) -> None:
         slot, request.slot = request.slot, None
