@@ -31,8 +31,8 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import List, Optional
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional, Sequence
 
 from edgellama.child_process import run_child
 
@@ -63,6 +63,7 @@ class BenchResult:
     roofline_note: str = ""       # why roofline_fraction means nothing, when it does not (above 100%)
     cpu_level: str = ""           # the core's instruction-set level that ran (edgellama._core.LEVEL)
     device: str = "cpu"           # "cpu", or the GPU that ran the forward step
+    cache_types: List[str] = field(default_factory=lambda: ["f16", "f16"])  # the KV cache's (keys, values)
 
 
 def weight_bytes_per_token(model) -> int:
@@ -96,7 +97,7 @@ def device_bandwidth(device: str, threads: int, weight_bytes: int = PROBE_MAX_BY
 
 
 def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0,
-            device: str = "cpu") -> BenchResult:
+            device: str = "cpu", cache_types: Sequence[str] = ("f16", "f16")) -> BenchResult:
     """Runs in the current process; see run_bench for the per-process driver."""
     import numpy as np
 
@@ -104,7 +105,8 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
     from edgellama.model import Llama
 
     start = time.perf_counter()
-    llm = Llama(model_path, n_ctx=n_prompt + n_gen, n_threads=threads, device=device)
+    llm = Llama(model_path, n_ctx=n_prompt + n_gen, n_threads=threads, device=device, cache_type_k=cache_types[0],
+                cache_type_v=cache_types[1])
     load_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     prompt = rng.integers(0, llm.n_vocab, size=n_prompt).tolist()
@@ -121,8 +123,7 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
         t2 = time.perf_counter()
         prefill.append(n_prompt / (t1 - t0))
         decode.append(n_gen / (t2 - t1))
-    c = llm.config
-    kv_bytes = 2 * c.n_layer * llm.n_ctx * c.n_head_kv * c.head_dim * 2  # keys and values as halves
+    kv_bytes = llm.kv_cache_bytes
     bytes_per_token = weight_bytes_per_token(llm.model)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the probe's buffer
     bandwidth, device_name = device_bandwidth(device, threads, bytes_per_token)
@@ -136,16 +137,17 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
         file_mib=os.path.getsize(model_path) / 2**20, kv_cache_mib=kv_bytes / 2**20,
         bytes_per_token=bytes_per_token, bandwidth_gb_s=bandwidth,
         roofline_fraction=roofline, roofline_note=ABOVE_ROOFLINE_NOTE if roofline > 1 else "",
-        cpu_level=_core.LEVEL, device=device_name,
+        cpu_level=_core.LEVEL, device=device_name, cache_types=list(llm.cache_types),
     )
 
 
 def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, reps: int,
-              device: str = "cpu") -> List[BenchResult]:
+              device: str = "cpu", cache_types: Sequence[str] = ("f16", "f16")) -> List[BenchResult]:
     """One child process per thread count (fresh RSS and load time)."""
     results = []
     for t in threads:
-        out = run_child("edgellama.bench", [model_path, str(t), str(n_prompt), str(n_gen), str(reps), device])
+        out = run_child("edgellama.bench", [model_path, str(t), str(n_prompt), str(n_gen), str(reps), device,
+                                            *cache_types])
         if out.returncode != 0:
             raise RuntimeError(f"benchmark with {t} threads failed: {out.stderr.strip()[-800:]}")
         results.append(BenchResult(**json.loads(out.stdout.strip().splitlines()[-1])))
@@ -154,14 +156,16 @@ def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, re
 
 def format_table(results: List[BenchResult]) -> str:
     head = (f"{'model':<34} {'thr':>3} {'load s':>6} {'pp tok/s':>16} {'tg tok/s':>16} "
-            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'file+KV':>8}  device")
+            f"{'roofline':>8} {'GB/s':>6} {'RSS MiB':>8} {'KV MiB':>12} {'file+KV':>8}  device")
     lines = [head]
     for r in results:
         pp = f"{r.prefill_tok_s:.1f} ({r.prefill_min_max[0]:.0f}-{r.prefill_min_max[1]:.0f})"
         tg = f"{r.decode_tok_s:.1f} ({r.decode_min_max[0]:.0f}-{r.decode_min_max[1]:.0f})"
         roofline = f"{r.roofline_fraction:.0%}" if not r.roofline_note else ">100%*"
+        types = r.cache_types[0] if r.cache_types[0] == r.cache_types[1] else "/".join(r.cache_types)
+        kv = f"{r.kv_cache_mib:.1f} {types}"
         lines.append(f"{r.model[:34]:<34} {r.threads:>3} {r.load_s:>6.2f} {pp:>16} {tg:>16} "
-                     f"{roofline:>8} {r.bandwidth_gb_s:>6.1f} {r.peak_rss_mib:>8.0f} "
+                     f"{roofline:>8} {r.bandwidth_gb_s:>6.1f} {r.peak_rss_mib:>8.0f} {kv:>12} "
                      f"{r.file_mib + r.kv_cache_mib:>8.0f}  {r.cpu_level if r.device == 'cpu' else r.device}")
     if any(r.roofline_note for r in results):
         lines.append(f"* {ABOVE_ROOFLINE_NOTE}")
@@ -169,8 +173,9 @@ def format_table(results: List[BenchResult]) -> str:
 
 
 def _child(argv: Optional[List[str]] = None) -> None:
-    model, threads, n_prompt, n_gen, reps, device = (argv or sys.argv[1:])[:6]
-    result = measure(model, int(threads), int(n_prompt), int(n_gen), int(reps), device=device)
+    model, threads, n_prompt, n_gen, reps, device, cache_k, cache_v = (argv or sys.argv[1:])[:8]
+    result = measure(model, int(threads), int(n_prompt), int(n_gen), int(reps), device=device,
+                     cache_types=(cache_k, cache_v))
     print(json.dumps(asdict(result)))
 
 

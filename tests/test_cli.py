@@ -139,3 +139,23 @@ def test_run_refuses_a_bad_constraint_before_echoing_anything(smollm2_path, tmp_
                   str(tmp_path / value) if value.endswith(".json") else value)
     assert out.returncode == 1 and message in out.stderr and flag.strip("-").split("-")[0] in out.stderr
     assert out.stdout == "" and "Traceback" not in out.stderr
+
+
+def test_cache_type_flags_reach_the_model_and_bench_reports_the_cache(smollm2_path):
+    result = run_cli("run", "-m", str(smollm2_path), "-p", "The capital of France is", "-n", "6", "--temp", "0",
+                     "-t", "2", "-ctk", "q8_0", "--cache-type-v", "q4_0")
+    assert result.returncode == 0, result.stderr
+    from edgellama import Llama
+
+    llm = Llama(smollm2_path, n_ctx=64, n_threads=2, cache_type_k="q8_0", cache_type_v="q4_0")
+    expected = llm.create_completion("The capital of France is", max_tokens=6, temperature=0)["choices"][0]["text"]
+    assert result.stdout.rstrip("\n") == "The capital of France is" + expected
+    bench = run_cli("bench", "-m", str(smollm2_path), "-p", "16", "-n", "4", "-r", "1", "-t", "1", "--json",
+                    "-ctk", "q8_0", "-ctv", "q8_0")
+    assert bench.returncode == 0, bench.stderr
+    report = json.loads(bench.stdout.strip().splitlines()[-1])
+    assert report["cache_types"] == ["q8_0", "q8_0"]
+    # 30 layers, 3 KV heads, 32 positions (20 rounded up to whole tiles of 16), 64 dims at 34/32 bytes, K and V
+    assert report["kv_cache_mib"] * 2**20 == 2 * 30 * 3 * 32 * 64 * 34 // 32
+    bad = run_cli("run", "-m", str(smollm2_path), "-p", "hi", "-ctv", "q5_0")
+    assert bad.returncode == 2 and "invalid choice: 'q5_0'" in bad.stderr

@@ -121,6 +121,22 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                              "module and an NVIDIA GPU)")
 
 
+CACHE_TYPES = ("f16", "q8_0", "q4_0")
+
+
+def add_cache_type_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cache-type-k / --cache-type-v (-ctk / -ctv, as llama.cpp spells them): Llama's
+    cache_type_k / cache_type_v; cache_types(args) gives them as keyword arguments."""
+    for which, name in (("k", "keys"), ("v", "values")):
+        parser.add_argument(f"--cache-type-{which}", f"-ct{which}", choices=CACHE_TYPES, default="f16",
+                            help=f"how the KV cache stores {name}: f16 (default), q8_0 (53%% of the memory) or "
+                                 "q4_0 (28%%); CPU only")
+
+
+def cache_types(args: argparse.Namespace) -> dict:
+    return {"cache_type_k": args.cache_type_k, "cache_type_v": args.cache_type_v}
+
+
 # What a command may fail with on purpose (reported in one line, no traceback): our own errors, a
 # file that cannot be read or written, a bad value, memory that ran out.
 EXPECTED_ERRORS = (EdgellamaError, OSError, ValueError, MemoryError)
