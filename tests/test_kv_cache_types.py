@@ -2,11 +2,13 @@
 
 What "correct" means, separately for the two halves of the work:
 - storage: the blocks the cache holds, decoded by gguf.quants (an independent decoder), are the
-  keys and values an f16 cache holds up to the format's rounding (half a step of each block's
-  scale, plus the f16 cache's own rounding);
-- attention: the logits equal the float64 reference's when the reference attends exactly the
-  decoded contents of the engine's cache, within the usual bound (tests/logit_checks.py), on every
-  CPU level (the AVX-512 tiles and the portable path), for head sizes 32 and 64.
+  keys and values an f16 cache holds, turned by the Hadamard matrix where the head size is a
+  multiple of 64 (built here by Sylvester's recursion), up to the format's rounding (half a step
+  of each block's scale, plus the f16 cache's own rounding);
+- attention: the logits equal the float64 reference's when the reference attends exactly what the
+  engine's cache holds (decoded, and turned back by the Hadamard matrix), within the usual bound
+  (tests/logit_checks.py), on every CPU level (the AVX-512 tiles and the portable path), for head
+  sizes 32 (not turned) and 64 (turned).
 The quality that quantizing costs (KL divergence against an f16 cache) is measured by
 benchmarks/bench_kv_cache.py, not asserted here.
 """
@@ -44,9 +46,26 @@ def decoded(rows: np.ndarray, cache_type: str) -> np.ndarray:
     return flat.astype(np.float64).reshape(rows.shape[:-1] + (-1,))
 
 
-def block_steps(f16_rows: np.ndarray, cache_type: str) -> np.ndarray:
-    """Per element, the quantization step of its block of 32 (amax/127 or amax/8), from the f16 keys."""
-    x = f16_rows.view(np.float16).astype(np.float64)
+def hadamard(n: int) -> np.ndarray:
+    """Sylvester's orthonormal Walsh-Hadamard matrix of order n (a power of two)."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h / np.sqrt(n)
+
+
+def turned(x: np.ndarray, cache_type: str) -> np.ndarray:
+    """x [..., head_dim] as a cache of that type turns it (the same matrix turns it back): chunks
+    of 64 (head_dim 64 here: the largest power of two dividing it, for keys too)."""
+    head_dim = x.shape[-1]
+    if cache_type == "f16" or head_dim % 64:
+        return x
+    chunks = x.reshape(x.shape[:-1] + (head_dim // 64, 64))
+    return (chunks @ hadamard(64)).reshape(x.shape)
+
+
+def block_steps(x: np.ndarray, cache_type: str) -> np.ndarray:
+    """Per element, the quantization step of its block of 32 (amax/127 or amax/8)."""
     blocks = np.abs(x.reshape(x.shape[:-1] + (-1, 32))).max(axis=-1, keepdims=True)
     step = blocks / (127.0 if cache_type == "q8_0" else 8.0)
     return np.broadcast_to(step, blocks.shape[:-1] + (32,)).reshape(x.shape)
@@ -99,7 +118,8 @@ def test_attention_over_the_blocks_matches_the_reference_attending_them(files, l
     got = core.forward(np.array(ids, np.int32), True)
     keys, values = core.seq_read(0)
     reference = load_reference(path)
-    reference.kv_override = [(k.transpose(1, 0, 2), v.transpose(1, 0, 2))
+    # What the engine attends: q·(H k̂) = Hq·k̂ and Σ p·(H v̂) = H Σ p·v̂ for the stored k̂, v̂.
+    reference.kv_override = [(turned(k, types[0]).transpose(1, 0, 2), turned(v, types[1]).transpose(1, 0, 2))
                              for k, v in zip(decoded(keys, types[0]), decoded(values, types[1]))]
     try:
         ref = reference.logits(ids)
@@ -175,14 +195,14 @@ def test_context_shift_requantizes_the_rotated_keys(files):
     (k_shift, v_shift), (k_fresh, v_fresh) = shifted._core.seq_read(0), fresh._core.seq_read(0)
     np.testing.assert_array_equal(v_shift[0], v_fresh[0])
     np.testing.assert_array_equal(k_shift[0, :, :keep], k_fresh[0, :, :keep])
-    a, b = decoded(k_shift[0], "q8_0"), decoded(k_fresh[0], "q8_0")
+    a, b = turned(decoded(k_shift[0], "q8_0"), "q8_0"), turned(decoded(k_fresh[0], "q8_0"), "q8_0")
     scale = np.abs(b).max(axis=-1, keepdims=True)
     # Two roundings of at most half a step (amax/127, amax at most sqrt(2) larger after a rotation).
     assert (np.abs(a - b) / scale).max() <= 2.0 / 127
     # Without the rotation the keys would be far off: the check above can fail.
     unrotated = Llama(path, n_ctx=64, n_threads=1, cache_type_k="q8_0", cache_type_v="q8_0")
     unrotated.eval(ids)
-    old = decoded(unrotated._core.seq_read(0)[0][0, :, keep + discard:], "q8_0")
+    old = turned(decoded(unrotated._core.seq_read(0)[0][0, :, keep + discard:], "q8_0"), "q8_0")
     assert (np.abs(old - b[:, keep:]) / scale[:, keep:]).max() > 0.1
 
 

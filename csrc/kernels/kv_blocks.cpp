@@ -1,5 +1,6 @@
 #include "csrc/kernels/kv_blocks.h"
 
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -168,6 +169,34 @@ void widen_key_tile(CacheType type, const uint8_t* tile, int64_t head_dim, float
             out[d * kTile + p] =
                 fp16_to_fp32(scales[d / kQK32 * kTile + p]) * static_cast<float>(tile_code(type, tile, d, p));
         }
+    }
+}
+
+int64_t key_rotation(CacheType type, int64_t head_dim) {
+    if (type == CacheType::kF16 || head_dim % 64 != 0) return 0;
+    int64_t size = 64;
+    while (head_dim % (2 * size) == 0) size *= 2;
+    return size;
+}
+
+int64_t value_rotation(CacheType type, int64_t head_dim) {
+    return type == CacheType::kF16 || head_dim % 64 != 0 ? 0 : 64;
+}
+
+void hadamard_rotate(float* x, int64_t n, int64_t size) {
+    if (size == 0) return;
+    const float norm = 1.0f / std::sqrt(static_cast<float>(size));
+    for (float* chunk = x; chunk < x + n; chunk += size) {
+        for (int64_t half = 1; half < size; half *= 2) {  // the fast transform: log2(size) butterflies
+            for (int64_t i = 0; i < size; i += 2 * half) {
+                for (int64_t j = i; j < i + half; ++j) {
+                    const float a = chunk[j], b = chunk[j + half];
+                    chunk[j] = a + b;
+                    chunk[j + half] = a - b;
+                }
+            }
+        }
+        for (int64_t i = 0; i < size; ++i) chunk[i] *= norm;
     }
 }
 

@@ -17,6 +17,13 @@
 //   q4_0  codes [head_dim][8] bytes (byte j: position j in the low nibble, j + 8 in the high),
 //         then scales [head_dim / 32][16] fp16
 // A key's plain row (saved state) is the values' layout: halves, or the format's GGUF blocks.
+//
+// Rotation: a quantized cache holds keys and values turned by an orthonormal Walsh-Hadamard
+// matrix H (Sylvester's, scaled by 1/sqrt(n); H·H = I), as llama.cpp's caches do: the few large
+// channels of keys and values are spread over all elements of a block, so one outlier no longer
+// coarsens its block's step. Queries are turned by the same H (q·k = Hq·Hk) and the attention
+// output is turned back (Σ p·Hv = H Σ p·v). Keys turn in chunks of the largest power of two that
+// divides head_dim, values in chunks of 64; only where head_dim is a multiple of 64.
 #pragma once
 
 #include <cstdint>
@@ -57,6 +64,12 @@ void widen_key_tile(CacheType type, const uint8_t* tile, int64_t head_dim, float
 // Position `slot` of a key tile as its plain row, and back (saved state).
 void key_to_row(CacheType type, const uint8_t* tile, int64_t slot, int64_t head_dim, uint8_t* row);
 void key_from_row(CacheType type, const uint8_t* row, int64_t head_dim, uint8_t* tile, int64_t slot);
+
+// Elements per Hadamard chunk of a cache's keys and values (see above); 0: not rotated.
+int64_t key_rotation(CacheType type, int64_t head_dim);
+int64_t value_rotation(CacheType type, int64_t head_dim);
+// x[0, n) := H x chunk by chunk (n a multiple of size, size a power of two); size 0: unchanged.
+void hadamard_rotate(float* x, int64_t n, int64_t size);
 
 // One head's value (head_dim floats) as a row, and a row as floats.
 void store_value(CacheType type, const float* value, int64_t head_dim, uint8_t* row);

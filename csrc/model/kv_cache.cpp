@@ -115,7 +115,9 @@ void KVCache::shift(int64_t seq, int64_t n_keep, int64_t n_discard, const float*
             for (int64_t to = n_keep; to < held - n_discard; ++to) {  // upwards: reads stay ahead of writes
                 const int64_t from = to + n_discard;
                 load_key(types_.keys, keys + from / kKeyBlock * key_tile_bytes_, from % kKeyBlock, head_dim_, key.data());
+                hadamard_rotate(key.data(), head_dim_, key_rotation());  // H·H = I: back to RoPE's pairs
                 rope_apply(key.data(), 1, head_dim_, cos_v, sin_v, n_pairs);
+                hadamard_rotate(key.data(), head_dim_, key_rotation());
                 store_key(types_.keys, key.data(), head_dim_, keys + to / kKeyBlock * key_tile_bytes_, to % kKeyBlock);
                 std::memcpy(values + to * value_bytes, values + from * value_bytes, value_bytes);
             }

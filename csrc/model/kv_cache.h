@@ -45,6 +45,9 @@ public:
     }
     KVLayout layout() const { return {types_, key_head_stride(), value_head_stride()}; }
     CacheTypes types() const { return types_; }
+    // Hadamard chunk sizes of the stored keys and values (kv_blocks.h); 0 where not rotated.
+    int64_t key_rotation() const { return edgellama::key_rotation(types_.keys, head_dim_); }
+    int64_t value_rotation() const { return edgellama::value_rotation(types_.values, head_dim_); }
     // Bytes of one position of one layer and KV head, keys and values (a key's plain row; see read()).
     int64_t key_row_bytes() const { return row_bytes(types_.keys, head_dim_); }
     int64_t value_row_bytes() const { return row_bytes(types_.values, head_dim_); }
@@ -64,7 +67,8 @@ public:
     // Context shift: positions [n_keep, n_keep + n_discard) of seq are dropped and the later ones
     // move down by n_discard, each key's leading n_pairs RoPE pairs rotated by the angle whose
     // cos and sin are given per pair (RoPE of position -n_discard): the keys then hold what RoPE
-    // at their new positions gives, without recomputing them.
+    // at their new positions gives, without recomputing them (a Hadamard-turned key is turned
+    // back for the RoPE and again after).
     void shift(int64_t seq, int64_t n_keep, int64_t n_discard, const float* cos_v, const float* sin_v,
                int64_t n_pairs);
     void advance(int64_t seq, int64_t n_tokens);

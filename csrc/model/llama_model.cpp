@@ -176,6 +176,10 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
         rope_apply(&scratch_.q[t * q_width], c.n_head, c.head_dim, cos_v, sin_v, n_pairs);
         rope_apply(new_keys + t * kv_width, c.n_head_kv, c.head_dim, cos_v, sin_v, n_pairs);
     }
+    // A quantized cache holds Hadamard-turned keys and values (kv_blocks.h): queries turn alike.
+    hadamard_rotate(scratch_.q.data(), n_tokens * q_width, cache_.key_rotation());
+    hadamard_rotate(new_keys, n_tokens * kv_width, cache_.key_rotation());
+    hadamard_rotate(new_values, n_tokens * kv_width, cache_.value_rotation());
 
     attention_runs_.clear();
     for (const SequenceRun& run : runs) {
@@ -187,6 +191,7 @@ void LlamaModel::attention_block(const LayerWeights& layer, int64_t layer_index,
     attention(pool_, AttentionShape{c.n_head, c.n_head_kv, c.head_dim}, cache_.layout(), scratch_.q.data(),
               attention_runs_.data(), static_cast<int64_t>(attention_runs_.size()), scratch_.attn_out.data(),
               scratch_.scores.data(), cache_.n_ctx());
+    hadamard_rotate(scratch_.attn_out.data(), n_tokens * q_width, cache_.value_rotation());  // back from H·v
     // x_norm is free again: it receives the projection before the residual add.
     matmul(pool_, scratch_.act, layer.wo, scratch_.attn_out.data(), q_width, n_tokens, x_norm, c.n_embd);
     add_in_place(x, x_norm, n_tokens * c.n_embd);
