@@ -56,7 +56,7 @@ ENVIRONMENT_OVERRIDE = "EDGELLAMA_CUDA_OPTIONS"
 class CudaOptions:
     """How the CUDA engine runs its work: `Llama(path, device="cuda", cuda_options=...)` takes one
     (or a dict of its fields). Every choice gives results within the same bound of the reference
-    (tests/test_cuda.py); the fusions and prefetch_weights give the default's very bits.
+    (tests/test_cuda_engine.py, tests/test_cuda_gpu.py); the fusions and prefetch_weights give the default's very bits.
 
     cuda_graphs: decode steps run as one captured CUDA graph (off: kernels launched one by one).
     tensor_cores: the prefill of 32-element formats uses int8 tensor cores (off: dp4a tiles).

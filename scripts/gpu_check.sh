@@ -72,19 +72,19 @@ fi
 if $PY -c "import xdist" 2>/dev/null; then SELECT+=(-n 8); fi
 # Run from /tmp so the installed package (with _cuda) is imported, not the source tree.
 set +e
-(cd /tmp && timeout 240 $PY -m pytest -q -ra -p no:cacheprovider "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests.log"
+(cd /tmp && timeout 240 $PY -m pytest -q -ra -p no:cacheprovider "$REPO"/tests/test_cuda_*.py "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests.log"
 TESTS_RC=${PIPESTATUS[0]}
 if [ "$TESTS_RC" -ne 0 ]; then
   # Tells a fault of the captured decode step or of the tensor-core prefill from one of the basic
   # kernels, in the same run.
   step "CUDA tests again with EDGELLAMA_CUDA_OPTIONS=cuda_graphs=0,tensor_cores=0 EDGELLAMA_CUDA_PDL=0 (plain launches one by one, dp4a prefill)"
   (cd /tmp && EDGELLAMA_CUDA_OPTIONS=cuda_graphs=0,tensor_cores=0 EDGELLAMA_CUDA_PDL=0 timeout 150 $PY -m pytest -q -ra -p no:cacheprovider \
-     "$REPO/tests/test_cuda.py" "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
+     "$REPO"/tests/test_cuda_*.py "${SELECT[@]}" 2>&1) | tee "$RESULTS/tests_basic_paths.log" | tail -30
   # Out-of-bounds or misaligned accesses name the kernel and line here, where wrong numbers do not.
   step "compute-sanitizer memcheck on the matmul tests"
   if command -v compute-sanitizer >/dev/null; then
     (cd /tmp && timeout 120 compute-sanitizer --tool memcheck --print-limit 20 $PY -m pytest -q -x -p no:cacheprovider \
-       "$REPO/tests/test_cuda.py" -k "(matmul and (Q4_0 or Q4_K or Q6_K)) or engine_options" 2>&1) | tee "$RESULTS/memcheck.log" | tail -40 || true
+       "$REPO"/tests/test_cuda_*.py -k "(matmul and (Q4_0 or Q4_K or Q6_K)) or engine_options" 2>&1) | tee "$RESULTS/memcheck.log" | tail -40 || true
   fi
 fi
 

@@ -1,5 +1,5 @@
 """The CUDA engine's cache operations (CudaLlamaModel.read_cache / write_cache / shift), run on the
-host backend (the engine's own code with host memory; tests/test_cuda.py explains it) so that CI
+host backend (the engine's own code with host memory; tests/test_cuda_engine.py explains it) so that CI
 checks them without a GPU: a saved state moves between the CPU and CUDA engines, and a context
 shift leaves the cache the CPU engine's shift leaves."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from edgellama import Llama
 from edgellama.engine.backends import SingleSequenceBackend
-from test_cuda import cuda_engine, needs_module
+from cuda_support import cuda_engine, needs_module
 from tiny_models import write_tiny_llama
 
 # Short: the host backend executes the GPU code on host threads, slowly.
