@@ -2,7 +2,7 @@
 memory, and the share of a decode step that attention takes.
 
     python benchmarks/bench_long_prompt.py --model FILE [--contexts 4096 16384 32768] [-t 2]
-        [--cache-type f16] [--llama-batched-bench PATH] [--json OUT]
+        [--cache-type f16] [--llama-batched-bench PATH [--llama-contexts N ...]] [--json OUT]
 
 For each context length N, in a fresh process (so that its peak RSS is its own):
 - prefill: tok/s of one N-token prompt (random tokens of the vocabulary);
@@ -91,6 +91,8 @@ def main(argv=None):
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--cache-type", default="f16", choices=("f16", "q8_0", "q4_0"))
     ap.add_argument("--llama-batched-bench", default=None)
+    ap.add_argument("--llama-contexts", type=int, nargs="*", default=None,
+                    help="the context lengths llama.cpp runs at (default: all of --contexts)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     rows = []
@@ -98,7 +100,7 @@ def main(argv=None):
         out = subprocess.run([sys.executable, __file__, "_one", args.model, str(n), str(args.threads), args.cache_type],
                              capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
-        if args.llama_batched_bench:
+        if args.llama_batched_bench and (args.llama_contexts is None or n in args.llama_contexts):
             row.update(llama_cpp(args.llama_batched_bench, args.model, n, args.threads, args.cache_type))
             row["prefill_vs_llama_cpp"] = row["prefill_tok_s"] / row["llama_cpp_prefill_tok_s"]
             row["decode_vs_llama_cpp"] = row["decode_tok_s"] / row["llama_cpp_decode_tok_s"]
