@@ -303,6 +303,8 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const KVLayout& la
     const int64_t q_width = shape.n_head * shape.head_dim;
     const int64_t group = shape.n_head / shape.n_head_kv;
     const int tile = tile_size(shape);
+    const int64_t key_tile = key_tile_bytes(layout.types.keys, shape.head_dim);
+    const int64_t value_row = row_bytes(layout.types.values, shape.head_dim);
     // Work items of run r: [item_start[r], item_start[r + 1]), tile-major then KV head.
     thread_local std::vector<int64_t> item_start;
     item_start.assign(static_cast<size_t>(n_runs) + 1, 0);
@@ -331,8 +333,8 @@ void attention(ThreadPool& pool, const AttentionShape& shape, const KVLayout& la
                                 run.keys + kv_head * layout.key_head_stride,
                                 run.values + kv_head * layout.value_head_stride,
                                 layout.types,
-                                key_tile_bytes(layout.types.keys, shape.head_dim),
-                                row_bytes(layout.types.values, shape.head_dim),
+                                key_tile,
+                                value_row,
                                 my_scores,
                                 score_stride,
                                 out + row0 * q_width + head0 * shape.head_dim,
