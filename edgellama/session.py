@@ -34,12 +34,11 @@ from typing import Tuple, Union
 import numpy as np
 
 from edgellama.errors import StateError
+from edgellama.resources import CACHE_TYPE_BYTES, F16_CACHE
 
 MAGIC = b"edgellama-session\n"
 VERSION = 2
 READABLE_VERSIONS = (1, 2)
-F16_CACHE = ("f16", "f16")
-BLOCK_BYTES = {"q8_0": 34, "q4_0": 18}  # per 32 elements
 MAX_HEADER_BYTES = 4096
 EMBEDDING_SAMPLE_BYTES = 1 << 16
 
@@ -89,7 +88,7 @@ def row_format(cache_type: str, head_dim: int) -> Tuple[np.dtype, int]:
     or the bytes of head_dim / 32 GGUF blocks."""
     if cache_type == "f16":
         return np.dtype(np.uint16), head_dim
-    return np.dtype(np.uint8), head_dim // 32 * BLOCK_BYTES[cache_type]
+    return np.dtype(np.uint8), head_dim // 32 * CACHE_TYPE_BYTES[cache_type]
 
 
 def check_state(state, identity: str, shape: Tuple[int, int, int], n_ctx: int,
@@ -194,7 +193,7 @@ def _header(path: Path, line: bytes) -> dict:
                       value_shape=header.get("shape"))
     n, types = header.get("n_tokens"), header.get("cache_types")
     good_n = isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31
-    good_types = isinstance(types, list) and len(types) == 2 and all(t == "f16" or t in BLOCK_BYTES for t in types)
+    good_types = isinstance(types, list) and len(types) == 2 and all(t in CACHE_TYPE_BYTES for t in types)
     good_shapes = all(_good_shape(header.get(key), n) for key in ("key_shape", "value_shape"))
     if not (good_n and good_types and good_shapes and isinstance(header.get("model"), str)
             and isinstance(header.get("sha256"), str)):

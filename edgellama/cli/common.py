@@ -121,6 +121,7 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                              "module and an NVIDIA GPU)")
 
 
+# resources.CACHE_TYPE_BYTES's names, spelled out: importing resources would load numpy at every CLI start.
 CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
