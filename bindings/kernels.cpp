@@ -106,12 +106,14 @@ struct PyPreparedMatmul {
     Bytes rows;
     std::unique_ptr<PreparedMatmul> matmul;
 
-    PyPreparedMatmul(int32_t type_id, const py::array& weight_rows, int64_t n, bool row_groups, int n_threads) {
+    PyPreparedMatmul(int32_t type_id, const py::array& weight_rows, int64_t n, bool row_groups, int n_threads,
+                     const std::string& activations) {
         if (n_threads < 1 || n_threads > 64) throw py::value_error("n_threads must be in 1..64");
         const int64_t n_rows = check_weight_matrix(type_id, weight_rows, n);
         rows = Bytes::ensure(weight_rows);
         try {
-            matmul = std::make_unique<PreparedMatmul>(type_id, rows.data(), n_rows, n, row_groups, n_threads);
+            matmul = std::make_unique<PreparedMatmul>(type_id, rows.data(), n_rows, n, row_groups, n_threads,
+                                                      act_precision_from_name(activations));
         } catch (const std::invalid_argument& e) {
             throw py::value_error(e.what());
         }
@@ -134,10 +136,10 @@ struct PyPreparedMatmul {
 // y[t, r] = dot(weight row r, x[t]) through the model's matmul: the rows as stored (row_groups
 // false) or repacked into row groups first, as the model does at load (row_groups true).
 py::array_t<float> matmul_py(int32_t type_id, const py::array& weight_rows, const py::array& x, bool row_groups,
-                             int n_threads) {
+                             int n_threads, const std::string& activations) {
     Floats xs = Floats::ensure(x);
     if (!xs || xs.ndim() != 2 || xs.shape(0) < 1) throw py::value_error("x must have shape (n_tok, n), n_tok >= 1");
-    PyPreparedMatmul prepared(type_id, weight_rows, xs.shape(1), row_groups, n_threads);
+    PyPreparedMatmul prepared(type_id, weight_rows, xs.shape(1), row_groups, n_threads, activations);
     return prepared.run(xs);
 }
 
@@ -182,12 +184,14 @@ void bind_kernels(py::module_& m) {
           "Quantize x into the type's activation format and return its dot product with the weight "
           "row. scalar=True uses the portable loop instead of the SIMD kernel.");
     m.def("matmul", &matmul_py, py::arg("type_id"), py::arg("weight_rows"), py::arg("x"), py::arg("row_groups"),
-          py::arg("n_threads") = 1,
-          "y[t, r] = dot(weight row r, x[t]) through the model's matmul, optionally on row groups.");
+          py::arg("n_threads") = 1, py::arg("activations") = "int8",
+          "y[t, r] = dot(weight row r, x[t]) through the model's matmul, optionally on row groups; activations:\n"
+          "how x is rounded ('int8' or 'precise').");
     py::class_<PyPreparedMatmul>(m, "PreparedMatmul", py::module_local(),
                                  "A weight matrix prepared as the model prepares it; run(x) multiplies.")
-        .def(py::init<int32_t, const py::array&, int64_t, bool, int>(), py::arg("type_id"), py::arg("weight_rows"),
-             py::arg("n"), py::arg("row_groups"), py::arg("n_threads") = 1)
+        .def(py::init<int32_t, const py::array&, int64_t, bool, int, const std::string&>(), py::arg("type_id"),
+             py::arg("weight_rows"), py::arg("n"), py::arg("row_groups"), py::arg("n_threads") = 1,
+             py::arg("activations") = "int8")
         .def("run", &PyPreparedMatmul::run, py::arg("x"), "y[t, r] = dot(weight row r, x[t]).");
     m.def(
         "exp_approx",

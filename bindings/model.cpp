@@ -23,11 +23,12 @@ namespace {
 
 std::unique_ptr<LlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
                                        int n_threads, bool weights_file_mapped, int64_t n_seq,
-                                       const std::string& cache_type_k, const std::string& cache_type_v) {
+                                       const std::string& cache_type_k, const std::string& cache_type_v,
+                                       const std::string& activations) {
     LlamaConfig c = config_from_dict(config);
     const CacheTypes types{cache_type_from_name(cache_type_k), cache_type_from_name(cache_type_v)};
     return std::make_unique<LlamaModel>(c, build_llama_weights(c, tensors_from_dict(tensors)), n_ctx, n_threads,
-                                        weights_file_mapped, n_seq, types);
+                                        weights_file_mapped, n_seq, types, act_precision_from_name(activations));
 }
 
 py::tuple seq_read(LlamaModel& m, int64_t seq, std::optional<int64_t> n) {
@@ -102,7 +103,7 @@ void bind_model(py::module_& m) {
     py::class_<LlamaModel>(m, "LlamaModel", py::module_local())
         .def(py::init(&make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("weights_file_mapped") = false, py::arg("n_seq") = 1, py::arg("cache_type_k") = "f16",
-             py::arg("cache_type_v") = "f16")
+             py::arg("cache_type_v") = "f16", py::arg("activations") = "int8")
         .def("forward_batch", &forward_batch, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
              py::arg("want_logits"))
         .def("forward_hidden", &forward_hidden, py::arg("tokens"), py::arg("seq_ids"), py::arg("positions"),
@@ -121,6 +122,7 @@ void bind_model(py::module_& m) {
         .def_property_readonly("cache_types", [](LlamaModel& m) {
             return py::make_tuple(cache_type_name(m.cache().types().keys), cache_type_name(m.cache().types().values));
         })
+        .def_property_readonly("activations", [](LlamaModel& m) { return act_precision_name(m.activations()); })
         .def("forward", &forward_to_numpy<LlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("truncate", &LlamaModel::truncate, py::arg("n"))
         .def("reset", &LlamaModel::reset)

@@ -64,6 +64,7 @@ class BenchResult:
     cpu_level: str = ""           # the core's instruction-set level that ran (edgellama._core.LEVEL)
     device: str = "cpu"           # "cpu", or the GPU that ran the forward step
     cache_types: List[str] = field(default_factory=lambda: ["f16", "f16"])  # the KV cache's (keys, values)
+    activations: str = "precise"  # how the matmuls rounded their input (Llama.activations)
 
 
 def weight_bytes_per_token(model) -> int:
@@ -97,7 +98,8 @@ def device_bandwidth(device: str, threads: int, weight_bytes: int = PROBE_MAX_BY
 
 
 def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int, seed: int = 0,
-            device: str = "cpu", cache_types: Sequence[str] = ("f16", "f16")) -> BenchResult:
+            device: str = "cpu", cache_types: Sequence[str] = ("f16", "f16"),
+            activations: Optional[str] = None) -> BenchResult:
     """Runs in the current process; see run_bench for the per-process driver."""
     import numpy as np
 
@@ -106,7 +108,7 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
 
     start = time.perf_counter()
     llm = Llama(model_path, n_ctx=n_prompt + n_gen, n_threads=threads, device=device, cache_type_k=cache_types[0],
-                cache_type_v=cache_types[1])
+                cache_type_v=cache_types[1], activations=activations)
     load_s = time.perf_counter() - start
     rng = np.random.default_rng(seed)
     prompt = rng.integers(0, llm.n_vocab, size=n_prompt).tolist()
@@ -138,16 +140,18 @@ def measure(model_path: str, threads: int, n_prompt: int, n_gen: int, reps: int,
         bytes_per_token=bytes_per_token, bandwidth_gb_s=bandwidth,
         roofline_fraction=roofline, roofline_note=ABOVE_ROOFLINE_NOTE if roofline > 1 else "",
         cpu_level=_core.LEVEL, device=device_name, cache_types=list(llm.cache_types),
+        activations=llm.activations,
     )
 
 
 def run_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, reps: int,
-              device: str = "cpu", cache_types: Sequence[str] = ("f16", "f16")) -> List[BenchResult]:
+              device: str = "cpu", cache_types: Sequence[str] = ("f16", "f16"),
+              activations: Optional[str] = None) -> List[BenchResult]:
     """One child process per thread count (fresh RSS and load time)."""
     results = []
     for t in threads:
         out = run_child("edgellama.bench", [model_path, str(t), str(n_prompt), str(n_gen), str(reps), device,
-                                            *cache_types])
+                                            *cache_types, activations or "default"])
         if out.returncode != 0:
             raise RuntimeError(f"benchmark with {t} threads failed: {out.stderr.strip()[-800:]}")
         results.append(BenchResult(**json.loads(out.stdout.strip().splitlines()[-1])))
@@ -173,9 +177,9 @@ def format_table(results: List[BenchResult]) -> str:
 
 
 def _child(argv: Optional[List[str]] = None) -> None:
-    model, threads, n_prompt, n_gen, reps, device, cache_k, cache_v = (argv or sys.argv[1:])[:8]
+    model, threads, n_prompt, n_gen, reps, device, cache_k, cache_v, activations = (argv or sys.argv[1:])[:9]
     result = measure(model, int(threads), int(n_prompt), int(n_gen), int(reps), device=device,
-                     cache_types=(cache_k, cache_v))
+                     cache_types=(cache_k, cache_v), activations=None if activations == "default" else activations)
     print(json.dumps(asdict(result)))
 
 

@@ -78,7 +78,8 @@ def _one_round(llm, prompts: List[List[int]], n_gen: int, ban: dict) -> tuple:
 
 
 def measure_parallel(model_path: str, threads: int, n_prompt: int, n_gen: int, parallel: List[int],
-                     reps: int, seed: int = 0, cache_types: Sequence[str] = ("f16", "f16")) -> List[ParallelResult]:
+                     reps: int, seed: int = 0, cache_types: Sequence[str] = ("f16", "f16"),
+                     activations: Optional[str] = None) -> List[ParallelResult]:
     import os
 
     import numpy as np
@@ -87,7 +88,7 @@ def measure_parallel(model_path: str, threads: int, n_prompt: int, n_gen: int, p
     from edgellama.model import Llama
 
     llm = Llama(model_path, n_ctx=n_prompt + n_gen + 1, n_threads=threads, n_parallel=max(parallel),
-                cache_type_k=cache_types[0], cache_type_v=cache_types[1])
+                cache_type_k=cache_types[0], cache_type_v=cache_types[1], activations=activations)
     ban = {token: float("-inf") for token in llm.tokenizer.stop_ids}
     rng = np.random.default_rng(seed)
     results = []
@@ -109,12 +110,14 @@ def measure_parallel(model_path: str, threads: int, n_prompt: int, n_gen: int, p
 
 
 def run_parallel_bench(model_path: str, threads: List[int], n_prompt: int, n_gen: int, parallel: List[int],
-                       reps: int, cache_types: Sequence[str] = ("f16", "f16")) -> List[ParallelResult]:
+                       reps: int, cache_types: Sequence[str] = ("f16", "f16"),
+                       activations: Optional[str] = None) -> List[ParallelResult]:
     """One child process per thread count, as edgellama.bench does."""
     results = []
     for t in threads:
         out = run_child("edgellama.bench_parallel", [model_path, str(t), str(n_prompt), str(n_gen),
-                                                     ",".join(map(str, parallel)), str(reps), *cache_types])
+                                                     ",".join(map(str, parallel)), str(reps), *cache_types,
+                                                     activations or "default"])
         if out.returncode != 0:
             raise RuntimeError(f"parallel benchmark with {t} threads failed: {out.stderr.strip()[-800:]}")
         results += [ParallelResult(**json.loads(line)) for line in out.stdout.strip().splitlines()]
@@ -131,9 +134,10 @@ def format_parallel_table(results: List[ParallelResult]) -> str:
 
 
 def _child(argv: Optional[List[str]] = None) -> None:
-    model, threads, n_prompt, n_gen, parallel, reps, cache_k, cache_v = (argv or sys.argv[1:])[:8]
+    model, threads, n_prompt, n_gen, parallel, reps, cache_k, cache_v, activations = (argv or sys.argv[1:])[:9]
     for r in measure_parallel(model, int(threads), int(n_prompt), int(n_gen),
-                              [int(p) for p in parallel.split(",")], int(reps), cache_types=(cache_k, cache_v)):
+                              [int(p) for p in parallel.split(",")], int(reps), cache_types=(cache_k, cache_v),
+                              activations=None if activations == "default" else activations):
         print(json.dumps(asdict(r)))
 
 

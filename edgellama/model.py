@@ -29,14 +29,14 @@ MAX_PARALLEL = resources.MAX_PARALLEL
 
 
 def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n_parallel: int, cuda_options,
-                    cache_types: Tuple[str, str]):
+                    cache_types: Tuple[str, str], activations: str):
     """The forward-step engine, with the batched-step interface of edgellama.engine.backends."""
     if device == "cpu":
         from edgellama import _core
 
         return _core.LlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads,
                                 weights_file_mapped=model.matrices_in_mapping(), n_seq=n_parallel,
-                                cache_type_k=cache_types[0], cache_type_v=cache_types[1])
+                                cache_type_k=cache_types[0], cache_type_v=cache_types[1], activations=activations)
     if device == "cuda":
         from edgellama.cuda import create_cuda_model
         from edgellama.engine.backends import SingleSequenceBackend
@@ -44,6 +44,23 @@ def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n
         return SingleSequenceBackend(create_cuda_model(model, n_ctx, n_threads, cuda_options),
                                      greedy_on_device=cuda_options.greedy_on_device)
     raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
+
+
+ACTIVATIONS = ("precise", "int8")
+
+
+def _check_activations(activations, device: str) -> str:
+    """The matmul input rounding to use: the engine's default ("precise" on the CPU, "int8" on
+    CUDA) when None."""
+    if activations is None:
+        return "precise" if device == "cpu" else "int8"
+    activations = arguments.text("activations", activations)
+    if activations not in ACTIVATIONS:
+        raise InvalidArgumentError("activations", f"must be one of {', '.join(ACTIVATIONS)}, got {activations!r}")
+    if activations != "int8" and device != "cpu":
+        raise InvalidArgumentError("activations", f"the {device} engine rounds activations to int8 only, "
+                                                  f"got {activations!r}")
+    return activations
 
 
 def _check_parallel(n_parallel, device: str) -> int:
@@ -82,6 +99,11 @@ class Llama:
         cache_type_k, cache_type_v: how the KV cache stores keys and values: "f16" (default), or
             the quantized "q8_0" (53% of f16's memory) or "q4_0" (28%), CPU engine only. The
             attention reads the quantized blocks directly; see the README for their quality and speed.
+        activations: how every matmul with quantized weights rounds its input. "precise" (the CPU
+            default): each block of 32 or 256 values as int8 plus an int8 residual, about 15 bits,
+            logits close to exact arithmetic on the weights. "int8": one int8 block, as llama.cpp
+            rounds (about 0.25 logit RMS from exact on SmolLM2-135M; faster prefill). The CUDA
+            engine runs "int8" only. See the README for the measured cost.
 
     Sequence 0 is the one `eval`, `reset` and `truncate` work on, and `n_past` counts; generations
     take whichever sequence holds the longest prefix of their prompt, so a follow-up turn of a chat
@@ -100,7 +122,8 @@ class Llama:
 
     def __init__(self, model_path: Union[str, Path], n_ctx: Optional[int] = None,
                  n_threads: Optional[int] = None, device: str = "cpu", n_parallel: int = 1,
-                 cuda_options=None, cache_type_k: str = "f16", cache_type_v: str = "f16"):
+                 cuda_options=None, cache_type_k: str = "f16", cache_type_v: str = "f16",
+                 activations: Optional[str] = None):
         self.model: GGUFModel = load_gguf(model_path)
         self.config: ModelConfig = self.model.config
         n_ctx = min(DEFAULT_N_CTX, self.config.context_length) if n_ctx is None else n_ctx
@@ -108,6 +131,7 @@ class Llama:
         n_parallel = _check_parallel(n_parallel, device)
         cuda_options = _check_cuda_options(cuda_options, device)
         cache_types = resources.check_cache_types(self.config, cache_type_k, cache_type_v, device)
+        activations = _check_activations(activations, device)
         # Types, ranges, and whether the window fits in memory, before anything is allocated.
         n_ctx, n_threads = resources.check_context_request(self.config, n_ctx, n_threads,
                                                            check_memory=device == "cpu", n_seq=n_parallel,
@@ -115,7 +139,8 @@ class Llama:
         self.device = device
         with resources.allocation_errors(self.config, n_ctx, n_threads, n_parallel, cache_types):
             self._core = _create_backend(device, self.model, n_ctx, n_threads, n_parallel, cuda_options,
-                                         cache_types)
+                                         cache_types, activations)
+        self._activations = activations
         from edgellama.engine import Scheduler
 
         self._scheduler = Scheduler(self._core, n_ctx, n_parallel)
@@ -141,6 +166,11 @@ class Llama:
     def cache_types(self) -> Tuple[str, str]:
         """How the KV cache stores (keys, values): "f16", "q8_0" or "q4_0"."""
         return tuple(self._core.cache_types)
+
+    @property
+    def activations(self) -> str:
+        """How the matmuls round their input: "precise" or "int8" (the `activations` argument)."""
+        return self._activations
 
     @property
     def kv_cache_bytes(self) -> int:

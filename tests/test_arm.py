@@ -28,6 +28,7 @@ from gguf import GGMLQuantizationType as T
 
 from test_cpu_levels import dequantize_act
 from test_kernels import ALL_TYPES, N, act_rows, reference_dequant, weight_rows
+from test_precise_activations import two_part_rounding
 
 from edgellama import _core, _cpu_features
 
@@ -81,9 +82,9 @@ def run_harness(binary, *args, stdin=b"", cpu=None):
     return done.stdout
 
 
-def arm_matmul(binary, qtype, rows, x):
+def arm_matmul(binary, qtype, rows, x, activations="int8"):
     """(whether row groups ran, y[t][r]) from the Arm build."""
-    head = struct.pack("<iiqqq", int(qtype), 1, rows.shape[0], x.shape[1], x.shape[0])
+    head = struct.pack("<iiiqqq", int(qtype), 1, int(activations == "precise"), rows.shape[0], x.shape[1], x.shape[0])
     out = run_harness(binary, "matmul", stdin=head + rows.tobytes() + x.astype(np.float32).tobytes())
     ran_row_groups = struct.unpack("<i", out[:4])[0] == 1
     return ran_row_groups, np.frombuffer(out[4:], np.float32).reshape(x.shape[0], rows.shape[0])
@@ -133,6 +134,21 @@ def test_arm_matmul_matches_float64_dots(harness, level, qtype, n_tokens):
 @pytest.mark.parametrize("qtype", sorted(ROW_GROUP_TYPES), ids=lambda t: t.name)
 def test_dot_product_row_groups_match_this_machines_bits(harness, qtype, n_tokens):
     rows, x = case(qtype, n_tokens)
-    _, got = arm_matmul(harness["aarch64_dotprod"], qtype, rows, x)
-    here = _core.PreparedMatmul(int(qtype), rows, N, True, 1).run(x)
-    np.testing.assert_array_equal(got, here)
+    for activations in ("int8", "precise"):
+        _, got = arm_matmul(harness["aarch64_dotprod"], qtype, rows, x, activations)
+        here = _core.PreparedMatmul(int(qtype), rows, N, True, 1, activations=activations).run(x)
+        np.testing.assert_array_equal(got, here, err_msg=activations)
+
+
+@pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
+@pytest.mark.parametrize("level", RUNNABLE)
+@pytest.mark.parametrize("qtype", sorted(ROW_GROUP_TYPES), ids=lambda t: t.name)
+def test_arm_precise_matmul_matches_float64_dots(harness, level, qtype, n_tokens):
+    # The two rounded rows of each token (test_precise_activations), dotted on the Arm levels.
+    rows, x = case(qtype, n_tokens)
+    _, got = arm_matmul(harness[level], qtype, rows, x, "precise")
+    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
+    for t in range(x.shape[0]):
+        value, _ = two_part_rounding(_core, qtype, x[t])
+        scale = np.abs(w).max(axis=1) * np.abs(value).sum()
+        assert np.all(np.abs(got[t] - w @ value) <= 1e-5 * scale + 1e-30), (level, qtype.name, t)

@@ -159,3 +159,21 @@ def test_cache_type_flags_reach_the_model_and_bench_reports_the_cache(smollm2_pa
     assert report["kv_cache_mib"] * 2**20 == 2 * 30 * 3 * 32 * 64 * 34 // 32
     bad = run_cli("run", "-m", str(smollm2_path), "-p", "hi", "-ctv", "q5_0")
     assert bad.returncode == 2 and "invalid choice: 'q5_0'" in bad.stderr
+
+
+def test_activations_flag_reaches_the_model_and_bench_reports_it(smollm2_path):
+    prompt = "The three primary colours are"
+    result = run_cli("run", "-m", str(smollm2_path), "-p", prompt, "-n", "12", "--temp", "0", "-t", "2",
+                     "--activations", "int8")
+    assert result.returncode == 0, result.stderr
+    from edgellama import Llama
+
+    llm = Llama(smollm2_path, n_ctx=64, n_threads=2, activations="int8")
+    expected = llm.create_completion(prompt, max_tokens=12, temperature=0)["choices"][0]["text"]
+    assert result.stdout.rstrip("\n") == prompt + expected
+    for flag, reported in ((["--activations", "int8"], "int8"), ([], "precise")):
+        bench = run_cli("bench", "-m", str(smollm2_path), "-p", "8", "-n", "2", "-r", "1", "-t", "1", "--json", *flag)
+        assert bench.returncode == 0, bench.stderr
+        assert json.loads(bench.stdout.strip().splitlines()[-1])["activations"] == reported
+    bad = run_cli("run", "-m", str(smollm2_path), "-p", "hi", "--activations", "fp8")
+    assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr

@@ -83,8 +83,9 @@ def test_chat_completion_matches_the_openai_schema(llm):
 
 
 def test_streamed_chat_chunks_match_the_schema_and_the_whole_answer(llm):
-    whole = llm.create_chat_completion(QUESTION, max_tokens=8, temperature=0)
-    chunks = list(llm.create_chat_completion(QUESTION, max_tokens=8, temperature=0, stream=True))
+    # 5 tokens: fewer than the greedy answer has, so the stream ends for length.
+    whole = llm.create_chat_completion(QUESTION, max_tokens=5, temperature=0)
+    chunks = list(llm.create_chat_completion(QUESTION, max_tokens=5, temperature=0, stream=True))
     for chunk in chunks:
         jsonschema.validate(chunk, CHAT_CHUNK)
     assert len({c["id"] for c in chunks}) == 1 and chunks[0]["id"].startswith("chatcmpl-")
@@ -178,7 +179,8 @@ def test_stop_string_spanning_two_tokens_is_never_emitted(llm):
 
 def test_follow_up_turn_prefills_only_the_new_messages(llm):
     llm.reset()
-    turn1 = llm.create_chat_completion(QUESTION, max_tokens=10, temperature=0)
+    turn1 = llm.create_chat_completion(QUESTION, max_tokens=5, temperature=0)  # fewer than the answer has
+    assert turn1["choices"][0]["finish_reason"] == "length"
     cold = llm.last_stats
     assert cold.reused_tokens == 0
     history = QUESTION + [turn1["choices"][0]["message"], {"role": "user", "content": "And of Italy?"}]

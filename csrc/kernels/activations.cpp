@@ -1,6 +1,7 @@
 // Activation quantization: one pass per matmul turns the float input row into int8 blocks with
 // a float scale (d = max|x| / 127, q = round-to-nearest-even(x / d)) so every weight row can be
-// dotted in integers. Also the row-size helpers of the activation formats.
+// dotted in integers; the residual precision adds a second row of blocks for what the first left
+// out. Also the row-size helpers of the activation formats.
 #include "csrc/kernels/type_traits.h"
 #include "quantize/block_formats.h"
 
@@ -73,6 +74,19 @@ void quantize_q8_256(const float* src, BlockQ8Act256* dst, int64_t n) {
     }
 }
 
+// The second block of the residual precision: what the first block's codes left out, x - d·q,
+// quantized the same way with its own scale (at most d / 254, as |x - d·q| <= d / 2).
+template <class Block, int kLen>
+void quantize_residual_blocks(const float* src, const Block* first, Block* dst, int64_t n,
+                              void (*quantize)(const float*, Block*, int64_t)) {
+    float residual[kLen];
+    for (int64_t b = 0; b < n / kLen; ++b) {
+        const float* x = src + b * kLen;
+        for (int j = 0; j < kLen; ++j) residual[j] = x[j] - first[b].d * static_cast<float>(first[b].qs[j]);
+        quantize(residual, dst + b, kLen);
+    }
+}
+
 [[noreturn]] void bad_format(ActFormat format) {
     throw std::invalid_argument("unknown activation format " + std::to_string(static_cast<int>(format)));
 }
@@ -109,6 +123,21 @@ void quantize_act_row(ActFormat format, const float* src, void* dst, int64_t n) 
         case ActFormat::Q8_256:
             quantize_q8_256(src, static_cast<BlockQ8Act256*>(dst), n);
             return;
+    }
+    bad_format(format);
+}
+
+void quantize_act_residual_row(ActFormat format, const float* src, const void* first, void* dst, int64_t n) {
+    switch (format) {
+        case ActFormat::Q8_32:
+            quantize_residual_blocks<BlockQ8Act32, kQK32>(src, static_cast<const BlockQ8Act32*>(first),
+                                                          static_cast<BlockQ8Act32*>(dst), n, quantize_q8_32);
+            return;
+        case ActFormat::Q8_256:
+            quantize_residual_blocks<BlockQ8Act256, kQK256>(src, static_cast<const BlockQ8Act256*>(first),
+                                                            static_cast<BlockQ8Act256*>(dst), n, quantize_q8_256);
+            return;
+        case ActFormat::F32: break;
     }
     bad_format(format);
 }

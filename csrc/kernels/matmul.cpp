@@ -8,6 +8,16 @@
 
 namespace edgellama {
 
+ActPrecision act_precision_from_name(const std::string& name) {
+    if (name == "int8") return ActPrecision::kInt8;
+    if (name == "precise") return ActPrecision::kPrecise;
+    throw std::invalid_argument("activations must be 'precise' or 'int8', not '" + name + "'");
+}
+
+const char* act_precision_name(ActPrecision precision) {
+    return precision == ActPrecision::kPrecise ? "precise" : "int8";
+}
+
 uint8_t* ActivationBuffer::reserve(int slot, size_t bytes) {
     std::vector<uint8_t>& v = slots_[slot];
     if (v.size() < bytes + 64) v.resize(bytes + 64);
@@ -21,9 +31,12 @@ constexpr int kMaxTargets = kMaxMatmulTargets;
 
 // What one target's kernel reads: the input as it wants it (floats, quantized rows, or rows packed
 // for its row-group kernel).
+// With the residual precision a token has two quantized rows (parts), one after the other: token
+// t's part p is row t · parts + p.
 struct TargetInput {
     const uint8_t* rows = nullptr;
-    size_t stride = 0;
+    size_t stride = 0;  // bytes from one row to the next
+    int parts = 1;
 };
 
 // The distinct input forms the targets need: each quantized format and each row-group packing is
@@ -54,6 +67,7 @@ void prepare_inputs(ThreadPool& pool, ActivationBuffer& act, const MatmulTarget*
                     const float* x, int64_t x_stride, int64_t n_tokens, TargetInput* inputs) {
     InputPlan plan;
     const int64_t cols = targets[0].w->cols;
+    const int parts = act.precision() == ActPrecision::kPrecise ? 2 : 1;
     for (int i = 0; i < n_targets; ++i) {
         const WeightMatrix& w = *targets[i].w;
         const ActFormat f = w.traits->act_format;
@@ -66,9 +80,9 @@ void prepare_inputs(ThreadPool& pool, ActivationBuffer& act, const MatmulTarget*
             fi = plan.n_formats++;
             plan.formats[fi] = f;
             plan.quantized_stride[fi] = act_row_bytes(f, cols);
-            plan.quantized[fi] = act.reserve(fi, plan.quantized_stride[fi] * n_tokens);
+            plan.quantized[fi] = act.reserve(fi, plan.quantized_stride[fi] * n_tokens * parts);
         }
-        inputs[i] = {plan.quantized[fi], plan.quantized_stride[fi]};
+        inputs[i] = {plan.quantized[fi], plan.quantized_stride[fi], parts};
         if (w.groups == nullptr) continue;
         int pi = plan.pack_index(w.group_kernel->pack_act);
         if (pi < 0) {
@@ -76,21 +90,27 @@ void prepare_inputs(ThreadPool& pool, ActivationBuffer& act, const MatmulTarget*
             plan.packs[pi] = w.group_kernel->pack_act;
             plan.pack_format[pi] = fi;
             plan.packed_stride[pi] = w.group_kernel->act_bytes(cols);
-            plan.packed[pi] = act.reserve(kMaxTargets + pi, plan.packed_stride[pi] * n_tokens);
+            plan.packed[pi] = act.reserve(kMaxTargets + pi, plan.packed_stride[pi] * n_tokens * parts);
         }
-        inputs[i] = {plan.packed[pi], plan.packed_stride[pi]};
+        inputs[i] = {plan.packed[pi], plan.packed_stride[pi], parts};
     }
     if (plan.n_formats == 0) return;
     auto prepare_range = [&](int64_t begin, int64_t end) {
-        for (int64_t t = begin; t < end; ++t) {
+        for (int64_t row = begin * parts; row < end * parts; row += parts) {
+            const float* src = x + row / parts * x_stride;
             for (int fi = 0; fi < plan.n_formats; ++fi) {
-                quantize_act_row(plan.formats[fi], x + t * x_stride, plan.quantized[fi] + t * plan.quantized_stride[fi],
-                                 cols);
+                uint8_t* first = plan.quantized[fi] + row * plan.quantized_stride[fi];
+                quantize_act_row(plan.formats[fi], src, first, cols);
+                if (parts == 2) {
+                    quantize_act_residual_row(plan.formats[fi], src, first, first + plan.quantized_stride[fi], cols);
+                }
             }
             for (int pi = 0; pi < plan.n_packs; ++pi) {
                 const int fi = plan.pack_format[pi];
-                plan.packs[pi](cols, plan.quantized[fi] + t * plan.quantized_stride[fi],
-                               plan.packed[pi] + t * plan.packed_stride[pi]);
+                for (int p = 0; p < parts; ++p) {
+                    plan.packs[pi](cols, plan.quantized[fi] + (row + p) * plan.quantized_stride[fi],
+                                   plan.packed[pi] + (row + p) * plan.packed_stride[pi]);
+                }
             }
         }
     };
@@ -111,7 +131,34 @@ void rows_by_vec_dot(const WeightMatrix& w, int64_t row_begin, int64_t row_end, 
     const auto vec_dot = w.traits->vec_dot;
     for (int64_t r = row_begin; r < row_end; ++r) {
         const uint8_t* w_row = w.row(r);
-        for (int64_t t = 0; t < n_tokens; ++t) y[t * y_stride + r] = vec_dot(w.cols, w_row, in.rows + t * in.stride);
+        for (int64_t t = 0; t < n_tokens; ++t) {
+            const uint8_t* first = in.rows + t * in.parts * in.stride;
+            float dot = vec_dot(w.cols, w_row, first);
+            if (in.parts == 2) dot += vec_dot(w.cols, w_row, first + in.stride);
+            y[t * y_stride + r] = dot;
+        }
+    }
+}
+
+// Tokens per row-group call with two parts: their rows' results fit a small stack buffer, and
+// the group's weights stay in cache from one call to the next.
+constexpr int kPartTokens = 16;
+
+// Group g with the residual precision: the kernel takes each token's two rows as two tokens (so
+// it dots every weight block against both while it holds it), and their results are added.
+void group_by_parts(const WeightMatrix& w, int64_t g, const TargetInput& in, int64_t n_tokens, float* y,
+                    int64_t y_stride) {
+    const int64_t row = g * kGroupRows;
+    const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
+    float partial[2 * kPartTokens][kGroupRows];
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPartTokens) {
+        const int n = static_cast<int>(std::min<int64_t>(kPartTokens, n_tokens - t0));
+        w.group_kernel->dot(w.cols, w.groups + g * w.group_bytes, in.rows + t0 * 2 * in.stride, in.stride, 2 * n,
+                            &partial[0][0], kGroupRows, n_rows);
+        for (int t = 0; t < n; ++t) {
+            float* out = y + (t0 + t) * y_stride + row;
+            for (int r = 0; r < n_rows; ++r) out[r] = partial[2 * t][r] + partial[2 * t + 1][r];
+        }
     }
 }
 
@@ -123,6 +170,10 @@ void run_units(const MatmulTarget& target, const TargetInput& in, int64_t n_toke
         return;
     }
     for (int64_t g = begin; g < end; ++g) {
+        if (in.parts == 2) {
+            group_by_parts(w, g, in, n_tokens, target.y, target.y_stride);
+            continue;
+        }
         const int64_t row = g * kGroupRows;
         const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
         w.group_kernel->dot(w.cols, w.groups + g * w.group_bytes, in.rows, in.stride, static_cast<int>(n_tokens),

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "csrc/core/thread_pool.h"
@@ -12,16 +13,35 @@ namespace edgellama {
 // Most matrices one matmul_shared_input call takes (Q/K/V).
 constexpr int kMaxMatmulTargets = 3;
 
+// How a matmul with quantized weights rounds its input.
+enum class ActPrecision : int32_t {
+    // Every block of the input to int8 with one float scale (as llama.cpp does): logits about 0.25
+    // RMS from exact arithmetic on SmolLM2-135M.
+    kInt8 = 0,
+    // The int8 blocks plus a second int8 row for what they left out (quantize_act_residual_row):
+    // about 15 bits per block, 0.002 RMS. Every weight block is dotted against both rows while it is
+    // in registers, so memory traffic is unchanged and the integer work doubles.
+    kPrecise = 1,
+};
+
+// "int8" / "precise" (what the API calls them); throws std::invalid_argument for any other name.
+ActPrecision act_precision_from_name(const std::string& name);
+const char* act_precision_name(ActPrecision precision);
+
 // Activations quantized (and packed for row groups) once per matmul; reused scratch so the
-// per-token path never allocates.
+// per-token path never allocates. Its precision applies to every matmul run through it.
 class ActivationBuffer {
 public:
+    explicit ActivationBuffer(ActPrecision precision = ActPrecision::kInt8) : precision_(precision) {}
+    ActPrecision precision() const { return precision_; }
+
     // 64-byte aligned room for `bytes` in slot `slot` (< kSlots); grows, never shrinks.
     uint8_t* reserve(int slot, size_t bytes);
     // One slot per distinct quantized form and one per distinct row-group packing of a call.
     static constexpr int kSlots = 2 * kMaxMatmulTargets;
 
 private:
+    ActPrecision precision_;
     std::vector<uint8_t> slots_[kSlots];
 };
 

@@ -64,5 +64,9 @@ size_t act_row_bytes(ActFormat format, int64_t n);
 int64_t act_block_size(ActFormat format);
 // Converts n floats into the activation format (n a multiple of its block size).
 void quantize_act_row(ActFormat format, const float* src, void* dst, int64_t n);
+// The residual precision's second row (a quantized format only): src minus what `first` (src's
+// row from quantize_act_row) holds, in the same format. A dot product is linear in its input, so
+// dot(w, first) + dot(w, residual) is the dot with src rounded to about 15 bits per block.
+void quantize_act_residual_row(ActFormat format, const float* src, const void* first, void* dst, int64_t n);
 
 }  // namespace edgellama

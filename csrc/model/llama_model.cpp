@@ -20,12 +20,13 @@ void add_in_place(float* x, const float* delta, int64_t n) {
 }  // namespace
 
 LlamaModel::LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
-                       bool weights_file_mapped, int64_t n_seq, CacheTypes cache_types)
+                       bool weights_file_mapped, int64_t n_seq, CacheTypes cache_types, ActPrecision activations)
     : config_(config),
       weights_(std::move(weights)),
       cache_(config.n_layer, n_ctx, config.n_head_kv, config.head_dim, n_seq, cache_types),
       pool_(n_threads) {
     validate_llama_shapes(config_, weights_);
+    scratch_.act = ActivationBuffer(activations);
     allocate_scratch(n_ctx, n_threads);  // before the repack: an impossible size fails at once
     repacked_ = repack_row_groups(pool_, weights_, weights_file_mapped);
     scratch_.embd_row.resize(weights_.token_embd.row_bytes);

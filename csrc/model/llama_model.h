@@ -23,9 +23,10 @@ public:
     // weights_file_mapped: the weights point into a read-only file mapping, so the pages of the
     // matrices repacked at load can be dropped (see weight_repack.h).
     // n_ctx: every sequence's window; n_seq: how many sequences the cache holds; cache_types: its
-    // element formats (see KVCache).
+    // element formats (see KVCache); activations: how every matmul rounds its input (ActPrecision).
     LlamaModel(const LlamaConfig& config, LlamaWeights weights, int64_t n_ctx, int n_threads,
-               bool weights_file_mapped = false, int64_t n_seq = 1, CacheTypes cache_types = {});
+               bool weights_file_mapped = false, int64_t n_seq = 1, CacheTypes cache_types = {},
+               ActPrecision activations = ActPrecision::kInt8);
 
     // Evaluates a batch (see TokenBatch for its rules) and appends every entry to its sequence's
     // cache. logits: [rows][n_vocab], one row per entry that wants logits, in entry order.
@@ -46,6 +47,7 @@ public:
     int64_t n_seq() const { return cache_.n_seq(); }
     int n_threads() const { return pool_.size(); }
     const LlamaConfig& config() const { return config_; }
+    ActPrecision activations() const { return scratch_.act.precision(); }
     void truncate(int64_t n) { cache_.truncate(0, n); }
     void reset() { cache_.clear(0); }
     // Context shift of one sequence (KVCache::shift): positions [n_keep, n_keep + n_discard) are

@@ -6,8 +6,8 @@
 namespace edgellama {
 
 PreparedMatmul::PreparedMatmul(int32_t type, const uint8_t* rows, int64_t n_rows, int64_t cols, bool row_groups,
-                               int n_threads)
-    : w_(make_weight_matrix(rows, type, n_rows, cols)), pool_(n_threads) {
+                               int n_threads, ActPrecision activations)
+    : w_(make_weight_matrix(rows, type, n_rows, cols)), pool_(n_threads), act_(activations) {
     if (row_groups) {
         groups_ = repack_matrix(pool_, w_, /*release_file_pages=*/false);
         if (!groups_) {

@@ -15,8 +15,10 @@ class PreparedMatmul {
 public:
     // rows: n_rows GGUF rows of `type` with `cols` elements each, contiguous; the caller keeps them
     // alive (they are read in place unless repacked). row_groups: repack as the model does; throws
-    // std::invalid_argument when the type has no row-group kernel in this build.
-    PreparedMatmul(int32_t type, const uint8_t* rows, int64_t n_rows, int64_t cols, bool row_groups, int n_threads);
+    // std::invalid_argument when the type has no row-group kernel in this build. activations: how
+    // the input is rounded (ActPrecision).
+    PreparedMatmul(int32_t type, const uint8_t* rows, int64_t n_rows, int64_t cols, bool row_groups, int n_threads,
+                   ActPrecision activations = ActPrecision::kInt8);
 
     // y[t][r] = dot(row r, x[t]) for t < n_tokens; x: n_tokens rows of cols floats, y: n_tokens rows of n_rows.
     void run(const float* x, int64_t n_tokens, float* y);

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import asdict
 
-from edgellama.cli.common import add_cache_type_arguments, add_device_argument, log, positive_int
+from edgellama.cli.common import add_engine_arguments, add_device_argument, log, positive_int
 from edgellama.errors import EdgellamaError
 
 MAX_REPS = 1000  # more is a typing mistake that would run for hours: each one is a whole prefill and decode
@@ -60,7 +60,7 @@ def add_parser(sub) -> None:
                         "tok/s and time to first token of that many concurrent greedy generations")
     p.add_argument("--json", action="store_true", help="print one JSON object per measurement")
     add_device_argument(p)
-    add_cache_type_arguments(p)
+    add_engine_arguments(p)
     p.set_defaults(handler=cmd_bench)
 
 
@@ -86,11 +86,11 @@ def cmd_bench(args) -> int:
             from edgellama.bench_parallel import format_parallel_table, run_parallel_bench
 
             results = run_parallel_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.parallel,
-                                         args.reps, (args.cache_type_k, args.cache_type_v))
+                                         args.reps, (args.cache_type_k, args.cache_type_v), args.activations)
             table = format_parallel_table(results)
         else:
             results = run_bench(model, threads, args.prompt_tokens, args.gen_tokens, args.reps, args.device,
-                                (args.cache_type_k, args.cache_type_v))
+                                (args.cache_type_k, args.cache_type_v), args.activations)
             table = format_table(results)
     except RuntimeError as exc:  # the report of a measurement process that failed
         raise _child_failure(exc) from None

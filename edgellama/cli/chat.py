@@ -24,8 +24,8 @@ import tempfile
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from edgellama.cli.common import (EXPECTED_ERRORS, add_cache_type_arguments, add_device_argument,
-                                  add_prompt_cache_argument, any_int, cache_types,
+from edgellama.cli.common import (EXPECTED_ERRORS, add_engine_arguments, add_device_argument,
+                                  add_prompt_cache_argument, any_int, engine_options,
                                   check_text, finite_float, has_tokenizer, load_prompt_cache, log, one_line,
                                   positive_int, save_prompt_cache)
 from edgellama.errors import EdgellamaError
@@ -89,7 +89,7 @@ def add_parser(sub) -> None:
                            "system prompt and go on)")
     add_prompt_cache_argument(chat)
     add_device_argument(chat)
-    add_cache_type_arguments(chat)
+    add_engine_arguments(chat)
     chat.set_defaults(handler=cmd_chat)
 
 
@@ -579,7 +579,7 @@ def cmd_chat(args) -> int:
     model_path = resolve_model(args.model, log=log, progress=True)
     interactive = sys.stdin.isatty()
     use_surrogateescape_stdin()
-    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device, **cache_types(args))
+    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device, **engine_options(args))
     if not has_tokenizer(llm):
         raise EdgellamaError("this file has no tokenizer, which chat needs (`edgellama run --ids` takes token ids)")
     session = ChatSession(llm, system=system, settings=settings, pinned=settings, guards=_guards(args),

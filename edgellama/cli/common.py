@@ -125,17 +125,26 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
-def add_cache_type_arguments(parser: argparse.ArgumentParser) -> None:
-    """--cache-type-k / --cache-type-v (-ctk / -ctv, as llama.cpp spells them): Llama's
-    cache_type_k / cache_type_v; cache_types(args) gives them as keyword arguments."""
+# edgellama.model.ACTIVATIONS, spelled out for the same reason.
+ACTIVATIONS = ("precise", "int8")
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """--cache-type-k / --cache-type-v (-ctk / -ctv, as llama.cpp spells them) and --activations:
+    Llama's cache_type_k, cache_type_v and activations; engine_options(args) gives them as keyword
+    arguments."""
     for which, name in (("k", "keys"), ("v", "values")):
         parser.add_argument(f"--cache-type-{which}", f"-ct{which}", choices=CACHE_TYPES, default="f16",
                             help=f"how the KV cache stores {name}: f16 (default), q8_0 (53%% of the memory) or "
                                  "q4_0 (28%%); CPU only")
+    parser.add_argument("--activations", choices=ACTIVATIONS, default=None,
+                        help="how matmuls round their input: precise (the CPU default: int8 plus an int8 "
+                             "residual, logits close to exact arithmetic) or int8 (as llama.cpp; about twice "
+                             "the prefill speed; the only choice on CUDA)")
 
 
-def cache_types(args: argparse.Namespace) -> dict:
-    return {"cache_type_k": args.cache_type_k, "cache_type_v": args.cache_type_v}
+def engine_options(args: argparse.Namespace) -> dict:
+    return {"cache_type_k": args.cache_type_k, "cache_type_v": args.cache_type_v, "activations": args.activations}
 
 
 # What a command may fail with on purpose (reported in one line, no traceback): our own errors, a

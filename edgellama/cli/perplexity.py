@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgellama.cli.common import add_cache_type_arguments, cache_types, log, positive_int, read_text_file
+from edgellama.cli.common import add_engine_arguments, engine_options, log, positive_int, read_text_file
 
 
 def add_parser(sub) -> None:
@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     base.add_argument("--kld-logits", metavar="FILE", help="KL divergence against logits saved by --save-logits "
                                                            "(over their top 64 tokens and one bucket for the rest)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
-    add_cache_type_arguments(p)  # the model's cache; a --kld-base model keeps f16
+    add_engine_arguments(p)  # the model's cache and activations; a --kld-base model keeps the defaults
     p.set_defaults(handler=cmd_perplexity)
 
 
@@ -40,7 +40,7 @@ def cmd_perplexity(args) -> int:
     if args.kld_logits is not None and not Path(args.kld_logits).is_file():
         raise FileNotFoundError(f"--kld-logits: no file {args.kld_logits}")
     llm = Llama(resolve_model(args.model, log=log, progress=True), n_ctx=args.ctx, n_threads=args.threads,
-                **cache_types(args))
+                **engine_options(args))
     base = None
     if args.kld_base is not None:
         base = Llama(resolve_model(args.kld_base, log=log, progress=True), n_ctx=args.ctx, n_threads=args.threads)

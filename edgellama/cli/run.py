@@ -13,8 +13,8 @@ import sys
 import time
 from typing import List
 
-from edgellama.cli.common import (add_cache_type_arguments, add_device_argument, add_prompt_cache_argument, any_int,
-                                  cache_types, check_text, finite_float,
+from edgellama.cli.common import (add_engine_arguments, add_device_argument, add_prompt_cache_argument, any_int,
+                                  engine_options, check_text, finite_float,
                                   has_tokenizer, load_prompt_cache, log, non_negative_int, positive_int,
                                   read_stdin_text, read_text_file, save_prompt_cache)
 from edgellama.errors import EdgellamaError
@@ -43,7 +43,7 @@ def add_parser(sub) -> None:
     shape.add_argument("--grammar", metavar="FILE", help="the text follows this grammar (Lark or llama.cpp GBNF)")
     shape.add_argument("--regex", metavar="REGEX", help="the text matches this regular expression")
     add_device_argument(run)
-    add_cache_type_arguments(run)
+    add_engine_arguments(run)
     run.set_defaults(handler=cmd_run)
 
 
@@ -100,7 +100,7 @@ def cmd_run(args) -> int:
     Sampler(SamplingParams(temperature=args.temp, top_k=args.top_k, top_p=args.top_p), args.seed)
     model_path = resolve_model(args.model, log=log, progress=True)
     start = time.perf_counter()
-    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device, **cache_types(args))
+    llm = Llama(model_path, n_ctx=args.ctx, n_threads=args.threads, device=args.device, **engine_options(args))
     load_seconds = time.perf_counter() - start
     if args.ids is not None:
         arguments.token_ids("--ids", args.ids, llm.n_vocab)  # the range, named by the flag

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from edgellama.cli.common import add_cache_type_arguments, cache_types, log, positive_int
+from edgellama.cli.common import add_engine_arguments, engine_options, log, positive_int
 from edgellama.errors import EdgellamaError
 
 DEFAULT_HOST = "127.0.0.1"  # loopback: other machines reach it only when --host says so
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("--parallel", type=positive_int, default=4,
                    help=f"sequences generated at once (default 4, at most {MAX_PARALLEL})")
     p.add_argument("-c", "--ctx", type=positive_int, default=None, help="context window of each sequence")
-    add_cache_type_arguments(p)
+    add_engine_arguments(p)
     p.add_argument("-t", "--threads", type=positive_int, default=None, help="CPU threads (default: all)")
     p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 routes")
     p.add_argument("--alias", default=None, help="the model id clients ask for (default: the file's name)")
@@ -75,7 +75,7 @@ def cmd_serve(args) -> int:
     from edgellama.models import resolve_model
 
     path = resolve_model(args.model, log=log, progress=True)
-    llm = Llama(path, n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel, **cache_types(args))
+    llm = Llama(path, n_ctx=args.ctx, n_threads=args.threads, n_parallel=args.parallel, **engine_options(args))
     config = ServerConfig(args.alias or _model_id(args.model, llm), api_key=args.api_key,
                           max_queue=args.max_queue or DEFAULT_MAX_QUEUE, cors_origins=args.cors,
                           timeout=args.timeout or DEFAULT_TIMEOUT_SECONDS, context_shift=args.context_shift)

@@ -3,7 +3,7 @@
 //
 //   matmul_harness levels   prints the CPU levels this CPU runs, best first, comma-separated
 //   matmul_harness matmul   reads a case on stdin, writes y on stdout:
-//     in:  int32 type, int32 row_groups (0/1), int64 rows, cols, n_tokens,
+//     in:  int32 type, int32 row_groups (0/1), int32 precise activations (0/1), int64 rows, cols, n_tokens,
 //          rows × the type's row bytes of GGUF rows, n_tokens × cols float32 activations
 //     out: int32 1 if row groups ran, then n_tokens × rows float32 (y[t][r] = dot(row r, x[t]))
 #include <cstdint>
@@ -38,10 +38,11 @@ int run_matmul() {
     using namespace edgellama;
     const auto type = read_value<int32_t>();
     const bool row_groups = read_value<int32_t>() != 0 && find_row_group_kernel(type) != nullptr;
+    const auto precision = read_value<int32_t>() != 0 ? ActPrecision::kPrecise : ActPrecision::kInt8;
     const auto rows = read_value<int64_t>(), cols = read_value<int64_t>(), n_tokens = read_value<int64_t>();
     const auto weights = read_array<uint8_t>(static_cast<size_t>(rows) * weight_row_bytes(type, cols));
     const auto x = read_array<float>(static_cast<size_t>(n_tokens * cols));
-    PreparedMatmul matmul(type, weights.data(), rows, cols, row_groups, 2);
+    PreparedMatmul matmul(type, weights.data(), rows, cols, row_groups, 2, precision);
     std::vector<float> y(static_cast<size_t>(n_tokens * rows));
     matmul.run(x.data(), n_tokens, y.data());
     const int32_t ran_row_groups = row_groups ? 1 : 0;
