@@ -10,7 +10,7 @@
 #include "bindings/bindings.h"
 #include "csrc/kernels/elementwise.h"
 #include "csrc/kernels/fast_exp.h"
-#include "csrc/kernels/float_convert.h"
+#include "csrc/formats/float_convert.h"
 #include "csrc/kernels/log_softmax.h"
 #include "csrc/kernels/matmul.h"
 #include "csrc/kernels/type_traits.h"

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "bindings/bindings.h"
-#include "quantize/codecs.h"
+#include "csrc/kernels/quantize_rows.h"
 
 namespace py = pybind11;
 

@@ -12,8 +12,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "csrc/kernels/float_convert.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/float_convert.h"
+#include "csrc/formats/block_formats.h"
 #include "quantize/codecs.h"
 
 namespace edgellama::quantize {

@@ -1,4 +1,4 @@
-// Device-side readers of the GGUF block formats (quantize/block_formats.h), one struct per type.
+// Device-side readers of the GGUF block formats (csrc/formats/block_formats.h), one struct per type.
 //
 // A row is cut into "pieces": the unit one thread decodes at a time (a block for the 32-element
 // formats, a 64-element chunk of a K-quant super-block, 32 elements of a Q6_K half, 1 or 2
@@ -21,7 +21,8 @@
 #include <cstring>
 
 #include "csrc/cuda/grouped_rows.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
+#include "csrc/formats/tensor_type.h"
 
 namespace edgellama::cuda {
 
@@ -413,17 +414,17 @@ using FmtQ6_KGrouped = FmtQ6KOf<GroupedQ6KFields>;
 template <class Fn>
 bool dispatch_format(int32_t type, Fn&& fn) {
     switch (type) {
-        case 0: fn(FmtF32{}); return true;
-        case 1: fn(FmtF16{}); return true;
-        case 2: fn(FmtQ4_0{}); return true;
-        case 3: fn(FmtQ4_1{}); return true;
-        case 6: fn(FmtQ5_0{}); return true;
-        case 7: fn(FmtQ5_1{}); return true;
-        case 8: fn(FmtQ8_0{}); return true;
-        case 12: fn(FmtQ4_K{}); return true;
-        case 13: fn(FmtQ5_K{}); return true;
-        case 14: fn(FmtQ6_K{}); return true;
-        case 30: fn(FmtBF16{}); return true;
+        case id_of(TensorType::F32): fn(FmtF32{}); return true;
+        case id_of(TensorType::F16): fn(FmtF16{}); return true;
+        case id_of(TensorType::Q4_0): fn(FmtQ4_0{}); return true;
+        case id_of(TensorType::Q4_1): fn(FmtQ4_1{}); return true;
+        case id_of(TensorType::Q5_0): fn(FmtQ5_0{}); return true;
+        case id_of(TensorType::Q5_1): fn(FmtQ5_1{}); return true;
+        case id_of(TensorType::Q8_0): fn(FmtQ8_0{}); return true;
+        case id_of(TensorType::Q4_K): fn(FmtQ4_K{}); return true;
+        case id_of(TensorType::Q5_K): fn(FmtQ5_K{}); return true;
+        case id_of(TensorType::Q6_K): fn(FmtQ6_K{}); return true;
+        case id_of(TensorType::BF16): fn(FmtBF16{}); return true;
         case kDeviceQ4_0Grouped: fn(FmtQ4_0Grouped{}); return true;
         case kDeviceQ8_0Grouped: fn(FmtQ8_0Grouped{}); return true;
         case kDeviceQ6_KGrouped: fn(FmtQ6_KGrouped{}); return true;

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "csrc/kernels/type_traits.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 namespace edgellama::cuda {
 
@@ -41,9 +41,9 @@ struct GroupedFields<BlockQ6_K> {
 template <class Fn>
 bool with_grouped_block(int32_t type, Fn&& fn) {
     switch (type) {
-        case 2: fn(BlockQ4_0{}); return true;
-        case 8: fn(BlockQ8_0{}); return true;
-        case 14: fn(BlockQ6_K{}); return true;
+        case id_of(TensorType::Q4_0): fn(BlockQ4_0{}); return true;
+        case id_of(TensorType::Q8_0): fn(BlockQ8_0{}); return true;
+        case id_of(TensorType::Q6_K): fn(BlockQ6_K{}); return true;
         default: return false;
     }
 }

@@ -572,14 +572,14 @@ struct Int8Q6_KGroupedWide {
 template <class Fn>
 bool dispatch_int8_format(int32_t type, Fn&& fn) {
     switch (type) {
-        case 2: fn(Int8Q4_0{}); return true;
-        case 3: fn(Int8Q4_1{}); return true;
-        case 6: fn(Int8Q5_0{}); return true;
-        case 7: fn(Int8Q5_1{}); return true;
-        case 8: fn(Int8Q8_0{}); return true;
-        case 12: fn(Int8Q4_K{}); return true;
-        case 13: fn(Int8Q5_K{}); return true;
-        case 14: fn(Int8Q6_K{}); return true;
+        case id_of(TensorType::Q4_0): fn(Int8Q4_0{}); return true;
+        case id_of(TensorType::Q4_1): fn(Int8Q4_1{}); return true;
+        case id_of(TensorType::Q5_0): fn(Int8Q5_0{}); return true;
+        case id_of(TensorType::Q5_1): fn(Int8Q5_1{}); return true;
+        case id_of(TensorType::Q8_0): fn(Int8Q8_0{}); return true;
+        case id_of(TensorType::Q4_K): fn(Int8Q4_K{}); return true;
+        case id_of(TensorType::Q5_K): fn(Int8Q5_K{}); return true;
+        case id_of(TensorType::Q6_K): fn(Int8Q6_K{}); return true;
         case kDeviceQ4_0Grouped: fn(Int8Q4_0Grouped{}); return true;
         case kDeviceQ8_0Grouped: fn(Int8Q8_0Grouped{}); return true;
         case kDeviceQ6_KGrouped: fn(Int8Q6_KGrouped{}); return true;

@@ -3,7 +3,7 @@
 // dotted in integers; the residual precision adds a second row of blocks for what the first left
 // out. Also the row-size helpers of the activation formats.
 #include "csrc/kernels/type_traits.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 #include <algorithm>
 #include <cmath>

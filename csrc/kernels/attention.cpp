@@ -8,8 +8,8 @@
 
 #include "csrc/kernels/elementwise.h"
 #include "csrc/kernels/fast_exp.h"
-#include "csrc/kernels/float_convert.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/float_convert.h"
+#include "csrc/formats/block_formats.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>

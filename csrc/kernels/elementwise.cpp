@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "csrc/kernels/fast_exp.h"
-#include "csrc/kernels/float_convert.h"
+#include "csrc/formats/float_convert.h"
 
 #if defined(__aarch64__)
 #include <arm_neon.h>

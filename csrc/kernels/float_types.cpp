@@ -1,5 +1,5 @@
 // F32 / F16 / BF16 weights: dequantize by widening, dot against plain float activations.
-#include "csrc/kernels/float_convert.h"
+#include "csrc/formats/float_convert.h"
 #include "csrc/kernels/kernel_fns.h"
 
 #include <cstring>

@@ -5,8 +5,8 @@
 #include <stdexcept>
 
 #include "csrc/kernels/elementwise.h"
-#include "csrc/kernels/float_convert.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/float_convert.h"
+#include "csrc/formats/block_formats.h"
 #include "quantize/codecs.h"
 
 namespace edgellama {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "csrc/core/thread_pool.h"
-#include "csrc/model/llama_weights.h"
+#include "csrc/kernels/weight_matrix.h"
 
 namespace edgellama {
 

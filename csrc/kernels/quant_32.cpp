@@ -4,9 +4,9 @@
 // The dot products stay in integers inside a block (int8 x int8 summed in int32) and touch
 // floats once per block: that is both faster and closer to the exact product than
 // dequantizing. Inner loops are fixed-length over 16/32 bytes so -O3 vectorizes them.
-#include "csrc/kernels/float_convert.h"
+#include "csrc/formats/float_convert.h"
 #include "csrc/kernels/kernel_fns.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 namespace edgellama::kernels {
 namespace {

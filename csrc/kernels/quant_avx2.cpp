@@ -13,8 +13,8 @@
 
 #include "csrc/kernels/simd_avx2.h"
 
-#include "csrc/kernels/float_convert.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/float_convert.h"
+#include "csrc/formats/block_formats.h"
 
 namespace edgellama::kernels {
 namespace {

@@ -5,9 +5,9 @@
 // 16 * 128 * 16 * 32 * 127, fits easily), and only then multiply by the float super-block
 // scales. K-quant mins become dmin * sum_j mn[j] * (activation sum of sub-block j), which is why
 // the activation blocks carry 16-element partial sums.
-#include "csrc/kernels/float_convert.h"
+#include "csrc/formats/float_convert.h"
 #include "csrc/kernels/kernel_fns.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 namespace edgellama::kernels {
 namespace {

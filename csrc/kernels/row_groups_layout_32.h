@@ -20,7 +20,7 @@
 
 #include "csrc/kernels/row_groups.h"
 #include "csrc/kernels/type_traits.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 namespace edgellama::row_groups_32 {
 

@@ -17,7 +17,7 @@
 #include <cstring>
 
 #include "csrc/kernels/row_groups.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 namespace edgellama::row_groups_k {
 

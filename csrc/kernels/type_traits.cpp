@@ -2,7 +2,7 @@
 #include "csrc/kernels/type_traits.h"
 
 #include "csrc/kernels/kernel_fns.h"
-#include "quantize/block_formats.h"
+#include "csrc/formats/block_formats.h"
 
 #include <stdexcept>
 #include <string>

@@ -2,7 +2,7 @@
 //
 // Every kernel that touches a weight goes through this table: the forward step never switches
 // on a type itself. Weight rows are used in place, exactly as GGUF stores them (little-endian
-// block structs from quantize/block_formats.h). Activations are quantized once per matmul into
+// block structs from csrc/formats/block_formats.h). Activations are quantized once per matmul into
 // the format the weight type's dot product wants (act_format), then dotted row by row.
 #pragma once
 
@@ -10,29 +10,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "csrc/formats/tensor_type.h"
+
 namespace edgellama {
-
-// GGUF / ggml tensor type ids (the numbers stored in the file).
-enum class TensorType : int32_t {
-    F32 = 0,
-    F16 = 1,
-    Q4_0 = 2,
-    Q4_1 = 3,
-    Q5_0 = 6,
-    Q5_1 = 7,
-    Q8_0 = 8,
-    Q4_K = 12,
-    Q5_K = 13,
-    Q6_K = 14,
-    BF16 = 30,
-};
-
-// In-memory activation formats (never written to a file).
-enum class ActFormat : int32_t {
-    F32 = 0,     // plain floats: the dot product of F32/F16/BF16 weights
-    Q8_32 = 1,   // BlockQ8Act32: 32 int8 with a float scale and the block sum (Q4_0, Q4_1, Q8_0)
-    Q8_256 = 2,  // BlockQ8Act256: 256 int8 with a float scale and 16 partial sums (K-quants)
-};
 
 struct TypeTraits {
     const char* name;

@@ -7,6 +7,7 @@
 
 #include "csrc/kernels/row_groups.h"
 #include "csrc/kernels/type_traits.h"
+#include "csrc/kernels/weight_matrix.h"
 
 namespace edgellama {
 
@@ -24,23 +25,6 @@ struct LlamaConfig {
     // Multiplies RoPE's cos and sin, so the rotated queries and keys (cached so) scale by it:
     // YaRN's magnitude (edgellama/rope_scaling.py); 1 for plain RoPE.
     float rope_magnitude = 1.0f;
-};
-
-// A 2-D weight stored row by row: `rows` rows of `cols` elements in GGUF block format `type`.
-struct WeightMatrix {
-    const uint8_t* data = nullptr;
-    int32_t type = 0;
-    int64_t rows = 0;
-    int64_t cols = 0;
-    const TypeTraits* traits = nullptr;
-    size_t row_bytes = 0;
-    // Set when the model repacked this matrix into row groups at load (csrc/model/weight_repack.h):
-    // matmul then uses only `groups`, ceil(rows / kGroupRows) groups of group_bytes each.
-    const RowGroupKernel* group_kernel = nullptr;
-    const uint8_t* groups = nullptr;
-    size_t group_bytes = 0;
-
-    const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 
 struct LayerWeights {
@@ -62,10 +46,6 @@ struct LlamaWeights {
     const float* rope_freqs = nullptr;   // [rope_dim/2] frequency divisors (Llama 3.1 style), or null
     std::vector<LayerWeights> layers;
 };
-
-// Fills traits and row_bytes; throws std::invalid_argument on an unsupported type or a row
-// length that is not a whole number of blocks.
-WeightMatrix make_weight_matrix(const void* data, int32_t type, int64_t rows, int64_t cols);
 
 // The checks every engine (CPU and CUDA) runs on a model before using it: positive
 // hyper-parameters, whole GQA groups, an even RoPE width within the head, finite positive

@@ -2,7 +2,7 @@
 //
 // Weight structs are read in place from the mapped file, so their sizes and field order are the
 // file format: each carries a static_assert on its size. f16 fields are raw uint16_t bit patterns
-// (see csrc/kernels/float_convert.h). All multi-byte fields are little-endian.
+// (see csrc/formats/float_convert.h). All multi-byte fields are little-endian.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,6 @@
-// Type dispatch and the multi-threaded row driver of the quantizers.
+// Type dispatch and the multi-threaded row driver of the quantizers (quantize_rows.h).
+#include "csrc/kernels/quantize_rows.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,16 +10,17 @@
 #include <thread>
 #include <vector>
 
-#include "csrc/kernels/float_convert.h"
+#include "csrc/formats/block_formats.h"
+#include "csrc/formats/float_convert.h"
+#include "csrc/formats/tensor_type.h"
 #include "csrc/kernels/type_traits.h"
-#include "quantize/block_formats.h"
 #include "quantize/codecs.h"
 
 namespace edgellama::quantize {
 namespace {
 
 struct Codec {
-    int32_t type_id;
+    TensorType type;
     int64_t block_size;
     size_t block_bytes;
     void (*quantize)(const float*, void*, int64_t);
@@ -44,22 +47,22 @@ void quantize_row_bf16(const float* x, void* dst, int64_t n) {
 }
 
 const Codec kCodecs[] = {
-    {kTypeF32, 1, 4, quantize_row_f32},
-    {kTypeF16, 1, 2, quantize_row_f16},
-    {kTypeBF16, 1, 2, quantize_row_bf16},
-    {kTypeQ4_0, kQK32, sizeof(BlockQ4_0), quantize_row_q4_0},
-    {kTypeQ4_1, kQK32, sizeof(BlockQ4_1), quantize_row_q4_1},
-    {kTypeQ5_0, kQK32, sizeof(BlockQ5_0), quantize_row_q5_0},
-    {kTypeQ5_1, kQK32, sizeof(BlockQ5_1), quantize_row_q5_1},
-    {kTypeQ8_0, kQK32, sizeof(BlockQ8_0), quantize_row_q8_0},
-    {kTypeQ4_K, kQK256, sizeof(BlockQ4_K), quantize_row_q4_k},
-    {kTypeQ5_K, kQK256, sizeof(BlockQ5_K), quantize_row_q5_k},
-    {kTypeQ6_K, kQK256, sizeof(BlockQ6_K), quantize_row_q6_k},
+    {TensorType::F32, 1, 4, quantize_row_f32},
+    {TensorType::F16, 1, 2, quantize_row_f16},
+    {TensorType::BF16, 1, 2, quantize_row_bf16},
+    {TensorType::Q4_0, kQK32, sizeof(BlockQ4_0), quantize_row_q4_0},
+    {TensorType::Q4_1, kQK32, sizeof(BlockQ4_1), quantize_row_q4_1},
+    {TensorType::Q5_0, kQK32, sizeof(BlockQ5_0), quantize_row_q5_0},
+    {TensorType::Q5_1, kQK32, sizeof(BlockQ5_1), quantize_row_q5_1},
+    {TensorType::Q8_0, kQK32, sizeof(BlockQ8_0), quantize_row_q8_0},
+    {TensorType::Q4_K, kQK256, sizeof(BlockQ4_K), quantize_row_q4_k},
+    {TensorType::Q5_K, kQK256, sizeof(BlockQ5_K), quantize_row_q5_k},
+    {TensorType::Q6_K, kQK256, sizeof(BlockQ6_K), quantize_row_q6_k},
 };
 
 const Codec* find_codec(int32_t type_id) {
     for (const Codec& c : kCodecs) {
-        if (c.type_id == type_id) return &c;
+        if (id_of(c.type) == type_id) return &c;
     }
     return nullptr;
 }
@@ -93,8 +96,8 @@ void quantize_row(int32_t type_id, const float* src, void* dst, int64_t n) {
 }
 
 void dequantize_row_any(int32_t type_id, const void* src, float* dst, int64_t n) {
-    if (type_id == kTypeQ5_0) return dequantize_row_q5_0(src, dst, n);
-    if (type_id == kTypeQ5_1) return dequantize_row_q5_1(src, dst, n);
+    if (type_id == id_of(TensorType::Q5_0)) return dequantize_row_q5_0(src, dst, n);
+    if (type_id == id_of(TensorType::Q5_1)) return dequantize_row_q5_1(src, dst, n);
     type_traits(type_id).dequantize_row(src, dst, n);
 }
 
