@@ -13,4 +13,5 @@ PYBIND11_MODULE(EDGELLAMA_MODULE_NAME, m) {
     edgellama::bindings::bind_bench(m);
     edgellama::bindings::bind_tokenizer(m);
     edgellama::bindings::bind_quantize(m);
+    edgellama::bindings::bind_gguf(m);
 }

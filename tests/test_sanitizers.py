@@ -31,7 +31,8 @@ pytestmark = pytest.mark.skipif(not (ROOT / "csrc").is_dir(), reason="needs the 
 # The tests that exercise the C++ core (kernels, forward pass, tokenizers, quantizers, sampling
 # through generation) and the GGUF loader; ~1 minute under the sanitizers on 2 cores.
 CORE_TESTS = ["test_kernels.py", "test_forward.py", "test_gguf_loading.py", "test_tokenizer.py",
-              "test_tokenizer_spm.py", "test_generation.py", "test_quantize_codecs.py", "test_determinism.py"]
+              "test_tokenizer_spm.py", "test_generation.py", "test_quantize_codecs.py", "test_determinism.py",
+              "test_gguf_reader.py"]
 
 
 @pytest.fixture(scope="module")
