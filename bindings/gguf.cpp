@@ -7,7 +7,6 @@
 
 #include <pybind11/stl.h>
 
-#include <cstring>
 #include <string>
 
 #include "bindings/bindings.h"
@@ -54,25 +53,18 @@ py::str decoded(std::string_view s) {
     return py::reinterpret_steal<py::str>(o);
 }
 
-template <class T>
-T load(const uint8_t* p) {
-    T v;
-    std::memcpy(&v, p, sizeof v);
-    return v;
-}
-
 py::object scalar(GgufType type, const uint8_t* p) {
     switch (type) {
-        case GgufType::U8: return py::int_(load<uint8_t>(p));
-        case GgufType::I8: return py::int_(load<int8_t>(p));
-        case GgufType::U16: return py::int_(load<uint16_t>(p));
-        case GgufType::I16: return py::int_(load<int16_t>(p));
-        case GgufType::U32: return py::int_(load<uint32_t>(p));
-        case GgufType::I32: return py::int_(load<int32_t>(p));
-        case GgufType::U64: return py::int_(load<uint64_t>(p));
-        case GgufType::I64: return py::int_(load<int64_t>(p));
-        case GgufType::F32: return py::float_(load<float>(p));
-        case GgufType::F64: return py::float_(load<double>(p));
+        case GgufType::U8: return py::int_(load_gguf_value<uint8_t>(p));
+        case GgufType::I8: return py::int_(load_gguf_value<int8_t>(p));
+        case GgufType::U16: return py::int_(load_gguf_value<uint16_t>(p));
+        case GgufType::I16: return py::int_(load_gguf_value<int16_t>(p));
+        case GgufType::U32: return py::int_(load_gguf_value<uint32_t>(p));
+        case GgufType::I32: return py::int_(load_gguf_value<int32_t>(p));
+        case GgufType::U64: return py::int_(load_gguf_value<uint64_t>(p));
+        case GgufType::I64: return py::int_(load_gguf_value<int64_t>(p));
+        case GgufType::F32: return py::float_(load_gguf_value<float>(p));
+        case GgufType::F64: return py::float_(load_gguf_value<double>(p));
         case GgufType::Bool: return py::bool_(*p != 0);
         default: throw py::value_error("not a scalar type");
     }

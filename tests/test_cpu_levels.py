@@ -91,15 +91,18 @@ def test_level_matmul_matches_float64_dots(level, qtype):
         assert np.all(np.abs(got[t] - want) <= 1e-5 * scale + 1e-30), (level, qtype, t)
 
 
-def dequantize_act(raw, fmt, n, block):
-    """float64 values of a quantized activation row (BlockQ8Act32: d, sum, 32 int8;
-    BlockQ8Act256: d, 16 int16 sums, 256 int8)."""
+def act_blocks(raw, fmt, n, block):
+    """(float32 scale per block, int8 codes [blocks][block]) of a quantized activation row
+    (BlockQ8Act32: d, sum, 32 int8; BlockQ8Act256: d, 16 int16 sums, 256 int8)."""
     header = 8 if fmt == 1 else 4 + 32
-    size = header + block
-    blocks = raw.reshape(n // block, size)
-    d = blocks[:, 0:4].copy().view(np.float32).astype(np.float64).reshape(-1, 1)
-    q = blocks[:, header:].copy().view(np.int8).astype(np.float64)
-    return (d * q).reshape(-1)
+    blocks = raw.reshape(n // block, header + block)
+    return blocks[:, 0:4].copy().view(np.float32).reshape(-1), blocks[:, header:].copy().view(np.int8)
+
+
+def dequantize_act(raw, fmt, n, block):
+    """float64 values of a quantized activation row."""
+    d, q = act_blocks(raw, fmt, n, block)
+    return (d.astype(np.float64)[:, None] * q).reshape(-1)
 
 
 @pytest.fixture(scope="module")

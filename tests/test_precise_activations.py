@@ -14,6 +14,7 @@ from gguf import GGMLQuantizationType as T
 from edgellama import Llama, _core
 from edgellama.errors import InvalidArgumentError
 from reference import load_reference
+from test_cpu_levels import act_blocks
 from test_kernels import act_rows, reference_dequant, row_group_matrix, weight_rows
 
 QUANTIZED = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
@@ -26,25 +27,15 @@ def act_block(core, qtype) -> tuple:
     return fmt, {1: 32, 2: 256}[fmt]
 
 
-def decode_act(raw, fmt, n, block):
-    """(d per block, int8 codes) of a quantized activation row (BlockQ8Act32: d, sum, 32 codes;
-    BlockQ8Act256: d, 16 int16 sums, 256 codes)."""
-    header = 8 if fmt == 1 else 4 + 32
-    blocks = raw.reshape(n // block, header + block)
-    d = blocks[:, 0:4].copy().view(np.float32).reshape(-1)
-    q = blocks[:, header:].copy().view(np.int8)
-    return d, q
-
-
 def two_part_rounding(core, qtype, x):
     """(float64 value of the first row + the residual row, per-element bound of what is left):
     the residual is x - d·q in float32, quantized like any input; its rounding leaves at most half
     its own step per element."""
     fmt, block = act_block(core, qtype)
-    d1, q1 = decode_act(core.quantize_act_row(fmt, x), fmt, x.size, block)
+    d1, q1 = act_blocks(core.quantize_act_row(fmt, x), fmt, x.size, block)
     first = (d1[:, None] * q1.astype(np.float32)).reshape(-1)
     residual = (x - first).astype(np.float32)
-    d2, q2 = decode_act(core.quantize_act_row(fmt, residual), fmt, x.size, block)
+    d2, q2 = act_blocks(core.quantize_act_row(fmt, residual), fmt, x.size, block)
     value = first.astype(np.float64) + (d2.astype(np.float64)[:, None] * q2).reshape(-1)
     return value, np.repeat(d2.astype(np.float64) / 2, block)
 

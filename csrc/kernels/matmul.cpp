@@ -146,10 +146,9 @@ constexpr int kPartTokens = 16;
 
 // Group g with the residual precision: the kernel takes each token's two rows as two tokens (so
 // it dots every weight block against both while it holds it), and their results are added.
-void group_by_parts(const WeightMatrix& w, int64_t g, const TargetInput& in, int64_t n_tokens, float* y,
-                    int64_t y_stride) {
-    const int64_t row = g * kGroupRows;
-    const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
+// Its rows are [row, row + n_rows).
+void group_by_parts(const WeightMatrix& w, int64_t g, int64_t row, int n_rows, const TargetInput& in,
+                    int64_t n_tokens, float* y, int64_t y_stride) {
     float partial[2 * kPartTokens][kGroupRows];
     for (int64_t t0 = 0; t0 < n_tokens; t0 += kPartTokens) {
         const int n = static_cast<int>(std::min<int64_t>(kPartTokens, n_tokens - t0));
@@ -170,12 +169,12 @@ void run_units(const MatmulTarget& target, const TargetInput& in, int64_t n_toke
         return;
     }
     for (int64_t g = begin; g < end; ++g) {
-        if (in.parts == 2) {
-            group_by_parts(w, g, in, n_tokens, target.y, target.y_stride);
-            continue;
-        }
         const int64_t row = g * kGroupRows;
         const int n_rows = static_cast<int>(std::min<int64_t>(kGroupRows, w.rows - row));
+        if (in.parts == 2) {
+            group_by_parts(w, g, row, n_rows, in, n_tokens, target.y, target.y_stride);
+            continue;
+        }
         w.group_kernel->dot(w.cols, w.groups + g * w.group_bytes, in.rows, in.stride, static_cast<int>(n_tokens),
                             target.y + row, target.y_stride, n_rows);
     }

@@ -54,9 +54,7 @@ public:
 
     template <class T>
     T load(uint64_t offset) const {
-        T v;
-        std::memcpy(&v, data_ + offset, sizeof v);  // GGUF is little-endian, as every host we build for
-        return v;
+        return load_gguf_value<T>(data_ + offset);
     }
 
 private:
@@ -107,8 +105,7 @@ GgufValue read_value(Cursor& c, uint32_t type, std::string_view key) {
 
 // general.alignment: the GGUF spec requires a uint32 multiple of 8.
 uint32_t checked_alignment(const GgufValue& v) {
-    uint32_t value = 0;
-    if (v.type == GgufType::U32) std::memcpy(&value, v.bytes, 4);
+    const uint32_t value = v.type == GgufType::U32 ? load_gguf_value<uint32_t>(v.bytes) : 0;
     if (v.type != GgufType::U32 || value == 0 || value % 8 != 0) {
         throw GgufError("metadata 'general.alignment' must be a non-zero multiple of 8 stored as uint32 (GGUF spec)");
     }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -33,6 +34,14 @@ enum class GgufType : uint32_t {
     U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, Bool = 7, String = 8, Array = 9,
     U64 = 10, I64 = 11, F64 = 12,
 };
+
+// A T stored at p, unaligned (GGUF is little-endian, as every host we build for).
+template <class T>
+T load_gguf_value(const uint8_t* p) {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
 
 // Bytes of one value of a fixed-size type; 0 for String, Array and unknown types.
 size_t gguf_scalar_size(uint32_t type);
