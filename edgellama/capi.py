@@ -201,11 +201,12 @@ class Model:
                                 "edgellama_token_text", terminated=True).decode("utf-8", "replace")
 
     # -- text -----------------------------------------------------------------------------------
-    def tokenize(self, text, *, add_bos: bool = False, special: bool = False) -> List[int]:
-        """Token ids of text (str, or bytes passed as they are)."""
+    def tokenize(self, text, *, add_special: bool = False, special: bool = False) -> List[int]:
+        """Token ids of text (str, or bytes passed as they are). add_special: BOS/EOS where the file
+        says; special: control-token strings become those tokens."""
         ffi, lib = self.ffi, self.lib
         data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
-        flags = (lib.EDGELLAMA_TOKENIZE_ADD_BOS if add_bos else 0) | (lib.EDGELLAMA_TOKENIZE_SPECIAL if special else 0)
+        flags = (lib.EDGELLAMA_TOKENIZE_ADD_SPECIAL if add_special else 0) | (lib.EDGELLAMA_TOKENIZE_SPECIAL if special else 0)
         count = ffi.new("size_t*")
         capacity = len(data) + 2
         while True:

@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     /* The prompt's tokens; n_ctx bounds how many a window can hold. */
     size_t n_prompt = 0;
     edgellama_token* tokens = malloc(sizeof(edgellama_token) * (size_t)edgellama_model_n_ctx(model));
-    status = edgellama_tokenize(model, argv[2], strlen(argv[2]), EDGELLAMA_TOKENIZE_ADD_BOS, tokens,
+    status = edgellama_tokenize(model, argv[2], strlen(argv[2]), EDGELLAMA_TOKENIZE_ADD_SPECIAL, tokens,
                                 (size_t)edgellama_model_n_ctx(model), &n_prompt);
     if (status != EDGELLAMA_OK) return fail("tokenize", status);
 

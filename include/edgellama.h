@@ -121,7 +121,7 @@ EDGELLAMA_API edgellama_token edgellama_token_eot(const edgellama_model* model);
 EDGELLAMA_API int32_t edgellama_token_is_end(const edgellama_model* model, edgellama_token token);
 /* 1 for a control token (never produced from plain text), 0 otherwise or out of range. */
 EDGELLAMA_API int32_t edgellama_token_is_control(const edgellama_model* model, edgellama_token token);
-/* 1 when tokenize adds BOS by default (tokenizer.ggml.add_bos_token). */
+/* 1 when EDGELLAMA_TOKENIZE_ADD_SPECIAL adds BOS (tokenizer.ggml.add_bos_token). */
 EDGELLAMA_API int32_t edgellama_vocab_add_bos(const edgellama_model* model);
 /* The token's vocabulary entry as stored, e.g. "Ġthe" or "<|eot_id|>", NUL-terminated into buf. */
 EDGELLAMA_API edgellama_status edgellama_token_text(const edgellama_model* model, edgellama_token token,
@@ -130,14 +130,16 @@ EDGELLAMA_API edgellama_status edgellama_token_text(const edgellama_model* model
 /* ---- text ---------------------------------------------------------------------------------- */
 
 enum {
-    EDGELLAMA_TOKENIZE_ADD_BOS = 1,     /* prepend BOS when the vocabulary adds one by default */
+    EDGELLAMA_TOKENIZE_ADD_SPECIAL = 1, /* add BOS / EOS where the file says (add_bos_token, add_eos_token) */
     EDGELLAMA_TOKENIZE_SPECIAL = 2,     /* control-token strings in the text become those tokens
                                            (for rendered templates; never for user text) */
     EDGELLAMA_DETOKENIZE_SPECIAL = 4    /* detokenize writes control tokens' text (else omits them) */
 };
 
 /* UTF-8 text (len bytes; need not be NUL-terminated; invalid UTF-8 is an error) to tokens.
- * *n_tokens: the count (also when the buffer is too small). */
+ * *n_tokens: the count (also when the buffer is too small). A file whose tokenizer edgellama does
+ * not run (another tokenizer.ggml.model or .pre) still loads and decodes token ids; tokenize and
+ * detokenize return EDGELLAMA_ERR_UNSUPPORTED_MODEL naming it. */
 EDGELLAMA_API edgellama_status edgellama_tokenize(const edgellama_model* model, const char* text, size_t len,
                                                   uint32_t flags, edgellama_token* tokens, size_t capacity,
                                                   size_t* n_tokens);

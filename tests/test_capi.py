@@ -91,7 +91,7 @@ def test_smollm2_greedy_matches_the_python_api(smollm2_path, activations):
     prompt = llm.tokenize("The capital of France is")
     expected = [r.token for r in llm.stream_tokens(prompt, max_tokens=16, temperature=0.0)]
     with capi.Model(smollm2_path, n_threads=2, n_ctx=256, activations=activations) as model:
-        assert model.tokenize("The capital of France is", add_bos=True) == prompt
+        assert model.tokenize("The capital of France is", add_special=True) == prompt
         got = model.generate_greedy(prompt, 16)
         assert got == expected
         assert model.detokenize(got).decode() == llm.detokenize(expected)
@@ -218,6 +218,16 @@ def test_bad_calls_are_errors_and_change_nothing(tmp_path, ffi_lib):
     lib.edgellama_model_free(ffi.NULL)
     lib.edgellama_sampler_free(ffi.NULL)
     assert lib.edgellama_model_load(ffi.NULL, ffi.NULL, ffi.NULL) == lib.EDGELLAMA_ERR_INVALID_ARGUMENT
+
+
+def test_a_tokenizer_edgellama_does_not_run_still_decodes_token_ids(tmp_path):
+    path = write_tiny_llama(tmp_path / "other-pre.gguf", overrides={"tokenizer.ggml.pre": "qwen2"})
+    Llama(path, n_threads=1)  # the Python package loads it too
+    with capi.Model(path, n_threads=1, n_ctx=16) as model:
+        assert model.decode([1, 2, 3]).shape == (1, model.n_vocab)
+        assert status_of(lambda: model.tokenize("hi")) == "EDGELLAMA_ERR_UNSUPPORTED_MODEL"
+        with pytest.raises(capi.CapiError, match="qwen2"):
+            model.detokenize([1])
 
 
 def test_params_struct_size_guards_old_and_foreign_structs(tmp_path, ffi_lib):

@@ -23,6 +23,7 @@
 #include "csrc/model/llama_model.h"
 #include "csrc/model/token_batch.h"
 #include "csrc/tokenizer/gguf_tokenizer.h"
+#include "csrc/tokenizer/tokenizer_metadata.h"
 
 const edgellama_level_api* edgellama_this_level_api();  // level_module.cpp
 
@@ -30,6 +31,9 @@ struct edgellama_model {
     edgellama_handle_header header;  // first: the front reads it (level_api.h)
     std::unique_ptr<edgellama::LlamaFile> file;
     std::unique_ptr<edgellama::tokenizer::GgufTokenizer> tokenizer;  // null when the file has none
+    // Why the file's tokenizer cannot run (another model or pre-tokenizer), or "". Such a file
+    // still loads, as in the Python package: it runs from token ids, and tokenizing says why not.
+    std::string tokenizer_problem;
     std::unique_ptr<edgellama::LlamaModel> engine;
     std::mutex engine_mutex;  // decode and the KV operations: one at a time
 };
@@ -77,17 +81,25 @@ void check_ranges(const edgellama_model_params& p) {
     }
 }
 
-bool has_tokenizer(const LlamaFile& file) { return file.metadata("tokenizer.ggml.tokens") != nullptr; }
-
 const tokenizer::GgufTokenizer& tokenizer_of(const edgellama_model* m) {
     if (!m) throw std::invalid_argument("the model is NULL");
-    if (!m->tokenizer) throw std::invalid_argument("the model file has no tokenizer (tokenizer.ggml.tokens)");
+    if (!m->tokenizer && !m->tokenizer_problem.empty()) throw tokenizer::UnsupportedTokenizerError(m->tokenizer_problem);
+    if (!m->tokenizer) throw std::invalid_argument("the model file has no tokenizer (tokenizer.ggml.model)");
     return *m->tokenizer;
 }
 
 LlamaModel& engine_of(edgellama_model* m) {
     if (!m) throw std::invalid_argument("the model is NULL");
     return *m->engine;
+}
+
+void load_tokenizer(edgellama_model& m) {
+    if (!tokenizer::GgufTokenizer::has_tokenizer(m.file->gguf())) return;
+    try {
+        m.tokenizer = tokenizer::GgufTokenizer::from_gguf(m.file->gguf());
+    } catch (const tokenizer::UnsupportedTokenizerError& e) {
+        m.tokenizer_problem = e.what();
+    }
 }
 
 }  // namespace
@@ -104,7 +116,7 @@ edgellama_status model_load(const char* path, const edgellama_model_params* para
         auto m = std::make_unique<edgellama_model>();
         m->header.api = edgellama_this_level_api();
         m->file = LlamaFile::open(path);
-        if (has_tokenizer(*m->file)) m->tokenizer = tokenizer::GgufTokenizer::from_gguf(m->file->gguf());
+        load_tokenizer(*m);
         const LlamaFile& f = *m->file;
         const int64_t n_ctx = p.n_ctx ? p.n_ctx : std::min(kDefaultMaxContext, f.context_length());
         const int n_threads = p.n_threads ? p.n_threads : cpus_available();
@@ -186,7 +198,7 @@ edgellama_status tokenize(const edgellama_model* m, const char* text, size_t len
     if (!text && len > 0) return fail(EDGELLAMA_ERR_INVALID_ARGUMENT, "the text is NULL");
     std::vector<int32_t> ids;
     const edgellama_status s = guarded([&] {
-        ids = tokenizer_of(m).encode(std::string_view(text ? text : "", len), flags & EDGELLAMA_TOKENIZE_ADD_BOS,
+        ids = tokenizer_of(m).encode(std::string_view(text ? text : "", len), flags & EDGELLAMA_TOKENIZE_ADD_SPECIAL,
                                      flags & EDGELLAMA_TOKENIZE_SPECIAL);
     });
     if (s != EDGELLAMA_OK) return s;

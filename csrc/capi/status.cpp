@@ -8,6 +8,7 @@
 #include "csrc/model/gguf_reader.h"
 #include "csrc/model/llama_file.h"
 #include "csrc/sampling/sampler.h"
+#include "csrc/tokenizer/tokenizer_metadata.h"
 
 namespace edgellama::capi {
 
@@ -30,6 +31,8 @@ edgellama_status status_of_current_exception() {
     // The most specific classes first: GgufError and UnsupportedModelError are invalid_arguments.
     try {
         throw;
+    } catch (const tokenizer::UnsupportedTokenizerError& e) {
+        return fail(EDGELLAMA_ERR_UNSUPPORTED_MODEL, e.what());
     } catch (const GgufError& e) {
         return fail(EDGELLAMA_ERR_INVALID_MODEL, e.what());
     } catch (const UnsupportedModelError& e) {

@@ -57,11 +57,13 @@ int hex_digit(char c) {
     return -1;
 }
 
-bool is_python_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1C && c <= 0x1F); }
+// The ASCII whitespace Python's int() strips.
+bool is_python_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 
 // Python's parse_byte_token: "<0xAB>" -> 0xAB via int(text[3:5], 16), which also takes one hex
 // digit with a space or a sign ("<0x A>", "<0x+A>"); -1 when it is no byte token. Python's own
-// error for a negative value ("<0x-1>") is kept: the file is refused.
+// error for a negative value ("<0x-1>") is kept: the file is refused. (int() also takes non-ASCII
+// digits and spaces, "<0x\u0663\u0663>"; such tokens are not byte tokens here.)
 int parse_byte_token_like_python(const std::string& text, size_t id) {
     if (text.size() != 6 || text.compare(0, 3, "<0x") != 0 || text[5] != '>') return -1;
     const char a = text[3], b = text[4];
@@ -79,10 +81,25 @@ int parse_byte_token_like_python(const std::string& text, size_t id) {
 
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
+// What the constructor relies on; read_tokenizer_metadata guarantees it, this keeps it local.
+void check_consistent(const TokenizerMetadata& m) {
+    const size_t n = m.tokens.size();
+    if (n == 0 || m.types.size() != n) throw GgufError("tokenizer metadata: no tokens, or not one type per token");
+    for (int32_t id : {m.bos, m.eos, m.eot, m.pad, m.unk}) {
+        if (id < -1 || (id >= 0 && static_cast<size_t>(id) >= n)) throw GgufError("tokenizer metadata: bad token id");
+    }
+    const bool gpt2 = m.model == "gpt2";
+    if (gpt2 ? !pre_tokenizer_kind(m.pre) : m.model != "llama") {
+        throw UnsupportedTokenizerError("tokenizer metadata: unsupported model '" + m.model + "' / pre '" + m.pre + "'");
+    }
+}
+
 }  // namespace
 
 std::unique_ptr<GgufTokenizer> GgufTokenizer::from_gguf(const GgufFile& file) {
-    return std::make_unique<GgufTokenizer>(read_tokenizer_metadata(file));
+    TokenizerMetadata meta = read_tokenizer_metadata(file);
+    check_consistent(meta);
+    return std::unique_ptr<GgufTokenizer>(new GgufTokenizer(std::move(meta)));
 }
 
 GgufTokenizer::GgufTokenizer(TokenizerMetadata meta)
@@ -93,7 +110,6 @@ GgufTokenizer::GgufTokenizer(TokenizerMetadata meta)
       add_bos_(meta.add_bos), add_eos_(meta.add_eos),
       add_space_prefix_(model_ == "llama" && meta.add_space_prefix),
       special_(tokens_, types_) {
-    if (types_.size() != tokens_.size()) throw GgufError("tokenizer.ggml.token_type: not one per token");
     for (int32_t id : {eos_, eot_}) {
         if (id >= 0) stop_ids_.insert(id);
     }
@@ -150,6 +166,10 @@ std::string GgufTokenizer::compute_token_bytes(size_t i) const {
 // ---- encoding -----------------------------------------------------------------------------------
 
 std::vector<int32_t> GgufTokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+    if (text.size() > kMaxTextBytes) {
+        throw std::invalid_argument("the text is " + std::to_string(text.size()) + " bytes; at most " +
+                                    std::to_string(kMaxTextBytes) + " can be tokenized at once");
+    }
     const size_t bad = find_invalid_utf8(text);
     if (bad != std::string_view::npos) {
         throw std::invalid_argument("the text is not valid UTF-8 (at byte " + std::to_string(bad) + ")");

@@ -38,13 +38,15 @@ public:
     // Whether the file has a tokenizer at all (tokenizer.ggml.model); from_gguf throws when not.
     static bool has_tokenizer(const GgufFile& file) { return has_tokenizer_metadata(file); }
 
-    explicit GgufTokenizer(TokenizerMetadata meta);
+    // The longest text encode takes (512 MiB): the merge loops index symbols with 32-bit integers,
+    // and SentencePiece's escaping makes a text up to three times longer.
+    static constexpr size_t kMaxTextBytes = size_t{1} << 29;
 
     // Python's Tokenizer.encode(text, add_bos=None if add_bos else False,
     // add_eos=None if add_bos else False, special=parse_special): add_bos adds the file's special
     // tokens as tokenizer.ggml.add_bos_token / add_eos_token say (BOS first, EOS last).
-    // Throws std::invalid_argument for text that is not valid UTF-8, and GgufError when the file
-    // asks for BOS/EOS but has no such token.
+    // Throws std::invalid_argument for text that is not valid UTF-8 or longer than kMaxTextBytes,
+    // and GgufError when the file asks for BOS/EOS but has no such token.
     std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const;
     // Python's decode(ids, render_special), as bytes: no replacement of an unfinished UTF-8
     // sequence. Throws std::out_of_range for an id outside the vocabulary.
@@ -68,6 +70,9 @@ public:
     const std::string& model() const { return model_; }  // "gpt2" or "llama"
 
 private:
+    // meta as read_tokenizer_metadata returns it (checked again here: ids, lengths, the family).
+    explicit GgufTokenizer(TokenizerMetadata meta);
+
     bool in_range(int32_t id) const { return id >= 0 && static_cast<size_t>(id) < tokens_.size(); }
     void check_id(int32_t id) const;
     void encode_plain(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
