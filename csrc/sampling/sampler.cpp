@@ -1,4 +1,5 @@
 // The sampling chain: see sampler.h for the steps, their semantics and the generator.
+// IEEE arithmetic is assumed (no -ffast-math): the NaN checks and the -inf handling rely on it.
 #include "csrc/sampling/sampler.h"
 
 #include <algorithm>
@@ -17,6 +18,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr size_t kSortBelow = 64;
 // Larger top-p sets are first narrowed by a histogram of kBins bins.
 constexpr size_t kHistogramAbove = 2048;
+constexpr size_t kBins = 2048;
 
 [[noreturn]] void invalid(const char* field, const std::string& problem) {
     throw std::invalid_argument(std::string(field) + ": " + problem);
@@ -220,6 +222,7 @@ void Sampler::gather_candidates(const float* x, int64_t n, float top) {
         w_.resize(size);
         order_.reserve(size);
         ranked_.resize(size);
+        bin_mass_.resize(kBins);
     }
     const bool narrowed = settings_.top_k > 0 && settings_.top_k < n;
     if (narrowed) {
@@ -284,7 +287,7 @@ double Sampler::keep_nucleus(double total) {
     size_t count = 0;
     for (size_t j = 0; j < n_cand_; ++j) {  // branch-free: about as many are dropped as kept
         ranked_[count] = {z_[j], w_[j], static_cast<int32_t>(j)};
-        count += w_[j] >= light ? 1 : 0;
+        count += w_[j] >= light ? size_t{1} : size_t{0};
     }
     if (count > kHistogramAbove) count = keep_crossing_bin(count, need);
     const Ranked edge = run_end(count, need);
@@ -298,7 +301,7 @@ double Sampler::keep_nucleus(double total) {
         z_[kept] = z_[j];
         w_[kept] = w_[j];
         kept_total += in ? static_cast<double>(w_[j]) : 0.0;
-        kept += in ? 1 : 0;
+        kept += in ? size_t{1} : size_t{0};
     }
     n_cand_ = kept;
     return kept_total;
@@ -312,13 +315,17 @@ size_t Sampler::keep_crossing_bin(size_t count, double& need) {
     float low = 0.0f;
     for (size_t j = 0; j < count; ++j) low = std::min(low, ranked_[j].z);
     if (!(low < 0.0f)) return count;  // all tied at the top: nothing to bin
-    const float scale = static_cast<float>(kBins) / (0.0f - low);
-    auto bin = [low, scale](float z) { return std::min(static_cast<int32_t>((z - low) * scale), kBins - 1); };
+    // In double: the set's span may be a few float ulps (a huge temperature), whose reciprocal
+    // times kBins would overflow a float.
+    const double scale = static_cast<double>(kBins) / -static_cast<double>(low);
+    auto bin = [low, scale](float z) {
+        return std::min(static_cast<size_t>(static_cast<double>(z - low) * scale), kBins - 1);
+    };
     std::fill(bin_mass_.begin(), bin_mass_.end(), 0.0);
     for (size_t j = 0; j < count; ++j) bin_mass_[bin(ranked_[j].z)] += ranked_[j].w;
-    int32_t crossing = 0;  // rounding may leave the target out of reach: then the lowest bin
+    size_t crossing = 0;  // rounding may leave the target out of reach: then the lowest bin
     double above = 0.0;
-    for (int32_t b = kBins - 1; b >= 0; --b) {
+    for (size_t b = kBins; b-- > 0;) {
         if (above + bin_mass_[b] >= need) {
             crossing = b;
             break;

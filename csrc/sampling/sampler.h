@@ -18,8 +18,13 @@
 // Buffers proportional to n_vocab are held by the sampler and reused, so a call allocates only
 // when it sees a larger vocabulary than before.
 //
+// Where Python leaves a choice open, this chain fixes it: ties in top-k go to the lower ids (numpy's
+// partition takes any), and a NaN anywhere in the logits is refused (Python's top-k may pass over
+// one outside its candidates).
+//
 // Reproducibility: the draws depend only on the seed, the settings, the accepted tokens and the
-// logits, on any platform. The generator is xoshiro256** (Blackman and Vigna, 2018) whose
+// logits, on any platform, up to the last bit of the C library's expf (a draw could differ only
+// if u fell within that rounding of a boundary between two tokens). The generator is xoshiro256** (Blackman and Vigna, 2018) whose
 // 256-bit state is filled with four consecutive outputs of SplitMix64 started at the seed (the
 // seeding its authors recommend). A uniform double in [0, 1) is the top 53 bits of one output
 // times 2^-53; one draw consumes exactly one output (greedy consumes none). The candidates are
@@ -116,8 +121,7 @@ private:
     std::vector<float> w_;
     std::vector<int32_t> order_;  // top-k's heap of ids
     std::vector<Ranked> ranked_;  // top-p's working set
-    static constexpr int32_t kBins = 2048;
-    std::vector<double> bin_mass_ = std::vector<double>(kBins);  // top-p's histogram
+    std::vector<double> bin_mass_;  // top-p's histogram
     size_t n_cand_ = 0;
 };
 
