@@ -167,6 +167,8 @@ class Sampler:
         n = x.shape[0]
         # Candidates: token ids with their logits (the whole vocabulary until a step narrows it).
         if 0 < p.top_k < n:
+            if np.isnan(x.max()):  # a NaN outside the k candidates must not pass unnoticed
+                raise ModelOutputError("a logit is NaN: the model's weights hold NaN or infinite values")
             cand = top_k_indices(x, p.top_k)
         else:
             cand = None
@@ -259,7 +261,8 @@ def smallest_set_reaching(key: np.ndarray, probs: np.ndarray, mass: float) -> np
         hit = int(np.searchsorted(np.cumsum(probs[order], dtype=np.float64), target))
         return order[:min(hit, n - 1) + 1]
     n_bins = 2048
-    bins = ((key - lo) * np.float32(n_bins / (hi - lo))).astype(np.int32)
+    # float64: n_bins / (hi - lo) overflows float32 when the keys are very close (a huge temperature)
+    bins = ((key - lo).astype(np.float64) * (n_bins / (hi - lo))).astype(np.int32)
     np.minimum(bins, n_bins - 1, out=bins)
     cum = np.cumsum(np.bincount(bins, weights=probs, minlength=n_bins))  # float64 sums
     crossing = min(int(np.searchsorted(cum, target)), n_bins - 1)

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from edgellama.errors import ModelOutputError
+
 from edgellama.sampling import (Sampler, SamplingParams, log_softmax_at, smallest_set_reaching,
                                 top_k_indices)
 
@@ -189,3 +191,19 @@ def test_top_p_on_a_large_vocabulary_samples_only_the_nucleus():
 def test_invalid_settings_are_rejected(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)
+
+
+def test_a_nan_outside_the_top_k_candidates_is_refused():
+    logits = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    logits[1] = np.nan  # far from the top 40: top-k alone would never look at it
+    with pytest.raises(ModelOutputError):
+        Sampler(SamplingParams(), seed=0).choose(logits)
+
+
+def test_top_p_at_a_huge_temperature_on_a_large_vocabulary():
+    # The logits' spread divided by 1e38 is a range float32 cannot invert: the histogram's scale
+    # must not overflow (the draw then is close to uniform over the vocabulary).
+    logits = np.random.default_rng(1).normal(size=4096).astype(np.float32)
+    sampler = Sampler(SamplingParams(temperature=1e38, top_k=0, min_p=0.0, top_p=0.9), seed=0)
+    draws = {sampler.choose(logits) for _ in range(50)}
+    assert len(draws) > 40 and all(0 <= t < 4096 for t in draws)
