@@ -173,6 +173,21 @@ void check_tensor_types(const GgufFile& file, const ShapeList& shapes) {
     }
 }
 
+// The core receives the RoPE base and magnitude as float32 and requires them positive
+// (validate_llama_shapes): a float64 value in range that rounds to 0 there is refused here, as a
+// metadata error. (The Python loader accepts such a file; its core refuses it in Llama() with a
+// ValueError. Checked last, as there.)
+void check_float32_values(const MetadataReader& r, const LlamaFileConfig& config) {
+    if (!(config.core.rope_base > 0)) {
+        r.fail("llama.rope.freq_base", python_float_repr(config.rope_base),
+               "rounds to 0 in float32, the precision the core computes RoPE in");
+    }
+    if (!(config.core.rope_magnitude > 0)) {
+        r.fail("llama.rope.scaling.attn_factor", python_float_repr(config.rope_scaling.attn_factor),
+               "the RoPE magnitude it gives rounds to 0 in float32, the precision the core computes RoPE in");
+    }
+}
+
 }  // namespace
 
 TensorTable::TensorTable(const GgufFile& file) {
@@ -216,7 +231,7 @@ ShapeList expected_shapes(const LlamaFileConfig& config, const TensorTable& tens
 LlamaFileConfig validate_llama_file(const GgufFile& file, const MetadataReader& r, const TensorTable& tensors) {
     const std::string_view arch = r.required_text("general.architecture");
     if (arch != "llama") {
-        throw UnsupportedModelError("architecture '" + utf8_replace(arch) +
+        throw UnsupportedModelError("architecture '" + printable(arch) +
                                     "' is not supported (edgellama runs 'llama')");
     }
     LlamaFileConfig config = read_config(r, tensors);
@@ -229,6 +244,7 @@ LlamaFileConfig validate_llama_file(const GgufFile& file, const MetadataReader& 
     const ShapeList shapes = expected_shapes(config, tensors);
     check_tensor_shapes(shapes, tensors);
     check_tensor_types(file, shapes);
+    check_float32_values(r, config);
     return config;
 }
 

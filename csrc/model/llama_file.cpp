@@ -42,18 +42,19 @@ std::vector<float> to_f32(const uint8_t* data, int32_t type, uint64_t n) {
     return out;
 }
 
-// A message for a C caller: valid UTF-8 (names from the file decoded as Python decodes them) and
-// no NUL that would cut it short.
-std::string message_text(const std::string& raw) {
-    std::string out;
-    for (const char c : utf8_replace(raw)) {
-        if (c == '\0') {
-            out += "\\x00";
-        } else {
-            out += c;
-        }
-    }
-    return out;
+// A message for a C caller: valid UTF-8 (names from the file decoded as Python decodes them), one
+// line, and no NUL that would cut it short (control characters escaped as \xNN).
+std::string message_text(const std::string& raw) { return printable(raw); }
+
+// "{path}, tensor '{name}': {problem}" or "{path}: {problem}", as Python's messages read.
+std::string located(const std::string& path, const GgufError& e) {
+    const std::string what = e.what();
+    if (e.tensor().empty()) return path + ": " + what;
+    // what() is "tensor '<name>': <problem>", cut short by a NUL byte in the name (a C string).
+    const std::string prefix = "tensor '" + e.tensor() + "': ";
+    const std::string problem = what.size() >= prefix.size() ? what.substr(prefix.size())
+                                                             : "malformed (its name holds a NUL byte)";
+    return path + ", " + prefix + problem;
 }
 
 }  // namespace
@@ -65,7 +66,7 @@ std::unique_ptr<LlamaFile> LlamaFile::open(const std::string& path) {
     try {
         file->load();
     } catch (const GgufError& e) {
-        throw GgufError(message_text(path + (e.tensor().empty() ? ": " : ", ") + e.what()));
+        throw GgufError(message_text(located(path, e)));
     } catch (const UnsupportedModelError& e) {
         throw UnsupportedModelError(message_text(path + ": " + e.what()));
     }

@@ -54,22 +54,12 @@ double load_real(GgufType t, const uint8_t* p) {
 
 std::string int_text(Int v) { return (v.negative ? "-" : "") + std::to_string(v.magnitude); }
 
-// repr() of a str: quoted, control characters escaped.
+// repr() of a str: quoted, control characters escaped (only what is shown is built).
 std::string str_repr(std::string_view bytes) {
     std::string out = "'";
-    for (const char c : utf8_replace(bytes)) {
-        const auto u = static_cast<unsigned char>(c);
-        if (c == '\'' || c == '\\') {
-            out += '\\';
-            out += c;
-        } else if (u < 0x20 || u == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", u);
-            out += buf;
-        } else {
-            out += c;
-        }
-        if (out.size() > kShownMax) break;  // the rest would be cut anyway
+    for (const char c : printable(bytes.substr(0, 4 * kShownMax))) {
+        if (c == '\'') out += '\\';
+        out += c;
     }
     return out + "'";
 }
@@ -189,6 +179,21 @@ std::string utf8_replace(std::string_view s) {
             out += kReplacement;  // one U+FFFD for the maximal ill-formed prefix
         }
         i += good;
+    }
+    return out;
+}
+
+std::string printable(std::string_view bytes) {
+    std::string out;
+    for (const char c : utf8_replace(bytes)) {
+        const auto u = static_cast<unsigned char>(c);
+        if (u < 0x20 || u == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", u);
+            out += buf;
+        } else {
+            out += c;
+        }
     }
     return out;
 }

@@ -30,6 +30,10 @@ constexpr uint64_t kInt32Max = 2147483647;
 // becomes U+FFFD), as UTF-8: how the Python loader sees every key, name and string of a file.
 std::string utf8_replace(std::string_view bytes);
 
+// A string from the file as a message shows it: decoded as Python does, control characters
+// (NUL included, which would end a C string) escaped as \xNN.
+std::string printable(std::string_view bytes);
+
 // repr() of a Python float (shortest round-trip digits; "1e-05", "10000.0", "nan").
 std::string python_float_repr(double x);
 

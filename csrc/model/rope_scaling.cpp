@@ -30,7 +30,7 @@ RopeScaling RopeScaling::read(const MetadataReader& r, const std::string& arch, 
     } else if (type == "yarn") {
         s.kind = RopeScalingKind::Yarn;
     } else if (type != "none") {
-        throw UnsupportedModelError("rope scaling type '" + utf8_replace(type) +
+        throw UnsupportedModelError("rope scaling type '" + printable(type) +
                                     "' is not supported (supported: none, linear, yarn)");
     }
     const double factor = r.real(key + "factor", {0.0, 1e6}).value_or(0.0);
