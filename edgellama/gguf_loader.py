@@ -12,6 +12,7 @@ key and the value (every value is read through edgellama.gguf_metadata's typed r
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -126,6 +127,7 @@ def load_gguf(path) -> GGUFModel:
     header = read_gguf_header(path)
     config = validate_llama_metadata(path, header.metadata, {t.name: t.dims for t in header.tensors})
     _check_tensor_types(path, config, header.tensors)
+    _check_rope_arithmetic(MetadataReader(path, header.metadata), config)
     metadata = {k: v for k, v in header.metadata.items() if not k.startswith("tokenizer.")}
     tokenizer_metadata = {k: v for k, v in header.metadata.items() if k.startswith("tokenizer.")}
     # Small tokenizer scalars are useful metadata too (the CLI shows them).
@@ -286,6 +288,32 @@ def _check_tensor_types(path: Path, config: ModelConfig, tensors: Sequence[Tenso
             supported = ", ".join(sorted(q.name for q in SUPPORTED_TYPES))
             raise UnsupportedModelError(path, f"tensor type {t.type.name} is not supported (supported: {supported})",
                                         t.name)
+
+
+def _check_rope_arithmetic(r: MetadataReader, c: ModelConfig) -> None:
+    """RoPE values within their ranges that the arithmetic still cannot use: a base or magnitude
+    that rounds to 0 in float32 (the precision the core computes RoPE in), and YaRN settings whose
+    correction range is undefined (a base of exactly 1 divides by its logarithm) or beyond float64
+    / int64. Refused here as metadata errors rather than failing later inside the computation."""
+    if not np.float32(c.rope_base) > 0:
+        r.fail("llama.rope.freq_base", c.rope_base, "rounds to 0 in float32, the precision the core computes RoPE in")
+    if not np.float32(c.rope_scaling.magnitude) > 0:
+        r.fail("llama.rope.scaling.attn_factor", c.rope_scaling.attn_factor,
+               "the RoPE magnitude it gives rounds to 0 in float32, the precision the core computes RoPE in")
+    s = c.rope_scaling
+    if s.kind != "yarn" or s.factor == 1.0 or s.ext_factor == 0:
+        return  # no correction range is computed
+    if math.log(c.rope_base) == 0:
+        r.fail("llama.rope.freq_base", c.rope_base, "YaRN's correction range divides by its logarithm")
+    for key, beta in (("llama.rope.scaling.yarn_beta_fast", s.beta_fast), ("llama.rope.scaling.yarn_beta_slow", s.beta_slow)):
+        try:
+            turning = s.pair_turning(c.rope_dim, c.rope_base, beta)
+        except OverflowError:
+            turning = math.inf
+        if not math.isfinite(turning):
+            r.fail(key, beta, "YaRN's correction range is beyond float64 with it")
+    if math.floor(s.pair_turning(c.rope_dim, c.rope_base, s.beta_fast)) >= 2**63:
+        r.fail("llama.rope.freq_base", c.rope_base, "YaRN's correction range starts beyond int64 with it")
 
 
 def _vectors_to_f32(config: ModelConfig, tensors: Dict[str, TensorView]) -> None:

@@ -95,12 +95,13 @@ class RopeScaling:
     def correction_range(self, rope_dim: int, rope_base: float) -> tuple:
         """YaRN's (low, high) pair indices: below low pairs keep their frequency, above high they
         are fully interpolated."""
-        def pair_turning(n_rotations: float) -> float:
-            return rope_dim * math.log(self.original_context / (n_rotations * 2 * math.pi)) / (2 * math.log(rope_base))
-
-        low = max(0, math.floor(pair_turning(self.beta_fast)))
-        high = min(rope_dim - 1, math.ceil(pair_turning(self.beta_slow)))
+        low = max(0, math.floor(self.pair_turning(rope_dim, rope_base, self.beta_fast)))
+        high = min(rope_dim - 1, math.ceil(self.pair_turning(rope_dim, rope_base, self.beta_slow)))
         return low, high
+
+    def pair_turning(self, rope_dim: int, rope_base: float, n_rotations: float) -> float:
+        """The (fractional) pair index that turns n_rotations times over the original window."""
+        return rope_dim * math.log(self.original_context / (n_rotations * 2 * math.pi)) / (2 * math.log(rope_base))
 
 
 def combined_divisors(scaling: RopeScaling, rope_dim: int, rope_base: float,

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+from gguf import GGUFValueType
 
 from edgellama import Llama
 from edgellama.errors import InvalidMetadataError, UnsupportedModelError
@@ -104,3 +105,25 @@ def test_yarn_changes_the_logits_and_plain_files_are_unchanged(tmp_path):
         "llama.rope.scaling.original_context_length": 64}), n_ctx=64).eval(ids, all_logits=True)
     np.testing.assert_array_equal(none, plain)
     assert np.abs(yarn - plain)[1:].max() > 1e-3
+
+
+YARN = {"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0,
+        "llama.rope.scaling.original_context_length": 64}
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({**YARN, "llama.rope.freq_base": 1.0}, "llama.rope.freq_base"),  # divides by log(1)
+    ({**YARN, "llama.rope.scaling.original_context_length": 2**32 - 1,
+      "llama.rope.scaling.yarn_beta_fast": (5e-324, GGUFValueType.FLOAT64)}, "llama.rope.scaling.yarn_beta_fast"),
+    ({**YARN, "llama.rope.freq_base": (1.0 + 2**-52, GGUFValueType.FLOAT64),
+      "llama.rope.scaling.yarn_beta_fast": (1e-300, GGUFValueType.FLOAT64)}, "llama.rope.freq_base"),
+    ({"llama.rope.freq_base": (1e-50, GGUFValueType.FLOAT64)}, "llama.rope.freq_base"),  # 0 in float32
+    ({**YARN, "llama.rope.scaling.attn_factor": (1e-50, GGUFValueType.FLOAT64)}, "llama.rope.scaling.attn_factor"),
+])
+def test_rope_values_the_arithmetic_cannot_use_are_metadata_errors(tmp_path, overrides, key):
+    # In range, but YaRN's correction range is undefined or beyond float64/int64 with them, or
+    # the core's float32 rounds them to 0: refused at load, naming the key, never a raw error later.
+    path = write_tiny_llama(tmp_path / "m.gguf", overrides=overrides)
+    with pytest.raises(InvalidMetadataError) as info:
+        load_gguf(path)
+    assert info.value.key == key
