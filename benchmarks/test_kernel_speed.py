@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from edgellama import _core
+from edgellama import _core, _testing
 
 ROWS = COLS = 4096
 TYPES = [T.Q4_0, T.Q4_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K, T.Q5_0, T.F16]
@@ -43,7 +43,7 @@ def matrix(request):
 @pytest.mark.parametrize("level", LEVELS)
 def test_matmul_speed(benchmark, matrix, level, n_tokens):
     qtype, rows = matrix
-    core = _core.load_level(level)
+    core = _testing.load_level(level)
     prepared = core.PreparedMatmul(int(qtype), rows, COLS, core.has_row_group_kernel(int(qtype)), 1)
     x = np.random.default_rng(1).standard_normal((n_tokens, COLS)).astype(np.float32)
     benchmark.group = f"{qtype.name} {'decode' if n_tokens == 1 else f'prefill {n_tokens} tokens'}"

@@ -9,5 +9,4 @@ void bind_model(pybind11::module_& m);
 void bind_bench(pybind11::module_& m);
 void bind_tokenizer(pybind11::module_& m);
 void bind_quantize(pybind11::module_& m);
-void bind_gguf(pybind11::module_& m);
 }  // namespace edgellama::bindings

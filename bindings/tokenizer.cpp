@@ -1,5 +1,6 @@
 // The tokenizer merge loops (csrc/tokenizer) for edgellama.tokenizer. Glue only: Python does the
-// pre-tokenization and hands over strings; the merging runs with the GIL released.
+// pre-tokenization and hands over strings; the merging runs with the GIL released. The bare merge
+// loop on symbol ids, for the tests, is in bindings/testing/tokenizer.cpp (edgellama._testing).
 #include <pybind11/stl.h>
 
 #include <string>
@@ -66,14 +67,7 @@ void bind_tokenizer(py::module_& m) {
                  }
                  return to_list(ids);
              },
-             py::arg("pieces"), "Token ids of the pre-tokens (str), concatenated")
-        .def("merge",
-             [](const ByteLevelBpe& self, std::vector<int32_t> symbols) {
-                 tokenizer::apply_merges(symbols, self.table());
-                 return symbols;
-             },
-             py::arg("symbols"), "Apply the merges to a sequence of symbol ids")
-        .def_property_readonly("n_merges", &ByteLevelBpe::n_merges);
+             py::arg("pieces"), "Token ids of the pre-tokens (str), concatenated");
 
     py::class_<SentencePieceBpe>(m, "SentencePieceBpe", py::module_local(),
                                  "SentencePiece-style BPE: merges by piece score, byte fallback")
@@ -90,13 +84,7 @@ void bind_tokenizer(py::module_& m) {
                  }
                  return to_list(ids);
              },
-             py::arg("text"), "Token ids of escaped text (spaces already U+2581)")
-        .def("merge",
-             [](const SentencePieceBpe& self, std::vector<int32_t> symbols) {
-                 tokenizer::apply_merges(symbols, self.table());
-                 return symbols;
-             },
-             py::arg("symbols"), "Apply the merges to a sequence of symbol ids");
+             py::arg("text"), "Token ids of escaped text (spaces already U+2581)");
 }
 
 }  // namespace edgellama::bindings

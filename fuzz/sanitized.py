@@ -91,7 +91,9 @@ def package(target: Path, build_dir: Path = BUILD_DIR) -> Path:
         shutil.rmtree(destination)
     shutil.copytree(ROOT / "edgellama", destination,
                     ignore=shutil.ignore_patterns("*.so", "__pycache__", "*.pyc"))
-    for module in (f"_core_{level(build_dir)}{suffix}", f"_cpu_features{suffix}"):
+    # The test hooks' module too: the tests run under the sanitizers call it (edgellama/_testing.py).
+    one_level = level(build_dir)
+    for module in (f"_core_{one_level}{suffix}", f"_testing_{one_level}{suffix}", f"_cpu_features{suffix}"):
         shutil.copy2(build_dir / module, destination / module)
     return target
 

@@ -30,7 +30,7 @@ from test_cpu_levels import dequantize_act
 from test_kernels import ALL_TYPES, N, act_rows, reference_dequant, weight_rows
 from test_precise_activations import two_part_rounding
 
-from edgellama import _core, _cpu_features
+from edgellama import _cpu_features, _testing
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = platform.machine() in ("aarch64", "arm64")
@@ -116,18 +116,18 @@ def test_arm_matmul_matches_float64_dots(harness, level, qtype, n_tokens):
     ran_row_groups, got = arm_matmul(harness[level], qtype, rows, x)
     assert ran_row_groups == (level == "aarch64_dotprod" and qtype in ROW_GROUP_TYPES)
     w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
-    fmt = _core.type_info(int(qtype))["act_format"]
+    fmt = _testing.type_info(int(qtype))["act_format"]
     for t in range(x.shape[0]):
         # The activations as the core quantizes them (its quantizer is checked against an
         # independent numpy one in test_kernels); float weights take them as they are.
         xq = x[t].astype(np.float64) if fmt == 0 else dequantize_act(
-            _core.quantize_act_row(fmt, x[t]), fmt, N, {1: 32, 2: 256}[fmt])
+            _testing.quantize_act_row(fmt, x[t]), fmt, N, {1: 32, 2: 256}[fmt])
         want = w @ xq
         scale = np.abs(w).max(axis=1) * np.abs(xq).sum()
         assert np.all(np.abs(got[t] - want) <= 1e-5 * scale + 1e-30), (level, qtype.name, t)
 
 
-@pytest.mark.skipif(not any(_core.has_row_group_kernel(int(t)) for t in ROW_GROUP_TYPES),
+@pytest.mark.skipif(not any(_testing.has_row_group_kernel(int(t)) for t in ROW_GROUP_TYPES),
                     reason="this machine's core has no row-group kernels to compare with")
 @pytest.mark.skipif("aarch64_dotprod" not in RUNNABLE, reason="this Arm CPU has no dot product (SDOT)")
 @pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)
@@ -136,7 +136,7 @@ def test_dot_product_row_groups_match_this_machines_bits(harness, qtype, n_token
     rows, x = case(qtype, n_tokens)
     for activations in ("int8", "precise"):
         _, got = arm_matmul(harness["aarch64_dotprod"], qtype, rows, x, activations)
-        here = _core.PreparedMatmul(int(qtype), rows, N, True, 1, activations=activations).run(x)
+        here = _testing.PreparedMatmul(int(qtype), rows, N, True, 1, activations=activations).run(x)
         np.testing.assert_array_equal(got, here, err_msg=activations)
 
 
@@ -149,6 +149,6 @@ def test_arm_precise_matmul_matches_float64_dots(harness, level, qtype, n_tokens
     _, got = arm_matmul(harness[level], qtype, rows, x, "precise")
     w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
     for t in range(x.shape[0]):
-        value, _ = two_part_rounding(_core, qtype, x[t])
+        value, _ = two_part_rounding(_testing, qtype, x[t])
         scale = np.abs(w).max(axis=1) * np.abs(value).sum()
         assert np.all(np.abs(got[t] - w @ value) <= 1e-5 * scale + 1e-30), (level, qtype.name, t)

@@ -20,7 +20,7 @@ from logit_checks import assert_logits_close, expected_logits
 from test_kernels import ALL_TYPES, N, act_rows, reference_dequant, weight_rows
 from tiny_models import FORWARD_CASES, write_tiny_llama
 
-from edgellama import _core, _cpu_features
+from edgellama import _core, _cpu_features, _testing
 from edgellama.gguf_loader import load_gguf
 
 LEVELS = _core.runnable_levels()
@@ -46,9 +46,19 @@ def test_levels_are_ordered_best_first_and_end_at_a_baseline():
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_environment_variable_picks_a_level(level):
-    out = run_python("from edgellama import _core; print(_core.LEVEL)", EDGELLAMA_CPU=level)
+    out = run_python("from edgellama import _core, _testing; print(_core.LEVEL, _testing._module.__name__)",
+                     EDGELLAMA_CPU=level)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == level
+    assert out.stdout.split() == [level, f"edgellama._testing_{level}"]  # the test hooks follow the core's level
+
+
+def test_the_shipped_core_has_no_test_hooks():
+    # The single-kernel, codec and reader hooks live in edgellama._testing_<level> only.
+    for name in ("dequantize_row", "vec_dot", "matmul", "PreparedMatmul", "exp_approx", "swiglu", "type_info",
+                 "quantize_act_row", "dequantize_any", "read_gguf"):
+        assert not hasattr(_core, name) and hasattr(_testing, name), name
+    with pytest.raises(ImportError, match="choices"):
+        _testing.load_level("x86_64_v9")
 
 
 def test_unknown_level_is_a_clear_import_error():
@@ -59,7 +69,7 @@ def test_unknown_level_is_a_clear_import_error():
 
 def test_each_level_has_the_kernels_its_instructions_allow():
     for level in LEVELS:
-        core = _core.load_level(level)
+        core = _testing.load_level(level)
         row_groups = {q for q in ALL_TYPES if core.has_row_group_kernel(int(q))}
         if level in ("x86_64_v4", "x86_64_v3_vnni", "x86_64_v3", "aarch64_dotprod"):  # VNNI, AVX2 or SDOT row groups
             assert row_groups == {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K}
@@ -72,7 +82,7 @@ def test_each_level_has_the_kernels_its_instructions_allow():
 def test_level_matmul_matches_float64_dots(level, qtype):
     # Each level's matmul (its own dots or row groups) against float64 dots of the
     # dequantized weights with the activations as that level quantizes them.
-    core = _core.load_level(level)
+    core = _testing.load_level(level)
     rng = np.random.default_rng(8000 + int(qtype))
     rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial group
     x = np.stack(act_rows(rng, N) * 2)[:6]

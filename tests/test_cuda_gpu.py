@@ -18,7 +18,7 @@ from cuda_support import case_files  # noqa: F401 (a fixture)
 from logit_checks import assert_logits_close
 from test_kernels import ALL_TYPES, reference_dequant, weight_rows
 
-from edgellama import Llama, _core
+from edgellama import Llama, _testing
 
 
 @needs_gpu
@@ -127,7 +127,7 @@ def test_gpu_tensor_core_prefill_equals_cpu_scalar_dot_bitwise(reader, n_tokens)
     rows = [r for _ in range(12) for r in weight_rows(rng, qtype, n)][:70]
     x = token_rows(rng, n, n_tokens)
     y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, grouped_rows=grouped)
-    want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
+    want = np.array([[_testing.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
 

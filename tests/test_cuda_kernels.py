@@ -27,7 +27,7 @@ from cuda_support import (_cuda, needs_module, QUANTIZED, GROUP_ELEMENTS, GROUPA
                           row_length, long_row, device_rows, device_row, token_rows)
 from test_kernels import ACT_OF, ALL_TYPES, BLOCK32, N, act_rows, dot_with_quantized_act, reference_dequant, weight_rows
 
-from edgellama import _core
+from edgellama import _testing
 
 
 @needs_module
@@ -36,7 +36,7 @@ def test_gpu_block_decoders_equal_cpu_dequantize_bitwise(qtype):
     rng = np.random.default_rng(2000 + int(qtype))
     for i, row in enumerate(weight_rows(rng, qtype)):
         gpu_path = _cuda.decode_row_host(int(qtype), row, N)
-        cpu = _core.dequantize_row(int(qtype), row, N)
+        cpu = _testing.dequantize_row(int(qtype), row, N)
         bad = np.flatnonzero(gpu_path.view(np.uint32) != cpu.view(np.uint32))
         assert bad.size == 0, f"{qtype.name} row {i}: first mismatches at {bad[:5]}: {gpu_path[bad[:5]]} vs {cpu[bad[:5]]}"
 
@@ -64,7 +64,7 @@ def test_grouped_rows_hold_each_blocks_bytes_and_decode_as_gguf(qtype):
     row_bytes = rows[0].size
     for i, row in enumerate(rows):
         gpu_path = _cuda.decode_row_host(type_id, grouped[i * row_bytes:(i + 1) * row_bytes], n)
-        cpu = _core.dequantize_row(int(qtype), row, n)
+        cpu = _testing.dequantize_row(int(qtype), row, n)
         np.testing.assert_array_equal(gpu_path.view(np.uint32), cpu.view(np.uint32))
     n_short = GROUP_ELEMENTS[qtype] * 9 // 8  # whole blocks, not whole groups
     short = weight_rows(rng, qtype, n_short)
@@ -92,7 +92,7 @@ def test_gpu_activation_blocks_equal_cpu_bitwise(qtype):
     for i, x in enumerate(act_rows(rng)):
         raw = np.frombuffer(_cuda.quantize_act_host(int(qtype), x), np.uint8)
         gpu_path = device_row_as_cpu_blocks(raw, x.size, block)
-        cpu = _core.quantize_act_row(ACT_OF[qtype], x)
+        cpu = _testing.quantize_act_row(ACT_OF[qtype], x)
         assert gpu_path.shape == cpu.shape, (gpu_path.shape, cpu.shape)
         bad = np.flatnonzero(gpu_path != cpu)
         assert bad.size == 0, f"{qtype.name} row {i}: first differing bytes at {bad[:5]}"
@@ -119,7 +119,7 @@ def test_gpu_int8_dot_matches_cpu_and_reference(reader, length):
             want, xq = dot_with_quantized_act(qtype, w, x)
             magnitude = float(np.dot(np.abs(w), np.abs(xq))) + 1e-30
             assert abs(got - want) <= 1e-5 * magnitude, (qtype.name, got, want, magnitude)
-            cpu = _core.vec_dot(int(qtype), w_raw, x)
+            cpu = _testing.vec_dot(int(qtype), w_raw, x)
             assert abs(got - cpu) <= rtol * magnitude, (qtype.name, got, cpu, magnitude)
             checked += 1
     assert checked >= 30
@@ -216,7 +216,7 @@ def test_tensor_core_tiles_on_host_equal_cpu_scalar_dot_bitwise(reader, n_tokens
     x = token_rows(rng, n, n_tokens)
     y = _cuda.mma_matmul_host(*device_rows(qtype, rows, n, grouped), len(rows), x)
     assert y.shape == (n_tokens, len(rows))
-    want = np.array([[_core.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
+    want = np.array([[_testing.vec_dot(int(qtype), r, xt, scalar=True) for r in rows] for xt in x], np.float32)
     bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
     assert bad.size == 0, f"{qtype.name}: (token, row) {bad[:5].tolist()}: {y[tuple(bad[0])]} vs {want[tuple(bad[0])]}"
 
@@ -241,7 +241,7 @@ def test_rms_norm_block_code_on_host_matches_numpy_and_quantizes_like_the_cpu(n)
         per_row = raw.size // x.shape[0]
         for r in range(x.shape[0]):
             got = device_row_as_cpu_blocks(raw[r * per_row:(r + 1) * per_row], n, block)
-            np.testing.assert_array_equal(got, _core.quantize_act_row(fmt, out[r]))
+            np.testing.assert_array_equal(got, _testing.quantize_act_row(fmt, out[r]))
 
 
 @needs_module

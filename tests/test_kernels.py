@@ -7,8 +7,8 @@ import pytest
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 from gguf import quants
 
-from edgellama import _core
-from edgellama import _core as core
+from edgellama import _core, _testing
+from edgellama import _testing as core
 
 ALL_TYPES = [T.F32, T.F16, T.BF16, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 BLOCK32 = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0]
@@ -379,7 +379,7 @@ def term_magnitudes(qtype, raw, n):
 
 ROW_GROUP_TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 # Every CPU level this machine runs that has row groups (AVX-512 VNNI, AVX2): each is tested.
-ROW_GROUP_LEVELS = [lv for lv in _core.runnable_levels() if _core.load_level(lv).has_row_group_kernel(int(T.Q4_0))]
+ROW_GROUP_LEVELS = [lv for lv in _core.runnable_levels() if _testing.load_level(lv).has_row_group_kernel(int(T.Q4_0))]
 if not ROW_GROUP_LEVELS:
     ROW_GROUP_LEVELS = [pytest.param(None, marks=pytest.mark.skip(reason="no CPU level with row groups runs here"))]
 
@@ -404,7 +404,7 @@ def test_row_group_matmul_matches_scalar_vec_dot(qtype, level):
     # Exact integer block sums; float32 rounding of each block's scale product and of one running
     # sum per (row, token), against the scalar loop's own roundings: |Δ| <= 2 (n/32 + 16) 2^-24 M. 37 rows leave a partial last group; 11 tokens
     # a partial last token batch.
-    core = _core.load_level(level)
+    core = _testing.load_level(level)
     rng = np.random.default_rng(7000 + int(qtype))
     for n in [n for n in (96, 512, 1280) if n % GGML_QUANT_SIZES[qtype][0] == 0]:
         rows = row_group_matrix(rng, qtype, n, 37)
@@ -424,7 +424,7 @@ def test_row_group_matmul_matches_scalar_vec_dot(qtype, level):
 @pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
 def test_row_group_matmul_is_bit_identical_across_batches_and_threads(qtype, level):
     # Decode (one token), prefill (many) and any thread count give each (row, token) the same bits.
-    core = _core.load_level(level)
+    core = _testing.load_level(level)
     rng = np.random.default_rng(7100 + int(qtype))
     n = 768
     rows = row_group_matrix(rng, qtype, n, 50)
@@ -441,7 +441,7 @@ def test_row_group_matmul_is_bit_identical_across_batches_and_threads(qtype, lev
 @pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
 def test_row_group_element_order_and_source_untouched(qtype, level):
     # One-hot activations pick single weights out of every row: a misplaced code, scale or lane fails.
-    core = _core.load_level(level)
+    core = _testing.load_level(level)
     rng = np.random.default_rng(7200 + int(qtype))
     n = 256
     rows = row_group_matrix(rng, qtype, n, 20)
@@ -474,7 +474,7 @@ def test_exp_approx_is_within_two_ulp_of_exp():
                         np.random.default_rng(0).uniform(-20, 20, 100000).astype(np.float32),
                         np.float32([0.0, -0.0, 1e-30, -1e-30, 0.5, -0.5, 88.0, -87.0])])
     for level in _core.runnable_levels():
-        got = _core.load_level(level).exp_approx(x).astype(np.float64)
+        got = _testing.load_level(level).exp_approx(x).astype(np.float64)
         want = np.exp(x.astype(np.float64))
         ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
         assert np.all(np.abs(got - want) <= 2 * ulp), (level, float(np.max(np.abs(got - want) / ulp)))
@@ -489,5 +489,5 @@ def test_swiglu_matches_float64():
     u = rng.standard_normal(g.size).astype(np.float32)
     want = g.astype(np.float64) / (1 + np.exp(-g.astype(np.float64))) * u
     for level in _core.runnable_levels():
-        got = _core.load_level(level).swiglu(g, u).astype(np.float64)
+        got = _testing.load_level(level).swiglu(g, u).astype(np.float64)
         assert np.all(np.abs(got - want) <= 4e-7 * np.abs(want) + 1e-30), level

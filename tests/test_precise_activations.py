@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from edgellama import Llama, _core
+from edgellama import Llama, _core, _testing
 from edgellama.errors import InvalidArgumentError
 from reference import load_reference
 from test_cpu_levels import act_blocks
@@ -43,7 +43,7 @@ def two_part_rounding(core, qtype, x):
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
 def test_precise_matmul_matches_float64_dots_on_every_level(level, qtype):
-    core = _core.load_level(level)
+    core = _testing.load_level(level)
     rng = np.random.default_rng(9100 + int(qtype))
     rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial row group
     x = np.stack(act_rows(rng, N) * 2)[:6]
@@ -73,12 +73,12 @@ def test_precise_matmul_is_bit_identical_across_batches_and_threads(qtype):
     rows = row_group_matrix(rng, qtype, n, 50)
     x = np.concatenate([np.stack(act_rows(rng, n))] * 8)[:37]  # more tokens than one pass of the two-part loop
     assert x.shape[0] == 37
-    for row_groups in {False, bool(_core.has_row_group_kernel(int(qtype)))}:
-        full = _core.matmul(int(qtype), rows, x, row_groups=row_groups, activations="precise")
-        threads = _core.matmul(int(qtype), rows, x, row_groups=row_groups, n_threads=3, activations="precise")
+    for row_groups in {False, bool(_testing.has_row_group_kernel(int(qtype)))}:
+        full = _testing.matmul(int(qtype), rows, x, row_groups=row_groups, activations="precise")
+        threads = _testing.matmul(int(qtype), rows, x, row_groups=row_groups, n_threads=3, activations="precise")
         np.testing.assert_array_equal(threads.view(np.uint32), full.view(np.uint32))
         for t in (0, 16, 36):
-            one = _core.matmul(int(qtype), rows, x[t:t + 1], row_groups=row_groups, activations="precise")
+            one = _testing.matmul(int(qtype), rows, x[t:t + 1], row_groups=row_groups, activations="precise")
             np.testing.assert_array_equal(one.view(np.uint32), full[t:t + 1].view(np.uint32))
 
 
@@ -86,15 +86,15 @@ def test_float_weights_ignore_the_setting():
     rng = np.random.default_rng(9300)
     rows = rng.standard_normal((8, 64)).astype(np.float32)
     x = rng.standard_normal((3, 64)).astype(np.float32)
-    a = _core.matmul(int(T.F32), rows.view(np.uint8), x, row_groups=False, activations="precise")
-    b = _core.matmul(int(T.F32), rows.view(np.uint8), x, row_groups=False, activations="int8")
+    a = _testing.matmul(int(T.F32), rows.view(np.uint8), x, row_groups=False, activations="precise")
+    b = _testing.matmul(int(T.F32), rows.view(np.uint8), x, row_groups=False, activations="int8")
     np.testing.assert_array_equal(a, b)
 
 
 def test_unknown_setting_is_refused_by_the_kernels():
     with pytest.raises(ValueError, match="activations"):
-        _core.matmul(int(T.Q4_0), np.zeros((1, 18), np.uint8), np.ones((1, 32), np.float32), row_groups=False,
-                     activations="int4")
+        _testing.matmul(int(T.Q4_0), np.zeros((1, 18), np.uint8), np.ones((1, 32), np.float32), row_groups=False,
+                        activations="int4")
 
 
 # ---------------------------------------------------------------- the real model

@@ -14,7 +14,7 @@ import pytest
 import gguf
 from gguf import GGMLQuantizationType as QT
 
-from edgellama import _core
+from edgellama import _core, _testing
 
 BLOCK32 = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
 KQUANTS = ["Q4_K", "Q5_K", "Q6_K"]
@@ -67,7 +67,7 @@ def test_reported_error_matches_reference_decoder(type_name):
     assert decoded.shape == x.shape
     want = float(np.sum((decoded.astype(np.float64) - x) ** 2))
     assert sse == pytest.approx(want, rel=1e-6, abs=1e-30)
-    ours = np.stack([_core.dequantize_any(int(QT[type_name]), row, x.shape[1]) for row in data])
+    ours = np.stack([_testing.dequantize_any(int(QT[type_name]), row, x.shape[1]) for row in data])
     np.testing.assert_array_equal(ours, decoded)
 
 

@@ -117,10 +117,10 @@ def test_eot_is_special_only_on_request(tok, ref):
 
 def test_merge_loop_direct(tok, meta):
     """The C++ merge loop, fed the symbol ids of one pre-token, gives the reference's ids."""
-    from edgellama import _core
+    from edgellama import _testing
     from edgellama.tokenizer import BYTE_TO_CHAR
 
-    bpe = _core.ByteLevelBpe(meta["tokenizer.ggml.tokens"], list(BYTE_TO_CHAR), meta["tokenizer.ggml.merges"])
+    bpe = _testing.ByteLevelBpe(meta["tokenizer.ggml.tokens"], list(BYTE_TO_CHAR), meta["tokenizer.ggml.merges"])
     assert bpe.n_merges == 280147
     for piece in (" tokenization", "12345", "    ", " 日本語"):
         symbols = [tok.token_id(BYTE_TO_CHAR[b]) for b in piece.encode()]

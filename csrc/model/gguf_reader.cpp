@@ -63,7 +63,7 @@ private:
     uint64_t pos_ = 0;
 };
 
-std::string quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+std::string quoted(std::string_view s) { return "'" + escape_control_bytes(s) + "'"; }
 
 GgufValue read_value(Cursor& c, uint32_t type, std::string_view key) {
     const std::string what = "value of metadata " + quoted(key);

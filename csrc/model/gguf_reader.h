@@ -17,11 +17,28 @@
 
 namespace edgellama {
 
-// A malformed file; tensor() names the tensor when the problem is one tensor's.
+// A name from the file as messages show it: control bytes (a NUL would end what() early) as \xNN.
+inline std::string escape_control_bytes(std::string_view name) {
+    static const char kHex[] = "0123456789abcdef";
+    std::string out;
+    for (const char ch : name) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c < 0x20 || c == 0x7f) {
+            out += "\\x";
+            out += kHex[c >> 4];
+            out += kHex[c & 15];
+        } else {
+            out += ch;
+        }
+    }
+    return out;
+}
+
+// A malformed file; tensor() names the tensor (as stored) when the problem is one tensor's.
 class GgufError : public std::invalid_argument {
 public:
     GgufError(const std::string& problem, std::string tensor = {})
-        : std::invalid_argument(tensor.empty() ? problem : "tensor '" + tensor + "': " + problem),
+        : std::invalid_argument(tensor.empty() ? problem : "tensor '" + escape_control_bytes(tensor) + "': " + problem),
           tensor_(std::move(tensor)) {}
     const std::string& tensor() const { return tensor_; }
 

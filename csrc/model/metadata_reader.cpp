@@ -183,20 +183,7 @@ std::string utf8_replace(std::string_view s) {
     return out;
 }
 
-std::string printable(std::string_view bytes) {
-    std::string out;
-    for (const char c : utf8_replace(bytes)) {
-        const auto u = static_cast<unsigned char>(c);
-        if (u < 0x20 || u == 0x7f) {
-            char buf[8];
-            std::snprintf(buf, sizeof buf, "\\x%02x", u);
-            out += buf;
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
+std::string printable(std::string_view bytes) { return escape_control_bytes(utf8_replace(bytes)); }
 
 std::string python_float_repr(double x) {
     if (std::isnan(x)) return "nan";

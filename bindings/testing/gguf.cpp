@@ -1,4 +1,4 @@
-// _core.read_gguf: the native GGUF reader (csrc/model/gguf_reader.h) on a file, its result as
+// _testing.read_gguf: the native GGUF reader (csrc/model/gguf_reader.h) on a file, its result as
 // Python objects, for the tests that hold it to the Python loader's parser.
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -9,12 +9,12 @@
 
 #include <string>
 
-#include "bindings/bindings.h"
+#include "bindings/testing/testing.h"
 #include "csrc/model/gguf_reader.h"
 
 namespace py = pybind11;
 
-namespace edgellama::bindings {
+namespace edgellama::bindings::testing {
 namespace {
 
 // The whole file, mapped read-only for the duration of one parse.
@@ -112,4 +112,4 @@ void bind_gguf(py::module_& m) {
           "the file is malformed).");
 }
 
-}  // namespace edgellama::bindings
+}  // namespace edgellama::bindings::testing
