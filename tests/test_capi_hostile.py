@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.append(str(ROOT))  # appended: `edgellama` must stay the installed package
 
+from edgellama import capi  # noqa: E402
 from edgellama.errors import InvalidGGUFError, InvalidMetadataError, UnsupportedModelError  # noqa: E402
 from edgellama.gguf_loader import load_gguf  # noqa: E402
 from fuzz import gguf_format as gf  # noqa: E402
@@ -112,8 +113,10 @@ def check_same_verdicts(jobs, tmp_path):
     """Both loaders on every job; returns {status name: count}."""
     jobs = [[str(p), cut] for p, cut in jobs]
     (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    # The child imports the same edgellama package as this process (installed or source tree).
+    package_root = str(Path(capi.__file__).resolve().parent.parent)
     child = subprocess.run([sys.executable, __file__, str(tmp_path / "jobs.json")], capture_output=True, text=True,
-                           timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           timeout=300, env={**os.environ, "PYTHONPATH": package_root})
     lines = child.stdout.splitlines()
     if child.returncode != 0 or len(lines) != len(jobs):
         at = jobs[len(lines)] if len(lines) < len(jobs) else None
@@ -139,11 +142,7 @@ def check_same_verdicts(jobs, tmp_path):
 
 @pytest.fixture(scope="module")
 def library():
-    capi = pytest.importorskip("edgellama.capi")
-    try:
-        return capi.load_library()
-    except FileNotFoundError as e:
-        pytest.skip(f"libedgellama is not built: {e}")
+    return capi.load_library()  # the package always ships it: a missing library fails
 
 
 @pytest.fixture(scope="module")
@@ -364,7 +363,7 @@ def test_logits_match_the_python_path_where_the_loader_computes_inputs(library, 
     """RoPE scaling divisors (linear, YaRN, YaRN times the file's rope_freqs) and F16/BF16 vectors
     reach the core as the Python loader computes them: the ABI's logits equal Llama.eval's at the
     same CPU level."""
-    from edgellama import Llama, _core, capi
+    from edgellama import Llama, _core
     from tiny_models import FORWARD_CASES, write_tiny_llama
 
     names = ["rope_linear-F32", "rope_yarn-F32", "rope_yarn-rope_freqs-Q4_1", "rope_freqs-F32"]
@@ -380,7 +379,6 @@ def test_logits_match_the_python_path_where_the_loader_computes_inputs(library, 
 
 
 def test_messages_name_the_file_and_the_problem(library, tmp_path):
-    from edgellama import capi
     from tiny_models import write_tiny_llama
 
     path = write_tiny_llama(tmp_path / "m.gguf", overrides={"llama.embedding_length": 0})

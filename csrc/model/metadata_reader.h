@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "csrc/model/gguf_reader.h"
+#include "csrc/model/gguf_values.h"  // utf8_replace, and how a raw value reads as Python's
 
 namespace edgellama {
 
@@ -25,10 +26,6 @@ namespace edgellama {
 constexpr double kFloat32Max = 3.4028234663852886e38;
 constexpr double kFloat32Tiny = 1.1754943508222875e-38;
 constexpr uint64_t kInt32Max = 2147483647;
-
-// The text Python's bytes.decode("utf-8", "replace") gives (each maximal ill-formed subsequence
-// becomes U+FFFD), as UTF-8: how the Python loader sees every key, name and string of a file.
-std::string utf8_replace(std::string_view bytes);
 
 // A string from the file as a message shows it: decoded as Python does, control characters
 // (NUL included, which would end a C string) escaped as \xNN.
@@ -81,8 +78,15 @@ private:
     std::unordered_map<std::string_view, const GgufValue*> values_;
 };
 
+// gguf_metadata.TOKENS and SPECIAL_TOKEN_KEYS.
+inline constexpr const char* kTokensKey = "tokenizer.ggml.tokens";
+inline constexpr const char* kSpecialTokenIdKeys[] = {
+    "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+    "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id"};
+
 // gguf_metadata.check_tokenizer_metadata: the types, lengths and ranges of the tokenizer keys that
 // are present (none is required). Returns the number of tokens (tokenizer.ggml.tokens), if any.
+// The loader runs it at load and the tokenizer before it reads the values, as both do in Python.
 std::optional<uint64_t> check_tokenizer_metadata(const MetadataReader& reader);
 
 }  // namespace edgellama

@@ -1,11 +1,9 @@
-// The tokenizer.* metadata of a GGUF file, read and checked as the Python loader does it
-// (edgellama/gguf_metadata.py: check_tokenizer_metadata, and Tokenizer.from_metadata): the same
-// values accepted and refused, for the same reasons, so a file tokenizes in an app exactly when
-// it does in Python.
-//
-// Python sees every GGUF integer type as int, Bool as bool (never an int here), F32/F64 as
-// float, strings decoded from UTF-8 with U+FFFD for ill-formed bytes; those rules are applied
-// here to the raw values.
+// The tokenizer.* metadata of a GGUF file, read and checked as Python's Tokenizer.from_metadata
+// does it: first the loader's own check_tokenizer_metadata (csrc/model/metadata_reader, the twin
+// of gguf_metadata.py, so the types, ranges and messages are the loader's), then what building a
+// tokenizer needs beyond it (a supported family, its arrays, well-formed merges). The same files
+// are accepted and refused as in Python, for the same reasons, so a file tokenizes in an app
+// exactly when it does in Python.
 #pragma once
 
 #include <cstdint>

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 
+#include "csrc/model/gguf_values.h"  // utf8_sequence: the loader's notion of well-formed UTF-8
+
 namespace edgellama::tokenizer {
 namespace {
 
@@ -26,41 +28,6 @@ const std::array<CharClass, 128>& ascii_classes() {
     return table;
 }
 
-// The second byte's range for a lead byte (Unicode Table 3-7), {0, 0} for an invalid lead.
-struct SecondByte {
-    uint8_t low, high, length;
-};
-SecondByte second_byte(uint8_t lead) {
-    if (lead >= 0xC2 && lead <= 0xDF) return {0x80, 0xBF, 2};
-    if (lead == 0xE0) return {0xA0, 0xBF, 3};
-    if (lead == 0xED) return {0x80, 0x9F, 3};
-    if (lead >= 0xE1 && lead <= 0xEF) return {0x80, 0xBF, 3};
-    if (lead == 0xF0) return {0x90, 0xBF, 4};
-    if (lead >= 0xF1 && lead <= 0xF3) return {0x80, 0xBF, 4};
-    if (lead == 0xF4) return {0x80, 0x8F, 4};
-    return {0, 0, 0};
-}
-
-// Length of the well-formed sequence at s[pos]; otherwise 0, with *bad_end set to the end of the
-// maximal ill-formed subpart (at least pos + 1).
-size_t sequence_length(std::string_view s, size_t pos, size_t* bad_end) {
-    const uint8_t lead = static_cast<uint8_t>(s[pos]);
-    if (lead < 0x80) return 1;
-    const SecondByte rule = second_byte(lead);
-    size_t k = pos + 1;
-    if (rule.length != 0) {
-        for (; k < pos + rule.length; ++k) {
-            if (k >= s.size()) break;
-            const uint8_t b = static_cast<uint8_t>(s[k]);
-            const uint8_t low = k == pos + 1 ? rule.low : 0x80, high = k == pos + 1 ? rule.high : 0xBF;
-            if (b < low || b > high) break;
-        }
-        if (k == pos + rule.length) return rule.length;
-    }
-    *bad_end = k;
-    return 0;
-}
-
 }  // namespace
 
 CharClass char_class(uint32_t cp) { return cp < 128 ? ascii_classes()[cp] : lookup(cp); }
@@ -68,7 +35,7 @@ CharClass char_class(uint32_t cp) { return cp < 128 ? ascii_classes()[cp] : look
 size_t find_invalid_utf8(std::string_view s) {
     size_t bad_end = 0;
     for (size_t pos = 0; pos < s.size();) {
-        const size_t n = sequence_length(s, pos, &bad_end);
+        const size_t n = utf8_sequence(s, pos, &bad_end);
         if (n == 0) return pos;
         pos += n;
     }
@@ -104,24 +71,6 @@ void append_utf8(std::string& out, uint32_t cp) {
         out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
         out += static_cast<char>(0x80 | (cp & 0x3F));
     }
-}
-
-std::string utf8_with_replacement(std::string_view s) {
-    if (find_invalid_utf8(s) == std::string_view::npos) return std::string(s);
-    std::string out;
-    out.reserve(s.size() + 8);
-    size_t bad_end = 0;
-    for (size_t pos = 0; pos < s.size();) {
-        const size_t n = sequence_length(s, pos, &bad_end);
-        if (n != 0) {
-            out.append(s.data() + pos, n);
-            pos += n;
-        } else {
-            out += "\xEF\xBF\xBD";  // U+FFFD
-            pos = bad_end;
-        }
-    }
-    return out;
 }
 
 }  // namespace edgellama::tokenizer

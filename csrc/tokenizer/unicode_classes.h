@@ -26,16 +26,13 @@ extern const size_t kCodePointRangeCount;
 CharClass char_class(uint32_t cp);
 
 // Offset of the first byte that is not part of well-formed UTF-8 (overlong forms, surrogates and
-// code points past U+10FFFF are ill-formed), or std::string_view::npos when s is valid.
+// code points past U+10FFFF are ill-formed), or std::string_view::npos when s is valid. (Metadata
+// strings are decoded with edgellama::utf8_replace, csrc/model/gguf_values.h, on the same rules.)
 size_t find_invalid_utf8(std::string_view s);
 
 // Decodes the code point at s[pos] of *valid* UTF-8 and advances pos past it.
 uint32_t next_code_point(std::string_view s, size_t& pos);
 
 void append_utf8(std::string& out, uint32_t cp);
-
-// s decoded the way Python's bytes.decode("utf-8", "replace") does it (each maximal ill-formed
-// subpart becomes one U+FFFD) and encoded back: the strings the Python loader sees in metadata.
-std::string utf8_with_replacement(std::string_view s);
 
 }  // namespace edgellama::tokenizer
