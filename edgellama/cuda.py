@@ -49,6 +49,16 @@ def is_available() -> bool:
     return cuda_status()[0]
 
 
+def engine_activations() -> Optional[Tuple[str, ...]]:
+    """The `activations` the installed CUDA engine takes ("int8", "precise"), or None without the
+    module. A module built before precise activations takes "int8" only."""
+    try:
+        _cuda = importlib.import_module("edgellama._cuda")
+    except ImportError:
+        return None
+    return tuple(getattr(_cuda, "ACTIVATIONS", ("int8",)))
+
+
 ENVIRONMENT_OVERRIDE = "EDGELLAMA_CUDA_OPTIONS"
 
 
@@ -127,9 +137,12 @@ def _environment_override() -> Dict[str, bool]:
     return overrides
 
 
-def create_cuda_model(model, n_ctx: int, n_threads: int, options: Optional[CudaOptions] = None, device: int = 0):
+def create_cuda_model(model, n_ctx: int, n_threads: int, options: Optional[CudaOptions] = None, device: int = 0,
+                      activations: str = "int8"):
     """The GPU engine for a validated GGUFModel (edgellama.gguf_loader), run as `options` says
-    (CudaOptions.coerce(None) when None).
+    (CudaOptions.coerce(None) when None), its matmuls rounding their input as `activations` says
+    ("int8", or "precise": each block's int8 codes plus an int8 row of their residual, as the CPU
+    engine's setting of that name; Llama checks the name).
 
     Raises DeviceUnavailableError without the CUDA module or a visible GPU,
     DeviceOutOfMemoryError (naming the buffer) when the model or its KV cache does not fit,
@@ -146,8 +159,11 @@ def create_cuda_model(model, n_ctx: int, n_threads: int, options: Optional[CudaO
     if not 0 <= device < count:
         raise DeviceUnavailableError(f"CUDA device {device} does not exist ({count} visible)")
     try:
+        # "int8" is the engine's default; naming only another keeps a module that predates the
+        # argument working (Llama refuses "precise" for such a module: engine_activations).
+        chosen = {} if activations == "int8" else {"activations": activations}
         engine = _cuda.CudaLlamaModel(model.config.core_dict(), model.core_tensors(), n_ctx, n_threads, device,
-                                      **options.engine_options())
+                                      **chosen, **options.engine_options())
     except ValueError as exc:  # std::invalid_argument from the shape checks
         raise UnsupportedModelError(model.path, f"CUDA backend: {exc}") from exc
     engine.cuda_graphs = options.cuda_graphs

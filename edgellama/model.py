@@ -41,7 +41,7 @@ def _create_backend(device: str, model: GGUFModel, n_ctx: int, n_threads: int, n
         from edgellama.cuda import create_cuda_model
         from edgellama.engine.backends import SingleSequenceBackend
 
-        return SingleSequenceBackend(create_cuda_model(model, n_ctx, n_threads, cuda_options),
+        return SingleSequenceBackend(create_cuda_model(model, n_ctx, n_threads, cuda_options, activations=activations),
                                      greedy_on_device=cuda_options.greedy_on_device)
     raise ValueError(f"unknown device {device!r} (expected 'cpu' or 'cuda')")
 
@@ -51,15 +51,20 @@ ACTIVATIONS = ("precise", "int8")
 
 def _check_activations(activations, device: str) -> str:
     """The matmul input rounding to use: the engine's default ("precise" on the CPU, "int8" on
-    CUDA) when None."""
+    CUDA, where precise has yet to be measured on a GPU) when None."""
     if activations is None:
         return "precise" if device == "cpu" else "int8"
     activations = arguments.text("activations", activations)
     if activations not in ACTIVATIONS:
         raise InvalidArgumentError("activations", f"must be one of {', '.join(ACTIVATIONS)}, got {activations!r}")
-    if activations != "int8" and device != "cpu":
-        raise InvalidArgumentError("activations", f"the {device} engine rounds activations to int8 only, "
-                                                  f"got {activations!r}")
+    if device == "cuda":
+        from edgellama.cuda import engine_activations
+
+        supported = engine_activations()  # None without the module: its own error comes when the engine is made
+        if supported is not None and activations not in supported:
+            raise InvalidArgumentError("activations", f"this build of the CUDA engine (edgellama._cuda) rounds "
+                                                      f"activations as {' or '.join(supported)} only, got "
+                                                      f"{activations!r}; rebuild it to get {activations!r}")
     return activations
 
 
@@ -103,7 +108,8 @@ class Llama:
             default): each block of 32 or 256 values as int8 plus an int8 residual, about 15 bits,
             logits close to exact arithmetic on the weights. "int8": one int8 block, as llama.cpp
             rounds (about 0.25 logit RMS from exact on SmolLM2-135M; faster prefill). The CUDA
-            engine runs "int8" only. See the README for the measured cost.
+            engine runs both; its default is "int8" until precise is measured on a GPU. See the
+            README for the measured cost.
 
     Sequence 0 is the one `eval`, `reset` and `truncate` work on, and `n_past` counts; generations
     take whichever sequence holds the longest prefix of their prompt, so a follow-up turn of a chat

@@ -12,7 +12,7 @@ import pytest
 from gguf import GGMLQuantizationType as T
 
 from cuda_support import (PROMPT, DECODE, _cuda, needs_module, needs_gpu, gpu_tolerance, QUANTIZED, READERS,
-                          reader_id, row_length, long_row, device_row, cuda_engine, host_engine,
+                          reader_id, row_length, long_row, device_row, device_rows, cuda_engine, host_engine,
                           case_and_options, GPU_CASES, token_rows, SAME_BITS_OPTIONS)
 from cuda_support import case_files  # noqa: F401 (a fixture)
 from logit_checks import assert_logits_close
@@ -299,3 +299,74 @@ def test_generations_run_on_the_single_sequence_engine_through_the_scheduler(cas
     assert [c[0] for c in choices] == want[1:]  # the engine chose
     llm.reset()
     assert np.array_equal(llm.eval(PROMPT), prompt_logits)
+
+
+# ---------------------------------------------------------------- precise activations on the GPU
+# (their host execution: test_cuda_precise.py)
+
+
+@needs_gpu
+@pytest.mark.parametrize("n_tokens", [1, 5, 20], ids=lambda n: f"{n}tok")  # 20: the tensor-core tiles
+@pytest.mark.parametrize("reader", READERS, ids=reader_id)
+def test_gpu_precise_matmul_equals_its_host_execution_bitwise(reader, n_tokens):
+    """Precise activations (two int8 rows a token, both dotted, their sums added where stored):
+    the device's quantize kernel, GEMV tiles and tensor-core tiles give exactly the bits of the
+    same code run on the CPU, which test_cuda_precise.py holds to float64 and the CPU engine."""
+    qtype, grouped = reader
+    rng = np.random.default_rng(9900 + int(qtype) + n_tokens)
+    n = long_row(reader)
+    rows = weight_rows(rng, qtype, n)
+    x = token_rows(rng, n, n_tokens)
+    type_id, w = device_rows(qtype, rows, n, grouped)
+    for mma in (False, True) if n_tokens >= 16 else (False,):
+        y = _cuda.run_matmul(int(qtype), np.concatenate(rows), len(rows), n, x, tensor_cores=mma,
+                             grouped_rows=grouped, precise=True)
+        want = (_cuda.mma_matmul_host(type_id, w, len(rows), x, precise=True) if mma
+                else _cuda.gemv_host(type_id, w, None, len(rows), x, precise=True))
+        bad = np.argwhere(y.view(np.uint32) != want.view(np.uint32))
+        assert bad.size == 0, f"{reader_id(reader)} mma={mma}: (token, row) {bad[:5].tolist()}"
+
+
+@needs_gpu
+def test_gpu_precise_engine_matches_reference_and_cpu(tmp_path):
+    """Llama(device="cuda", activations="precise") on a file of every quantized type: a prefill and
+    captured decode steps within the precise bound of the reference and of the CPU engine's
+    precise logits; the fusions give its bits; the int8 engine is further from the reference."""
+    from test_cuda_precise import EVERY_TYPE_FILE, precise_tolerance, rms
+    from tiny_models import write_tiny_llama
+
+    path = write_tiny_llama(tmp_path / "all-types.gguf", **EVERY_TYPE_FILE)
+    seq = PROMPT + DECODE
+    ref, tol_cpu, tol_gpu = precise_tolerance(path, seq)
+    n = len(PROMPT)
+
+    def run(llm):
+        return np.concatenate([llm.eval(PROMPT, all_logits=True)] + [llm.eval([t])[None] for t in DECODE])
+
+    gpu = Llama(str(path), n_ctx=64, device="cuda", activations="precise")
+    assert gpu.activations == "precise" and gpu._core.activations == "precise"
+    got = run(gpu)
+    assert_logits_close(got, ref, tol_gpu, "precise GPU vs reference")
+    assert_logits_close(got, run(Llama(str(path), n_ctx=64, device="cpu")), tol_gpu + tol_cpu, "precise GPU vs CPU")
+    fused = Llama(str(path), n_ctx=64, device="cuda", activations="precise",
+                  cuda_options={name: True for name in SAME_BITS_OPTIONS})
+    np.testing.assert_array_equal(run(fused), got)
+    int8 = Llama(str(path), n_ctx=64, device="cuda").eval(PROMPT, all_logits=True)
+    assert rms(got[:n], ref[:n]) * 10 < rms(int8, ref[:n])
+
+
+@needs_gpu
+def test_smollm2_gpu_precise_is_close_to_exact_arithmetic(smollm2_path):
+    """On the real model, the GPU's precise logits sit within the CPU's goal (RMS <= 0.05) of the
+    float64 forward, several times closer than its int8 logits."""
+    from reference import load_reference
+
+    cpu = Llama(smollm2_path, n_ctx=256, device="cpu")
+    ids = cpu.tokenize("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+                       "The capital of France is Paris.")
+    exact = load_reference(smollm2_path).logits(ids)
+    out = {}
+    for activations in ("precise", "int8"):
+        gpu = Llama(smollm2_path, n_ctx=256, device="cuda", activations=activations)
+        out[activations] = float(np.sqrt(np.mean((gpu.eval(ids, all_logits=True) - exact) ** 2)))
+    assert out["precise"] <= 0.05 and out["int8"] > 4 * out["precise"], out

@@ -144,8 +144,3 @@ def test_default_is_precise_on_the_cpu(smollm2_path):
 def test_bad_settings_are_named_errors(smollm2_path, value):
     with pytest.raises(InvalidArgumentError, match="activations"):
         Llama(smollm2_path, n_ctx=64, n_threads=1, activations=value)
-
-
-def test_cuda_engine_refuses_precise(smollm2_path):
-    with pytest.raises(InvalidArgumentError, match="activations.*int8 only"):
-        Llama(smollm2_path, n_ctx=64, n_threads=1, device="cuda", activations="precise")

@@ -33,7 +33,9 @@ struct alignas(16) uint4_words {
 
 std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dict& tensors, int64_t n_ctx,
                                            int n_threads, int device, bool grouped_rows, bool fused_attention,
-                                           bool fused_swiglu_quant, bool fused_rope, bool prefetch_weights) {
+                                           bool fused_swiglu_quant, bool fused_rope, bool prefetch_weights,
+                                           const std::string& activations) {
+    const ActPrecision precision = act_precision_from_name(activations);  // ValueError naming the choices
     LlamaConfig c = config_from_dict(config);
     LlamaWeights w = build_llama_weights(c, tensors_from_dict(tensors));
     py::gil_scoped_release release;  // the upload copies gigabytes
@@ -43,6 +45,7 @@ std::unique_ptr<CudaLlamaModel> make_model(const py::dict& config, const py::dic
     options.fused_swiglu_quant = fused_swiglu_quant;
     options.fused_rope = fused_rope;
     options.prefetch_weights = prefetch_weights;
+    options.activations = precision;
     return std::make_unique<CudaLlamaModel>(c, w, n_ctx, n_threads, device, options);
 }
 
@@ -82,8 +85,8 @@ py::array_t<float> decode_row_host(int32_t type, const py::array_t<uint8_t, py::
 
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
-py::bytes quantize_act_host(int32_t weight_type, const FloatArray& x) {
-    const std::vector<uint8_t> blocks = cuda::quantize_act_on_host(weight_type, x.data(), x.size());
+py::bytes quantize_act_host(int32_t weight_type, const FloatArray& x, bool precise) {
+    const std::vector<uint8_t> blocks = cuda::quantize_act_on_host(weight_type, x.data(), x.size(), precise);
     return py::bytes(reinterpret_cast<const char*>(blocks.data()), blocks.size());
 }
 
@@ -94,7 +97,7 @@ float int8_dot_host(int32_t weight_type, const py::array_t<uint8_t, py::array::c
 
 py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
                               int64_t cols, const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
-                              bool tensor_cores, bool grouped_rows) {
+                              bool tensor_cores, bool grouped_rows, bool precise) {
     const size_t row_bytes = equal_row_bytes(weight, rows);
     if (x.ndim() != 2 || x.shape(1) != cols) throw std::invalid_argument("x must be (n_tokens, cols)");
     const int64_t n_tokens = x.shape(0);
@@ -103,7 +106,7 @@ py::array_t<float> run_matmul(int32_t type, const py::array_t<uint8_t, py::array
     {
         py::gil_scoped_release release;
         cuda::run_matmul(type, weight.data(), rows, cols, row_bytes, x.data(), n_tokens, out, tensor_cores,
-                         grouped_rows);
+                         grouped_rows, precise);
     }
     return y;
 }
@@ -148,32 +151,34 @@ py::tuple forward_greedy(CudaLlamaModel& model,
     return py::make_tuple(token, logprob);
 }
 
-// (normalized rows, their Q8_32 int8 rows or None, their Q8_256 int8 rows or None).
+// (normalized rows, their Q8_32 int8 rows or None, their Q8_256 int8 rows or None); precise: two
+// int8 rows a row (the blocks, their residual).
 py::tuple rms_norm_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
                         const py::array_t<float, py::array::c_style | py::array::forcecast>& weight, float eps,
-                        bool q8_32, bool q8_256) {
+                        bool q8_32, bool q8_256, bool precise) {
     if (x.ndim() != 2 || weight.ndim() != 1 || weight.shape(0) != x.shape(1)) {
         throw std::invalid_argument("x must be (rows, n) and weight (n,)");
     }
     const int64_t rows = x.shape(0), n = x.shape(1);
+    const int parts = precise ? 2 : 1;
     py::array_t<float> out({rows, n});
     py::object act32 = py::none(), act256 = py::none();
     uint8_t* p32 = nullptr;
     uint8_t* p256 = nullptr;
     if (q8_32) {
-        Bytes b(static_cast<py::ssize_t>(rows * act_row_bytes(ActFormat::Q8_32, n)));
+        Bytes b(static_cast<py::ssize_t>(rows * parts * act_row_bytes(ActFormat::Q8_32, n)));
         p32 = b.mutable_data();
         act32 = b;
     }
     if (q8_256) {
-        Bytes b(static_cast<py::ssize_t>(rows * act_row_bytes(ActFormat::Q8_256, n)));
+        Bytes b(static_cast<py::ssize_t>(rows * parts * act_row_bytes(ActFormat::Q8_256, n)));
         p256 = b.mutable_data();
         act256 = b;
     }
     float* o = out.mutable_data();
     {
         py::gil_scoped_release release;
-        cuda::rms_norm_on_host(x.data(), weight.data(), o, rows, n, eps, p32, p256);
+        cuda::rms_norm_on_host(x.data(), weight.data(), o, rows, n, eps, p32, p256, parts);
     }
     return py::make_tuple(out, act32, act256);
 }
@@ -240,21 +245,21 @@ py::array_t<float> attention_host(const py::array_t<float, py::array::c_style | 
 py::tuple attention_quantized_host(const py::array_t<float, py::array::c_style | py::array::forcecast>& q,
                                    const py::array_t<uint16_t, py::array::c_style>& k,
                                    const py::array_t<uint16_t, py::array::c_style>& v, int64_t first_pos,
-                                   int64_t n_split, int act_block) {
+                                   int64_t n_split, int act_block, bool precise) {
     const cuda::AttentionDims dims = attention_dims_of(q, k, v, first_pos);
     std::pair<std::vector<float>, std::vector<uint8_t>> result;
     {
         py::gil_scoped_release release;
         result = cuda::attention_quantized_on_host(dims, q.data(), q.shape(0), first_pos, n_split,
                                                    reinterpret_cast<const __half*>(k.data()),
-                                                   reinterpret_cast<const __half*>(v.data()), act_block);
+                                                   reinterpret_cast<const __half*>(v.data()), act_block, precise);
     }
     return py::make_tuple(attention_result(dims, q.shape(0), result.first), bytes_array(result.second));
 }
 
 py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
                              const py::object& up, int64_t rows,
-                             const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+                             const py::array_t<float, py::array::c_style | py::array::forcecast>& x, bool precise) {
     const size_t row_bytes = equal_row_bytes(weight, rows);
     if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
     const std::vector<uint4_words> aligned = aligned_copy(weight);
@@ -270,14 +275,15 @@ py::array_t<float> gemv_host(int32_t type, const py::array_t<uint8_t, py::array:
         py::gil_scoped_release release;
         y = cuda::gemv_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()),
                                aligned_up.empty() ? nullptr : reinterpret_cast<const uint8_t*>(aligned_up.data()), rows,
-                               row_bytes, x.data(), n_tokens, cols);
+                               row_bytes, x.data(), n_tokens, cols, precise);
     }
     return token_rows_array(y, n_tokens, rows);
 }
 
 py::tuple swiglu_quantized_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight,
                                 const py::array_t<uint8_t, py::array::c_style>& up, int64_t rows,
-                                const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int act_block) {
+                                const py::array_t<float, py::array::c_style | py::array::forcecast>& x, int act_block,
+                                bool precise) {
     const size_t row_bytes = equal_row_bytes(weight, rows);
     if (up.size() != weight.size()) throw std::invalid_argument("up must be as large as weight");
     if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
@@ -288,13 +294,14 @@ py::tuple swiglu_quantized_host(int32_t type, const py::array_t<uint8_t, py::arr
         py::gil_scoped_release release;
         result = cuda::swiglu_quantized_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()),
                                                 reinterpret_cast<const uint8_t*>(aligned_up.data()), rows, row_bytes,
-                                                x.data(), n_tokens, cols, act_block);
+                                                x.data(), n_tokens, cols, act_block, precise);
     }
     return py::make_tuple(token_rows_array(result.first, n_tokens, rows), bytes_array(result.second));
 }
 
 py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::array::c_style>& weight, int64_t rows,
-                                   const py::array_t<float, py::array::c_style | py::array::forcecast>& x) {
+                                   const py::array_t<float, py::array::c_style | py::array::forcecast>& x,
+                                   bool precise) {
     const size_t row_bytes = equal_row_bytes(weight, rows);
     if (x.ndim() != 2) throw std::invalid_argument("x must be (n_tokens, cols)");
     const std::vector<uint4_words> aligned = aligned_copy(weight);
@@ -303,7 +310,7 @@ py::array_t<float> mma_matmul_host(int32_t type, const py::array_t<uint8_t, py::
     {
         py::gil_scoped_release release;
         y = cuda::mma_matmul_on_host(type, reinterpret_cast<const uint8_t*>(aligned.data()), rows, row_bytes, x.data(),
-                                     n_tokens, cols);
+                                     n_tokens, cols, precise);
     }
     return token_rows_array(y, n_tokens, rows);
 }
@@ -348,27 +355,33 @@ PYBIND11_MODULE(_cuda, m) {
     py::register_exception<edgellama::cuda::OutOfMemoryError>(m, "OutOfMemoryError",
                                                                errors.attr("DeviceOutOfMemoryError"));
 
+    // The `activations` the engine takes (Llama(device="cuda", activations=...) checks against it).
+    m.attr("ACTIVATIONS") = py::make_tuple("int8", "precise");
     m.def("device_count", &b::device_count,
           "(number of visible CUDA devices, reason when 0) — never raises");
     m.def("decode_row_host", &b::decode_row_host, py::arg("type_id"), py::arg("data"), py::arg("n"),
           "Decode one GGUF row with the GPU's block decoders, executed on the CPU (for tests).");
-    m.def("quantize_act_host", &b::quantize_act_host, py::arg("weight_type"), py::arg("x"),
-          "The int8 activation blocks the GPU dots with this weight type, computed on the CPU (for tests).");
+    m.def("quantize_act_host", &b::quantize_act_host, py::arg("weight_type"), py::arg("x"), py::arg("precise") = false,
+          "The int8 activation blocks the GPU dots with this weight type, computed on the CPU (for tests); precise: "
+          "two rows, the blocks and their residual (precise activations).");
     m.def("int8_dot_host", &b::int8_dot_host, py::arg("weight_type"), py::arg("weight_row"), py::arg("x"),
           "dot(weight row, x) by the GPU's int8 path, executed on the CPU (for tests).");
     m.def("measure_copy_bandwidth", &edgellama::cuda::measure_copy_bandwidth, py::arg("bytes") = size_t(1) << 30,
           py::arg("repeats") = 10, py::call_guard<py::gil_scoped_release>(),
           "Device-to-device copy bandwidth in bytes/s, counting bytes read and written.");
     m.def("run_matmul", &b::run_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
-          py::arg("x"), py::arg("tensor_cores") = true, py::arg("grouped_rows") = false,
-          "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols).");
+          py::arg("x"), py::arg("tensor_cores") = true, py::arg("grouped_rows") = false, py::arg("precise") = false,
+          "y = x @ W.T by the model's matmul kernels on GPU 0 (for tests); x is (n_tokens, cols); precise: x as "
+          "precise activations (two int8 rows a token).");
     m.def("group_rows_host", &b::group_rows_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"),
           py::arg("cols"),
           "(device type id, bytes): GGUF rows regrouped as the GPU keeps them when uploaded with grouped_rows.");
     m.def("greedy_choice_host", &b::greedy_choice_host, py::arg("logits"),
           "(token, logprob) of the greedy choice kernel's block code run on host threads.");
     m.def("rms_norm_host", &b::rms_norm_host, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("q8_32"),
-          py::arg("q8_256"), "The GPU's RMSNorm block code (with its fused quantization) run on CPU threads (for tests).");
+          py::arg("q8_256"), py::arg("precise") = false,
+          "The GPU's RMSNorm block code (with its fused quantization; precise: two int8 rows a row) run on CPU "
+          "threads (for tests).");
     m.def("rope_store_host", &b::rope_store_host, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_head"),
           py::arg("n_head_kv"), py::arg("head_dim"), py::arg("inv_freq"), py::arg("first_pos"), py::arg("n_ctx"),
           "The GPU's RoPE-and-store thread code run on the CPU (for tests).");
@@ -380,18 +393,21 @@ PYBIND11_MODULE(_cuda, m) {
           py::arg("n_split"), py::arg("fused") = false,
           "The GPU's attention kernels' block code run on CPU threads (for tests); fused: the one-kernel form.");
     m.def("attention_quantized_host", &b::attention_quantized_host, py::arg("q"), py::arg("k"), py::arg("v"),
-          py::arg("first_pos"), py::arg("n_split"), py::arg("act_block"),
+          py::arg("first_pos"), py::arg("n_split"), py::arg("act_block"), py::arg("precise") = false,
           "(out, int8 activation rows of act_block 32 or 256): the fused attention block code with its quantization, "
-          "run on CPU threads (for tests).");
+          "run on CPU threads (for tests); precise: two int8 rows a token.");
     m.def("gemv_host", &b::gemv_host, py::arg("type_id"), py::arg("weight"), py::arg("up"), py::arg("rows"),
-          py::arg("x"),
-          "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's block code on the CPU (for tests).");
+          py::arg("x"), py::arg("precise") = false,
+          "y = x @ W.T (or, with up, silu(x @ W.T) * (x @ U.T)) by the int8 GEMV's block code on the CPU (for tests); "
+          "precise: x as precise activations.");
     m.def("swiglu_quantized_host", &b::swiglu_quantized_host, py::arg("type_id"), py::arg("weight"), py::arg("up"),
-          py::arg("rows"), py::arg("x"), py::arg("act_block"),
+          py::arg("rows"), py::arg("x"), py::arg("act_block"), py::arg("precise") = false,
           "(silu(x @ W.T) * (x @ U.T), its int8 activation rows of act_block 32 or 256): the one-launch SwiGLU GEMV "
-          "that also quantizes its output, run on CPU threads (for tests).");
+          "that also quantizes its output, run on CPU threads (for tests); precise: precise activations in and out.");
     m.def("mma_matmul_host", &b::mma_matmul_host, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("x"),
-          "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests).");
+          py::arg("precise") = false,
+          "y = x @ W.T by the tensor-core prefill tiles, run on the CPU (32 threads a warp; for tests); precise: x as "
+          "precise activations.");
     m.def("time_matmul", &b::time_matmul, py::arg("type_id"), py::arg("weight"), py::arg("rows"), py::arg("cols"),
           py::arg("n_tokens") = 1, py::arg("repeats") = 50, py::arg("tensor_cores") = true, py::arg("gemv_shape") = -1,
           py::arg("grouped_rows") = false, py::arg("prefetch_weights") = false,
@@ -406,7 +422,7 @@ PYBIND11_MODULE(_cuda, m) {
     model.def(py::init(&b::make_model), py::arg("config"), py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"),
              py::arg("device") = 0, py::arg("grouped_rows") = false, py::arg("fused_attention") = false,
              py::arg("fused_swiglu_quant") = false, py::arg("fused_rope") = false,
-             py::arg("prefetch_weights") = false)
+             py::arg("prefetch_weights") = false, py::arg("activations") = "int8")
         .def("forward", &b::forward_to_numpy<CudaLlamaModel>, py::arg("tokens"), py::arg("all_logits") = false)
         .def("forward_greedy", &b::forward_greedy, py::arg("tokens"),
              "(token, logprob): forward, then the greedy choice of the last token made on the device (the "
@@ -430,6 +446,10 @@ PYBIND11_MODULE(_cuda, m) {
         .def_property_readonly("n_threads", &CudaLlamaModel::n_threads)
         .def_property_readonly("weight_bytes", &CudaLlamaModel::weight_bytes)
         .def_property_readonly("device_name", &CudaLlamaModel::device_name)
+        .def_property_readonly(
+            "activations",
+            [](const CudaLlamaModel& m) { return std::string(edgellama::act_precision_name(m.options().activations)); },
+            "How matmuls with quantized weights round their input: \"int8\" or \"precise\" (constructor argument).")
         .def_property("cuda_graphs", &CudaLlamaModel::cuda_graphs, &CudaLlamaModel::set_cuda_graphs,
                       "Decode steps as one captured CUDA graph (True by default).")
         .def_property("tensor_cores", &CudaLlamaModel::tensor_cores, &CudaLlamaModel::set_tensor_cores,

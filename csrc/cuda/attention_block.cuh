@@ -217,16 +217,17 @@ EDGELLAMA_HD int64_t heads_per_merge(int64_t head_dim, const ActRowsOut& act) {
     return act.rows != nullptr && act.block > head_dim ? act.block / head_dim : 1;
 }
 
-// The n merged floats x (at element `first` of token t's row of cols) quantized into act's row t,
-// a warp a block, as quantize_activations does (the same lanes, so the same bits). x was written by
-// this block's threads (synchronized since): plain loads, never the read-only cache.
+// The n merged floats x (at element `first` of token t's row of cols) quantized into act's row t
+// (and its residual row with precise activations), a warp a block, as quantize_activations does
+// (the same lanes, so the same bits). x was written by this block's threads (synchronized since):
+// plain loads, never the read-only cache.
 template <class Block>
 EDGELLAMA_HD void quantize_merged(const Block& block, const float* x, int64_t n, int64_t first, int64_t cols,
                                   int64_t t, const ActRowsOut& act) {
-    uint8_t* row = act.rows + t * act.row_bytes;
+    uint8_t* row = act.token_row(t);
     for (int64_t b = block.thread() / kWarp; b < n / act.block; b += block.threads() / kWarp) {  // warp-uniform
         quantize_block_warp(block.warp(), act.block, [&](int i) { return x[b * act.block + i]; }, row, cols,
-                            first / act.block + b);
+                            first / act.block + b, residual_offset(act.parts, act.row_bytes));
     }
 }
 

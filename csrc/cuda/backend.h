@@ -34,8 +34,9 @@ public:
     // The operations of ops.h, in their order on the backend's stream.
     virtual void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float* out) = 0;
     virtual void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
-                          void* act32, void* act256) = 0;
-    virtual void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out) = 0;
+                          void* act32, void* act256, int act_parts) = 0;
+    virtual void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
+                                      int parts) = 0;
     virtual void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate) = 0;
     virtual bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const MatmulInput& in, float* gate,
                                float* up, const ActRowsOut& act_out, unsigned* chunk_counts) = 0;

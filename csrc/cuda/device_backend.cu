@@ -46,11 +46,12 @@ public:
         cuda::dequantize_rows(w, ids, n, out, stream_);
     }
     void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps, void* act32,
-                  void* act256) override {
-        cuda::rms_norm(x, weight, out, n_rows, n, eps, act32, act256, stream_);
+                  void* act256, int act_parts) override {
+        cuda::rms_norm(x, weight, out, n_rows, n, eps, act32, act256, act_parts, stream_);
     }
-    void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out) override {
-        cuda::quantize_activations(format, x, n_rows, cols, out, stream_);
+    void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
+                              int parts) override {
+        cuda::quantize_activations(format, x, n_rows, cols, out, parts, stream_);
     }
     void matmul_group(const MatmulTarget* targets, int count, const MatmulInput& in, bool accumulate) override {
         cuda::matmul_group(targets, count, in, accumulate, stream_);

@@ -10,10 +10,10 @@ namespace {
 
 __global__ void __launch_bounds__(kNormThreads)
 rms_norm_kernel(const float* __restrict__ x, const float* __restrict__ weight, float* __restrict__ out, int64_t n,
-                float eps, uint8_t* __restrict__ act32, uint8_t* __restrict__ act256) {
+                float eps, uint8_t* __restrict__ act32, uint8_t* __restrict__ act256, int act_parts) {
     wait_for_prior_kernels();
     __shared__ NormShared shared;
-    rms_norm_block(DeviceBlock<NormShared>{shared}, x, weight, out, n, eps, act32, act256, blockIdx.x);
+    rms_norm_block(DeviceBlock<NormShared>{shared}, x, weight, out, n, eps, act32, act256, blockIdx.x, act_parts);
 }
 
 // One thread per (token, element pair): rope_store_pair.
@@ -41,13 +41,14 @@ constexpr int kThreads = 256;
 }  // namespace
 
 void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps, void* act32,
-              void* act256, cudaStream_t stream) {
+              void* act256, int act_parts, cudaStream_t stream) {
     if (n_rows <= 0) return;
+    if (act_parts != 1 && act_parts != 2) throw CudaError("rms_norm: a row is one or two int8 rows");
     if ((act32 != nullptr && n % kQK32 != 0) || (act256 != nullptr && n % kQK256 != 0)) {
         throw CudaError("rms_norm: rows of " + std::to_string(n) + " are not whole activation blocks");
     }
     launch("rms_norm_kernel", rms_norm_kernel, static_cast<unsigned>(n_rows), kNormThreads, stream, x, weight, out, n,
-           eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
+           eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256), act_parts);
 }
 
 void rope_store(const RopeStore& r, int64_t n_tokens, cudaStream_t stream) {

@@ -41,8 +41,10 @@ bool matmul_mma(int32_t type, const RowSegments& seg, size_t row_bytes, const Ma
         using Q = decltype(fmt);
         size_t act_bytes = 0;
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-        const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, in.n, accumulate};
-        const dim3 grid(ceil_div(seg.total_rows(), kMmaWarps * 16 * kMmaRowTiles), ceil_div(in.n, 8 * mma_token_tiles<Q>()));
+        const int64_t act_rows = in.n * in.parts;  // precise activations: two rows a token (MmaProduct)
+        const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, act_rows, accumulate, in.parts};
+        const dim3 grid(ceil_div(seg.total_rows(), kMmaWarps * 16 * kMmaRowTiles),
+                        ceil_div(act_rows, 8 * mma_token_tiles<Q>()));
         launch("gemm_mma_kernel", gemm_mma_kernel<Q>, grid, kMmaWarps * kWarp, stream, m);
     });
     return true;

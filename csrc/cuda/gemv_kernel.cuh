@@ -4,7 +4,8 @@
 // width that read the same input (Q/K/V): their rows are numbered through the matrices in order.
 //   * gemv_int8_kernel — quantized weights: a block's warps take a few rows per group of warps
 //     (gemv_rows.cuh: GemvShape), its threads share the pieces (int8_dot.cuh: int8_lane_partial),
-//     codes dotted in integers with the int8 activations as the CPU engine does. Its SwiGLU form
+//     codes dotted in integers with the int8 activations as the CPU engine does (precise
+//     activations: a token's two rows are two of the tile's, their sums added as they are stored). Its SwiGLU form
 //     takes the gate and up matrices, computes the same rows of both in one group and stores
 //     silu(gate) * up. Its RoPE form (one token, Q/K/V) also rotates and caches each head its
 //     blocks complete.
@@ -61,25 +62,26 @@ __device__ __forceinline__ void prefetch_block_rows(const RowSegments& seg, size
 template <class Q, int NT, class Shape, bool kPrefetch = false>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
-                 size_t act_row_bytes, int n_tok, bool accumulate) {
+                 size_t act_row_bytes, int n_tok, bool accumulate, int parts) {
     if constexpr (kPrefetch) prefetch_block_rows<Shape>(seg, row_bytes, block_first_row<Shape>(), seg.total_rows());
     wait_for_prior_kernels();
     __shared__ GemvShared<Shape::kRows, NT> shared;
     gemv_int8_rows<Q, NT, Shape>(DeviceBlock<GemvShared<Shape::kRows, NT>>{shared}, seg, row_bytes, cols, act,
-                                 act_row_bytes, n_tok, accumulate, block_first_row<Shape>());
+                                 act_row_bytes, n_tok, accumulate, block_first_row<Shape>(), parts);
 }
 
 template <class Q, int NT, class Shape, bool kPrefetch = false>
 __global__ void __launch_bounds__(kGemvWarps * kWarp)
 gemv_int8_swiglu_kernel(RowSegments seg, size_t row_bytes, int64_t cols, const uint8_t* __restrict__ act,
-                        size_t act_row_bytes, int n_tok, ActRowsOut act_out, unsigned* chunk_counts) {
+                        size_t act_row_bytes, int n_tok, ActRowsOut act_out, unsigned* chunk_counts, int parts) {
     if constexpr (kPrefetch) {
         prefetch_block_rows<Shape>(seg, row_bytes, block_first_row<Shape>(), seg.rows[0], seg.w[1]);
     }
     wait_for_prior_kernels();
     __shared__ GemvShared<2 * Shape::kRows, NT> shared;
     gemv_int8_swiglu_rows<Q, NT, Shape>(DeviceBlock<GemvShared<2 * Shape::kRows, NT>>{shared}, seg, row_bytes, cols,
-                                        act, act_row_bytes, n_tok, block_first_row<Shape>(), act_out, chunk_counts);
+                                        act, act_row_bytes, n_tok, block_first_row<Shape>(), act_out, chunk_counts,
+                                        parts);
 }
 
 template <class Q, class Shape, bool kPrefetch = false>

@@ -120,9 +120,24 @@ EDGELLAMA_HD bool sum_over_row_group(const Block& block, float (&acc)[R][NT]) {
     }
 }
 
-// Stores (or adds) a row's sums of the tile's tokens at out + t * ld.
+// Stores (or adds) a row's sums of the tile's tokens at out + t * ld. With precise activations
+// (parts = 2) the tile's n_tok rows are n_tok / 2 tokens' (blocks, residual) pairs: token t's
+// output is acc[2t] + acc[2t + 1], in that order, as the CPU adds its two dots.
 template <int NT>
-EDGELLAMA_HD void store_row_sums(const float (&acc)[NT], int n_tok, float* out, int64_t ld, bool accumulate) {
+EDGELLAMA_HD void store_row_sums(const float (&acc)[NT], int n_tok, float* out, int64_t ld, bool accumulate,
+                                 int parts = 1) {
+    if constexpr (NT % 2 == 0) {
+        if (parts == 2) {
+#pragma unroll
+            for (int t = 0; t < NT / 2; ++t) {
+                if (2 * t < n_tok) {
+                    const float v = add_rn(acc[2 * t], acc[2 * t + 1]);
+                    out[t * ld] = accumulate ? out[t * ld] + v : v;
+                }
+            }
+            return;
+        }
+    }
 #pragma unroll
     for (int t = 0; t < NT; ++t) {
         if (t < n_tok) out[t * ld] = accumulate ? out[t * ld] + acc[t] : acc[t];
@@ -139,11 +154,12 @@ EDGELLAMA_HD void tile_rows(const uint8_t* act, size_t act_row_bytes, int64_t co
 }
 
 // A block's rows, block_first .. block_first + Shape::kRowsPerBlock - 1 of the launch (those below
-// the total), dotted with the tile's n_tok activation rows. Every thread of the block calls it.
+// the total), dotted with the tile's n_tok activation rows (parts = 2: n_tok / 2 tokens' pairs of
+// rows, store_row_sums). Every thread of the block calls it.
 template <class Q, int NT, class Shape, class Block>
 EDGELLAMA_HD void gemv_int8_rows(const Block& block, const RowSegments& seg, size_t row_bytes, int64_t cols,
                                  const uint8_t* act, size_t act_row_bytes, int n_tok, bool accumulate,
-                                 int64_t block_first) {
+                                 int64_t block_first, int parts = 1) {
     constexpr int R = Shape::kRows;
     const int64_t total = seg.total_rows();
     const int64_t first = block_first + block.thread() / Shape::kThreads * R;
@@ -163,7 +179,9 @@ EDGELLAMA_HD void gemv_int8_rows(const Block& block, const RowSegments& seg, siz
     if (!sum_over_row_group<Shape>(block, acc)) return;
 #pragma unroll
     for (int i = 0; i < R; ++i) {
-        if (first + i < total) store_row_sums<NT>(acc[i], n_tok, where[i].y + where[i].row, where[i].ld, accumulate);
+        if (first + i < total) {
+            store_row_sums<NT>(acc[i], n_tok, where[i].y + where[i].row, where[i].ld, accumulate, parts);
+        }
     }
 }
 
@@ -202,7 +220,8 @@ EDGELLAMA_HD int rows_of_block(int64_t total_rows, int64_t block_first) {
 // After the block stored its `rows` outputs from block_first on (of n_rows a token, y[t * n_rows
 // + r]): counts them on the chunk of act.block rows they lie in, and if they complete it, this
 // block quantizes the chunk's n_tok token rows into act (a warp a token, as quantize_activations:
-// the same bytes) and resets the count. Every thread of the block calls it.
+// the same bytes; with act.parts = 2 also their residual rows) and resets the count. Every thread
+// of the block calls it.
 template <class Block>
 EDGELLAMA_HD void quantize_finished_chunk(const Block& block, const float* y, int64_t n_rows, int n_tok,
                                           int64_t block_first, int rows, const ActRowsOut& act, unsigned* counts) {
@@ -212,14 +231,15 @@ EDGELLAMA_HD void quantize_finished_chunk(const Block& block, const float* y, in
     const int lane = warp.lane();
     for (int t = block.thread() / kWarp; t < n_tok; t += block.threads() / kWarp) {  // warp-uniform
         const float* x = y + t * n_rows + chunk * act.block;
-        uint8_t* out = act.rows + t * act.row_bytes;
+        uint8_t* out = act.token_row(t);
+        const size_t residual = residual_offset(act.parts, act.row_bytes);
         if (act.block == kQK32) {
-            quantize_block32_warp(warp, load_cg(x + lane), ActRowOut<kQK32>(out, n_rows, chunk));
+            quantize_block32_warp(warp, load_cg(x + lane), ActRowOut<kQK32>(out, n_rows, chunk, residual));
         } else {
             float v[8];
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = load_cg(x + 32 * k + lane);
-            quantize_block256_warp(warp, v, ActRowOut<kQK256>(out, n_rows, chunk));
+            quantize_block256_warp(warp, v, ActRowOut<kQK256>(out, n_rows, chunk, residual));
         }
     }
 }
@@ -228,11 +248,13 @@ EDGELLAMA_HD void quantize_finished_chunk(const Block& block, const float* y, in
 // swiglu(), for the block's rows block_first .. block_first + Shape::kRowsPerBlock - 1 (each
 // group's gate rows and the same up rows computed together); with act_out.rows, also quantized
 // into act_out chunk by chunk (quantize_finished_chunk; n_rows a multiple of act_out.block).
+// parts = 2 (precise activations): the n_tok rows are n_tok / 2 tokens' pairs, each product the
+// sum of its pair (store_row_sums) before the SwiGLU; act_out then has act_out.parts = 2 too.
 // Every thread of the block calls it.
 template <class Q, int NT, class Shape, class Block>
 EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& seg, size_t row_bytes, int64_t cols,
                                         const uint8_t* act, size_t act_row_bytes, int n_tok, int64_t block_first,
-                                        const ActRowsOut& act_out, unsigned* chunk_counts) {
+                                        const ActRowsOut& act_out, unsigned* chunk_counts, int parts = 1) {
     static_assert(kQK32 % Shape::kRowsPerBlock == 0, "a block's rows lie in one chunk of activation rows");
     constexpr int R = Shape::kRows;
     const int64_t n_rows = seg.rows[0];
@@ -256,15 +278,19 @@ EDGELLAMA_HD void gemv_int8_swiglu_rows(const Block& block, const RowSegments& s
         for (int i = 0; i < R; ++i) {
 #pragma unroll
             for (int t = 0; t < NT; ++t) {
-                if (t < n_tok && first + i < n_rows) {
+                if (t >= n_tok || first + i >= n_rows) continue;
+                if (parts == 1) {
                     seg.y[0][t * n_rows + first + i] = silu_times(acc[i][t], acc[R + i][t]);
+                } else if (t % 2 == 0 && t + 1 < NT) {  // t + 1 < NT: always, with parts = 2 (NT even)
+                    seg.y[0][t / 2 * n_rows + first + i] =
+                        silu_times(add_rn(acc[i][t], acc[i][t + 1]), add_rn(acc[R + i][t], acc[R + i][t + 1]));
                 }
             }
         }
     }
     if (act_out.rows != nullptr) {
-        quantize_finished_chunk(block, seg.y[0], n_rows, n_tok, block_first, rows_of_block<Shape>(n_rows, block_first),
-                                act_out, chunk_counts);
+        quantize_finished_chunk(block, seg.y[0], n_rows, n_tok / parts, block_first,
+                                rows_of_block<Shape>(n_rows, block_first), act_out, chunk_counts);
     }
 }
 
@@ -304,10 +330,12 @@ EDGELLAMA_HD void gemv_int8_rope_rows(const Block& block, const RowSegments& seg
     }
 }
 
-// Whether matmul_qkv_rope applies: one token, outputs rope's q, k and v, and every matrix of a
-// quantized type whose GEMV blocks' rows lie in one head.
+// Whether matmul_qkv_rope applies: one token of int8 activations (its one-token kernel has no
+// room for precise activations' two rows: those take the separate GEMV and rope_store), outputs
+// rope's q, k and v, and every matrix of a quantized type whose GEMV blocks' rows lie in one head.
 inline bool qkv_rope_fusable(const MatmulTarget (&qkv)[3], const MatmulInput& in, const RopeStore& rope) {
-    if (in.n != 1 || qkv[0].y != rope.q || qkv[1].y != rope.k || qkv[2].y != rope.v || rope.head_dim <= 0) {
+    if (in.n != 1 || in.parts != 1 || qkv[0].y != rope.q || qkv[1].y != rope.k || qkv[2].y != rope.v ||
+        rope.head_dim <= 0) {
         return false;
     }
     for (const MatmulTarget& target : qkv) {

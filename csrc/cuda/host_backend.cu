@@ -25,13 +25,14 @@ bool host_mma_applies(int32_t type, const MatmulInput& in) {
     return in.use_mma && in.n >= kMmaMinTokens && dispatch_int8_format(type, [](auto) {});
 }
 
-// One launch of the GEMV kernels: tiles of kGemmTile tokens, blocks of Shape's rows.
+// One launch of the GEMV kernels: tiles of kGemmTile activation rows (tokens, or with precise
+// activations two rows a token), blocks of Shape's rows.
 // rows_of_block(block, tile start, tile size, NT constant, first row) runs one block's code.
 template <class Shape, int kSharedRows, class RowsOfBlock>
-void gemv_blocks(int64_t total_rows, int64_t n_tokens, RowsOfBlock&& rows_of_block) {
+void gemv_blocks(int64_t total_rows, int64_t n_act_rows, RowsOfBlock&& rows_of_block) {
     using Shared = GemvShared<kSharedRows, kGemmTile>;  // room for either tile width
     run_host_block<Shared>(kGemvWarps * kWarp, [&](const HostBlock<Shared>& block) {
-        for_each_tile(n_tokens, [&](int64_t start, int tile, auto nt) {
+        for_each_tile(n_act_rows, [&](int64_t start, int tile, auto nt) {
             for (int64_t first = 0; first < total_rows; first += Shape::kRowsPerBlock) {
                 rows_of_block(block, start, tile, nt, first);
             }
@@ -44,10 +45,11 @@ void gemv_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in
     size_t act_bytes = 0;
     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
     using Shape = GemvLaunchShape<Q>;
-    gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), in.n, [&](const auto& block, int64_t start, int tile, auto nt,
-                                                                 int64_t first) {
-        gemv_int8_rows<Q, decltype(nt)::value, Shape>(block, at_token(seg, start), row_bytes, in.cols,
-                                                      act + start * act_bytes, act_bytes, tile, accumulate, first);
+    gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), in.n * in.parts, [&](const auto& block, int64_t start, int tile,
+                                                                            auto nt, int64_t first) {
+        gemv_int8_rows<Q, decltype(nt)::value, Shape>(block, at_token(seg, start / in.parts), row_bytes, in.cols,
+                                                      act + start * act_bytes, act_bytes, tile, accumulate, first,
+                                                      in.parts);
     });
 }
 
@@ -56,9 +58,10 @@ template <class Q>
 void mma_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in, bool accumulate) {
     size_t act_bytes = 0;
     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-    const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, in.n, accumulate};
+    const int64_t act_rows = in.n * in.parts;
+    const MmaProduct m{seg, row_bytes, in.cols, act, act_bytes, act_rows, accumulate, in.parts};
     for (int64_t row0 = 0; row0 < seg.total_rows(); row0 += 16 * kMmaRowTiles) {
-        for (int64_t tok0 = 0; tok0 < in.n; tok0 += 8 * mma_token_tiles<Q>()) {
+        for (int64_t tok0 = 0; tok0 < act_rows; tok0 += 8 * mma_token_tiles<Q>()) {
             run_host_warp([&](const HostWarp& warp) { mma_tile<Q>(warp, m, row0, tok0); });
         }
     }
@@ -106,15 +109,17 @@ public:
     }
 
     void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps, void* act32,
-                  void* act256) override {
-        rms_norm_on_host(x, weight, out, n_rows, n, eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256));
+                  void* act256, int act_parts) override {
+        rms_norm_on_host(x, weight, out, n_rows, n, eps, static_cast<uint8_t*>(act32), static_cast<uint8_t*>(act256),
+                         act_parts);
     }
 
-    void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out) override {
+    void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
+                              int parts) override {
         const size_t row_bytes = act_row_bytes(format, cols);
         for (int64_t r = 0; r < n_rows; ++r) {
             quantize_act_row_on_host(format == ActFormat::Q8_32 ? kQK32 : kQK256, x + r * cols, cols,
-                                     static_cast<uint8_t*>(out) + r * row_bytes);
+                                     static_cast<uint8_t*>(out) + r * parts * row_bytes, parts);
         }
     }
 
@@ -135,20 +140,22 @@ public:
                        float* up, const ActRowsOut& act_out, unsigned* chunk_counts) override {
         if (!host_mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
             const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
-            const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts);
+            const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts, in.parts);
             const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
                 using Q = decltype(fmt);
                 size_t act_bytes = 0;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
                 using Shape = GemvLaunchShape<Q>;
-                gemv_blocks<Shape, 2 * Shape::kRows>(w_gate.rows, in.n, [&](const auto& block, int64_t start,
-                                                                                 int tile, auto nt, int64_t first) {
+                gemv_blocks<Shape, 2 * Shape::kRows>(w_gate.rows, in.n * in.parts, [&](const auto& block, int64_t start,
+                                                                                        int tile, auto nt,
+                                                                                        int64_t first) {
+                    const int64_t token = start / in.parts;
                     RowSegments s = seg;
-                    s.y[0] += start * w_gate.rows;
+                    s.y[0] += token * w_gate.rows;
                     gemv_int8_swiglu_rows<Q, decltype(nt)::value, Shape>(block, s, w_gate.row_bytes, in.cols,
                                                                          act + start * act_bytes, act_bytes, tile,
-                                                                         first, at_token(quantized, start),
-                                                                         chunk_counts);
+                                                                         first, at_token(quantized, token),
+                                                                         chunk_counts, in.parts);
                 });
             });
             if (fused) return quantized.rows != nullptr;

@@ -108,36 +108,40 @@ void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* o
     if (!known) throw std::invalid_argument("unsupported type " + std::to_string(type));
 }
 
-void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row) {
+void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row, int parts) {
     if (n % block != 0) throw std::invalid_argument(std::to_string(n) + " elements are not whole activation blocks");
+    if (parts != 1 && parts != 2) throw std::invalid_argument("a row is one or two int8 rows");
+    const size_t residual = residual_offset(parts, act_rows_out(nullptr, block, n).row_bytes);
     // The device's warp quantizers (act_quant.cuh), a block at a time, as act_quant.cu runs them.
     run_host_warp([&](const HostWarp& warp) {
         for (int64_t b = 0; b < n / block; ++b) {
-            quantize_block_warp(warp, block, [&](int i) { return x[b * block + i]; }, row, n, b);
+            quantize_block_warp(warp, block, [&](int i) { return x[b * block + i]; }, row, n, b, residual);
         }
     });
 }
 
-std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n) {
+std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n, bool precise) {
     std::vector<uint8_t> bytes;
     const bool known = dispatch_int8_format(weight_type, [&](auto fmt) {
         constexpr int block = act_block<decltype(fmt)>();
         if (n % block != 0) throw std::invalid_argument(std::to_string(n) + " elements are not whole activation blocks");
-        bytes.assign(static_cast<size_t>(n / block) * (block == kQK32 ? sizeof(BlockQ8Act32) : sizeof(BlockQ8Act256)), 0);
-        quantize_act_row_on_host(block, x, n, bytes.data());
+        const int parts = precise ? 2 : 1;
+        bytes.assign(parts * act_rows_out(nullptr, block, n).row_bytes, 0);
+        quantize_act_row_on_host(block, x, n, bytes.data(), parts);
     });
     if (!known) not_quantized(weight_type);
     return bytes;
 }
 
 void rms_norm_on_host(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
-                      uint8_t* act32, uint8_t* act256) {
+                      uint8_t* act32, uint8_t* act256, int act_parts) {
     if ((act32 != nullptr && n % kQK32 != 0) || (act256 != nullptr && n % kQK256 != 0)) {
         throw std::invalid_argument("rows are not whole activation blocks");
     }
+    if (act_parts != 1 && act_parts != 2) throw std::invalid_argument("a row is one or two int8 rows");
     for (int64_t row = 0; row < n_rows; ++row) {
         run_host_block<NormShared>(kNormThreads, [&](const HostBlock<NormShared>& block) {
-            rms_norm_block(block, x, weight, out, n, eps, act32, act256, row);
+            rms_norm_block(block, x, weight, out, n, eps, act32, act256, row, act_parts);
         });
     }
 }
@@ -166,7 +170,9 @@ void check_attention_shape(const AttentionDims& dims, int64_t n_tokens, int64_t 
 
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                                      int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused) {
-    if (fused) return attention_quantized_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, 0).first;
+    if (fused) {
+        return attention_quantized_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, 0, false).first;
+    }
     check_attention_shape(dims, n_tokens, first_pos, n_split);
     std::vector<float> partials(attention_scratch_floats(dims, n_tokens));
     std::vector<float> out(static_cast<size_t>(n_tokens * dims.n_head * dims.head_dim));
@@ -176,7 +182,7 @@ std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, 
 
 std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
     const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos, int64_t n_split,
-    const __half* k_cache, const __half* v_cache, int act_block) {
+    const __half* k_cache, const __half* v_cache, int act_block, bool precise) {
     check_attention_shape(dims, n_tokens, first_pos, n_split);
     if (act_block != 0 && act_block != kQK32 && act_block != kQK256) {
         throw std::invalid_argument("activation blocks are of 32 or 256 elements");
@@ -191,8 +197,9 @@ std::pair<std::vector<float>, std::vector<uint8_t>> attention_quantized_on_host(
     std::vector<uint8_t> act;
     ActRowsOut act_out;
     if (act_block != 0) {
-        act.assign(n_tokens * act_rows_out(nullptr, act_block, q_width).row_bytes, 0);
-        act_out = act_rows_out(act.data(), act_block, q_width);
+        const int parts = precise ? 2 : 1;
+        act.assign(n_tokens * parts * act_rows_out(nullptr, act_block, q_width).row_bytes, 0);
+        act_out = act_rows_out(act.data(), act_block, q_width, parts);
     }
     attention_into_on_host(dims, q, n_tokens, first_pos, n_split, k_cache, v_cache, partials.data(), out.data(),
                            counts.data(), act_out);
@@ -247,10 +254,11 @@ void attention_into_on_host(const AttentionDims& dims, const float* q, int64_t n
 namespace {
 
 // One matrix's product (or, with up_rows, its SwiGLU form) on x's n_tokens rows, by the host
-// backend: the same launch cut, tiles and block code as the GPU's matmul.
+// backend: the same launch cut, tiles and block code as the GPU's matmul; parts = 2: precise
+// activations, quantized by the warp quantizers (quantize_activations' code).
 std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows,
                                        int64_t n_rows, size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols,
-                                       bool use_mma, const ActRowsOut& swiglu_act = {},
+                                       bool use_mma, int parts, const ActRowsOut& swiglu_act = {},
                                        unsigned* swiglu_counts = nullptr) {
     if (!dispatch_int8_format(weight_type, [](auto) {})) not_quantized(weight_type);
     const TypeTraits& traits = type_traits(gguf_type_of(weight_type));
@@ -261,11 +269,19 @@ std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows,
     }
     size_t act_row_bytes = 0;
     const int block = traits.act_format == ActFormat::Q8_32 ? kQK32 : kQK256;
-    const std::vector<Aligned16> act = quantized_rows(x, n_tokens, cols, block, &act_row_bytes);
+    std::vector<Aligned16> act;
+    if (parts == 1) {
+        act = quantized_rows(x, n_tokens, cols, block, &act_row_bytes);
+    } else {
+        act_row_bytes = act_rows_out(nullptr, block, cols).row_bytes;
+        act.resize((n_tokens * parts * act_row_bytes + 15) / 16);
+        make_host_backend()->quantize_activations(traits.act_format, x, n_tokens, cols, act.data(), parts);
+    }
     MatmulInput in;
     in.x = x;
     in.n = n_tokens;
     in.cols = cols;
+    in.parts = parts;
     in.use_mma = use_mma;
     (block == kQK32 ? in.act32 : in.act256) = reinterpret_cast<const uint8_t*>(act.data());
     DeviceMatrix w;
@@ -292,21 +308,24 @@ std::vector<float> host_backend_matmul(int32_t weight_type, const uint8_t* rows,
 }  // namespace
 
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,
-                                size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols) {
-    return host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false);
+                                size_t row_bytes, const float* x, int64_t n_tokens, int64_t cols, bool precise) {
+    return host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false,
+                               precise ? 2 : 1);
 }
 
 std::pair<std::vector<float>, std::vector<uint8_t>> swiglu_quantized_on_host(
     int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows, size_t row_bytes, const float* x,
-    int64_t n_tokens, int64_t cols, int act_block) {
+    int64_t n_tokens, int64_t cols, int act_block, bool precise) {
     if ((act_block != kQK32 && act_block != kQK256) || n_rows % act_block != 0) {
         throw std::invalid_argument("the SwiGLU output is quantized in whole blocks of 32 or 256 rows");
     }
-    std::vector<uint8_t> act(static_cast<size_t>(n_tokens) * act_rows_out(nullptr, act_block, n_rows).row_bytes, 0);
+    const int parts = precise ? 2 : 1;
+    std::vector<uint8_t> act(static_cast<size_t>(n_tokens * parts) * act_rows_out(nullptr, act_block, n_rows).row_bytes,
+                             0);
     std::vector<unsigned> counts(static_cast<size_t>(n_rows / act_block), 0u);
-    const ActRowsOut act_out = act_rows_out(act.data(), act_block, n_rows);
+    const ActRowsOut act_out = act_rows_out(act.data(), act_block, n_rows, parts);
     std::vector<float> y = host_backend_matmul(weight_type, rows, up_rows, n_rows, row_bytes, x, n_tokens, cols, false,
-                                               act_out, counts.data());
+                                               parts, act_out, counts.data());
     for (unsigned c : counts) {
         if (c != 0) throw std::logic_error("swiglu_quantized_on_host: a chunk count was not reset");
     }
@@ -314,11 +333,11 @@ std::pair<std::vector<float>, std::vector<uint8_t>> swiglu_quantized_on_host(
 }
 
 std::vector<float> mma_matmul_on_host(int32_t weight_type, const uint8_t* rows, int64_t n_rows, size_t row_bytes,
-                                      const float* x, int64_t n_tokens, int64_t cols) {
+                                      const float* x, int64_t n_tokens, int64_t cols, bool precise) {
     if (n_tokens < kMmaMinTokens) {
         throw std::invalid_argument("the tensor-core tiles take " + std::to_string(kMmaMinTokens) + " tokens or more");
     }
-    return host_backend_matmul(weight_type, rows, nullptr, n_rows, row_bytes, x, n_tokens, cols, true);
+    return host_backend_matmul(weight_type, rows, nullptr, n_rows, row_bytes, x, n_tokens, cols, true, precise ? 2 : 1);
 }
 
 std::pair<int32_t, double> greedy_choice_on_host(const float* logits, int64_t n) {

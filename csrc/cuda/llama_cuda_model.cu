@@ -89,6 +89,8 @@ struct CudaLlamaModel::Impl {
     void allocate(DeviceBuffer& buffer, size_t bytes, const std::string& what) { backend->allocate(buffer, bytes, what); }
 
     int64_t q_width() const { return config.n_head * config.head_dim; }
+    // Int8 activation rows a token (ops.h MatmulInput::parts): 2 with precise activations.
+    int act_parts() const { return options.activations == ActPrecision::kPrecise ? 2 : 1; }
     int64_t kv_width() const { return config.n_head_kv * config.head_dim; }
 
     DeviceMatrix upload_matrix(const WeightMatrix& w, const std::string& name) {
@@ -221,7 +223,8 @@ struct CudaLlamaModel::Impl {
         if (options.fused_attention) allocate_zeros(split_counts, batch * c.n_head, "attention split counts");
         if (options.fused_swiglu_quant) {
             allocate_zeros(ffn_counts, c.n_ff / act_block_size(ActFormat::Q8_32), "SwiGLU chunk counts");
-            allocate(ffn_act, batch * act_row_bytes(ActFormat::Q8_32, c.n_ff), "scratch int8 ffn_down input");
+            allocate(ffn_act, batch * act_parts() * act_row_bytes(ActFormat::Q8_32, c.n_ff),
+                     "scratch int8 ffn_down input");
         }
         if (options.fused_rope) allocate_zeros(head_counts, c.n_head + c.n_head_kv, "Q/K/V head counts");
         f(logits, kLogitRows * c.n_vocab, "logits");
@@ -230,8 +233,10 @@ struct CudaLlamaModel::Impl {
         const int64_t widest = std::max({c.n_embd, q_width(), c.n_ff});
         ActNeeds needs;
         for_each_matmul_weight([&](const DeviceMatrix& w) { needs.add(w); });
-        if (needs.q8_32) allocate(act32, batch * act_row_bytes(ActFormat::Q8_32, widest), "scratch int8 activations");
-        if (needs.q8_256) allocate(act256, batch * act_row_bytes(ActFormat::Q8_256, widest), "scratch int8 activations");
+        const int64_t act_rows = batch * act_parts();  // precise activations: two rows a token
+        const char* what = "scratch int8 activations";
+        if (needs.q8_32) allocate(act32, act_rows * act_row_bytes(ActFormat::Q8_32, widest), what);
+        if (needs.q8_256) allocate(act256, act_rows * act_row_bytes(ActFormat::Q8_256, widest), what);
     }
 
     // `n` unsigned zeros.
@@ -274,6 +279,7 @@ struct CudaLlamaModel::Impl {
         in.cols = cols;
         in.act32 = needs.q8_32 ? act32.as<uint8_t>() : nullptr;
         in.act256 = needs.q8_256 ? act256.as<uint8_t>() : nullptr;
+        in.parts = act_parts();
         in.use_mma = use_mma;
         in.prefetch_weights = options.prefetch_weights;
         return in;
@@ -283,8 +289,8 @@ struct CudaLlamaModel::Impl {
     // activation format they read.
     MatmulInput quantized_input(const float* x, int64_t n, int64_t cols, std::initializer_list<const DeviceMatrix*> users) {
         const ActNeeds needs = act_needs(users);
-        if (needs.q8_32) backend->quantize_activations(ActFormat::Q8_32, x, n, cols, act32.get());
-        if (needs.q8_256) backend->quantize_activations(ActFormat::Q8_256, x, n, cols, act256.get());
+        if (needs.q8_32) backend->quantize_activations(ActFormat::Q8_32, x, n, cols, act32.get(), act_parts());
+        if (needs.q8_256) backend->quantize_activations(ActFormat::Q8_256, x, n, cols, act256.get(), act_parts());
         return input_of(x, n, cols, needs);
     }
 
@@ -294,7 +300,7 @@ struct CudaLlamaModel::Impl {
                              std::initializer_list<const DeviceMatrix*> users) {
         const ActNeeds needs = act_needs(users);
         backend->rms_norm(x_rows, weight, x_norm.as<float>(), n, config.n_embd, config.rms_eps,
-                          needs.q8_32 ? act32.get() : nullptr, needs.q8_256 ? act256.get() : nullptr);
+                          needs.q8_32 ? act32.get() : nullptr, needs.q8_256 ? act256.get() : nullptr, act_parts());
         return input_of(x_norm.as<float>(), n, config.n_embd, needs);
     }
 
@@ -306,7 +312,7 @@ struct CudaLlamaModel::Impl {
         const AttentionDims dims{config.n_head, config.n_head_kv, config.head_dim};
         if (split_counts.get() == nullptr || block == 0 || !attention_can_quantize(dims, block)) return ActRowsOut{};
         return act_rows_out(block == act_block_size(ActFormat::Q8_32) ? act32.as<uint8_t>() : act256.as<uint8_t>(),
-                            block, q_width());
+                            block, q_width(), act_parts());
     }
 
     // Where the SwiGLU GEMV also quantizes its output as the input of w (ffn_down): ffn_act, in w's
@@ -314,7 +320,7 @@ struct CudaLlamaModel::Impl {
     ActRowsOut swiglu_act_out(const DeviceMatrix& w) const {
         const int block = act_block_of(w);
         if (ffn_act.get() == nullptr || block == 0) return ActRowsOut{};
-        return act_rows_out(ffn_act.as<uint8_t>(), block, w.cols);
+        return act_rows_out(ffn_act.as<uint8_t>(), block, w.cols, act_parts());
     }
 
     // The elements of an int8 activation block of w's format; 0 for float weights (they read floats).

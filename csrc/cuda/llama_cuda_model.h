@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "csrc/cuda/cuda_errors.h"
+#include "csrc/kernels/matmul.h"  // ActPrecision
 #include "csrc/model/llama_weights.h"
 
 namespace edgellama::cuda {
@@ -28,9 +29,10 @@ double measure_copy_bandwidth(size_t bytes, int repeats);
 // each, in host memory) dotted with host_x[t] (n_tokens rows of cols floats), by the model's
 // matmul kernels on `device` (csrc/cuda/matmul_probe.cu). For tests.
 // grouped_rows: the matrix is uploaded grouped where its type and width allow (grouped_rows.h).
+// precise: the input as precise activations (two int8 rows a token; ops.h MatmulInput::parts).
 void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
                 const float* host_x, int64_t n_tokens, float* host_y, bool use_mma = true, bool grouped_rows = false,
-                int device = 0);
+                bool precise = false, int device = 0);
 
 // Seconds per product y = W x of one weight matrix (`rows` rows of `cols` elements of GGUF type
 // `type`, row_bytes each, given in host memory) with n_tokens input rows, averaged over `repeats`
@@ -67,6 +69,12 @@ struct CudaOptions {
     // before them, so that under programmatic dependent launch (sm_90+) the first blocks' weights
     // stream in while the previous kernel still runs (gemv_kernel.cuh; no value changes).
     bool prefetch_weights = false;
+    // How matmuls with quantized weights round their input, as the CPU engine's setting of the
+    // same name: int8 blocks, or precise (ActPrecision::kPrecise: each token's blocks plus a second
+    // int8 row of their residual, both dotted with every weight read, their sums added; ops.h
+    // MatmulInput::parts). Not a same-bits choice: it changes the results (closer to exact).
+    // Precise one-token steps take the separate Q/K/V GEMV and RoPE kernels even with fused_rope.
+    ActPrecision activations = ActPrecision::kInt8;
 };
 
 class CudaLlamaModel {

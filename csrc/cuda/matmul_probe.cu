@@ -43,7 +43,8 @@ public:
 };
 
 // A weight matrix uploaded `copies` times (grouped where asked and possible: grouped_rows.h) and an
-// input of n_tokens rows, quantized as the weight's type reads it.
+// input of n_tokens rows, quantized as the weight's type reads it (parts int8 rows a token: 2 for
+// precise activations).
 struct Probe {
     std::vector<DeviceBuffer> weights;
     DeviceMatrix matrix;
@@ -51,7 +52,7 @@ struct Probe {
     MatmulInput in;
 
     Probe(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes, const float* host_x,
-          int64_t n_tokens, int copies, bool grouped, cudaStream_t stream) {
+          int64_t n_tokens, int copies, bool grouped, cudaStream_t stream, int parts = 1) {
         const int piece = piece_elements(type);
         if (piece == 0 || cols % piece != 0 || rows < 1 || n_tokens < 1 || row_bytes != weight_row_bytes(type, cols)) {
             throw CudaError("matmul probe: bad weight type or shape");
@@ -85,10 +86,11 @@ struct Probe {
         in.x = x.as<float>();
         in.n = n_tokens;
         in.cols = cols;
+        in.parts = parts;
         const ActFormat format = type_traits(type).act_format;
         if (format != ActFormat::F32) {
-            act.allocate(static_cast<size_t>(n_tokens) * act_row_bytes(format, cols), "probe int8 input");
-            quantize_activations(format, in.x, n_tokens, cols, act.get(), stream);
+            act.allocate(static_cast<size_t>(n_tokens * parts) * act_row_bytes(format, cols), "probe int8 input");
+            quantize_activations(format, in.x, n_tokens, cols, act.get(), parts, stream);
             (format == ActFormat::Q8_32 ? in.act32 : in.act256) = act.as<uint8_t>();
         }
     }
@@ -107,10 +109,12 @@ struct Probe {
 }  // namespace
 
 void run_matmul(int32_t type, const uint8_t* host_rows, int64_t rows, int64_t cols, size_t row_bytes,
-                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma, bool grouped_rows, int device) {
+                const float* host_x, int64_t n_tokens, float* host_y, bool use_mma, bool grouped_rows, bool precise,
+                int device) {
     check(cudaSetDevice(device), "cudaSetDevice");
     Stream stream;
-    Probe probe(type, host_rows, rows, cols, row_bytes, host_x, n_tokens, 1, grouped_rows, stream.get());
+    Probe probe(type, host_rows, rows, cols, row_bytes, host_x, n_tokens, 1, grouped_rows, stream.get(),
+                precise ? 2 : 1);
     probe.in.use_mma = use_mma;
     probe.run(0, stream.get());
     check(cudaMemcpyAsync(host_y, probe.y.get(), probe.y.bytes(), cudaMemcpyDeviceToHost, stream.get()),

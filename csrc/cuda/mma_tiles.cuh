@@ -43,7 +43,9 @@ constexpr int mma_token_tiles() {
     return kMmaBlock32<Q> ? kMmaTokenTiles : kMmaKQuantTokenTiles;
 }
 
-// A product's operands: the launch's rows, the int8 activation rows of n_tok tokens.
+// A product's operands: the launch's rows, n_tok int8 activation rows. With precise activations
+// (parts = 2) those are n_tok / 2 tokens' (blocks, residual) pairs: the tiles take them as tokens
+// and store each token's two results added (MmaOperands::store).
 struct MmaProduct {
     RowSegments seg;
     size_t row_bytes;
@@ -52,6 +54,7 @@ struct MmaProduct {
     size_t act_row_bytes;
     int64_t n_tok;
     bool accumulate;
+    int parts = 1;
 };
 
 // A warp's rows (g and g + 8 of each row tile) and tokens (g of each token tile), clamped into
@@ -81,7 +84,9 @@ struct MmaOperands {
     }
 
     // Stores (or adds) the warp's results: element i of tile (rt, tt) is row 16rt + 8(i / 2) + g,
-    // token 8tt + 2c + i % 2 of the warp's range.
+    // token 8tt + 2c + i % 2 of the warp's range. With precise activations a token's two rows are
+    // the lane's elements i and i + 1 (tok0 is even): stored as their sum, first + residual, at
+    // token (8tt + 2c) / 2, as the CPU adds its two dots.
     EDGELLAMA_HD void store(const float (&acc)[kMmaRowTiles][kTiles][4], const MmaProduct& m, int64_t row0,
                             int64_t tok0, int g, int c) const {
         const int64_t total = m.seg.total_rows();
@@ -95,8 +100,15 @@ struct MmaOperands {
                     const int64_t r = row0 + 16 * rt + 8 * h + g;
                     const int64_t t = tok0 + 8 * tt + 2 * c + i % 2;
                     if (r >= total || t >= m.n_tok) continue;
-                    float* y = where[rt][h].y + t * where[rt][h].ld + where[rt][h].row;
-                    *y = m.accumulate ? *y + acc[rt][tt][i] : acc[rt][tt][i];
+                    float v = acc[rt][tt][i];
+                    int64_t token = t;
+                    if (m.parts == 2) {
+                        if (i % 2 == 1) continue;  // added into its pair's first
+                        v = add_rn(v, acc[rt][tt][i + 1]);
+                        token = t / 2;
+                    }
+                    float* y = where[rt][h].y + token * where[rt][h].ld + where[rt][h].row;
+                    *y = m.accumulate ? *y + v : v;
                 }
             }
         }

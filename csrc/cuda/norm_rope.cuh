@@ -23,10 +23,11 @@ struct NormShared {
 // RMSNorm of one row, as one thread block of kNormThreads threads. The sum of squares is
 // accumulated in double, as the CPU does; out[i] = (x[i] * scale) * weight[i]. When act32 /
 // act256 are given, the normalized row is also quantized into those rows (a warp per block), so
-// the matmuls reading it need no extra pass.
+// the matmuls reading it need no extra pass: act_parts rows a row (2: precise activations, the
+// blocks and their residual).
 template <class Block>
 EDGELLAMA_HD void rms_norm_block(const Block& block, const float* x, const float* weight, float* out, int64_t n,
-                                 float eps, uint8_t* act32, uint8_t* act256, int64_t row) {
+                                 float eps, uint8_t* act32, uint8_t* act256, int64_t row, int act_parts = 1) {
     const int thread = block.thread();
     const auto warp_ops = block.warp();
     const float* xr = x + row * n;
@@ -44,22 +45,25 @@ EDGELLAMA_HD void rms_norm_block(const Block& block, const float* x, const float
 
     const int lane = thread % kWarp, warp = thread / kWarp;
     if (act32 != nullptr) {  // floats written on the way
-        uint8_t* act_row = act32 + row * (n / kQK32) * sizeof(BlockQ8Act32);
+        const size_t row_bytes = (n / kQK32) * sizeof(BlockQ8Act32);
+        uint8_t* act_row = act32 + row * act_parts * row_bytes;
         for (int64_t b = warp; b < n / kQK32; b += kNormWarps) {
             const float v = normed(b * kQK32 + lane);
             orow[b * kQK32 + lane] = v;
-            quantize_block32_warp(warp_ops, v, ActRowOut<kQK32>(act_row, n, b));
+            quantize_block32_warp(warp_ops, v, ActRowOut<kQK32>(act_row, n, b, residual_offset(act_parts, row_bytes)));
         }
     } else {
         for (int64_t i = thread; i < n; i += kNormThreads) orow[i] = normed(i);
     }
     if (act256 != nullptr) {
-        uint8_t* act_row = act256 + row * (n / kQK256) * sizeof(BlockQ8Act256);
+        const size_t row_bytes = (n / kQK256) * sizeof(BlockQ8Act256);
+        uint8_t* act_row = act256 + row * act_parts * row_bytes;
         for (int64_t b = warp; b < n / kQK256; b += kNormWarps) {
             float v[8];
 #pragma unroll
             for (int k = 0; k < 8; ++k) v[k] = normed(b * kQK256 + 32 * k + lane);
-            quantize_block256_warp(warp_ops, v, ActRowOut<kQK256>(act_row, n, b));
+            quantize_block256_warp(warp_ops, v,
+                                   ActRowOut<kQK256>(act_row, n, b, residual_offset(act_parts, row_bytes)));
         }
     }
 }

@@ -32,30 +32,41 @@ struct ActRowsOut {
     uint8_t* rows = nullptr;  // null: no quantization
     int block = 0;            // kQK32 (ActFormat::Q8_32) or kQK256 (Q8_256)
     size_t row_bytes = 0;     // act_row_bytes of the format and the row's length (a host function)
+    int parts = 1;            // rows a token: 2 with precise activations (MatmulInput::parts)
+    // Token t's first row (its residual row follows with precise activations).
+    __host__ __device__ uint8_t* token_row(int64_t t) const {
+        return rows + static_cast<size_t>(t * parts) * row_bytes;
+    }
 };
-// act_out for n-element rows at `rows` in the format of `block` (32 or 256).
-inline ActRowsOut act_rows_out(uint8_t* rows, int block, int64_t n) {
-    return ActRowsOut{rows, block, act_row_bytes(block == 32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n)};
+// act_out for n-element rows at `rows` in the format of `block` (32 or 256), `parts` rows a token.
+inline ActRowsOut act_rows_out(uint8_t* rows, int block, int64_t n, int parts = 1) {
+    return ActRowsOut{rows, block, act_row_bytes(block == 32 ? ActFormat::Q8_32 : ActFormat::Q8_256, n), parts};
 }
 
 // The input of a matmul: n float rows of `cols` (contiguous) and, for quantized weights, the same
 // rows as int8 activations in the weight type's format (type_traits' act_format; device layout:
 // int8_dot.cuh ActRow32 / ActRow256), rows act_row_bytes(format, cols) apart. A matmul with a
 // quantized weight reads only the int8 rows.
+// Precise activations (parts = 2, the CPU's ActPrecision::kPrecise): each token has two int8
+// rows, its blocks (row 2t) and their residual (row 2t + 1: x - d·q quantized again). The kernels
+// take the 2n rows as 2n tokens, so a weight read serves both, and each output is the sum
+// dot(w, row 2t) + dot(w, row 2t + 1), added in registers where it is stored.
 struct MatmulInput {
     const float* x = nullptr;
     const uint8_t* act32 = nullptr;   // ActFormat::Q8_32 rows, or null when not prepared
     const uint8_t* act256 = nullptr;  // ActFormat::Q8_256 rows, or null when not prepared
     int64_t n = 0;
     int64_t cols = 0;
+    int parts = 1;  // int8 rows a token: 1 (int8 activations) or 2 (precise)
     bool use_mma = true;  // long prefills of quantized weights on int8 tensor cores (gemm_mma.cu)
     // The int8 GEMV's blocks prefetch their weight rows into the L2 before waiting for the kernel
     // before them (gemv_kernel.cuh: prefetch_block_rows; sm_90+, no value changes).
     bool prefetch_weights = false;
 };
 
-// act_quant.cu — out = the n_rows float rows of x (cols each, contiguous) as `format` blocks.
-void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out,
+// act_quant.cu — out = the n_rows float rows of x (cols each, contiguous) as `format` blocks;
+// with parts = 2 (precise activations) each row as two rows, its blocks and their residual.
+void quantize_activations(ActFormat format, const float* x, int64_t n_rows, int64_t cols, void* out, int parts,
                           cudaStream_t stream);
 
 // quant_gemv.cu — y[t][r] (+)= sum_c W[r][c] * x[t][c] for the input's rows, output rows w.rows
@@ -98,9 +109,10 @@ void dequantize_rows(const DeviceMatrix& w, const int32_t* ids, int64_t n, float
 
 // elementwise.cu
 // out[t] = x[t] * (1 / sqrt(mean(x[t]^2) + eps)) * weight, rows of n, t < n_rows; also quantized
-// into act32 (ActFormat::Q8_32 rows) and act256 (Q8_256) where those are not null.
+// into act32 (ActFormat::Q8_32 rows) and act256 (Q8_256) where those are not null, act_parts rows
+// a row (2: precise activations, the blocks and their residual).
 void rms_norm(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps, void* act32,
-              void* act256, cudaStream_t stream);
+              void* act256, int act_parts, cudaStream_t stream);
 // Positions are read on the device (first_pos: a device pointer), so a captured decode step
 // (CUDA graph) replays at any position.
 // RoPE for the rows of q (in place) and of the new keys k, token t at position *first_pos + t:

@@ -34,14 +34,15 @@ auto with_prefetch(bool prefetch, Kernel kernel) {
     return kernel(std::false_type{});
 }
 
-// One tile's int8 GEMV launch: reader Q in Shape's blocks over the launch's rows.
+// One tile's int8 GEMV launch: reader Q in Shape's blocks over the launch's rows; `tile`
+// activation rows, `parts` a token (2: precise activations).
 template <class Q, int NT, class Shape>
 void launch_int8_gemv_tile(const RowSegments& seg, const DeviceMatrix& first, const uint8_t* act, size_t act_bytes,
-                           int tile, bool accumulate, bool prefetch, cudaStream_t stream) {
+                           int tile, bool accumulate, bool prefetch, int parts, cudaStream_t stream) {
     with_prefetch<NT>(prefetch, [&](auto kPrefetch) {
         launch("gemv_int8_kernel", gemv_int8_kernel<Q, NT, Shape, decltype(kPrefetch)::value>,
                ceil_div(seg.total_rows(), Shape::kRowsPerBlock), kGemvWarps * kWarp, stream, seg, first.row_bytes,
-               first.cols, act, act_bytes, tile, accumulate);
+               first.cols, act, act_bytes, tile, accumulate, parts);
     });
 }
 
@@ -53,10 +54,11 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
         using Q = decltype(fmt);
         size_t act_bytes;
         const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-        for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
-            launch_int8_gemv_tile<Q, decltype(nt)::value, GemvLaunchShape<Q>>(at_token(seg, start), first,
-                                                                              act + start * act_bytes, act_bytes, tile,
-                                                                              accumulate, in.prefetch_weights, stream);
+        // The tiles cut the activation rows (precise: two a token, so a tile holds whole tokens).
+        for_each_tile(in.n * in.parts, [&](int64_t start, int tile, auto nt) {
+            launch_int8_gemv_tile<Q, decltype(nt)::value, GemvLaunchShape<Q>>(
+                at_token(seg, start / in.parts), first, act + start * act_bytes, act_bytes, tile, accumulate,
+                in.prefetch_weights, in.parts, stream);
         });
     });
     if (quantized) return;
@@ -115,22 +117,23 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
     // A long prefill on tensor cores: two products, then SwiGLU.
     if (!mma_applies(w_gate.type, in) && swiglu_fusable(w_gate, w_up, in.cols)) {
         const RowSegments seg = swiglu_segments(w_gate, w_up, gate);
-        const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts);
+        const ActRowsOut quantized = swiglu_act_out(w_gate, act_out, chunk_counts, in.parts);
         const bool fused = dispatch_gemv_reader(w_gate.type, [&](auto fmt) {
             using Q = decltype(fmt);
             using Shape = GemvLaunchShape<Q>;
             const unsigned grid = ceil_div(w_gate.rows, Shape::kRowsPerBlock);
             size_t act_bytes;
             const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-            for_each_tile(in.n, [&](int64_t start, int tile, auto nt) {
+            for_each_tile(in.n * in.parts, [&](int64_t start, int tile, auto nt) {  // activation rows
+                const int64_t token = start / in.parts;
                 RowSegments s = seg;
-                s.y[0] += start * w_gate.rows;
+                s.y[0] += token * w_gate.rows;
                 constexpr int NT = decltype(nt)::value;
                 with_prefetch<NT>(in.prefetch_weights, [&](auto kPrefetch) {
                     launch("gemv_int8_swiglu_kernel",
                            gemv_int8_swiglu_kernel<Q, NT, Shape, decltype(kPrefetch)::value>, grid, kGemvWarps * kWarp,
                            stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes, tile,
-                           at_token(quantized, start), chunk_counts);
+                           at_token(quantized, token), chunk_counts, in.parts);
                 });
             });
         });
@@ -231,7 +234,7 @@ std::string gemv_probe_shape_name(int shape) {
 }
 
 void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput& in, float* y, cudaStream_t stream) {
-    if (in.n != 1) throw CudaError("the GEMV shapes are compared on one token");
+    if (in.n != 1 || in.parts != 1) throw CudaError("the GEMV shapes are compared on one token's int8 row");
     const MatmulTarget target{&w, y};
     bool known = false;
     for_each_launch_group(&target, 1, in.cols, [&](const DeviceMatrix&, const RowSegments& seg) {
@@ -250,7 +253,7 @@ void matmul_with_gemv_shape(int shape, const DeviceMatrix& w, const MatmulInput&
                     } else {
                         launch_int8_gemv_tile<typename Variant::template Reader<Q>, 1,
                                               typename Variant::template ShapeFor<Q>>(seg, w, act, act_bytes, 1, false,
-                                                                                       false, stream);
+                                                                                       false, 1, stream);
                     }
                     known = true;
                 }

@@ -68,10 +68,13 @@ inline RowSegments swiglu_segments(const DeviceMatrix& w_gate, const DeviceMatri
     return seg;
 }
 
-// What the one-launch SwiGLU quantizes into: act_out where it is asked for, counts are given and
-// the gate rows are whole blocks of it, with rows of w_gate.rows codes; else nothing.
-inline ActRowsOut swiglu_act_out(const DeviceMatrix& w_gate, const ActRowsOut& act_out, const unsigned* counts) {
+// What the one-launch SwiGLU quantizes into: act_out where it is asked for, counts are given, the
+// gate rows are whole blocks of it, with rows of w_gate.rows codes, and its rows a token are the
+// input's (`parts`); else nothing.
+inline ActRowsOut swiglu_act_out(const DeviceMatrix& w_gate, const ActRowsOut& act_out, const unsigned* counts,
+                                 int parts) {
     if (act_out.rows == nullptr || counts == nullptr || act_out.block <= 0 || w_gate.rows % act_out.block != 0 ||
+        act_out.parts != parts ||
         act_out.row_bytes != act_rows_out(act_out.rows, act_out.block, w_gate.rows).row_bytes) {
         return ActRowsOut{};
     }
@@ -86,7 +89,7 @@ inline RowSegments at_token(RowSegments seg, int64_t start) {
 
 // act advanced to the tile starting at token `start` (unset stays unset).
 inline ActRowsOut at_token(ActRowsOut act, int64_t start) {
-    if (act.rows != nullptr) act.rows += start * act.row_bytes;
+    if (act.rows != nullptr) act.rows = act.token_row(start);
     return act;
 }
 
