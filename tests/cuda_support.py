@@ -107,7 +107,7 @@ SAME_BITS_OPTIONS = FUSIONS + ("prefetch_weights",)
 def cuda_engine(path, n_ctx, device, options=(), n_threads=1, activations=None):
     """The CUDA engine (edgellama._cuda.CudaLlamaModel) on `device` with the CudaOptions named in
     `options` on ("grouped_rows", "fused_attention"); -1 executes its forward step on the host
-    (host memory, the kernels' warp and block code on host threads; csrc/cuda/host_backend.cu).
+    (host memory, the kernels' warp and block code on host fibers; csrc/cuda/host_backend.cu).
     activations: "int8" or "precise" (None: the engine's default, int8)."""
     model = Llama(str(path), n_ctx=n_ctx, device="cpu").model
     chosen = {} if activations is None else {"activations": activations}

@@ -1,7 +1,7 @@
 // Where the engine's forward step (llama_cuda_model.cu) runs: on the GPU (DeviceBackend: memory
 // from cudaMalloc, the kernels of ops.h on one stream, decode steps replayed as CUDA graphs), or
 // on the host for the tests (host_backend.cu: host memory, the same warp and block code run on
-// host threads), so the step's orchestration is exercised without a GPU too.
+// host fibers), so the step's orchestration is exercised without a GPU too.
 #pragma once
 
 #include <cuda_fp16.h>

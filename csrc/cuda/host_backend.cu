@@ -1,5 +1,5 @@
 // The forward step's host backend (backend.h), for tests on machines without a GPU: host memory,
-// and every operation run by the kernels' own warp and block code on host threads
+// and every operation run by the kernels' own warp and block code on host fibers
 // (host_warp.h), cut into launches, tiles and warps as the device launches cut them. Only the
 // launch wrappers themselves and the graphs are not exercised. Slow: tiny models only.
 #include <cstring>

@@ -18,7 +18,7 @@ namespace edgellama::cuda {
 void decode_row_on_host(int32_t type, const uint8_t* row, int64_t cols, float* out);
 
 // The bytes of x[0..n) quantized into the int8 activation row a quantized weight type reads, by
-// the device's warp quantizers (act_quant.cuh) on 32 host threads, laid out as the device keeps
+// the device's warp quantizers (act_quant.cuh) on 32 host fibers, laid out as the device keeps
 // them (ActRow32 / ActRow256 — the CPU's blocks' codes, scales and sums, as three arrays); with
 // `precise`, two such rows: the blocks, then their residual (precise activations).
 std::vector<uint8_t> quantize_act_on_host(int32_t weight_type, const float* x, int64_t n, bool precise = false);
@@ -33,7 +33,7 @@ void quantize_act_row_on_host(int block, const float* x, int64_t n, uint8_t* row
 float int8_dot_on_host(int32_t weight_type, const uint8_t* row, const float* x, int64_t n);
 
 // RMSNorm of n_rows rows of n (and their int8 rows where act32 / act256 are given, act_parts a
-// row) by the kernel's block code (norm_rope.cuh) on kNormThreads host threads a row.
+// row) by the kernel's block code (norm_rope.cuh) on kNormThreads host fibers a row.
 void rms_norm_on_host(const float* x, const float* weight, float* out, int64_t n_rows, int64_t n, float eps,
                       uint8_t* act32, uint8_t* act256, int act_parts = 1);
 
@@ -45,7 +45,7 @@ void rope_store_on_host(float* q, const float* k, const float* v, int64_t n_toke
 
 // Causal grouped-query attention of n_tokens queries q ([token][head][dim]) at positions
 // first_pos + t over the fp16 cache rows ([pos][kv_head][dim]), split n_split ways: the two
-// passes' block code (attention_block.cuh) on host threads, or with `fused` the fused form's
+// passes' block code (attention_block.cuh) on host fibers, or with `fused` the fused form's
 // (the blocks one after another, each query merged by its last). out: [token][head][dim].
 std::vector<float> attention_on_host(const AttentionDims& dims, const float* q, int64_t n_tokens, int64_t first_pos,
                                      int64_t n_split, const __half* k_cache, const __half* v_cache, bool fused = false);
@@ -68,7 +68,7 @@ std::pair<int32_t, double> greedy_choice_on_host(const float* logits, int64_t n)
 
 // y[t][r] = weight row r (n_rows rows of row_bytes, 16-byte aligned) dotted with x[t] by the
 // GEMV's block code (gemv_rows.cuh: row groups of the type's shape, tiles of kGemmTile tokens, the
-// warps' sums meeting in shared memory) on 128 host threads a block; with up_rows,
+// warps' sums meeting in shared memory) on 128 host fibers a block; with up_rows,
 // silu(row r · x[t]) * (up row r · x[t]) by its SwiGLU form. `precise`: x as precise activations
 // (two int8 rows a token by the warp quantizers, both dotted, their sums added).
 std::vector<float> gemv_on_host(int32_t weight_type, const uint8_t* rows, const uint8_t* up_rows, int64_t n_rows,

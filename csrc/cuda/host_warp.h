@@ -1,16 +1,16 @@
-// A warp on the host: 32 threads run the same warp code (mma_tiles.cuh) in step. lane(), the
-// shuffles and the int8 MMAs of warp.cuh's DeviceWarp exchange values through shared slots
-// between barriers; the MMAs rebuild their operands from the lanes' fragments with the PTX
-// layouts that warp.cuh documents. For tests on machines without a GPU: it checks everything in
-// the tiles but the hardware itself.
+// A warp on the host: 32 lanes, fibers of one thread (host_fibers.h), run the same warp code
+// (mma_tiles.cuh) in step. lane(), the shuffles and the int8 MMAs of warp.cuh's DeviceWarp
+// exchange values through shared slots between barriers; the MMAs rebuild their operands from
+// the lanes' fragments with the PTX layouts that warp.cuh documents. For tests on machines
+// without a GPU: it checks everything in the tiles but the hardware itself.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
+#include "csrc/cuda/host_fibers.h"
 #include "csrc/cuda/warp.cuh"
 
 namespace edgellama::cuda {
@@ -22,15 +22,14 @@ public:
     explicit HostWarpExchange(int parties = kLanes) : parties_(parties) {}
 
     // Returns once all parties (a warp's 32 lanes, or a block's threads) have called it. The
-    // waiters yield rather than sleep: there are many more of them than cores, and each barrier
-    // is short, so handing the core on is cheaper than a sleep and a wake-up.
+    // parties are fibers of one thread (host_fibers.h): a waiter hands the thread to the next one.
     void barrier() {
         const unsigned generation = generation_.load(std::memory_order_acquire);
         if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
             arrived_.store(0, std::memory_order_relaxed);
             generation_.store(generation + 1, std::memory_order_release);
         } else {
-            while (generation_.load(std::memory_order_acquire) == generation) std::this_thread::yield();
+            while (generation_.load(std::memory_order_acquire) == generation) fiber_yield();
         }
     }
 
@@ -182,28 +181,18 @@ struct HostBlock {
     __host__ __device__ Shared& shared() const { return state->shared; }
 };
 
-// Runs fn(HostBlock) on n_threads threads (a multiple of 32) and waits for all of them.
+// Runs fn(HostBlock) on n_threads fibers (a multiple of 32) and waits for all of them.
 template <class Shared, class Fn>
 void run_host_block(int n_threads, Fn&& fn) {
     HostBlockState<Shared> state(n_threads);
-    std::vector<std::thread> threads;
-    threads.reserve(n_threads);
-    for (int t = 0; t < n_threads; ++t) {
-        threads.emplace_back([&fn, &state, t] { fn(HostBlock<Shared>{&state, t}); });
-    }
-    for (std::thread& th : threads) th.join();
+    run_fibers(n_threads, [&](int t) { fn(HostBlock<Shared>{&state, t}); });
 }
 
-// Runs fn(HostWarp) on 32 threads, one a lane, and waits for all of them.
+// Runs fn(HostWarp) on 32 fibers, one a lane, and waits for all of them.
 template <class Fn>
 void run_host_warp(Fn&& fn) {
     HostWarpExchange exchange;
-    std::vector<std::thread> lanes;
-    lanes.reserve(HostWarpExchange::kLanes);
-    for (int lane = 0; lane < HostWarpExchange::kLanes; ++lane) {
-        lanes.emplace_back([&fn, &exchange, lane] { fn(HostWarp{&exchange, lane}); });
-    }
-    for (std::thread& t : lanes) t.join();
+    run_fibers(HostWarpExchange::kLanes, [&](int lane) { fn(HostWarp{&exchange, lane}); });
 }
 
 }  // namespace edgellama::cuda
