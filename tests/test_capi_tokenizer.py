@@ -330,9 +330,10 @@ METADATA_CASES = {
     "add_space_prefix_a_string": {T + "add_space_prefix": "yes"},
     "llama_without_scores": {T + "model": "llama"},
     "llama_with_scores": {T + "model": "llama", T + "scores": [0.5] * 300, T + "pre": "anything"},
-    # Python's int(text[3:5], 16) takes "A\t", " A" and "+b" but not "\x1cA"
-    "byte_tokens_python_parses": {T + "tokens": TOKENS[:295] + ["<0x A>", "<0x+b>", "<0xZZ>", "<0x\x1cA>", "<0xA\t>"],
-                                  T + "token_type": TYPES[:295] + [6] * 5},
+    # byte tokens are <0x + two ASCII hex digits + >: none of these, nor a negative value
+    "byte_tokens_malformed": {T + "tokens": TOKENS[:294] + ["<0x A>", "<0x+b>", "<0xZZ>", "<0x\x1cA>", "<0xA\t>",
+                                                         "<0x\u0663\u0663>"],
+                              T + "token_type": TYPES[:294] + [6] * 6},
     "byte_token_negative": {T + "tokens": TOKENS[:299] + ["<0x-1>"], T + "token_type": TYPES[:299] + [6]},
 }
 

@@ -206,3 +206,24 @@ def test_stream_decoder_hypothesis(tok, text, ids):
     pieces = stream(tok, tok.encode(text))
     assert "".join(pieces) == expected_text(text) and not any("\ufffd" in p for p in pieces)
     assert "".join(stream(tok, ids)) == tok.decode(ids)
+
+
+@pytest.mark.parametrize("backend", ["core", "python"])
+def test_byte_tokens_are_exactly_two_ascii_hex_digits(trained, backend):
+    """A BYTE-typed token is a byte only as <0xAB> with two ASCII hex digits (as SentencePiece
+    writes them). Other forms from a hostile file load, decode as their text and encode nothing:
+    no negative byte (once a raw ValueError), no " A" or Arabic-Indic digits read as hex by int()."""
+    meta = dict(trained[0])
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    odd = {0x41: "<0x-1>", 0x42: "<0x B>", 0x0B: "<0x\u0663\u0663>", 0x43: "<0x+C>"}
+    for byte, text in odd.items():
+        tokens[3 + byte] = text
+    meta["tokenizer.ggml.tokens"] = tokens
+    tok = Tokenizer.from_metadata(meta, backend=backend)
+    for byte, text in odd.items():
+        assert tok.decode([3 + byte]) == text
+    assert tok.decode([3 + 0x44]) == "D"  # an intact byte token still decodes to its byte
+    assert tok.encode("\x0bABCD😀", add_bos=False) == Tokenizer.from_metadata(meta, backend="python").encode(
+        "\x0bABCD😀", add_bos=False)
+    for byte in odd:
+        assert 3 + byte not in tok.encode("\x0bABCD😀 xyz", add_bos=False)

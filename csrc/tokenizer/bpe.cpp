@@ -94,20 +94,6 @@ std::unordered_map<std::string, int32_t> first_ids(const std::vector<std::string
     return ids;
 }
 
-int parse_byte_token(const std::string& s) {
-    if (s.size() != 6 || s.compare(0, 3, "<0x") != 0 || s[5] != '>') return -1;
-    int v = 0;
-    for (int k = 3; k < 5; ++k) {
-        const char c = s[k];
-        int d;
-        if (c >= '0' && c <= '9') d = c - '0';
-        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
-        else return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
 
 constexpr size_t kSmallInput = 24;
 constexpr size_t kMaxCacheEntries = size_t{1} << 18;
@@ -246,6 +232,21 @@ void SentencePieceBpe::encode(std::string_view text, std::vector<int32_t>& out) 
             out.push_back(unk_id_);
         }
     }
+}
+
+int parse_byte_token(std::string_view s) {
+    if (s.size() != 6 || s.compare(0, 3, "<0x") != 0 || s[5] != '>') return -1;
+    int v = 0;
+    for (int k = 3; k < 5; ++k) {
+        const char c = s[k];
+        int d;
+        if (c >= '0' && c <= '9') d = c - '0';
+        else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+        else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+        else return -1;
+        v = v * 16 + d;
+    }
+    return v;
 }
 
 }  // namespace edgellama::tokenizer

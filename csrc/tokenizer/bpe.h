@@ -48,6 +48,11 @@ private:
 // Applies merges to `symbols` in place (one merge at a time: the lowest priority, leftmost on ties).
 void apply_merges(std::vector<int32_t>& symbols, const MergeTable& table);
 
+// A byte token's byte: "<0xAB>" (two ASCII hex digits, as SentencePiece writes them) -> 0xAB;
+// -1 for any other text (a BYTE-typed token without that form decodes as its text). The Python
+// tokenizer's parse_byte_token applies the same rule.
+int parse_byte_token(std::string_view s);
+
 // Byte-level BPE over a gpt2-style vocabulary. Pre-tokens arrive as UTF-8; each byte starts as
 // the token of its printable stand-in character, then merges apply by rank. Results of repeated
 // pre-tokens are cached (thread-safe).

@@ -50,35 +50,6 @@ std::string symbols_to_bytes(std::string_view text) {
     return out;
 }
 
-int hex_digit(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-// The ASCII whitespace Python's int() strips.
-bool is_python_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-
-// Python's parse_byte_token: "<0xAB>" -> 0xAB via int(text[3:5], 16), which also takes one hex
-// digit with a space or a sign ("<0x A>", "<0x+A>"); -1 when it is no byte token. Python's own
-// error for a negative value ("<0x-1>") is kept: the file is refused. (int() also takes non-ASCII
-// digits and spaces, "<0x\u0663\u0663>"; such tokens are not byte tokens here.)
-int parse_byte_token_like_python(const std::string& text, size_t id) {
-    if (text.size() != 6 || text.compare(0, 3, "<0x") != 0 || text[5] != '>') return -1;
-    const char a = text[3], b = text[4];
-    const int da = hex_digit(a), db = hex_digit(b);
-    if (da >= 0 && db >= 0) return da * 16 + db;
-    if (db >= 0 && (is_python_space(a) || a == '+')) return db;
-    if (da >= 0 && is_python_space(b)) return da;
-    if (a == '-' && db == 0) return 0;
-    if (a == '-' && db > 0) {
-        throw GgufError("tokenizer.ggml.tokens[" + std::to_string(id) + "] '" + text +
-                        "' is a byte token with a negative value");
-    }
-    return -1;
-}
-
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 // What the constructor relies on; read_tokenizer_metadata guarantees it, this keeps it local.
@@ -142,7 +113,7 @@ std::string GgufTokenizer::compute_token_bytes(size_t i) const {
     const std::string& text = tokens_[i];
     const bool byte_level = model_ == "gpt2";
     if (types_[i] == kByte) {
-        const int b = parse_byte_token_like_python(text, i);
+        const int b = parse_byte_token(text);
         if (b >= 0) return std::string(1, static_cast<char>(b));
         return byte_level ? symbols_to_bytes(text) : text;
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Mapping, Optional
 
 from edgellama.errors import EdgellamaError, InvalidArgumentError, InvalidMetadataError
@@ -36,14 +38,15 @@ SUPPORTED_MODELS = ("gpt2", "llama")
 STOP_TEXTS = frozenset({"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"})
 
 
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
 def parse_byte_token(text: str) -> Optional[int]:
-    """``<0xAB>`` -> 0xAB, else None."""
-    if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
-        try:
-            return int(text[3:5], 16)
-        except ValueError:
-            return None
-    return None
+    """``<0xAB>`` (two ASCII hex digits, as SentencePiece writes them) -> 0xAB, else None: a
+    BYTE-typed token of another form ("<0x-1>", "<0x A>", non-ASCII digits) decodes as its text.
+    The native tokenizer (csrc/tokenizer/bpe.h) applies the same rule."""
+    match = _BYTE_TOKEN.fullmatch(text)
+    return int(match.group(1), 16) if match else None
 
 
 def check_text(text: object) -> None:
