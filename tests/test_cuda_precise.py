@@ -329,6 +329,22 @@ def test_precise_tensor_core_prefill_on_the_host(engine_files):
     assert_logits_close(got, cpu.eval(ids, all_logits=True), tol_cpu + tol_gpu, "precise MMA prefill vs CPU")
 
 
+@needs_module
+@pytest.mark.parametrize("options", [(), SAME_BITS_OPTIONS], ids=["plain", "fused"])
+def test_precise_decode_tile_gives_the_prefill_tiles_bits(engine_files, options):
+    """A decode step's two rows take a tile of two (row_segments.cuh for_each_tile), a prefill's
+    the kGemmTile-row tile: a token's logits are the same bits either way, in the GEMV and in the
+    one-launch SwiGLU."""
+    path = engine_files["all-types"]
+    whole = cuda_engine(path, 64, -1, options, activations="precise")
+    stepped = cuda_engine(path, 64, -1, options, activations="precise")
+    prompt = np.array(PROMPT[:3], np.int32)
+    want = whole.forward(prompt, True)[-1]
+    stepped.forward(prompt[:-1], False)
+    got = stepped.forward(prompt[-1:], False)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 # ---------------------------------------------------------------- the API
 
 

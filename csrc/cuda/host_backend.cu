@@ -29,14 +29,14 @@ bool host_mma_applies(int32_t type, const MatmulInput& in) {
 // activations two rows a token), blocks of Shape's rows.
 // rows_of_block(block, tile start, tile size, NT constant, first row) runs one block's code.
 template <class Shape, int kSharedRows, class RowsOfBlock>
-void gemv_blocks(int64_t total_rows, int64_t n_act_rows, RowsOfBlock&& rows_of_block) {
-    using Shared = GemvShared<kSharedRows, kGemmTile>;  // room for either tile width
+void gemv_blocks(int64_t total_rows, int64_t n_act_rows, int parts, RowsOfBlock&& rows_of_block) {
+    using Shared = GemvShared<kSharedRows, kGemmTile>;  // room for every tile width
     run_host_block<Shared>(kGemvWarps * kWarp, [&](const HostBlock<Shared>& block) {
         for_each_tile(n_act_rows, [&](int64_t start, int tile, auto nt) {
             for (int64_t first = 0; first < total_rows; first += Shape::kRowsPerBlock) {
                 rows_of_block(block, start, tile, nt, first);
             }
-        });
+        }, parts);
     });
 }
 
@@ -45,8 +45,9 @@ void gemv_launch(const RowSegments& seg, size_t row_bytes, const MatmulInput& in
     size_t act_bytes = 0;
     const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
     using Shape = GemvLaunchShape<Q>;
-    gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), in.n * in.parts, [&](const auto& block, int64_t start, int tile,
-                                                                            auto nt, int64_t first) {
+    gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), in.n * in.parts, in.parts, [&](const auto& block,
+                                                                                      int64_t start, int tile,
+                                                                                      auto nt, int64_t first) {
         gemv_int8_rows<Q, decltype(nt)::value, Shape>(block, at_token(seg, start / in.parts), row_bytes, in.cols,
                                                       act + start * act_bytes, act_bytes, tile, accumulate, first,
                                                       in.parts);
@@ -146,9 +147,10 @@ public:
                 size_t act_bytes = 0;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
                 using Shape = GemvLaunchShape<Q>;
-                gemv_blocks<Shape, 2 * Shape::kRows>(w_gate.rows, in.n * in.parts, [&](const auto& block, int64_t start,
-                                                                                        int tile, auto nt,
-                                                                                        int64_t first) {
+                gemv_blocks<Shape, 2 * Shape::kRows>(w_gate.rows, in.n * in.parts, in.parts, [&](const auto& block,
+                                                                                                  int64_t start,
+                                                                                                  int tile, auto nt,
+                                                                                                  int64_t first) {
                     const int64_t token = start / in.parts;
                     RowSegments s = seg;
                     s.y[0] += token * w_gate.rows;
@@ -180,7 +182,7 @@ public:
                 using Shape = GemvLaunchShape<Q>;
                 size_t act_bytes = 0;
                 const uint8_t* act = activation_blocks<Q>(in, &act_bytes);
-                gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), 1, [&](const auto& block, int64_t, int, auto nt,
+                gemv_blocks<Shape, Shape::kRows>(seg.total_rows(), 1, 1, [&](const auto& block, int64_t, int, auto nt,
                                                                         int64_t first_row) {
                     if constexpr (decltype(nt)::value == 1) {
                         gemv_int8_rope_rows<Q, Shape>(block, seg, first.row_bytes, in.cols, act, act_bytes, first_row,

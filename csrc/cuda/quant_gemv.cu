@@ -59,7 +59,7 @@ void launch_segments(const DeviceMatrix& first, const RowSegments& seg, const Ma
             launch_int8_gemv_tile<Q, decltype(nt)::value, GemvLaunchShape<Q>>(
                 at_token(seg, start / in.parts), first, act + start * act_bytes, act_bytes, tile, accumulate,
                 in.prefetch_weights, in.parts, stream);
-        });
+        }, in.parts);
     });
     if (quantized) return;
     const unsigned grid = ceil_div(seg.total_rows(), kGemvWarps);
@@ -135,7 +135,7 @@ bool matmul_swiglu(const DeviceMatrix& w_gate, const DeviceMatrix& w_up, const M
                            stream, s, w_gate.row_bytes, w_gate.cols, act + start * act_bytes, act_bytes, tile,
                            at_token(quantized, token), chunk_counts, in.parts);
                 });
-            });
+            }, in.parts);
         });
         if (fused) return quantized.rows != nullptr;
     }

@@ -93,10 +93,17 @@ inline ActRowsOut at_token(ActRowsOut act, int64_t start) {
     return act;
 }
 
-// The tiles of up to kGemmTile tokens a matmul of n tokens is cut into (a single token gets the
-// one-token kernel): launch(start, tile, std::integral_constant<int, NT>) for each.
+// The tiles of up to kGemmTile activation rows a matmul of n rows is cut into (a single row gets
+// the one-token kernel): launch(start, tile, std::integral_constant<int, NT>) for each. With
+// precise activations (parts = 2) one token's pair of rows, a decode step's, gets a tile of two:
+// the kGemmTile-row tile would repeat its last row into six dead ones, four times the dot work
+// and accumulators. Other two-row matmuls keep the kGemmTile tile.
 template <class LaunchTile>
-void for_each_tile(int64_t n, LaunchTile&& launch) {
+void for_each_tile(int64_t n, LaunchTile&& launch, int parts = 1) {
+    if (parts == 2 && n == 2) {
+        launch(int64_t{0}, 2, std::integral_constant<int, 2>{});
+        return;
+    }
     for (int64_t start = 0; start < n; start += kGemmTile) {
         const int tile = static_cast<int>(n - start < kGemmTile ? n - start : kGemmTile);
         if (tile == 1) {
