@@ -24,7 +24,8 @@ Q4_K_M the Q6_K ones), fused_attention merges attention's splits in
 its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEMV quantize its
 output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache,
 prefetch_weights has GEMV blocks prefetch their weight rows into the L2 before waiting for the
-kernel before them (so, under programmatic dependent launch, while it runs). The kernel tables always time both weight layouts ("grp": grouped).
+kernel before them (so, under programmatic dependent launch, while it runs); "precise" runs
+activations="precise" (each token's matmul input as two int8 rows) instead of int8. The kernel tables always time both weight layouts ("grp": grouped).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -151,6 +152,9 @@ def variant_options(variant: str) -> dict:
     if variant == "default":
         return options
     for item in variant.split("+"):
+        if item == "precise":  # activations="precise" (two int8 rows a token) instead of int8
+            options["activations"] = "precise"
+            continue
         name, on = (item[3:], False) if item.startswith("no-") else (item, True)
         if name not in VARIANT_OPTIONS:
             raise SystemExit(f"unknown variant option {item!r}; known: {', '.join(VARIANT_OPTIONS)} (each also "
@@ -163,7 +167,8 @@ def variant_label(quant: str, variant: str) -> str:
     """quant and the options that differ from the default: "Q4_0 fatt no-grp"."""
     default = default_options()
     changes = [("" if on else "no-") + VARIANT_LABELS[name]
-               for name, on in variant_options(variant).items() if on != default[name]]
+               for name, on in variant_options(variant).items() if name in default and on != default[name]]
+    changes += ["precise"] if variant_options(variant).get("activations") == "precise" else []
     return " ".join([quant] + changes)
 
 
@@ -311,7 +316,8 @@ def main(argv=None):
     ap.add_argument("--quants", nargs="+", default=["Q4_0", "Q4_K_M", "Q8_0"], choices=["Q4_0", "Q4_K_M", "Q8_0"])
     ap.add_argument("--variants", nargs="+", default=["default"],
                     help="engine variants of the model rows: default, or changes to the default joined by + "
-                         f"(an option's name turns it on, no-NAME off: {', '.join(VARIANT_OPTIONS)})")
+                         f"(an option's name turns it on, no-NAME off: {', '.join(VARIANT_OPTIONS)}; "
+                         "precise: precise activations)")
     ap.add_argument("--prefill", type=int, default=512, help="prompt length of the prefill measurement")
     ap.add_argument("--context", type=int, default=128, help="tokens in the cache before decode steps")
     ap.add_argument("--decode", type=int, default=64, help="decode steps timed")

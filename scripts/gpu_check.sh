@@ -104,6 +104,10 @@ step "decode with the engine options (grouped rows off; fused attention, fused S
    --json "$RESULTS/bench_variants.json" 2>&1) | tee "$RESULTS/bench_variants.log" || true
 (cd /tmp && timeout 60 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3.2-1b --quants Q4_0 Q4_K_M \
    --variants default no-grouped_rows $ALL_OPTIONS --json "$RESULTS/bench_variants_1b.json" 2>&1) | tee -a "$RESULTS/bench_variants.log" || true
+# Precise activations (two int8 rows a token) against int8, the CUDA default until this measures them.
+step "decode and prefill with activations=precise against int8"
+(cd /tmp && timeout 90 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b --quants Q4_0 Q8_0 \
+   --variants default precise --json "$RESULTS/bench_precise.json" 2>&1) | tee -a "$RESULTS/bench_variants.log" || true
 # A long context (4096 tokens cached): attention's share of the step, with and without its fusion.
 (cd /tmp && timeout 90 $PY "$REPO/benchmarks/bench_cuda.py" --no-kernels --shapes llama-3-8b --quants Q4_0 \
    --prefill 4096 --context 4096 --decode 32 --rounds 2 --variants default fused_attention $ALL_OPTIONS \
