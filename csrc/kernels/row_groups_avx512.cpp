@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "csrc/kernels/row_groups_layout_32.h"
+#include "csrc/kernels/simd_avx512.h"
 #include "csrc/kernels/type_traits.h"
 
 namespace edgellama {
@@ -80,9 +81,8 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
         }
         for (int k = 0; k < 8; ++k) {
             for (int t = 0; t < T; ++t) {
-                const __m512i a4 = _mm512_set1_epi32(static_cast<int>(load_u32(a[t].codes + b * kQK32 + 4 * k)));
                 __m512i& sum = kHighNibblesTimes16<F, T> && k >= 4 ? isum_high16[t] : isum[t];
-                sum = _mm512_dpbusd_epi32(sum, w[k], a4);
+                sum = dpbusd_broadcast(sum, w[k], a[t].codes + b * kQK32 + 4 * k);
             }
         }
         if constexpr (kHighNibblesTimes16<F, T>) {

@@ -14,6 +14,7 @@
 #include <immintrin.h>
 
 #include "csrc/kernels/row_groups_layout_k.h"
+#include "csrc/kernels/simd_avx512.h"
 #include "csrc/kernels/type_traits.h"
 
 namespace edgellama {
@@ -22,7 +23,6 @@ namespace {
 using namespace row_groups_k;
 
 inline __m512i chunk_at(const uint8_t* p, int index) { return _mm512_loadu_si512(p + 64 * index); }
-inline __m512i bytes(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
 inline __m512 f16x16(const uint8_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 }
@@ -156,14 +156,14 @@ void group_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_
                 // One token: two chains of dependent dots instead of one, half the latency.
                 __m512i odd = _mm512_setzero_si512();
                 for (int k = 0; k < F::kChunksPerSub; k += 2) {
-                    isum[0] = _mm512_dpbusd_epi32(isum[0], w[k], bytes(load_u32(a[0].codes + first + 4 * k)));
-                    odd = _mm512_dpbusd_epi32(odd, w[k + 1], bytes(load_u32(a[0].codes + first + 4 * k + 4)));
+                    isum[0] = dpbusd_broadcast(isum[0], w[k], a[0].codes + first + 4 * k);
+                    odd = dpbusd_broadcast(odd, w[k + 1], a[0].codes + first + 4 * k + 4);
                 }
                 isum[0] = _mm512_add_epi32(isum[0], odd);
             } else {
                 for (int k = 0; k < F::kChunksPerSub; ++k) {
                     for (int t = 0; t < T; ++t) {
-                        isum[t] = _mm512_dpbusd_epi32(isum[t], w[k], bytes(load_u32(a[t].codes + first + 4 * k)));
+                        isum[t] = dpbusd_broadcast(isum[t], w[k], a[t].codes + first + 4 * k);
                     }
                 }
             }
