@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from edgellama import resources
 from edgellama.errors import ContextOverflowError, InvalidArgumentError, ModelOutputError
 from edgellama.gguf_loader import GGUFModel, ModelConfig, load_gguf
 from edgellama.sampling import DEFAULTS, SAMPLING_FIELDS, Sampler, SamplingParams, log_softmax_at
+
+if TYPE_CHECKING:  # for the annotations only: edgellama.session is imported where it is used
+    from edgellama.session import LlamaState
 
 DEFAULT_N_CTX = 2048
 
