@@ -25,7 +25,8 @@ its kernel and quantizes its output there, fused_swiglu_quant has the SwiGLU GEM
 output for ffn_down, fused_rope has a decode step's Q/K/V GEMV apply RoPE and fill the KV cache,
 prefetch_weights has GEMV blocks prefetch their weight rows into the L2 before waiting for the
 kernel before them (so, under programmatic dependent launch, while it runs); "precise" runs
-activations="precise" (each token's matmul input as two int8 rows) instead of int8. The kernel tables always time both weight layouts ("grp": grouped).
+activations="precise" (each token's matmul input as two int8 rows) instead of int8. The kernel
+tables always time both weight layouts ("grp": grouped).
 
 Q4_K_M here: Q4_K matrices with Q6_K for the output and for attn_v and ffn_down of every other
 layer (llama.cpp's mix differs in which layers get Q6_K; the byte count per token is close).
@@ -165,10 +166,10 @@ def variant_options(variant: str) -> dict:
 
 def variant_label(quant: str, variant: str) -> str:
     """quant and the options that differ from the default: "Q4_0 fatt no-grp"."""
-    default = default_options()
+    default, options = default_options(), variant_options(variant)
     changes = [("" if on else "no-") + VARIANT_LABELS[name]
-               for name, on in variant_options(variant).items() if name in default and on != default[name]]
-    changes += ["precise"] if variant_options(variant).get("activations") == "precise" else []
+               for name, on in options.items() if name in default and on != default[name]]
+    changes += ["precise"] if options.get("activations") == "precise" else []
     return " ".join([quant] + changes)
 
 

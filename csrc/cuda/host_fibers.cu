@@ -1,5 +1,5 @@
 // run_fibers (host_fibers.h): fibers run round-robin on the calling thread. On x86-64 a switch is
-// six register pushes and a stack change (fiber_switch below); ucontext's swapcontext, used on other
+// six register pushes and a stack change (edgellama_fiber_switch below); ucontext's swapcontext, used on other
 // hosts, also makes a sigprocmask system call each time, and the host-run engine switches millions
 // of times a step (a barrier a shuffle, 32 lanes each).
 #include "csrc/cuda/host_fibers.h"
@@ -14,7 +14,6 @@
 #include <exception>
 #include <new>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 namespace edgellama::cuda {
@@ -34,7 +33,10 @@ public:
         bytes_ = kStackBytes + page;
         void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) throw std::bad_alloc();
-        mprotect(p, page, PROT_NONE);
+        if (mprotect(p, page, PROT_NONE) != 0) {
+            munmap(p, bytes_);
+            throw std::bad_alloc();
+        }
         base_ = static_cast<char*>(p);
         usable_ = base_ + page;
     }
@@ -63,7 +65,7 @@ std::vector<FiberStack*>& stack_pool() {
 
 #if defined(__x86_64__)
 // Saves the callee-saved registers on the current stack, stores its pointer in *save, and
-// continues on the stack `next` (one saved by fiber_switch, or made by new_fiber_stack). The
+// continues on the stack `next` (one it saved, or one make_context prepared). The
 // control words (MXCSR, x87) are not switched: no fiber changes them, and all share one thread.
 extern "C" void edgellama_fiber_switch(void** save, void* next);
 asm(R"(
@@ -180,10 +182,8 @@ void run_fibers(int n, const std::function<void(int)>& body) {
 
 void fiber_yield() {
     Scheduler* s = t_scheduler;
-    if (s == nullptr) {
-        std::this_thread::yield();
-        return;
-    }
+    // Outside run_fibers no other party could ever arrive: a wait there would never end.
+    if (s == nullptr) throw std::logic_error("a host barrier outside run_fibers");
     switch_context(s->fibers[s->current].context, s->main);
 }
 

@@ -15,8 +15,8 @@ namespace edgellama::cuda {
 // every fiber has finished or been abandoned at a barrier it can no longer pass.
 void run_fibers(int n, const std::function<void(int)>& body);
 
-// Inside run_fibers: lets the other fibers run, and returns when this one is resumed. Outside:
-// yields the OS thread.
+// Inside run_fibers: lets the other fibers run, and returns when this one is resumed. Outside it
+// throws std::logic_error (a barrier there has no other party to wait for).
 void fiber_yield();
 
 }  // namespace edgellama::cuda

@@ -5,7 +5,6 @@
 // without a GPU: it checks everything in the tiles but the hardware itself.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -22,14 +21,15 @@ public:
     explicit HostWarpExchange(int parties = kLanes) : parties_(parties) {}
 
     // Returns once all parties (a warp's 32 lanes, or a block's threads) have called it. The
-    // parties are fibers of one thread (host_fibers.h): a waiter hands the thread to the next one.
+    // parties are fibers of one thread (host_fibers.h): a waiter hands the thread to the next one,
+    // so plain counters suffice.
     void barrier() {
-        const unsigned generation = generation_.load(std::memory_order_acquire);
-        if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
-            arrived_.store(0, std::memory_order_relaxed);
-            generation_.store(generation + 1, std::memory_order_release);
+        const unsigned generation = generation_;
+        if (++arrived_ == parties_) {
+            arrived_ = 0;
+            ++generation_;
         } else {
-            while (generation_.load(std::memory_order_acquire) == generation) fiber_yield();
+            while (generation_ == generation) fiber_yield();
         }
     }
 
@@ -40,8 +40,8 @@ public:
 
 private:
     const int parties_;
-    std::atomic<int> arrived_{0};
-    std::atomic<unsigned> generation_{0};
+    int arrived_ = 0;
+    unsigned generation_ = 0;
 };
 
 // The interface is __host__ __device__ only because the tiles it is passed to are; its code runs on
