@@ -29,7 +29,7 @@ from gguf import GGMLQuantizationType as T
 from cuda_support import (PROMPT, DECODE, _cuda, needs_module, QUANTIZED, READERS, reader_id, row_length,
                           device_rows, token_rows, cuda_engine, SAME_BITS_OPTIONS, KV_MARGIN,
                           GPU_OK)
-from logit_checks import FLOAT_REL, INT8_MARGIN, assert_logits_close, logits_mismatch
+from logit_checks import FLOAT_REL, INT8_MARGIN, assert_logits_close, fp16_kv_term, logits_mismatch
 from reference import load_reference, quantize_act_int8
 from test_kernels import ACT_OF, BLOCK32, act_rows, reference_dequant, weight_rows
 from test_cuda_kernels import device_row_as_cpu_blocks
@@ -219,8 +219,10 @@ def precise_tolerance(path, seq):
     ref = model.logits(seq)
     sim_err = np.abs(model.logits(seq, act_quant=True) - ref).max(axis=1)
     model.kv_fp16 = False
-    kv_err = np.abs(ref - model.logits(seq)).max(axis=1)
-    tol_cpu = INT8_MARGIN * np.maximum(sim_err, sim_err.mean()) + FLOAT_REL * np.abs(ref).max(axis=1)
+    exact_kv = model.logits(seq)
+    kv_err = np.abs(ref - exact_kv).max(axis=1)
+    tol_cpu = (INT8_MARGIN * np.maximum(sim_err, sim_err.mean()) + FLOAT_REL * np.abs(ref).max(axis=1)
+               + fp16_kv_term(ref, exact_kv))
     return ref, tol_cpu, tol_cpu + KV_MARGIN * np.maximum(kv_err, kv_err.mean())
 
 
