@@ -65,20 +65,23 @@ def test_precise_matmul_matches_float64_dots_on_every_level(level, qtype):
     assert int8_outside > 0  # the bound is tight enough to see int8 rounding
 
 
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("qtype", QUANTIZED, ids=lambda t: t.name)
-def test_precise_matmul_is_bit_identical_across_batches_and_threads(qtype):
-    # Each token's two rows go through the kernel together however many tokens a call holds.
+def test_precise_matmul_is_bit_identical_across_batches_and_threads(qtype, level):
+    # Each token's two rows go through the kernel together however many tokens a call holds: a
+    # decode step (the kernels' one-pass path for two rows) gives the bits of a prefill batch.
+    core = _testing.load_level(level)
     rng = np.random.default_rng(9200 + int(qtype))
     n = 768
     rows = row_group_matrix(rng, qtype, n, 50)
     x = np.concatenate([np.stack(act_rows(rng, n))] * 8)[:37]  # more tokens than one pass of the two-part loop
     assert x.shape[0] == 37
-    for row_groups in {False, bool(_testing.has_row_group_kernel(int(qtype)))}:
-        full = _testing.matmul(int(qtype), rows, x, row_groups=row_groups, activations="precise")
-        threads = _testing.matmul(int(qtype), rows, x, row_groups=row_groups, n_threads=3, activations="precise")
+    for row_groups in {False, bool(core.has_row_group_kernel(int(qtype)))}:
+        full = core.matmul(int(qtype), rows, x, row_groups=row_groups, activations="precise")
+        threads = core.matmul(int(qtype), rows, x, row_groups=row_groups, n_threads=3, activations="precise")
         np.testing.assert_array_equal(threads.view(np.uint32), full.view(np.uint32))
         for t in (0, 16, 36):
-            one = _testing.matmul(int(qtype), rows, x[t:t + 1], row_groups=row_groups, activations="precise")
+            one = core.matmul(int(qtype), rows, x[t:t + 1], row_groups=row_groups, activations="precise")
             np.testing.assert_array_equal(one.view(np.uint32), full[t:t + 1].view(np.uint32))
 
 

@@ -122,9 +122,138 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
     for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride, acc[t], n_rows);
 }
 
+// Decode (one token, or one token's two precise rows) walks the block's steps once for both
+// halves: each activation broadcast then serves 16 rows instead of 8, and the group is read from
+// memory in one pass instead of two (the second half's pass ran from L2 after the first). The
+// integer block sums are the same integers as block_sum's, so the bits are half_dot_tokens'.
+// Steps k and k + 4 (4-bit formats: one packed load gives both) of both halves into the sums;
+// each token's two broadcasts serve both halves.
+template <class F, int T>
+inline void add_packed_steps(const uint8_t* block, int k, const int8_t* const* a, __m256i (&sums)[2][T]) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    __m256i lo[2], hi[2];
+    for (int half = 0; half < 2; ++half) {
+        const __m256i packed = load8(block + 64 * k + 32 * half);
+        lo[half] = _mm256_and_si256(packed, low4);
+        hi[half] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+        if constexpr (F::kCodeChunks == 5) {
+            const __m256i high = load8(block + 256 + 32 * half), bit4 = _mm256_set1_epi8(0x10);
+            const __m256i h_lo = k <= 4 ? _mm256_slli_epi32(high, 4 - k) : _mm256_srli_epi32(high, k - 4);
+            lo[half] = _mm256_or_si256(lo[half], _mm256_and_si256(h_lo, bit4));
+            hi[half] = _mm256_or_si256(hi[half], _mm256_and_si256(_mm256_srli_epi32(high, k), bit4));
+        }
+    }
+    for (int t = 0; t < T; ++t) {
+        const __m256i act_lo = bcst4(a[t] + 4 * k), act_hi = bcst4(a[t] + 16 + 4 * k);
+        for (int half = 0; half < 2; ++half) {
+#if defined(EDGELLAMA_VNNI_256)
+            sums[half][t] = simd::dpbusd(simd::dpbusd(sums[half][t], lo[half], act_lo), hi[half], act_hi);
+#else
+            const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[half], act_lo), _mm256_maddubs_epi16(hi[half], act_hi));
+            sums[half][t] = _mm256_add_epi16(sums[half][t], p);
+#endif
+        }
+    }
+}
+
+template <class F, int T>
+inline void decode_block_sums(const uint8_t* block, const int8_t* const* a, const int32_t* offset, __m256i (&sum)[2][T]) {
+#if defined(EDGELLAMA_VNNI_256)
+    constexpr bool kOffsetTerm = true;
+#else
+    constexpr bool kOffsetTerm = F::kCodeChunks != 8;  // the maddubs route dots Q8_0's signed codes
+#endif
+    for (int half = 0; half < 2; ++half)
+        for (int t = 0; t < T; ++t) sum[half][t] = _mm256_set1_epi32(kOffsetTerm ? offset[t] : 0);
+    if constexpr (F::kCodeChunks == 8) {
+#if defined(EDGELLAMA_VNNI_256)
+        for (int k = 0; k < 8; ++k)
+            for (int half = 0; half < 2; ++half) {
+                const __m256i w = load8(block + 64 * k + 32 * half);
+                for (int t = 0; t < T; ++t) sum[half][t] = simd::dpbusd(sum[half][t], w, bcst4(a[t] + 4 * k));
+            }
+#else
+        // As block_sum: |w| against sign(a, w), the signed codes' own dot (no offset term).
+        const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8(static_cast<char>(0x80));
+        for (int k = 0; k < 8; ++k) {
+            __m256i signed_w[2], abs_w[2];
+            for (int half = 0; half < 2; ++half) {
+                signed_w[half] = _mm256_xor_si256(load8(block + 64 * k + 32 * half), bias);
+                abs_w[half] = _mm256_abs_epi8(signed_w[half]);
+            }
+            for (int t = 0; t < T; ++t) {
+                const __m256i act = bcst4(a[t] + 4 * k);
+                for (int half = 0; half < 2; ++half) {
+                    const __m256i p = _mm256_maddubs_epi16(abs_w[half], _mm256_sign_epi8(act, signed_w[half]));
+                    sum[half][t] = _mm256_add_epi32(sum[half][t], _mm256_madd_epi16(p, ones));
+                }
+            }
+        }
+#endif
+    } else {
+#if defined(EDGELLAMA_VNNI_256)
+        for (int k = 0; k < 4; ++k) add_packed_steps<F, T>(block, k, a, sum);
+#else
+        // int16 sums, widened before they could overflow (as block_sum: 8 steps of 4-bit codes, 4 of 5-bit).
+        constexpr int kPackedPerWidening = F::kCodeChunks == 5 ? 2 : 4;
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int k0 = 0; k0 < 4; k0 += kPackedPerWidening) {
+            __m256i s16[2][T];
+            for (int half = 0; half < 2; ++half)
+                for (int t = 0; t < T; ++t) s16[half][t] = _mm256_setzero_si256();
+            for (int k = k0; k < k0 + kPackedPerWidening; ++k) add_packed_steps<F, T>(block, k, a, s16);
+            for (int half = 0; half < 2; ++half)
+                for (int t = 0; t < T; ++t) sum[half][t] = _mm256_add_epi32(sum[half][t], _mm256_madd_epi16(s16[half][t], ones));
+        }
+#endif
+    }
+}
+
+template <class F, int T>
+void decode_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, float* out,
+                       int64_t out_stride, int n_rows) {
+    const int64_t nb = n / kQK32;
+    const uint16_t* d = reinterpret_cast<const uint16_t*>(group + nb * code_bytes_per_block<F>());
+    const uint16_t* m = d + nb * kGroupRows;
+    ActView a[T];
+    for (int t = 0; t < T; ++t) a[t] = act_view(act + t * act_stride, nb);
+    __m256 acc[2][T];
+    for (int half = 0; half < 2; ++half)
+        for (int t = 0; t < T; ++t) acc[half][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* block = group + b * code_bytes_per_block<F>();
+        for (int k = 0; k < F::kCodeChunks; ++k) prefetch_weight_line(block + 64 * k);
+        const int8_t* codes[T];
+        int32_t offset[T];
+        for (int t = 0; t < T; ++t) {
+            codes[t] = a[t].codes + b * kQK32;
+            offset[t] = a[t].offset[b];
+        }
+        __m256i isum[2][T];
+        decode_block_sums<F, T>(block, codes, offset, isum);
+        for (int half = 0; half < 2; ++half) {
+            const __m256 dw = f16x8(d + b * kGroupRows + kHalfRows * half);
+            for (int t = 0; t < T; ++t) {
+                const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b]));
+                acc[half][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[half][t]), scale, acc[half][t]);
+            }
+            if constexpr (F::kHasMin) {
+                const __m256 mw = f16x8(m + b * kGroupRows + kHalfRows * half);
+                for (int t = 0; t < T; ++t) acc[half][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].sum[b]), acc[half][t]);
+            }
+        }
+    }
+    for (int half = 0; half * kHalfRows < n_rows; ++half) {
+        const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
+        for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride + half * kHalfRows, acc[half][t], rows);
+    }
+}
+
 template <class F>
 void group_dot(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
                int64_t out_stride, int n_rows) {
+    if (n_tok == 1) return decode_dot_tokens<F, 1>(n, group, act, act_stride, out, out_stride, n_rows);
+    if (n_tok == 2) return decode_dot_tokens<F, 2>(n, group, act, act_stride, out, out_stride, n_rows);
     for (int half = 0; half * kHalfRows < n_rows; ++half) {
         const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
         for_token_batches<kTokens>(n_tok, [&](int t0, auto tokens) {

@@ -66,27 +66,23 @@ inline void unpack_scales_k(const uint8_t* scale_chunks, const uint8_t* d_f16, i
 struct Q4_KFormat : Q4_KLayout {
     static constexpr int kSteps = 8;  // int16-safe maddubs steps per widening
     static void scales(const uint8_t* g, int half, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, half, s); }
-    static void codes(const uint8_t* g, int half, int j, __m256i* w) {
-        const __m256i low4 = _mm256_set1_epi8(0x0f);
-        for (int k = 0; k < 8; ++k) {
-            const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
-            w[k] = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4);
-        }
+    // Step k (elements 4k .. 4k+3) of sub-block j.
+    static __m256i code(const uint8_t* g, int half, int j, int k) {
+        const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
+        return _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), _mm256_set1_epi8(0x0f));
     }
 };
 
 struct Q5_KFormat : Q5_KLayout {
     static constexpr int kSteps = 4;
     static void scales(const uint8_t* g, int half, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, half, s); }
-    static void codes(const uint8_t* g, int half, int j, __m256i* w) {
+    static __m256i code(const uint8_t* g, int half, int j, int k) {
         const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
-        for (int k = 0; k < 8; ++k) {
-            const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
-            const __m256i low = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4);
-            const __m256i qh = chunk_at(g + kHigh, k, half);
-            const __m256i high = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
-            w[k] = _mm256_or_si256(low, _mm256_and_si256(high, bit4));
-        }
+        const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
+        const __m256i low = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4);
+        const __m256i qh = chunk_at(g + kHigh, k, half);
+        const __m256i high = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
+        return _mm256_or_si256(low, _mm256_and_si256(high, bit4));
     }
 };
 
@@ -99,19 +95,22 @@ struct Q6_KFormat : Q6_KLayout {
         }
     }
     // See Q6_KFormat::codes in row_groups_k_avx512.cpp.
-    static void codes(const uint8_t* g, int half, int j, __m256i* w) {
-        const int h = j / 8, s = (j % 8) / 2;
+    static __m256i code(const uint8_t* g, int half, int j, int k) {
+        const int h = j / 8, s = (j % 8) / 2, l = 16 * (j % 2) + 4 * k;
         const __m256i low4 = _mm256_set1_epi8(0x0f), top2 = _mm256_set1_epi8(0x30);
-        for (int k = 0; k < 4; ++k) {
-            const int l = 16 * (j % 2) + 4 * k;
-            const __m256i ql = chunk_at(g + kLow, (64 * h + 32 * (s & 1) + l) / 4, half);
-            const __m256i qh = chunk_at(g + kHigh, (32 * h + l) / 4, half);
-            const __m256i low = _mm256_and_si256(s >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
-            const __m256i high = s <= 2 ? _mm256_slli_epi16(qh, 4 - 2 * s) : _mm256_srli_epi16(qh, 2);
-            w[k] = _mm256_or_si256(low, _mm256_and_si256(high, top2));
-        }
+        const __m256i ql = chunk_at(g + kLow, (64 * h + 32 * (s & 1) + l) / 4, half);
+        const __m256i qh = chunk_at(g + kHigh, (32 * h + l) / 4, half);
+        const __m256i low = _mm256_and_si256(s >= 2 ? _mm256_srli_epi16(ql, 4) : ql, low4);
+        const __m256i high = s <= 2 ? _mm256_slli_epi16(qh, 4 - 2 * s) : _mm256_srli_epi16(qh, 2);
+        return _mm256_or_si256(low, _mm256_and_si256(high, top2));
     }
 };
+
+// The codes of sub-block j for one half (8 rows): w[k] holds elements 4k .. 4k+3.
+template <class F>
+inline void load_codes(const uint8_t* g, int half, int j, __m256i* w) {
+    for (int k = 0; k < F::kChunksPerSub; ++k) w[k] = F::code(g, half, j, k);
+}
 
 // Exact Σ code·a over one sub-block (kChunksPerSub steps of 4 elements) for the 8 rows.
 template <class F>
@@ -150,7 +149,7 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
                 prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
             }
             __m256i w[F::kChunksPerSub];
-            F::codes(sb, half, j, w);
+            load_codes<F>(sb, half, j, w);
             const int64_t first = s * kQK256 + j * F::kSubSize;
             for (int t = 0; t < T; ++t) {
                 const __m256i start = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
@@ -173,9 +172,98 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
     for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride, acc[t], n_rows);
 }
 
+// sums[half][t] + Σ code·a over sub-block j for both halves' rows (the same integers as
+// sub_block_sum's); each step's activation broadcast serves both halves.
+template <class F, int T>
+inline void add_sub_block_sums(const uint8_t* sb, int j, const int8_t* const* a, __m256i (&sums)[2][T]) {
+#if defined(EDGELLAMA_VNNI_256)
+    for (int k = 0; k < F::kChunksPerSub; ++k) {
+        const __m256i w0 = F::code(sb, 0, j, k), w1 = F::code(sb, 1, j, k);
+        for (int t = 0; t < T; ++t) {
+            const __m256i act = bcst4(a[t] + 4 * k);
+            sums[0][t] = simd::dpbusd(sums[0][t], w0, act);
+            sums[1][t] = simd::dpbusd(sums[1][t], w1, act);
+        }
+    }
+#else
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int k0 = 0; k0 < F::kChunksPerSub; k0 += F::kSteps) {
+        __m256i s16[2][T];
+        for (int k = k0; k < k0 + F::kSteps; ++k) {
+            const __m256i w0 = F::code(sb, 0, j, k), w1 = F::code(sb, 1, j, k);
+            for (int t = 0; t < T; ++t) {
+                const __m256i act = bcst4(a[t] + 4 * k);
+                const __m256i p0 = _mm256_maddubs_epi16(w0, act), p1 = _mm256_maddubs_epi16(w1, act);
+                s16[0][t] = k == k0 ? p0 : _mm256_add_epi16(s16[0][t], p0);
+                s16[1][t] = k == k0 ? p1 : _mm256_add_epi16(s16[1][t], p1);
+            }
+        }
+        for (int half = 0; half < 2; ++half)
+            for (int t = 0; t < T; ++t) sums[half][t] = _mm256_add_epi32(sums[half][t], _mm256_madd_epi16(s16[half][t], ones));
+    }
+#endif
+}
+
+// Decode (one token, or one token's two precise rows): both halves of each sub-block in turn, so
+// the group is read from memory in one pass rather than two (the second half's pass ran from L2
+// after the first). The same integer sums and float sequence per (row, token) as half_dot_tokens.
+template <class F, int T>
+void decode_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, float* out,
+                       int64_t out_stride, int n_rows) {
+    const int64_t nsb = n / kQK256;
+    ActView a[T];
+    for (int t = 0; t < T; ++t) a[t] = act_view(act + t * act_stride, nsb);
+    __m256 acc[2][T];
+    for (int half = 0; half < 2; ++half)
+        for (int t = 0; t < T; ++t) acc[half][t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < nsb; ++s) {
+        const uint8_t* sb = group + s * F::kSuperBytes;
+        SuperScales<F::kSub> sc[2];
+        F::scales(sb, 0, sc[0]);
+        F::scales(sb, 1, sc[1]);
+        for (int j = 0; j < F::kSub; ++j) {
+            constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
+            for (size_t i = 0; i < kLinesPerSub; ++i) prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
+            const int64_t first = s * kQK256 + j * F::kSubSize;
+            const int8_t* codes[T];
+            __m256i isum[2][T];
+            for (int t = 0; t < T; ++t) {
+                codes[t] = a[t].codes + first;
+                isum[0][t] = isum[1][t] = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
+            }
+            add_sub_block_sums<F, T>(sb, j, codes, isum);
+            for (int half = 0; half < 2; ++half) {
+                for (int t = 0; t < T; ++t) {
+                    acc[half][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[half][t]),
+                                                   _mm256_mul_ps(sc[half].dsc[j], _mm256_set1_ps(a[t].d[s])), acc[half][t]);
+                }
+            }
+        }
+        if constexpr (F::kHasMin) {
+            for (int half = 0; half < 2; ++half) {
+                for (int t = 0; t < T; ++t) {
+                    __m256i msum = _mm256_setzero_si256();
+                    for (int i = 0; i < 4; ++i) {
+                        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(sc[half].mn_pairs[i],
+                                                                        _mm256_set1_epi32(a[t].sum_pairs[s * 4 + i])));
+                    }
+                    acc[half][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum),
+                                                   _mm256_mul_ps(sc[half].neg_dmin, _mm256_set1_ps(a[t].d[s])), acc[half][t]);
+                }
+            }
+        }
+    }
+    for (int half = 0; half * kHalfRows < n_rows; ++half) {
+        const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
+        for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride + half * kHalfRows, acc[half][t], rows);
+    }
+}
+
 template <class F>
 void group_dot(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, int n_tok, float* out,
                int64_t out_stride, int n_rows) {
+    if (n_tok == 1) return decode_dot_tokens<F, 1>(n, group, act, act_stride, out, out_stride, n_rows);
+    if (n_tok == 2) return decode_dot_tokens<F, 2>(n, group, act, act_stride, out, out_stride, n_rows);
     for (int half = 0; half * kHalfRows < n_rows; ++half) {
         const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);
         for_token_batches<kTokens>(n_tok, [&](int t0, auto tokens) {
