@@ -91,6 +91,22 @@ inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
 #endif
 }
 
+// acc[t] += block b's share for one half's 8 rows: fma(float(isum), d_w · d_a), then the min term.
+// Every path adds its blocks through here, so prefill and decode give the same bits.
+template <class F, int T>
+inline void add_block(const uint16_t* d, const uint16_t* m, int64_t b, int half, const ActView* a, const __m256i* isum,
+                      __m256* acc) {
+    const __m256 dw = f16x8(d + b * kGroupRows + kHalfRows * half);
+    for (int t = 0; t < T; ++t) {
+        const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b]));
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), scale, acc[t]);
+    }
+    if constexpr (F::kHasMin) {
+        const __m256 mw = f16x8(m + b * kGroupRows + kHalfRows * half);
+        for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].sum[b]), acc[t]);
+    }
+}
+
 template <class F, int T>
 void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* act, size_t act_stride, float* out,
                      int64_t out_stride, int n_rows) {
@@ -108,16 +124,9 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
         }
         __m256i w[8];
         load_codes<F>(block, half, w);
-        const __m256 dw = f16x8(d + b * kGroupRows + kHalfRows * half);
-        for (int t = 0; t < T; ++t) {
-            const __m256i isum = block_sum<F>(w, a[t].codes + b * kQK32, a[t].offset[b]);
-            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
-        }
-        if constexpr (F::kHasMin) {
-            const __m256 mw = f16x8(m + b * kGroupRows + kHalfRows * half);
-            for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].sum[b]), acc[t]);
-        }
+        __m256i isum[T];
+        for (int t = 0; t < T; ++t) isum[t] = block_sum<F>(w, a[t].codes + b * kQK32, a[t].offset[b]);
+        add_block<F, T>(d, m, b, half, a, isum, acc);
     }
     for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride, acc[t], n_rows);
 }
@@ -231,17 +240,7 @@ void decode_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size
         }
         __m256i isum[2][T];
         decode_block_sums<F, T>(block, codes, offset, isum);
-        for (int half = 0; half < 2; ++half) {
-            const __m256 dw = f16x8(d + b * kGroupRows + kHalfRows * half);
-            for (int t = 0; t < T; ++t) {
-                const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a[t].d[b]));
-                acc[half][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[half][t]), scale, acc[half][t]);
-            }
-            if constexpr (F::kHasMin) {
-                const __m256 mw = f16x8(m + b * kGroupRows + kHalfRows * half);
-                for (int t = 0; t < T; ++t) acc[half][t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a[t].sum[b]), acc[half][t]);
-            }
-        }
+        for (int half = 0; half < 2; ++half) add_block<F, T>(d, m, b, half, a, isum[half], acc[half]);
     }
     for (int half = 0; half * kHalfRows < n_rows; ++half) {
         const int rows = std::min(kHalfRows, n_rows - half * kHalfRows);

@@ -131,6 +131,27 @@ inline __m256i sub_block_sum(const __m256i* w, const int8_t* a, __m256i start) {
     return sum;
 }
 
+// Every path adds a sub-block and a super-block's min term through these two, so prefill and
+// decode give the same bits.
+template <int kSub, int T>
+inline void add_sub_block(const SuperScales<kSub>& sc, int j, const ActView* a, int64_t s, const __m256i* isum,
+                          __m256* acc) {
+    for (int t = 0; t < T; ++t) {
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(sc.dsc[j], _mm256_set1_ps(a[t].d[s])), acc[t]);
+    }
+}
+
+template <int kSub, int T>
+inline void add_min_term(const SuperScales<kSub>& sc, const ActView* a, int64_t s, __m256* acc) {
+    for (int t = 0; t < T; ++t) {
+        __m256i msum = _mm256_setzero_si256();
+        for (int i = 0; i < 4; ++i) {
+            msum = _mm256_add_epi32(msum, _mm256_madd_epi16(sc.mn_pairs[i], _mm256_set1_epi32(a[t].sum_pairs[s * 4 + i])));
+        }
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(sc.neg_dmin, _mm256_set1_ps(a[t].d[s])), acc[t]);
+    }
+}
+
 template <class F, int T>
 void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* act, size_t act_stride, float* out,
                      int64_t out_stride, int n_rows) {
@@ -151,23 +172,14 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
             __m256i w[F::kChunksPerSub];
             load_codes<F>(sb, half, j, w);
             const int64_t first = s * kQK256 + j * F::kSubSize;
+            __m256i isum[T];
             for (int t = 0; t < T; ++t) {
                 const __m256i start = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
-                const __m256i isum = sub_block_sum<F>(w, a[t].codes + first, start);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(sc.dsc[j], _mm256_set1_ps(a[t].d[s])),
-                                         acc[t]);
+                isum[t] = sub_block_sum<F>(w, a[t].codes + first, start);
             }
+            add_sub_block<F::kSub, T>(sc, j, a, s, isum, acc);
         }
-        if constexpr (F::kHasMin) {
-            for (int t = 0; t < T; ++t) {
-                __m256i msum = _mm256_setzero_si256();
-                for (int i = 0; i < 4; ++i) {
-                    msum = _mm256_add_epi32(msum, _mm256_madd_epi16(sc.mn_pairs[i], _mm256_set1_epi32(a[t].sum_pairs[s * 4 + i])));
-                }
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_mul_ps(sc.neg_dmin, _mm256_set1_ps(a[t].d[s])),
-                                         acc[t]);
-            }
-        }
+        if constexpr (F::kHasMin) add_min_term<F::kSub, T>(sc, a, s, acc);
     }
     for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride, acc[t], n_rows);
 }
@@ -232,25 +244,10 @@ void decode_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size
                 isum[0][t] = isum[1][t] = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
             }
             add_sub_block_sums<F, T>(sb, j, codes, isum);
-            for (int half = 0; half < 2; ++half) {
-                for (int t = 0; t < T; ++t) {
-                    acc[half][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[half][t]),
-                                                   _mm256_mul_ps(sc[half].dsc[j], _mm256_set1_ps(a[t].d[s])), acc[half][t]);
-                }
-            }
+            for (int half = 0; half < 2; ++half) add_sub_block<F::kSub, T>(sc[half], j, a, s, isum[half], acc[half]);
         }
         if constexpr (F::kHasMin) {
-            for (int half = 0; half < 2; ++half) {
-                for (int t = 0; t < T; ++t) {
-                    __m256i msum = _mm256_setzero_si256();
-                    for (int i = 0; i < 4; ++i) {
-                        msum = _mm256_add_epi32(msum, _mm256_madd_epi16(sc[half].mn_pairs[i],
-                                                                        _mm256_set1_epi32(a[t].sum_pairs[s * 4 + i])));
-                    }
-                    acc[half][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum),
-                                                   _mm256_mul_ps(sc[half].neg_dmin, _mm256_set1_ps(a[t].d[s])), acc[half][t]);
-                }
-            }
+            for (int half = 0; half < 2; ++half) add_min_term<F::kSub, T>(sc[half], a, s, acc[half]);
         }
     }
     for (int half = 0; half * kHalfRows < n_rows; ++half) {
