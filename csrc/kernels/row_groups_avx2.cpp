@@ -31,27 +31,38 @@ inline __m256i load8(const uint8_t* p) { return _mm256_loadu_si256(reinterpret_c
 inline __m256i bcst4(const int8_t* p) { return _mm256_set1_epi32(static_cast<int>(load_u32(p))); }
 inline __m256 f16x8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
 
+// 4- and 5-bit formats: elements 4k .. 4k+3 (lo) and 16 + 4k .. (hi) of a block for one half
+// (8 rows) as unsigned bytes, both from packed chunk k (Q5: plus the fifth bits of element groups
+// k and k + 4, moved to bit 4).
+template <class F>
+inline void load_code_pair(const uint8_t* block, int half, int k, __m256i& lo, __m256i& hi) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m256i packed = load8(block + 64 * k + 32 * half);
+    lo = _mm256_and_si256(packed, low4);
+    hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+    if constexpr (F::kCodeChunks == 5) {
+        const __m256i high = load8(block + 256 + 32 * half), bit4 = _mm256_set1_epi8(0x10);
+        auto fifth_bits = [&](int g) {
+            return _mm256_and_si256(g <= 4 ? _mm256_slli_epi32(high, 4 - g) : _mm256_srli_epi32(high, g - 4), bit4);
+        };
+        lo = _mm256_or_si256(lo, fifth_bits(k));
+        hi = _mm256_or_si256(hi, fifth_bits(k + 4));
+    }
+}
+
 // Codes of block b for one half (8 rows) as unsigned bytes; w[k] holds elements 4k .. 4k+3.
 template <class F>
 inline void load_codes(const uint8_t* block, int half, __m256i* w) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
     if constexpr (F::kCodeChunks == 8) {
         for (int k = 0; k < 8; ++k) w[k] = load8(block + 64 * k + 32 * half);
     } else {
-        for (int k = 0; k < 4; ++k) {
-            const __m256i packed = load8(block + 64 * k + 32 * half);
-            w[k] = _mm256_and_si256(packed, low4);
-            w[k + 4] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
-        }
-        if constexpr (F::kCodeChunks == 5) {
-            const __m256i high = load8(block + 256 + 32 * half), bit4 = _mm256_set1_epi8(0x10);
-            for (int g = 0; g < 8; ++g) {
-                const __m256i h = g <= 4 ? _mm256_slli_epi32(high, 4 - g) : _mm256_srli_epi32(high, g - 4);
-                w[g] = _mm256_or_si256(w[g], _mm256_and_si256(h, bit4));
-            }
-        }
+        for (int k = 0; k < 4; ++k) load_code_pair<F>(block, half, k, w[k], w[k + 4]);
     }
 }
+
+// Q8_0's stored codes (code + 128) back to the signed codes, for the maddubs route's signed dot
+// (simd::dot_s8s8: |w| against sign(a, w) keeps each pair sum within int16).
+inline __m256i q8_signed_codes(__m256i w) { return _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))); }
 
 // Exact Σ code·a over the block for the 8 rows, plus the activation's offset term.
 template <class F>
@@ -65,16 +76,10 @@ inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
 #else
     const __m256i ones = _mm256_set1_epi16(1);
     if constexpr (F::kCodeChunks == 8) {
-        // Q8_0: w holds code + 128; |w| against sign(a, w) keeps each pair sum within int16. The
-        // dot is of the signed codes themselves, so the +128 offset term is not used.
+        // Q8_0: the dot is of the signed codes themselves, so the +128 offset term is not used.
         (void)offset;
         __m256i sum = _mm256_setzero_si256();
-        const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
-        for (int k = 0; k < 8; ++k) {
-            const __m256i signed_w = _mm256_xor_si256(w[k], bias);
-            const __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(signed_w), _mm256_sign_epi8(bcst4(a + 4 * k), signed_w));
-            sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, ones));
-        }
+        for (int k = 0; k < 8; ++k) sum = _mm256_add_epi32(sum, simd::dot_s8s8(q8_signed_codes(w[k]), bcst4(a + 4 * k)));
         return sum;
     } else {
         __m256i sum = _mm256_set1_epi32(offset);
@@ -131,27 +136,12 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
     for (int t = 0; t < T; ++t) simd::store_first(out + t * out_stride, acc[t], n_rows);
 }
 
-// Decode (one token, or one token's two precise rows) walks the block's steps once for both
-// halves: each activation broadcast then serves 16 rows instead of 8, and the group is read from
-// memory in one pass instead of two (the second half's pass ran from L2 after the first). The
-// integer block sums are the same integers as block_sum's, so the bits are half_dot_tokens'.
 // Steps k and k + 4 (4-bit formats: one packed load gives both) of both halves into the sums;
 // each token's two broadcasts serve both halves.
 template <class F, int T>
 inline void add_packed_steps(const uint8_t* block, int k, const int8_t* const* a, __m256i (&sums)[2][T]) {
-    const __m256i low4 = _mm256_set1_epi8(0x0f);
     __m256i lo[2], hi[2];
-    for (int half = 0; half < 2; ++half) {
-        const __m256i packed = load8(block + 64 * k + 32 * half);
-        lo[half] = _mm256_and_si256(packed, low4);
-        hi[half] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
-        if constexpr (F::kCodeChunks == 5) {
-            const __m256i high = load8(block + 256 + 32 * half), bit4 = _mm256_set1_epi8(0x10);
-            const __m256i h_lo = k <= 4 ? _mm256_slli_epi32(high, 4 - k) : _mm256_srli_epi32(high, k - 4);
-            lo[half] = _mm256_or_si256(lo[half], _mm256_and_si256(h_lo, bit4));
-            hi[half] = _mm256_or_si256(hi[half], _mm256_and_si256(_mm256_srli_epi32(high, k), bit4));
-        }
-    }
+    for (int half = 0; half < 2; ++half) load_code_pair<F>(block, half, k, lo[half], hi[half]);
     for (int t = 0; t < T; ++t) {
         const __m256i act_lo = bcst4(a[t] + 4 * k), act_hi = bcst4(a[t] + 16 + 4 * k);
         for (int half = 0; half < 2; ++half) {
@@ -182,19 +172,14 @@ inline void decode_block_sums(const uint8_t* block, const int8_t* const* a, cons
                 for (int t = 0; t < T; ++t) sum[half][t] = simd::dpbusd(sum[half][t], w, bcst4(a[t] + 4 * k));
             }
 #else
-        // As block_sum: |w| against sign(a, w), the signed codes' own dot (no offset term).
-        const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8(static_cast<char>(0x80));
+        // As block_sum: the signed codes' own dot (no offset term).
         for (int k = 0; k < 8; ++k) {
-            __m256i signed_w[2], abs_w[2];
-            for (int half = 0; half < 2; ++half) {
-                signed_w[half] = _mm256_xor_si256(load8(block + 64 * k + 32 * half), bias);
-                abs_w[half] = _mm256_abs_epi8(signed_w[half]);
-            }
+            __m256i signed_w[2];
+            for (int half = 0; half < 2; ++half) signed_w[half] = q8_signed_codes(load8(block + 64 * k + 32 * half));
             for (int t = 0; t < T; ++t) {
                 const __m256i act = bcst4(a[t] + 4 * k);
                 for (int half = 0; half < 2; ++half) {
-                    const __m256i p = _mm256_maddubs_epi16(abs_w[half], _mm256_sign_epi8(act, signed_w[half]));
-                    sum[half][t] = _mm256_add_epi32(sum[half][t], _mm256_madd_epi16(p, ones));
+                    sum[half][t] = _mm256_add_epi32(sum[half][t], simd::dot_s8s8(signed_w[half], act));
                 }
             }
         }
@@ -218,6 +203,10 @@ inline void decode_block_sums(const uint8_t* block, const int8_t* const* a, cons
     }
 }
 
+// Decode (one token, or one token's two precise rows) walks the block's steps once for both
+// halves: each activation broadcast then serves 16 rows instead of 8, and the group is read from
+// memory in one pass instead of two (the second half's pass ran from L2 after the first). The
+// integer block sums are the same integers as block_sum's, so the bits are half_dot_tokens'.
 template <class F, int T>
 void decode_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, float* out,
                        int64_t out_stride, int n_rows) {

@@ -112,6 +112,19 @@ inline void load_codes(const uint8_t* g, int half, int j, __m256i* w) {
     for (int k = 0; k < F::kChunksPerSub; ++k) w[k] = F::code(g, half, j, k);
 }
 
+// Prefetches the lines of sub-block j of super-block sb (see prefetch_weight_line).
+template <class F>
+inline void prefetch_sub_block(const uint8_t* sb, int j) {
+    constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
+    for (size_t i = 0; i < kLinesPerSub; ++i) prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
+}
+
+// Where a sub-block's integer sum starts: the activation's offset term (formats with a min have none).
+template <class F>
+inline __m256i sub_block_start(const ActView& a, int64_t s, int j) {
+    return F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a.offset16[s * 16 + j]);
+}
+
 // Exact Σ code·a over one sub-block (kChunksPerSub steps of 4 elements) for the 8 rows.
 template <class F>
 inline __m256i sub_block_sum(const __m256i* w, const int8_t* a, __m256i start) {
@@ -165,18 +178,12 @@ void half_dot_tokens(int64_t n, const uint8_t* group, int half, const uint8_t* a
         SuperScales<F::kSub> sc;
         F::scales(sb, half, sc);
         for (int j = 0; j < F::kSub; ++j) {
-            constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
-            for (size_t i = 0; i < kLinesPerSub; ++i) {
-                prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
-            }
+            prefetch_sub_block<F>(sb, j);
             __m256i w[F::kChunksPerSub];
             load_codes<F>(sb, half, j, w);
             const int64_t first = s * kQK256 + j * F::kSubSize;
             __m256i isum[T];
-            for (int t = 0; t < T; ++t) {
-                const __m256i start = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
-                isum[t] = sub_block_sum<F>(w, a[t].codes + first, start);
-            }
+            for (int t = 0; t < T; ++t) isum[t] = sub_block_sum<F>(w, a[t].codes + first, sub_block_start<F>(a[t], s, j));
             add_sub_block<F::kSub, T>(sc, j, a, s, isum, acc);
         }
         if constexpr (F::kHasMin) add_min_term<F::kSub, T>(sc, a, s, acc);
@@ -234,14 +241,13 @@ void decode_dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size
         F::scales(sb, 0, sc[0]);
         F::scales(sb, 1, sc[1]);
         for (int j = 0; j < F::kSub; ++j) {
-            constexpr size_t kLinesPerSub = (F::kSuperBytes / F::kSub + 63) / 64;
-            for (size_t i = 0; i < kLinesPerSub; ++i) prefetch_weight_line(sb + (j * kLinesPerSub + i) * 64);
+            prefetch_sub_block<F>(sb, j);
             const int64_t first = s * kQK256 + j * F::kSubSize;
             const int8_t* codes[T];
             __m256i isum[2][T];
             for (int t = 0; t < T; ++t) {
                 codes[t] = a[t].codes + first;
-                isum[0][t] = isum[1][t] = F::kHasMin ? _mm256_setzero_si256() : _mm256_set1_epi32(a[t].offset16[s * 16 + j]);
+                isum[0][t] = isum[1][t] = sub_block_start<F>(a[t], s, j);
             }
             add_sub_block_sums<F, T>(sb, j, codes, isum);
             for (int half = 0; half < 2; ++half) add_sub_block<F::kSub, T>(sc[half], j, a, s, isum[half], acc[half]);
