@@ -79,7 +79,7 @@ inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
         // Q8_0: the dot is of the signed codes themselves, so the +128 offset term is not used.
         (void)offset;
         __m256i sum = _mm256_setzero_si256();
-        for (int k = 0; k < 8; ++k) sum = _mm256_add_epi32(sum, simd::dot_s8s8(q8_signed_codes(w[k]), bcst4(a + 4 * k)));
+        for (int k = 0; k < 8; ++k) sum = simd::add_i32_in_order(sum, simd::dot_s8s8(q8_signed_codes(w[k]), bcst4(a + 4 * k)));
         return sum;
     } else {
         __m256i sum = _mm256_set1_epi32(offset);
@@ -87,7 +87,7 @@ inline __m256i block_sum(const __m256i* w, const int8_t* a, int32_t offset) {
         for (int k0 = 0; k0 < 8; k0 += kSteps) {
             __m256i s16 = _mm256_maddubs_epi16(w[k0], bcst4(a + 4 * k0));
             for (int k = k0 + 1; k < k0 + kSteps; ++k) {
-                s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], bcst4(a + 4 * k)));
+                s16 = simd::add_i16_in_order(s16, _mm256_maddubs_epi16(w[k], bcst4(a + 4 * k)));
             }
             sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, ones));
         }
@@ -148,8 +148,8 @@ inline void add_packed_steps(const uint8_t* block, int k, const int8_t* const* a
 #if defined(EDGELLAMA_VNNI_256)
             sums[half][t] = simd::dpbusd(simd::dpbusd(sums[half][t], lo[half], act_lo), hi[half], act_hi);
 #else
-            const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[half], act_lo), _mm256_maddubs_epi16(hi[half], act_hi));
-            sums[half][t] = _mm256_add_epi16(sums[half][t], p);
+            const __m256i p = simd::add_i16_in_order(_mm256_maddubs_epi16(lo[half], act_lo), _mm256_maddubs_epi16(hi[half], act_hi));
+            sums[half][t] = simd::add_i16_in_order(sums[half][t], p);
 #endif
         }
     }
@@ -179,7 +179,7 @@ inline void decode_block_sums(const uint8_t* block, const int8_t* const* a, cons
             for (int t = 0; t < T; ++t) {
                 const __m256i act = bcst4(a[t] + 4 * k);
                 for (int half = 0; half < 2; ++half) {
-                    sum[half][t] = _mm256_add_epi32(sum[half][t], simd::dot_s8s8(signed_w[half], act));
+                    sum[half][t] = simd::add_i32_in_order(sum[half][t], simd::dot_s8s8(signed_w[half], act));
                 }
             }
         }

@@ -136,7 +136,7 @@ inline __m256i sub_block_sum(const __m256i* w, const int8_t* a, __m256i start) {
     for (int k0 = 0; k0 < F::kChunksPerSub; k0 += F::kSteps) {
         __m256i s16 = _mm256_maddubs_epi16(w[k0], bcst4(a + 4 * k0));
         for (int k = k0 + 1; k < k0 + F::kSteps; ++k) {
-            s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(w[k], bcst4(a + 4 * k)));
+            s16 = simd::add_i16_in_order(s16, _mm256_maddubs_epi16(w[k], bcst4(a + 4 * k)));
         }
         sum = _mm256_add_epi32(sum, _mm256_madd_epi16(s16, ones));
     }
@@ -213,8 +213,8 @@ inline void add_sub_block_sums(const uint8_t* sb, int j, const int8_t* const* a,
             for (int t = 0; t < T; ++t) {
                 const __m256i act = bcst4(a[t] + 4 * k);
                 const __m256i p0 = _mm256_maddubs_epi16(w0, act), p1 = _mm256_maddubs_epi16(w1, act);
-                s16[0][t] = k == k0 ? p0 : _mm256_add_epi16(s16[0][t], p0);
-                s16[1][t] = k == k0 ? p1 : _mm256_add_epi16(s16[1][t], p1);
+                s16[0][t] = k == k0 ? p0 : simd::add_i16_in_order(s16[0][t], p0);
+                s16[1][t] = k == k0 ? p1 : simd::add_i16_in_order(s16[1][t], p1);
             }
         }
         for (int half = 0; half < 2; ++half)

@@ -33,6 +33,17 @@ inline int32_t hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+// a + b, kept in the order written. The compiler cannot see through the empty asm, so a sum built
+// step by step with these stays a chain. Without it GCC rebalances an unrolled chain of integer
+// adds into a tree whose products are all live at once, and they spill: the K-quant decode stored
+// and reloaded 46 vectors per sub-block. No instruction is emitted.
+inline __m256i keep_order(__m256i v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+inline __m256i add_i16_in_order(__m256i a, __m256i b) { return keep_order(_mm256_add_epi16(a, b)); }
+inline __m256i add_i32_in_order(__m256i a, __m256i b) { return keep_order(_mm256_add_epi32(a, b)); }
+
 // The 256-bit VNNI byte dot, where the build targets it: AVX-VNNI (Intel Core 12th generation and
 // later, which lack AVX-512) or AVX-512 VNNI with VL.
 #if defined(__AVXVNNI__) || (defined(__AVX512VNNI__) && defined(__AVX512VL__))
