@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Dict, Iterator, List, Mapping, Optional, 
 
 from edgellama import arguments
 from edgellama.engine.request import GenerationRequest
-from edgellama.generate import GenerationStats, TokenRecord
+from edgellama.generate import TokenRecord
 from edgellama.openai_shapes import ChoiceStream, ResponseShape, usage
 from edgellama.sampling import DEFAULTS, Sampler, SamplingParams
 
