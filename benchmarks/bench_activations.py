@@ -15,7 +15,8 @@ fidelity: teacher-forced logits over `--chunks` windows of `--ctx` tokens of the
     environment): llama.cpp's logits on the same tokens (logits_all), measured the same way.
 speed: one model per path in this process, prefill of a 128-token prompt then 32 decode steps,
     the paths interleaved round by round (medians, robust to a shared machine's drift). With
-    --llama-bench, llama.cpp's pp128 / tg32 on the same file and threads.
+    --llama-bench, llama.cpp's pp128 / tg32 on the same file and threads, one llama-bench run per
+    round between ours (medians), so that a slow spell of the machine weighs on both sides.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def _llama_cpp_logits(model, pieces_file, ctx, threads):
 
 
 def llama_bench(path, model, threads):
+    """llama.cpp's (prefill, decode) tokens/s, one repetition."""
     out = subprocess.run([path, "-m", model, "-t", str(threads), "-p", str(PROMPT), "-n", str(DECODE_STEPS),
-                          "-r", "3", "-o", "json"], capture_output=True, text=True, check=True)
+                          "-r", "1", "-o", "json"], capture_output=True, text=True, check=True)
     rates = {("prefill" if r["n_prompt"] else "decode"): r["avg_ts"] for r in json.loads(out.stdout)}
     return rates["prefill"], rates["decode"]
 
@@ -147,6 +149,7 @@ def speed(model, threads, rounds, llama_bench_path):
         rng = np.random.default_rng(0)
         prompt = [int(x) for x in rng.integers(10, 1000, PROMPT)]
         rates = {p: ([], []) for p in PATHS}
+        lcpp_rates = ([], [])
         for _ in range(rounds):
             for p, llm in engines.items():
                 llm.reset()
@@ -158,8 +161,11 @@ def speed(model, threads, rounds, llama_bench_path):
                 end = time.perf_counter()
                 rates[p][0].append(PROMPT / (mid - start))
                 rates[p][1].append(DECODE_STEPS / (end - mid))
+            if llama_bench_path:
+                for side, rate in zip(lcpp_rates, llama_bench(llama_bench_path, model, t)):
+                    side.append(rate)
         del engines
-        lcpp = llama_bench(llama_bench_path, model, t) if llama_bench_path else None
+        lcpp = [statistics.median(side) for side in lcpp_rates] if llama_bench_path else None
         for p in PATHS:
             row = {"model": Path(model).name, "threads": t, "path": p,
                    "prefill_tok_s": statistics.median(rates[p][0]), "decode_tok_s": statistics.median(rates[p][1])}
@@ -167,7 +173,8 @@ def speed(model, threads, rounds, llama_bench_path):
             row["prefill_vs_int8"] = row["prefill_tok_s"] / statistics.median(rates["int8"][0])
             if lcpp:
                 row.update(llama_cpp_prefill_tok_s=lcpp[0], llama_cpp_decode_tok_s=lcpp[1],
-                           decode_vs_llama_cpp=row["decode_tok_s"] / lcpp[1])
+                           decode_vs_llama_cpp=row["decode_tok_s"] / lcpp[1],
+                           prefill_vs_llama_cpp=row["prefill_tok_s"] / lcpp[0])
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
