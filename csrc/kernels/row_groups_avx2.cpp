@@ -28,7 +28,7 @@ using namespace row_groups_32;
 
 constexpr int kHalfRows = 8;
 // Tokens per pass. Prefill kernel, 64 tokens, 1 thread, Zen 3: 4 tokens over both halves run
-// 9-12% faster than 4 over one half at a time (Q4_0, Q4_1, Q8_0; Q5_0 2% slower) and 6-9% faster
+// 6-16% faster than 4 over one half at a time (Q4_0, Q4_1, Q8_0; Q5_0 within 3%) and 6-9% faster
 // than 2 over both halves.
 constexpr int kTokens = 4;
 
@@ -148,8 +148,8 @@ inline void block_sums(const uint8_t* block, const int8_t* const* a, const int32
 
 // out[t * out_stride + r] for T tokens and the group's rows, in one pass over the group.
 template <class F, int T>
-void dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, float* out,
-                       int64_t out_stride, int n_rows) {
+void dot_tokens(int64_t n, const uint8_t* group, const uint8_t* act, size_t act_stride, float* out, int64_t out_stride,
+                int n_rows) {
     const int64_t nb = n / kQK32;
     const uint16_t* d = reinterpret_cast<const uint16_t*>(group + nb * code_bytes_per_block<F>());
     const uint16_t* m = d + nb * kGroupRows;
