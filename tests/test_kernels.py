@@ -455,6 +455,18 @@ def test_row_group_element_order_and_source_untouched(qtype, level):
     np.testing.assert_array_equal(rows, before)
 
 
+@pytest.mark.parametrize("level", ROW_GROUP_LEVELS)
+@pytest.mark.parametrize("qtype", ROW_GROUP_TYPES, ids=lambda t: t.name)
+def test_row_group_unpack_gives_back_the_gguf_rows(qtype, level):
+    # The embedding lookup of a tied output matrix reads its rows back out of the groups; 21 rows
+    # leave a partial second group, and random bytes reach every bit of every field.
+    core = _testing.load_level(level)
+    n = 512
+    block, block_bytes = GGML_QUANT_SIZES[qtype]
+    rows = np.random.default_rng(7300 + int(qtype)).integers(0, 256, (21, n // block * block_bytes), dtype=np.uint8)
+    np.testing.assert_array_equal(core.row_group_round_trip(int(qtype), rows, n), rows)
+
+
 def test_row_group_matmul_validation():
     with pytest.raises(ValueError, match="uint8"):
         core.matmul(int(T.Q4_0), np.zeros((4, 18), np.int8), np.ones((1, 32), np.float32), row_groups=True)

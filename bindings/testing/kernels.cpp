@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +14,7 @@
 #include "csrc/kernels/fast_exp.h"
 #include "csrc/formats/float_convert.h"
 #include "csrc/kernels/matmul.h"
+#include "csrc/kernels/row_groups.h"
 #include "csrc/kernels/type_traits.h"
 #include "csrc/model/prepared_matmul.h"
 
@@ -143,6 +145,26 @@ py::array_t<float> matmul_py(int32_t type_id, const py::array& weight_rows, cons
     return prepared.run(xs);
 }
 
+// Every row packed into row groups by the type's kernel and read back with its unpack_row, as the
+// embedding lookup of a tied output matrix reads them: the GGUF rows again, byte for byte.
+Bytes row_group_round_trip_py(int32_t type_id, const py::array& weight_rows, int64_t n) {
+    const int64_t n_rows = check_weight_matrix(type_id, weight_rows, n);
+    const RowGroupKernel* kernel = find_row_group_kernel(type_id);
+    if (kernel == nullptr) throw py::value_error("no row-group kernel for type id " + std::to_string(type_id));
+    const Bytes rows = Bytes::ensure(weight_rows);
+    const size_t row_bytes = static_cast<size_t>(rows.shape(1));
+    std::vector<uint8_t> group(kernel->group_bytes(n));
+    Bytes out({static_cast<py::ssize_t>(n_rows), static_cast<py::ssize_t>(row_bytes)});
+    for (int64_t g0 = 0; g0 < n_rows; g0 += kGroupRows) {
+        const int in_group = static_cast<int>(std::min<int64_t>(kGroupRows, n_rows - g0));
+        kernel->pack_group(n, rows.data() + g0 * row_bytes, row_bytes, in_group, group.data());
+        for (int r = 0; r < in_group; ++r) {
+            kernel->unpack_row(n, group.data(), r, out.mutable_data() + (g0 + r) * row_bytes);
+        }
+    }
+    return out;
+}
+
 py::array_t<uint8_t> quantize_act_row_py(int32_t format, const Floats& x) {
     const std::vector<uint8_t> buf = quantize_act(act_format_or_raise(format), x);
     py::array_t<uint8_t> out(static_cast<py::ssize_t>(buf.size()));
@@ -211,6 +233,8 @@ void bind_kernels(py::module_& m) {
             return out;
         },
         py::arg("gate"), py::arg("up"), "silu(gate) * up, as the forward step computes it.");
+    m.def("row_group_round_trip", &row_group_round_trip_py, py::arg("type_id"), py::arg("weight_rows"), py::arg("n"),
+          "The rows packed into row groups and unpacked again one by one (the tied-embedding lookup's path).");
     m.def("has_row_group_kernel", [](int32_t type_id) { return find_row_group_kernel(type_id) != nullptr; },
           py::arg("type_id"), "Whether this build repacks the type into row groups at load.");
     m.def("quantize_act_row", &quantize_act_row_py, py::arg("format"), py::arg("x"),

@@ -9,6 +9,7 @@
 //   Q5_K  as Q4_K, plus qh 8 chunks (lane r = bytes 4k .. 4k+3 of row r's qh) after the codes
 //   Q6_K  ql 32 chunks, qh 16 chunks, scales 4 chunks (lane r = dword i of each row's array),
 //         d ×16 (f16)
+//   Q6_K, six-bit codes (the AVX2 kernels; Q6_KSixBitLayout): codes 3 × 16 chunks, then as Q6_K
 // so a group takes exactly the bytes of its rows (a chunk is 64 bytes, 4 per row).
 #pragma once
 
@@ -90,6 +91,62 @@ struct Q6_KLayout {
     static void unpack(const uint8_t* g, int r, Block& b) {
         deinterleave(g + kLow, 32, b.ql, r);
         deinterleave(g + kHigh, 16, b.qh, r);
+        deinterleave(g + kScales, 4, reinterpret_cast<uint8_t*>(b.scales), r);
+        std::memcpy(&b.d, g + kD + 2 * r, 2);
+    }
+};
+
+// Q6_K with its codes regrouped so that most of them are one AND away from a byte. The four codes
+// that share a qh byte, elements l, l + 32, l + 64, l + 96 of a 128-element half h (l < 32), go to
+// byte 32h + l of three 64-byte arrays: array i holds code i in its low 6 bits and bits 2i, 2i+1
+// of code 3 in its top two. So codes 0-2 take one AND to extract and code 3 eight operations, where
+// the GGUF split into a nibble and two high bits takes about four for every code. Same bytes.
+struct Q6_KSixBitLayout {
+    using Block = BlockQ6_K;
+    static constexpr int kSub = 16, kSubSize = 16, kChunksPerSub = 4;
+    static constexpr bool kHasMin = false;
+    static constexpr size_t kCodes = 0, kScales = 3 * 1024, kD = 3 * 1024 + 256;
+    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+
+    // Every function below works on 4 positions l at once, one per byte of a 32-bit word; the
+    // masks keep each byte's bits inside it. Array i's word w of row r is at chunk w, lane r.
+    static size_t array_word(int i, int w, int r) { return kCodes + 1024 * i + 64 * w + 4 * r; }
+    static uint32_t bytes(uint32_t v, uint8_t mask) { return v & (0x01010101u * mask); }
+
+    static void pack(const Block& b, int r, uint8_t* g) {
+        for (int h = 0; h < 2; ++h) {
+            for (int l = 0; l < 32; l += 4) {
+                const uint32_t ql0 = load_u32(b.ql + 64 * h + l), ql1 = load_u32(b.ql + 64 * h + 32 + l);
+                const uint32_t qh = load_u32(b.qh + 32 * h + l);
+                const uint32_t c[4] = {bytes(ql0, 0x0f) | bytes(qh, 0x03) << 4,
+                                       bytes(ql1, 0x0f) | bytes(qh, 0x0c) << 2,
+                                       bytes(ql0 >> 4, 0x0f) | bytes(qh, 0x30),
+                                       bytes(ql1 >> 4, 0x0f) | bytes(qh >> 2, 0x30)};
+                const uint32_t a[3] = {c[0] | bytes(c[3], 0x03) << 6,
+                                       c[1] | bytes(c[3], 0x0c) << 4,
+                                       c[2] | bytes(c[3], 0x30) << 2};
+                for (int i = 0; i < 3; ++i) std::memcpy(g + array_word(i, (32 * h + l) / 4, r), &a[i], 4);
+            }
+        }
+        interleave(g + kScales, 4, reinterpret_cast<const uint8_t*>(b.scales), r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+    }
+    static void unpack(const uint8_t* g, int r, Block& b) {
+        for (int h = 0; h < 2; ++h) {
+            for (int l = 0; l < 32; l += 4) {
+                uint32_t a[3];
+                for (int i = 0; i < 3; ++i) a[i] = load_u32(g + array_word(i, (32 * h + l) / 4, r));
+                const uint32_t c[4] = {bytes(a[0], 0x3f), bytes(a[1], 0x3f), bytes(a[2], 0x3f),
+                                       bytes(a[0] >> 6, 0x03) | bytes(a[1] >> 4, 0x0c) | bytes(a[2] >> 2, 0x30)};
+                const uint32_t ql0 = bytes(c[0], 0x0f) | bytes(c[2], 0x0f) << 4;
+                const uint32_t ql1 = bytes(c[1], 0x0f) | bytes(c[3], 0x0f) << 4;
+                const uint32_t qh =
+                    bytes(c[0] >> 4, 0x03) | bytes(c[1] >> 2, 0x0c) | bytes(c[2], 0x30) | bytes(c[3] << 2, 0xc0);
+                std::memcpy(b.ql + 64 * h + l, &ql0, 4);
+                std::memcpy(b.ql + 64 * h + 32 + l, &ql1, 4);
+                std::memcpy(b.qh + 32 * h + l, &qh, 4);
+            }
+        }
         deinterleave(g + kScales, 4, reinterpret_cast<uint8_t*>(b.scales), r);
         std::memcpy(&b.d, g + kD + 2 * r, 2);
     }
