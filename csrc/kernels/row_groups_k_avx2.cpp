@@ -4,11 +4,11 @@
 // both halves of each sub-block together, so each activation broadcast serves 16 rows and the
 // group is read once.
 //
-// Q6_K alone has a layout of its own here, Q6_KSixBitLayout: without AVX-512's three-input logic
-// op, putting a GGUF code back together from its nibble and two high bits took about four
-// instructions, as many as its two maddubs in a precise pass. With three of every four codes one
-// AND away from a byte, the Q6_K kernel runs 22% faster precise and 27% int8 in cache (decode,
-// 1 thread, Zen 3), prefill 17%.
+// Q5_K and Q6_K have layouts of their own here (Q5_KFiveBitLayout, Q6_KSixBitLayout): without
+// AVX-512's three-input logic op, putting a GGUF code back together from its nibble and high bits
+// took four to five instructions, as many as its two maddubs in a precise pass. With half of Q5_K's
+// codes and three quarters of Q6_K's one AND away from a byte, in cache (decode, 1 thread, Zen 3)
+// Q5_K runs 18% faster precise and 22% int8, Q6_K 22% and 27%; prefill 15-17%.
 //
 // Codes × activations go through maddubs (adjacent pairs into int16), widened to int32 before an
 // int16 sum could overflow: 4-bit codes after 8 steps (|sum| <= 16·15·127), 5-bit after 4, 6-bit
@@ -83,16 +83,18 @@ struct Q4_KFormat : Q4_KLayout {
     }
 };
 
-struct Q5_KFormat : Q5_KLayout {
+struct Q5_KFormat : Q5_KFiveBitLayout {
     static constexpr int kSteps = 4;
     static void scales(const uint8_t* g, int half, SuperScales<8>& s) { unpack_scales_k(g + kScales, g + kD, half, s); }
+    // Step k of sub-block j (see Q5_KFiveBitLayout): j = 2c whole in array c; j = 2c + 1 from its top
+    // three bits and the last array's bits 2c, 2c+1.
     static __m256i code(const uint8_t* g, int half, int j, int k) {
-        const __m256i low4 = _mm256_set1_epi8(0x0f), bit4 = _mm256_set1_epi8(0x10);
-        const __m256i packed = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
-        const __m256i low = _mm256_and_si256(j % 2 == 0 ? packed : _mm256_srli_epi16(packed, 4), low4);
-        const __m256i qh = chunk_at(g + kHigh, k, half);
-        const __m256i high = j <= 4 ? _mm256_slli_epi16(qh, 4 - j) : _mm256_srli_epi16(qh, j - 4);
-        return _mm256_or_si256(low, _mm256_and_si256(high, bit4));
+        const __m256i word = chunk_at(g + kCodes, (j / 2) * 8 + k, half);
+        if (j % 2 == 0) return _mm256_and_si256(word, _mm256_set1_epi8(0x1f));
+        const __m256i last = chunk_at(g + kLast, k, half);
+        const __m256i top = _mm256_and_si256(_mm256_srli_epi16(word, 3), _mm256_set1_epi8(0x1c));
+        const __m256i low = _mm256_and_si256(j == 1 ? last : _mm256_srli_epi16(last, j - 1), _mm256_set1_epi8(0x03));
+        return _mm256_or_si256(top, low);
     }
 };
 

@@ -9,7 +9,8 @@
 //   Q5_K  as Q4_K, plus qh 8 chunks (lane r = bytes 4k .. 4k+3 of row r's qh) after the codes
 //   Q6_K  ql 32 chunks, qh 16 chunks, scales 4 chunks (lane r = dword i of each row's array),
 //         d ×16 (f16)
-//   Q6_K, six-bit codes (the AVX2 kernels; Q6_KSixBitLayout): codes 3 × 16 chunks, then as Q6_K
+//   The AVX2 kernels regroup the codes of two (Q5_KFiveBitLayout: codes 32 chunks, their last
+//   bits 8 chunks, then as Q5_K; Q6_KSixBitLayout: codes 3 × 16 chunks, then as Q6_K).
 // so a group takes exactly the bytes of its rows (a chunk is 64 bytes, 4 per row).
 #pragma once
 
@@ -30,6 +31,10 @@ inline void interleave(uint8_t* chunks, int n_chunks, const uint8_t* field, int 
 inline void deinterleave(const uint8_t* chunks, int n_chunks, uint8_t* field, int r) {
     for (int i = 0; i < n_chunks; ++i) std::memcpy(field + 4 * i, chunks + 64 * i + 4 * r, 4);
 }
+
+// The AVX2 kernels' own layouts below rearrange codes 4 positions at a time, one per byte of a
+// 32-bit word; each_byte's mask keeps each byte's bits inside it after a shift of the word.
+inline uint32_t each_byte(uint32_t v, uint8_t mask) { return v & (0x01010101u * mask); }
 
 struct Q4_KLayout {
     using Block = BlockQ4_K;
@@ -75,6 +80,61 @@ struct Q5_KLayout {
     }
 };
 
+// Q5_K with each even sub-block's code whole in a byte. Sub-blocks 2c and 2c+1 share the byte
+// qs[32c + l] (nibbles) and qh[l] (bits 2c, 2c+1) at position l < 32. Here array c's byte l holds
+// code 2c in its low 5 bits and bits 2-4 of code 2c+1 in its top three, and the last array's byte
+// l holds bits 0-1 of code 2c+1 at bits 2c, 2c+1. An even code is then one AND away and an odd one
+// five operations, where the GGUF nibble and high bit take about four and a half for every code.
+// Same offsets as Q5_KLayout (the last array where qh was), same bytes.
+struct Q5_KFiveBitLayout {
+    using Block = BlockQ5_K;
+    static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
+    static constexpr bool kHasMin = true;
+    static constexpr size_t kCodes = 0, kLast = 2048, kScales = 2048 + 512, kD = 2048 + 512 + 192;
+    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+
+    // Word w (positions 4w .. 4w+3) of row r: of array c at chunk 8c + w, of the last at chunk w.
+    static size_t array_word(int c, int w, int r) { return kCodes + 64 * (8 * c + w) + 4 * r; }
+    static size_t last_word(int w, int r) { return kLast + 64 * w + 4 * r; }
+
+    static void pack(const Block& b, int r, uint8_t* g) {
+        for (int l = 0; l < 32; l += 4) {
+            const uint32_t qh = load_u32(b.qh + l);
+            uint32_t last = 0;
+            for (int c = 0; c < 4; ++c) {
+                const uint32_t qs = load_u32(b.qs + 32 * c + l);
+                const uint32_t even = each_byte(qs, 0x0f) | each_byte(qh >> (2 * c), 0x01) << 4;
+                const uint32_t odd = each_byte(qs >> 4, 0x0f) | each_byte(qh >> (2 * c + 1), 0x01) << 4;
+                const uint32_t word = even | each_byte(odd, 0x1c) << 3;
+                std::memcpy(g + array_word(c, l / 4, r), &word, 4);
+                last |= each_byte(odd, 0x03) << (2 * c);
+            }
+            std::memcpy(g + last_word(l / 4, r), &last, 4);
+        }
+        interleave(g + kScales, 3, b.scales, r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+    }
+    static void unpack(const uint8_t* g, int r, Block& b) {
+        for (int l = 0; l < 32; l += 4) {
+            const uint32_t last = load_u32(g + last_word(l / 4, r));
+            uint32_t qh = 0;
+            for (int c = 0; c < 4; ++c) {
+                const uint32_t word = load_u32(g + array_word(c, l / 4, r));
+                const uint32_t even = each_byte(word, 0x1f);
+                const uint32_t odd = each_byte(word >> 3, 0x1c) | each_byte(last >> (2 * c), 0x03);
+                const uint32_t qs = each_byte(even, 0x0f) | each_byte(odd, 0x0f) << 4;
+                std::memcpy(b.qs + 32 * c + l, &qs, 4);
+                qh |= each_byte(even >> 4, 0x01) << (2 * c) | each_byte(odd >> 4, 0x01) << (2 * c + 1);
+            }
+            std::memcpy(b.qh + l, &qh, 4);
+        }
+        deinterleave(g + kScales, 3, b.scales, r);
+        std::memcpy(&b.d, g + kD + 2 * r, 2);
+        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
+    }
+};
+
 struct Q6_KLayout {
     using Block = BlockQ6_K;
     static constexpr int kSub = 16, kSubSize = 16, kChunksPerSub = 4;
@@ -108,23 +168,21 @@ struct Q6_KSixBitLayout {
     static constexpr size_t kCodes = 0, kScales = 3 * 1024, kD = 3 * 1024 + 256;
     static constexpr size_t kSuperBytes = 16 * sizeof(Block);
 
-    // Every function below works on 4 positions l at once, one per byte of a 32-bit word; the
-    // masks keep each byte's bits inside it. Array i's word w of row r is at chunk w, lane r.
+    // Array i's word w (positions 4w .. 4w+3) of row r is at chunk w, lane r.
     static size_t array_word(int i, int w, int r) { return kCodes + 1024 * i + 64 * w + 4 * r; }
-    static uint32_t bytes(uint32_t v, uint8_t mask) { return v & (0x01010101u * mask); }
 
     static void pack(const Block& b, int r, uint8_t* g) {
         for (int h = 0; h < 2; ++h) {
             for (int l = 0; l < 32; l += 4) {
                 const uint32_t ql0 = load_u32(b.ql + 64 * h + l), ql1 = load_u32(b.ql + 64 * h + 32 + l);
                 const uint32_t qh = load_u32(b.qh + 32 * h + l);
-                const uint32_t c[4] = {bytes(ql0, 0x0f) | bytes(qh, 0x03) << 4,
-                                       bytes(ql1, 0x0f) | bytes(qh, 0x0c) << 2,
-                                       bytes(ql0 >> 4, 0x0f) | bytes(qh, 0x30),
-                                       bytes(ql1 >> 4, 0x0f) | bytes(qh >> 2, 0x30)};
-                const uint32_t a[3] = {c[0] | bytes(c[3], 0x03) << 6,
-                                       c[1] | bytes(c[3], 0x0c) << 4,
-                                       c[2] | bytes(c[3], 0x30) << 2};
+                const uint32_t c[4] = {each_byte(ql0, 0x0f) | each_byte(qh, 0x03) << 4,
+                                       each_byte(ql1, 0x0f) | each_byte(qh, 0x0c) << 2,
+                                       each_byte(ql0 >> 4, 0x0f) | each_byte(qh, 0x30),
+                                       each_byte(ql1 >> 4, 0x0f) | each_byte(qh >> 2, 0x30)};
+                const uint32_t a[3] = {c[0] | each_byte(c[3], 0x03) << 6,
+                                       c[1] | each_byte(c[3], 0x0c) << 4,
+                                       c[2] | each_byte(c[3], 0x30) << 2};
                 for (int i = 0; i < 3; ++i) std::memcpy(g + array_word(i, (32 * h + l) / 4, r), &a[i], 4);
             }
         }
@@ -136,12 +194,13 @@ struct Q6_KSixBitLayout {
             for (int l = 0; l < 32; l += 4) {
                 uint32_t a[3];
                 for (int i = 0; i < 3; ++i) a[i] = load_u32(g + array_word(i, (32 * h + l) / 4, r));
-                const uint32_t c[4] = {bytes(a[0], 0x3f), bytes(a[1], 0x3f), bytes(a[2], 0x3f),
-                                       bytes(a[0] >> 6, 0x03) | bytes(a[1] >> 4, 0x0c) | bytes(a[2] >> 2, 0x30)};
-                const uint32_t ql0 = bytes(c[0], 0x0f) | bytes(c[2], 0x0f) << 4;
-                const uint32_t ql1 = bytes(c[1], 0x0f) | bytes(c[3], 0x0f) << 4;
-                const uint32_t qh =
-                    bytes(c[0] >> 4, 0x03) | bytes(c[1] >> 2, 0x0c) | bytes(c[2], 0x30) | bytes(c[3] << 2, 0xc0);
+                const uint32_t last =
+                    each_byte(a[0] >> 6, 0x03) | each_byte(a[1] >> 4, 0x0c) | each_byte(a[2] >> 2, 0x30);
+                const uint32_t c[4] = {each_byte(a[0], 0x3f), each_byte(a[1], 0x3f), each_byte(a[2], 0x3f), last};
+                const uint32_t ql0 = each_byte(c[0], 0x0f) | each_byte(c[2], 0x0f) << 4;
+                const uint32_t ql1 = each_byte(c[1], 0x0f) | each_byte(c[3], 0x0f) << 4;
+                const uint32_t qh = each_byte(c[0] >> 4, 0x03) | each_byte(c[1] >> 2, 0x0c) | each_byte(c[2], 0x30) |
+                                    each_byte(c[3] << 2, 0xc0);
                 std::memcpy(b.ql + 64 * h + l, &ql0, 4);
                 std::memcpy(b.ql + 64 * h + 32 + l, &ql1, 4);
                 std::memcpy(b.qh + 32 * h + l, &qh, 4);
