@@ -35,6 +35,10 @@ inline uint32_t load_u32(const void* p) {
     return v;
 }
 
+// The bits of mask in each byte of v: after a shift of the whole word, it keeps each byte's bits
+// inside that byte (the AVX2 layouts rearrange codes 4 positions at a time, one per byte).
+inline uint32_t each_byte(uint32_t v, uint8_t mask) { return v & (0x01010101u * mask); }
+
 constexpr int kGroupRows = 16;
 constexpr int kGroupTokens = 8;
 

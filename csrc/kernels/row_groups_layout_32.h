@@ -5,7 +5,8 @@
 // Group layout for n-element rows (nb = n / 32 blocks):
 //   codes  nb × kCodeChunks × 64 bytes: chunk k of block b holds, in 32-bit lane r, bytes
 //          4k .. 4k+3 of row r's qs (Q4/Q5: packed nibbles, 4 chunks, Q5 then a fifth chunk of
-//          rearranged qh bits; Q8_0: codes XOR 0x80, i.e. the unsigned code + 128, 8 chunks)
+//          rearranged qh bits; Q8_0: codes XOR 0x80, i.e. the unsigned code + 128, 8 chunks;
+//          the AVX2 kernels' Q5: five-bit codes, Q5FiveBitFormat)
 //   d      nb × 16 f16: the rows' block scales
 //   m      nb × 16 f16 (Q4_1, Q5_1): the rows' block mins
 // Packed activations of one token: nb × 32 int8 codes, nb float scales d, nb int32 offset terms,
@@ -31,7 +32,7 @@ struct Q4_0Format {
     static constexpr int32_t kActOffset = -8;
     static uint32_t chunk(const Block& b, int k) { return load_u32(b.qs + 4 * k); }
     static uint16_t min(const Block&) { return 0; }
-    static void set(Block& b, int k, uint32_t chunk, uint16_t) { std::memcpy(b.qs + 4 * k, &chunk, 4); }
+    static void set(Block& b, const uint32_t* chunks, uint16_t) { std::memcpy(b.qs, chunks, sizeof b.qs); }
 };
 
 struct Q4_1Format {
@@ -41,8 +42,8 @@ struct Q4_1Format {
     static constexpr int32_t kActOffset = 0;
     static uint32_t chunk(const Block& b, int k) { return load_u32(b.qs + 4 * k); }
     static uint16_t min(const Block& b) { return b.m; }
-    static void set(Block& b, int k, uint32_t chunk, uint16_t m) {
-        std::memcpy(b.qs + 4 * k, &chunk, 4);
+    static void set(Block& b, const uint32_t* chunks, uint16_t m) {
+        std::memcpy(b.qs, chunks, sizeof b.qs);
         b.m = m;
     }
 };
@@ -74,18 +75,54 @@ struct Q5Format {
         if constexpr (kMin) return b.m;
         return 0;
     }
-    static void set(Block& b, int k, uint32_t chunk, uint16_t m) {
-        if (k < 4) {
-            std::memcpy(b.qs + 4 * k, &chunk, 4);
-        } else {
-            const uint32_t qh = gather_high_bits(chunk);
-            std::memcpy(b.qh, &qh, 4);
-        }
+    static void set(Block& b, const uint32_t* chunks, uint16_t m) {
+        std::memcpy(b.qs, chunks, sizeof b.qs);
+        const uint32_t qh = gather_high_bits(chunks[4]);
+        std::memcpy(b.qh, &qh, 4);
         if constexpr (kMin) b.m = m;
     }
 };
 using Q5_0Format = Q5Format<BlockQ5_0, false>;
 using Q5_1Format = Q5Format<BlockQ5_1, true>;
+
+// Q5_0 / Q5_1 as the AVX2 kernels hold them, with half the codes whole in a byte: chunk k < 4,
+// byte i, holds element 4k + i's code in its low 5 bits and bits 2-4 of element 16 + 4k + i's in
+// its top three; chunk 4, byte i, holds bits 0-1 of element 16 + 4k + i at bits 2k, 2k+1. A low
+// code is then one AND away and a high one five operations, where a nibble and a fifth bit take
+// about four and a half each without AVX-512's three-input logic. Same bytes.
+template <class B, bool kMin>
+struct Q5FiveBitFormat : Q5Format<B, kMin> {
+    using Block = B;
+    static constexpr bool kFiveBitCodes = true;
+    // The codes of elements 4g .. 4g+3 (g < 8), one a byte, as GGUF stores them: nibbles of
+    // qs[4 (g % 4) + i], fifth bits 4g + i of qh.
+    static uint32_t code_word(const Block& b, int g) {
+        const uint32_t qs = load_u32(b.qs + 4 * (g % 4)), qh = load_u32(b.qh);
+        // Bit i of the 4 to bit 8i: the multiply's four shifted copies (by 0, 7, 14, 21) never overlap.
+        const uint32_t fifth = ((qh >> (4 * g) & 0x0fu) * 0x00204081u & 0x01010101u) << 4;
+        return each_byte(g < 4 ? qs : qs >> 4, 0x0f) | fifth;
+    }
+    static uint32_t chunk(const Block& b, int k) {
+        if (k < 4) return code_word(b, k) | each_byte(code_word(b, 4 + k), 0x1c) << 3;
+        uint32_t last = 0;
+        for (int g = 0; g < 4; ++g) last |= each_byte(code_word(b, 4 + g), 0x03) << (2 * g);
+        return last;
+    }
+    static void set(Block& b, const uint32_t* chunks, uint16_t m) {
+        uint32_t qh = 0;
+        for (int k = 0; k < 4; ++k) {
+            const uint32_t low = each_byte(chunks[k], 0x1f);
+            const uint32_t high = each_byte(chunks[k] >> 3, 0x1c) | each_byte(chunks[4] >> (2 * k), 0x03);
+            const uint32_t qs = each_byte(low, 0x0f) | each_byte(high, 0x0f) << 4;
+            std::memcpy(b.qs + 4 * k, &qs, 4);
+            for (int i = 0; i < 4; ++i) {
+                qh |= (low >> (8 * i + 4) & 1u) << (4 * k + i) | (high >> (8 * i + 4) & 1u) << (16 + 4 * k + i);
+            }
+        }
+        std::memcpy(b.qh, &qh, 4);
+        if constexpr (kMin) b.m = m;
+    }
+};
 
 struct Q8_0Format {
     using Block = BlockQ8_0;
@@ -94,9 +131,11 @@ struct Q8_0Format {
     static constexpr int32_t kActOffset = -128;
     static uint32_t chunk(const Block& b, int k) { return load_u32(b.qs + 4 * k) ^ 0x80808080u; }
     static uint16_t min(const Block&) { return 0; }
-    static void set(Block& b, int k, uint32_t chunk, uint16_t) {
-        chunk ^= 0x80808080u;
-        std::memcpy(b.qs + 4 * k, &chunk, 4);
+    static void set(Block& b, const uint32_t* chunks, uint16_t) {
+        for (int k = 0; k < kCodeChunks; ++k) {
+            const uint32_t codes = chunks[k] ^ 0x80808080u;
+            std::memcpy(b.qs + 4 * k, &codes, 4);
+        }
     }
 };
 
@@ -140,9 +179,10 @@ void unpack_row(int64_t n, const uint8_t* group, int r, uint8_t* row) {
     for (int64_t b = 0; b < nb; ++b) {
         blocks[b].d = d[b * kGroupRows + r];
         const uint16_t min = F::kHasMin ? m[b * kGroupRows + r] : 0;
-        for (int k = 0; k < F::kCodeChunks; ++k) {
-            F::set(blocks[b], k, load_u32(group + b * code_bytes_per_block<F>() + k * 64 + 4 * r), min);
-        }
+        uint32_t chunks[F::kCodeChunks];
+        const uint8_t* block = group + b * code_bytes_per_block<F>();
+        for (int k = 0; k < F::kCodeChunks; ++k) chunks[k] = load_u32(block + k * 64 + 4 * r);
+        F::set(blocks[b], chunks, min);
     }
 }
 

@@ -32,10 +32,6 @@ inline void deinterleave(const uint8_t* chunks, int n_chunks, uint8_t* field, in
     for (int i = 0; i < n_chunks; ++i) std::memcpy(field + 4 * i, chunks + 64 * i + 4 * r, 4);
 }
 
-// The AVX2 kernels' own layouts below rearrange codes 4 positions at a time, one per byte of a
-// 32-bit word; each_byte's mask keeps each byte's bits inside it after a shift of the word.
-inline uint32_t each_byte(uint32_t v, uint8_t mask) { return v & (0x01010101u * mask); }
-
 struct Q4_KLayout {
     using Block = BlockQ4_K;
     static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
