@@ -63,13 +63,19 @@ struct Q5_KLayout {
     static void pack(const Block& b, int r, uint8_t* g) {
         interleave(g + kCodes, 32, b.qs, r);
         interleave(g + kHigh, 8, b.qh, r);
-        interleave(g + kScales, 3, b.scales, r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+        pack_scales(b, r, g);
     }
     static void unpack(const uint8_t* g, int r, Block& b) {
         deinterleave(g + kCodes, 32, b.qs, r);
         deinterleave(g + kHigh, 8, b.qh, r);
+        unpack_scales(g, r, b);
+    }
+    static void pack_scales(const Block& b, int r, uint8_t* g) {
+        interleave(g + kScales, 3, b.scales, r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+    }
+    static void unpack_scales(const uint8_t* g, int r, Block& b) {
         deinterleave(g + kScales, 3, b.scales, r);
         std::memcpy(&b.d, g + kD + 2 * r, 2);
         std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
@@ -82,12 +88,8 @@ struct Q5_KLayout {
 // l holds bits 0-1 of code 2c+1 at bits 2c, 2c+1. An even code is then one AND away and an odd one
 // five operations, where the GGUF nibble and high bit take about four and a half for every code.
 // Same offsets as Q5_KLayout (the last array where qh was), same bytes.
-struct Q5_KFiveBitLayout {
-    using Block = BlockQ5_K;
-    static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
-    static constexpr bool kHasMin = true;
-    static constexpr size_t kCodes = 0, kLast = 2048, kScales = 2048 + 512, kD = 2048 + 512 + 192;
-    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+struct Q5_KFiveBitLayout : Q5_KLayout {
+    static constexpr size_t kLast = kHigh;
 
     // Word w (positions 4w .. 4w+3) of row r: of array c at chunk 8c + w, of the last at chunk w.
     static size_t array_word(int c, int w, int r) { return kCodes + 64 * (8 * c + w) + 4 * r; }
@@ -107,9 +109,7 @@ struct Q5_KFiveBitLayout {
             }
             std::memcpy(g + last_word(l / 4, r), &last, 4);
         }
-        interleave(g + kScales, 3, b.scales, r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+        pack_scales(b, r, g);
     }
     static void unpack(const uint8_t* g, int r, Block& b) {
         for (int l = 0; l < 32; l += 4) {
@@ -125,9 +125,7 @@ struct Q5_KFiveBitLayout {
             }
             std::memcpy(b.qh + l, &qh, 4);
         }
-        deinterleave(g + kScales, 3, b.scales, r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
-        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
+        unpack_scales(g, r, b);
     }
 };
 
@@ -141,12 +139,18 @@ struct Q6_KLayout {
     static void pack(const Block& b, int r, uint8_t* g) {
         interleave(g + kLow, 32, b.ql, r);
         interleave(g + kHigh, 16, b.qh, r);
-        interleave(g + kScales, 4, reinterpret_cast<const uint8_t*>(b.scales), r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
+        pack_scales(b, r, g);
     }
     static void unpack(const uint8_t* g, int r, Block& b) {
         deinterleave(g + kLow, 32, b.ql, r);
         deinterleave(g + kHigh, 16, b.qh, r);
+        unpack_scales(g, r, b);
+    }
+    static void pack_scales(const Block& b, int r, uint8_t* g) {
+        interleave(g + kScales, 4, reinterpret_cast<const uint8_t*>(b.scales), r);
+        std::memcpy(g + kD + 2 * r, &b.d, 2);
+    }
+    static void unpack_scales(const uint8_t* g, int r, Block& b) {
         deinterleave(g + kScales, 4, reinterpret_cast<uint8_t*>(b.scales), r);
         std::memcpy(&b.d, g + kD + 2 * r, 2);
     }
@@ -157,12 +161,8 @@ struct Q6_KLayout {
 // byte 32h + l of three 64-byte arrays: array i holds code i in its low 6 bits and bits 2i, 2i+1
 // of code 3 in its top two. So codes 0-2 take one AND to extract and code 3 eight operations, where
 // the GGUF split into a nibble and two high bits takes about four for every code. Same bytes.
-struct Q6_KSixBitLayout {
-    using Block = BlockQ6_K;
-    static constexpr int kSub = 16, kSubSize = 16, kChunksPerSub = 4;
-    static constexpr bool kHasMin = false;
-    static constexpr size_t kCodes = 0, kScales = 3 * 1024, kD = 3 * 1024 + 256;
-    static constexpr size_t kSuperBytes = 16 * sizeof(Block);
+struct Q6_KSixBitLayout : Q6_KLayout {
+    static constexpr size_t kCodes = kLow;  // 3 arrays of 1024 bytes where ql and qh were
 
     // Array i's word w (positions 4w .. 4w+3) of row r is at chunk w, lane r.
     static size_t array_word(int i, int w, int r) { return kCodes + 1024 * i + 64 * w + 4 * r; }
@@ -182,8 +182,7 @@ struct Q6_KSixBitLayout {
                 for (int i = 0; i < 3; ++i) std::memcpy(g + array_word(i, (32 * h + l) / 4, r), &a[i], 4);
             }
         }
-        interleave(g + kScales, 4, reinterpret_cast<const uint8_t*>(b.scales), r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
+        pack_scales(b, r, g);
     }
     static void unpack(const uint8_t* g, int r, Block& b) {
         for (int h = 0; h < 2; ++h) {
@@ -202,8 +201,7 @@ struct Q6_KSixBitLayout {
                 std::memcpy(b.qh + 32 * h + l, &qh, 4);
             }
         }
-        deinterleave(g + kScales, 4, reinterpret_cast<uint8_t*>(b.scales), r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
+        unpack_scales(g, r, b);
     }
 };
 
