@@ -111,7 +111,7 @@ struct Q6_KFormat : Q6_KSixBitLayout {
     static __m256i code(const uint8_t* g, int half, int j, int k) {
         const int h = j / 8, s = (j % 8) / 2, chunk = (32 * h + 16 * (j % 2) + 4 * k) / 4;
         const auto array = [&](int i) { return chunk_at(g + kCodes + 1024 * i, chunk, half); };
-        if (s < 3) return _mm256_and_si256(array(s), _mm256_set1_epi8(63));
+        if (s < 3) return _mm256_and_si256(array(s), _mm256_set1_epi8(0x3f));
         // Top two bits of array i to bits 2i, 2i+1 (16-bit shifts; the masks drop what crosses bytes).
         const __m256i b0 = _mm256_and_si256(_mm256_srli_epi16(array(0), 6), _mm256_set1_epi8(0x03));
         const __m256i b1 = _mm256_and_si256(_mm256_srli_epi16(array(1), 4), _mm256_set1_epi8(0x0c));

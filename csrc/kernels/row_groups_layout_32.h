@@ -92,7 +92,7 @@ using Q5_1Format = Q5Format<BlockQ5_1, true>;
 // about four and a half each without AVX-512's three-input logic. Same bytes.
 template <class B, bool kMin>
 struct Q5FiveBitFormat : Q5Format<B, kMin> {
-    using Block = B;
+    using Block = B;  // a dependent base's names are not visible here unqualified
     static constexpr bool kFiveBitCodes = true;
     // The codes of elements 4g .. 4g+3 (g < 8), one a byte, as GGUF stores them: nibbles of
     // qs[4 (g % 4) + i], fifth bits 4g + i of qh.

@@ -32,6 +32,21 @@ inline void deinterleave(const uint8_t* chunks, int n_chunks, uint8_t* field, in
     for (int i = 0; i < n_chunks; ++i) std::memcpy(field + 4 * i, chunks + 64 * i + 4 * r, 4);
 }
 
+// The fields Q4_K and Q5_K share, at their layout's offsets: scales[12] as 3 chunks, then d ×16
+// and dmin ×16 (f16).
+template <class Block>
+void pack_min_scales(const Block& b, int r, uint8_t* scales, uint8_t* d) {
+    interleave(scales, 3, b.scales, r);
+    std::memcpy(d + 2 * r, &b.d, 2);
+    std::memcpy(d + 32 + 2 * r, &b.dmin, 2);
+}
+template <class Block>
+void unpack_min_scales(const uint8_t* scales, const uint8_t* d, int r, Block& b) {
+    deinterleave(scales, 3, b.scales, r);
+    std::memcpy(&b.d, d + 2 * r, 2);
+    std::memcpy(&b.dmin, d + 32 + 2 * r, 2);
+}
+
 struct Q4_KLayout {
     using Block = BlockQ4_K;
     static constexpr int kSub = 8, kSubSize = 32, kChunksPerSub = 8;
@@ -41,15 +56,11 @@ struct Q4_KLayout {
 
     static void pack(const Block& b, int r, uint8_t* g) {
         interleave(g + kCodes, 32, b.qs, r);
-        interleave(g + kScales, 3, b.scales, r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
+        pack_min_scales(b, r, g + kScales, g + kD);
     }
     static void unpack(const uint8_t* g, int r, Block& b) {
         deinterleave(g + kCodes, 32, b.qs, r);
-        deinterleave(g + kScales, 3, b.scales, r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
-        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
+        unpack_min_scales(g + kScales, g + kD, r, b);
     }
 };
 
@@ -70,16 +81,8 @@ struct Q5_KLayout {
         deinterleave(g + kHigh, 8, b.qh, r);
         unpack_scales(g, r, b);
     }
-    static void pack_scales(const Block& b, int r, uint8_t* g) {
-        interleave(g + kScales, 3, b.scales, r);
-        std::memcpy(g + kD + 2 * r, &b.d, 2);
-        std::memcpy(g + kD + 32 + 2 * r, &b.dmin, 2);
-    }
-    static void unpack_scales(const uint8_t* g, int r, Block& b) {
-        deinterleave(g + kScales, 3, b.scales, r);
-        std::memcpy(&b.d, g + kD + 2 * r, 2);
-        std::memcpy(&b.dmin, g + kD + 32 + 2 * r, 2);
-    }
+    static void pack_scales(const Block& b, int r, uint8_t* g) { pack_min_scales(b, r, g + kScales, g + kD); }
+    static void unpack_scales(const uint8_t* g, int r, Block& b) { unpack_min_scales(g + kScales, g + kD, r, b); }
 };
 
 // Q5_K with each even sub-block's code whole in a byte. Sub-blocks 2c and 2c+1 share the byte
