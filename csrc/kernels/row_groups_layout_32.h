@@ -6,7 +6,8 @@
 //   codes  nb × kCodeChunks × 64 bytes: chunk k of block b holds, in 32-bit lane r, bytes
 //          4k .. 4k+3 of row r's qs (Q4/Q5: packed nibbles, 4 chunks, Q5 then a fifth chunk of
 //          rearranged qh bits; Q8_0: codes XOR 0x80, i.e. the unsigned code + 128, 8 chunks;
-//          the AVX2 kernels' Q5: five-bit codes, Q5FiveBitFormat)
+//          the AVX2 kernels' Q5: five-bit codes, Q5FiveBitFormat; their Q8_0 without VNNI: the
+//          signed codes as stored, Q8_0SignedFormat)
 //   d      nb × 16 f16: the rows' block scales
 //   m      nb × 16 f16 (Q4_1, Q5_1): the rows' block mins
 // Packed activations of one token: nb × 32 int8 codes, nb float scales d, nb int32 offset terms,
@@ -137,6 +138,16 @@ struct Q8_0Format {
             std::memcpy(b.qs + 4 * k, &codes, 4);
         }
     }
+};
+
+// Q8_0 as the AVX2 kernels without VNNI hold it: the signed codes as GGUF stores them. Their
+// maddubs route dots |w| against sign(a, w), so the + 128 of Q8_0Format would only be undone by an
+// XOR at every step; without it there is no offset term either.
+struct Q8_0SignedFormat : Q8_0Format {
+    static constexpr int32_t kActOffset = 0;
+    static constexpr bool kSignedCodes = true;
+    static uint32_t chunk(const Block& b, int k) { return load_u32(b.qs + 4 * k); }
+    static void set(Block& b, const uint32_t* chunks, uint16_t) { std::memcpy(b.qs, chunks, sizeof b.qs); }
 };
 
 template <class F>
