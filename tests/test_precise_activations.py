@@ -9,13 +9,13 @@ reference forward; the API switch (the CLI flag: test_cli.py)."""
 
 import numpy as np
 import pytest
-from gguf import GGMLQuantizationType as T
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as T
 
 from edgellama import Llama, _core, _testing
 from edgellama.errors import InvalidArgumentError
 from reference import load_reference
-from test_cpu_levels import act_blocks
-from test_kernels import act_rows, reference_dequant, row_group_matrix, weight_rows
+from test_cpu_levels import act_blocks, dequantize_act
+from test_kernels import BLOCK32, ROW_GROUP_LEVELS, act_rows, f16_bytes, reference_dequant, row_group_matrix, weight_rows
 
 QUANTIZED = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q4_K, T.Q5_K, T.Q6_K]
 LEVELS = _core.runnable_levels()
@@ -63,6 +63,43 @@ def test_precise_matmul_matches_float64_dots_on_every_level(level, qtype):
         assert np.all(np.abs(got[t] - exact) <= bound), (level, qtype, t)
         int8_outside += int(np.sum(np.abs(int8[t] - exact) > bound))
     assert int8_outside > 0  # the bound is tight enough to see int8 rounding
+
+
+def random_code_rows(rng, qtype, n, n_rows):
+    """Rows whose code bytes are random, so every code occurs (Q8_0's -128 among them, which no
+    quantizer writes but a file may hold), with sane f16 scales and mins; Q8_0's first two rows
+    hold only -128 and only 127."""
+    size = GGML_QUANT_SIZES[qtype][1]
+    nb = n // GGML_QUANT_SIZES[qtype][0]
+    blocks = rng.integers(0, 256, (n_rows, nb, size), dtype=np.uint8)
+    blocks[:, :, 0:2] = f16_bytes(rng.uniform(1e-3, 1e-1, (n_rows, nb))).reshape(n_rows, nb, 2)
+    if qtype in (T.Q4_1, T.Q5_1):
+        blocks[:, :, 2:4] = f16_bytes(rng.uniform(-0.1, 0.1, (n_rows, nb))).reshape(n_rows, nb, 2)
+    if qtype == T.Q8_0:
+        blocks[0, :, 2:], blocks[1, :, 2:] = 0x80, 0x7F
+    return blocks.reshape(n_rows, -1)
+
+
+@pytest.mark.parametrize("level", ROW_GROUP_LEVELS)
+@pytest.mark.parametrize("qtype", BLOCK32, ids=lambda t: t.name)
+def test_row_groups_dot_every_code_of_the_32_element_types(level, qtype):
+    # The row-group layouts rearrange codes per instruction set (the AVX2 Q5 five-bit codes, the
+    # AVX2 Q8_0 signed codes); both paths must still dot every code exactly, the extremes included.
+    core = _testing.load_level(level)
+    rng = np.random.default_rng(9300 + int(qtype))
+    rows = random_code_rows(rng, qtype, N, 19)
+    x = np.stack(act_rows(rng, N))[:5]
+    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
+    fmt, block = act_block(core, qtype)
+    for activations in ("int8", "precise"):
+        got = core.matmul(int(qtype), rows, x, row_groups=True, activations=activations)
+        for t in range(x.shape[0]):
+            if activations == "precise":
+                value = two_part_rounding(core, qtype, x[t])[0]
+            else:
+                value = dequantize_act(core.quantize_act_row(fmt, x[t]), fmt, N, block)
+            scale = np.abs(w).max(axis=1) * np.abs(value).sum()
+            assert np.all(np.abs(got[t] - w @ value) <= 1e-5 * scale + 1e-30), (activations, t)
 
 
 @pytest.mark.parametrize("level", LEVELS)
