@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import platform
 import shutil
-import struct
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
+from matmul_harness import ROOT, build_harness, harness_matmul, run_harness
 from test_cpu_levels import dequantize_act
 from test_kernels import ALL_TYPES, BLOCK32, N, act_rows, reference_dequant, weight_rows
 from test_precise_activations import random_code_rows, two_part_rounding
 
 from edgellama import _cpu_features, _testing
 
-ROOT = Path(__file__).resolve().parents[1]
 NATIVE = platform.machine() in ("aarch64", "arm64")
 COMPILER = "g++" if NATIVE else shutil.which("aarch64-linux-gnu-g++")
 QEMU = None if NATIVE else shutil.which("qemu-aarch64")
@@ -48,46 +44,26 @@ pytestmark = [
 ]
 
 
-def harness_sources():
-    kernels = sorted((ROOT / "csrc" / "kernels").glob("*.cpp")) + sorted((ROOT / "quantize").glob("*.cpp"))
-    named = ["tests/arm/matmul_harness.cpp", "csrc/core/thread_pool.cpp", "csrc/core/cpu_features.cpp",
-             "csrc/model/prepared_matmul.cpp", "csrc/model/weight_repack.cpp", "csrc/model/llama_weights.cpp"]
-    return [str(ROOT / n) for n in named] + [str(p) for p in kernels]
-
-
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    """level -> path of its harness binary (static on Linux, so qemu needs no Arm sysroot)."""
+    """level -> path of its harness binary."""
     folder = tmp_path_factory.mktemp("arm")
 
     def build(level):
-        out = folder / f"matmul_harness_{level}"
-        # The core's flags (CMakeLists.txt), with contraction off everywhere as in the files whose
-        # bits matter (row groups, quantization); elsewhere it only moves roundings.
-        cmd = [COMPILER, "-std=gnu++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off",
-               LEVEL_FLAGS[level], f"-I{ROOT}", *harness_sources(), "-lpthread",
-               *(["-static"] if sys.platform.startswith("linux") else []), "-o", str(out)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        return level, out
+        return level, build_harness(COMPILER, [LEVEL_FLAGS[level]], folder / f"matmul_harness_{level}")
 
     with ThreadPoolExecutor(2) as pool:
         return dict(pool.map(build, LEVEL_FLAGS))
 
 
-def run_harness(binary, *args, stdin=b"", cpu=None):
-    cmd = ([] if NATIVE else [QEMU] + (["-cpu", cpu] if cpu else [])) + [str(binary), *args]
-    done = subprocess.run(cmd, input=stdin, capture_output=True, timeout=120)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-    return done.stdout
+def arm_command(binary, cpu=None):
+    """How to run an Arm binary here: natively, or under qemu (on its default CPU unless named)."""
+    return ([] if NATIVE else [QEMU] + (["-cpu", cpu] if cpu else [])) + [str(binary)]
 
 
 def arm_matmul(binary, qtype, rows, x, activations="int8"):
     """(whether row groups ran, y[t][r]) from the Arm build."""
-    head = struct.pack("<iiiqqq", int(qtype), 1, int(activations == "precise"), rows.shape[0], x.shape[1], x.shape[0])
-    out = run_harness(binary, "matmul", stdin=head + rows.tobytes() + x.astype(np.float32).tobytes())
-    ran_row_groups = struct.unpack("<i", out[:4])[0] == 1
-    return ran_row_groups, np.frombuffer(out[4:], np.float32).reshape(x.shape[0], rows.shape[0])
+    return harness_matmul(arm_command(binary), qtype, rows, x, activations)
 
 
 def case(qtype, n_tokens):
@@ -104,8 +80,9 @@ TOKEN_COUNTS = [1, 7]
 @pytest.mark.skipif(NATIVE, reason="CPU models are chosen through qemu")
 def test_levels_follow_the_dot_product_feature(harness):
     binary = harness["generic"]
-    assert run_harness(binary, "levels", cpu="max").decode().strip() == "aarch64_dotprod,generic"
-    assert run_harness(binary, "levels", cpu="cortex-a53").decode().strip() == "generic"  # Armv8.0: no SDOT
+    assert run_harness(arm_command(binary, cpu="max"), "levels").decode().strip() == "aarch64_dotprod,generic"
+    # Armv8.0: no SDOT
+    assert run_harness(arm_command(binary, cpu="cortex-a53"), "levels").decode().strip() == "generic"
 
 
 @pytest.mark.parametrize("n_tokens", TOKEN_COUNTS)

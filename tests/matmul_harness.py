@@ -1,0 +1,47 @@
+"""Builds and drives tests/arm/matmul_harness.cpp, the core's matmul as a plain program: for an
+Arm build under qemu (test_arm.py) and for the AVX-VNNI build with an emulated VNNI instruction
+(test_avx_vnni_emulated.py)."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def harness_sources() -> list[str]:
+    kernels = sorted((ROOT / "csrc" / "kernels").glob("*.cpp")) + sorted((ROOT / "quantize").glob("*.cpp"))
+    named = ["tests/arm/matmul_harness.cpp", "csrc/core/thread_pool.cpp", "csrc/core/cpu_features.cpp",
+             "csrc/model/prepared_matmul.cpp", "csrc/model/weight_repack.cpp", "csrc/model/llama_weights.cpp"]
+    return [str(ROOT / n) for n in named] + [str(p) for p in kernels]
+
+
+def build_harness(compiler: str, flags: list[str], out: Path) -> Path:
+    """The harness built with the core's flags (CMakeLists.txt) plus `flags`, with contraction off
+    everywhere as in the files whose bits matter (row groups, quantization); elsewhere it only moves
+    roundings. Static on Linux, so qemu needs no Arm sysroot."""
+    cmd = [compiler, "-std=gnu++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off", *flags,
+           f"-I{ROOT}", *harness_sources(), "-lpthread", *(["-static"] if sys.platform.startswith("linux") else []),
+           "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def run_harness(command: list[str], *args: str, stdin: bytes = b"") -> bytes:
+    done = subprocess.run([*command, *args], input=stdin, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    return done.stdout
+
+
+def harness_matmul(command: list[str], qtype, rows: np.ndarray, x: np.ndarray, activations: str = "int8"):
+    """(whether row groups ran, y[t][r]) from the harness run as `command`."""
+    head = struct.pack("<iiiqqq", int(qtype), 1, int(activations == "precise"), rows.shape[0], x.shape[1], x.shape[0])
+    out = run_harness(command, "matmul", stdin=head + rows.tobytes() + x.astype(np.float32).tobytes())
+    ran_row_groups = struct.unpack("<i", out[:4])[0] == 1
+    return ran_row_groups, np.frombuffer(out[4:], np.float32).reshape(x.shape[0], rows.shape[0])
