@@ -21,13 +21,13 @@ def harness_sources() -> list[str]:
     return [str(ROOT / n) for n in named] + [str(p) for p in kernels]
 
 
-def build_harness(compiler: str, flags: list[str], out: Path) -> Path:
+def build_harness(compiler: str, flags: list[str], out: Path, static: bool = True) -> Path:
     """The harness built with the core's flags (CMakeLists.txt) plus `flags`, with contraction off
     everywhere as in the files whose bits matter (row groups, quantization); elsewhere it only moves
-    roundings. Static on Linux, so qemu needs no Arm sysroot."""
+    roundings. `static` (Linux only) for a binary run under qemu, which then needs no sysroot."""
+    link_static = static and sys.platform.startswith("linux")
     cmd = [compiler, "-std=gnu++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off", *flags,
-           f"-I{ROOT}", *harness_sources(), "-lpthread", *(["-static"] if sys.platform.startswith("linux") else []),
-           "-o", str(out)]
+           f"-I{ROOT}", *harness_sources(), "-lpthread", *(["-static"] if link_static else []), "-o", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out

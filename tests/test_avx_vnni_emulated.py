@@ -42,7 +42,8 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
-    return [str(build_harness(COMPILER, LEVEL_FLAGS, tmp_path_factory.mktemp("vnni") / "matmul_harness_vnni"))]
+    out = tmp_path_factory.mktemp("vnni") / "matmul_harness_vnni"
+    return [str(build_harness(COMPILER, LEVEL_FLAGS, out, static=False))]
 
 
 def expected_value(qtype, x, activations):
