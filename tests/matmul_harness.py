@@ -21,16 +21,24 @@ def harness_sources() -> list[str]:
     return [str(ROOT / n) for n in named] + [str(p) for p in kernels]
 
 
-def build_harness(compiler: str, flags: list[str], out: Path, static: bool = True) -> Path:
-    """The harness built with the core's flags (CMakeLists.txt) plus `flags`, with contraction off
-    everywhere as in the files whose bits matter (row groups, quantization); elsewhere it only moves
-    roundings. `static` (Linux only) for a binary run under qemu, which then needs no sysroot."""
-    link_static = static and sys.platform.startswith("linux")
-    cmd = [compiler, "-std=gnu++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off", *flags,
-           f"-I{ROOT}", *harness_sources(), "-lpthread", *(["-static"] if link_static else []), "-o", str(out)]
+CORE_FLAGS = ["-std=gnu++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-ffp-contract=off"]
+
+
+def compile_sources(compiler: str, flags: list[str], sources: list[str], out: Path, link: bool = True) -> Path:
+    """The core's flags (CMakeLists.txt) plus `flags`, with contraction off everywhere as in the
+    files whose bits matter (row groups, quantization); elsewhere it only moves roundings. `link`:
+    a program, else one object file."""
+    cmd = [compiler, *CORE_FLAGS, *flags, f"-I{ROOT}", *sources, *(["-lpthread"] if link else ["-c"]), "-o", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
+
+
+def build_harness(compiler: str, flags: list[str], out: Path, static: bool = True, sources: list[str] | None = None):
+    """The harness program from `sources` (default: harness_sources()). `static` (Linux only) for a
+    binary run under qemu, which then needs no sysroot."""
+    link_static = ["-static"] if static and sys.platform.startswith("linux") else []
+    return compile_sources(compiler, [*flags, *link_static], sources or harness_sources(), out)
 
 
 def run_harness(command: list[str], *args: str, stdin: bytes = b"") -> bytes:

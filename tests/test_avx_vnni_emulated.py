@@ -30,7 +30,7 @@ from test_precise_activations import random_code_rows, two_part_rounding
 from edgellama import _cpu_features, _testing
 
 COMPILER = shutil.which("g++")
-LEVEL_FLAGS = ["-march=x86-64-v3", "-mtune=generic", f"-include{ROOT / 'tests/x86/emulated_avx_vnni.h'}"]
+LEVEL_FLAGS = ["-march=x86-64-v3", "-mtune=generic", "-include", str(ROOT / "tests/x86/emulated_avx_vnni.h")]
 
 pytestmark = [
     pytest.mark.skipif(not (ROOT / "csrc").is_dir(), reason="needs the source tree (csrc/) to build the harness"),
