@@ -16,29 +16,15 @@ sequence); random code bytes, the extreme codes included.
 
 from __future__ import annotations
 
-import platform
-import shutil
-
-import numpy as np
 import pytest
 
-from matmul_harness import ROOT, build_harness, compile_sources, harness_matmul, harness_sources
-from test_avx_vnni_emulated import assert_float64_dots
-from test_kernels import BLOCK32, N, ROW_GROUP_TYPES, act_rows, weight_rows
-from test_precise_activations import random_code_rows
+from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS, check_every_code, check_matmul
+from matmul_harness import ROOT, build_harness, compile_sources, harness_sources
+from test_kernels import BLOCK32, ROW_GROUP_TYPES
 
-from edgellama import _cpu_features, _testing
-
-COMPILER = shutil.which("g++")
-AVX2_FLAGS = ["-march=x86-64-v3", "-mtune=generic"]
 EMULATED = [str(ROOT / "csrc/kernels/row_groups_avx512.cpp"), str(ROOT / "csrc/kernels/row_groups_k_avx512.cpp")]
 
-pytestmark = [
-    pytest.mark.skipif(not (ROOT / "csrc").is_dir(), reason="needs the source tree (csrc/) to build the harness"),
-    pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64")
-                       or "x86_64_v3" not in _cpu_features.runnable_levels(), reason="needs an x86-64 CPU with AVX2"),
-    pytest.mark.skipif(COMPILER is None, reason="needs g++ to build the harness"),
-]
+pytestmark = SKIPS
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +42,9 @@ def harness(tmp_path_factory):
 @pytest.mark.parametrize("activations", ["int8", "precise"])
 @pytest.mark.parametrize("qtype", sorted(ROW_GROUP_TYPES), ids=lambda t: t.name)
 def test_avx512_row_groups_match_float64_and_this_machines_bits(harness, qtype, activations, n_tokens):
-    rng = np.random.default_rng(9800 + int(qtype))
-    rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial group of 16
-    x = np.stack(act_rows(rng, N) * 2)[:n_tokens]
-    ran_row_groups, got = harness_matmul(harness, qtype, rows, x, activations)
-    assert ran_row_groups
-    assert_float64_dots(got, qtype, rows, x, activations)
-    here = _testing.PreparedMatmul(int(qtype), rows, N, True, 1, activations=activations).run(x)
-    np.testing.assert_array_equal(got, here)
+    check_matmul(harness, qtype, activations, n_tokens, 9800, expect_row_groups=True)
 
 
 @pytest.mark.parametrize("qtype", BLOCK32, ids=lambda t: t.name)
 def test_avx512_row_groups_dot_every_code(harness, qtype):
-    rng = np.random.default_rng(9900 + int(qtype))
-    rows, x = random_code_rows(rng, qtype, N, 19), np.stack(act_rows(rng, N))[:5]
-    for activations in ("int8", "precise"):
-        _, got = harness_matmul(harness, qtype, rows, x, activations)
-        assert_float64_dots(got, qtype, rows, x, activations)
+    check_every_code(harness, qtype, 9900)
