@@ -1,17 +1,17 @@
-"""The AVX-512 row-group kernels (the x86_64_v4 level's: Zen 4 and later, Xeon) on an AVX2 CPU.
+"""The AVX-512 matmul code (the x86_64_v4 level's: Zen 4 and later, Xeon) on an AVX2 CPU.
 
-row_groups_avx512.cpp and row_groups_k_avx512.cpp are compiled with -march=x86-64-v3 and
-tests/x86/emulated_avx512.h force-included, which declares the AVX-512 feature macros and maps each
-AVX-512 intrinsic they use to an exact AVX2 equivalent (its byte dot is the one
-test_avx_vnni_emulated checks against numpy; tests/x86/avx512_shim stands in for the one
-inline-assembly helper). Linked into the matmul
-harness (tests/arm/matmul_harness.cpp) with the rest of the core built for AVX2, they are the
-harness's row groups. On an AVX-512 CPU the package's own x86_64_v4 level runs the real instructions
-in test_kernels and test_cpu_levels as well.
+row_groups_avx512.cpp, row_groups_k_avx512.cpp and activations.cpp (its AVX-512 activation
+quantizer) are compiled with -march=x86-64-v3 and tests/x86/emulated_avx512.h force-included,
+which declares the AVX-512 feature macros and maps each AVX-512 intrinsic they use to an exact AVX2
+equivalent (its byte dot is the one test_avx_vnni_emulated checks against numpy;
+tests/x86/avx512_shim stands in for the one inline-assembly helper). Linked into the matmul harness
+(tests/arm/matmul_harness.cpp) with the rest of the core built for AVX2, they quantize the
+harness's activations and run its row groups. On an AVX-512 CPU the package's own x86_64_v4 level
+runs the real instructions in test_kernels and test_cpu_levels as well.
 
 Checks: every row-group type, int8 and precise activations, one token and a batch, against float64
-dots and against this machine's own kernels' bits (the same exact integer block sums and float
-sequence); random code bytes, the extreme codes included.
+dots and against this machine's own kernels' bits (the same activation codes, exact integer block
+sums and float sequence); random code bytes, the extreme codes included.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS, check_every_code, check_ma
 from matmul_harness import ROOT, build_harness, compile_sources, harness_sources
 from test_kernels import BLOCK32, ROW_GROUP_TYPES
 
-EMULATED = [str(ROOT / "csrc/kernels/row_groups_avx512.cpp"), str(ROOT / "csrc/kernels/row_groups_k_avx512.cpp")]
+EMULATED = [str(ROOT / "csrc/kernels" / name) for name in ("row_groups_avx512.cpp", "row_groups_k_avx512.cpp",
+                                                            "activations.cpp")]
 
 pytestmark = SKIPS
 

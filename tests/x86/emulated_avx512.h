@@ -1,9 +1,10 @@
-// Test-only: lets the AVX-512 row-group kernels (row_groups_avx512.cpp, row_groups_k_avx512.cpp:
-// the x86_64_v4 level's) run on an AVX2 CPU. tests/test_avx512_emulated.py compiles those two
-// files with -march=x86-64-v3, this header force-included and tests/x86/avx512_shim ahead on the
-// include path, and links them into the matmul harness. Nothing in the package includes it.
+// Test-only: lets the x86_64_v4 level's AVX-512 matmul code (row_groups_avx512.cpp,
+// row_groups_k_avx512.cpp, and the activation quantizer in activations.cpp) run on an AVX2 CPU.
+// tests/test_avx512_emulated.py compiles those files with -march=x86-64-v3, this header
+// force-included and tests/x86/avx512_shim ahead on the include path, and links them into the
+// matmul harness. Nothing in the package includes it.
 //
-// It declares the AVX-512 feature macros the two files test, then maps each AVX-512 intrinsic they
+// It declares the AVX-512 feature macros the files test, then maps each AVX-512 intrinsic they
 // use to an exact equivalent on 256-bit halves or GCC's generic vectors (which GCC splits into AVX2
 // instructions): the same lanes, roundings and wrapping, one instruction at a time.
 #pragma once
@@ -82,6 +83,40 @@ inline __m512i ternarylogic(__m512i a, __m512i b, __m512i c, int imm) {
     return cast<__m512i>(out);
 }
 
+// VRNDSCALEPS with scale 0 (the quantizer's use): round in the rounding mode imm names, as VROUNDPS.
+#define EDGELLAMA_EMULATED_ROUND(v, imm)                                                  \
+    [&](__m512 whole) {                                                                   \
+        __m256 lo, hi;                                                                    \
+        edgellama_emulated::halves(whole, lo, hi);                                        \
+        return edgellama_emulated::join<__m512>(_mm256_round_ps(lo, imm), _mm256_round_ps(hi, imm)); \
+    }(v)
+
+template <class H, H (*op)(H, H), class W>
+inline W pairwise(W a, W b) {
+    H al, ah, bl, bh;
+    halves(a, al, ah), halves(b, bl, bh);
+    return join<W>(op(al, bl), op(ah, bh));
+}
+inline __m256 min256(__m256 a, __m256 b) { return _mm256_min_ps(a, b); }
+inline __m256 max256(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+
+inline __m512i cvtt_epi32(__m512 v) {  // truncating; out of range gives 0x80000000, as VCVTTPS2DQ
+    __m256 lo, hi;
+    halves(v, lo, hi);
+    return join<__m512i>(_mm256_cvttps_epi32(lo), _mm256_cvttps_epi32(hi));
+}
+
+typedef int8_t I8x16 __attribute__((vector_size(16)));
+inline __m128i cvt_epi32_epi8(__m512i v) {  // VPMOVDB: each lane's low byte
+    return cast<__m128i>(__builtin_convertvector(cast<I32x16>(v), I8x16));
+}
+
+inline __m512 loadu_ps(const float* p) {
+    __m512 v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
+
 inline void mask_storeu(float* p, __mmask16 mask, __m512 v) {
     float lanes[16];
     std::memcpy(lanes, &v, sizeof lanes);
@@ -141,5 +176,13 @@ inline V splat(T x) {
     EDGELLAMA_EMU::cast<__m512>(EDGELLAMA_EMU::cast<EDGELLAMA_EMU::F32x16>(a) * EDGELLAMA_EMU::cast<EDGELLAMA_EMU::F32x16>(b))
 #define _mm512_sub_ps(a, b) \
     EDGELLAMA_EMU::cast<__m512>(EDGELLAMA_EMU::cast<EDGELLAMA_EMU::F32x16>(a) - EDGELLAMA_EMU::cast<EDGELLAMA_EMU::F32x16>(b))
+#define _mm512_roundscale_ps(v, imm) EDGELLAMA_EMULATED_ROUND(v, imm)
+#define _mm512_min_ps(a, b) EDGELLAMA_EMU::pairwise<__m256, EDGELLAMA_EMU::min256>(a, b)
+#define _mm512_max_ps(a, b) EDGELLAMA_EMU::pairwise<__m256, EDGELLAMA_EMU::max256>(a, b)
+#define _mm512_cvttps_epi32(v) EDGELLAMA_EMU::cvtt_epi32(v)
+#define _mm512_cvtepi32_epi8(v) EDGELLAMA_EMU::cvt_epi32_epi8(v)
+#define _mm512_loadu_ps(p) EDGELLAMA_EMU::loadu_ps(p)
+#define _mm512_div_ps(a, b) \
+    EDGELLAMA_EMU::cast<__m512>(EDGELLAMA_EMU::cast<EDGELLAMA_EMU::F32x16>(a) / EDGELLAMA_EMU::cast<EDGELLAMA_EMU::F32x16>(b))
 #define _mm512_cvtepi32_ps(a) \
     EDGELLAMA_EMU::cast<__m512>(__builtin_convertvector(EDGELLAMA_EMU::cast<EDGELLAMA_EMU::I32x16>(a), EDGELLAMA_EMU::F32x16))
