@@ -4,9 +4,11 @@ Arm build under qemu (test_arm.py) and for the AVX-VNNI build with an emulated V
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +37,21 @@ def compile_sources(compiler: str, flags: list[str], sources: list[str], out: Pa
 
 
 def build_harness(compiler: str, flags: list[str], out: Path, static: bool = True, sources: list[str] | None = None):
-    """The harness program from `sources` (default: harness_sources()). `static` (Linux only) for a
-    binary run under qemu, which then needs no sysroot."""
+    """The harness program from `sources` (default: harness_sources(); object files are linked as
+    they are), each compiled on its own core. `static` (Linux only) for a binary run under qemu,
+    which then needs no sysroot."""
+    sources = sources or harness_sources()
+
+    def object_of(numbered):
+        index, source = numbered
+        if source.endswith(".o"):
+            return source
+        return str(compile_sources(compiler, flags, [source], out.with_name(f"{out.name}.{index}.o"), link=False))
+
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        objects = list(pool.map(object_of, enumerate(sources)))
     link_static = ["-static"] if static and sys.platform.startswith("linux") else []
-    return compile_sources(compiler, [*flags, *link_static], sources or harness_sources(), out)
+    return compile_sources(compiler, [*flags, *link_static], objects, out)
 
 
 def run_harness(command: list[str], *args: str, stdin: bytes = b"") -> bytes:

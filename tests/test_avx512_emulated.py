@@ -16,6 +16,9 @@ sums and float sequence); random code bytes, the extreme codes included.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 
 from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS, check_every_code, check_matmul
@@ -33,8 +36,9 @@ def harness(tmp_path_factory):
     folder = tmp_path_factory.mktemp("avx512")
     emulation = ["-Wno-psabi", "-include", str(ROOT / "tests/x86/emulated_avx512.h"),
                  f"-I{ROOT / 'tests/x86/avx512_shim'}"]  # ahead of the source tree: the shim wins
-    objects = [str(compile_sources(COMPILER, [*AVX2_FLAGS, *emulation], [src], folder / f"{i}.o", link=False))
-               for i, src in enumerate(EMULATED)]
+    with ThreadPoolExecutor(len(EMULATED)) as pool:
+        objects = list(pool.map(lambda src: str(compile_sources(
+            COMPILER, [*AVX2_FLAGS, *emulation], [src], folder / f"{Path(src).stem}.emulated.o", link=False)), EMULATED))
     sources = [s for s in harness_sources() if s not in EMULATED] + objects
     return [str(build_harness(COMPILER, AVX2_FLAGS, folder / "matmul_harness_avx512", static=False, sources=sources))]
 
