@@ -1,6 +1,6 @@
-"""Builds and drives tests/arm/matmul_harness.cpp, the core's matmul as a plain program: for an
-Arm build under qemu (test_arm.py) and for the AVX-VNNI build with an emulated VNNI instruction
-(test_avx_vnni_emulated.py)."""
+"""Builds, drives and checks tests/arm/matmul_harness.cpp, the core's matmul as a plain program:
+for the Arm builds under qemu (test_arm.py) and the x86 levels built with emulated instructions
+(test_avx_vnni_emulated.py, test_avx512_emulated.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from test_kernels import N, act_rows, weight_rows
+from test_precise_activations import assert_float64_dots, random_code_rows
+
+from edgellama import _testing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +71,26 @@ def harness_matmul(command: list[str], qtype, rows: np.ndarray, x: np.ndarray, a
     out = run_harness(command, "matmul", stdin=head + rows.tobytes() + x.astype(np.float32).tobytes())
     ran_row_groups = struct.unpack("<i", out[:4])[0] == 1
     return ran_row_groups, np.frombuffer(out[4:], np.float32).reshape(x.shape[0], rows.shape[0])
+
+
+def check_matmul(command: list[str], qtype, activations: str, n_tokens: int, seed: int, expect_row_groups: bool):
+    """The harness's matmul against float64 dots and, where its row groups ran, against this
+    machine's own kernels' bits (exact integer block sums, one float sequence on every level)."""
+    rng = np.random.default_rng(seed + int(qtype))
+    rows = np.stack(weight_rows(rng, qtype, N)[:5] * 4)[:19]  # 19 rows: a partial group of 16
+    x = np.stack(act_rows(rng, N) * 2)[:n_tokens]
+    ran_row_groups, got = harness_matmul(command, qtype, rows, x, activations)
+    assert ran_row_groups == expect_row_groups
+    assert_float64_dots(got, _testing, qtype, rows, x, activations)
+    if ran_row_groups:
+        here = _testing.PreparedMatmul(int(qtype), rows, N, True, 1, activations=activations).run(x)
+        np.testing.assert_array_equal(got, here)
+
+
+def check_every_code(command: list[str], qtype, seed: int):
+    """Random code bytes (the extremes included), int8 and precise, against float64 dots."""
+    rng = np.random.default_rng(seed + int(qtype))
+    rows, x = random_code_rows(rng, qtype, N, 19), np.stack(act_rows(rng, N))[:5]
+    for activations in ("int8", "precise"):
+        _, got = harness_matmul(command, qtype, rows, x, activations)
+        assert_float64_dots(got, _testing, qtype, rows, x, activations)

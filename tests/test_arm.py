@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from matmul_harness import ROOT, build_harness, harness_matmul, run_harness
+from matmul_harness import ROOT, build_harness, check_every_code, harness_matmul, run_harness
 from test_cpu_levels import dequantize_act
 from test_kernels import ALL_TYPES, BLOCK32, N, act_rows, reference_dequant, weight_rows
-from test_precise_activations import random_code_rows, two_part_rounding
+from test_precise_activations import two_part_rounding
 
 from edgellama import _cpu_features, _testing
 
@@ -135,16 +135,4 @@ def test_arm_precise_matmul_matches_float64_dots(harness, level, qtype, n_tokens
 @pytest.mark.parametrize("qtype", BLOCK32, ids=lambda t: t.name)
 def test_arm_matmul_dots_every_code_of_the_32_element_types(harness, level, qtype):
     # Random code bytes (Q8_0's -128 and 127 included), int8 and precise, against float64.
-    rng = np.random.default_rng(9400 + int(qtype))
-    rows, x = random_code_rows(rng, qtype, N, 19), np.stack(act_rows(rng, N))[:5]
-    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
-    fmt = _testing.type_info(int(qtype))["act_format"]  # 32-value blocks
-    for activations in ("int8", "precise"):
-        _, got = arm_matmul(harness[level], qtype, rows, x, activations)
-        for t in range(x.shape[0]):
-            if activations == "precise":
-                value = two_part_rounding(_testing, qtype, x[t])[0]
-            else:
-                value = dequantize_act(_testing.quantize_act_row(fmt, x[t]), fmt, N, 32)
-            scale = np.abs(w).max(axis=1) * np.abs(value).sum()
-            assert np.all(np.abs(got[t] - w @ value) <= 1e-5 * scale + 1e-30), (level, activations, t)
+    check_every_code(arm_command(harness[level]), qtype, 9400)

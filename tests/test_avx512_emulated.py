@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS, check_every_code, check_matmul
-from matmul_harness import ROOT, build_harness, compile_sources, harness_sources
+from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS
+from matmul_harness import ROOT, build_harness, check_every_code, check_matmul, compile_sources, harness_sources
 from test_kernels import BLOCK32, ROW_GROUP_TYPES
 
 EMULATED = [str(ROOT / "csrc/kernels" / name) for name in ("row_groups_avx512.cpp", "row_groups_k_avx512.cpp",

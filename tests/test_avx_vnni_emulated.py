@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS, check_every_code, check_matmul
-from matmul_harness import ROOT, build_harness, compile_sources, run_harness
+from emulated_x86 import AVX2_FLAGS, COMPILER, SKIPS
+from matmul_harness import ROOT, build_harness, check_every_code, check_matmul, compile_sources, run_harness
 from test_kernels import ALL_TYPES, BLOCK32, ROW_GROUP_TYPES
 
 LEVEL_FLAGS = [*AVX2_FLAGS, "-include", str(ROOT / "tests/x86/emulated_avx_vnni.h")]

@@ -80,6 +80,27 @@ def random_code_rows(rng, qtype, n, n_rows):
     return blocks.reshape(n_rows, -1)
 
 
+def rounded_input(core, qtype, x, activations):
+    """The float64 values core's kernels dot for one token x: its one rounded row (int8), its two
+    (precise), or x itself (float weights take it as it is)."""
+    if activations == "precise":
+        return two_part_rounding(core, qtype, x)[0]
+    fmt = core.type_info(int(qtype))["act_format"]
+    if fmt == 0:
+        return x.astype(np.float64)
+    return dequantize_act(core.quantize_act_row(fmt, x), fmt, x.size, {1: 32, 2: 256}[fmt])
+
+
+def assert_float64_dots(got, core, qtype, rows, x, activations):
+    """got[t][r] is the dot of row r with token t's rounded input, up to float32 scale products and
+    sums."""
+    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
+    for t in range(x.shape[0]):
+        value = rounded_input(core, qtype, x[t], activations)
+        scale = np.abs(w).max(axis=1) * np.abs(value).sum()
+        assert np.all(np.abs(got[t] - w @ value) <= 1e-5 * scale + 1e-30), (qtype.name, activations, t)
+
+
 @pytest.mark.parametrize("level", ROW_GROUP_LEVELS)
 @pytest.mark.parametrize("qtype", BLOCK32, ids=lambda t: t.name)
 def test_row_groups_dot_every_code_of_the_32_element_types(level, qtype):
@@ -89,17 +110,9 @@ def test_row_groups_dot_every_code_of_the_32_element_types(level, qtype):
     rng = np.random.default_rng(9300 + int(qtype))
     rows = random_code_rows(rng, qtype, N, 19)
     x = np.stack(act_rows(rng, N))[:5]
-    w = np.stack([reference_dequant(qtype, r) for r in rows]).astype(np.float64)
-    fmt, block = act_block(core, qtype)
     for activations in ("int8", "precise"):
         got = core.matmul(int(qtype), rows, x, row_groups=True, activations=activations)
-        for t in range(x.shape[0]):
-            if activations == "precise":
-                value = two_part_rounding(core, qtype, x[t])[0]
-            else:
-                value = dequantize_act(core.quantize_act_row(fmt, x[t]), fmt, N, block)
-            scale = np.abs(w).max(axis=1) * np.abs(value).sum()
-            assert np.all(np.abs(got[t] - w @ value) <= 1e-5 * scale + 1e-30), (activations, t)
+        assert_float64_dots(got, core, qtype, rows, x, activations)
 
 
 @pytest.mark.parametrize("level", LEVELS)
